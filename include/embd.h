@@ -1,0 +1,183 @@
+/*
+ * embd.h — the public API of libembd, a text-embedding engine for BERT-family
+ * sentence-embedding models (all-MiniLM-L6-v2, bge-small-en-v1.5, ...).
+ *
+ * Usage:
+ *
+ *     embd_model *model = NULL;
+ *     if (embd_model_load("models/all-MiniLM-L6-v2", embd_model_default_params(), &model))
+ *         fprintf(stderr, "embd: %s\n", embd_last_error());
+ *     embd_ctx *ctx = NULL;
+ *     embd_ctx_new(model, embd_ctx_default_params(), &ctx);
+ *     const char *texts[2] = {"a cat sat on the mat", "fast text embeddings"};
+ *     float out[2 * 384];   // (n, embd_model_dim(model))
+ *     if (embd_embed(ctx, texts, NULL, 2, out) != EMBD_OK)
+ *         fprintf(stderr, "embd: %s\n", embd_last_error());
+ *     embd_ctx_free(ctx);
+ *     embd_model_free(model);
+ *
+ * Conventions:
+ * - Every function that can fail returns an `enum embd_status`; on failure a
+ *   one-line message for the calling thread is kept in embd_last_error().
+ *   The library never exits or aborts on bad input.
+ * - A model is read-only after loading and may be shared by many contexts and
+ *   threads. A context is used by one thread at a time.
+ * - Shapes in comments: n = number of texts, D = embedding dimension.
+ */
+#ifndef EMBD_H
+#define EMBD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EMBD_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define EMBD_API __attribute__((visibility("default")))
+#else
+#define EMBD_API
+#endif
+
+/* Status codes. EMBD_OK is 0; everything else is an error. */
+enum embd_status {
+    EMBD_OK = 0,
+    EMBD_ERR_INVALID_ARG,      /* a NULL handle, a bad size or option */
+    EMBD_ERR_IO,               /* a file could not be opened, read or mapped */
+    EMBD_ERR_MODEL_FORMAT,     /* a model file is malformed, truncated or inconsistent */
+    EMBD_ERR_UNSUPPORTED,      /* a valid model or option that embd does not support */
+    EMBD_ERR_NOMEM,            /* an allocation failed */
+    EMBD_ERR_BUFFER_TOO_SMALL, /* the caller's buffer is too small; the needed size is returned */
+    EMBD_ERR_BACKEND,          /* the compute backend failed */
+    EMBD_ERR_INTERNAL,         /* a bug in embd */
+};
+
+/* A short constant description of a status ("ok", "invalid argument", ...). */
+EMBD_API const char *embd_status_str(enum embd_status status);
+
+/* The message of the last error on this thread ("" if none). Valid until the
+ * next embd call on the same thread. */
+EMBD_API const char *embd_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct embd_model embd_model;
+
+struct embd_model_params {
+    int max_seq_length; /* 0: the model's own (sentence_bert_config.json, else config.json);
+                           otherwise tokens per input after truncation, [CLS]/[SEP] included,
+                           at most max_position_embeddings. Default 0. */
+};
+
+EMBD_API struct embd_model_params embd_model_default_params(void);
+
+/* Loads a Hugging Face model directory: config.json, model.safetensors,
+ * tokenizer.json and, when present, tokenizer_config.json, modules.json,
+ * 1_Pooling/config.json and sentence_bert_config.json. The weights are
+ * mapped read-only. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_IO,
+ * EMBD_ERR_MODEL_FORMAT, EMBD_ERR_UNSUPPORTED or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_model_load(const char *dir, struct embd_model_params params,
+                                          embd_model **out);
+EMBD_API void embd_model_free(embd_model *model);
+
+/* Embedding dimension D (hidden size). */
+EMBD_API int embd_model_dim(const embd_model *model);
+/* Tokens per input after truncation, [CLS] and [SEP] included. */
+EMBD_API int embd_model_max_tokens(const embd_model *model);
+/* Vocabulary size; valid token ids are 0 .. vocab-1. */
+EMBD_API int embd_model_vocab_size(const embd_model *model);
+/* "cls" or "mean". */
+EMBD_API const char *embd_model_pooling(const embd_model *model);
+/* Whether the model ends in an L2 normalisation (sentence-transformers Normalize). */
+EMBD_API bool embd_model_normalizes(const embd_model *model);
+/* A 64-bit fingerprint of the weights, the tokenizer and the configuration. */
+EMBD_API uint64_t embd_model_fingerprint(const embd_model *model);
+
+/* Tokenizes one text exactly as Hugging Face `tokenizers` does for this model
+ * ([CLS] ... [SEP], truncated to embd_model_max_tokens). `len` is the text's
+ * length in bytes. Invalid UTF-8 sequences are read as U+FFFD (like Python's
+ * bytes.decode("utf-8", "replace")). Writes at most `cap` ids and sets
+ * *n_ids to the full count; returns EMBD_ERR_BUFFER_TOO_SMALL if that is more
+ * than `cap`. Thread-safe. */
+EMBD_API enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t len,
+                                        int32_t *ids, size_t cap, size_t *n_ids);
+
+/* ------------------------------------------------------------------------ */
+/* Contexts                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct embd_ctx embd_ctx;
+
+enum embd_device {
+    EMBD_DEVICE_AUTO = 0, /* the GPU if one is usable, else the CPU */
+    EMBD_DEVICE_CPU,
+    EMBD_DEVICE_CUDA,
+};
+
+enum embd_dtype {
+    EMBD_DTYPE_AUTO = 0, /* fp32 on the CPU, fp16 on the GPU */
+    EMBD_DTYPE_FP32,
+    EMBD_DTYPE_FP16,
+    EMBD_DTYPE_BF16,
+};
+
+struct embd_ctx_params {
+    enum embd_device device; /* default EMBD_DEVICE_AUTO */
+    int device_index;        /* CUDA device ordinal; default 0 */
+    enum embd_dtype dtype;   /* default EMBD_DTYPE_AUTO */
+    int n_threads;           /* CPU threads; 0 = all online cores. Default 0 */
+    int max_batch_tokens;    /* tokens per forward pass (packed, no padding); default 16384 */
+    bool normalize;          /* L2-normalise when the model does; false = never. Default true */
+    const char *prefix;      /* prepended to every text before tokenizing
+                                ("query: ", "passage: "); copied. Default NULL */
+};
+
+EMBD_API struct embd_ctx_params embd_ctx_default_params(void);
+
+/* Creates a context on `model`, which must outlive it. Returns EMBD_OK,
+ * EMBD_ERR_INVALID_ARG, EMBD_ERR_UNSUPPORTED (e.g. CUDA asked for but not
+ * usable; the message says why), EMBD_ERR_BACKEND or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params,
+                                       embd_ctx **out);
+EMBD_API void embd_ctx_free(embd_ctx *ctx);
+
+/* The backend in use: "cpu" or "cuda". */
+EMBD_API const char *embd_ctx_backend(const embd_ctx *ctx);
+
+/* Embeds n texts into out (n, D), in input order. `lens` gives each text's
+ * length in bytes, or is NULL for NUL-terminated texts. An empty text is
+ * valid (it embeds [CLS] [SEP]). Returns EMBD_OK, EMBD_ERR_INVALID_ARG,
+ * EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
+EMBD_API enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens,
+                                     size_t n, float *out);
+
+/* Embeds n already-tokenized inputs: ids (T) back to back, seq_start (n+1)
+ * with seq_start[0] = 0 and seq_start[n] = T. Each input must have between
+ * 1 and embd_model_max_tokens ids, each in 0 .. vocab-1; no [CLS]/[SEP] is
+ * added. Writes out (n, D). Returns EMBD_OK, EMBD_ERR_INVALID_ARG,
+ * EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
+EMBD_API enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids,
+                                            const size_t *seq_start, size_t n, float *out);
+
+/* Counters since the context was created. */
+struct embd_ctx_stats {
+    uint64_t inputs;     /* inputs embedded */
+    uint64_t tokens;     /* tokens run through the model */
+    uint64_t batches;    /* forward passes */
+    double tokenize_sec; /* time spent tokenizing */
+    double forward_sec;  /* time spent in the backend */
+};
+
+EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EMBD_H */

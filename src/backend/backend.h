@@ -1,0 +1,59 @@
+/* backend.h — the table of operations every compute backend fills (CPU, CUDA).
+ *
+ * A batch is packed: the ids of all its sequences back to back, no padding.
+ * Letters used in shape comments:
+ *   n  sequences in the batch        T  tokens in the batch (all sequences)
+ *   H  hidden size                   NH attention heads, HS = H / NH
+ *   I  intermediate (FFN) size       V  vocabulary size
+ *   P  max position embeddings       L  layers
+ */
+#ifndef EMBD_BACKEND_H
+#define EMBD_BACKEND_H
+
+#include "embd.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct embd_model;
+
+typedef struct {
+    int n_seq;                /* n */
+    int n_tok;                /* T */
+    const int32_t *ids;       /* (T) token ids, each in [0, V) */
+    const int32_t *seq_start; /* (n+1) seq_start[0] = 0, seq_start[n] = T, each length in [1, P] */
+} embd_batch;
+
+typedef struct {
+    int n_threads;        /* CPU threads, >= 1 */
+    int device_index;     /* GPU ordinal */
+    enum embd_dtype dtype; /* EMBD_DTYPE_FP32 on the CPU */
+    int max_batch_tokens; /* the largest T the backend will be given */
+} embd_backend_params;
+
+typedef struct embd_backend embd_backend; /* each backend defines its own */
+
+struct embd_backend_ops {
+    const char *name;
+    /* Prepares the backend for `model` (which outlives it). */
+    enum embd_status (*init)(embd_backend **out, const struct embd_model *model,
+                             const embd_backend_params *params);
+    void (*free)(embd_backend *be);
+    /* Runs the encoder over the packed batch, pools each sequence (the model's
+     * CLS or mean pooling) and, if `normalize`, L2-normalises: out (n, H). */
+    enum embd_status (*embed)(embd_backend *be, float *out, const embd_batch *batch,
+                              bool normalize);
+    /* Optional (may be NULL): releases scratch memory until the next embed. */
+    void (*trim)(embd_backend *be);
+};
+
+/* The CPU backend: fast path (BLAS, threads). */
+extern const struct embd_backend_ops embd_backend_cpu_ops;
+/* The CPU reference: plain loops, fp32, one thread; the yardstick for the others. */
+extern const struct embd_backend_ops embd_backend_ref_ops;
+
+/* Checks a batch against the model's limits (ids in range, lengths in [1, P],
+ * seq_start monotone). Returns EMBD_OK or EMBD_ERR_INVALID_ARG with a message. */
+enum embd_status embd_batch_check(const embd_batch *batch, const struct embd_model *model);
+
+#endif

@@ -1,0 +1,64 @@
+/* model.h — a loaded model: hyper-parameters, fp32 weights, tokenizer.
+ * Shape letters as in backend/backend.h. Linear weights are stored as in
+ * PyTorch: (out_features, in_features), row-major; y = x W^T + b. */
+#ifndef EMBD_MODEL_H
+#define EMBD_MODEL_H
+
+#include "embd.h"
+#include "tokenizer/tokenizer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum embd_pooling { EMBD_POOL_CLS, EMBD_POOL_MEAN };
+
+typedef struct {
+    int V;        /* vocab_size */
+    int H;        /* hidden_size */
+    int L;        /* num_hidden_layers */
+    int NH;       /* num_attention_heads (H % NH == 0) */
+    int I;        /* intermediate_size */
+    int P;        /* max_position_embeddings */
+    int TV;       /* type_vocab_size (>= 1) */
+    float ln_eps; /* layer_norm_eps */
+    enum embd_pooling pooling;
+    bool normalize;  /* the model ends in a Normalize module */
+    int max_tokens;  /* effective truncation length, [CLS]/[SEP] included, <= P */
+} embd_hparams;
+
+typedef struct {
+    const float *q_w, *k_w, *v_w; /* (H, H) */
+    const float *q_b, *k_b, *v_b; /* (H) */
+    const float *o_w;             /* (H, H) attention output dense */
+    const float *o_b;             /* (H) */
+    const float *ln1_g, *ln1_b;   /* (H) attention.output.LayerNorm */
+    const float *i_w;             /* (I, H) intermediate.dense */
+    const float *i_b;             /* (I) */
+    const float *f_w;             /* (H, I) output.dense */
+    const float *f_b;             /* (H) */
+    const float *ln2_g, *ln2_b;   /* (H) output.LayerNorm */
+} embd_layer_weights;
+
+typedef struct {
+    const float *word_emb;          /* (V, H) */
+    const float *pos_emb;           /* (P, H) */
+    const float *type_emb;          /* (TV, H); only row 0 is used */
+    const float *emb_ln_g, *emb_ln_b; /* (H) */
+    embd_layer_weights *layers;     /* [L] */
+} embd_weights;
+
+struct embd_model {
+    embd_hparams hp;
+    embd_weights w;
+    embd_tokenizer *tok;
+    char *dir;            /* the model directory as given */
+    uint64_t fingerprint; /* weights + config + tokenizer */
+    /* storage (owned by the loader) */
+    void *map;            /* mmap of model.safetensors */
+    size_t map_len;
+    float *owned;         /* fp32 copies of tensors that were not fp32 (or misaligned) */
+    size_t owned_len;     /* floats in `owned` */
+};
+
+#endif

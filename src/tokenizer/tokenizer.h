@@ -1,0 +1,39 @@
+/* tokenizer.h — BERT WordPiece tokenization with exact Hugging Face
+ * `tokenizers` parity, read from a tokenizer.json. */
+#ifndef EMBD_TOKENIZER_H
+#define EMBD_TOKENIZER_H
+
+#include "embd.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct embd_tokenizer embd_tokenizer;
+
+/* Parses the contents of a tokenizer.json (`len` bytes, need not be
+ * NUL-terminated). Supported: normalizer BertNormalizer (or null), pre_tokenizer
+ * BertPreTokenizer, model WordPiece, post_processor TemplateProcessing or
+ * BertProcessing, added_tokens. Anything else: EMBD_ERR_UNSUPPORTED naming it.
+ * Malformed JSON or inconsistent fields: EMBD_ERR_MODEL_FORMAT. */
+enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, size_t len);
+void embd_tokenizer_free(embd_tokenizer *tok);
+
+/* Encodes one text: [CLS] wordpieces [SEP], truncated so the total is at most
+ * max_tokens (>= 2; the special tokens are kept, the pieces cut from the end,
+ * as `tokenizers` does with truncation max_length = max_tokens). Invalid UTF-8
+ * is read as U+FFFD per maximal subpart (Python's decode("utf-8", "replace")).
+ * Writes at most `cap` ids, sets *n to the full count, and returns
+ * EMBD_ERR_BUFFER_TOO_SMALL when *n > cap. Thread-safe on a shared tokenizer. */
+enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *text, size_t len,
+                                       int max_tokens, int32_t *ids, size_t cap, size_t *n);
+
+/* Number of ids (the largest id + 1, added tokens included). */
+int embd_tokenizer_vocab_size(const embd_tokenizer *tok);
+
+/* The id of a token string (vocabulary or added token), or -1. */
+int32_t embd_tokenizer_token_id(const embd_tokenizer *tok, const char *token);
+
+/* A hash of everything that decides the ids (for the model fingerprint). */
+uint64_t embd_tokenizer_fingerprint(const embd_tokenizer *tok);
+
+#endif

@@ -1,0 +1,201 @@
+/* util.c — errors, assertions, allocation with fault injection, files. */
+#define _POSIX_C_SOURCE 200809L
+#include "util/util.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <xxhash.h>
+
+#define ERR_CAP 512
+
+static _Thread_local char last_error[ERR_CAP];
+
+enum embd_status embd_error(enum embd_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+enum embd_status embd_error_prefix(enum embd_status status, const char *fmt, ...) {
+    char prefix[ERR_CAP], old[ERR_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, last_error, sizeof old);
+    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    return status;
+}
+
+void embd_clear_error(void) {
+    last_error[0] = '\0';
+}
+
+const char *embd_last_error(void) {
+    return last_error;
+}
+
+const char *embd_status_str(enum embd_status status) {
+    switch (status) {
+    case EMBD_OK: return "ok";
+    case EMBD_ERR_INVALID_ARG: return "invalid argument";
+    case EMBD_ERR_IO: return "input/output error";
+    case EMBD_ERR_MODEL_FORMAT: return "malformed model file";
+    case EMBD_ERR_UNSUPPORTED: return "unsupported";
+    case EMBD_ERR_NOMEM: return "out of memory";
+    case EMBD_ERR_BUFFER_TOO_SMALL: return "buffer too small";
+    case EMBD_ERR_BACKEND: return "backend failure";
+    case EMBD_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+_Noreturn void embd_assert_fail(const char *file, int line, const char *cond) {
+    fprintf(stderr, "embd: internal error: assertion failed at %s:%d: %s\n", file, line, cond);
+    abort();
+}
+
+/* Fault injection: `fault_countdown` < 0 is disarmed; 0 fails the next allocation. */
+static atomic_long fault_countdown = -1;
+static atomic_long alloc_count = 0;
+
+long embd_fault_alloc_after(long n) {
+    long made = atomic_exchange(&alloc_count, 0);
+    atomic_store(&fault_countdown, n);
+    return made;
+}
+
+static int fault_hit(void) {
+    atomic_fetch_add(&alloc_count, 1);
+    if (atomic_load_explicit(&fault_countdown, memory_order_relaxed) < 0) return 0;
+    return atomic_fetch_sub(&fault_countdown, 1) == 0;
+}
+
+void *embd_malloc(size_t size) {
+    if (fault_hit()) return NULL;
+    return malloc(size ? size : 1);
+}
+
+void *embd_calloc(size_t n, size_t size) {
+    if (size && n > SIZE_MAX / size) return NULL;
+    if (fault_hit()) return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *embd_malloc2(size_t n, size_t size) {
+    if (size && n > SIZE_MAX / size) return NULL;
+    return embd_malloc(n * size);
+}
+
+void *embd_realloc(void *ptr, size_t size) {
+    if (fault_hit()) return NULL;
+    return realloc(ptr, size ? size : 1);
+}
+
+void embd_free(void *ptr) {
+    free(ptr);
+}
+
+char *embd_strndup(const char *s, size_t n) {
+    char *d = embd_malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *embd_strdup(const char *s) {
+    return embd_strndup(s, strlen(s));
+}
+
+enum embd_status embd_read_file(const char *path, size_t max_bytes, char **out, size_t *len) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return embd_error(EMBD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return embd_error(EMBD_ERR_IO, "%s is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        fclose(f);
+        return embd_error(EMBD_ERR_IO, "%s is too large (%lld bytes, limit %zu)", path,
+                          (long long)st.st_size, max_bytes);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = embd_malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return embd_error(EMBD_ERR_NOMEM, "out of memory reading %s", path);
+    }
+    size_t got = fread(buf, 1, n, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || got != n) {
+        embd_free(buf);
+        return embd_error(EMBD_ERR_IO, "cannot read %s", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (len) *len = n;
+    return EMBD_OK;
+}
+
+char *embd_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    int slash = a > 0 && dir[a - 1] != '/';
+    char *p = embd_malloc(a + (size_t)slash + b + 1);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    if (slash) p[a] = '/';
+    memcpy(p + a + slash, name, b + 1);
+    return p;
+}
+
+int embd_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        unsigned c = *p;
+        size_t need;
+        unsigned min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            need = 1, min = 0x80;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2, min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if ((size_t)(end - p) <= need) return 0;
+        unsigned cp = c & (0x3F >> need);
+        for (size_t i = 1; i <= need; i++) {
+            if ((p[i] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        p += need + 1;
+    }
+    return 1;
+}
+
+double embd_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+uint64_t embd_hash64(uint64_t seed, const void *data, size_t len) {
+    return XXH3_64bits_withSeed(data, len, seed);
+}

@@ -1,0 +1,57 @@
+/* test.h — a minimal harness for embd's C tests.
+ *
+ *   CHECK(cond)            records a failure with file and line, goes on
+ *   CHECK_EQ_INT(a, b)     same, printing both values
+ *   TEST_SKIP(why)         exits 77 (CTest's SKIP_RETURN_CODE) with a reason
+ *   return test_summary("name");   prints "N passed, N failed" and sets the exit code
+ */
+#ifndef EMBD_TEST_H
+#define EMBD_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_passed_, test_failed_;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_passed_++;                                                                        \
+        } else {                                                                                   \
+            test_failed_++;                                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_passed_++;                                                                        \
+        } else {                                                                                   \
+            test_failed_++;                                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        CHECK_MSG(a_ == b_, "%lld != %lld", a_, b_);                                               \
+    } while (0)
+
+#define TEST_SKIP(...)                                                                             \
+    do {                                                                                           \
+        printf("SKIPPED: ");                                                                       \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
+        exit(77);                                                                                  \
+    } while (0)
+
+static inline int test_summary(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, test_passed_, test_failed_);
+    return test_failed_ ? 1 : 0;
+}
+
+#endif
