@@ -176,6 +176,10 @@ struct embd_ctx_stats {
 
 EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats);
 
+/* A few lines describing what this machine and build offer: CPU cores, the
+ * BLAS library and its configuration, GPU support. Constant storage. */
+EMBD_API const char *embd_system_info(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,456 @@
+/* common.c — option parsing (flags > EMBD_* environment > --config file >
+ * defaults), input readers and progress for the `embd` subcommands. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const struct cli_opt cli_common_opts[] = {
+    {"model", 'm', true, "DIR", NULL, "model directory (Hugging Face layout)"},
+    {"device", 0, true, "DEV", "auto", "auto, cpu, cuda or cuda:N"},
+    {"dtype", 0, true, "TYPE", "auto", "auto, fp32, fp16 or bf16 (the CPU computes in fp32)"},
+    {"threads", 0, true, "N", "0", "CPU threads; 0 = all cores"},
+    {"quiet", 'q', false, NULL, NULL, "no progress or summary on stderr"},
+    {"config", 0, true, "FILE", NULL, "JSON file of options, e.g. {\"device\": \"cpu\"}"},
+    {"help", 'h', false, NULL, NULL, "show this help"},
+};
+const int cli_n_common_opts = (int)(sizeof cli_common_opts / sizeof cli_common_opts[0]);
+
+void cli_err(const char *fmt, ...) {
+    va_list ap;
+    fputs("embd: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static int find_long(const struct cli_args *a, const char *name, size_t len) {
+    for (int i = 0; i < a->n_opts; i++)
+        if (strlen(a->opts[i]->name) == len && !strncmp(a->opts[i]->name, name, len)) return i;
+    return -1;
+}
+
+static int find_short(const struct cli_args *a, char c) {
+    for (int i = 0; i < a->n_opts; i++)
+        if (a->opts[i]->short_name == c) return i;
+    return -1;
+}
+
+static void print_help(const struct cli_args *a, const char *usage, const char *about) {
+    printf("usage: %s\n\n%s\n\noptions:\n", usage, about);
+    for (int i = 0; i < a->n_opts; i++) {
+        const struct cli_opt *o = a->opts[i];
+        char left[64];
+        if (o->short_name)
+            snprintf(left, sizeof left, "-%c, --%s%s%s", o->short_name, o->name,
+                     o->has_arg ? " " : "", o->has_arg ? o->metavar : "");
+        else
+            snprintf(left, sizeof left, "    --%s%s%s", o->name, o->has_arg ? " " : "",
+                     o->has_arg ? o->metavar : "");
+        printf("  %-28s %s", left, o->help);
+        if (o->def) printf(" (default: %s)", o->def);
+        putchar('\n');
+    }
+    printf("\nEvery long option can also be set with EMBD_<NAME> (e.g. EMBD_DEVICE=cpu,\n"
+           "EMBD_MAX_BATCH_TOKENS=8192) or in the --config file; flags beat the\n"
+           "environment, which beats the file, which beats the defaults.\n"
+           "Exit status: 0 success, 1 runtime error, 2 usage error.\n");
+}
+
+static void env_name(const char *opt, char *buf, size_t cap) {
+    size_t j = snprintf(buf, cap, "EMBD_");
+    for (size_t i = 0; opt[i] && j + 1 < cap; i++)
+        buf[j++] = opt[i] == '-' ? '_' : (char)toupper((unsigned char)opt[i]);
+    buf[j] = '\0';
+}
+
+static bool is_true(const char *v) {
+    return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") ||
+                 !strcasecmp(v, "on"));
+}
+
+static bool is_bool_word(const char *v) {
+    return is_true(v) || !strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
+           !strcasecmp(v, "off") || !strcmp(v, "");
+}
+
+/* Reads a JSON config file into option values (only those not already set). */
+static int load_config(struct cli_args *a, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_err("--config %s: %s", path, strerror(errno));
+        return 2;
+    }
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int big = !feof(f);
+    fclose(f);
+    if (big) {
+        cli_err("--config %s: file too large (limit 64 KiB)", path);
+        return 2;
+    }
+    buf[n] = '\0';
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    if (!root || !cJSON_IsObject(root)) {
+        cli_err("--config %s: not a JSON object", path);
+        cJSON_Delete(root);
+        return 2;
+    }
+    int rc = 0;
+    for (cJSON *it = root->child; it; it = it->next) {
+        char key[64];
+        snprintf(key, sizeof key, "%s", it->string ? it->string : "");
+        for (char *p = key; *p; p++)
+            if (*p == '_') *p = '-';
+        int i = find_long(a, key, strlen(key));
+        if (i < 0 || !strcmp(key, "config") || !strcmp(key, "help")) {
+            cli_err("--config %s: unknown option \"%s\" for embd %s", path, it->string, a->cmd);
+            rc = 2;
+            break;
+        }
+        if (a->values[i]) continue; /* a flag or the environment already set it */
+        char val[4096];
+        if (cJSON_IsString(it)) {
+            snprintf(val, sizeof val, "%s", it->valuestring);
+        } else if (cJSON_IsBool(it)) {
+            snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "1" : "0");
+        } else if (cJSON_IsNumber(it) && it->valuedouble == (double)(long long)it->valuedouble) {
+            snprintf(val, sizeof val, "%lld", (long long)it->valuedouble);
+        } else {
+            cli_err("--config %s: option \"%s\" needs a string, integer or boolean", path,
+                    it->string);
+            rc = 2;
+            break;
+        }
+        if (!a->opts[i]->has_arg && !is_bool_word(val)) {
+            cli_err("--config %s: option \"%s\" is a flag and takes true or false", path,
+                    it->string);
+            rc = 2;
+            break;
+        }
+        a->owned[i] = strdup(val);
+        if (!a->owned[i]) {
+            cli_err("out of memory");
+            rc = 1;
+            break;
+        }
+        a->values[i] = a->owned[i];
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, int n_opts, int argc,
+              char **argv, const char *usage, const char *about) {
+    memset(a, 0, sizeof *a);
+    a->cmd = cmd;
+    for (int i = 0; i < cli_n_common_opts; i++)
+        a->opts[a->n_opts++] = &cli_common_opts[i];
+    for (int i = 0; i < n_opts && a->n_opts < CLI_MAX_OPTS; i++)
+        a->opts[a->n_opts++] = &opts[i];
+
+    bool help = false;
+    for (int k = 1; k < argc; k++) {
+        const char *arg = argv[k];
+        int i = -1;
+        const char *inline_val = NULL;
+        if (arg[0] == '-' && arg[1] == '-' && arg[2]) {
+            const char *name = arg + 2;
+            const char *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            i = find_long(a, name, len);
+            if (eq) inline_val = eq + 1;
+            if (i < 0) {
+                cli_err("%s: unknown option --%.*s (see embd %s --help)", cmd, (int)len, name, cmd);
+                return 2;
+            }
+        } else if (arg[0] == '-' && arg[1] && arg[1] != '-' && !arg[2]) {
+            i = find_short(a, arg[1]);
+            if (i < 0) {
+                cli_err("%s: unknown option %s (see embd %s --help)", cmd, arg, cmd);
+                return 2;
+            }
+        } else {
+            cli_err("%s: unexpected argument \"%s\" (see embd %s --help)", cmd, arg, cmd);
+            return 2;
+        }
+        const struct cli_opt *o = a->opts[i];
+        if (!strcmp(o->name, "help")) {
+            help = true;
+            continue;
+        }
+        if (o->has_arg) {
+            if (!inline_val) {
+                if (k + 1 >= argc) {
+                    cli_err("%s: option --%s needs a value", cmd, o->name);
+                    return 2;
+                }
+                inline_val = argv[++k];
+            }
+            a->values[i] = inline_val;
+        } else {
+            if (inline_val && !is_bool_word(inline_val)) {
+                cli_err("%s: option --%s takes no value", cmd, o->name);
+                return 2;
+            }
+            a->values[i] = inline_val ? (is_true(inline_val) ? "1" : "0") : "1";
+        }
+    }
+    if (help) {
+        print_help(a, usage, about);
+        return -1;
+    }
+    /* Environment, then the config file, then defaults. */
+    for (int i = 0; i < a->n_opts; i++) {
+        if (a->values[i] || !strcmp(a->opts[i]->name, "help")) continue;
+        char env[80];
+        env_name(a->opts[i]->name, env, sizeof env);
+        const char *v = getenv(env);
+        if (v && *v) {
+            if (!a->opts[i]->has_arg && !is_bool_word(v)) {
+                cli_err("%s=%s: takes 1 or 0", env, v);
+                return 2;
+            }
+            a->values[i] = a->opts[i]->has_arg ? v : (is_true(v) ? "1" : "0");
+        }
+    }
+    const char *config = cli_get(a, "config");
+    if (config) {
+        int rc = load_config(a, config);
+        if (rc) return rc;
+    }
+    for (int i = 0; i < a->n_opts; i++)
+        if (!a->values[i]) a->values[i] = a->opts[i]->def;
+    return 0;
+}
+
+void cli_args_free(struct cli_args *a) {
+    for (int i = 0; i < a->n_opts; i++)
+        free(a->owned[i]);
+    memset(a, 0, sizeof *a);
+}
+
+const char *cli_get(const struct cli_args *a, const char *name) {
+    int i = find_long(a, name, strlen(name));
+    return i >= 0 ? a->values[i] : NULL;
+}
+
+bool cli_flag(const struct cli_args *a, const char *name) {
+    return is_true(cli_get(a, name));
+}
+
+int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, long *out) {
+    const char *v = cli_get(a, name);
+    if (!v) return 0;
+    char *end = NULL;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        cli_err("%s: --%s must be an integer from %ld to %ld, not \"%s\"", a->cmd, name, lo, hi, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
+    *p = embd_ctx_default_params();
+    const char *dev = cli_get(a, "device");
+    if (!strcmp(dev, "auto")) {
+        p->device = EMBD_DEVICE_AUTO;
+    } else if (!strcmp(dev, "cpu")) {
+        p->device = EMBD_DEVICE_CPU;
+    } else if (!strcmp(dev, "cuda")) {
+        p->device = EMBD_DEVICE_CUDA;
+    } else if (!strncmp(dev, "cuda:", 5) && dev[5] &&
+               strspn(dev + 5, "0123456789") == strlen(dev + 5) && strlen(dev + 5) < 4) {
+        p->device = EMBD_DEVICE_CUDA;
+        p->device_index = atoi(dev + 5);
+    } else {
+        cli_err("%s: --device must be auto, cpu, cuda or cuda:N, not \"%s\"", a->cmd, dev);
+        return 2;
+    }
+    const char *dt = cli_get(a, "dtype");
+    if (!strcmp(dt, "auto")) {
+        p->dtype = EMBD_DTYPE_AUTO;
+    } else if (!strcmp(dt, "fp32")) {
+        p->dtype = EMBD_DTYPE_FP32;
+    } else if (!strcmp(dt, "fp16")) {
+        p->dtype = EMBD_DTYPE_FP16;
+    } else if (!strcmp(dt, "bf16")) {
+        p->dtype = EMBD_DTYPE_BF16;
+    } else {
+        cli_err("%s: --dtype must be auto, fp32, fp16 or bf16, not \"%s\"", a->cmd, dt);
+        return 2;
+    }
+    long threads = 0;
+    int rc = cli_get_int(a, "threads", 0, 4096, &threads);
+    if (rc) return rc;
+    p->n_threads = (int)threads;
+    return 0;
+}
+
+int cli_open_model(const struct cli_args *a, embd_model **model) {
+    const char *dir = cli_get(a, "model");
+    if (!dir || !*dir) {
+        cli_err("%s: no model: give -m DIR (or EMBD_MODEL); scripts/fetch-model writes one",
+                a->cmd);
+        return 2;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        cli_err("%s: model directory %s: %s", a->cmd, dir,
+                errno ? strerror(errno) : "not a directory");
+        return 1;
+    }
+    enum embd_status s = embd_model_load(dir, embd_model_default_params(), model);
+    if (s != EMBD_OK) {
+        cli_err("cannot load model %s: %s", dir, embd_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+int cli_parse_input_format(const char *s, enum cli_input_format *out) {
+    if (!strcmp(s, "auto"))
+        *out = CLI_INPUT_AUTO;
+    else if (!strcmp(s, "lines"))
+        *out = CLI_INPUT_LINES;
+    else if (!strcmp(s, "jsonl"))
+        *out = CLI_INPUT_JSONL;
+    else
+        return -1;
+    return 0;
+}
+
+int cli_reader_open(struct cli_reader *r, const char *path, enum cli_input_format format,
+                    const char *text_field) {
+    memset(r, 0, sizeof *r);
+    r->format = format;
+    r->text_field = text_field;
+    r->size = -1;
+    if (!path || !strcmp(path, "-")) {
+        r->f = stdin;
+    } else {
+        r->f = fopen(path, "rb");
+        if (!r->f) {
+            cli_err("cannot open input %s: %s", path, strerror(errno));
+            return 1;
+        }
+        r->close = true;
+    }
+    struct stat st;
+    if (fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode)) r->size = (long long)st.st_size;
+    return 0;
+}
+
+static int set_text(struct cli_reader *r, const char *s, size_t len) {
+    char *t = realloc(r->text, len + 1);
+    if (!t) {
+        cli_err("out of memory reading line %zu", r->line_no);
+        return -1;
+    }
+    memcpy(t, s, len);
+    t[len] = '\0';
+    r->text = t;
+    r->text_len = len;
+    return 1;
+}
+
+int cli_reader_next(struct cli_reader *r) {
+    errno = 0;
+    ssize_t got = getline(&r->line, &r->line_cap, r->f);
+    if (got < 0) {
+        if (ferror(r->f)) {
+            cli_err("error reading input after line %zu: %s", r->line_no, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    r->line_no++;
+    r->consumed += got;
+    size_t len = (size_t)got;
+    if (len && r->line[len - 1] == '\n') len--;
+    if (len && r->line[len - 1] == '\r') len--;
+    if (r->format == CLI_INPUT_AUTO) {
+        size_t i = 0;
+        while (i < len && (r->line[i] == ' ' || r->line[i] == '\t'))
+            i++;
+        r->format = (i < len && r->line[i] == '{') ? CLI_INPUT_JSONL : CLI_INPUT_LINES;
+    }
+    if (r->format == CLI_INPUT_LINES) return set_text(r, r->line, len);
+
+    cJSON *obj = cJSON_ParseWithLength(r->line, len);
+    if (!obj || !cJSON_IsObject(obj)) {
+        cli_err("input line %zu: not a JSON object (use --input-format lines for plain text)",
+                r->line_no);
+        cJSON_Delete(obj);
+        return -1;
+    }
+    const cJSON *field = cJSON_GetObjectItemCaseSensitive(obj, r->text_field);
+    if (!cJSON_IsString(field)) {
+        cli_err("input line %zu: no string field \"%s\" (see --text-field)", r->line_no,
+                r->text_field);
+        cJSON_Delete(obj);
+        return -1;
+    }
+    int rc = set_text(r, field->valuestring, strlen(field->valuestring));
+    cJSON_Delete(obj);
+    return rc;
+}
+
+void cli_reader_close(struct cli_reader *r) {
+    if (r->close && r->f) fclose(r->f);
+    free(r->line);
+    free(r->text);
+    memset(r, 0, sizeof *r);
+}
+
+static double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void cli_progress_init(struct cli_progress *p, bool quiet) {
+    p->enabled = !quiet && isatty(STDERR_FILENO);
+    p->start = p->last = now_sec();
+}
+
+void cli_progress_update(struct cli_progress *p, size_t done, long long bytes_done,
+                         long long bytes_total, bool final) {
+    if (!p->enabled) return;
+    double t = now_sec();
+    if (!final && t - p->last < 0.2) return;
+    p->last = t;
+    double el = t - p->start;
+    double rate = el > 0 ? (double)done / el : 0;
+    if (bytes_total > 0) {
+        double frac = (double)bytes_done / (double)bytes_total;
+        if (frac > 1) frac = 1;
+        int width = 30, fill = (int)(frac * width);
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[width] = '\0';
+        double eta = frac > 0 ? el * (1 - frac) / frac : 0;
+        fprintf(stderr, "\r[%s] %5.1f%% %zu docs, %.0f docs/s, ETA %.0fs   ", bar, frac * 100, done,
+                rate, eta);
+    } else {
+        fprintf(stderr, "\r%zu docs, %.0f docs/s   ", done, rate);
+    }
+    if (final) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+double cli_elapsed(const struct cli_progress *p) {
+    return now_sec() - p->start;
+}

@@ -1,0 +1,36 @@
+/* main.c — the `embd` command: dispatch to subcommands. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: embd <command> [options]\n\n"
+               "commands:\n"
+               "  embed      embed texts into vectors (JSONL or .npy)\n"
+               "  tokenize   show the token ids the model sees\n"
+               "  doctor     what this machine offers and which backend would run\n\n"
+               "Run 'embd <command> --help' for a command's options. 'embd --version' prints\n"
+               "the version.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("embd %s\n", EMBD_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "doctor")) return cmd_doctor(argc - 1, argv + 1);
+    fprintf(stderr, "embd: unknown command \"%s\" (see embd --help)\n", cmd);
+    return 2;
+}

@@ -1,0 +1,292 @@
+/* engine.c — contexts: device choice, tokenization, packing texts into
+ * token-budget batches (no padding), running the backend, stats. */
+#include "backend/backend.h"
+#include "model/model.h"
+#include "util/util.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define DEFAULT_MAX_BATCH_TOKENS 16384
+
+struct embd_ctx {
+    embd_model *model;
+    const struct embd_backend_ops *ops;
+    embd_backend *be;
+    struct embd_ctx_params params;
+    char *prefix; /* owned copy of params.prefix, or NULL */
+    size_t prefix_len;
+    int n_threads;
+    struct embd_ctx_stats stats;
+};
+
+struct embd_ctx_params embd_ctx_default_params(void) {
+    struct embd_ctx_params p = {
+        .device = EMBD_DEVICE_AUTO,
+        .device_index = 0,
+        .dtype = EMBD_DTYPE_AUTO,
+        .n_threads = 0,
+        .max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS,
+        .normalize = true,
+        .prefix = NULL,
+    };
+    return p;
+}
+
+static int online_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, embd_ctx **out) {
+    if (!out) return embd_error(EMBD_ERR_INVALID_ARG, "embd_ctx_new: out is NULL");
+    *out = NULL;
+    if (!model) return embd_error(EMBD_ERR_INVALID_ARG, "embd_ctx_new: model is NULL");
+    if (params.n_threads < 0 || params.n_threads > 4096)
+        return embd_error(EMBD_ERR_INVALID_ARG, "threads must be between 0 and 4096, not %d",
+                          params.n_threads);
+    if (params.max_batch_tokens == 0) params.max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS;
+    if (params.max_batch_tokens < model->hp.max_tokens || params.max_batch_tokens > (1 << 26))
+        return embd_error(EMBD_ERR_INVALID_ARG,
+                          "max batch tokens must be between the model's max input length (%d) "
+                          "and %d, not %d",
+                          model->hp.max_tokens, 1 << 26, params.max_batch_tokens);
+    if (params.device == EMBD_DEVICE_CUDA)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "device cuda: this build of embd has no CUDA backend; use --device cpu "
+                          "or auto");
+    if (params.dtype == EMBD_DTYPE_FP16 || params.dtype == EMBD_DTYPE_BF16)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "dtype %s: the CPU backend computes in fp32; use --dtype fp32 or auto",
+                          params.dtype == EMBD_DTYPE_FP16 ? "fp16" : "bf16");
+
+    enum embd_status st = EMBD_ERR_NOMEM;
+    embd_ctx *ctx = embd_calloc(1, sizeof *ctx);
+    if (!ctx) goto nomem;
+    ctx->model = model;
+    ctx->params = params;
+    ctx->n_threads = params.n_threads ? params.n_threads : online_cores();
+    if (params.prefix && params.prefix[0]) {
+        ctx->prefix = embd_strdup(params.prefix);
+        if (!ctx->prefix) goto nomem;
+        ctx->prefix_len = strlen(ctx->prefix);
+    }
+    ctx->params.prefix = ctx->prefix;
+
+    /* Only the CPU backend exists in this build: auto resolves to it. */
+    ctx->ops = &embd_backend_cpu_ops;
+    embd_backend_params bp = {
+        .n_threads = ctx->n_threads,
+        .device_index = params.device_index,
+        .dtype = EMBD_DTYPE_FP32,
+        .max_batch_tokens = params.max_batch_tokens,
+    };
+    st = ctx->ops->init(&ctx->be, model, &bp);
+    if (st != EMBD_OK) goto fail;
+    *out = ctx;
+    return EMBD_OK;
+
+nomem:
+    st = embd_error(EMBD_ERR_NOMEM, "out of memory creating a context");
+fail:
+    if (ctx) {
+        embd_free(ctx->prefix);
+        embd_free(ctx);
+    }
+    return st;
+}
+
+void embd_ctx_free(embd_ctx *ctx) {
+    if (!ctx) return;
+    if (ctx->be) ctx->ops->free(ctx->be);
+    embd_free(ctx->prefix);
+    embd_free(ctx);
+}
+
+const char *embd_ctx_backend(const embd_ctx *ctx) {
+    return ctx ? ctx->ops->name : "none";
+}
+
+void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats) {
+    if (!stats) return;
+    if (!ctx) {
+        memset(stats, 0, sizeof *stats);
+        return;
+    }
+    *stats = ctx->stats;
+}
+
+/* Runs the backend over inputs [0, n) given as packed ids, in batches of at
+ * most max_batch_tokens tokens, writing out (n, D) in input order. */
+static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int32_t *seq_start,
+                                    size_t n, float *out) {
+    const int D = ctx->model->hp.H;
+    const size_t budget = (size_t)ctx->params.max_batch_tokens;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && (size_t)(seq_start[j + 1] - seq_start[i]) <= budget)
+            j++;
+        /* seq_start rebased to the batch: the backend wants seq_start[0] == 0. */
+        int32_t *ss = embd_malloc2(j - i + 1, sizeof *ss);
+        if (!ss) return embd_error(EMBD_ERR_NOMEM, "out of memory packing a batch");
+        for (size_t k = i; k <= j; k++)
+            ss[k - i] = seq_start[k] - seq_start[i];
+        embd_batch b = {
+            .n_seq = (int)(j - i),
+            .n_tok = ss[j - i],
+            .ids = ids + seq_start[i],
+            .seq_start = ss,
+        };
+        double t0 = embd_now();
+        enum embd_status st =
+            ctx->ops->embed(ctx->be, out + i * (size_t)D, &b, ctx->params.normalize);
+        ctx->stats.forward_sec += embd_now() - t0;
+        embd_free(ss);
+        if (st != EMBD_OK) return st;
+        ctx->stats.batches++;
+        ctx->stats.tokens += (uint64_t)b.n_tok;
+        ctx->stats.inputs += (uint64_t)b.n_seq;
+        i = j;
+    }
+    return EMBD_OK;
+}
+
+/* Tokenizes one text (with the context's prefix) into ids (cap max_tokens).
+ * `buf` is scratch for prefix + text. */
+static enum embd_status tokenize_one(const embd_ctx *ctx, const char *text, size_t len,
+                                     int32_t *ids, size_t *n_ids) {
+    const embd_model *m = ctx->model;
+    const int max_tokens = m->hp.max_tokens;
+    if (!ctx->prefix)
+        return embd_tokenizer_encode(m->tok, text, len, max_tokens, ids, (size_t)max_tokens, n_ids);
+    char *joined = embd_malloc(ctx->prefix_len + len + 1);
+    if (!joined) return embd_error(EMBD_ERR_NOMEM, "out of memory adding the prefix");
+    memcpy(joined, ctx->prefix, ctx->prefix_len);
+    if (len) memcpy(joined + ctx->prefix_len, text, len);
+    enum embd_status st = embd_tokenizer_encode(m->tok, joined, ctx->prefix_len + len, max_tokens,
+                                                ids, (size_t)max_tokens, n_ids);
+    embd_free(joined);
+    return st;
+}
+
+enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens, size_t n,
+                            float *out) {
+    if (!ctx || (!texts && n) || (!out && n))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: NULL argument");
+    if (n == 0) return EMBD_OK;
+    if (n > (size_t)INT32_MAX / (size_t)ctx->model->hp.max_tokens)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
+    for (size_t i = 0; i < n; i++)
+        if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
+
+    const size_t max_tokens = (size_t)ctx->model->hp.max_tokens;
+    enum embd_status st = EMBD_OK;
+    int32_t *ids = embd_malloc2(n * max_tokens, sizeof *ids);    /* (n * max_tokens) scratch */
+    int32_t *lens_tok = embd_malloc2(n, sizeof *lens_tok);       /* (n) tokens per input */
+    int32_t *seq_start = embd_malloc2(n + 1, sizeof *seq_start); /* (n+1) */
+    if (!ids || !lens_tok || !seq_start) {
+        st = embd_error(EMBD_ERR_NOMEM, "out of memory tokenizing %zu texts", n);
+        goto done;
+    }
+
+    /* Tokenize in parallel, each text into its own max_tokens slot. */
+    double t0 = embd_now();
+    int failed = 0;
+    enum embd_status first_err = EMBD_OK;
+    char err_msg[512] = "";
+#pragma omp parallel for schedule(dynamic, 16) num_threads(ctx->n_threads)
+    for (size_t i = 0; i < n; i++) {
+        size_t got = 0;
+        size_t len = lens ? lens[i] : strlen(texts[i]);
+        enum embd_status s = tokenize_one(ctx, texts[i], len, ids + i * max_tokens, &got);
+        if (s != EMBD_OK) {
+#pragma omp critical
+            {
+                if (!failed) {
+                    failed = 1;
+                    first_err = s;
+                    snprintf(err_msg, sizeof err_msg, "text %zu: %s", i, embd_last_error());
+                }
+            }
+            got = 0;
+        }
+        lens_tok[i] = (int32_t)got;
+    }
+    ctx->stats.tokenize_sec += embd_now() - t0;
+    if (failed) {
+        st = embd_error(first_err, "%s", err_msg);
+        goto done;
+    }
+
+    /* Compact the slots into a packed batch (in place: destination <= source). */
+    seq_start[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t *dst = ids + seq_start[i];
+        const int32_t *src = ids + i * max_tokens;
+        if (dst != src) memmove(dst, src, (size_t)lens_tok[i] * sizeof *dst);
+        seq_start[i + 1] = seq_start[i] + lens_tok[i];
+    }
+    st = run_batches(ctx, ids, seq_start, n, out);
+
+done:
+    embd_free(ids);
+    embd_free(lens_tok);
+    embd_free(seq_start);
+    return st;
+}
+
+enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size_t *seq_start,
+                                   size_t n, float *out) {
+    if (!ctx || (n && (!ids || !seq_start || !out)))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: NULL argument");
+    if (n == 0) return EMBD_OK;
+    const embd_hparams *hp = &ctx->model->hp;
+    if (seq_start[0] != 0)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: seq_start[0] must be 0");
+    for (size_t i = 0; i < n; i++) {
+        if (seq_start[i + 1] <= seq_start[i])
+            return embd_error(EMBD_ERR_INVALID_ARG, "input %zu has no tokens", i);
+        size_t len = seq_start[i + 1] - seq_start[i];
+        if (len > (size_t)hp->max_tokens)
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "input %zu has %zu tokens; the model takes at most %d", i, len,
+                              hp->max_tokens);
+    }
+    if (seq_start[n] > (size_t)INT32_MAX)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: too many tokens");
+    for (size_t t = 0; t < seq_start[n]; t++)
+        if (ids[t] < 0 || ids[t] >= hp->V)
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "token id %d at position %zu is out of range [0, %d)", ids[t], t,
+                              hp->V);
+    int32_t *ss = embd_malloc2(n + 1, sizeof *ss);
+    if (!ss) return embd_error(EMBD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i <= n; i++)
+        ss[i] = (int32_t)seq_start[i];
+    enum embd_status st = run_batches(ctx, ids, ss, n, out);
+    embd_free(ss);
+    return st;
+}
+
+static char system_info[512];
+
+static void system_info_init(void) {
+    snprintf(system_info, sizeof system_info,
+             "cpu: %d online cores\nblas: %s\ncuda: not built into this version\n", online_cores(),
+             openblas_get_config());
+}
+
+const char *embd_system_info(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, system_info_init);
+    return system_info;
+}

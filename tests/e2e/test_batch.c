@@ -1,0 +1,147 @@
+/* Batch invariance on real weights: each golden text embedded alone equals
+ * the same text inside one big batch and inside random batch partitions
+ * (cosine >= 0.999999: only the GEMM blocking differs). Also the C API's
+ * argument checks and embd_embed_tokens == embd_embed. */
+#include "embd.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+static double cosine(const float *a, const float *b, int d) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < d; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb + 1e-300);
+}
+
+/* Reads texts.jsonl ({"text": ...} per line) into a NULL-terminated array. */
+static char **read_texts(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char **texts = NULL;
+    size_t cap = 0;
+    *n = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t got;
+    while ((got = getline(&line, &lcap, f)) > 0) {
+        cJSON *o = cJSON_ParseWithLength(line, (size_t)got);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "text");
+        if (cJSON_IsString(t)) {
+            if (*n + 1 >= cap) {
+                cap = cap ? cap * 2 : 64;
+                texts = realloc(texts, cap * sizeof *texts);
+            }
+            texts[(*n)++] = strdup(t->valuestring);
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return texts;
+}
+
+int main(void) {
+    const char *models = getenv("EMBD_TEST_MODELS"), *src = getenv("EMBD_SRC");
+    if (!models || !src) TEST_SKIP("EMBD_TEST_MODELS or EMBD_SRC not set");
+    char dir[4096], fx[4096];
+    snprintf(dir, sizeof dir, "%s/all-MiniLM-L6-v2", models);
+    snprintf(fx, sizeof fx, "%s/tests/fixtures/golden/all-MiniLM-L6-v2/texts.jsonl", src);
+    size_t n = 0;
+    char **texts = read_texts(fx, &n);
+    if (!texts || n == 0) TEST_SKIP("no golden texts at %s", fx);
+
+    embd_model *m = NULL;
+    if (embd_model_load(dir, embd_model_default_params(), &m) != EMBD_OK)
+        TEST_SKIP("cannot load %s: %s", dir, embd_last_error());
+    const int D = embd_model_dim(m);
+    struct embd_ctx_params p = embd_ctx_default_params();
+    p.n_threads = 2;
+    embd_ctx *ctx = NULL;
+    CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
+
+    float *all = calloc(n * (size_t)D, sizeof *all);
+    float *one = calloc((size_t)D + 4, sizeof *one);
+    float *part = calloc(n * (size_t)D, sizeof *part);
+    CHECK(embd_embed(ctx, (const char *const *)texts, NULL, n, all) == EMBD_OK);
+
+    /* Alone, with guard values after the output. */
+    double worst = 1;
+    for (size_t i = 0; i < n; i++) {
+        for (int g = 0; g < 4; g++)
+            one[D + g] = 12345.0f;
+        CHECK(embd_embed(ctx, (const char *const *)&texts[i], NULL, 1, one) == EMBD_OK);
+        for (int g = 0; g < 4; g++)
+            CHECK(one[D + g] == 12345.0f);
+        double c = cosine(one, all + i * (size_t)D, D);
+        if (!(c >= worst)) worst = c;
+    }
+    printf("alone vs batched: min cosine %.9f over %zu texts\n", worst, n);
+    CHECK_MSG(worst >= 0.999999, "min cosine %.9f", worst);
+
+    /* Random partitions into calls of 1..40 texts. */
+    srand(7);
+    for (size_t i = 0; i < n;) {
+        size_t k = 1 + (size_t)(rand() % 40);
+        if (i + k > n) k = n - i;
+        CHECK(embd_embed(ctx, (const char *const *)&texts[i], NULL, k, part + i * (size_t)D) ==
+              EMBD_OK);
+        i += k;
+    }
+    worst = 1;
+    for (size_t i = 0; i < n; i++) {
+        double c = cosine(part + i * (size_t)D, all + i * (size_t)D, D);
+        if (!(c >= worst)) worst = c;
+    }
+    CHECK_MSG(worst >= 0.999999, "partitions: min cosine %.9f", worst);
+
+    /* embd_embed_tokens on the tokenizer's ids equals embd_embed. */
+    int32_t ids[2 * 512];
+    size_t a = 0, b = 0;
+    CHECK(embd_tokenize(m, texts[0], strlen(texts[0]), ids, 512, &a) == EMBD_OK);
+    CHECK(embd_tokenize(m, texts[1], strlen(texts[1]), ids + a, 512, &b) == EMBD_OK);
+    size_t ss[3] = {0, a, a + b};
+    float two[2 * 1024];
+    CHECK(embd_embed_tokens(ctx, ids, ss, 2, two) == EMBD_OK);
+    CHECK(cosine(two, all, D) >= 0.999999);
+    CHECK(cosine(two + D, all + D, D) >= 0.999999);
+
+    /* Bad arguments get a status and a message, never a crash. */
+    int32_t bad_ids[3] = {101, 999999, 102};
+    size_t bss[2] = {0, 3};
+    CHECK(embd_embed_tokens(ctx, bad_ids, bss, 1, two) == EMBD_ERR_INVALID_ARG);
+    CHECK(strlen(embd_last_error()) > 0);
+    size_t empty_ss[2] = {0, 0};
+    CHECK(embd_embed_tokens(ctx, ids, empty_ss, 1, two) == EMBD_ERR_INVALID_ARG);
+    CHECK(embd_embed(ctx, NULL, NULL, 1, two) == EMBD_ERR_INVALID_ARG);
+    CHECK(embd_embed(NULL, (const char *const *)texts, NULL, 1, two) == EMBD_ERR_INVALID_ARG);
+    CHECK(embd_embed(ctx, (const char *const *)texts, NULL, 0, two) == EMBD_OK);
+    struct embd_ctx_params bp = embd_ctx_default_params();
+    bp.device = EMBD_DEVICE_CUDA;
+    embd_ctx *bad = NULL;
+    CHECK(embd_ctx_new(m, bp, &bad) != EMBD_OK && bad == NULL);
+    bp = embd_ctx_default_params();
+    bp.n_threads = -1;
+    CHECK(embd_ctx_new(m, bp, &bad) == EMBD_ERR_INVALID_ARG);
+
+    struct embd_ctx_stats st;
+    embd_ctx_get_stats(ctx, &st);
+    CHECK(st.inputs >= 2 * n && st.tokens > 0 && st.batches > 0);
+
+    embd_ctx_free(ctx);
+    embd_model_free(m);
+    for (size_t i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(all);
+    free(one);
+    free(part);
+    return test_summary("e2e_batch");
+}

@@ -1,0 +1,139 @@
+"""The `embd` command's contract: exit codes (0 ok, 1 runtime, 2 usage),
+one-line "embd: " errors, --help, input formats, output formats and order,
+options from flags, EMBD_* variables and --config, and tokenize against
+Hugging Face tokenizers. Runs on the real all-MiniLM-L6-v2."""
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import Checker, model_dir, read_jsonl, run, skip  # noqa: E402
+
+MODEL = model_dir("all-MiniLM-L6-v2")
+
+
+def err_ok(p, code):
+    """Exit code as expected and exactly one stderr line starting 'embd: '."""
+    lines = p.stderr.decode(errors="replace").strip().splitlines()
+    return p.returncode == code and len(lines) == 1 and lines[0].startswith("embd: ")
+
+
+def main():
+    c = Checker("e2e_cli")
+    # Usage and help, no model needed.
+    p = run([])
+    c.check(p.returncode == 2, "no command exits 2")
+    p = run(["--help"])
+    c.check(p.returncode == 0 and b"embed" in p.stdout, "--help")
+    p = run(["--version"])
+    c.check(p.returncode == 0 and p.stdout.startswith(b"embd "), "--version")
+    c.check(err_ok(run(["frobnicate"]), 2), "unknown command exits 2")
+    for sub in ("embed", "tokenize", "doctor"):
+        p = run([sub, "--help"])
+        c.check(p.returncode == 0 and b"--model" in p.stdout and b"--device" in p.stdout
+                and b"--threads" in p.stdout and b"--config" in p.stdout, f"{sub} --help")
+        c.check(err_ok(run([sub, "--bogus"]), 2), f"{sub} unknown flag exits 2")
+    c.check(err_ok(run(["embed"], stdin="x\n"), 2), "embed without a model exits 2")
+    c.check(err_ok(run(["embed", "-m", "/nonexistent/model"], stdin="x\n"), 1),
+            "missing model dir exits 1")
+    p = run(["doctor"])
+    c.check(p.returncode == 0 and b"blas" in p.stdout, "doctor")
+
+    if MODEL is None:
+        skip("all-MiniLM-L6-v2 not under EMBD_TEST_MODELS")
+    m = ["-m", MODEL, "-q"]
+
+    c.check(err_ok(run(["embed", *m, "--device", "gpu0"], stdin="x\n"), 2), "bad --device exits 2")
+    c.check(err_ok(run(["embed", *m, "--dtype", "fp8"], stdin="x\n"), 2), "bad --dtype exits 2")
+    c.check(err_ok(run(["embed", *m, "--threads", "-3"], stdin="x\n"), 2), "bad --threads exits 2")
+    c.check(err_ok(run(["embed", *m, "--format", "csv"], stdin="x\n"), 2), "bad --format exits 2")
+    c.check(err_ok(run(["embed", *m, "--max-batch-tokens", "abc"], stdin="x\n"), 2),
+            "bad --max-batch-tokens exits 2")
+    c.check(err_ok(run(["embed", *m], stdin="x\n", env={"EMBD_DEVICE": "tpu"}), 2),
+            "bad EMBD_DEVICE exits 2")
+    p = run(["embed", *m, "--device", "cuda"], stdin="x\n")
+    c.check(err_ok(p, 1) and b"cuda" in p.stderr.lower(), "--device cuda without CUDA exits 1")
+    p = run(["embed", *m, "--input-format", "jsonl"], stdin='{"text": "a"}\nnot json\n')
+    c.check(err_ok(p, 1) and b"line 2" in p.stderr, "bad JSONL names the line, exits 1")
+    p = run(["embed", *m, "--input-format", "jsonl"], stdin='{"body": "a"}\n')
+    c.check(err_ok(p, 1) and b"text" in p.stderr, "missing text field exits 1")
+    c.check(err_ok(run(["embed", *m, "-i", "/nonexistent/in.txt"]), 1), "missing input exits 1")
+
+    texts = ["the cat sat on the mat", "", "Debian is a free operating system",
+             "Ünïcödé ✓ 日本語のテキスト", "x" * 5000]
+    lines = "\n".join(texts) + "\n"
+    p = run(["embed", *m], stdin=lines)
+    c.check(p.returncode == 0, f"embed lines: {p.stderr!r}")
+    rows = read_jsonl(p.stdout)
+    c.check([r["index"] for r in rows] == list(range(len(texts))), "JSONL indices in input order")
+    ref = np.array([r["embedding"] for r in rows], dtype=np.float32)
+    c.check(ref.shape == (len(texts), 384), f"shape {ref.shape}")
+    c.check(np.allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-5), "normalised output")
+
+    # The same texts as JSONL with another field name, as npy to a pipe and to a file.
+    jl = "".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(texts))
+    p = run(["embed", *m, "--text-field", "body", "--format", "npy"], stdin=jl)
+    c.check(p.returncode == 0 and p.stdout[:6] == b"\x93NUMPY", "npy on a pipe")
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "o.npy"), "wb") as f:
+            f.write(p.stdout)
+        a = np.load(os.path.join(d, "o.npy"))
+        c.check(a.shape == ref.shape and np.array_equal(a, ref), "JSONL+npy == lines+jsonl")
+        out = os.path.join(d, "file.npy")
+        p = run(["embed", *m, "-o", out, "--format", "npy"], stdin=lines)
+        b = np.load(out) if p.returncode == 0 else None
+        c.check(b is not None and np.array_equal(b, ref), "npy to a file")
+        # Options from a config file, overridden by the environment, overridden by flags.
+        cfg = os.path.join(d, "cfg.json")
+        with open(cfg, "w") as f:
+            json.dump({"model": MODEL, "format": "npy", "threads": 1, "quiet": True}, f)
+        p = run(["embed", "--config", cfg, "-o", out], stdin=lines)
+        c.check(p.returncode == 0 and np.array_equal(np.load(out), ref), "--config supplies options")
+        p = run(["embed", "--config", cfg], stdin=lines, env={"EMBD_FORMAT": "jsonl"})
+        c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'), "env beats config")
+        p = run(["embed", "--config", cfg, "--format", "npy"], stdin=lines,
+                env={"EMBD_FORMAT": "jsonl"})
+        c.check(p.returncode == 0 and p.stdout[:6] == b"\x93NUMPY", "flag beats env")
+        with open(cfg, "w") as f:
+            json.dump({"modell": MODEL}, f)
+        c.check(err_ok(run(["embed", "--config", cfg], stdin=lines), 2), "unknown config key exits 2")
+        with open(cfg, "w") as f:
+            f.write("{not json")
+        c.check(err_ok(run(["embed", "--config", cfg], stdin=lines), 2), "bad config exits 2")
+
+    # Small batches give the same vectors as one big batch.
+    p = run(["embed", *m, "--max-batch-tokens", "256", "--threads", "1"], stdin=lines)
+    small = np.array([r["embedding"] for r in read_jsonl(p.stdout)], dtype=np.float32)
+    cos = (small * ref).sum(1) / np.linalg.norm(small, axis=1) / np.linalg.norm(ref, axis=1)
+    c.check(small.shape == ref.shape and bool((cos >= 0.999999).all()), "batch size invariance")
+
+    # Empty input: no output, success. CRLF lines are stripped like LF.
+    p = run(["embed", *m], stdin="")
+    c.check(p.returncode == 0 and p.stdout == b"", "empty input")
+    p = run(["embed", *m], stdin="the cat sat on the mat\r\n")
+    crlf = np.array(read_jsonl(p.stdout)[0]["embedding"], dtype=np.float32)
+    c.check(np.allclose(crlf, ref[0], atol=1e-6), "CRLF line")
+
+    # tokenize agrees with Hugging Face tokenizers (truncation at the model's 256).
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        Tokenizer = None
+    p = run(["tokenize", *m], stdin=lines)
+    got = [r["ids"] for r in read_jsonl(p.stdout)]
+    c.check(p.returncode == 0 and len(got) == len(texts), "tokenize runs")
+    if Tokenizer is not None:
+        tok = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
+        tok.no_padding()
+        tok.enable_truncation(256)
+        want = [e.ids for e in tok.encode_batch(texts)]
+        c.check(got == want, "tokenize == tokenizers")
+        c.check(len(got[4]) == 256, "long input truncated to 256")
+    c.done()
+
+
+if __name__ == "__main__":
+    main()
