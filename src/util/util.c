@@ -30,7 +30,8 @@ enum embd_status embd_error_prefix(enum embd_status status, const char *fmt, ...
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    /* Longer messages are cut at ERR_CAP - 1 bytes. */
+    if (snprintf(last_error, sizeof last_error, "%s: %s", prefix, old) < 0) last_error[0] = '\0';
     return status;
 }
 
