@@ -23,8 +23,8 @@ typedef struct {
     int TV;       /* type_vocab_size (>= 1) */
     float ln_eps; /* layer_norm_eps */
     enum embd_pooling pooling;
-    bool normalize;  /* the model ends in a Normalize module */
-    int max_tokens;  /* effective truncation length, [CLS]/[SEP] included, <= P */
+    bool normalize; /* the model ends in a Normalize module */
+    int max_tokens; /* effective truncation length, [CLS]/[SEP] included, <= P */
 } embd_hparams;
 
 typedef struct {
@@ -41,11 +41,11 @@ typedef struct {
 } embd_layer_weights;
 
 typedef struct {
-    const float *word_emb;          /* (V, H) */
-    const float *pos_emb;           /* (P, H) */
-    const float *type_emb;          /* (TV, H); only row 0 is used */
+    const float *word_emb;            /* (V, H) */
+    const float *pos_emb;             /* (P, H) */
+    const float *type_emb;            /* (TV, H); only row 0 is used */
     const float *emb_ln_g, *emb_ln_b; /* (H) */
-    embd_layer_weights *layers;     /* [L] */
+    embd_layer_weights *layers;       /* [L] */
 } embd_weights;
 
 struct embd_model {
@@ -55,10 +55,10 @@ struct embd_model {
     char *dir;            /* the model directory as given */
     uint64_t fingerprint; /* weights + config + tokenizer */
     /* storage (owned by the loader) */
-    void *map;            /* mmap of model.safetensors */
+    void *map; /* mmap of model.safetensors */
     size_t map_len;
-    float *owned;         /* fp32 copies of tensors that were not fp32 (or misaligned) */
-    size_t owned_len;     /* floats in `owned` */
+    float *owned;     /* fp32 copies of tensors that were not fp32 (or misaligned) */
+    size_t owned_len; /* floats in `owned` */
 };
 
 #endif

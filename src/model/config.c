@@ -1,0 +1,399 @@
+/* config.c — config.json (Hugging Face BERT) and the sentence-transformers
+ * files (modules.json, the Pooling config, sentence_bert_config.json) and
+ * tokenizer_config.json: parsed and validated into embd_hparams. */
+#include "model/loader.h"
+#include "util/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_EXACT_INT 9007199254740992.0 /* 2^53: larger doubles are not exact integers */
+
+bool embd_json_uint(const cJSON *item, uint64_t lo, uint64_t hi, uint64_t *out) {
+    if (!cJSON_IsNumber(item)) return false;
+    double v = item->valuedouble;
+    if (!isfinite(v) || v < 0 || v > MAX_EXACT_INT || floor(v) != v) return false;
+    uint64_t u = (uint64_t)v;
+    if (u < lo || u > hi) return false;
+    *out = u;
+    return true;
+}
+
+/* A short description of a JSON value for messages: the number, a quoted
+ * prefix of a string, or the JSON type. */
+static const char *describe(const cJSON *item, char *buf, size_t cap) {
+    if (cJSON_IsNumber(item))
+        snprintf(buf, cap, "%.17g", item->valuedouble);
+    else if (cJSON_IsString(item))
+        snprintf(buf, cap, "the string \"%.40s\"", item->valuestring);
+    else if (cJSON_IsBool(item))
+        snprintf(buf, cap, "%s", cJSON_IsTrue(item) ? "true" : "false");
+    else if (cJSON_IsNull(item))
+        snprintf(buf, cap, "null");
+    else if (cJSON_IsArray(item))
+        snprintf(buf, cap, "an array");
+    else if (cJSON_IsObject(item))
+        snprintf(buf, cap, "an object");
+    else
+        snprintf(buf, cap, "an invalid value");
+    return buf;
+}
+
+enum embd_status embd_json_parse(cJSON **out, const char *json, size_t len, const char *name) {
+    *out = NULL;
+    if (!embd_utf8_valid(json, len))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not valid UTF-8", name);
+    const char *nul = memchr(json, '\0', len);
+    if (nul)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: contains a NUL byte at offset %zu", name,
+                          (size_t)(nul - json));
+    EMBD_ASSERT(json[len] == '\0');
+    const char *end = NULL;
+    /* len + 1 takes in the terminating NUL, which require_null_terminated
+     * wants to see right after the value (and any whitespace). */
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len + 1, &end, 1);
+    if (!root) {
+        size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not valid JSON (error near byte %zu)", name,
+                          at);
+    }
+    *out = root;
+    return EMBD_OK;
+}
+
+/* Reads the integer at `key` of `obj` into *out. Absent (or null) keys take
+ * `def` when `def >= 0`, and are an error otherwise. */
+static enum embd_status get_int(const cJSON *obj, const char *key, const char *name, int lo, int hi,
+                                int def, int *out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!item || cJSON_IsNull(item)) {
+        if (def >= 0) {
+            *out = def;
+            return EMBD_OK;
+        }
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: missing key %s", name, key);
+    }
+    uint64_t v;
+    if (!embd_json_uint(item, (uint64_t)lo, (uint64_t)hi, &v)) {
+        char buf[64];
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: %s must be an integer in [%d, %d], found %s",
+                          name, key, lo, hi, describe(item, buf, sizeof buf));
+    }
+    *out = (int)v;
+    return EMBD_OK;
+}
+
+/* The string at `key`, or NULL when absent or null; *bad is set when the key
+ * holds something other than a string or null. */
+static const char *get_str(const cJSON *obj, const char *key, bool *bad) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *bad = false;
+    if (!item || cJSON_IsNull(item)) return NULL;
+    if (!cJSON_IsString(item) || !item->valuestring) {
+        *bad = true;
+        return NULL;
+    }
+    return item->valuestring;
+}
+
+enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t len,
+                                   const char *name) {
+    cJSON *root = NULL;
+    enum embd_status st = embd_json_parse(&root, json, len, name);
+    if (st) return st;
+    bool bad;
+    const char *s;
+    if (!cJSON_IsObject(root)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not a JSON object", name);
+        goto fail;
+    }
+
+    s = get_str(root, "model_type", &bad);
+    if (bad) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: model_type is not a string", name);
+        goto fail;
+    }
+    if (s && strcmp(s, "bert") != 0) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED,
+                        "%s: model_type \"%.64s\" is not supported (only \"bert\")", name, s);
+        goto fail;
+    }
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    if (arch && !cJSON_IsNull(arch)) {
+        if (!cJSON_IsArray(arch)) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: architectures is not an array", name);
+            goto fail;
+        }
+        const cJSON *a;
+        cJSON_ArrayForEach(a, arch) {
+            if (!cJSON_IsString(a)) {
+                st =
+                    embd_error(EMBD_ERR_MODEL_FORMAT, "%s: architectures holds a non-string", name);
+                goto fail;
+            }
+            if (strcmp(a->valuestring, "BertModel") != 0 &&
+                strcmp(a->valuestring, "BertForMaskedLM") != 0 &&
+                strcmp(a->valuestring, "BertForPreTraining") != 0) {
+                st = embd_error(EMBD_ERR_UNSUPPORTED,
+                                "%s: architecture \"%.64s\" is not supported (BertModel, "
+                                "BertForMaskedLM, BertForPreTraining)",
+                                name, a->valuestring);
+                goto fail;
+            }
+        }
+    }
+
+    s = get_str(root, "hidden_act", &bad);
+    if (bad || !s) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: hidden_act is %s", name,
+                        bad ? "not a string" : "missing");
+        goto fail;
+    }
+    if (strcmp(s, "gelu") != 0) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED,
+                        "%s: hidden_act \"%.64s\" is not supported (only \"gelu\", exact erf)",
+                        name, s);
+        goto fail;
+    }
+    s = get_str(root, "position_embedding_type", &bad);
+    if (bad) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: position_embedding_type is not a string", name);
+        goto fail;
+    }
+    if (s && strcmp(s, "absolute") != 0) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED,
+                        "%s: position_embedding_type \"%.64s\" is not supported (only "
+                        "\"absolute\")",
+                        name, s);
+        goto fail;
+    }
+
+    embd_hparams h = *hp;
+    if ((st = get_int(root, "hidden_size", name, 1, 65536, -1, &h.H)) ||
+        (st = get_int(root, "num_hidden_layers", name, 1, 1024, -1, &h.L)) ||
+        (st = get_int(root, "num_attention_heads", name, 1, 65536, -1, &h.NH)) ||
+        (st = get_int(root, "intermediate_size", name, 1, 1 << 20, -1, &h.I)) ||
+        (st = get_int(root, "max_position_embeddings", name, 2, 1 << 20, -1, &h.P)) ||
+        (st = get_int(root, "vocab_size", name, 1, 10000000, -1, &h.V)) ||
+        (st = get_int(root, "type_vocab_size", name, 1, 1024, 2, &h.TV)))
+        goto fail;
+    if (h.H % h.NH != 0) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                        "%s: num_attention_heads (%d) does not divide hidden_size (%d)", name, h.NH,
+                        h.H);
+        goto fail;
+    }
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
+    h.ln_eps = 1e-12f;
+    if (eps && !cJSON_IsNull(eps)) {
+        if (!cJSON_IsNumber(eps) || !isfinite(eps->valuedouble) || eps->valuedouble <= 0 ||
+            eps->valuedouble > 1) {
+            char buf[64];
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "%s: layer_norm_eps must be a number in (0, 1], found %s", name,
+                            describe(eps, buf, sizeof buf));
+            goto fail;
+        }
+        h.ln_eps = (float)eps->valuedouble;
+    }
+    *hp = h;
+    st = EMBD_OK;
+fail:
+    cJSON_Delete(root);
+    return st;
+}
+
+enum embd_status embd_pooling_parse(embd_hparams *hp, const char *json, size_t len,
+                                    const char *name) {
+    /* The modes sentence-transformers knows; only the first two are run. */
+    static const char *const modes[] = {
+        "pooling_mode_cls_token",           "pooling_mode_mean_tokens",
+        "pooling_mode_max_tokens",          "pooling_mode_mean_sqrt_len_tokens",
+        "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken",
+    };
+    cJSON *root = NULL;
+    enum embd_status st = embd_json_parse(&root, json, len, name);
+    if (st) return st;
+    if (!cJSON_IsObject(root)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not a JSON object", name);
+        goto fail;
+    }
+    const cJSON *dim = cJSON_GetObjectItemCaseSensitive(root, "word_embedding_dimension");
+    if (dim && !cJSON_IsNull(dim)) {
+        uint64_t d;
+        if (!embd_json_uint(dim, 1, 1u << 20, &d) || d != (uint64_t)hp->H) {
+            char buf[64];
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "%s: word_embedding_dimension is %s, expected hidden_size %d", name,
+                            describe(dim, buf, sizeof buf), hp->H);
+            goto fail;
+        }
+    }
+    int n_on = 0, on = -1;
+    for (int i = 0; i < (int)(sizeof modes / sizeof modes[0]); i++) {
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, modes[i]);
+        if (!item || cJSON_IsNull(item)) continue;
+        if (!cJSON_IsBool(item)) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: %s is not true or false", name, modes[i]);
+            goto fail;
+        }
+        if (cJSON_IsTrue(item)) {
+            n_on++;
+            on = i;
+        }
+    }
+    if (n_on == 0) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: no pooling mode is set", name);
+        goto fail;
+    }
+    if (n_on > 1) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED,
+                        "%s: several pooling modes at once (concatenated) are not supported", name);
+        goto fail;
+    }
+    if (on >= 2) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED,
+                        "%s: %s is not supported (only cls_token or mean_tokens)", name, modes[on]);
+        goto fail;
+    }
+    hp->pooling = on == 0 ? EMBD_POOL_CLS : EMBD_POOL_MEAN;
+    st = EMBD_OK;
+fail:
+    cJSON_Delete(root);
+    return st;
+}
+
+void embd_modules_free(embd_st_modules *mods) {
+    embd_free(mods->transformer_path);
+    embd_free(mods->pooling_path);
+    mods->transformer_path = mods->pooling_path = NULL;
+}
+
+/* Whether a module path stays inside the model directory: relative, and
+ * without ".." components. */
+static bool safe_rel_path(const char *p) {
+    if (p[0] == '/') return false;
+    for (const char *c = p; *c;) {
+        size_t n = strcspn(c, "/\\");
+        if (n == 2 && c[0] == '.' && c[1] == '.') return false;
+        c += n;
+        if (*c) c++;
+    }
+    return true;
+}
+
+enum embd_status embd_modules_parse(embd_st_modules *mods, const char *json, size_t len,
+                                    const char *name) {
+    static const char prefix[] = "sentence_transformers.models.";
+    memset(mods, 0, sizeof *mods);
+    cJSON *root = NULL;
+    enum embd_status st = embd_json_parse(&root, json, len, name);
+    if (st) return st;
+    if (!cJSON_IsArray(root)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not a JSON array", name);
+        goto fail;
+    }
+    int idx = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, root) {
+        bool bad_type, bad_path;
+        const char *type = cJSON_IsObject(m) ? get_str(m, "type", &bad_type) : NULL;
+        const char *path = cJSON_IsObject(m) ? get_str(m, "path", &bad_path) : NULL;
+        if (!cJSON_IsObject(m) || !type || bad_type || bad_path) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "%s: module %d is not an object with a string \"type\"", name, idx);
+            goto fail;
+        }
+        if (!path) path = "";
+        if (!safe_rel_path(path)) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "%s: module %d has path \"%.64s\" outside the model directory", name,
+                            idx, path);
+            goto fail;
+        }
+        const char *kind =
+            strncmp(type, prefix, sizeof prefix - 1) == 0 ? type + sizeof prefix - 1 : "";
+        if (strcmp(kind, "Transformer") == 0) {
+            if (idx != 0) {
+                st = embd_error(EMBD_ERR_UNSUPPORTED,
+                                "%s: the Transformer module must come first (found at %d)", name,
+                                idx);
+                goto fail;
+            }
+            if (!(mods->transformer_path = embd_strdup(path))) goto nomem;
+        } else if (strcmp(kind, "Pooling") == 0) {
+            if (idx == 0 || mods->has_pooling) {
+                st = embd_error(EMBD_ERR_UNSUPPORTED,
+                                "%s: a Pooling module must follow the Transformer, once", name);
+                goto fail;
+            }
+            if (!(mods->pooling_path = embd_strdup(path))) goto nomem;
+            mods->has_pooling = true;
+        } else if (strcmp(kind, "Normalize") == 0) {
+            if (!mods->has_pooling) {
+                st = embd_error(EMBD_ERR_UNSUPPORTED,
+                                "%s: a Normalize module before pooling is not supported", name);
+                goto fail;
+            }
+            mods->normalize = true;
+        } else {
+            st = embd_error(EMBD_ERR_UNSUPPORTED,
+                            "%s: module type \"%.80s\" is not supported (Transformer, Pooling, "
+                            "Normalize)",
+                            name, type);
+            goto fail;
+        }
+        idx++;
+    }
+    if (!mods->transformer_path) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED, "%s: no Transformer module", name);
+        goto fail;
+    }
+    if (!mods->has_pooling) {
+        st = embd_error(EMBD_ERR_UNSUPPORTED, "%s: no Pooling module", name);
+        goto fail;
+    }
+    cJSON_Delete(root);
+    return EMBD_OK;
+nomem:
+    st = embd_error(EMBD_ERR_NOMEM, "%s: out of memory", name);
+fail:
+    cJSON_Delete(root);
+    embd_modules_free(mods);
+    return st;
+}
+
+enum embd_status embd_sbert_config_parse(int *out, const char *json, size_t len, const char *name) {
+    *out = 0;
+    cJSON *root = NULL;
+    enum embd_status st = embd_json_parse(&root, json, len, name);
+    if (st) return st;
+    if (!cJSON_IsObject(root)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not a JSON object", name);
+        goto fail;
+    }
+    st = get_int(root, "max_seq_length", name, 2, 1 << 30, 0, out);
+fail:
+    cJSON_Delete(root);
+    return st;
+}
+
+enum embd_status embd_tokenizer_config_parse(int *out, int max_positions, const char *json,
+                                             size_t len, const char *name) {
+    *out = 0;
+    cJSON *root = NULL;
+    enum embd_status st = embd_json_parse(&root, json, len, name);
+    if (st) return st;
+    if (!cJSON_IsObject(root)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: not a JSON object", name);
+        goto fail;
+    }
+    uint64_t v;
+    if (embd_json_uint(cJSON_GetObjectItemCaseSensitive(root, "model_max_length"), 2,
+                       (uint64_t)max_positions, &v))
+        *out = (int)v;
+fail:
+    cJSON_Delete(root);
+    return st;
+}

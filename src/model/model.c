@@ -1,0 +1,408 @@
+/* model.c — embd_model_load and the model accessors: reads a Hugging Face /
+ * sentence-transformers model directory into hparams, fp32 weight pointers
+ * (into the mapped safetensors file, or into one owned fp32 copy for
+ * half-precision and misaligned tensors) and a tokenizer. */
+#include "model/loader.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#define MAX_SMALL_JSON (16u << 20)      /* config files */
+#define MAX_TOKENIZER_JSON (256u << 20) /* tokenizer.json */
+
+struct embd_model_params embd_model_default_params(void) {
+    struct embd_model_params p = {.max_seq_length = 0};
+    return p;
+}
+
+/* Reads dir/rel into *buf (NUL-terminated). A missing file is EMBD_OK with
+ * *buf NULL when `optional`; every other failure is an error naming the path. */
+static enum embd_status read_json_file(const char *dir, const char *rel, bool optional,
+                                       size_t max_bytes, char **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    char *path = embd_path_join(dir, rel);
+    if (!path) return embd_error(EMBD_ERR_NOMEM, "out of memory");
+    struct stat sb;
+    enum embd_status s = EMBD_OK;
+    if (optional && stat(path, &sb) != 0 && errno == ENOENT) goto done;
+    s = embd_read_file(path, max_bytes, buf, len);
+done:
+    embd_free(path);
+    return s;
+}
+
+/* One weight the loader must find: where its pointer goes, its name
+ * (without the optional "bert." prefix) and its expected shape. */
+typedef struct {
+    const float **dst;
+    char name[96];
+    int ndim;
+    uint64_t shape[2];
+    const embd_st_tensor *t;
+} weight_req;
+
+/* Finds `name` in the file, trying the "bert." prefix and, for LayerNorm
+ * parameters, the old gamma/beta names. */
+static const embd_st_tensor *find_weight(const embd_safetensors *st, const char *name) {
+    char alt[128];
+    const embd_st_tensor *t = embd_st_find(st, name);
+    if (t) return t;
+    snprintf(alt, sizeof alt, "bert.%s", name);
+    if ((t = embd_st_find(st, alt))) return t;
+    size_t n = strlen(name);
+    const char *old = NULL;
+    size_t cut = 0;
+    if (n > 17 && strcmp(name + n - 17, ".LayerNorm.weight") == 0)
+        old = "gamma", cut = 6; /* "weight" */
+    else if (n > 15 && strcmp(name + n - 15, ".LayerNorm.bias") == 0)
+        old = "beta", cut = 4; /* "bias" */
+    if (!old) return NULL;
+    snprintf(alt, sizeof alt, "%.*s%s", (int)(n - cut), name, old);
+    if ((t = embd_st_find(st, alt))) return t;
+    snprintf(alt, sizeof alt, "bert.%.*s%s", (int)(n - cut), name, old);
+    return embd_st_find(st, alt);
+}
+
+static void shape_str(char *buf, size_t cap, int ndim, const uint64_t *shape) {
+    size_t at = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && at < cap; i++)
+        at += (size_t)snprintf(buf + at, cap - at, "%s%llu", i ? ", " : "",
+                               (unsigned long long)shape[i]);
+    if (at < cap) snprintf(buf + at, cap - at, "]");
+}
+
+static void add_req(weight_req *r, size_t *n, const float **dst, int ndim, uint64_t d0, uint64_t d1,
+                    const char *fmt, int layer) {
+    weight_req *q = &r[(*n)++];
+    q->dst = dst;
+    snprintf(q->name, sizeof q->name, fmt, layer);
+    q->ndim = ndim;
+    q->shape[0] = d0;
+    q->shape[1] = d1;
+    q->t = NULL;
+}
+
+/* Points m->w at the tensors of `st` (which must stay mapped as long as the
+ * model lives), converting half-precision and misaligned fp32 tensors into
+ * one owned allocation. Errors: EMBD_ERR_MODEL_FORMAT (missing tensor, wrong
+ * shape), EMBD_ERR_UNSUPPORTED (dtype), EMBD_ERR_NOMEM. */
+static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, const char *file) {
+    const embd_hparams *hp = &m->hp;
+    uint64_t H = (uint64_t)hp->H, I = (uint64_t)hp->I;
+    size_t n_req = 5 + 16 * (size_t)hp->L, n = 0;
+    enum embd_status s = EMBD_OK;
+    weight_req *req = embd_calloc(n_req, sizeof *req);
+    m->w.layers = embd_calloc((size_t)hp->L, sizeof *m->w.layers);
+    if (!req || !m->w.layers) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory for the weight table");
+        goto fail;
+    }
+    embd_weights *w = &m->w;
+    add_req(req, &n, &w->word_emb, 2, (uint64_t)hp->V, H, "embeddings.word_embeddings.weight", 0);
+    add_req(req, &n, &w->pos_emb, 2, (uint64_t)hp->P, H, "embeddings.position_embeddings.weight",
+            0);
+    add_req(req, &n, &w->type_emb, 2, (uint64_t)hp->TV, H,
+            "embeddings.token_type_embeddings.weight", 0);
+    add_req(req, &n, &w->emb_ln_g, 1, H, 0, "embeddings.LayerNorm.weight", 0);
+    add_req(req, &n, &w->emb_ln_b, 1, H, 0, "embeddings.LayerNorm.bias", 0);
+    for (int l = 0; l < hp->L; l++) {
+        embd_layer_weights *lw = &w->layers[l];
+        add_req(req, &n, &lw->q_w, 2, H, H, "encoder.layer.%d.attention.self.query.weight", l);
+        add_req(req, &n, &lw->q_b, 1, H, 0, "encoder.layer.%d.attention.self.query.bias", l);
+        add_req(req, &n, &lw->k_w, 2, H, H, "encoder.layer.%d.attention.self.key.weight", l);
+        add_req(req, &n, &lw->k_b, 1, H, 0, "encoder.layer.%d.attention.self.key.bias", l);
+        add_req(req, &n, &lw->v_w, 2, H, H, "encoder.layer.%d.attention.self.value.weight", l);
+        add_req(req, &n, &lw->v_b, 1, H, 0, "encoder.layer.%d.attention.self.value.bias", l);
+        add_req(req, &n, &lw->o_w, 2, H, H, "encoder.layer.%d.attention.output.dense.weight", l);
+        add_req(req, &n, &lw->o_b, 1, H, 0, "encoder.layer.%d.attention.output.dense.bias", l);
+        add_req(req, &n, &lw->ln1_g, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.weight",
+                l);
+        add_req(req, &n, &lw->ln1_b, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.bias",
+                l);
+        add_req(req, &n, &lw->i_w, 2, I, H, "encoder.layer.%d.intermediate.dense.weight", l);
+        add_req(req, &n, &lw->i_b, 1, I, 0, "encoder.layer.%d.intermediate.dense.bias", l);
+        add_req(req, &n, &lw->f_w, 2, H, I, "encoder.layer.%d.output.dense.weight", l);
+        add_req(req, &n, &lw->f_b, 1, H, 0, "encoder.layer.%d.output.dense.bias", l);
+        add_req(req, &n, &lw->ln2_g, 1, H, 0, "encoder.layer.%d.output.LayerNorm.weight", l);
+        add_req(req, &n, &lw->ln2_b, 1, H, 0, "encoder.layer.%d.output.LayerNorm.bias", l);
+    }
+    EMBD_ASSERT(n == n_req);
+
+    /* Pass 1: find and check every tensor; count the floats to convert. */
+    size_t n_owned = 0;
+    for (size_t i = 0; i < n; i++) {
+        weight_req *q = &req[i];
+        const embd_st_tensor *t = q->t = find_weight(st, q->name);
+        if (!t) {
+            s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: missing tensor %s", file, q->name);
+            goto fail;
+        }
+        if (t->dtype != EMBD_ST_F32 && t->dtype != EMBD_ST_F16 && t->dtype != EMBD_ST_BF16) {
+            s = embd_error(EMBD_ERR_UNSUPPORTED,
+                           "%s: tensor %s has dtype %s; supported: F32, F16, BF16", file, t->name,
+                           t->dtype_name);
+            goto fail;
+        }
+        if (t->ndim != q->ndim || t->shape[0] != q->shape[0] ||
+            (q->ndim == 2 && t->shape[1] != q->shape[1])) {
+            char found[160], want[64];
+            shape_str(found, sizeof found, t->ndim, t->shape);
+            shape_str(want, sizeof want, q->ndim, q->shape);
+            s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %s has shape %s, expected %s", file,
+                           t->name, found, want);
+            goto fail;
+        }
+        const uint8_t *p = st->data + t->begin;
+        if (t->dtype != EMBD_ST_F32 || ((uintptr_t)p & 3u) != 0)
+            n_owned += (size_t)(q->shape[0] * (q->ndim == 2 ? q->shape[1] : 1));
+    }
+
+    /* Pass 2: point at the mapping or convert into the owned buffer. */
+    if (n_owned) {
+        if (!(m->owned = embd_malloc2(n_owned, sizeof(float)))) {
+            s = embd_error(EMBD_ERR_NOMEM, "out of memory for %zu converted weights", n_owned);
+            goto fail;
+        }
+        m->owned_len = n_owned;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        const embd_st_tensor *t = req[i].t;
+        const uint8_t *p = st->data + t->begin;
+        if (t->dtype == EMBD_ST_F32 && ((uintptr_t)p & 3u) == 0) {
+            *req[i].dst = (const float *)(const void *)p;
+            continue;
+        }
+        size_t count = (size_t)(req[i].shape[0] * (req[i].ndim == 2 ? req[i].shape[1] : 1));
+        float *out = m->owned + at;
+        if (t->dtype == EMBD_ST_F32) {
+            memcpy(out, p, count * sizeof(float));
+        } else {
+            for (size_t k = 0; k < count; k++) {
+                uint16_t h;
+                memcpy(&h, p + 2 * k, 2);
+                out[k] = t->dtype == EMBD_ST_F16 ? embd_f16_to_f32(h) : embd_bf16_to_f32(h);
+            }
+        }
+        *req[i].dst = out;
+        at += count;
+    }
+    EMBD_ASSERT(at == n_owned);
+fail:
+    embd_free(req);
+    return s;
+}
+
+/* Mixes the hyper-parameters into a hash, field by field (no padding bytes). */
+static uint64_t hash_hparams(const embd_hparams *hp) {
+    int64_t f[11] = {hp->V,         hp->H,          hp->L,  hp->NH,
+                     hp->I,         hp->P,          hp->TV, (int64_t)hp->pooling,
+                     hp->normalize, hp->max_tokens, 0};
+    memcpy(&f[10], &hp->ln_eps, sizeof hp->ln_eps);
+    return embd_hash64(0x656d6264u, f, sizeof f);
+}
+
+/* Applies modules.json (already parsed; NULL when the file is absent) to
+ * hp: pooling from the Pooling module's config, normalize from a Normalize
+ * module. Without modules.json: mean pooling, no normalisation, as
+ * sentence-transformers does for a plain Hugging Face model. */
+static enum embd_status read_pooling(const char *dir, const embd_st_modules *mods,
+                                     embd_hparams *hp) {
+    char *buf = NULL, *rel = NULL;
+    size_t len;
+    enum embd_status s = EMBD_OK;
+    hp->pooling = EMBD_POOL_MEAN;
+    hp->normalize = false;
+    if (!mods) return EMBD_OK;
+    hp->normalize = mods->normalize;
+    if (!(rel = embd_path_join(mods->pooling_path, "config.json"))) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((s = read_json_file(dir, rel, false, MAX_SMALL_JSON, &buf, &len))) goto fail;
+    s = embd_pooling_parse(hp, buf, len, rel);
+fail:
+    embd_free(buf);
+    embd_free(rel);
+    return s;
+}
+
+/* Reads config.json first (the pooling config checks against H). */
+static enum embd_status read_config(const char *tdir, embd_hparams *hp) {
+    char *buf = NULL;
+    size_t len;
+    enum embd_status s = read_json_file(tdir, "config.json", false, MAX_SMALL_JSON, &buf, &len);
+    if (!s) s = embd_config_parse(hp, buf, len, "config.json");
+    embd_free(buf);
+    return s;
+}
+
+/* Sets hp->max_tokens from the caller, sentence_bert_config.json or
+ * tokenizer_config.json (in that order), clamped to P. */
+static enum embd_status read_max_tokens(const char *tdir, int requested, embd_hparams *hp) {
+    char *buf = NULL;
+    size_t len;
+    int sbert = 0, tok_max = 0;
+    enum embd_status s;
+    if (requested > 0) {
+        if (requested < 2 || requested > hp->P)
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "max_seq_length %d is outside [2, %d] (max_position_embeddings)",
+                              requested, hp->P);
+        hp->max_tokens = requested;
+        return EMBD_OK;
+    }
+    if ((s = read_json_file(tdir, "sentence_bert_config.json", true, MAX_SMALL_JSON, &buf, &len)))
+        goto fail;
+    if (buf && (s = embd_sbert_config_parse(&sbert, buf, len, "sentence_bert_config.json")))
+        goto fail;
+    embd_free(buf);
+    buf = NULL;
+    if (!sbert) {
+        if ((s = read_json_file(tdir, "tokenizer_config.json", true, MAX_SMALL_JSON, &buf, &len)))
+            goto fail;
+        if (buf &&
+            (s = embd_tokenizer_config_parse(&tok_max, hp->P, buf, len, "tokenizer_config.json")))
+            goto fail;
+    }
+    hp->max_tokens = sbert ? sbert : tok_max ? tok_max : hp->P;
+    if (hp->max_tokens > hp->P) hp->max_tokens = hp->P;
+fail:
+    embd_free(buf);
+    return s;
+}
+
+static enum embd_status read_tokenizer(const char *tdir, embd_model *m) {
+    char *buf = NULL;
+    size_t len;
+    enum embd_status s =
+        read_json_file(tdir, "tokenizer.json", false, MAX_TOKENIZER_JSON, &buf, &len);
+    if (s) return s;
+    s = embd_tokenizer_load(&m->tok, buf, len);
+    embd_free(buf);
+    if (s) return embd_error_prefix(s, "tokenizer.json");
+    int tv = embd_tokenizer_vocab_size(m->tok);
+    if (tv > m->hp.V)
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: %d token ids, but config.json vocab_size is %d", tv,
+                          m->hp.V);
+    return EMBD_OK;
+}
+
+void embd_model_free(embd_model *model) {
+    if (!model) return;
+    if (model->tok) embd_tokenizer_free(model->tok);
+    if (model->map) munmap(model->map, model->map_len);
+    embd_free(model->owned);
+    embd_free(model->w.layers);
+    embd_free(model->dir);
+    embd_free(model);
+}
+
+enum embd_status embd_model_load(const char *dir, struct embd_model_params params,
+                                 embd_model **out) {
+    if (out) *out = NULL;
+    if (!dir || !out) return embd_error(EMBD_ERR_INVALID_ARG, "embd_model_load: NULL argument");
+    if (params.max_seq_length < 0 || params.max_seq_length == 1)
+        return embd_error(EMBD_ERR_INVALID_ARG, "max_seq_length %d is invalid (0 or >= 2)",
+                          params.max_seq_length);
+    embd_model *m = NULL;
+    char *buf = NULL, *tdir = NULL, *st_path = NULL;
+    size_t len;
+    embd_st_modules mods = {0};
+    bool have_mods = false;
+    embd_safetensors st = {0};
+    enum embd_status s;
+    if (!(m = embd_calloc(1, sizeof *m)) || !(m->dir = embd_strdup(dir))) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    embd_hparams *hp = &m->hp;
+    /* modules.json may put config.json and the weights in a sub-folder. */
+    if ((s = read_json_file(dir, "modules.json", true, MAX_SMALL_JSON, &buf, &len))) goto fail;
+    if (buf) {
+        if ((s = embd_modules_parse(&mods, buf, len, "modules.json"))) goto fail;
+        have_mods = true;
+    }
+    tdir = have_mods && mods.transformer_path[0] ? embd_path_join(dir, mods.transformer_path)
+                                                 : embd_strdup(dir);
+    if (!tdir) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((s = read_config(tdir, hp))) goto fail;
+    if ((s = read_pooling(dir, have_mods ? &mods : NULL, hp))) goto fail;
+    if ((s = read_max_tokens(tdir, params.max_seq_length, hp))) goto fail;
+    if ((s = read_tokenizer(tdir, m))) goto fail;
+
+    if (!(st_path = embd_path_join(tdir, "model.safetensors"))) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((s = embd_st_open(&st, st_path, "model.safetensors"))) goto fail;
+    if ((s = bind_weights(m, &st, "model.safetensors"))) goto fail;
+
+    uint64_t h = hash_hparams(hp);
+    uint64_t tfp = embd_tokenizer_fingerprint(m->tok);
+    h = embd_hash64(h, &tfp, sizeof tfp);
+    m->fingerprint = embd_hash64(h, st.data, st.data_len);
+
+    /* The model keeps the mapping; the tensor table goes. */
+    m->map = st.map;
+    m->map_len = st.map_len;
+    st.map = NULL;
+    embd_st_free(&st);
+    embd_modules_free(&mods);
+    embd_free(buf);
+    embd_free(tdir);
+    embd_free(st_path);
+    *out = m;
+    return EMBD_OK;
+fail:
+    embd_st_free(&st);
+    embd_modules_free(&mods);
+    embd_free(buf);
+    embd_free(tdir);
+    embd_free(st_path);
+    embd_model_free(m);
+    return s;
+}
+
+int embd_model_dim(const embd_model *model) {
+    return model ? model->hp.H : 0;
+}
+
+int embd_model_max_tokens(const embd_model *model) {
+    return model ? model->hp.max_tokens : 0;
+}
+
+int embd_model_vocab_size(const embd_model *model) {
+    return model ? model->hp.V : 0;
+}
+
+const char *embd_model_pooling(const embd_model *model) {
+    if (!model) return "";
+    return model->hp.pooling == EMBD_POOL_CLS ? "cls" : "mean";
+}
+
+bool embd_model_normalizes(const embd_model *model) {
+    return model && model->hp.normalize;
+}
+
+uint64_t embd_model_fingerprint(const embd_model *model) {
+    return model ? model->fingerprint : 0;
+}
+
+enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t len, int32_t *ids,
+                               size_t cap, size_t *n_ids) {
+    if (n_ids) *n_ids = 0;
+    if (!model || !n_ids || (!text && len) || (!ids && cap))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_tokenize: NULL argument");
+    return embd_tokenizer_encode(model->tok, text ? text : "", len, model->hp.max_tokens, ids, cap,
+                                 n_ids);
+}
