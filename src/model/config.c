@@ -48,6 +48,14 @@ enum embd_status embd_json_parse(cJSON **out, const char *json, size_t len, cons
     if (nul)
         return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: contains a NUL byte at offset %zu", name,
                           (size_t)(nul - json));
+    /* cJSON would cut a string at an escaped NUL; no valid file needs one. */
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (json[i] != '\\') continue;
+        if (json[i + 1] == 'u' && i + 6 <= len && memcmp(json + i + 2, "0000", 4) == 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "%s: contains an escaped NUL (\\u0000) at offset %zu", name, i);
+        i++; /* skip the escaped character */
+    }
     EMBD_ASSERT(json[len] == '\0');
     const char *end = NULL;
     /* len + 1 takes in the terminating NUL, which require_null_terminated
