@@ -1,0 +1,412 @@
+/* tokenizer_encode.c — text to ids: added-token split, BertNormalizer,
+ * BertPreTokenizer, WordPiece, template and truncation, in one streaming pass
+ * that stops as soon as the truncated sequence is complete.
+ *
+ * The text is read left to right. Each character is normalized on its own (an
+ * ASCII table for the common case), then fed to the pre-tokenizer, which
+ * collects the current word; a finished word goes through WordPiece and its
+ * pieces are written straight into the caller's buffer. Only NFD's canonical
+ * reordering looks across characters; it is done on the word buffer. */
+#include "tokenizer/tokenizer_internal.h"
+#include "util/util.h"
+
+#include <string.h>
+#include <utf8proc.h>
+
+/* The state of one encode call (the tokenizer itself is read-only). */
+struct enc {
+    const embd_tokenizer *tok;
+    int32_t *ids; /* (cap) the caller's buffer: pre ids, pieces, post ids */
+    size_t cap;
+    size_t n;     /* pieces of the sequence so far */
+    size_t limit; /* most pieces kept (max_tokens minus the special tokens) */
+    int done;     /* the limit is reached: stop reading */
+    enum embd_status st;
+    char *word; /* (wcap) bytes of the current word, up to max_chars chars */
+    size_t wlen, wcap;
+    size_t wchars; /* chars in the current word (counted past what is stored) */
+    size_t run;    /* where the run of kept combining marks (NFD reordering) begins, or NO_RUN */
+};
+
+#define NO_RUN ((size_t)-1)
+
+static void emit(struct enc *e, int32_t id) {
+    size_t at = (size_t)e->tok->n_pre + e->n;
+    if (e->n < e->limit && at < e->cap) e->ids[at] = id;
+    e->n++;
+}
+
+/* After a word or an added token: stop once the sequence is full. */
+static void check_limit(struct enc *e) {
+    if (e->n >= e->limit) {
+        e->n = e->limit;
+        e->done = 1;
+    }
+}
+
+/* WordPiece on one word: greedy longest match from the left, continuation
+ * pieces looked up without the prefix in tok->cont. If some position matches
+ * nothing, the whole word is [UNK]. */
+static void wordpiece(struct enc *e, const char *w, size_t len) {
+    const embd_tokenizer *tok = e->tok;
+    size_t n0 = e->n, start = 0;
+    while (start < len) {
+        const struct tok_table *t = (start && tok->prefix[0]) ? &tok->cont : &tok->full;
+        size_t end = len;
+        if (end - start > t->max_len) {
+            end = start + t->max_len;
+            while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80)
+                end--;
+        }
+        int32_t id = -1;
+        while (end > start) {
+            id = tok_table_find(tok, t, w + start, end - start);
+            if (id >= 0) break;
+            do {
+                end--;
+            } while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
+        }
+        if (id < 0) {
+            e->n = n0;
+            emit(e, tok->unk_id);
+            return;
+        }
+        emit(e, id);
+        start = end;
+    }
+}
+
+static void finish_word(struct enc *e) {
+    e->run = NO_RUN;
+    if (e->wchars == 0) return;
+    if (e->wchars > (size_t)e->tok->max_chars) {
+        emit(e, e->tok->unk_id);
+    } else {
+        wordpiece(e, e->word, e->wlen);
+    }
+    e->wlen = e->wchars = 0;
+    check_limit(e);
+}
+
+/* Makes room for `more` bytes in the word buffer. Returns 0, or -1 (and sets
+ * e->st, e->done) when out of memory. */
+static int word_reserve(struct enc *e, size_t more) {
+    if (e->wlen + more <= e->wcap) return 0;
+    size_t cap = e->wcap ? e->wcap * 2 : 256;
+    while (cap < e->wlen + more)
+        cap *= 2;
+    char *w = embd_realloc(e->word, cap);
+    if (!w) {
+        e->st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        e->done = 1;
+        return -1;
+    }
+    e->word = w;
+    e->wcap = cap;
+    return 0;
+}
+
+static size_t utf8_put(char *out, uint32_t cp) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Decodes one code point of valid UTF-8 at s; sets *len to its byte count. */
+static uint32_t utf8_get(const unsigned char *s, size_t *len) {
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *len = 1;
+        return c;
+    }
+    if (c < 0xE0) {
+        *len = 2;
+        return ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
+    }
+    if (c < 0xF0) {
+        *len = 3;
+        return ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
+    }
+    *len = 4;
+    return ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
+}
+
+static int ccc_of(uint32_t cp) {
+    return utf8proc_get_property((utf8proc_int32_t)cp)->combining_class;
+}
+
+/* Appends one (normalized) code point to the current word. `ccc` is its
+ * canonical combining class when strip_accents' NFD is on (else 0): marks with
+ * ccc > 0 are kept sorted by ccc (stably) within their run, as NFD does. */
+static void word_add(struct enc *e, uint32_t cp, int ccc) {
+    e->wchars++;
+    if (e->wchars > (size_t)e->tok->max_chars) return; /* [UNK] anyway: stop storing */
+    if (word_reserve(e, 4) != 0) return;
+    char buf[4];
+    size_t k = utf8_put(buf, cp);
+    if (ccc == 0) {
+        e->run = NO_RUN;
+        memcpy(e->word + e->wlen, buf, k);
+        e->wlen += k;
+        return;
+    }
+    if (e->run == NO_RUN) e->run = e->wlen;
+    size_t at = e->run;
+    while (at < e->wlen) { /* after every mark with ccc <= this one */
+        size_t l;
+        uint32_t c2 = utf8_get((const unsigned char *)e->word + at, &l);
+        if (ccc_of(c2) > ccc) break;
+        at += l;
+    }
+    memmove(e->word + at + k, e->word + at, e->wlen - at);
+    memcpy(e->word + at, buf, k);
+    e->wlen += k;
+}
+
+/* The pre-tokenizer: whitespace ends the word, punctuation is a word alone. */
+static void pretok_cp(struct enc *e, uint32_t cp, int ccc) {
+    if (e->tok->bert_pretok) {
+        if (tok_is_whitespace(cp)) {
+            finish_word(e);
+            return;
+        }
+        if (tok_is_punct(cp)) {
+            finish_word(e);
+            if (e->done) return;
+            word_add(e, cp, 0);
+            finish_word(e);
+            return;
+        }
+    }
+    word_add(e, cp, ccc);
+}
+
+static void lower_cp(struct enc *e, uint32_t cp, int ccc) {
+    if (!e->tok->lowercase) {
+        pretok_cp(e, cp, ccc);
+        return;
+    }
+    uint32_t lo[3];
+    int n = tok_lower(cp, lo);
+    for (int i = 0; i < n && !e->done; i++)
+        pretok_cp(e, lo[i], ccc);
+}
+
+/* strip_accents: NFD, then drop Mn. */
+static void strip_cp(struct enc *e, uint32_t cp) {
+    if (!e->tok->strip_accents) {
+        lower_cp(e, cp, 0);
+        return;
+    }
+    utf8proc_int32_t d[8];
+    int last = 0;
+    utf8proc_ssize_t nd = 1;
+    d[0] = (utf8proc_int32_t)cp;
+    /* U+11938 has a canonical decomposition since Unicode 13, which the
+     * normalization tables of tokenizers predate. */
+    if (cp != 0x11938) nd = utf8proc_decompose_char(d[0], d, 8, UTF8PROC_DECOMPOSE, &last);
+    if (nd < 1 || nd > 8) { /* defensive: cannot happen for a valid code point */
+        nd = 1;
+        d[0] = (utf8proc_int32_t)cp;
+    }
+    for (utf8proc_ssize_t i = 0; i < nd && !e->done; i++) {
+        uint32_t c = (uint32_t)d[i];
+        int ccc = c < 0x300 ? 0 : ccc_of(c);
+        if (tok_is_nonspacing(c)) {
+            if (ccc == 0) e->run = NO_RUN; /* a starter: ends the reordering run */
+            continue;
+        }
+        lower_cp(e, c, ccc);
+    }
+}
+
+/* One code point of the raw text through the whole normalizer. */
+static void normalize_cp(struct enc *e, uint32_t cp) {
+    const embd_tokenizer *tok = e->tok;
+    if (tok->clean_text) {
+        if (cp == 0 || cp == 0xFFFD || tok_is_control(cp)) return;
+        if (tok_is_whitespace(cp)) cp = ' ';
+    }
+    if (tok->handle_chinese && tok_is_chinese(cp)) {
+        strip_cp(e, ' ');
+        if (!e->done) strip_cp(e, cp);
+        if (!e->done) strip_cp(e, ' ');
+        return;
+    }
+    strip_cp(e, cp);
+}
+
+/* The longest added token at s (leftmost-longest, as tokenizers matches
+ * them), or -1. Sets *len. */
+static int match_added(const embd_tokenizer *tok, const char *s, size_t avail, size_t *len) {
+    int best = -1;
+    size_t best_len = 0;
+    for (int i = 0; i < tok->n_added; i++) {
+        size_t l = tok->added[i].len;
+        if (l > best_len && l <= avail && memcmp(tok->pool + tok->added[i].off, s, l) == 0) {
+            best = i;
+            best_len = l;
+        }
+    }
+    *len = best_len;
+    return best;
+}
+
+/* Copies s into a new buffer with each maximal invalid UTF-8 subpart replaced
+ * by U+FFFD, exactly as Python's bytes.decode("utf-8", "replace"). */
+static enum embd_status utf8_repair(const char *s, size_t len, char **out, size_t *out_len) {
+    const unsigned char *p = (const unsigned char *)s;
+    char *o = embd_malloc2(len, 3);
+    if (!o) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    size_t i = 0, k = 0;
+    while (i < len) {
+        unsigned b = p[i];
+        unsigned need, lo = 0x80, hi = 0xBF;
+        if (b < 0x80) {
+            o[k++] = (char)b;
+            i++;
+            continue;
+        } else if (b >= 0xC2 && b <= 0xDF) {
+            need = 1;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            need = 2;
+            if (b == 0xE0) lo = 0xA0;
+            if (b == 0xED) hi = 0x9F;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            need = 3;
+            if (b == 0xF0) lo = 0x90;
+            if (b == 0xF4) hi = 0x8F;
+        } else {
+            need = 0;
+        }
+        size_t j = i + 1;
+        unsigned got = 0;
+        while (got < need && j < len) {
+            unsigned c = p[j];
+            if (got == 0 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) break;
+            j++;
+            got++;
+        }
+        if (need && got == need) {
+            memcpy(o + k, s + i, j - i);
+            k += j - i;
+        } else {
+            k += utf8_put(o + k, 0xFFFD);
+        }
+        i = j;
+    }
+    *out = o;
+    *out_len = k;
+    return EMBD_OK;
+}
+
+/* The main loop over valid UTF-8. */
+static void encode_text(struct enc *e, const char *s, size_t len) {
+    const embd_tokenizer *tok = e->tok;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t p = 0;
+    while (p < len && !e->done) {
+        unsigned b = u[p];
+        if (tok->added_first[b]) {
+            size_t ml;
+            int a = match_added(tok, s + p, len - p, &ml);
+            if (a >= 0) {
+                finish_word(e);
+                if (e->done) break;
+                emit(e, tok->added[a].id);
+                check_limit(e);
+                p += ml;
+                continue;
+            }
+        }
+        if (b < 0x80) {
+            switch (tok->ascii_class[b]) {
+            case TOK_ASCII_DROP:
+                break;
+            case TOK_ASCII_SPACE:
+                finish_word(e);
+                break;
+            case TOK_ASCII_PUNCT:
+                finish_word(e);
+                if (e->done) break;
+                word_add(e, b, 0);
+                finish_word(e);
+                break;
+            default:
+                if (e->wchars < (size_t)tok->max_chars && e->wlen < e->wcap) {
+                    e->word[e->wlen++] = (char)tok->ascii_lower[b];
+                    e->wchars++;
+                    e->run = NO_RUN;
+                } else {
+                    word_add(e, tok->ascii_lower[b], 0);
+                }
+                break;
+            }
+            p++;
+            continue;
+        }
+        size_t l;
+        uint32_t cp = utf8_get(u + p, &l);
+        normalize_cp(e, cp);
+        p += l;
+    }
+    if (!e->done) finish_word(e);
+}
+
+enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *text, size_t len,
+                                       int max_tokens, int32_t *ids, size_t cap, size_t *n) {
+    char *fixed = NULL;
+    if (n) *n = 0;
+    if (!tok || !n || (!text && len) || (!ids && cap))
+        return embd_error(EMBD_ERR_INVALID_ARG, "tokenizer: NULL argument");
+    int n_special = tok->n_pre + tok->n_post;
+    if (max_tokens < n_special)
+        return embd_error(EMBD_ERR_INVALID_ARG,
+                          "tokenizer: max_tokens %d is less than the %d special tokens", max_tokens,
+                          n_special);
+    if (len && !embd_utf8_valid(text, len)) {
+        enum embd_status st = utf8_repair(text, len, &fixed, &len);
+        if (st != EMBD_OK) return st;
+        text = fixed;
+    }
+    struct enc e = {.tok = tok,
+                    .ids = ids,
+                    .cap = cap,
+                    .limit = (size_t)(max_tokens - n_special),
+                    .st = EMBD_OK,
+                    .run = NO_RUN};
+    check_limit(&e);
+    if (!e.done) encode_text(&e, text, len);
+    embd_free(e.word);
+    embd_free(fixed);
+    if (e.st != EMBD_OK) return e.st;
+    size_t total = (size_t)n_special + e.n;
+    for (int i = 0; i < tok->n_pre; i++)
+        if ((size_t)i < cap) ids[i] = tok->pre_ids[i];
+    for (int i = 0; i < tok->n_post; i++) {
+        size_t at = (size_t)tok->n_pre + e.n + (size_t)i;
+        if (at < cap) ids[at] = tok->post_ids[i];
+    }
+    *n = total;
+    if (total > cap)
+        return embd_error(EMBD_ERR_BUFFER_TOO_SMALL, "tokenizer: %zu ids do not fit in %zu", total,
+                          cap);
+    return EMBD_OK;
+}

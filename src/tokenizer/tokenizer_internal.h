@@ -1,0 +1,78 @@
+/* tokenizer_internal.h — the tokenizer's data, shared by tokenizer_load.c and
+ * tokenizer_encode.c, and the per-code-point helpers the tests probe. */
+#ifndef EMBD_TOKENIZER_INTERNAL_H
+#define EMBD_TOKENIZER_INTERNAL_H
+
+#include "tokenizer/tokenizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One slot of an open-addressing hash table from token bytes to id.
+ * An empty slot has id == -1. Keys live in the tokenizer's string pool. */
+struct tok_slot {
+    uint64_t hash;
+    uint32_t off; /* offset of the key in pool */
+    uint32_t len; /* key length in bytes */
+    int32_t id;
+};
+
+struct tok_table {
+    struct tok_slot *slots; /* (mask + 1) */
+    uint32_t mask;
+    uint32_t max_len; /* longest key in bytes */
+};
+
+/* An added token matched in the raw text (normalized = false). */
+struct tok_added {
+    uint32_t off, len; /* content in pool */
+    int32_t id;
+};
+
+/* ASCII classes after BertNormalizer + BertPreTokenizer. */
+enum { TOK_ASCII_DROP = 0, TOK_ASCII_SPACE = 1, TOK_ASCII_PUNCT = 2, TOK_ASCII_WORD = 3 };
+
+struct embd_tokenizer {
+    /* normalizer (BertNormalizer; all 0 when the normalizer is null) */
+    int clean_text, handle_chinese, strip_accents, lowercase;
+    int bert_pretok; /* BertPreTokenizer present (else each segment is one word) */
+
+    /* WordPiece */
+    char *pool; /* every token string, back to back, NUL after each */
+    size_t pool_len;
+    struct tok_table full; /* every vocab token */
+    struct tok_table cont; /* tokens that start with the prefix, keyed without it */
+    int32_t unk_id;
+    int max_chars; /* max_input_chars_per_word */
+    char *prefix;  /* continuing_subword_prefix */
+
+    /* added tokens, matched leftmost-longest in the raw text */
+    struct tok_added *added; /* (n_added) */
+    int n_added;
+    uint8_t added_first[256]; /* 1 where some added token starts with that byte */
+
+    /* post-processor: ids before and after the sequence */
+    int32_t pre_ids[8], post_ids[8];
+    int n_pre, n_post;
+
+    uint8_t ascii_class[128];
+    uint8_t ascii_lower[128];
+
+    int vocab_size;
+    uint64_t fingerprint;
+};
+
+/* Looks up [s, s+len) in a table; returns the id or -1. */
+int32_t tok_table_find(const struct embd_tokenizer *tok, const struct tok_table *t, const char *s,
+                       size_t len);
+
+/* Per-code-point rules (exported for tests/tokenizer, which compare them with
+ * `tokenizers` over all of Unicode). */
+int tok_is_whitespace(uint32_t cp);          /* Rust char::is_whitespace */
+int tok_is_control(uint32_t cp);             /* BertNormalizer is_control (tab, LF, CR excluded) */
+int tok_is_punct(uint32_t cp);               /* BertPreTokenizer is_bert_punc */
+int tok_is_chinese(uint32_t cp);             /* BertNormalizer is_chinese_char */
+int tok_is_nonspacing(uint32_t cp);          /* category Mn as tokenizers sees it */
+int tok_lower(uint32_t cp, uint32_t out[3]); /* Rust char::to_lowercase; returns count */
+
+#endif

@@ -1,0 +1,463 @@
+/* tokenizer_load.c — reads a Hugging Face tokenizer.json into an embd_tokenizer:
+ * the BertNormalizer options, the WordPiece vocabulary (two hash tables), the
+ * added tokens and the post-processor's special ids. */
+#include "tokenizer/tokenizer_internal.h"
+#include "util/util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+/* Ids above this are refused as corrupt (the largest real vocabularies hold
+ * about 250,000 tokens). */
+#define TOK_MAX_ID (1 << 24)
+
+static uint64_t tok_hash(const char *s, size_t len) {
+    return embd_hash64(0x746f6b656e697a65ull, s, len);
+}
+
+int32_t tok_table_find(const struct embd_tokenizer *tok, const struct tok_table *t, const char *s,
+                       size_t len) {
+    if (len > t->max_len) return -1;
+    uint64_t h = tok_hash(s, len);
+    for (uint32_t i = (uint32_t)h & t->mask;; i = (i + 1) & t->mask) {
+        const struct tok_slot *sl = &t->slots[i];
+        if (sl->id < 0) return -1;
+        if (sl->hash == h && sl->len == len && memcmp(tok->pool + sl->off, s, len) == 0)
+            return sl->id;
+    }
+}
+
+/* Inserts a key (already in the pool at `off`). Returns 0, or 1 if the key is
+ * already present. The table must have a free slot. */
+static int tok_table_insert(const struct embd_tokenizer *tok, struct tok_table *t, uint32_t off,
+                            uint32_t len, int32_t id) {
+    const char *s = tok->pool + off;
+    uint64_t h = tok_hash(s, len);
+    uint32_t i = (uint32_t)h & t->mask;
+    for (;; i = (i + 1) & t->mask) {
+        struct tok_slot *sl = &t->slots[i];
+        if (sl->id < 0) break;
+        if (sl->hash == h && sl->len == len && memcmp(tok->pool + sl->off, s, len) == 0) return 1;
+    }
+    t->slots[i] = (struct tok_slot){.hash = h, .off = off, .len = len, .id = id};
+    if (len > t->max_len) t->max_len = len;
+    return 0;
+}
+
+static enum embd_status tok_table_init(struct tok_table *t, size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    t->slots = embd_malloc2(cap, sizeof(*t->slots));
+    if (!t->slots) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; i < cap; i++)
+        t->slots[i].id = -1;
+    t->mask = (uint32_t)(cap - 1);
+    t->max_len = 0;
+    return EMBD_OK;
+}
+
+/* Reads an integer id from a JSON number: it must be integral and in
+ * [0, TOK_MAX_ID). Returns 0 on success. */
+static int json_id(const cJSON *v, int32_t *id) {
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d < TOK_MAX_ID) || d != floor(d)) return -1;
+    *id = (int32_t)d;
+    return 0;
+}
+
+/* A boolean field; missing or null gives `def`; anything else is an error (-1). */
+static int json_bool(const cJSON *obj, const char *name, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!v || cJSON_IsNull(v)) return def;
+    if (!cJSON_IsBool(v)) return -1;
+    return cJSON_IsTrue(v) ? 1 : 0;
+}
+
+static const char *json_type(const cJSON *obj) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "type");
+    return cJSON_IsString(t) ? t->valuestring : NULL;
+}
+
+static enum embd_status load_normalizer(embd_tokenizer *tok, const cJSON *n) {
+    if (!n || cJSON_IsNull(n)) return EMBD_OK;
+    const char *type = json_type(n);
+    if (!type) return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: normalizer has no type");
+    if (strcmp(type, "BertNormalizer") != 0)
+        return embd_error(EMBD_ERR_UNSUPPORTED, "tokenizer.json: unsupported normalizer type '%s'",
+                          type);
+    tok->clean_text = json_bool(n, "clean_text", 1);
+    tok->handle_chinese = json_bool(n, "handle_chinese_chars", 1);
+    tok->lowercase = json_bool(n, "lowercase", 1);
+    /* strip_accents: null (or missing) follows lowercase */
+    tok->strip_accents = json_bool(n, "strip_accents", tok->lowercase);
+    if (tok->clean_text < 0 || tok->handle_chinese < 0 || tok->lowercase < 0 ||
+        tok->strip_accents < 0)
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: BertNormalizer option is not a boolean");
+    return EMBD_OK;
+}
+
+static enum embd_status load_pretokenizer(embd_tokenizer *tok, const cJSON *p) {
+    if (!p || cJSON_IsNull(p)) return EMBD_OK;
+    const char *type = json_type(p);
+    if (!type)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: pre_tokenizer has no type");
+    if (strcmp(type, "BertPreTokenizer") != 0)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "tokenizer.json: unsupported pre_tokenizer type '%s'", type);
+    tok->bert_pretok = 1;
+    return EMBD_OK;
+}
+
+/* Appends a string (and a NUL) to the pool; returns its offset. The pool was
+ * sized beforehand. */
+static uint32_t pool_add(embd_tokenizer *tok, const char *s, size_t len) {
+    uint32_t off = (uint32_t)tok->pool_len;
+    memcpy(tok->pool + off, s, len);
+    tok->pool[off + len] = 0;
+    tok->pool_len += len + 1;
+    return off;
+}
+
+static enum embd_status load_model(embd_tokenizer *tok, const cJSON *m, const cJSON *added,
+                                   int32_t **id_off_out, int *max_id_out) {
+    enum embd_status st;
+    int32_t *id_off = NULL;
+    if (!cJSON_IsObject(m))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: missing \"model\" object");
+    const char *type = json_type(m);
+    if (!type) return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: model has no type");
+    if (strcmp(type, "WordPiece") != 0)
+        return embd_error(EMBD_ERR_UNSUPPORTED, "tokenizer.json: unsupported model type '%s'",
+                          type);
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(m, "vocab");
+    if (!cJSON_IsObject(vocab) || !vocab->child)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: model.vocab missing or empty");
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(m, "unk_token");
+    if (!cJSON_IsString(unk))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: model.unk_token missing");
+    const cJSON *pfx = cJSON_GetObjectItemCaseSensitive(m, "continuing_subword_prefix");
+    const char *prefix = "##";
+    if (pfx && !cJSON_IsNull(pfx)) {
+        if (!cJSON_IsString(pfx))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: continuing_subword_prefix is not a string");
+        prefix = pfx->valuestring;
+    }
+    const cJSON *mc = cJSON_GetObjectItemCaseSensitive(m, "max_input_chars_per_word");
+    tok->max_chars = 100;
+    if (mc && !cJSON_IsNull(mc)) {
+        if (!cJSON_IsNumber(mc) || !(mc->valuedouble >= 0 && mc->valuedouble <= 1e9))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: bad max_input_chars_per_word");
+        tok->max_chars = (int)mc->valuedouble;
+    }
+
+    /* sizes first: number of tokens, pool bytes, largest id */
+    size_t n = 0, bytes = strlen(prefix) + 1;
+    int max_id = -1;
+    for (const cJSON *e = vocab->child; e; e = e->next) {
+        int32_t id;
+        if (json_id(e, &id) != 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: vocab entry '%.40s' has a bad id (need an "
+                              "integer in [0, %d))",
+                              e->string ? e->string : "", TOK_MAX_ID);
+        if (id > max_id) max_id = id;
+        bytes += strlen(e->string) + 1;
+        n++;
+    }
+    for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
+        const cJSON *idv = cJSON_GetObjectItemCaseSensitive(a, "id");
+        int32_t id;
+        if (!cJSON_IsString(c) || !c->valuestring[0] || json_id(idv, &id) != 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: added token without a content string or a valid id");
+        if (id > max_id) max_id = id;
+        bytes += strlen(c->valuestring) + 1;
+    }
+    if (bytes >= UINT32_MAX)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: vocabulary too large");
+    tok->pool = embd_malloc(bytes);
+    id_off = embd_malloc2((size_t)max_id + 1, sizeof(*id_off));
+    if (!tok->pool || !id_off) {
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i <= max_id; i++)
+        id_off[i] = -1;
+    tok->prefix = tok->pool + pool_add(tok, prefix, strlen(prefix));
+    size_t plen = strlen(prefix);
+    if ((st = tok_table_init(&tok->full, n)) != EMBD_OK) goto fail;
+    if ((st = tok_table_init(&tok->cont, n)) != EMBD_OK) goto fail;
+    for (const cJSON *e = vocab->child; e; e = e->next) {
+        int32_t id = (int32_t)e->valuedouble;
+        size_t len = strlen(e->string);
+        if (id_off[id] >= 0) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "tokenizer.json: vocab id %d is used twice ('%.40s' and '%.40s')",
+                            (int)id, tok->pool + id_off[id], e->string);
+            goto fail;
+        }
+        uint32_t off = pool_add(tok, e->string, len);
+        id_off[id] = (int32_t)off;
+        if (tok_table_insert(tok, &tok->full, off, (uint32_t)len, id) != 0) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: vocab token '%.40s' repeats",
+                            e->string);
+            goto fail;
+        }
+        if (plen && len >= plen && memcmp(e->string, prefix, plen) == 0)
+            tok_table_insert(tok, &tok->cont, off + (uint32_t)plen, (uint32_t)(len - plen), id);
+    }
+    tok->unk_id = tok_table_find(tok, &tok->full, unk->valuestring, strlen(unk->valuestring));
+    if (tok->unk_id < 0) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: unk_token '%.40s' not in vocab",
+                        unk->valuestring);
+        goto fail;
+    }
+    *id_off_out = id_off;
+    *max_id_out = max_id;
+    return EMBD_OK;
+fail:
+    embd_free(id_off);
+    return st;
+}
+
+static enum embd_status load_added(embd_tokenizer *tok, const cJSON *added, int32_t *id_off) {
+    if (!added || cJSON_IsNull(added)) return EMBD_OK;
+    if (!cJSON_IsArray(added))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: added_tokens is not an array");
+    int n = cJSON_GetArraySize(added);
+    if (n == 0) return EMBD_OK;
+    tok->added = embd_calloc((size_t)n, sizeof(*tok->added));
+    if (!tok->added) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    for (const cJSON *a = added->child; a; a = a->next) {
+        const char *c = cJSON_GetObjectItemCaseSensitive(a, "content")->valuestring;
+        int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(a, "id")->valuedouble;
+        int single = json_bool(a, "single_word", 0), norm = json_bool(a, "normalized", 1);
+        int lstrip = json_bool(a, "lstrip", 0), rstrip = json_bool(a, "rstrip", 0);
+        int special = json_bool(a, "special", 0);
+        if (single < 0 || norm < 0 || lstrip < 0 || rstrip < 0 || special < 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: added token '%.40s' has a non-boolean flag", c);
+        /* lstrip / rstrip only move whitespace from the neighbouring text into
+         * the token's span; whitespace yields no ids, so they change nothing. */
+        if (single)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer.json: added token '%.40s' with single_word", c);
+        if (norm && !special)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer.json: added token '%.40s' with normalized = true", c);
+        if (norm)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer.json: special token '%.40s' with normalized = true", c);
+        size_t len = strlen(c);
+        uint32_t off = pool_add(tok, c, len);
+        if (id_off[id] < 0) id_off[id] = (int32_t)off;
+        tok->added[tok->n_added++] = (struct tok_added){.off = off, .len = (uint32_t)len, .id = id};
+        tok->added_first[(unsigned char)c[0]] = 1;
+    }
+    return EMBD_OK;
+}
+
+/* Looks up the ids of special token `name` in TemplateProcessing's
+ * special_tokens map and appends them to ids[*n] (capacity 8). */
+static enum embd_status template_special(const cJSON *specials, const char *name, int32_t *ids,
+                                         int *n) {
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(specials, name);
+    const cJSON *arr = sp ? cJSON_GetObjectItemCaseSensitive(sp, "ids") : NULL;
+    if (!cJSON_IsArray(arr))
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: post_processor special token '%.40s' has no ids", name);
+    for (const cJSON *v = arr->child; v; v = v->next) {
+        int32_t id;
+        if (json_id(v, &id) != 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: post_processor special token '%.40s' has a bad id",
+                              name);
+        if (*n >= 8)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer.json: post_processor adds more than 8 special tokens");
+        ids[(*n)++] = id;
+    }
+    return EMBD_OK;
+}
+
+static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
+    enum embd_status st;
+    if (!p || cJSON_IsNull(p)) return EMBD_OK;
+    const char *type = json_type(p);
+    if (!type)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: post_processor has no type");
+    if (strcmp(type, "BertProcessing") == 0) {
+        const cJSON *cls = cJSON_GetObjectItemCaseSensitive(p, "cls");
+        const cJSON *sep = cJSON_GetObjectItemCaseSensitive(p, "sep");
+        if (cJSON_GetArraySize(cls) != 2 || cJSON_GetArraySize(sep) != 2 ||
+            json_id(cJSON_GetArrayItem(cls, 1), &tok->pre_ids[0]) != 0 ||
+            json_id(cJSON_GetArrayItem(sep, 1), &tok->post_ids[0]) != 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: BertProcessing needs cls and sep as [token, id]");
+        tok->n_pre = tok->n_post = 1;
+        return EMBD_OK;
+    }
+    if (strcmp(type, "TemplateProcessing") != 0)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "tokenizer.json: unsupported post_processor type '%s'", type);
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single");
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(p, "special_tokens");
+    if (!cJSON_IsArray(single))
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: TemplateProcessing without a 'single' template");
+    int seen_seq = 0;
+    for (const cJSON *e = single->child; e; e = e->next) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(e, "SpecialToken");
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(e, "Sequence");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(s ? s : q, "id");
+        if (!cJSON_IsString(id))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: bad TemplateProcessing 'single' entry");
+        if (q) {
+            if (seen_seq || strcmp(id->valuestring, "A") != 0)
+                return embd_error(EMBD_ERR_UNSUPPORTED,
+                                  "tokenizer.json: TemplateProcessing 'single' must hold sequence "
+                                  "A once");
+            seen_seq = 1;
+        } else if (seen_seq) {
+            if ((st = template_special(specials, id->valuestring, tok->post_ids, &tok->n_post)))
+                return st;
+        } else {
+            if ((st = template_special(specials, id->valuestring, tok->pre_ids, &tok->n_pre)))
+                return st;
+        }
+    }
+    if (!seen_seq)
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: TemplateProcessing 'single' has no sequence");
+    return EMBD_OK;
+}
+
+static void init_ascii(embd_tokenizer *tok) {
+    for (uint32_t c = 0; c < 128; c++) {
+        uint8_t cls = TOK_ASCII_WORD;
+        uint32_t lo = c;
+        if (tok->clean_text && (c == 0 || tok_is_control(c))) cls = TOK_ASCII_DROP;
+        if (tok->clean_text && tok_is_whitespace(c)) lo = ' ';
+        if (tok->lowercase && c >= 'A' && c <= 'Z') lo = c + 32;
+        if (cls != TOK_ASCII_DROP && tok->bert_pretok) {
+            if (tok_is_whitespace(lo))
+                cls = TOK_ASCII_SPACE;
+            else if (tok_is_punct(lo))
+                cls = TOK_ASCII_PUNCT;
+        }
+        tok->ascii_class[c] = cls;
+        tok->ascii_lower[c] = (uint8_t)lo;
+    }
+}
+
+static uint64_t compute_fingerprint(const embd_tokenizer *tok, const int32_t *id_off, int max_id) {
+    int32_t opts[] = {
+        tok->clean_text, tok->handle_chinese, tok->strip_accents, tok->lowercase, tok->bert_pretok,
+        tok->unk_id,     tok->max_chars,      tok->n_added,       tok->n_pre,     tok->n_post,
+        max_id};
+    uint64_t h = embd_hash64(1, opts, sizeof(opts));
+    h = embd_hash64(h, tok->prefix, strlen(tok->prefix) + 1);
+    h = embd_hash64(h, tok->pre_ids, sizeof(tok->pre_ids[0]) * (size_t)tok->n_pre);
+    h = embd_hash64(h, tok->post_ids, sizeof(tok->post_ids[0]) * (size_t)tok->n_post);
+    for (int i = 0; i <= max_id; i++) {
+        if (id_off[i] < 0) continue;
+        const char *s = tok->pool + id_off[i];
+        h = embd_hash64(h, &i, sizeof(i));
+        h = embd_hash64(h, s, strlen(s) + 1);
+    }
+    for (int i = 0; i < tok->n_added; i++) {
+        h = embd_hash64(h, &tok->added[i].id, sizeof(tok->added[i].id));
+        h = embd_hash64(h, tok->pool + tok->added[i].off, tok->added[i].len + 1);
+    }
+    return h;
+}
+
+enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, size_t len) {
+    enum embd_status st;
+    cJSON *root = NULL;
+    int32_t *id_off = NULL;
+    int max_id = -1;
+    embd_tokenizer *tok = NULL;
+    if (!out || (!json && len)) return embd_error(EMBD_ERR_INVALID_ARG, "tokenizer: NULL argument");
+    *out = NULL;
+    if (!embd_utf8_valid(json, len))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: not valid UTF-8");
+    root = cJSON_ParseWithLength(json, len);
+    if (!root || !cJSON_IsObject(root)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: not a JSON object");
+        goto fail;
+    }
+    tok = embd_calloc(1, sizeof(*tok));
+    if (!tok) {
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        goto fail;
+    }
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: added_tokens is not an array");
+        goto fail;
+    }
+    if ((st = load_normalizer(tok, cJSON_GetObjectItemCaseSensitive(root, "normalizer"))))
+        goto fail;
+    if ((st = load_pretokenizer(tok, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"))))
+        goto fail;
+    if ((st = load_model(tok, cJSON_GetObjectItemCaseSensitive(root, "model"), added, &id_off,
+                         &max_id)))
+        goto fail;
+    if ((st = load_added(tok, added, id_off))) goto fail;
+    if ((st = load_post(tok, cJSON_GetObjectItemCaseSensitive(root, "post_processor")))) goto fail;
+    for (int i = 0; i < tok->n_pre + tok->n_post; i++) {
+        int32_t id = i < tok->n_pre ? tok->pre_ids[i] : tok->post_ids[i - tok->n_pre];
+        if (id > max_id || id_off[id] < 0) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "tokenizer.json: post_processor id %d is not a token", (int)id);
+            goto fail;
+        }
+    }
+    init_ascii(tok);
+    tok->vocab_size = max_id + 1;
+    tok->fingerprint = compute_fingerprint(tok, id_off, max_id);
+    embd_free(id_off);
+    cJSON_Delete(root);
+    *out = tok;
+    return EMBD_OK;
+fail:
+    embd_free(id_off);
+    cJSON_Delete(root);
+    embd_tokenizer_free(tok);
+    return st;
+}
+
+void embd_tokenizer_free(embd_tokenizer *tok) {
+    if (!tok) return;
+    embd_free(tok->full.slots);
+    embd_free(tok->cont.slots);
+    embd_free(tok->added);
+    embd_free(tok->pool);
+    embd_free(tok);
+}
+
+int embd_tokenizer_vocab_size(const embd_tokenizer *tok) {
+    return tok ? tok->vocab_size : 0;
+}
+
+int32_t embd_tokenizer_token_id(const embd_tokenizer *tok, const char *token) {
+    if (!tok || !token) return -1;
+    size_t len = strlen(token);
+    for (int i = 0; i < tok->n_added; i++)
+        if (tok->added[i].len == len && memcmp(tok->pool + tok->added[i].off, token, len) == 0)
+            return tok->added[i].id;
+    return tok_table_find(tok, &tok->full, token, len);
+}
+
+uint64_t embd_tokenizer_fingerprint(const embd_tokenizer *tok) {
+    return tok ? tok->fingerprint : 0;
+}
