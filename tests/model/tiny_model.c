@@ -280,9 +280,12 @@ int tiny_write_dir(const char *dir, const tiny_cfg *cfg, const tt_file *f) {
 }
 
 char *make_temp_dir(void) {
+    /* TMPDIR, else /dev/shm (the tests write thousands of small files; a
+     * tmpfs makes them ten times faster), else /tmp. */
     const char *base = getenv("TMPDIR");
+    if (!base || !base[0]) base = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
     char tmpl[512];
-    snprintf(tmpl, sizeof tmpl, "%s/embd-model-test-XXXXXX", base && base[0] ? base : "/tmp");
+    snprintf(tmpl, sizeof tmpl, "%s/embd-model-test-XXXXXX", base);
     if (!mkdtemp(tmpl)) return NULL;
     return strdup(tmpl);
 }

@@ -73,7 +73,8 @@ char *tiny_config_json(const tiny_cfg *cfg, const char *extra);
 /* The tiny tokenizer.json (32 ids: [PAD] [UNK] [CLS] [SEP] [MASK] a..z ##s). */
 extern const char tiny_tokenizer_json[];
 
-/* A fresh temporary directory (malloc'd path); rm_rf removes a tree. */
+/* A fresh temporary directory (malloc'd path) under $TMPDIR, /dev/shm or
+ * /tmp; rm_rf removes a tree. */
 char *make_temp_dir(void);
 void rm_rf(const char *path);
 char *path_cat(const char *dir, const char *name);
