@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A file-provided string made safe for a message (uses a local buffer `pr_`). */
+#define PR(str) embd_printable(pr_, sizeof pr_, (str))
+
 #define MAX_EXACT_INT 9007199254740992.0 /* 2^53: larger doubles are not exact integers */
 
 bool embd_json_uint(const cJSON *item, uint64_t lo, uint64_t hi, uint64_t *out) {
@@ -20,14 +23,34 @@ bool embd_json_uint(const cJSON *item, uint64_t lo, uint64_t hi, uint64_t *out) 
     return true;
 }
 
+const char *embd_printable(char *buf, size_t cap, const char *s) {
+    size_t n = 0;
+    if (!cap) return buf;
+    for (; s[n] && n + 1 < cap; n++)
+        buf[n] = (unsigned char)s[n] < 0x20 || s[n] == 0x7f ? '?' : s[n];
+    if (s[n]) { /* cut short: drop a last UTF-8 sequence that lost bytes */
+        size_t k = n;
+        while (k > 0 && ((unsigned char)buf[k - 1] & 0xc0) == 0x80)
+            k--;
+        if (k > 0) {
+            unsigned char lead = (unsigned char)buf[k - 1];
+            size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+            if (n - (k - 1) < need) n = k - 1;
+        }
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 /* A short description of a JSON value for messages: the number, a quoted
  * prefix of a string, or the JSON type. */
 static const char *describe(const cJSON *item, char *buf, size_t cap) {
     if (cJSON_IsNumber(item))
         snprintf(buf, cap, "%.17g", item->valuedouble);
-    else if (cJSON_IsString(item))
-        snprintf(buf, cap, "the string \"%.40s\"", item->valuestring);
-    else if (cJSON_IsBool(item))
+    else if (cJSON_IsString(item)) {
+        char tmp[48];
+        snprintf(buf, cap, "the string \"%s\"", embd_printable(tmp, sizeof tmp, item->valuestring));
+    } else if (cJSON_IsBool(item))
         snprintf(buf, cap, "%s", cJSON_IsTrue(item) ? "true" : "false");
     else if (cJSON_IsNull(item))
         snprintf(buf, cap, "null");
@@ -107,6 +130,7 @@ static const char *get_str(const cJSON *obj, const char *key, bool *bad) {
 
 enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t len,
                                    const char *name) {
+    char pr_[96];
     cJSON *root = NULL;
     enum embd_status st = embd_json_parse(&root, json, len, name);
     if (st) return st;
@@ -124,7 +148,7 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
     }
     if (s && strcmp(s, "bert") != 0) {
         st = embd_error(EMBD_ERR_UNSUPPORTED,
-                        "%s: model_type \"%.64s\" is not supported (only \"bert\")", name, s);
+                        "%s: model_type \"%s\" is not supported (only \"bert\")", name, PR(s));
         goto fail;
     }
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
@@ -144,9 +168,9 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
                 strcmp(a->valuestring, "BertForMaskedLM") != 0 &&
                 strcmp(a->valuestring, "BertForPreTraining") != 0) {
                 st = embd_error(EMBD_ERR_UNSUPPORTED,
-                                "%s: architecture \"%.64s\" is not supported (BertModel, "
+                                "%s: architecture \"%s\" is not supported (BertModel, "
                                 "BertForMaskedLM, BertForPreTraining)",
-                                name, a->valuestring);
+                                name, PR(a->valuestring));
                 goto fail;
             }
         }
@@ -160,8 +184,8 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
     }
     if (strcmp(s, "gelu") != 0) {
         st = embd_error(EMBD_ERR_UNSUPPORTED,
-                        "%s: hidden_act \"%.64s\" is not supported (only \"gelu\", exact erf)",
-                        name, s);
+                        "%s: hidden_act \"%s\" is not supported (only \"gelu\", exact erf)", name,
+                        PR(s));
         goto fail;
     }
     s = get_str(root, "position_embedding_type", &bad);
@@ -171,9 +195,9 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
     }
     if (s && strcmp(s, "absolute") != 0) {
         st = embd_error(EMBD_ERR_UNSUPPORTED,
-                        "%s: position_embedding_type \"%.64s\" is not supported (only "
+                        "%s: position_embedding_type \"%s\" is not supported (only "
                         "\"absolute\")",
-                        name, s);
+                        name, PR(s));
         goto fail;
     }
 
@@ -294,6 +318,7 @@ static bool safe_rel_path(const char *p) {
 enum embd_status embd_modules_parse(embd_st_modules *mods, const char *json, size_t len,
                                     const char *name) {
     static const char prefix[] = "sentence_transformers.models.";
+    char pr_[96];
     memset(mods, 0, sizeof *mods);
     cJSON *root = NULL;
     enum embd_status st = embd_json_parse(&root, json, len, name);
@@ -316,8 +341,8 @@ enum embd_status embd_modules_parse(embd_st_modules *mods, const char *json, siz
         if (!path) path = "";
         if (!safe_rel_path(path)) {
             st = embd_error(EMBD_ERR_MODEL_FORMAT,
-                            "%s: module %d has path \"%.64s\" outside the model directory", name,
-                            idx, path);
+                            "%s: module %d has path \"%s\" outside the model directory", name, idx,
+                            PR(path));
             goto fail;
         }
         const char *kind =
@@ -347,9 +372,9 @@ enum embd_status embd_modules_parse(embd_st_modules *mods, const char *json, siz
             mods->normalize = true;
         } else {
             st = embd_error(EMBD_ERR_UNSUPPORTED,
-                            "%s: module type \"%.80s\" is not supported (Transformer, Pooling, "
+                            "%s: module type \"%s\" is not supported (Transformer, Pooling, "
                             "Normalize)",
-                            name, type);
+                            name, PR(type));
             goto fail;
         }
         idx++;

@@ -119,6 +119,11 @@ enum embd_status embd_sbert_config_parse(int *out, const char *json, size_t len,
 enum embd_status embd_tokenizer_config_parse(int *out, int max_positions, const char *json,
                                              size_t len, const char *name);
 
+/* Copies at most cap-1 bytes of a string taken from a file into buf for an
+ * error message: control characters become '?', and a cut never splits a
+ * UTF-8 sequence. Returns buf. */
+const char *embd_printable(char *buf, size_t cap, const char *s);
+
 /* Parses UTF-8 JSON text of `len` bytes; the caller cJSON_Delete()s *out.
  * Errors: EMBD_ERR_MODEL_FORMAT naming `name`, EMBD_ERR_NOMEM. */
 enum embd_status embd_json_parse(cJSON **out, const char *json, size_t len, const char *name);

@@ -283,6 +283,10 @@ static enum embd_status read_tokenizer(const char *tdir, embd_model *m) {
     enum embd_status s =
         read_json_file(tdir, "tokenizer.json", false, MAX_TOKENIZER_JSON, &buf, &len);
     if (s) return s;
+    if (!embd_utf8_valid(buf, len)) {
+        embd_free(buf);
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: not valid UTF-8");
+    }
     s = embd_tokenizer_load(&m->tok, buf, len);
     embd_free(buf);
     if (s) return embd_error_prefix(s, "tokenizer.json");

@@ -55,24 +55,28 @@ static int cmp_begin(const void *a, const void *b) {
 /* Fills `t` from one header entry. */
 static enum embd_status parse_entry(embd_st_tensor *t, const cJSON *e, size_t data_len,
                                     const char *name) {
-    const char *tn = e->string;
+    char tn[100];
+    embd_printable(tn, sizeof tn, e->string);
     if (!cJSON_IsObject(e))
-        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: header entry %.80s is not an object", name,
-                          tn);
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: header entry %s is not an object", name, tn);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(dt) || strlen(dt->valuestring) >= sizeof t->dtype_name)
-        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %.80s has no valid dtype", name, tn);
+    if (!cJSON_IsString(dt) || !dt->valuestring[0] ||
+        strlen(dt->valuestring) >= sizeof t->dtype_name ||
+        strspn(dt->valuestring,
+               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+            strlen(dt->valuestring))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %s has no valid dtype", name, tn);
     strcpy(t->dtype_name, dt->valuestring);
     size_t esize = dtype_size(t->dtype_name, &t->dtype);
 
     if (!cJSON_IsArray(sh))
-        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %.80s has no shape array", name, tn);
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %s has no shape array", name, tn);
     int nd = cJSON_GetArraySize(sh);
     if (nd > EMBD_ST_MAX_DIMS)
-        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %.80s has %d dimensions (max %d)",
-                          name, tn, nd, EMBD_ST_MAX_DIMS);
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %s has %d dimensions (max %d)", name,
+                          tn, nd, EMBD_ST_MAX_DIMS);
     t->ndim = nd;
     uint64_t count = 1;
     bool overflow = false;
@@ -81,7 +85,7 @@ static enum embd_status parse_entry(embd_st_tensor *t, const cJSON *e, size_t da
     cJSON_ArrayForEach(d, sh) {
         if (!embd_json_uint(d, 0, MAX_OFFSET, &t->shape[i]))
             return embd_error(EMBD_ERR_MODEL_FORMAT,
-                              "%s: tensor %.80s has a shape entry that is not a non-negative "
+                              "%s: tensor %s has a shape entry that is not a non-negative "
                               "integer below 2^53",
                               name, tn);
         if (__builtin_mul_overflow(count, t->shape[i], &count)) overflow = true;
@@ -92,26 +96,26 @@ static enum embd_status parse_entry(embd_st_tensor *t, const cJSON *e, size_t da
         !embd_json_uint(cJSON_GetArrayItem(off, 0), 0, MAX_OFFSET, &t->begin) ||
         !embd_json_uint(cJSON_GetArrayItem(off, 1), 0, MAX_OFFSET, &t->end))
         return embd_error(EMBD_ERR_MODEL_FORMAT,
-                          "%s: tensor %.80s: data_offsets must be two non-negative integers", name,
+                          "%s: tensor %s: data_offsets must be two non-negative integers", name,
                           tn);
     if (t->begin > t->end)
         return embd_error(EMBD_ERR_MODEL_FORMAT,
-                          "%s: tensor %.80s: data_offsets end %llu is before begin %llu", name, tn,
+                          "%s: tensor %s: data_offsets end %llu is before begin %llu", name, tn,
                           (unsigned long long)t->end, (unsigned long long)t->begin);
     if (t->end > data_len)
         return embd_error(EMBD_ERR_MODEL_FORMAT,
-                          "%s: tensor %.80s: data_offsets [%llu, %llu] run past the data section "
+                          "%s: tensor %s: data_offsets [%llu, %llu] run past the data section "
                           "(%zu bytes)",
                           name, tn, (unsigned long long)t->begin, (unsigned long long)t->end,
                           data_len);
     if (esize) {
         uint64_t bytes;
         if (overflow || __builtin_mul_overflow(count, (uint64_t)esize, &bytes))
-            return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %.80s: shape size overflows", name,
+            return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %s: shape size overflows", name,
                               tn);
         if (bytes != t->end - t->begin)
             return embd_error(EMBD_ERR_MODEL_FORMAT,
-                              "%s: tensor %.80s: shape and dtype %s need %llu bytes, data_offsets "
+                              "%s: tensor %s: shape and dtype %s need %llu bytes, data_offsets "
                               "hold %llu",
                               name, tn, t->dtype_name, (unsigned long long)bytes,
                               (unsigned long long)(t->end - t->begin));
@@ -207,8 +211,9 @@ enum embd_status embd_st_parse(embd_safetensors *st, const void *buf, size_t len
     qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_name);
     for (size_t i = 1; i < st->n_tensors; i++) {
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0) {
-            s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %.80s is listed twice", name,
-                           st->tensors[i].name);
+            char tn[100];
+            s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %s is listed twice", name,
+                           embd_printable(tn, sizeof tn, st->tensors[i].name));
             goto fail;
         }
     }
@@ -225,11 +230,12 @@ enum embd_status embd_st_parse(embd_safetensors *st, const void *buf, size_t len
         const embd_st_tensor *t = by_begin[i];
         if (t->begin == t->end) continue;
         if (prev && t->begin < prev->end) {
+            char a[100], c[100];
             s = embd_error(EMBD_ERR_MODEL_FORMAT,
-                           "%s: tensors %.80s [%llu, %llu] and %.80s [%llu, %llu] overlap", name,
-                           prev->name, (unsigned long long)prev->begin,
-                           (unsigned long long)prev->end, t->name, (unsigned long long)t->begin,
-                           (unsigned long long)t->end);
+                           "%s: tensors %s [%llu, %llu] and %s [%llu, %llu] overlap", name,
+                           embd_printable(a, sizeof a, prev->name), (unsigned long long)prev->begin,
+                           (unsigned long long)prev->end, embd_printable(c, sizeof c, t->name),
+                           (unsigned long long)t->begin, (unsigned long long)t->end);
             goto fail;
         }
         prev = t;

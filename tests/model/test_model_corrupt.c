@@ -211,6 +211,9 @@ static void test_safetensors(void) {
          EXPECT(EMBD_ERR_MODEL_FORMAT, "model.safetensors: missing tensor", lname));
     EDIT(strcpy(g.e[j].name, "encoder.layer.1.output.LayerNorm.weight"),
          EXPECT(EMBD_ERR_MODEL_FORMAT, "listed twice", "encoder.layer.1.output.LayerNorm.weight"));
+    EDIT(strcpy(g.e[j].name, "a\\nb\\u0007c");
+         strcpy(g.e[j].offsets, "[0,32]"), EXPECT(EMBD_ERR_MODEL_FORMAT, "a?b?c", "overlap"));
+    CHECK(!strchr(embd_last_error(), '\n'));
     EDIT(strcpy(g.e[j].name, "__metadata__"), /* a second __metadata__: skipped */
          EXPECT(EMBD_ERR_MODEL_FORMAT, "missing tensor", lname));
     EDIT(strcpy(g.e[j].name, "encoder.layer.1.output.LayerNorm.bias\\u0000x"),
@@ -506,6 +509,8 @@ static void test_st_files(void) {
     EXPECT(EMBD_ERR_IO, "tokenizer.json", dir);
     put("tokenizer.json", "{\"model\": ");
     EXPECT(EMBD_ERR_MODEL_FORMAT, "tokenizer.json");
+    put("tokenizer.json", "{\"model\": \"\xed\xa0\x80\"}"); /* a UTF-8 surrogate */
+    EXPECT(EMBD_ERR_MODEL_FORMAT, "tokenizer.json", "UTF-8");
 
     /* the directory itself */
     char *saved = dir;
@@ -513,6 +518,18 @@ static void test_st_files(void) {
     EXPECT(EMBD_ERR_IO, "does-not-exist");
     free(dir);
     dir = saved;
+}
+
+/* Messages quote file contents through embd_printable: no control
+ * characters, no UTF-8 sequence cut in half. */
+static void test_printable(void) {
+    char b[8];
+    CHECK(strcmp(embd_printable(b, sizeof b, "ab\ncd"), "ab?cd") == 0);
+    CHECK(strcmp(embd_printable(b, sizeof b, "abcdefghij"), "abcdefg") == 0);
+    CHECK(strcmp(embd_printable(b, sizeof b, "abcdef\xc3\xa9"), "abcdef") == 0);        /* é cut */
+    CHECK(strcmp(embd_printable(b, sizeof b, "abcde\xc3\xa9z"), "abcde\xc3\xa9") == 0); /* é kept */
+    CHECK(strcmp(embd_printable(b, sizeof b, "ab\xe2\x82\xac\xe2\x82\xac"), "ab\xe2\x82\xac") == 0);
+    CHECK(strcmp(embd_printable(b, sizeof b, ""), "") == 0);
 }
 
 int main(void) {
@@ -523,6 +540,7 @@ int main(void) {
     }
     cfg = tiny_default_cfg();
     dir = path_cat(root, "model");
+    test_printable();
     test_safetensors();
     test_config();
     test_st_files();
