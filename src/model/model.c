@@ -68,6 +68,7 @@ static const embd_st_tensor *find_weight(const embd_safetensors *st, const char 
     return embd_st_find(st, alt);
 }
 
+/* Formats a shape as "[d0, d1, ...]" into buf (truncated to cap). */
 static void shape_str(char *buf, size_t cap, int ndim, const uint64_t *shape) {
     size_t at = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < ndim && at < cap; i++)
@@ -76,6 +77,8 @@ static void shape_str(char *buf, size_t cap, int ndim, const uint64_t *shape) {
     if (at < cap) snprintf(buf + at, cap - at, "]");
 }
 
+/* Appends a required weight; `fmt` is its name, with %d for the layer when
+ * it has one. */
 static void add_req(weight_req *r, size_t *n, const float **dst, int ndim, uint64_t d0, uint64_t d1,
                     const char *fmt, int layer) {
     weight_req *q = &r[(*n)++];
@@ -232,7 +235,7 @@ fail:
     return s;
 }
 
-/* Reads config.json first (the pooling config checks against H). */
+/* Reads tdir/config.json into hp (dimensions, eps). */
 static enum embd_status read_config(const char *tdir, embd_hparams *hp) {
     char *buf = NULL;
     size_t len;
@@ -277,6 +280,8 @@ fail:
     return s;
 }
 
+/* Loads tdir/tokenizer.json into m->tok; its ids must fit the model's
+ * vocabulary (word_embeddings rows). */
 static enum embd_status read_tokenizer(const char *tdir, embd_model *m) {
     char *buf = NULL;
     size_t len;
@@ -298,6 +303,7 @@ static enum embd_status read_tokenizer(const char *tdir, embd_model *m) {
     return EMBD_OK;
 }
 
+/* Frees everything a (possibly half-built) model holds. NULL is a no-op. */
 void embd_model_free(embd_model *model) {
     if (!model) return;
     if (model->tok) embd_tokenizer_free(model->tok);
@@ -377,6 +383,8 @@ fail:
     return s;
 }
 
+/* The accessors below are documented in embd.h; a NULL model gives 0, ""
+ * or false. */
 int embd_model_dim(const embd_model *model) {
     return model ? model->hp.H : 0;
 }

@@ -7,6 +7,7 @@
 #include "tiny_model.h"
 #include "util/util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -370,6 +371,30 @@ static void test_names(const tiny_cfg *cfg) {
     free(dir);
 }
 
+/* Every fp16 bit pattern against ldexp arithmetic; bf16 against shifting. */
+static void test_half(void) {
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        int e = (int)(h >> 10) & 31, man = (int)(h & 1023);
+        double sign = (h & 0x8000u) ? -1.0 : 1.0, want;
+        if (e == 31)
+            want = man ? NAN : sign * INFINITY;
+        else if (e == 0)
+            want = sign * ldexp(man, -24);
+        else
+            want = sign * ldexp(1024 + man, e - 25);
+        float got = embd_f16_to_f32((uint16_t)h);
+        if (isnan(want) ? !isnan(got) : (got != (float)want || !signbit(got) != !signbit(want)))
+            bad++;
+        uint32_t bits = h << 16;
+        float bf;
+        memcpy(&bf, &bits, 4);
+        float gb = embd_bf16_to_f32((uint16_t)h);
+        if (memcmp(&gb, &bf, 4) != 0) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 /* Fail the Nth allocation for N = 0, 1, ... until the load succeeds; every
  * failure must be a clean error (LeakSanitizer checks that nothing leaks). */
 static void test_fault_injection(const tiny_cfg *cfg) {
@@ -413,6 +438,7 @@ int main(void) {
         return 1;
     }
     tiny_cfg cfg = tiny_default_cfg();
+    test_half();
     test_basic(&cfg);
     test_max_tokens(&cfg);
     test_modules(&cfg);
