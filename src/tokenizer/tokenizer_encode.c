@@ -168,12 +168,13 @@ static void word_add(struct enc *e, uint32_t cp, int ccc) {
         return;
     }
     if (e->run == NO_RUN) e->run = e->wlen;
-    size_t at = e->run;
-    while (at < e->wlen) { /* after every mark with ccc <= this one */
-        size_t l;
-        uint32_t c2 = utf8_get((const unsigned char *)e->word + at, &l);
-        if (ccc_of(c2) > ccc) break;
-        at += l;
+    size_t at = e->wlen;
+    while (at > e->run) { /* back over the marks with a higher ccc (stable order) */
+        size_t b = at - 1, l;
+        while (b > e->run && ((unsigned char)e->word[b] & 0xC0) == 0x80)
+            b--;
+        if (ccc_of(utf8_get((const unsigned char *)e->word + b, &l)) <= ccc) break;
+        at = b;
     }
     memmove(e->word + at + k, e->word + at, e->wlen - at);
     memcpy(e->word + at, buf, k);

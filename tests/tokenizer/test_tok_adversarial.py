@@ -73,6 +73,7 @@ def cases():
     t.append("z" * (1 << 20))
     t.append(" " * (1 << 20) + "end")
     t.append("\x01" * (1 << 20) + "end")
+    t += reorder_cases()
     # seeded random mixes of characters that exercise every rule
     pool = ("aAbBzZ09 \t\n.,!?'\"-_[](){}#@" "\u00e9\u00c9\u0301\u0308\u0130\u0131\u00df\u03a3\u03c2\u4e2d\u6587"
             "\u3042\u30a2\ud55c\u0e01\u0627\u064e\u200b\u200d\ufeff\u00a0\u3000\x00\x7f\ufffd\U0001f600\U0001f3fd"
@@ -83,6 +84,18 @@ def cases():
     for _ in range(300):  # random words made of the specials' pieces
         t.append("".join(r.choice(["[", "]", "SEP", "CLS", "MASK", "sep", " ", "x", "[SEP]"]) for _ in range(r.randint(1, 12))))
     return t
+
+
+REORDER = ["\U0001d165", "\U0001d16d", "\u302e", "\U0001d166", "\u0301"]
+REORDER_VOCAB = ["##" + REORDER[0] + REORDER[1], "##" + REORDER[1] + REORDER[0], "##" + REORDER[0],
+                 "##" + REORDER[1], "##" + REORDER[2], "##" + REORDER[2] + REORDER[0] + REORDER[1],
+                 "##" + REORDER[1] + REORDER[2]]
+
+
+def reorder_cases():
+    r = random.Random(5)
+    return ["a" + "".join(r.choice(REORDER) for _ in range(r.randint(1, 6))) for _ in range(400)] + [
+        "a\U0001d16d\U0001d165", "a\U0001d16d\u0301\U0001d165", "a\U0001d16d\u0f71\U0001d165"]
 
 
 def invalid_utf8():
@@ -136,9 +149,11 @@ def run(tokenizer_json, max_tokens, texts, raw, big):
     return bad, len(strs)
 
 
-def variant(base, tmpdir, name, **norm):
+def variant(base, tmpdir, name, extra=(), **norm):
     d = json.load(open(base))
     d["normalizer"].update(norm)
+    for t in extra:  # new vocab entries, to make otherwise-[UNK] words visible
+        d["model"]["vocab"][t] = len(d["model"]["vocab"])
     p = os.path.join(tmpdir, name + ".json")
     json.dump(d, open(p, "w"))
     return p
@@ -156,6 +171,8 @@ with tempfile.TemporaryDirectory() as tmp:
         ("lowercase=false strip_accents=true", variant(path, tmp, "v1", lowercase=False, strip_accents=True), 256),
         ("lowercase=true strip_accents=false", variant(path, tmp, "v2", lowercase=True, strip_accents=False), 256),
         ("lowercase=false strip_accents=null", variant(path, tmp, "v3", lowercase=False, strip_accents=None), 256),
+        # NFD's canonical reordering of marks that strip_accents keeps (Mc with ccc > 0)
+        ("reorder vocab", variant(path, tmp, "v5", extra=REORDER_VOCAB), 256),
         ("clean_text=false handle_chinese_chars=false",
          variant(path, tmp, "v4", clean_text=False, handle_chinese_chars=False), 256),
     ]
