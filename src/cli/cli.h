@@ -96,5 +96,7 @@ double cli_elapsed(const struct cli_progress *p);
 int cmd_embed(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 
 #endif

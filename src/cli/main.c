@@ -9,6 +9,8 @@ static void usage(FILE *f) {
                "commands:\n"
                "  embed      embed texts into vectors (JSONL or .npy)\n"
                "  tokenize   show the token ids the model sees\n"
+               "  index      embed documents into a vector store\n"
+               "  search     find the documents in a store nearest to a query\n"
                "  doctor     what this machine offers and which backend would run\n\n"
                "Run 'embd <command> --help' for a command's options. 'embd --version' prints\n"
                "the version.\n");
@@ -30,6 +32,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "index")) return cmd_index(argc - 1, argv + 1);
+    if (!strcmp(cmd, "search")) return cmd_search(argc - 1, argv + 1);
     if (!strcmp(cmd, "doctor")) return cmd_doctor(argc - 1, argv + 1);
     fprintf(stderr, "embd: unknown command \"%s\" (see embd --help)\n", cmd);
     return 2;

@@ -44,7 +44,7 @@ static void file_path(char *buf, size_t cap, const char *dir, const char *name) 
 }
 
 static long file_size(const char *dir, const char *name) {
-    char p[512];
+    char p[1024];
     file_path(p, sizeof p, dir, name);
     struct stat st;
     return stat(p, &st) ? -1 : (long)st.st_size;
@@ -52,7 +52,7 @@ static long file_size(const char *dir, const char *name) {
 
 static void rm_store(const char *dir) {
     const char *names[] = {"meta.json", "records.log", "meta.json.tmp", "junk.txt"};
-    char p[512];
+    char p[1024];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         file_path(p, sizeof p, dir, names[i]);
         unlink(p);
@@ -139,7 +139,7 @@ static void check_topk(embd_store *s, const float *all, const char *prefix, size
 }
 
 static void test_basic(void) {
-    char dir[256];
+    char dir[512];
     new_dir(dir, sizeof dir);
     const size_t n = 700;
     float *vecs = malloc(n * D * sizeof *vecs), q[D];
@@ -285,7 +285,7 @@ static void test_basic(void) {
 
 /* Exact ties (integer-valued vectors: every sum is exact) rank by lower slot. */
 static void test_ties(void) {
-    char dir[256];
+    char dir[512];
     new_dir(dir, sizeof dir);
     const size_t n = 50;
     float vecs[50 * D], q[D];
@@ -324,7 +324,7 @@ static unsigned char *three_records(const char *dir, float *vecs, long off[4]) {
     CHECK_EQ_INT(embd_store_flush(s), EMBD_OK);
     embd_store_close(s);
     unsigned char *bytes = malloc((size_t)off[3]);
-    char path[512];
+    char path[1024];
     file_path(path, sizeof path, dir, "records.log");
     FILE *f = fopen(path, "rb");
     CHECK(f && fread(bytes, 1, (size_t)off[3], f) == (size_t)off[3]);
@@ -333,7 +333,7 @@ static unsigned char *three_records(const char *dir, float *vecs, long off[4]) {
 }
 
 static void write_log(const char *dir, const unsigned char *bytes, size_t len) {
-    char path[512];
+    char path[1024];
     file_path(path, sizeof path, dir, "records.log");
     FILE *f = fopen(path, "wb");
     CHECK(f && fwrite(bytes, 1, len, f) == len);
@@ -341,7 +341,7 @@ static void write_log(const char *dir, const unsigned char *bytes, size_t len) {
 }
 
 static void test_torn_tail(void) {
-    char dir[256];
+    char dir[512];
     new_dir(dir, sizeof dir);
     float vecs[4 * D];
     long off[4];
@@ -417,7 +417,7 @@ static void test_torn_tail(void) {
 }
 
 static void write_text(const char *dir, const char *name, const char *text) {
-    char path[512];
+    char path[1024];
     file_path(path, sizeof path, dir, name);
     FILE *f = fopen(path, "wb");
     CHECK(f != NULL);
@@ -428,7 +428,7 @@ static void write_text(const char *dir, const char *name, const char *text) {
 }
 
 static void test_bad_meta(void) {
-    char dir[256];
+    char dir[512];
     new_dir(dir, sizeof dir);
     embd_store *s = NULL;
     struct embd_store_params p = params(false, false);
@@ -464,7 +464,7 @@ static void test_bad_meta(void) {
                   embd_last_error());
     }
     /* A directory with other files and no meta.json is not taken over. */
-    char path[512];
+    char path[1024];
     file_path(path, sizeof path, dir, "meta.json");
     unlink(path);
     write_text(dir, "junk.txt", "hello");
@@ -500,7 +500,7 @@ static void test_faults(void) {
     rand_vec(q);
     int done = 0, bad_state = 0, fails = 0;
     for (long N = 0; N < 10000 && !done; N++) {
-        char dir[256];
+        char dir[512];
         new_dir(dir, sizeof dir);
         struct embd_store_params p = params(true, true);
         embd_store *s = NULL;

@@ -1,0 +1,241 @@
+/* search.c — `embd search`: embeds a query (or one query per stdin line) and
+ * prints the store's exact top-k by inner product as JSON lines. */
+#include "cli.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QUERY_CHUNK 256
+
+static const struct cli_opt search_opts[] = {
+    {"store", 0, true, "PATH", NULL, "store directory written by embd index"},
+    {"query", 0, true, "TEXT", NULL,
+     "the query (also EMBD_QUERY); - reads one query per line from stdin"},
+    {"k", 'k', true, "N", "10", "hits per query"},
+    {"prefix", 0, true, "STR", NULL, "prepended to every query, e.g. \"query: \""},
+};
+
+/* Writes s[0..len) as a JSON string. Invalid UTF-8 becomes U+FFFD, so the
+ * output is always valid JSON. */
+static void json_string(FILE *f, const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    putc('"', f);
+    while (p < end) {
+        unsigned c = *p;
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                putc('\\', f);
+                putc((int)c, f);
+            } else if (c == '\n') {
+                fputs("\\n", f);
+            } else if (c == '\r') {
+                fputs("\\r", f);
+            } else if (c == '\t') {
+                fputs("\\t", f);
+            } else if (c < 0x20 || c == 0x7f) {
+                fprintf(f, "\\u%04x", c);
+            } else {
+                putc((int)c, f);
+            }
+            p++;
+            continue;
+        }
+        size_t need = 0;
+        unsigned min = 0;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            need = 2, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            need = 3, min = 0x10000;
+        bool ok = need > 0 && (size_t)(end - p) > need;
+        unsigned cp = c & (0x3Fu >> need);
+        for (size_t i = 1; ok && i <= need; i++) {
+            if ((p[i] & 0xC0) != 0x80) ok = false;
+            cp = (cp << 6) | (p[i] & 0x3Fu);
+        }
+        if (ok && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
+        if (ok) {
+            fwrite(p, 1, need + 1, f);
+            p += need + 1;
+        } else {
+            fputs("\\ufffd", f);
+            p++;
+        }
+    }
+    putc('"', f);
+}
+
+/* Prints the hits of one query; query_index < 0 omits the "query" field. */
+static int print_hits(const struct embd_store_hit *hits, size_t n, long query_index) {
+    for (size_t r = 0; r < n; r++) {
+        if (query_index >= 0)
+            printf("{\"query\":%ld,\"rank\":%zu,\"id\":", query_index, r + 1);
+        else
+            printf("{\"rank\":%zu,\"id\":", r + 1);
+        json_string(stdout, hits[r].id, hits[r].id_len);
+        printf(",\"score\":%.9g,\"text\":", (double)hits[r].score);
+        json_string(stdout, hits[r].text, hits[r].text_len);
+        if (fputs("}\n", stdout) < 0) return 1;
+    }
+    return ferror(stdout) ? 1 : 0;
+}
+
+int cmd_search(int argc, char **argv) {
+    struct cli_args a;
+    int rc = cli_parse(
+        &a, "search", search_opts, (int)(sizeof search_opts / sizeof search_opts[0]), argc, argv,
+        "embd search -m DIR --store PATH --query TEXT|- [-k 10] [--prefix STR]",
+        "Embeds a query with the model that built the store and prints the k most\n"
+        "similar documents, exact (every record is scored), one JSON line per hit:\n"
+        "{\"rank\":r,\"id\":...,\"score\":s,\"text\":...} with rank from 1 and score the\n"
+        "inner product (the cosine for a normalising model). --query - reads one\n"
+        "query per stdin line and adds \"query\":i (from 0) to each hit. Note: -q is\n"
+        "--quiet, as in every command; the query is --query (or EMBD_QUERY).");
+    if (rc) {
+        cli_args_free(&a);
+        return rc < 0 ? 0 : rc;
+    }
+    embd_model *model = NULL;
+    embd_ctx *ctx = NULL;
+    embd_store *store = NULL;
+    struct embd_store_hit *hits = NULL;
+    float *qv = NULL;
+    char *qs[QUERY_CHUNK] = {0};
+    size_t ql[QUERY_CHUNK];
+    size_t nq = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    struct embd_ctx_params cp;
+    long k = 10;
+    const char *path = cli_get(&a, "store"), *query = cli_get(&a, "query");
+
+    if (!path || !*path) {
+        cli_err("search: no store: give --store PATH (or EMBD_STORE)");
+        rc = 2;
+        goto done;
+    }
+    if (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11)) {
+        cli_err("search: PostgreSQL stores are not available in this version; give a directory");
+        rc = 2;
+        goto done;
+    }
+    if (!query) {
+        cli_err("search: no query: give --query TEXT, --query - for stdin, or EMBD_QUERY "
+                "(-q is --quiet)");
+        rc = 2;
+        goto done;
+    }
+    if ((rc = cli_get_int(&a, "k", 1, 1L << 24, &k))) goto done;
+    if ((rc = cli_ctx_params(&a, &cp))) goto done;
+    cp.normalize = true;
+    cp.prefix = cli_get(&a, "prefix");
+    if ((rc = cli_open_model(&a, &model))) goto done;
+    rc = 1;
+    if (embd_ctx_new(model, cp, &ctx) != EMBD_OK) {
+        cli_err("%s", embd_last_error());
+        goto done;
+    }
+    const int D = embd_model_dim(model);
+    struct embd_store_params sp = {.dim = D,
+                                   .fingerprint = embd_model_fingerprint(model),
+                                   .normalized = embd_model_normalizes(model),
+                                   .create = false,
+                                   .writable = false};
+    struct embd_store_open_info info;
+    if (embd_store_open(path, &sp, &store, &info) != EMBD_OK) {
+        cli_err("%s", embd_last_error());
+        goto done;
+    }
+    if (info.dropped_bytes)
+        cli_err("warning: store %s: ignoring %llu bytes of an incomplete or corrupt record at "
+                "the end of records.log (an interrupted or ongoing write)",
+                path, (unsigned long long)info.dropped_bytes);
+    size_t kk = (size_t)k < embd_store_count(store) ? (size_t)k : embd_store_count(store);
+    hits = calloc(kk ? kk : 1, sizeof *hits);
+    qv = malloc((size_t)QUERY_CHUNK * (size_t)D * sizeof *qv);
+    if (!hits || !qv) {
+        cli_err("out of memory");
+        goto done;
+    }
+
+    const bool many = !strcmp(query, "-");
+    long first = 0; /* index of qs[0] among all queries */
+    bool eof = false;
+    while (!eof) {
+        nq = 0;
+        if (!many) {
+            qs[0] = strdup(query);
+            if (!qs[0]) {
+                cli_err("out of memory");
+                goto done;
+            }
+            ql[0] = strlen(query);
+            nq = 1;
+            eof = true;
+        } else {
+            while (nq < QUERY_CHUNK) {
+                errno = 0;
+                ssize_t got = getline(&line, &line_cap, stdin);
+                if (got < 0) {
+                    if (ferror(stdin)) {
+                        cli_err("error reading queries: %s", strerror(errno));
+                        goto done;
+                    }
+                    eof = true;
+                    break;
+                }
+                size_t len = (size_t)got;
+                if (len && line[len - 1] == '\n') len--;
+                if (len && line[len - 1] == '\r') len--;
+                qs[nq] = malloc(len + 1);
+                if (!qs[nq]) {
+                    cli_err("out of memory");
+                    goto done;
+                }
+                memcpy(qs[nq], line, len);
+                qs[nq][len] = '\0';
+                ql[nq++] = len;
+            }
+        }
+        if (nq == 0) break;
+        if (embd_embed(ctx, (const char *const *)qs, ql, nq, qv) != EMBD_OK) {
+            cli_err("query %ld: %s", first, embd_last_error());
+            goto done;
+        }
+        for (size_t i = 0; i < nq; i++) {
+            size_t nh = 0;
+            if (embd_store_search(store, qv + i * (size_t)D, kk, hits, &nh) != EMBD_OK) {
+                cli_err("%s", embd_last_error());
+                goto done;
+            }
+            if (print_hits(hits, nh, many ? first + (long)i : -1)) {
+                cli_err("cannot write output: %s", strerror(errno));
+                goto done;
+            }
+            free(qs[i]);
+            qs[i] = NULL;
+        }
+        first += (long)nq;
+        if (fflush(stdout)) {
+            cli_err("cannot write output: %s", strerror(errno));
+            goto done;
+        }
+    }
+    rc = 0;
+
+done:
+    for (size_t i = 0; i < QUERY_CHUNK; i++)
+        free(qs[i]);
+    free(line);
+    free(qv);
+    free(hits);
+    embd_store_close(store);
+    embd_ctx_free(ctx);
+    embd_model_free(model);
+    cli_args_free(&a);
+    return rc;
+}
