@@ -26,13 +26,37 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Hot loops get an AVX2+FMA clone picked at load time (the library is built
- * for the baseline x86-64 unless EMBD_NATIVE). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__)
-#define EMBD_HOT __attribute__((target_clones("arch=haswell", "default")))
+/* Hot loops are compiled twice, for the baseline x86-64 the library is built
+ * for and for AVX2+FMA, and the backend picks one at init from what the CPU
+ * has: each such function is written once as an always-inline body and
+ * wrapped by DEFINE_DISPATCHED. (GCC's target_clones("arch=haswell") would
+ * test for an Intel Haswell by name and miss AMD CPUs with the same ISA.) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
+#define EMBD_HAVE_DISPATCH 1
+#define DEFINE_DISPATCHED(name, params, args)                                                      \
+    __attribute__((target("avx2,fma"))) static void name##_avx2 params {                           \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    static void name##_base params {                                                               \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    static void name params {                                                                      \
+        if (cpu_has_avx2)                                                                          \
+            name##_avx2 args;                                                                      \
+        else                                                                                       \
+            name##_base args;                                                                      \
+    }
 #else
-#define EMBD_HOT
+#define EMBD_HAVE_DISPATCH 0
+#define DEFINE_DISPATCHED(name, params, args)                                                      \
+    static void name params {                                                                      \
+        name##_body args;                                                                          \
+    }
 #endif
+#define BODY static inline __attribute__((always_inline)) void
+
+/* Whether the AVX2+FMA versions run; set by cpu_init (the same on every call). */
+static int cpu_has_avx2;
 
 struct embd_backend {
     const struct embd_model *model;
@@ -48,7 +72,7 @@ struct embd_backend {
     float *big;   /* (T, max(3H, I)) Q|K|V, later the FFN activations */
     int32_t *pos; /* (T) position of each token within its sequence */
     /* attention scratch, per thread, for sequences up to cap_len tokens */
-    float *att; /* (nt, att_stride): K^T (HS, len) then scores (len) */
+    float *att; /* (nt, att_stride): K^T (HS, len) then scores (len, len) */
     int cap_len;
     size_t att_stride;
 };
@@ -99,7 +123,7 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         be->cap_tok = T;
     }
     if (max_len > be->cap_len) {
-        size_t stride = round16(HS * (size_t)max_len) + round16((size_t)max_len);
+        size_t stride = round16(HS * (size_t)max_len) + round16((size_t)max_len * max_len);
         float *att = embd_malloc2((size_t)be->nt * stride, sizeof(float));
         if (!att)
             return embd_error(EMBD_ERR_NOMEM,
@@ -139,9 +163,8 @@ enum epilogue {
 };
 
 /* Applies an epilogue to rows [r0, r1) of out (T, N). */
-EMBD_HOT static void epilogue_rows(float *out, const float *bias, enum epilogue epi, float *x,
-                                   const float *g, const float *beta, float eps, int r0, int r1,
-                                   int N) {
+BODY epilogue_rows_body(float *out, const float *bias, enum epilogue epi, float *x, const float *g,
+                        const float *beta, float eps, int r0, int r1, int N) {
     for (int r = r0; r < r1; r++) {
         float *o = out + (size_t)r * N;
         switch (epi) {
@@ -166,6 +189,11 @@ EMBD_HOT static void epilogue_rows(float *out, const float *bias, enum epilogue 
         }
     }
 }
+
+DEFINE_DISPATCHED(epilogue_rows,
+                  (float *out, const float *bias, enum epilogue epi, float *x, const float *g,
+                   const float *beta, float eps, int r0, int r1, int N),
+                  (out, bias, epi, x, g, beta, eps, r0, r1, N))
 
 /* out (T, N) = in (T, K) W^T, W (N, K), then the epilogue; all threads. The
  * GEMM is split by rows when there are enough of them (each thread then runs
@@ -207,8 +235,8 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
 /* ctx rows of one sequence, head h: softmax(Q K^T / sqrt(HS)) V, with qkv
  * (len, 3H) the sequence's Q|K|V rows and ctx (len, H) its context rows.
  * kt is (HS, len) scratch and sc (len) scratch. */
-EMBD_HOT static void attend_head(float *ctx, const float *qkv, float *kt, float *sc, int len, int H,
-                                 int HS, int h) {
+BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int len, int H, int HS,
+                      int h) {
     const size_t ld = 3 * (size_t)H;
     const float scale = 1.0f / sqrtf((float)HS);
     const float *K = qkv + H + (size_t)h * HS, *V = qkv + 2 * (size_t)H + (size_t)h * HS;
@@ -249,6 +277,50 @@ EMBD_HOT static void attend_head(float *ctx, const float *qkv, float *kt, float 
     }
 }
 
+DEFINE_DISPATCHED(attend_head,
+                  (float *ctx, const float *qkv, float *kt, float *sc, int len, int H, int HS,
+                   int h),
+                  (ctx, qkv, kt, sc, len, H, HS, h))
+
+/* Each row of s (R, C) = softmax of the row; rows are C floats apart. */
+BODY softmax_rows_body(float *s, int R, int C) {
+    for (int r = 0; r < R; r++) {
+        float *row = s + (size_t)r * C;
+        float max = row[0];
+        for (int j = 1; j < C; j++)
+            max = row[j] > max ? row[j] : max;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < C; j++) {
+            row[j] = embd_fast_expf(row[j] - max);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int j = 0; j < C; j++)
+            row[j] *= inv;
+    }
+}
+
+DEFINE_DISPATCHED(softmax_rows, (float *s, int R, int C), (s, R, C))
+
+/* Sequences at least this long run their attention as two GEMMs per head;
+ * shorter ones use attend_head's loops, cheaper than a BLAS call's set-up. */
+#define ATT_GEMM_MIN 32
+
+/* As attend_head, through BLAS: S (len, len) = Q K^T / sqrt(HS), softmax by
+ * rows, ctx = S V. s is (len, len) scratch. */
+static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, int H, int HS,
+                             int h) {
+    const int ld = 3 * H;
+    const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, HS, 1.0f / sqrtf((float)HS), Q,
+                ld, K, ld, 0.0f, s, len);
+    softmax_rows(s, len, len);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, HS, len, 1.0f, s, len, V, ld, 0.0f,
+                ctx + (size_t)h * HS, H);
+}
+
 /* The attention of every (sequence, head) pair of the batch into be->ctx. */
 static void attention(embd_backend *be, const embd_batch *batch) {
     const embd_hparams *hp = &be->model->hp;
@@ -260,13 +332,17 @@ static void attention(embd_backend *be, const embd_batch *batch) {
         const int s = task / NH, h = task % NH;
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
         float *scratch = be->att + (size_t)omp_get_thread_num() * be->att_stride;
-        attend_head(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
-                    scratch + kt_len, len, H, HS, h);
+        if (len >= ATT_GEMM_MIN)
+            attend_head_gemm(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H,
+                             scratch + kt_len, len, H, HS, h);
+        else
+            attend_head(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
+                        scratch + kt_len, len, H, HS, h);
     }
 }
 
 /* x (T, H) = LayerNorm(word[id] + pos[position] + type[0]) for every token. */
-EMBD_HOT static void embed_tokens(embd_backend *be, const embd_batch *batch) {
+static void embed_tokens(embd_backend *be, const embd_batch *batch) {
     const struct embd_model *m = be->model;
     const int H = m->hp.H, T = batch->n_tok;
     for (int s = 0; s < batch->n_seq; s++)
@@ -286,7 +362,7 @@ EMBD_HOT static void embed_tokens(embd_backend *be, const embd_batch *batch) {
 }
 
 /* out (n, H) = pooled (CLS or mean) hidden states, L2-normalised if asked. */
-EMBD_HOT static void pool(embd_backend *be, float *out, const embd_batch *batch, bool normalize) {
+static void pool(embd_backend *be, float *out, const embd_batch *batch, bool normalize) {
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H;
 #pragma omp parallel for schedule(static) num_threads(be->nt)
@@ -345,6 +421,9 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     embd_backend *be = embd_calloc(1, sizeof(*be));
     if (!be) return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory");
     be->model = model;
+#if EMBD_HAVE_DISPATCH
+    cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
     be->nt = params->n_threads >= 1 ? params->n_threads : omp_get_num_procs();
     /* every GEMM is split across OpenMP threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);

@@ -5,22 +5,22 @@
 #ifndef EMBD_BACKEND_CPU_MATH_H
 #define EMBD_BACKEND_CPU_MATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-/* e^x for x in [-87, 88] (inputs outside are clamped, so very negative x gives
- * about 1.6e-38, not 0). Relative error about 2 ulp: Cephes' range reduction
- * x = n ln2 + r with ln2 split in two, a degree-6 polynomial for e^r, and 2^n
- * built from the exponent bits. */
+/* e^x. Relative error about 2 ulp for x in [-87, 88]: Cephes' range
+ * reduction x = n ln2 + r with ln2 split in two, a degree-6 polynomial for
+ * e^r, and 2^n built from the exponent bits. Below -87 the result is 0 (for
+ * x >= -1e9, far beyond anything a softmax or erf here produces); above 88
+ * it is about 2^127 times e^r (finite, not inf). Branch-free, so loops that
+ * call it vectorise (clamping x itself with a comparison defeats GCC's
+ * vectoriser, so only the integer exponent is clamped). */
 static inline float embd_fast_expf(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float fn = x * 1.44269504088896341f;
-    /* round to nearest without libm: truncation of fn +/- 0.5 */
-    int32_t n = (int32_t)(fn + (fn >= 0.0f ? 0.5f : -0.5f));
-    float nf = (float)n;
-    float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-    float z = r * r;
+    /* n = round(x / ln2) by adding and subtracting 1.5 * 2^23 */
+    const float nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    const float z = r * r;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -28,10 +28,15 @@ static inline float embd_fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * z + r + 1.0f;
-    int32_t bits = (n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
+    int32_t n = (int32_t)nf;
+    const int32_t keep = -(int32_t)(n >= -126); /* all ones, or 0 to flush to 0 */
+    n = n < -126 ? -126 : n;
+    n = n > 127 ? 127 : n;
+    union {
+        int32_t i;
+        float f;
+    } scale = {.i = ((n + 127) << 23) & keep};
+    return p * scale.f;
 }
 
 /* erf(x), absolute error about 2e-7 everywhere: a Taylor series for |x| < 0.8
@@ -39,7 +44,7 @@ static inline float embd_fast_expf(float x) {
  * Stegun 7.1.26: 1 - t (a1 + t (a2 + ...)) e^{-x^2}, t = 1 / (1 + p |x|).
  * Both are computed and one is selected, so loops still vectorise. */
 static inline float embd_fast_erff(float x) {
-    float ax = x < 0.0f ? -x : x;
+    const float ax = fabsf(x);
     float t = 1.0f / (1.0f + 0.3275911f * ax);
     float y = 1.061405429f;
     y = y * t - 1.453152027f;
@@ -60,8 +65,14 @@ static inline float embd_fast_erff(float x) {
     s = s * z - 1.0f / 3.0f;
     s = s * z + 1.0f;
     s = s * ax * 1.1283791670955126f;
-    y = ax < 0.8f ? s : y;
-    return x < 0.0f ? -y : y;
+    /* select by bit mask: a float ?: here would stop vectorisation */
+    union {
+        float f;
+        int32_t i;
+    } taylor = {.f = s}, tail = {.f = y}, pick;
+    const int32_t m = -(int32_t)(ax < 0.8f);
+    pick.i = (taylor.i & m) | (tail.i & ~m);
+    return copysignf(pick.f, x);
 }
 
 /* GELU in its exact (erf) form: 0.5 x (1 + erf(x / sqrt 2)). */
