@@ -263,6 +263,29 @@ fail:
     return st;
 }
 
+/* Creates a directory and any missing parents (like mkdir -p). Returns 0,
+ * or -1 with errno. An existing directory is fine. */
+static int mkdir_p(const char *path) {
+    size_t len = strlen(path);
+    char *p = embd_strndup(path, len);
+    if (!p) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 1; i <= len && rc == 0; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        char c = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0777) && errno != EEXIST) rc = -1;
+        p[i] = c;
+    }
+    int e = errno;
+    embd_free(p);
+    errno = e;
+    return rc;
+}
+
 /* Whether a directory holds nothing but (maybe) a leftover meta.json.tmp. */
 static int dir_is_empty(const char *dir) {
     DIR *d = opendir(dir);
@@ -532,8 +555,9 @@ enum embd_status embd_store_open(const char *path, const struct embd_store_param
                             errno == ENOENT ? " (build it with embd index)" : "");
             goto fail;
         }
-        if (mkdir(path, 0777) && errno != EEXIST) {
-            st = embd_error(EMBD_ERR_IO, "cannot create store %s: %s", path, strerror(errno));
+        if (mkdir_p(path)) {
+            st = embd_error(errno == ENOMEM ? EMBD_ERR_NOMEM : EMBD_ERR_IO,
+                            "cannot create store %s: %s", path, strerror(errno));
             goto fail;
         }
     } else if (!S_ISDIR(sb.st_mode)) {

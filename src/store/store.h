@@ -43,7 +43,8 @@ struct embd_store_params {
     int dim;              /* D of the model; must match an existing store */
     uint64_t fingerprint; /* embd_model_fingerprint(); must match an existing store */
     bool normalized;      /* whether the vectors are L2-normalised (recorded at creation) */
-    bool create;          /* create the store when PATH is missing or an empty directory */
+    bool create;          /* create the store (and missing parent directories) when PATH
+                             is missing or an empty directory */
     bool writable;        /* open for appends (takes the writer lock, truncates a torn tail) */
 };
 

@@ -483,6 +483,15 @@ static void test_bad_meta(void) {
     file_path(path, sizeof path, dir, "meta.json");
     unlink(path);
     CHECK_EQ_INT(embd_store_open(dir, &p, &s, NULL), EMBD_ERR_IO);
+    /* Missing parents are created. */
+    char nested[1024];
+    snprintf(nested, sizeof nested, "%s/a/b", dir);
+    s = NULL;
+    CHECK_EQ_INT(embd_store_open(nested, &p, &s, NULL), EMBD_OK);
+    embd_store_close(s);
+    rm_store(nested);
+    snprintf(nested, sizeof nested, "%s/a", dir);
+    CHECK(rmdir(nested) == 0);
     /* A path that is a file. */
     file_path(path, sizeof path, dir, "records.log");
     CHECK_EQ_INT(embd_store_open(path, &p, &s, NULL), EMBD_ERR_IO);
