@@ -72,9 +72,11 @@ int main(void) {
     float *part = calloc(n * (size_t)D, sizeof *part);
     CHECK(embd_embed(ctx, (const char *const *)texts, NULL, n, all) == EMBD_OK);
 
-    /* Alone, with guard values after the output. */
+    /* Alone, with guard values after the output: every third text (a third of
+     * each kind of text; all of them would triple the run time under ASan). */
     double worst = 1;
-    for (size_t i = 0; i < n; i++) {
+    size_t alone = 0;
+    for (size_t i = 0; i < n; i += 3, alone++) {
         for (int g = 0; g < 4; g++)
             one[D + g] = 12345.0f;
         CHECK(embd_embed(ctx, (const char *const *)&texts[i], NULL, 1, one) == EMBD_OK);
@@ -83,7 +85,7 @@ int main(void) {
         double c = cosine(one, all + i * (size_t)D, D);
         if (!(c >= worst)) worst = c;
     }
-    printf("alone vs batched: min cosine %.9f over %zu texts\n", worst, n);
+    printf("alone vs batched: min cosine %.9f over %zu texts\n", worst, alone);
     CHECK_MSG(worst >= 0.999999, "min cosine %.9f", worst);
 
     /* Random partitions into calls of 1..40 texts. */
