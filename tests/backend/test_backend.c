@@ -3,6 +3,7 @@
  * bytes, batch checking, allocation-fault injection, and known answers for
  * the reference's own ops. */
 #include "backend/backend.h"
+#include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_math.h"
 #include "backend/cpu/ref.h"
 #include "model/model.h"
@@ -493,6 +494,12 @@ int main(void) {
     test_bad_init();
     test_faults();
     test_cpu_vs_ref_small();
+    /* the baseline (non-AVX2) loops too, where the AVX2 ones ran above */
+    if (embd_backend_cpu_force_baseline(true)) {
+        printf("again with the baseline x86-64 loops:\n");
+        test_cpu_vs_ref_small();
+    }
+    embd_backend_cpu_force_baseline(false);
     test_cpu_vs_ref_minilm();
     return test_summary("test_backend");
 }

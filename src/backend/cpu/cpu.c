@@ -14,6 +14,7 @@
  *
  * Shape letters as in backend/backend.h; `len` is one sequence's length. */
 #include "backend/backend.h"
+#include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_math.h"
 #include "model/model.h"
 #include "util/util.h"
@@ -55,8 +56,24 @@
 #endif
 #define BODY static inline __attribute__((always_inline)) void
 
-/* Whether the AVX2+FMA versions run; set by cpu_init (the same on every call). */
+/* Whether the AVX2+FMA versions run; set by cpu_init (the same on every call
+ * unless a test forces the baseline). */
 static int cpu_has_avx2;
+static int cpu_force_baseline;
+
+/* Whether this CPU can run the AVX2+FMA versions. */
+static int cpu_supports_avx2(void) {
+#if EMBD_HAVE_DISPATCH
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+bool embd_backend_cpu_force_baseline(bool on) {
+    cpu_force_baseline = on;
+    return cpu_supports_avx2();
+}
 
 struct embd_backend {
     const struct embd_model *model;
@@ -421,9 +438,7 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     embd_backend *be = embd_calloc(1, sizeof(*be));
     if (!be) return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory");
     be->model = model;
-#if EMBD_HAVE_DISPATCH
-    cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
+    cpu_has_avx2 = cpu_supports_avx2() && !cpu_force_baseline;
     be->nt = params->n_threads >= 1 ? params->n_threads : omp_get_num_procs();
     /* every GEMM is split across OpenMP threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);
