@@ -1,7 +1,8 @@
 /* bench_backend.c — tokens/s of the CPU backend (not a test; it only prints).
  *
- *   bench_backend [MODEL_DIR] [THREADS]
+ *   bench_backend [MODEL_DIR|-] [THREADS]
  *
+ * runs with 1 thread, then with THREADS (default 2). "-" forces the random model.
  * With MODEL_DIR (or $EMBD_TEST_MODELS/all-MiniLM-L6-v2 when it exists) the
  * real model is loaded; otherwise a random model of all-MiniLM-L6-v2's shape
  * (L=6, H=384, NH=12, I=1536), which costs the same. Token ids are random:
