@@ -25,10 +25,10 @@ typedef struct {
 } embd_batch;
 
 typedef struct {
-    int n_threads;        /* CPU threads, >= 1 */
-    int device_index;     /* GPU ordinal */
+    int n_threads;         /* CPU threads, >= 1 */
+    int device_index;      /* GPU ordinal */
     enum embd_dtype dtype; /* EMBD_DTYPE_FP32 on the CPU */
-    int max_batch_tokens; /* the largest T the backend will be given */
+    int max_batch_tokens;  /* the largest T the backend will be given */
 } embd_backend_params;
 
 typedef struct embd_backend embd_backend; /* each backend defines its own */

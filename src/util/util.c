@@ -45,15 +45,24 @@ const char *embd_last_error(void) {
 
 const char *embd_status_str(enum embd_status status) {
     switch (status) {
-    case EMBD_OK: return "ok";
-    case EMBD_ERR_INVALID_ARG: return "invalid argument";
-    case EMBD_ERR_IO: return "input/output error";
-    case EMBD_ERR_MODEL_FORMAT: return "malformed model file";
-    case EMBD_ERR_UNSUPPORTED: return "unsupported";
-    case EMBD_ERR_NOMEM: return "out of memory";
-    case EMBD_ERR_BUFFER_TOO_SMALL: return "buffer too small";
-    case EMBD_ERR_BACKEND: return "backend failure";
-    case EMBD_ERR_INTERNAL: return "internal error";
+    case EMBD_OK:
+        return "ok";
+    case EMBD_ERR_INVALID_ARG:
+        return "invalid argument";
+    case EMBD_ERR_IO:
+        return "input/output error";
+    case EMBD_ERR_MODEL_FORMAT:
+        return "malformed model file";
+    case EMBD_ERR_UNSUPPORTED:
+        return "unsupported";
+    case EMBD_ERR_NOMEM:
+        return "out of memory";
+    case EMBD_ERR_BUFFER_TOO_SMALL:
+        return "buffer too small";
+    case EMBD_ERR_BACKEND:
+        return "backend failure";
+    case EMBD_ERR_INTERNAL:
+        return "internal error";
     }
     return "unknown status";
 }
