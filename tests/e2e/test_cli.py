@@ -119,6 +119,34 @@ def main():
     crlf = np.array(read_jsonl(p.stdout)[0]["embedding"], dtype=np.float32)
     c.check(np.allclose(crlf, ref[0], atol=1e-6), "CRLF line")
 
+    # On a terminal: a progress bar (percentage, rate, ETA for a file) and the summary line.
+    import pty
+    import subprocess
+    from common import BIN
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write(lines * 20)
+        f.flush()
+        master, slave = pty.openpty()
+        proc = subprocess.run([BIN, "embed", "-m", MODEL, "-i", f.name, "-o", os.devnull],
+                              stderr=slave, stdout=subprocess.DEVNULL)
+        os.close(slave)
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            tty += chunk
+        os.close(master)
+    c.check(proc.returncode == 0 and b"100.0%" in tty and b"docs/s" in tty and b"ETA" in tty,
+            f"progress bar on a terminal: {tty[-300:]!r}")
+    c.check(b"embedded 100 texts" in tty and b"tokens/s" in tty, "summary line on a terminal")
+    p = run(["embed", "-m", MODEL], stdin=lines)
+    c.check(b"\r[" not in p.stderr and b"embedded 5 texts" in p.stderr,
+            "no progress bar when stderr is not a terminal, summary still")
+
     # tokenize agrees with Hugging Face tokenizers (truncation at the model's 256).
     try:
         from tokenizers import Tokenizer
