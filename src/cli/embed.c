@@ -212,7 +212,11 @@ int cmd_embed(int argc, char **argv) {
             bytes += lens[n];
             n++;
         }
-        if (r < 0) goto done;
+        if (r < 0) {
+            for (size_t i = 0; i < n; i++)
+                free(texts[i]), texts[i] = NULL;
+            goto done;
+        }
         if (n == 0) break;
         if (embd_embed(ctx, (const char *const *)texts, lens, n, vecs) != EMBD_OK) {
             cli_err("inputs %zu..%zu: %s", total, total + n - 1, embd_last_error());
