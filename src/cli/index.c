@@ -1,8 +1,8 @@
 /* index.c — `embd index`: texts in (plain lines or JSONL with an id), embedded
- * in chunks and appended to an embedded vector store, each chunk made
- * durable (fsync) before the next one starts. */
+ * in chunks and appended to a vector store (embedded directory or PostgreSQL
+ * URL), each chunk made durable (fsync / commit) before the next one starts. */
 #include "cli.h"
-#include "store/store.h"
+#include "store/vstore.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -15,7 +15,8 @@
 #define CHUNK_BYTES (8u << 20)
 
 static const struct cli_opt index_opts[] = {
-    {"store", 0, true, "PATH", NULL, "store directory (created when missing or empty)"},
+    {"store", 0, true, "PATH|URL", NULL,
+     "store directory (created when missing or empty) or postgresql:// URL"},
     {"input", 'i', true, "FILE", "-", "input file, - for stdin"},
     {"input-format", 0, true, "FMT", "auto",
      "auto, lines or jsonl (auto: jsonl if the first line starts with '{')"},
@@ -132,21 +133,25 @@ int cmd_index(int argc, char **argv) {
     struct cli_args a;
     int rc = cli_parse(
         &a, "index", index_opts, (int)(sizeof index_opts / sizeof index_opts[0]), argc, argv,
-        "embd index -m DIR --store PATH [-i FILE|-] [--input-format auto|lines|jsonl] [options]",
-        "Embeds documents and appends them to an embedded vector store (a directory,\n"
-        "created when missing). JSONL input gives each document an id (--id-field,\n"
+        "embd index -m DIR --store PATH|URL [-i FILE|-] [--input-format auto|lines|jsonl] "
+        "[options]",
+        "Embeds documents and appends them to a vector store: a directory (created\n"
+        "when missing), or PostgreSQL + pgvector given a postgresql:// URL (the\n"
+        "extension, tables and, after loading, an HNSW index are created as needed). JSONL input "
+        "gives each document an id (--id-field,\n"
         "a string or an integer) and a text (--text-field); plain lines get their\n"
         "line numbers as ids (\"1\", \"2\", ...). Blank lines are skipped. A document\n"
         "whose id is already in the store replaces it. Each chunk of ~1024 documents\n"
         "is synced to disk before the next, so an interrupted run keeps what it\n"
-        "finished. Search the store with embd search.");
+        "finished. A store built with another model is refused. Search the store\n"
+        "with embd search.");
     if (rc) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
     }
     embd_model *model = NULL;
     embd_ctx *ctx = NULL;
-    embd_store *store = NULL;
+    embd_vstore *store = NULL;
     struct cli_reader in = {0};
     bool in_open = false;
     struct chunk *c = NULL;
@@ -158,11 +163,6 @@ int cmd_index(int argc, char **argv) {
 
     if (!path || !*path) {
         cli_err("index: no store: give --store PATH (or EMBD_STORE)");
-        rc = 2;
-        goto done;
-    }
-    if (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11)) {
-        cli_err("index: PostgreSQL stores are not available in this version; give a directory");
         rc = 2;
         goto done;
     }
@@ -189,7 +189,7 @@ int cmd_index(int argc, char **argv) {
                                    .create = true,
                                    .writable = true};
     struct embd_store_open_info info;
-    if (embd_store_open(path, &sp, &store, &info) != EMBD_OK) {
+    if (embd_vstore_open(path, &sp, &store, &info) != EMBD_OK) {
         cli_err("%s", embd_last_error());
         goto done;
     }
@@ -197,7 +197,11 @@ int cmd_index(int argc, char **argv) {
         cli_err("warning: store %s: dropped %llu bytes of an incomplete or corrupt record at the "
                 "end of records.log (an interrupted write); the records before it are intact",
                 path, (unsigned long long)info.dropped_bytes);
-    const size_t before = embd_store_count(store);
+    size_t before = 0, after = 0;
+    if (embd_vstore_count(store, &before) != EMBD_OK) {
+        cli_err("%s", embd_last_error());
+        goto done;
+    }
 
     if (cli_reader_open(&in, cli_get(&a, "input"), CLI_INPUT_LINES, NULL)) goto done;
     in_open = true;
@@ -236,10 +240,10 @@ int cmd_index(int argc, char **argv) {
             cli_err("documents %zu..%zu: %s", total + 1, total + c->n, embd_last_error());
             goto done;
         }
-        if (embd_store_add(store, (const char *const *)c->ids, c->id_lens,
-                           (const char *const *)c->texts, c->text_lens, vecs, c->n,
-                           NULL) != EMBD_OK ||
-            embd_store_flush(store) != EMBD_OK) {
+        if (embd_vstore_add(store, (const char *const *)c->ids, c->id_lens,
+                            (const char *const *)c->texts, c->text_lens, vecs, c->n,
+                            NULL) != EMBD_OK ||
+            embd_vstore_flush(store) != EMBD_OK) {
             cli_err("%s", embd_last_error());
             goto done;
         }
@@ -248,14 +252,19 @@ int cmd_index(int argc, char **argv) {
         cli_progress_update(&prog, total, in.consumed, in.size, false);
     }
     cli_progress_update(&prog, total, in.consumed, in.size, true);
+    if (embd_vstore_finish(store) != EMBD_OK || embd_vstore_count(store, &after) != EMBD_OK) {
+        cli_err("%s", embd_last_error());
+        goto done;
+    }
     if (!quiet) {
         double el = cli_elapsed(&prog);
-        size_t added = embd_store_count(store) - before;
+        size_t added = after - before;
         fprintf(stderr,
                 "embd: indexed %zu documents (%zu added, %zu replaced) in %.2f s: %.1f docs/s "
                 "[%s]; store %s holds %zu records (%zu before)\n",
                 total, added, total - added, el, el > 0 ? (double)total / el : 0.0,
-                embd_ctx_backend(ctx), path, embd_store_count(store), before);
+                embd_ctx_backend(ctx), embd_vstore_is_pg(path) ? "(postgresql)" : path, after,
+                before);
     }
     rc = 0;
 
@@ -264,7 +273,7 @@ done:
     free(c);
     free(vecs);
     if (in_open) cli_reader_close(&in);
-    embd_store_close(store);
+    embd_vstore_close(store);
     embd_ctx_free(ctx);
     embd_model_free(model);
     cli_args_free(&a);

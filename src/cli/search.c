@@ -1,7 +1,7 @@
 /* search.c — `embd search`: embeds a query (or one query per stdin line) and
  * prints the store's exact top-k by inner product as JSON lines. */
 #include "cli.h"
-#include "store/store.h"
+#include "store/vstore.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,11 +11,13 @@
 #define QUERY_CHUNK 256
 
 static const struct cli_opt search_opts[] = {
-    {"store", 0, true, "PATH", NULL, "store directory written by embd index"},
+    {"store", 0, true, "PATH|URL", NULL, "store directory or postgresql:// URL (embd index)"},
     {"query", 0, true, "TEXT", NULL,
      "the query (also EMBD_QUERY); - reads one query per line from stdin"},
     {"k", 'k', true, "N", "10", "hits per query"},
     {"prefix", 0, true, "STR", NULL, "prepended to every query, e.g. \"query: \""},
+    {"exact", 0, false, NULL, NULL,
+     "PostgreSQL: score every row instead of using the HNSW index (embedded: always exact)"},
 };
 
 /* Writes s[0..len) as a JSON string. Invalid UTF-8 becomes U+FFFD, so the
@@ -88,9 +90,10 @@ int cmd_search(int argc, char **argv) {
     struct cli_args a;
     int rc = cli_parse(
         &a, "search", search_opts, (int)(sizeof search_opts / sizeof search_opts[0]), argc, argv,
-        "embd search -m DIR --store PATH --query TEXT|- [-k 10] [--prefix STR]",
+        "embd search -m DIR --store PATH|URL --query TEXT|- [-k 10] [--prefix STR] [--exact]",
         "Embeds a query with the model that built the store and prints the k most\n"
-        "similar documents, exact (every record is scored), one JSON line per hit:\n"
+        "similar documents, one JSON line per hit (the embedded store scores every\n"
+        "record; PostgreSQL uses its HNSW index unless --exact):\n"
         "{\"rank\":r,\"id\":...,\"score\":s,\"text\":...} with rank from 1 and score the\n"
         "inner product (the cosine for a normalising model). --query - reads one\n"
         "query per stdin line and adds \"query\":i (from 0) to each hit. Note: -q is\n"
@@ -101,7 +104,7 @@ int cmd_search(int argc, char **argv) {
     }
     embd_model *model = NULL;
     embd_ctx *ctx = NULL;
-    embd_store *store = NULL;
+    embd_vstore *store = NULL;
     struct embd_store_hit *hits = NULL;
     float *qv = NULL;
     char *qs[QUERY_CHUNK] = {0};
@@ -115,11 +118,6 @@ int cmd_search(int argc, char **argv) {
 
     if (!path || !*path) {
         cli_err("search: no store: give --store PATH (or EMBD_STORE)");
-        rc = 2;
-        goto done;
-    }
-    if (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11)) {
-        cli_err("search: PostgreSQL stores are not available in this version; give a directory");
         rc = 2;
         goto done;
     }
@@ -146,7 +144,7 @@ int cmd_search(int argc, char **argv) {
                                    .create = false,
                                    .writable = false};
     struct embd_store_open_info info;
-    if (embd_store_open(path, &sp, &store, &info) != EMBD_OK) {
+    if (embd_vstore_open(path, &sp, &store, &info) != EMBD_OK) {
         cli_err("%s", embd_last_error());
         goto done;
     }
@@ -154,7 +152,13 @@ int cmd_search(int argc, char **argv) {
         cli_err("warning: store %s: ignoring %llu bytes of an incomplete or corrupt record at "
                 "the end of records.log (an interrupted or ongoing write)",
                 path, (unsigned long long)info.dropped_bytes);
-    size_t kk = (size_t)k < embd_store_count(store) ? (size_t)k : embd_store_count(store);
+    size_t count = 0;
+    if (embd_vstore_count(store, &count) != EMBD_OK) {
+        cli_err("%s", embd_last_error());
+        goto done;
+    }
+    const bool exact = cli_flag(&a, "exact");
+    size_t kk = (size_t)k < count ? (size_t)k : count;
     hits = calloc(kk ? kk : 1, sizeof *hits);
     qv = malloc((size_t)QUERY_CHUNK * (size_t)D * sizeof *qv);
     if (!hits || !qv) {
@@ -208,7 +212,7 @@ int cmd_search(int argc, char **argv) {
         }
         for (size_t i = 0; i < nq; i++) {
             size_t nh = 0;
-            if (embd_store_search(store, qv + i * (size_t)D, kk, hits, &nh) != EMBD_OK) {
+            if (embd_vstore_search(store, qv + i * (size_t)D, kk, exact, hits, &nh) != EMBD_OK) {
                 cli_err("%s", embd_last_error());
                 goto done;
             }
@@ -233,7 +237,7 @@ done:
     free(line);
     free(qv);
     free(hits);
-    embd_store_close(store);
+    embd_vstore_close(store);
     embd_ctx_free(ctx);
     embd_model_free(model);
     cli_args_free(&a);

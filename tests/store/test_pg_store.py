@@ -1,0 +1,184 @@
+"""PostgreSQL + pgvector store against a real server (tests/store/pg_fixture.py).
+
+On all-MiniLM-L6-v2 (and bge-small-random for the other-model refusal):
+index 50 documents plus a Debian slice, search, the meta row, the HNSW
+index (vector_ip_ops), re-indexing replaces (count stays, text and vector
+updated, duplicates within one batch keep the last), another model is
+refused, both stores (embedded and PostgreSQL) return the same top-10 ids
+in the same order for exact search, scores equal to float precision, and
+the errors for an unreachable server and a database without the store or
+the extension.
+
+Exactness of the comparison: `embd search --exact` runs the PostgreSQL
+query with enable_indexscan off, so the planner cannot use the HNSW index
+and scores every row (sequential scan + top-k sort); the embedded store
+always scores every record. The HNSW (approximate) path is also checked to
+agree on the top-1 for every query (ef_search = max(40, k)).
+
+Skips (77) without all-MiniLM-L6-v2, or when pgserver cannot start a
+server here (the reason is printed).
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "e2e"))
+sys.path.insert(0, here)
+from common import Checker, model_dir, read_jsonl, run, skip  # noqa: E402
+from pg_fixture import PgServer, PgUnavailable  # noqa: E402
+
+DOCS = [
+    "The cat curled up on the warm windowsill and slept all afternoon.",
+    "Stock markets fell sharply after the central bank raised interest rates.",
+    "Knead the dough for ten minutes, then let it rise before baking the bread.",
+    "The Linux kernel scheduler balances runnable tasks across CPU cores.",
+    "Photosynthesis converts sunlight, water and carbon dioxide into sugar.",
+    "The striker scored twice in the second half to win the football match.",
+    "Volcanic eruptions can inject ash high into the stratosphere.",
+    "A violin has four strings tuned in perfect fifths.",
+    "Git records the history of a project as a graph of commits.",
+    "Airplanes generate lift as air flows faster over the curved wing.",
+]
+QUERIES = ["a sleepy kitty napping", "version control history", "how do planes fly",
+           "bread recipe", "musical instrument strings", "operating system internals",
+           "soccer game", "plants and sunlight", "economy and interest rates", "volcano ash"]
+CORPUS_DOCS = 300
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def search(m, store, queries, k=10, exact=False):
+    args = ["search", "-m", m, "--store", store, "--query", "-", "-k", str(k), "-q"]
+    if exact:
+        args.append("--exact")
+    p = run(args, stdin="\n".join(queries) + "\n")
+    if p.returncode != 0:
+        raise AssertionError("search %s: %s" % (store, p.stderr.decode()))
+    out = [[] for _ in queries]
+    for h in read_jsonl(p.stdout):
+        out[h["query"]].append(h)
+    return out
+
+
+def main():
+    m = model_dir("all-MiniLM-L6-v2")
+    if not m:
+        skip("all-MiniLM-L6-v2 not found under EMBD_TEST_MODELS")
+    other = model_dir("bge-small-random")
+    c = Checker("store_pg")
+    tmp = tempfile.mkdtemp(prefix="embd-pg-test-")
+    try:
+        try:
+            pg = PgServer().__enter__()
+        except PgUnavailable as e:
+            skip(str(e))
+        try:
+            url = pg.new_database("t_main")
+            rows = [{"id": "doc%02d" % i, "text": t} for i, t in enumerate(DOCS)]
+            corpus = os.environ.get("EMBD_TEST_CORPUS")
+            if corpus and os.path.exists(corpus):
+                with open(corpus, encoding="utf-8") as f:
+                    for line in f:
+                        r = json.loads(line)
+                        rows.append({"id": "deb:" + r["id"], "text": r["text"]})
+                        if len(rows) >= len(DOCS) + CORPUS_DOCS:
+                            break
+            docs = os.path.join(tmp, "docs.jsonl")
+            write_jsonl(docs, rows)
+            n = len(rows)
+
+            p = run(["index", "-m", m, "--store", url, "-i", docs])
+            c.check(p.returncode == 0, "index into PostgreSQL: %s" % p.stderr.decode())
+            c.check(("%d added, 0 replaced" % n).encode() in p.stderr,
+                    "index summary: %s" % p.stderr.decode())
+            meta = pg.sql("t_main", "SELECT format, version, dim, length(model_fingerprint), "
+                          "normalized FROM embd_meta").strip()
+            c.check(meta == "embd-store|1|384|16|t", "meta row %r" % meta)
+            c.check(pg.sql("t_main", "SELECT count(*) FROM embd_docs").strip() == str(n), "count")
+            idx = pg.sql("t_main", "SELECT indexdef FROM pg_indexes WHERE indexname = "
+                         "'embd_docs_hnsw'")
+            c.check("hnsw" in idx and "vector_ip_ops" in idx, "HNSW index: %r" % idx)
+
+            # The same documents in an embedded store; exact top-10 must agree.
+            emb = os.path.join(tmp, "emb")
+            p = run(["index", "-m", m, "--store", emb, "-i", docs, "-q"])
+            c.check(p.returncode == 0, "index embedded: %s" % p.stderr.decode())
+            qs = QUERIES + [" ".join(r["text"].split())[:80] for r in rows[len(DOCS)::30]]
+            pe = search(m, emb, qs)
+            pp = search(m, url, qs, exact=True)
+            ph = search(m, url, qs)
+            same = all([h["id"] for h in a] == [h["id"] for h in b] for a, b in zip(pe, pp))
+            c.check(same, "exact top-10 ids equal between the embedded store and PostgreSQL")
+            diff = max(abs(x["score"] - y["score"]) for a, b in zip(pe, pp) for x, y in zip(a, b))
+            c.check(diff < 1e-5, "scores agree (max diff %.3g)" % diff)
+            c.check(all(len(a) == 10 for a in pp), "10 hits per query")
+            c.check(all(a[0]["id"] == b[0]["id"] for a, b in zip(pe, ph)),
+                    "HNSW search finds the exact top-1")
+            c.check(pe[0][0]["id"] == "doc00" and pe[1][0]["id"] == "doc08",
+                    "paraphrases rank first: %s %s" % (pe[0][0]["id"], pe[1][0]["id"]))
+            text_ok = all(h["text"] == next(r["text"] for r in rows if r["id"] == h["id"])
+                          for h in pp[0][:3])
+            c.check(text_ok, "texts come back")
+
+            # Re-indexing replaces: same ids with new texts, a duplicate within the batch.
+            upd = [{"id": "doc00", "text": "Volcanic ash clouds disrupt air travel."},
+                   {"id": "doc01", "text": "first version, replaced in the same batch"},
+                   {"id": "doc01", "text": "A recipe for chocolate cake."},
+                   {"id": "new1", "text": "Penguins live in the Antarctic."}]
+            updp = os.path.join(tmp, "upd.jsonl")
+            write_jsonl(updp, upd)
+            p = run(["index", "-m", m, "--store", url, "-i", updp])
+            c.check(p.returncode == 0, "re-index: %s" % p.stderr.decode())
+            c.check(b"4 documents (1 added, 3 replaced)" in p.stderr,
+                    "re-index summary: %s" % p.stderr.decode())
+            c.check(pg.sql("t_main", "SELECT count(*) FROM embd_docs").strip() == str(n + 1),
+                    "count after re-index")
+            h = search(m, url, ["chocolate cake"], k=1, exact=True)[0][0]
+            c.check(h["id"] == "doc01" and h["text"] == "A recipe for chocolate cake.",
+                    "replaced text and vector: %s" % h)
+            h = search(m, url, ["a sleepy kitty napping"], k=3, exact=True)[0]
+            c.check("doc00" not in [x["id"] for x in h], "old vector of doc00 gone")
+
+            # Another model is refused, in both commands.
+            if other:
+                p = run(["index", "-m", other, "--store", url, "-i", updp, "-q"])
+                c.check(p.returncode == 1 and b"model fingerprint" in p.stderr,
+                        "other model refused by index: %s" % p.stderr.decode())
+                p = run(["search", "-m", other, "--store", url, "--query", "x", "-q"])
+                c.check(p.returncode == 1 and b"model fingerprint" in p.stderr,
+                        "other model refused by search: %s" % p.stderr.decode())
+
+            # A database without pgvector / without a store.
+            empty = pg.new_database("t_empty")
+            p = run(["search", "-m", m, "--store", empty, "--query", "x", "-q"])
+            c.check(p.returncode == 1 and b"pgvector extension is not installed" in p.stderr,
+                    "missing extension: %s" % p.stderr.decode())
+            pg.sql("t_empty", "CREATE EXTENSION vector")
+            p = run(["search", "-m", m, "--store", empty, "--query", "x", "-q"])
+            c.check(p.returncode == 1 and b"no embd store in this database" in p.stderr,
+                    "missing store: %s" % p.stderr.decode())
+            # A server that is not there.
+            gone = "postgresql://postgres@/x?host=%s" % os.path.join(tmp, "nowhere")
+            p = run(["index", "-m", m, "--store", gone, "-i", updp, "-q"])
+            c.check(p.returncode == 1 and b"cannot connect to the PostgreSQL server" in p.stderr,
+                    "unreachable server: %s" % p.stderr.decode())
+            p = run(["search", "-m", m, "--store", "postgresql://127.0.0.1:1/x?connect_timeout=2",
+                     "--query", "x", "-q"])
+            c.check(p.returncode == 1 and b"cannot connect" in p.stderr and b"127.0.0.1" in
+                    p.stderr, "unreachable TCP server: %s" % p.stderr.decode())
+        finally:
+            pg.__exit__(None, None, None)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return c.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
