@@ -136,6 +136,13 @@ struct embd_ctx_params {
     bool normalize;          /* L2-normalise when the model does; false = never. Default true */
     const char *prefix;      /* prepended to every text before tokenizing
                                 ("query: ", "passage: "); copied. Default NULL */
+    size_t cache_bytes;      /* in-memory embedding cache (LRU) budget in bytes; 0 = off.
+                                Default 64 MiB */
+    const char *cache_dir;   /* on-disk embedding cache (LMDB, shared by processes, kept
+                                across restarts) in this directory, made if missing; copied.
+                                NULL = none. Default NULL */
+    size_t cache_map_bytes;  /* the disk cache's maximum size (a sparse map); 0 = 4 GiB.
+                                When full, it keeps serving and stops adding. Default 0 */
 };
 
 EMBD_API struct embd_ctx_params embd_ctx_default_params(void);
@@ -167,14 +174,43 @@ EMBD_API enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids,
 
 /* Counters since the context was created. */
 struct embd_ctx_stats {
-    uint64_t inputs;     /* inputs embedded */
-    uint64_t tokens;     /* tokens run through the model */
-    uint64_t batches;    /* forward passes */
-    double tokenize_sec; /* time spent tokenizing */
-    double forward_sec;  /* time spent in the backend */
+    uint64_t inputs;          /* inputs embedded */
+    uint64_t tokens;          /* tokens run through the model */
+    uint64_t batches;         /* forward passes */
+    double tokenize_sec;      /* time spent tokenizing */
+    double forward_sec;       /* time spent in the backend */
+    uint64_t cache_hits;      /* inputs answered by the embedding cache */
+    uint64_t cache_misses;    /* inputs looked up and not found (then computed) */
+    uint64_t cache_evictions; /* vectors evicted from the in-memory cache */
 };
 
 EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats);
+
+/* Renders the context's metrics (requests, inputs, tokens, batch sizes,
+ * tokenization and inference time, cache hits/misses/evictions, fallbacks by
+ * reason) in the Prometheus text exposition format into buf (cap bytes,
+ * NUL-terminated when cap > 0). Returns the full length without the NUL, as
+ * snprintf does: call with cap = 0 to size the buffer. Thread-safe: may run
+ * while another thread embeds with the context. Returns 0 for a NULL ctx. */
+EMBD_API size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Library events (fallbacks, cache warnings) go to stderr, one line each:
+ * "embd: warn: cache: ..." or, in JSON, {"ts","level","event","msg"}. */
+enum embd_log_level {
+    EMBD_LOG_ERROR = 0,
+    EMBD_LOG_WARN, /* the default */
+    EMBD_LOG_INFO,
+    EMBD_LOG_DEBUG,
+};
+
+/* Sets the level ("error", "warn", "info", "debug") and the format ("text"
+ * or "json"); NULL leaves one unchanged. Without a call the library reads
+ * EMBD_LOG_LEVEL and EMBD_LOG_FORMAT. Returns EMBD_OK or EMBD_ERR_INVALID_ARG. */
+EMBD_API enum embd_status embd_log_configure(const char *level, const char *format);
 
 /* A few lines describing what this machine and build offer: CPU cores, the
  * BLAS library and its configuration, GPU support. Constant storage. */

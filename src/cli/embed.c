@@ -7,7 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHUNK_TEXTS 1024
 #define CHUNK_BYTES (8u << 20)
 #define NPY_HEADER 128 /* fixed header size so the shape can be rewritten in place */
 
@@ -21,7 +20,15 @@ static const struct cli_opt embed_opts[] = {
     {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
     {"no-normalize", 0, false, NULL, NULL, "skip the model's L2 normalisation"},
     {"max-batch-tokens", 0, true, "N", "16384", "tokens per forward pass"},
-    {"cache", 0, true, "MODE", "off", "embedding cache: off (mem and DIR are not built yet)"},
+    {"cache", 0, true, "MODE", "mem",
+     "embedding cache: off, mem (in memory, this run) or a directory (on disk, LMDB: shared "
+     "by processes, kept across runs, so an interrupted run resumes where it stopped)"},
+    {"cache-mem", 0, true, "MIB", "64", "in-memory cache budget in MiB"},
+    {"cache-map-size", 0, true, "MIB", "4096", "the largest the disk cache may grow, in MiB"},
+    {"chunk", 0, true, "N", "1024",
+     "texts read and embedded per step (bounds memory; the disk cache commits per step)"},
+    {"log-level", 0, true, "LEVEL", "warn", "error, warn, info or debug"},
+    {"log-format", 0, true, "FMT", "text", "log lines on stderr: text or json"},
 };
 
 struct out_sink {
@@ -167,13 +174,26 @@ int cmd_embed(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if (strcmp(cli_get(&a, "cache"), "off")) {
-        cli_err("embed: --cache %s: only \"off\" is available in this version",
-                cli_get(&a, "cache"));
+    if (embd_log_configure(cli_get(&a, "log-level"), cli_get(&a, "log-format")) != EMBD_OK) {
+        cli_err("embed: %s", embd_last_error());
         rc = 2;
         goto done;
     }
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
+    const char *cache = cli_get(&a, "cache");
+    long cache_mib = 0, map_mib = 0;
+    if ((rc = cli_get_int(&a, "cache-mem", 0, 1L << 20, &cache_mib))) goto done;
+    if ((rc = cli_get_int(&a, "cache-map-size", 1, 1L << 24, &map_mib))) goto done;
+    if (!cache[0]) {
+        cli_err("embed: --cache must be off, mem or a directory");
+        rc = 2;
+        goto done;
+    }
+    cp.cache_bytes = strcmp(cache, "off") ? (size_t)cache_mib << 20 : 0;
+    cp.cache_dir = strcmp(cache, "off") && strcmp(cache, "mem") ? cache : NULL;
+    cp.cache_map_bytes = (size_t)map_mib << 20;
+    long chunk = 0;
+    if ((rc = cli_get_int(&a, "chunk", 1, 1L << 20, &chunk))) goto done;
     if ((rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt))) goto done;
     cp.max_batch_tokens = (int)mbt;
     cp.normalize = !cli_flag(&a, "no-normalize");
@@ -191,9 +211,9 @@ int cmd_embed(int argc, char **argv) {
     if (sink_open(&out, cli_get(&a, "output"), !strcmp(format, "npy"), D)) goto done;
     out_open = true;
 
-    texts = calloc(CHUNK_TEXTS, sizeof *texts);
-    lens = calloc(CHUNK_TEXTS, sizeof *lens);
-    vecs = malloc((size_t)CHUNK_TEXTS * (size_t)D * sizeof *vecs);
+    texts = calloc((size_t)chunk, sizeof *texts);
+    lens = calloc((size_t)chunk, sizeof *lens);
+    vecs = malloc((size_t)chunk * (size_t)D * sizeof *vecs);
     if (!texts || !lens || !vecs) {
         cli_err("out of memory");
         goto done;
@@ -205,7 +225,7 @@ int cmd_embed(int argc, char **argv) {
     int r = 1;
     while (r == 1) {
         size_t n = 0, bytes = 0;
-        while (n < CHUNK_TEXTS && bytes < CHUNK_BYTES && (r = cli_reader_next(&in)) == 1) {
+        while (n < (size_t)chunk && bytes < CHUNK_BYTES && (r = cli_reader_next(&in)) == 1) {
             texts[n] = in.text;
             lens[n] = in.text_len;
             in.text = NULL; /* take ownership */
@@ -237,11 +257,15 @@ int cmd_embed(int argc, char **argv) {
         struct embd_ctx_stats st;
         embd_ctx_get_stats(ctx, &st);
         double el = cli_elapsed(&prog);
+        char cache_note[96] = "";
+        if (strcmp(cache, "off"))
+            snprintf(cache_note, sizeof cache_note, "; cache: %llu hits, %llu misses",
+                     (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses);
         fprintf(stderr,
                 "embd: embedded %zu texts (%llu tokens) in %.2f s: %.1f docs/s, %.0f tokens/s "
-                "[%s]\n",
+                "[%s]%s\n",
                 total, (unsigned long long)st.tokens, el, el > 0 ? (double)total / el : 0.0,
-                el > 0 ? (double)st.tokens / el : 0.0, embd_ctx_backend(ctx));
+                el > 0 ? (double)st.tokens / el : 0.0, embd_ctx_backend(ctx), cache_note);
     }
     rc = 0;
 

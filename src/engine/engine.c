@@ -1,6 +1,9 @@
 /* engine.c — contexts: device choice, tokenization, packing texts into
  * token-budget batches (no padding), running the backend, stats. */
 #include "backend/backend.h"
+#include "engine/cache.h"
+#include "engine/log.h"
+#include "engine/metrics.h"
 #include "model/model.h"
 #include "util/util.h"
 
@@ -16,6 +19,7 @@
 #endif
 
 #define DEFAULT_MAX_BATCH_TOKENS 16384
+#define DEFAULT_CACHE_BYTES ((size_t)64 << 20)
 
 struct embd_ctx {
     embd_model *model;
@@ -26,6 +30,12 @@ struct embd_ctx {
     size_t prefix_len;
     int n_threads;
     struct embd_ctx_stats stats;
+    /* runtime (set up by ctx_runtime_init) */
+    embd_metrics metrics;
+    bool metrics_ok;
+    embd_cache *cache;       /* NULL: no cache */
+    unsigned char *key_head; /* everything but the text that a cache key covers */
+    size_t key_head_len;
 };
 
 struct embd_ctx_params embd_ctx_default_params(void) {
@@ -37,6 +47,9 @@ struct embd_ctx_params embd_ctx_default_params(void) {
         .max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS,
         .normalize = true,
         .prefix = NULL,
+        .cache_bytes = DEFAULT_CACHE_BYTES,
+        .cache_dir = NULL,
+        .cache_map_bytes = 0,
     };
     return p;
 }
@@ -44,6 +57,53 @@ struct embd_ctx_params embd_ctx_default_params(void) {
 static int online_cores(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* Appends n bytes to the key head being built in buf (cap bytes). */
+static size_t head_put(unsigned char *buf, size_t len, size_t cap, const void *p, size_t n) {
+    EMBD_ASSERT(len + n <= cap);
+    memcpy(buf + len, p, n);
+    return len + n;
+}
+
+/* Sets up what the engine keeps around the backend: metrics, and the
+ * embedding cache with its key head, which covers everything that changes a
+ * vector besides the text: the model's fingerprint, the backend and its
+ * precision, the truncation length, normalisation and the prefix. Runs
+ * after the backend is chosen. On failure the caller frees the context. */
+static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
+    if (embd_metrics_init(&ctx->metrics) != 0)
+        return embd_error(EMBD_ERR_NOMEM, "cannot create the metrics registry");
+    ctx->metrics_ok = true;
+    const char *cache_dir = ctx->params.cache_dir;
+    ctx->params.cache_dir = NULL; /* the caller's string; the cache keeps a copy */
+    if (ctx->params.cache_bytes == 0 && !(cache_dir && cache_dir[0])) return EMBD_OK;
+
+    static const char magic[] = "embd-cache-key 1";
+    const char *be_name = ctx->ops->name;
+    size_t cap = sizeof magic + 8 + 4 * 4 + strlen(be_name) + 1 + 8 + ctx->prefix_len;
+    ctx->key_head = embd_malloc(cap);
+    if (!ctx->key_head) return embd_error(EMBD_ERR_NOMEM, "out of memory creating the cache");
+    uint64_t fp = embd_model_fingerprint(ctx->model);
+    int32_t fields[4] = {ctx->model->hp.max_tokens, ctx->params.normalize ? 1 : 0,
+                         embd_model_normalizes(ctx->model) ? 1 : 0, (int32_t)ctx->params.dtype};
+    uint64_t plen = ctx->prefix_len;
+    size_t len = 0;
+    len = head_put(ctx->key_head, len, cap, magic, sizeof magic);
+    len = head_put(ctx->key_head, len, cap, &fp, sizeof fp);
+    len = head_put(ctx->key_head, len, cap, fields, sizeof fields);
+    len = head_put(ctx->key_head, len, cap, be_name, strlen(be_name) + 1);
+    len = head_put(ctx->key_head, len, cap, &plen, sizeof plen);
+    if (plen) len = head_put(ctx->key_head, len, cap, ctx->prefix, ctx->prefix_len);
+    ctx->key_head_len = len;
+
+    struct embd_cache_params cp = {
+        .dim = ctx->model->hp.H,
+        .mem_bytes = ctx->params.cache_bytes,
+        .dir = cache_dir,
+        .map_bytes = ctx->params.cache_map_bytes,
+    };
+    return embd_cache_open(&cp, &ctx->metrics, &ctx->cache);
 }
 
 enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, embd_ctx **out) {
@@ -91,6 +151,10 @@ enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, 
     };
     st = ctx->ops->init(&ctx->be, model, &bp);
     if (st != EMBD_OK) goto fail;
+    if ((st = ctx_runtime_init(ctx)) != EMBD_OK) {
+        embd_ctx_free(ctx);
+        return st;
+    }
     *out = ctx;
     return EMBD_OK;
 
@@ -106,6 +170,9 @@ fail:
 
 void embd_ctx_free(embd_ctx *ctx) {
     if (!ctx) return;
+    embd_cache_close(ctx->cache);
+    embd_free(ctx->key_head);
+    if (ctx->metrics_ok) embd_metrics_destroy(&ctx->metrics);
     if (ctx->be) ctx->ops->free(ctx->be);
     embd_free(ctx->prefix);
     embd_free(ctx);
@@ -122,6 +189,21 @@ void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats) {
         return;
     }
     *stats = ctx->stats;
+    if (ctx->cache) {
+        struct embd_cache_info ci;
+        embd_cache_get_info(ctx->cache, &ci);
+        stats->cache_hits = ci.hits;
+        stats->cache_misses = ci.misses;
+        stats->cache_evictions = ci.evictions;
+    }
+}
+
+size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
+    if (!ctx || !ctx->metrics_ok) {
+        if (cap) buf[0] = '\0';
+        return 0;
+    }
+    return embd_metrics_format(&ctx->metrics, ctx->ops->name, buf, cap);
 }
 
 /* Runs the backend over inputs [0, n) given as packed ids, in batches of at
@@ -149,9 +231,15 @@ static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int
         double t0 = embd_now();
         enum embd_status st =
             ctx->ops->embed(ctx->be, out + i * (size_t)D, &b, ctx->params.normalize);
-        ctx->stats.forward_sec += embd_now() - t0;
+        double dt = embd_now() - t0;
+        ctx->stats.forward_sec += dt;
         embd_free(ss);
         if (st != EMBD_OK) return st;
+        embd_metrics_observe(&ctx->metrics, EMBD_H_INFERENCE_SEC, dt);
+        embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_INPUTS, (double)b.n_seq);
+        embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
+        embd_metrics_add(&ctx->metrics, EMBD_C_BATCHES, 1);
+        embd_metrics_add(&ctx->metrics, EMBD_C_TOKENS, (uint64_t)b.n_tok);
         ctx->stats.batches++;
         ctx->stats.tokens += (uint64_t)b.n_tok;
         ctx->stats.inputs += (uint64_t)b.n_seq;
@@ -178,16 +266,9 @@ static enum embd_status tokenize_one(const embd_ctx *ctx, const char *text, size
     return st;
 }
 
-enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens, size_t n,
-                            float *out) {
-    if (!ctx || (!texts && n) || (!out && n))
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: NULL argument");
-    if (n == 0) return EMBD_OK;
-    if (n > (size_t)INT32_MAX / (size_t)ctx->model->hp.max_tokens)
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
-    for (size_t i = 0; i < n; i++)
-        if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
-
+/* Tokenizes and embeds n texts (arguments checked), no cache. */
+static enum embd_status embed_texts(embd_ctx *ctx, const char *const *texts, const size_t *lens,
+                                    size_t n, float *out) {
     const size_t max_tokens = (size_t)ctx->model->hp.max_tokens;
     enum embd_status st = EMBD_OK;
     int32_t *ids = embd_malloc2(n * max_tokens, sizeof *ids);    /* (n * max_tokens) scratch */
@@ -222,6 +303,7 @@ enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_
         lens_tok[i] = (int32_t)got;
     }
     ctx->stats.tokenize_sec += embd_now() - t0;
+    embd_metrics_observe(&ctx->metrics, EMBD_H_TOKENIZE_SEC, embd_now() - t0);
     if (failed) {
         st = embd_error(first_err, "%s", err_msg);
         goto done;
@@ -244,11 +326,93 @@ done:
     return st;
 }
 
+enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens, size_t n,
+                            float *out) {
+    if (!ctx || (!texts && n) || (!out && n))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: NULL argument");
+    if (n == 0) return EMBD_OK;
+    if (n > (size_t)INT32_MAX / (size_t)ctx->model->hp.max_tokens)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
+    for (size_t i = 0; i < n; i++)
+        if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
+    embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
+    embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
+    if (!ctx->cache) return embed_texts(ctx, texts, lens, n, out);
+
+    /* Look every text up; only the misses go to the tokenizer and the
+     * backend, each distinct text once (so that equal texts get one and the
+     * same vector), and their vectors are merged back in input order. */
+    const size_t D = (size_t)ctx->model->hp.H;
+    enum embd_status st = EMBD_OK;
+    embd_cache_key *keys = embd_malloc2(n, sizeof *keys); /* (n) */
+    unsigned char *hit = embd_malloc(n);                  /* (n) */
+    const char **miss_texts = NULL;                       /* (m) distinct missing texts */
+    size_t *miss_lens = NULL;                             /* (m) */
+    embd_cache_key *miss_keys = NULL;                     /* (m) */
+    float *miss_out = NULL;                               /* (m, D) */
+    size_t *slot_of = NULL; /* (n) for each missing input, its row in miss_out */
+    size_t *table = NULL;   /* (tsize) open addressing over miss rows + 1; 0 = empty */
+    if (!keys || !hit) goto nomem;
+    for (size_t i = 0; i < n; i++)
+        embd_cache_key_make(&keys[i], ctx->key_head, ctx->key_head_len, texts[i],
+                            lens ? lens[i] : strlen(texts[i]));
+    size_t hits = embd_cache_get(ctx->cache, keys, n, out, hit);
+    size_t m = n - hits;
+    if (m == 0) goto done;
+    size_t tsize = 16;
+    while (tsize < 2 * m)
+        tsize *= 2;
+    miss_texts = embd_malloc2(m, sizeof *miss_texts);
+    miss_lens = embd_malloc2(m, sizeof *miss_lens);
+    miss_keys = embd_malloc2(m, sizeof *miss_keys);
+    slot_of = embd_malloc2(n, sizeof *slot_of);
+    table = embd_calloc(tsize, sizeof *table);
+    if (!miss_texts || !miss_lens || !miss_keys || !slot_of || !table) goto nomem;
+    size_t u = 0; /* distinct missing texts */
+    for (size_t i = 0; i < n; i++) {
+        if (hit[i]) continue;
+        size_t t = (size_t)keys[i].lo & (tsize - 1);
+        while (table[t] && (miss_keys[table[t] - 1].lo != keys[i].lo ||
+                            miss_keys[table[t] - 1].hi != keys[i].hi))
+            t = (t + 1) & (tsize - 1);
+        if (!table[t]) {
+            miss_texts[u] = texts[i];
+            miss_lens[u] = lens ? lens[i] : strlen(texts[i]);
+            miss_keys[u] = keys[i];
+            table[t] = ++u;
+        }
+        slot_of[i] = table[t] - 1;
+    }
+    miss_out = embd_malloc2(u * D, sizeof *miss_out);
+    if (!miss_out) goto nomem;
+    st = embed_texts(ctx, miss_texts, miss_lens, u, miss_out);
+    if (st != EMBD_OK) goto done;
+    embd_cache_put(ctx->cache, miss_keys, u, miss_out);
+    for (size_t i = 0; i < n; i++)
+        if (!hit[i]) memcpy(out + i * D, miss_out + slot_of[i] * D, D * sizeof *out);
+    goto done;
+
+nomem:
+    st = embd_error(EMBD_ERR_NOMEM, "out of memory looking up %zu texts in the cache", n);
+done:
+    embd_free(keys);
+    embd_free(hit);
+    embd_free(miss_texts);
+    embd_free(miss_lens);
+    embd_free(miss_keys);
+    embd_free(miss_out);
+    embd_free(slot_of);
+    embd_free(table);
+    return st;
+}
+
 enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size_t *seq_start,
                                    size_t n, float *out) {
     if (!ctx || (n && (!ids || !seq_start || !out)))
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: NULL argument");
     if (n == 0) return EMBD_OK;
+    embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
+    embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
     const embd_hparams *hp = &ctx->model->hp;
     if (seq_start[0] != 0)
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: seq_start[0] must be 0");

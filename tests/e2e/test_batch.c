@@ -64,6 +64,7 @@ int main(void) {
     const int D = embd_model_dim(m);
     struct embd_ctx_params p = embd_ctx_default_params();
     p.n_threads = 2;
+    p.cache_bytes = 0; /* compare the model's batches, not cache hits */
     embd_ctx *ctx = NULL;
     CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
 

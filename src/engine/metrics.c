@@ -1,0 +1,181 @@
+/* metrics.c — the metrics registry and its Prometheus text rendering. */
+#include "engine/metrics.h"
+#include "embd.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name, *help;
+} counter_info[EMBD_C_COUNT] = {
+    [EMBD_C_REQUESTS] = {"embd_requests_total", "Embedding calls."},
+    [EMBD_C_INPUTS] = {"embd_inputs_total", "Inputs asked for, cache hits included."},
+    [EMBD_C_TOKENS] = {"embd_tokens_total", "Tokens run through the model."},
+    [EMBD_C_BATCHES] = {"embd_batches_total", "Forward passes."},
+    [EMBD_C_CACHE_HITS_MEM] = {NULL, NULL}, /* rendered as embd_cache_hits_total{tier} */
+    [EMBD_C_CACHE_HITS_DISK] = {NULL, NULL},
+    [EMBD_C_CACHE_MISSES] = {"embd_cache_misses_total", "Embedding cache misses."},
+    [EMBD_C_CACHE_EVICTIONS] = {"embd_cache_evictions_total",
+                                "Vectors evicted from the in-memory cache."},
+    [EMBD_C_CACHE_ERRORS] = {"embd_cache_errors_total",
+                             "Disk cache reads or writes that failed or were rejected."},
+};
+
+static const struct {
+    const char *name, *help;
+} gauge_info[EMBD_G_COUNT] = {
+    [EMBD_G_CACHE_MEM_BYTES] = {"embd_cache_memory_bytes", "Bytes held by the in-memory cache."},
+    [EMBD_G_CACHE_MEM_ENTRIES] = {"embd_cache_memory_entries",
+                                  "Vectors held by the in-memory cache."},
+};
+
+static const double b_inputs[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+static const double b_tokens[] = {16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
+static const double b_sec[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                               0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+
+static const struct {
+    const char *name, *help;
+    const double *bounds;
+    int n;
+} hist_info[EMBD_H_COUNT] = {
+    [EMBD_H_BATCH_INPUTS] = {"embd_batch_inputs", "Inputs per forward pass.", b_inputs,
+                             (int)(sizeof b_inputs / sizeof b_inputs[0])},
+    [EMBD_H_BATCH_TOKENS] = {"embd_batch_tokens", "Tokens per forward pass.", b_tokens,
+                             (int)(sizeof b_tokens / sizeof b_tokens[0])},
+    [EMBD_H_TOKENIZE_SEC] = {"embd_tokenize_seconds", "Tokenization time per call.", b_sec,
+                             (int)(sizeof b_sec / sizeof b_sec[0])},
+    [EMBD_H_INFERENCE_SEC] = {"embd_inference_seconds", "Backend time per forward pass.", b_sec,
+                              (int)(sizeof b_sec / sizeof b_sec[0])},
+};
+
+_Static_assert(sizeof b_inputs / sizeof b_inputs[0] <= EMBD_METRICS_MAX_BUCKETS, "buckets");
+_Static_assert(sizeof b_sec / sizeof b_sec[0] <= EMBD_METRICS_MAX_BUCKETS, "buckets");
+
+int embd_metrics_init(embd_metrics *m) {
+    memset(m, 0, sizeof *m);
+    return pthread_mutex_init(&m->mu, NULL) ? -1 : 0;
+}
+
+void embd_metrics_destroy(embd_metrics *m) {
+    pthread_mutex_destroy(&m->mu);
+}
+
+void embd_metrics_add(embd_metrics *m, enum embd_counter c, uint64_t v) {
+    pthread_mutex_lock(&m->mu);
+    m->counters[c] += v;
+    pthread_mutex_unlock(&m->mu);
+}
+
+uint64_t embd_metrics_counter(embd_metrics *m, enum embd_counter c) {
+    pthread_mutex_lock(&m->mu);
+    uint64_t v = m->counters[c];
+    pthread_mutex_unlock(&m->mu);
+    return v;
+}
+
+void embd_metrics_set(embd_metrics *m, enum embd_gauge g, double v) {
+    pthread_mutex_lock(&m->mu);
+    m->gauges[g] = v;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void embd_metrics_observe(embd_metrics *m, enum embd_histogram h, double v) {
+    pthread_mutex_lock(&m->mu);
+    int b = 0;
+    while (b < hist_info[h].n && v > hist_info[h].bounds[b])
+        b++;
+    if (b < hist_info[h].n) m->hist[h].buckets[b]++;
+    m->hist[h].count++;
+    m->hist[h].sum += v;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void embd_metrics_fallback(embd_metrics *m, const char *reason) {
+    char label[48];
+    size_t j = 0;
+    for (const char *p = reason ? reason : ""; *p && j + 1 < sizeof label; p++) {
+        char c = *p;
+        label[j++] = ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) ? c : '_';
+    }
+    label[j] = '\0';
+    if (!j) strcpy(label, "other");
+    pthread_mutex_lock(&m->mu);
+    int slot = -1;
+    for (int i = 0; i < EMBD_METRICS_MAX_REASONS; i++) {
+        if (!m->fallbacks[i].reason[0] || !strcmp(m->fallbacks[i].reason, label)) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot < 0) { /* the table is full: count under the last slot's reason "other" */
+        slot = EMBD_METRICS_MAX_REASONS - 1;
+        strcpy(m->fallbacks[slot].reason, "other");
+    }
+    if (!m->fallbacks[slot].reason[0]) strcpy(m->fallbacks[slot].reason, label);
+    m->fallbacks[slot].count++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+struct out {
+    char *buf;
+    size_t cap, len;
+};
+
+static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct out *o, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = o->len < o->cap ? o->cap - o->len : 0;
+    int n = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n > 0) o->len += (size_t)n;
+}
+
+size_t embd_metrics_format(embd_metrics *m, const char *backend, char *buf, size_t cap) {
+    struct out o = {buf, cap, 0};
+    pthread_mutex_lock(&m->mu);
+    emit(&o, "# HELP embd_info The embd version and the backend in use.\n# TYPE embd_info gauge\n");
+    emit(&o, "embd_info{version=\"%s\",backend=\"%s\"} 1\n", EMBD_VERSION,
+         backend ? backend : "none");
+    for (int c = 0; c < EMBD_C_COUNT; c++) {
+        if (c == EMBD_C_CACHE_HITS_MEM) {
+            emit(&o, "# HELP embd_cache_hits_total Embedding cache hits by tier.\n"
+                     "# TYPE embd_cache_hits_total counter\n");
+            emit(&o, "embd_cache_hits_total{tier=\"memory\"} %llu\n",
+                 (unsigned long long)m->counters[EMBD_C_CACHE_HITS_MEM]);
+            emit(&o, "embd_cache_hits_total{tier=\"disk\"} %llu\n",
+                 (unsigned long long)m->counters[EMBD_C_CACHE_HITS_DISK]);
+            continue;
+        }
+        if (!counter_info[c].name) continue;
+        emit(&o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_info[c].name,
+             counter_info[c].help, counter_info[c].name, counter_info[c].name,
+             (unsigned long long)m->counters[c]);
+    }
+    emit(&o, "# HELP embd_fallbacks_total Work moved to another backend, by reason.\n"
+             "# TYPE embd_fallbacks_total counter\n");
+    for (int i = 0; i < EMBD_METRICS_MAX_REASONS && m->fallbacks[i].reason[0]; i++)
+        emit(&o, "embd_fallbacks_total{reason=\"%s\"} %llu\n", m->fallbacks[i].reason,
+             (unsigned long long)m->fallbacks[i].count);
+    for (int g = 0; g < EMBD_G_COUNT; g++)
+        emit(&o, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", gauge_info[g].name,
+             gauge_info[g].help, gauge_info[g].name, gauge_info[g].name, m->gauges[g]);
+    for (int h = 0; h < EMBD_H_COUNT; h++) {
+        const char *name = hist_info[h].name;
+        emit(&o, "# HELP %s %s\n# TYPE %s histogram\n", name, hist_info[h].help, name);
+        uint64_t cum = 0;
+        for (int b = 0; b < hist_info[h].n; b++) {
+            cum += m->hist[h].buckets[b];
+            emit(&o, "%s_bucket{le=\"%g\"} %llu\n", name, hist_info[h].bounds[b],
+                 (unsigned long long)cum);
+        }
+        emit(&o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.17g\n%s_count %llu\n", name,
+             (unsigned long long)m->hist[h].count, name, m->hist[h].sum, name,
+             (unsigned long long)m->hist[h].count);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (cap) buf[o.len < cap ? o.len : cap - 1] = '\0';
+    return o.len;
+}
