@@ -54,6 +54,7 @@ enum embd_status {
     EMBD_ERR_BUFFER_TOO_SMALL, /* the caller's buffer is too small; the needed size is returned */
     EMBD_ERR_BACKEND,          /* the compute backend failed */
     EMBD_ERR_INTERNAL,         /* a bug in embd */
+    EMBD_ERR_BUSY,             /* a shared engine's queue stayed full for the whole timeout */
 };
 
 /* A short constant description of a status ("ok", "invalid argument", ...). */
@@ -185,6 +186,41 @@ struct embd_ctx_stats {
 };
 
 EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats);
+
+/* ------------------------------------------------------------------------ */
+/* Shared engine                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* A scheduler shares one context among many threads: each call queues its
+ * texts; one worker thread embeds everything pending together (packed into
+ * token-budget batches) and gives each caller its own rows, in order. */
+typedef struct embd_sched embd_sched;
+
+struct embd_sched_params {
+    size_t queue_texts;     /* texts waiting at most; 0 = 4096. Default 4096 */
+    size_t max_batch_texts; /* texts the worker takes per embedding call; 0 = 1024.
+                               Default 1024 */
+};
+
+EMBD_API struct embd_sched_params embd_sched_default_params(void);
+
+/* Starts a scheduler (one worker thread) on ctx, which from now on must be
+ * used only through it and must outlive it. Returns EMBD_OK,
+ * EMBD_ERR_INVALID_ARG or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_sched_new(embd_ctx *ctx, struct embd_sched_params params,
+                                         embd_sched **out);
+
+/* Waits for the queued work to finish, then stops the worker. */
+EMBD_API void embd_sched_free(embd_sched *sched);
+
+/* Like embd_embed, from any thread. When the queue is full, waits for room
+ * up to timeout_ms (0: not at all, < 0: forever) and then returns
+ * EMBD_ERR_BUSY; once queued, the call returns when its vectors are in out
+ * (n, D). A request larger than the queue waits until the queue is empty.
+ * Returns EMBD_OK, EMBD_ERR_BUSY, or what embd_embed returns. */
+EMBD_API enum embd_status embd_sched_embed(embd_sched *sched, const char *const *texts,
+                                           const size_t *lens, size_t n, float *out,
+                                           int timeout_ms);
 
 /* Renders the context's metrics (requests, inputs, tokens, batch sizes,
  * tokenization and inference time, cache hits/misses/evictions, fallbacks by

@@ -2,6 +2,7 @@
  * token-budget batches (no padding), running the backend, stats. */
 #include "backend/backend.h"
 #include "engine/cache.h"
+#include "engine/engine.h"
 #include "engine/log.h"
 #include "engine/metrics.h"
 #include "model/model.h"
@@ -196,6 +197,14 @@ void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats) {
         stats->cache_misses = ci.misses;
         stats->cache_evictions = ci.evictions;
     }
+}
+
+int embd_ctx_dim(const embd_ctx *ctx) {
+    return ctx->model->hp.H;
+}
+
+embd_metrics *embd_ctx_metrics(embd_ctx *ctx) {
+    return &ctx->metrics;
 }
 
 size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {

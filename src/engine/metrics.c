@@ -48,6 +48,8 @@ static const struct {
                              (int)(sizeof b_sec / sizeof b_sec[0])},
     [EMBD_H_INFERENCE_SEC] = {"embd_inference_seconds", "Backend time per forward pass.", b_sec,
                               (int)(sizeof b_sec / sizeof b_sec[0])},
+    [EMBD_H_QUEUE_SEC] = {"embd_queue_seconds", "Time a request waited in the shared queue.", b_sec,
+                          (int)(sizeof b_sec / sizeof b_sec[0])},
 };
 
 _Static_assert(sizeof b_inputs / sizeof b_inputs[0] <= EMBD_METRICS_MAX_BUCKETS, "buckets");

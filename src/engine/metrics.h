@@ -32,6 +32,7 @@ enum embd_histogram {
     EMBD_H_BATCH_TOKENS,  /* tokens per forward pass */
     EMBD_H_TOKENIZE_SEC,  /* tokenization time per request */
     EMBD_H_INFERENCE_SEC, /* backend time per forward pass */
+    EMBD_H_QUEUE_SEC,     /* time a request waited in the shared engine's queue */
     EMBD_H_COUNT
 };
 

@@ -63,6 +63,8 @@ const char *embd_status_str(enum embd_status status) {
         return "backend failure";
     case EMBD_ERR_INTERNAL:
         return "internal error";
+    case EMBD_ERR_BUSY:
+        return "busy";
     }
     return "unknown status";
 }

@@ -1,0 +1,13 @@
+/* engine.h — what the engine's own files (sched.c) need from a context. */
+#ifndef EMBD_ENGINE_H
+#define EMBD_ENGINE_H
+
+#include "embd.h"
+#include "engine/metrics.h"
+
+/* Embedding dimension D of the context's model. */
+int embd_ctx_dim(const embd_ctx *ctx);
+/* The context's metrics registry (thread-safe). */
+embd_metrics *embd_ctx_metrics(embd_ctx *ctx);
+
+#endif
