@@ -252,6 +252,45 @@ EMBD_API enum embd_status embd_log_configure(const char *level, const char *form
  * BLAS library and its configuration, GPU support. Constant storage. */
 EMBD_API const char *embd_system_info(void);
 
+/* ------------------------------------------------------------------------ */
+/* GPUs (the CUDA plugin, libembd-cuda.so, loaded on demand)                */
+/* ------------------------------------------------------------------------ */
+
+/* Writes a few lines about GPU support into buf (cap bytes, NUL-terminated
+ * when cap > 0): whether the CUDA plugin loads and why not, driver and
+ * runtime versions, every device (name, compute capability, total and free
+ * memory, utilisation and temperature where NVML is present) and which
+ * backend --device auto would pick, and why. Returns the full length without
+ * the NUL, as snprintf does. */
+EMBD_API size_t embd_device_report(char *buf, size_t cap);
+
+struct embd_gpu_info {
+    char name[256];
+    size_t total_bytes, free_bytes; /* device memory */
+    int utilization;                /* percent over the last sample period; -1 unknown */
+    int temperature_c;              /* -1 unknown */
+};
+
+/* Reads device `index` now. Returns 0, or -1 when there is no such device. */
+EMBD_API int embd_gpu_monitor(int index, struct embd_gpu_info *out);
+
+/* Device memory and fallbacks of a context (all 0 on the CPU). */
+struct embd_ctx_gpu_stats {
+    size_t weight_bytes;    /* weights held on the device */
+    size_t scratch_bytes;   /* activations and buffers held now */
+    size_t peak_bytes;      /* most held at once */
+    int batch_tokens;       /* tokens per forward pass the scratch now fits */
+    uint64_t oom_retries;   /* allocation failures that halved the batch */
+    uint64_t cpu_fallbacks; /* batches the CPU ran because the GPU failed */
+    bool dead;              /* a sticky GPU error moved the context to the CPU */
+};
+
+EMBD_API void embd_ctx_gpu_stats(const embd_ctx *ctx, struct embd_ctx_gpu_stats *out);
+
+/* Releases the backend's scratch memory (device memory on a GPU) until the
+ * next embed; the weights stay. */
+EMBD_API void embd_ctx_trim(embd_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,7 +17,10 @@ int cmd_doctor(int argc, char **argv) {
     printf("embd %s\n", EMBD_VERSION);
     printf("%s", embd_system_info());
     const char *dev = cli_get(&a, "device");
-    printf("device %s -> cpu: this build has no CUDA backend\n", dev);
+    char report[8192];
+    embd_device_report(report, sizeof report);
+    printf("%s", report);
+    if (strcmp(dev, "auto") != 0) printf("device %s requested\n", dev);
     const char *dir = cli_get(&a, "model");
     if (dir) {
         embd_model *m = NULL;

@@ -1,6 +1,7 @@
 /* engine.c — contexts: device choice, tokenization, packing texts into
  * token-budget batches (no padding), running the backend, stats. */
 #include "backend/backend.h"
+#include "backend/cuda/plugin.h"
 #include "engine/cache.h"
 #include "engine/engine.h"
 #include "engine/log.h"
@@ -31,6 +32,12 @@ struct embd_ctx {
     size_t prefix_len;
     int n_threads;
     struct embd_ctx_stats stats;
+    /* GPU: the plugin when ops is its backend; the CPU backend that takes over
+     * a batch the GPU fails (made on the first failure). */
+    const struct embd_cuda_plugin *cuda;
+    embd_backend *cpu_be;
+    uint64_t cpu_fallbacks;
+    bool gpu_dead;
     /* runtime (set up by ctx_runtime_init) */
     embd_metrics metrics;
     bool metrics_ok;
@@ -107,6 +114,111 @@ static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
     return embd_cache_open(&cp, &ctx->metrics, &ctx->cache);
 }
 
+static embd_backend_params cpu_backend_params(const embd_ctx *ctx) {
+    embd_backend_params bp = {
+        .n_threads = ctx->n_threads,
+        .device_index = ctx->params.device_index,
+        .dtype = EMBD_DTYPE_FP32,
+        .max_batch_tokens = ctx->params.max_batch_tokens,
+    };
+    return bp;
+}
+
+/* Chooses and starts the backend. auto: the GPU when the CUDA plugin loads
+ * and device_index is usable (driver, compute capability >= 7.5, free
+ * memory), else the CPU with one log line naming the reason (info when there
+ * is no GPU at all, a warning when one is there but unusable). cuda: the GPU
+ * or EMBD_ERR_UNSUPPORTED with the reason. */
+static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
+    const struct embd_ctx_params *p = &ctx->params;
+    enum embd_status st;
+    ctx->ops = &embd_backend_cpu_ops;
+    if (p->device != EMBD_DEVICE_CPU) {
+        char why[512];
+        bool gpu_seen = false;
+        if (embd_cuda_usable(ctx->model, p->device_index, p->dtype, why, sizeof why) == 0) {
+            const struct embd_cuda_plugin *cu = embd_cuda_load(NULL, 0);
+            embd_backend_params gp = cpu_backend_params(ctx);
+            gp.dtype = p->dtype == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : p->dtype;
+            gpu_seen = true;
+            st = cu->ops->init(&ctx->be, ctx->model, &gp);
+            if (st == EMBD_OK) {
+                ctx->ops = cu->ops;
+                ctx->cuda = cu;
+                return EMBD_OK;
+            }
+            if (p->device == EMBD_DEVICE_CUDA) return st;
+            snprintf(why, sizeof why, "%s", embd_last_error());
+        } else if (strstr(why, "compute capability") || strstr(why, "MiB free")) {
+            gpu_seen = true;
+        }
+        if (p->device == EMBD_DEVICE_CUDA)
+            return embd_error(EMBD_ERR_UNSUPPORTED, "device cuda:%d is not usable: %s",
+                              p->device_index, why);
+        embd_log(gpu_seen ? EMBD_LOG_WARN : EMBD_LOG_INFO, "device",
+                 "device auto: running on the CPU: %s", why);
+    }
+    if (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "dtype %s: the CPU backend computes in fp32; use --dtype fp32 or auto",
+                          p->dtype == EMBD_DTYPE_FP16 ? "fp16" : "bf16");
+    embd_backend_params bp = cpu_backend_params(ctx);
+    return ctx->ops->init(&ctx->be, ctx->model, &bp);
+}
+
+/* Runs one batch on the context's backend. When the GPU fails it (a sticky
+ * error, or no memory even for the smallest batch), the CPU runs that batch,
+ * with a log line; after a sticky error the CPU runs everything that follows. */
+static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_batch *b) {
+    enum embd_status st = ctx->ops->embed(ctx->be, out, b, ctx->params.normalize);
+    if (st != EMBD_ERR_BACKEND || !ctx->cuda) return st;
+    char why[512];
+    snprintf(why, sizeof why, "%s", embd_last_error());
+    if (!ctx->cpu_be) {
+        embd_backend_params bp = cpu_backend_params(ctx);
+        enum embd_status s2 = embd_backend_cpu_ops.init(&ctx->cpu_be, ctx->model, &bp);
+        if (s2 != EMBD_OK) return embd_error(st, "%s (and the CPU fallback failed)", why);
+    }
+    ctx->cpu_fallbacks++;
+    if (ctx->cuda->is_dead(ctx->be)) {
+        embd_log(EMBD_LOG_WARN, "fallback", "the GPU failed for good (%s); the CPU runs the rest",
+                 why);
+        embd_metrics_fallback(&ctx->metrics, "cuda_dead");
+        ctx->cuda->ops->free(ctx->be);
+        ctx->be = ctx->cpu_be;
+        ctx->cpu_be = NULL;
+        ctx->ops = &embd_backend_cpu_ops;
+        ctx->cuda = NULL;
+        ctx->gpu_dead = true;
+    } else {
+        embd_log(EMBD_LOG_WARN, "fallback", "a batch of %d tokens runs on the CPU: %s", b->n_tok,
+                 why);
+        embd_metrics_fallback(&ctx->metrics, "cuda_oom");
+    }
+    return embd_backend_cpu_ops.embed(ctx->cpu_be ? ctx->cpu_be : ctx->be, out, b,
+                                      ctx->params.normalize);
+}
+
+void embd_ctx_trim(embd_ctx *ctx) {
+    if (ctx && ctx->be && ctx->ops->trim) ctx->ops->trim(ctx->be);
+}
+
+void embd_ctx_gpu_stats(const embd_ctx *ctx, struct embd_ctx_gpu_stats *out) {
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!ctx) return;
+    out->cpu_fallbacks = ctx->cpu_fallbacks;
+    out->dead = ctx->gpu_dead;
+    if (!ctx->cuda) return;
+    struct embd_cuda_mem_stats ms;
+    ctx->cuda->mem_stats(ctx->be, &ms);
+    out->weight_bytes = ms.weights;
+    out->scratch_bytes = ms.scratch;
+    out->peak_bytes = ms.peak;
+    out->batch_tokens = ms.token_capacity;
+    out->oom_retries = ms.oom_retries;
+}
+
 enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, embd_ctx **out) {
     if (!out) return embd_error(EMBD_ERR_INVALID_ARG, "embd_ctx_new: out is NULL");
     *out = NULL;
@@ -120,14 +232,6 @@ enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, 
                           "max batch tokens must be between the model's max input length (%d) "
                           "and %d, not %d",
                           model->hp.max_tokens, 1 << 26, params.max_batch_tokens);
-    if (params.device == EMBD_DEVICE_CUDA)
-        return embd_error(EMBD_ERR_UNSUPPORTED,
-                          "device cuda: this build of embd has no CUDA backend; use --device cpu "
-                          "or auto");
-    if (params.dtype == EMBD_DTYPE_FP16 || params.dtype == EMBD_DTYPE_BF16)
-        return embd_error(EMBD_ERR_UNSUPPORTED,
-                          "dtype %s: the CPU backend computes in fp32; use --dtype fp32 or auto",
-                          params.dtype == EMBD_DTYPE_FP16 ? "fp16" : "bf16");
 
     enum embd_status st = EMBD_ERR_NOMEM;
     embd_ctx *ctx = embd_calloc(1, sizeof *ctx);
@@ -142,15 +246,7 @@ enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, 
     }
     ctx->params.prefix = ctx->prefix;
 
-    /* Only the CPU backend exists in this build: auto resolves to it. */
-    ctx->ops = &embd_backend_cpu_ops;
-    embd_backend_params bp = {
-        .n_threads = ctx->n_threads,
-        .device_index = params.device_index,
-        .dtype = EMBD_DTYPE_FP32,
-        .max_batch_tokens = params.max_batch_tokens,
-    };
-    st = ctx->ops->init(&ctx->be, model, &bp);
+    st = ctx_pick_backend(ctx);
     if (st != EMBD_OK) goto fail;
     if ((st = ctx_runtime_init(ctx)) != EMBD_OK) {
         embd_ctx_free(ctx);
@@ -175,6 +271,7 @@ void embd_ctx_free(embd_ctx *ctx) {
     embd_free(ctx->key_head);
     if (ctx->metrics_ok) embd_metrics_destroy(&ctx->metrics);
     if (ctx->be) ctx->ops->free(ctx->be);
+    if (ctx->cpu_be) embd_backend_cpu_ops.free(ctx->cpu_be);
     embd_free(ctx->prefix);
     embd_free(ctx);
 }
@@ -238,8 +335,7 @@ static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int
             .seq_start = ss,
         };
         double t0 = embd_now();
-        enum embd_status st =
-            ctx->ops->embed(ctx->be, out + i * (size_t)D, &b, ctx->params.normalize);
+        enum embd_status st = ctx_embed_batch(ctx, out + i * (size_t)D, &b);
         double dt = embd_now() - t0;
         ctx->stats.forward_sec += dt;
         embd_free(ss);
@@ -454,8 +550,8 @@ static char system_info[512];
 
 static void system_info_init(void) {
     snprintf(system_info, sizeof system_info,
-             "cpu: %d online cores\nblas: %s\ncuda: not built into this version\n", online_cores(),
-             openblas_get_config());
+             "cpu: %d online cores\nblas: %s\ncuda: a plugin (libembd-cuda.so), loaded on demand\n",
+             online_cores(), openblas_get_config());
 }
 
 const char *embd_system_info(void) {

@@ -1,0 +1,104 @@
+/* plugin.h — the interface between libembd and the CUDA plugin
+ * (libembd-cuda.so, built from the .cu files here and loaded with dlopen).
+ *
+ * The plugin exports one C function, EMBD_CUDA_ENTRY, that returns a constant
+ * table: the backend operations plus device probes and test hooks. libembd
+ * hands the plugin the few of its own functions the plugin needs (errors,
+ * allocation, batch checks), since libembd's symbols are hidden. */
+#ifndef EMBD_CUDA_PLUGIN_H
+#define EMBD_CUDA_PLUGIN_H
+
+#include "backend/backend.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EMBD_CUDA_ABI 1
+#define EMBD_CUDA_ENTRY "embd_cuda_plugin_get"
+
+/* What libembd lends the plugin. */
+struct embd_cuda_host {
+    enum embd_status (*error)(enum embd_status status, const char *fmt, ...);
+    void *(*malloc)(size_t size);
+    void (*free)(void *ptr);
+    enum embd_status (*batch_check)(const embd_batch *batch, const struct embd_model *model);
+};
+
+struct embd_cuda_device_info {
+    char name[256];
+    int major, minor; /* compute capability */
+    size_t total_mem; /* bytes */
+    size_t free_mem;  /* bytes, at the time of the probe */
+    int multiprocessors;
+};
+
+/* Device-memory and throughput counters of one backend instance. */
+struct embd_cuda_mem_stats {
+    size_t weights;                 /* bytes of weights on the device */
+    size_t scratch;                 /* bytes of scratch now allocated */
+    size_t peak;                    /* most bytes held at once (weights + scratch + workspace) */
+    int token_capacity;             /* tokens per forward pass the scratch now fits */
+    unsigned long long oom_retries; /* allocation failures that halved the batch */
+};
+
+/* Test hooks: each runs one device op on host fp32 data (uploaded, converted
+ * to `dt` where the real forward pass uses dt, run, converted back). */
+struct embd_cuda_testops {
+    /* out (R, O) = x (R, K) W^T + b, W (O, K), b (O); exact-erf GELU if gelu. */
+    enum embd_status (*linear)(int dev, enum embd_dtype dt, float *out, const float *x,
+                               const float *W, const float *b, int R, int K, int O, bool gelu);
+    /* out (R, H) = LayerNorm(x + add) with gains g (H), biases b (H). */
+    enum embd_status (*add_layernorm)(int dev, enum embd_dtype dt, float *out, const float *x,
+                                      const float *add, const float *g, const float *b, int R,
+                                      int H, float eps);
+    /* out (T, H) = attention over qkv (T, 3H) = [q | k | v] per token, packed
+     * sequences given by seq_start (n+1), NH heads. */
+    enum embd_status (*attention)(int dev, enum embd_dtype dt, float *out, const float *qkv,
+                                  const int *seq_start, int n, int H, int NH);
+    /* out (n, H) = CLS (mean = false) or mean pooling of x (T, H), then L2. */
+    enum embd_status (*pool)(int dev, float *out, const float *x, const int *seq_start, int n,
+                             int H, bool mean, bool normalize);
+    /* Fails the device allocation after `n` more succeed (-1 disarms). */
+    void (*fail_alloc_after)(long n);
+};
+
+struct embd_cuda_plugin {
+    int abi; /* EMBD_CUDA_ABI */
+    const struct embd_backend_ops *ops;
+    /* Versions as CUDA encodes them (12040 = 12.4); 0 when unknown (no driver). */
+    int (*driver_version)(void);
+    int (*runtime_version)(void);
+    /* Number of devices, or -1 with a reason in why (no driver, ...). */
+    int (*device_count)(char *why, size_t cap);
+    /* 0, or -1 with a reason in why. */
+    int (*device_info)(int index, struct embd_cuda_device_info *out, char *why, size_t cap);
+    /* Whether a sticky error (illegal address, launch failure) killed the backend. */
+    bool (*is_dead)(const embd_backend *be);
+    void (*mem_stats)(const embd_backend *be, struct embd_cuda_mem_stats *out);
+    const struct embd_cuda_testops *test;
+};
+
+typedef const struct embd_cuda_plugin *(*embd_cuda_entry_fn)(int abi,
+                                                             const struct embd_cuda_host *host);
+
+/* --- libembd side (loader.c) --- */
+
+/* Loads the plugin once per process: $EMBD_CUDA_PLUGIN, else libembd-cuda.so
+ * next to libembd, else the loader's search path. NULL with a reason in why. */
+const struct embd_cuda_plugin *embd_cuda_load(char *why, size_t cap);
+
+/* Whether device `index` can run `model` (dtype dt): plugin, driver, device,
+ * compute capability >= 7.5 (8.0 for bf16), free memory for the weights and
+ * a batch of the model's maximum length. 0, or -1 with a reason in why. */
+int embd_cuda_usable(const struct embd_model *model, int index, enum embd_dtype dt, char *why,
+                     size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
