@@ -309,6 +309,11 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
         if (cap) buf[0] = '\0';
         return 0;
     }
+    if (ctx->cuda) { /* NVML is thread-safe; the context's own numbers come from run_batches */
+        struct embd_gpu_info gi;
+        if (embd_gpu_monitor(ctx->params.device_index, &gi) == 0 && gi.utilization >= 0)
+            embd_metrics_set(&ctx->metrics, EMBD_G_GPU_UTILIZATION, gi.utilization / 100.0);
+    }
     return embd_metrics_format(&ctx->metrics, ctx->ops->name, buf, cap);
 }
 
@@ -345,6 +350,13 @@ static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int
         embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
         embd_metrics_add(&ctx->metrics, EMBD_C_BATCHES, 1);
         embd_metrics_add(&ctx->metrics, EMBD_C_TOKENS, (uint64_t)b.n_tok);
+        if (ctx->cuda) {
+            struct embd_ctx_gpu_stats gs;
+            embd_ctx_gpu_stats(ctx, &gs);
+            embd_metrics_set(&ctx->metrics, EMBD_G_DEVICE_MEM_BYTES,
+                             (double)(gs.weight_bytes + gs.scratch_bytes));
+            embd_metrics_set(&ctx->metrics, EMBD_G_DEVICE_MEM_PEAK, (double)gs.peak_bytes);
+        }
         ctx->stats.batches++;
         ctx->stats.tokens += (uint64_t)b.n_tok;
         ctx->stats.inputs += (uint64_t)b.n_seq;

@@ -2,6 +2,7 @@
 #include "engine/metrics.h"
 #include "embd.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,6 +29,13 @@ static const struct {
     [EMBD_G_CACHE_MEM_BYTES] = {"embd_cache_memory_bytes", "Bytes held by the in-memory cache."},
     [EMBD_G_CACHE_MEM_ENTRIES] = {"embd_cache_memory_entries",
                                   "Vectors held by the in-memory cache."},
+    [EMBD_G_DEVICE_MEM_BYTES] = {"embd_device_memory_bytes",
+                                 "GPU memory held by the context now (0 on the CPU)."},
+    [EMBD_G_DEVICE_MEM_PEAK] = {"embd_device_memory_peak_bytes",
+                                "The most GPU memory the context has held (0 on the CPU)."},
+    [EMBD_G_GPU_UTILIZATION] =
+        {"embd_gpu_utilization_ratio",
+         "GPU utilisation over the last sample period, 0..1 (NaN: unknown)."},
 };
 
 static const double b_inputs[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
@@ -57,6 +65,7 @@ _Static_assert(sizeof b_sec / sizeof b_sec[0] <= EMBD_METRICS_MAX_BUCKETS, "buck
 
 int embd_metrics_init(embd_metrics *m) {
     memset(m, 0, sizeof *m);
+    m->gauges[EMBD_G_GPU_UTILIZATION] = NAN;
     return pthread_mutex_init(&m->mu, NULL) ? -1 : 0;
 }
 
@@ -161,9 +170,15 @@ size_t embd_metrics_format(embd_metrics *m, const char *backend, char *buf, size
     for (int i = 0; i < EMBD_METRICS_MAX_REASONS && m->fallbacks[i].reason[0]; i++)
         emit(&o, "embd_fallbacks_total{reason=\"%s\"} %llu\n", m->fallbacks[i].reason,
              (unsigned long long)m->fallbacks[i].count);
-    for (int g = 0; g < EMBD_G_COUNT; g++)
-        emit(&o, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", gauge_info[g].name,
-             gauge_info[g].help, gauge_info[g].name, gauge_info[g].name, m->gauges[g]);
+    for (int g = 0; g < EMBD_G_COUNT; g++) {
+        char v[32];
+        if (isnan(m->gauges[g]))
+            snprintf(v, sizeof v, "NaN");
+        else
+            snprintf(v, sizeof v, "%.17g", m->gauges[g]);
+        emit(&o, "# HELP %s %s\n# TYPE %s gauge\n%s %s\n", gauge_info[g].name, gauge_info[g].help,
+             gauge_info[g].name, gauge_info[g].name, v);
+    }
     for (int h = 0; h < EMBD_H_COUNT; h++) {
         const char *name = hist_info[h].name;
         emit(&o, "# HELP %s %s\n# TYPE %s histogram\n", name, hist_info[h].help, name);

@@ -24,6 +24,9 @@ enum embd_counter {
 enum embd_gauge {
     EMBD_G_CACHE_MEM_BYTES,   /* bytes held by the in-memory cache */
     EMBD_G_CACHE_MEM_ENTRIES, /* vectors held by the in-memory cache */
+    EMBD_G_DEVICE_MEM_BYTES,  /* GPU memory the context holds now (weights + scratch) */
+    EMBD_G_DEVICE_MEM_PEAK,   /* the most GPU memory the context held */
+    EMBD_G_GPU_UTILIZATION,   /* the GPU's utilisation, 0..1; NaN when unknown */
     EMBD_G_COUNT
 };
 

@@ -137,6 +137,10 @@ static void test_metrics(void) {
     CHECK(sample(text, "embd_cache_hits_total{tier=\"memory\"}") == 3);
     CHECK(sample(text, "embd_cache_hits_total{tier=\"disk\"}") == 0);
     CHECK(sample(text, "embd_cache_memory_entries") == 2);
+    if (!strcmp(embd_ctx_backend(ctx), "cpu")) {
+        CHECK(sample(text, "embd_device_memory_bytes") == 0);
+        CHECK(strstr(text, "\nembd_gpu_utilization_ratio NaN\n") != NULL);
+    }
     CHECK(sample(text, "embd_batches_total") == 2);
     CHECK(sample(text, "embd_batch_inputs_count") == 2);
     CHECK(sample(text, "embd_batch_inputs_sum") == 3); /* 2 distinct texts + 1 token input */
