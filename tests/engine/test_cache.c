@@ -115,6 +115,19 @@ static void test_key_covers_options(embd_model *m, embd_model *m2, int D) {
     st = embed_with(m, p, b); /* now stored */
     CHECK_EQ_INT(st.cache_hits, N_TEXTS);
 
+    /* The same weights truncated to fewer tokens: another key. */
+    char *mdir = path_cat(root, "m1");
+    struct embd_model_params mp = embd_model_default_params();
+    mp.max_seq_length = 4;
+    embd_model *short_m = NULL;
+    CHECK(embd_model_load(mdir, mp, &short_m) == EMBD_OK);
+    if (short_m) {
+        st = embed_with(short_m, params(0, dir), b);
+        CHECK_EQ_INT(st.cache_hits, 0);
+        embd_model_free(short_m);
+    }
+    free(mdir);
+
     /* The key itself. */
     embd_cache_key k1, k2, k3;
     embd_cache_key_make(&k1, "head", 4, "text", 4);
