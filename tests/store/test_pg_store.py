@@ -45,7 +45,7 @@ DOCS = [
 QUERIES = ["a sleepy kitty napping", "version control history", "how do planes fly",
            "bread recipe", "musical instrument strings", "operating system internals",
            "soccer game", "plants and sunlight", "economy and interest rates", "volcano ash"]
-CORPUS_DOCS = 300
+CORPUS_DOCS = 150
 
 
 def write_jsonl(path, rows):
