@@ -604,6 +604,9 @@ static enum embd_status gpu_embed(embd_backend *be, float *out, const embd_batch
     if (st != EMBD_OK) return st;
     const int H = be->m->hp.H;
     CK(cudaSetDevice(be->dev));
+    /* A failed call leaves its error behind for cudaGetLastError, which the
+     * launch checks read: clear anything stale (a sticky error returns). */
+    CK(cudaGetLastError());
     int want = batch->n_tok < be->cap_max ? batch->n_tok : be->cap_max;
     if (want < 4096 && be->cap_max >= 4096) want = 4096; /* avoid regrowing for small batches */
     if ((st = ensure_scratch(be, want)) != EMBD_OK) return st;
@@ -653,6 +656,7 @@ static void gpu_free(embd_backend *be) {
     if (be->stream) cudaStreamDestroy(be->stream);
     host.free(be->layers);
     host.free(be);
+    (void)cudaGetLastError(); /* leave no stale error behind */
 }
 
 static void gpu_trim(embd_backend *be) {
@@ -660,6 +664,7 @@ static void gpu_trim(embd_backend *be) {
     cudaSetDevice(be->dev);
     if (be->stream) cudaStreamSynchronize(be->stream);
     free_scratch(be);
+    (void)cudaGetLastError();
 }
 
 static enum embd_status init_inner(embd_backend *be, const embd_backend_params *params) {
