@@ -102,7 +102,12 @@ static void test_random_model(const struct embd_cuda_plugin *p, int H, int NH,
             double c = cosine(one, got + (size_t)s * D, D);
             if (!(c >= bw)) bw = isnan(c) ? -2 : c;
         }
-        CHECK_MSG(bw >= 0.99999, "%s: batched vs single worst cosine %.8f", dt_name(dts[i]), bw);
+        /* cuBLASLt may pick another kernel (another summation order) for
+         * another row count; the outputs then differ by a rounding of dt
+         * here and there: 1e-6 in fp32, 1e-5 in fp16, 1e-4 in bf16. */
+        const double same_cos[3] = {0.999999, 0.99999, 0.9999};
+        CHECK_MSG(bw >= same_cos[i], "%s: batched vs single worst cosine %.8f", dt_name(dts[i]),
+                  bw);
     }
     free(want), guarded_free(got), free(one);
     rand_model_free(&rm);
