@@ -54,6 +54,14 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_open_model(const struct cli_args *a, embd_model **model);
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p);
 
+/* Opens the vector store at `path` (a directory or a postgresql:// URL) for
+ * `model`: writable and created when missing for indexing, read-only for
+ * search; warns about a dropped torn tail and sets *count to the records held.
+ * Returns 0, or 1 after printing the error. */
+struct embd_vstore;
+int cli_open_store(const embd_model *model, const char *path, bool writable,
+                   struct embd_vstore **store, size_t *count);
+
 /* Input: plain lines or JSONL objects with a text field. */
 enum cli_input_format { CLI_INPUT_AUTO, CLI_INPUT_LINES, CLI_INPUT_JSONL };
 

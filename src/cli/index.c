@@ -183,25 +183,8 @@ int cmd_index(int argc, char **argv) {
         goto done;
     }
     const int D = embd_model_dim(model);
-    struct embd_store_params sp = {.dim = D,
-                                   .fingerprint = embd_model_fingerprint(model),
-                                   .normalized = embd_model_normalizes(model),
-                                   .create = true,
-                                   .writable = true};
-    struct embd_store_open_info info;
-    if (embd_vstore_open(path, &sp, &store, &info) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
-        goto done;
-    }
-    if (info.dropped_bytes)
-        cli_err("warning: store %s: dropped %llu bytes of an incomplete or corrupt record at the "
-                "end of records.log (an interrupted write); the records before it are intact",
-                path, (unsigned long long)info.dropped_bytes);
     size_t before = 0, after = 0;
-    if (embd_vstore_count(store, &before) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
-        goto done;
-    }
+    if (cli_open_store(model, path, true, &store, &before)) goto done;
 
     if (cli_reader_open(&in, cli_get(&a, "input"), CLI_INPUT_LINES, NULL)) goto done;
     in_open = true;

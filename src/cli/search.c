@@ -138,25 +138,8 @@ int cmd_search(int argc, char **argv) {
         goto done;
     }
     const int D = embd_model_dim(model);
-    struct embd_store_params sp = {.dim = D,
-                                   .fingerprint = embd_model_fingerprint(model),
-                                   .normalized = embd_model_normalizes(model),
-                                   .create = false,
-                                   .writable = false};
-    struct embd_store_open_info info;
-    if (embd_vstore_open(path, &sp, &store, &info) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
-        goto done;
-    }
-    if (info.dropped_bytes)
-        cli_err("warning: store %s: ignoring %llu bytes of an incomplete or corrupt record at "
-                "the end of records.log (an interrupted or ongoing write)",
-                path, (unsigned long long)info.dropped_bytes);
     size_t count = 0;
-    if (embd_vstore_count(store, &count) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
-        goto done;
-    }
+    if (cli_open_store(model, path, false, &store, &count)) goto done;
     const bool exact = cli_flag(&a, "exact");
     size_t kk = (size_t)k < count ? (size_t)k : count;
     hits = calloc(kk ? kk : 1, sizeof *hits);
