@@ -5,6 +5,7 @@
  * fixtures ($EMBD_SRC). */
 #include "backend/backend.h"
 #include "model/model.h"
+#include "golden_ids.h"
 #include "test.h"
 #include "util/util.h"
 
@@ -15,33 +16,6 @@
 #include <sys/stat.h>
 
 enum { MAXSEQ = 1024, MAXTOK = 1 << 17 };
-
-/* Reads ids.jsonl ({"ids":[...]} per line) into ids / starts; returns n or -1. */
-static int read_ids(const char *path, int32_t *ids, int32_t *starts) {
-    char *buf = NULL;
-    size_t len = 0;
-    if (embd_read_file(path, 1 << 26, &buf, &len) != EMBD_OK) return -1;
-    int n = 0, t = 0;
-    starts[0] = 0;
-    for (char *p = buf; *p && n < MAXSEQ;) {
-        char *nl = strchr(p, '\n');
-        if (nl) *nl = '\0';
-        char *q = strchr(p, '[');
-        while (q && *q && *q != ']' && t < MAXTOK) {
-            q++;
-            char *end;
-            long v = strtol(q, &end, 10);
-            if (end == q) break;
-            ids[t++] = (int32_t)v;
-            q = end;
-        }
-        if (q && t > starts[n]) starts[++n] = t;
-        if (!nl) break;
-        p = nl + 1;
-    }
-    embd_free(buf);
-    return n;
-}
 
 /* Reads a float32 little-endian .npy of shape (rows, cols); returns data or NULL. */
 static float *read_npy(const char *path, int *rows, int *cols) {
@@ -156,7 +130,7 @@ int main(void) {
     }
     int32_t *ids = malloc(MAXTOK * sizeof(int32_t)),
             *starts = malloc((MAXSEQ + 1) * sizeof(int32_t));
-    int n = read_ids(ids_path, ids, starts), rows = 0, cols = 0;
+    int n = golden_read_ids(ids_path, ids, starts, MAXSEQ, MAXTOK), rows = 0, cols = 0;
     float *gold = read_npy(npy_path, &rows, &cols);
     CHECK_MSG(n > 0 && gold && rows == n && cols == m->hp.H, "fixtures: n=%d rows=%d cols=%d", n,
               rows, cols);

@@ -11,6 +11,7 @@
  * Skips (77) without a GPU. */
 #include "backend/rand_model.h"
 #include "cuda_test.h"
+#include "golden_ids.h"
 #include "model/model.h"
 #include "util/util.h"
 
@@ -148,32 +149,6 @@ static void test_fault_injection(const struct embd_cuda_plugin *p) {
     rand_model_free(&rm);
 }
 
-static int read_ids(const char *path, int32_t *ids, int32_t *starts, int maxseq, int maxtok) {
-    char *buf = NULL;
-    size_t len = 0;
-    if (embd_read_file(path, 1 << 26, &buf, &len) != EMBD_OK) return -1;
-    int n = 0, t = 0;
-    starts[0] = 0;
-    for (char *q = buf; *q && n < maxseq;) {
-        char *nl = strchr(q, '\n');
-        if (nl) *nl = '\0';
-        char *r = strchr(q, '[');
-        while (r && *r && *r != ']' && t < maxtok) {
-            r++;
-            char *end;
-            long v = strtol(r, &end, 10);
-            if (end == r) break;
-            ids[t++] = (int32_t)v;
-            r = end;
-        }
-        if (r && t > starts[n]) starts[++n] = t;
-        if (!nl) break;
-        q = nl + 1;
-    }
-    embd_free(buf);
-    return n;
-}
-
 static void test_golden(const struct embd_cuda_plugin *p, int ndt) {
     const char *models = getenv("EMBD_TEST_MODELS"), *src = getenv("EMBD_SRC");
     char dir[4096], ids_path[4096];
@@ -194,7 +169,7 @@ static void test_golden(const struct embd_cuda_plugin *p, int ndt) {
     if (!m) return;
     enum { MAXSEQ = 1024, MAXTOK = 1 << 17 };
     int32_t *ids = malloc(MAXTOK * 4), *ss = malloc((MAXSEQ + 1) * 4);
-    int n = read_ids(ids_path, ids, ss, MAXSEQ, MAXTOK);
+    int n = golden_read_ids(ids_path, ids, ss, MAXSEQ, MAXTOK);
     CHECK(n > 0);
     const int D = m->hp.H;
     float *want = malloc((size_t)n * D * 4), *got = malloc((size_t)n * D * 4);
