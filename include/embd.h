@@ -109,6 +109,13 @@ EMBD_API uint64_t embd_model_fingerprint(const embd_model *model);
 EMBD_API enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t len,
                                         int32_t *ids, size_t cap, size_t *n_ids);
 
+/* Counts the ids embd_tokenize would give without truncation ([CLS] and
+ * [SEP] included), so that a caller can refuse, rather than truncate, a text
+ * longer than embd_model_max_tokens. Thread-safe. Returns EMBD_OK,
+ * EMBD_ERR_INVALID_ARG or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_count_tokens(const embd_model *model, const char *text, size_t len,
+                                            size_t *n_tokens);
+
 /* ------------------------------------------------------------------------ */
 /* Contexts                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -221,6 +228,13 @@ EMBD_API void embd_sched_free(embd_sched *sched);
 EMBD_API enum embd_status embd_sched_embed(embd_sched *sched, const char *const *texts,
                                            const size_t *lens, size_t n, float *out,
                                            int timeout_ms);
+
+/* Like embd_embed_tokens, from any thread, with the same queueing and
+ * timeout as embd_sched_embed. ids and seq_start must stay valid until it
+ * returns. */
+EMBD_API enum embd_status embd_sched_embed_tokens(embd_sched *sched, const int32_t *ids,
+                                                  const size_t *seq_start, size_t n, float *out,
+                                                  int timeout_ms);
 
 /* Renders the context's metrics (requests, inputs, tokens, batch sizes,
  * tokenization and inference time, cache hits/misses/evictions, fallbacks by

@@ -19,6 +19,8 @@ const struct cli_opt cli_common_opts[] = {
     {"threads", 0, true, "N", "0", "CPU threads; 0 = all cores"},
     {"quiet", 'q', false, NULL, NULL, "no progress or summary on stderr"},
     {"config", 0, true, "FILE", NULL, "JSON file of options, e.g. {\"device\": \"cpu\"}"},
+    {"log-level", 0, true, "LEVEL", "warn", "error, warn, info or debug"},
+    {"log-format", 0, true, "FMT", "text", "log lines on stderr: text or json"},
     {"help", 'h', false, NULL, NULL, "show this help"},
 };
 const int cli_n_common_opts = (int)(sizeof cli_common_opts / sizeof cli_common_opts[0]);
@@ -229,6 +231,10 @@ int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, i
     }
     for (int i = 0; i < a->n_opts; i++)
         if (!a->values[i]) a->values[i] = a->opts[i]->def;
+    if (embd_log_configure(cli_get(a, "log-level"), cli_get(a, "log-format")) != EMBD_OK) {
+        cli_err("%s: %s", cmd, embd_last_error());
+        return 2;
+    }
     return 0;
 }
 

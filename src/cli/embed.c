@@ -27,8 +27,6 @@ static const struct cli_opt embed_opts[] = {
     {"cache-map-size", 0, true, "MIB", "4096", "the largest the disk cache may grow, in MiB"},
     {"chunk", 0, true, "N", "1024",
      "texts read and embedded per step (bounds memory; the disk cache commits per step)"},
-    {"log-level", 0, true, "LEVEL", "warn", "error, warn, info or debug"},
-    {"log-format", 0, true, "FMT", "text", "log lines on stderr: text or json"},
 };
 
 struct out_sink {
@@ -171,11 +169,6 @@ int cmd_embed(int argc, char **argv) {
     if (cli_parse_input_format(cli_get(&a, "input-format"), &fmt)) {
         cli_err("embed: --input-format must be auto, lines or jsonl, not \"%s\"",
                 cli_get(&a, "input-format"));
-        rc = 2;
-        goto done;
-    }
-    if (embd_log_configure(cli_get(&a, "log-level"), cli_get(&a, "log-format")) != EMBD_OK) {
-        cli_err("embed: %s", embd_last_error());
         rc = 2;
         goto done;
     }

@@ -16,6 +16,8 @@
 struct sched_req {
     const char *const *texts; /* (n) */
     const size_t *lens;       /* (n) or NULL */
+    const int32_t *ids;       /* token inputs instead of texts: ids (T) or NULL */
+    const size_t *seq_start;  /* (n+1) with ids */
     size_t n;
     float *out; /* (n, D) */
     enum embd_status st;
@@ -50,6 +52,20 @@ struct embd_sched_params embd_sched_default_params(void) {
  * else one call per request; records each status. */
 static void run_list(embd_sched *s, struct sched_req *list, size_t total) {
     const size_t D = (size_t)s->dim;
+    /* Token requests run one by one; the text requests together. */
+    bool any_ids = false;
+    for (struct sched_req *r = list; r; r = r->next)
+        any_ids |= r->ids != NULL;
+    if (any_ids) {
+        for (struct sched_req *r = list; r; r = r->next) {
+            if (r->ids)
+                r->st = embd_embed_tokens(s->ctx, r->ids, r->seq_start, r->n, r->out);
+            else
+                r->st = embd_embed(s->ctx, r->texts, r->lens, r->n, r->out);
+            if (r->st != EMBD_OK) snprintf(r->err, sizeof r->err, "%s", embd_last_error());
+        }
+        return;
+    }
     const char **texts = embd_malloc2(total, sizeof *texts); /* (total) */
     size_t *lens = embd_malloc2(total, sizeof *lens);        /* (total) */
     float *out = embd_malloc2(total * D, sizeof *out);       /* (total, D) */
@@ -172,12 +188,9 @@ void embd_sched_free(embd_sched *s) {
     if (s) sched_destroy(s);
 }
 
-enum embd_status embd_sched_embed(embd_sched *s, const char *const *texts, const size_t *lens,
-                                  size_t n, float *out, int timeout_ms) {
-    if (!s || (n && (!texts || !out)))
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: NULL argument");
-    if (n == 0) return EMBD_OK;
-    struct sched_req req = {.texts = texts, .lens = lens, .n = n, .out = out};
+/* Queues req (n > 0), waits for its result. */
+static enum embd_status submit(embd_sched *s, struct sched_req *req, int timeout_ms) {
+    const size_t n = req->n;
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     if (timeout_ms > 0) {
@@ -210,16 +223,34 @@ enum embd_status embd_sched_embed(embd_sched *s, const char *const *texts, const
         return embd_error(EMBD_ERR_INVALID_ARG, "the scheduler is shutting down");
     }
     if (s->tail)
-        s->tail->next = &req;
+        s->tail->next = req;
     else
-        s->head = &req;
-    s->tail = &req;
+        s->head = req;
+    s->tail = req;
     s->queued += n;
-    req.enqueued = embd_now();
+    req->enqueued = embd_now();
     pthread_cond_signal(&s->work);
-    while (!req.done)
+    while (!req->done)
         pthread_cond_wait(&s->done, &s->mu);
     pthread_mutex_unlock(&s->mu);
-    if (req.st != EMBD_OK) return embd_error(req.st, "%s", req.err);
+    if (req->st != EMBD_OK) return embd_error(req->st, "%s", req->err);
     return EMBD_OK;
+}
+
+enum embd_status embd_sched_embed(embd_sched *s, const char *const *texts, const size_t *lens,
+                                  size_t n, float *out, int timeout_ms) {
+    if (!s || (n && (!texts || !out)))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: NULL argument");
+    if (n == 0) return EMBD_OK;
+    struct sched_req req = {.texts = texts, .lens = lens, .n = n, .out = out};
+    return submit(s, &req, timeout_ms);
+}
+
+enum embd_status embd_sched_embed_tokens(embd_sched *s, const int32_t *ids, const size_t *seq_start,
+                                         size_t n, float *out, int timeout_ms) {
+    if (!s || (n && (!ids || !seq_start || !out)))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed_tokens: NULL argument");
+    if (n == 0) return EMBD_OK;
+    struct sched_req req = {.ids = ids, .seq_start = seq_start, .n = n, .out = out};
+    return submit(s, &req, timeout_ms);
 }

@@ -5,6 +5,7 @@
 #include "model/loader.h"
 #include "util/util.h"
 
+#include <limits.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -417,4 +418,14 @@ enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_tokenize: NULL argument");
     return embd_tokenizer_encode(model->tok, text ? text : "", len, model->hp.max_tokens, ids, cap,
                                  n_ids);
+}
+
+enum embd_status embd_count_tokens(const embd_model *model, const char *text, size_t len,
+                                   size_t *n_tokens) {
+    if (n_tokens) *n_tokens = 0;
+    if (!model || !n_tokens || (!text && len))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_count_tokens: NULL argument");
+    enum embd_status st =
+        embd_tokenizer_encode(model->tok, text ? text : "", len, INT_MAX, NULL, 0, n_tokens);
+    return st == EMBD_ERR_BUFFER_TOO_SMALL ? EMBD_OK : st;
 }
