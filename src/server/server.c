@@ -182,10 +182,10 @@ struct server {
     double health_at; /* when the last forward-pass check ran */
     bool health_ok;
     char health_err[256];
-    atomic_int in_flight; /* requests between their first callback and completion */
-    atomic_int active;    /* embedding and search requests being answered */
-    atomic_bool draining; /* shutting down: new requests get 503 */
-    atomic_llong last_trim_ms;
+    atomic_int in_flight;    /* requests between their first callback and completion */
+    atomic_int active;       /* embedding and search requests being answered */
+    atomic_bool draining;    /* shutting down: new requests get 503 */
+    atomic_ullong completed; /* requests completed (for the idle trim) */
     atomic_ullong responses[R_COUNT][N_CODES + 1];
     atomic_ullong rejected_busy;
     atomic_ullong latency_us_sum[R_COUNT], latency_count[R_COUNT];
@@ -797,10 +797,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return dispatch(s, c, url, method, st);
 }
 
-static long long now_ms(void) {
-    return (long long)(now_sec() * 1000.0);
-}
-
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     struct server *s = cls;
@@ -809,14 +805,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     free(st->body);
     free(st);
     *con_cls = NULL;
-    /* When the server goes idle, give freed memory back to the system (at
-     * most once a second), so that resident memory returns to its baseline
-     * after a burst of requests on many threads. */
-    if (atomic_fetch_sub(&s->in_flight, 1) == 1) {
-        long long t = now_ms(), last = atomic_load(&s->last_trim_ms);
-        if (t - last >= 1000 && atomic_compare_exchange_strong(&s->last_trim_ms, &last, t))
-            malloc_trim(0);
-    }
+    atomic_fetch_sub(&s->in_flight, 1);
+    atomic_fetch_add(&s->completed, 1);
 }
 
 static void log_mhd(void *cls, const char *fmt, va_list ap) {
@@ -940,8 +930,21 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    /* Wait for a signal; meanwhile, once a second, when requests have come
+     * and gone and none is in flight, give the memory they freed back to
+     * the system, so that resident memory returns to its baseline after a
+     * burst of requests on many threads. */
     int sig = 0;
-    while (sigwait(&set, &sig) != 0) {
+    unsigned long long trimmed_at = 0;
+    for (;;) {
+        struct timespec tick = {1, 0};
+        sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM) break;
+        unsigned long long done_n = atomic_load(&s->completed);
+        if (done_n != trimmed_at && atomic_load(&s->in_flight) == 0) {
+            malloc_trim(0);
+            trimmed_at = done_n;
+        }
     }
     atomic_store(&s->draining, true);
     int lfd = MHD_quiesce_daemon(d);
