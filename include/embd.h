@@ -203,7 +203,9 @@ EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *sta
 /* A scheduler shares one context among many threads: each call queues its
  * texts; one worker thread embeds everything pending together, ordered by
  * length so that similar lengths share forward passes (packed into
- * token-budget batches), and gives each caller its own rows, in order. */
+ * token-budget batches), and gives each caller its own rows, in order.
+ * After 2 s without work it releases the backend's scratch memory (as
+ * embd_ctx_trim), so that a burst leaves no lasting memory behind. */
 typedef struct embd_sched embd_sched;
 
 struct embd_sched_params {

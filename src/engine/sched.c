@@ -22,6 +22,7 @@
 
 /* How often a caller with a cancel flag looks at it while it waits. */
 #define CANCEL_POLL_NS 2000000L
+#define SCHED_IDLE_TRIM_SEC 2 /* idle seconds before the scratch is released */
 
 enum req_state { REQ_QUEUED, REQ_RUNNING, REQ_DONE };
 
@@ -54,7 +55,8 @@ struct embd_sched {
     struct sched_req *head, *tail;
     size_t queued; /* texts in the queue */
     bool stop;
-    bool hold; /* embd_sched_hold: the worker takes nothing */
+    bool ran_since_trim; /* work ran since the scratch was last released */
+    bool hold;           /* embd_sched_hold: the worker takes nothing */
     pthread_t worker;
     int init; /* how many of mu, work, space, done, worker were made */
 };
@@ -211,8 +213,24 @@ static void *worker_main(void *arg) {
     embd_sched *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while ((!s->head || s->hold) && !s->stop)
-            pthread_cond_wait(&s->work, &s->mu);
+        while ((!s->head || s->hold) && !s->stop) {
+            if (!s->ran_since_trim) {
+                pthread_cond_wait(&s->work, &s->mu);
+                continue;
+            }
+            /* Idle after work: once nothing has come for SCHED_IDLE_TRIM_SEC,
+             * release the backend's scratch (sized for the largest batch
+             * seen), so that a burst leaves no lasting memory behind. The
+             * worker is the only user of the context, so this is safe. */
+            struct timespec limit;
+            clock_gettime(CLOCK_REALTIME, &limit);
+            limit.tv_sec += SCHED_IDLE_TRIM_SEC;
+            if (pthread_cond_timedwait(&s->work, &s->mu, &limit) == ETIMEDOUT &&
+                (!s->head || s->hold) && !s->stop) {
+                embd_ctx_trim(s->ctx);
+                s->ran_since_trim = false;
+            }
+        }
         if (!s->head) break; /* stopping and drained */
         /* Take requests from the front, at least one, up to max_batch_texts;
          * requests whose callers gave up are answered without running. */
@@ -252,6 +270,7 @@ static void *worker_main(void *arg) {
         run_list(s, list);
 
         pthread_mutex_lock(&s->mu);
+        s->ran_since_trim = true;
         for (struct sched_req *r = list, *next; r; r = next) {
             next = r->next; /* r belongs to its caller once it is done */
             r->state = REQ_DONE;
