@@ -13,7 +13,8 @@ same run.
    cache on (hits).
 
 usage: bench/server.py --model DIR [--docs 1000] [--runs 3] [--clients 4]
-       [--batch 32] [--queries 300] [--embd build/release/embd]
+       [--batch 32] [--queries 300] [--embd build/release/embd] [--device cpu|cuda]
+       [--ld-library-path PATH]
 Prints a Markdown table for BENCHMARKS.md.
 """
 import argparse
@@ -32,9 +33,13 @@ import time
 from urllib.parse import urlparse
 
 
+DEVICE = "cpu"
+ENV = None  # environment of the embd processes (gpu-check adds bundled libraries)
+
+
 def start_server(embd, model, *args):
-    p = subprocess.Popen([embd, "serve", "-m", model, "--port", "0", "--device", "cpu", *args],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([embd, "serve", "-m", model, "--port", "0", "--device", DEVICE, *args],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     for raw in p.stderr:
         m = re.search(r" on (http://\S+)$", raw.decode().rstrip())
         if m:
@@ -53,8 +58,9 @@ def post(conn, path, body):
 
 
 def library_rate(embd, model, inp):
-    p = subprocess.run([embd, "embed", "-m", model, "--device", "cpu", "--cache", "off", "-i",
-                        inp, "-o", os.devnull, "--format", "npy"], capture_output=True, check=True)
+    p = subprocess.run([embd, "embed", "-m", model, "--device", DEVICE, "--cache", "off", "-i",
+                        inp, "-o", os.devnull, "--format", "npy"], capture_output=True, check=True,
+                       env=ENV)
     m = re.search(r"embedded (\d+) texts .* in ([\d.]+) s", p.stderr.decode())
     return int(m.group(1)) / float(m.group(2))
 
@@ -116,7 +122,13 @@ def main():
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--embd", default=os.path.join(root, "build", "release", "embd"))
     ap.add_argument("--corpus", default=os.path.join(home, "corpus", "debian.jsonl"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--ld-library-path", help="LD_LIBRARY_PATH for the embd processes only")
     a = ap.parse_args()
+    global DEVICE, ENV
+    DEVICE = a.device
+    if a.ld_library_path:
+        ENV = dict(os.environ, LD_LIBRARY_PATH=a.ld_library_path)
 
     texts = []
     with open(a.corpus, encoding="utf-8") as f:
@@ -160,7 +172,7 @@ def main():
     except (OSError, StopIteration):
         pass
     print(f"\nMachine: {cpu}, {os.cpu_count()} cores; load average {load0:.1f} before, "
-          f"{load1:.1f} after. Model {os.path.basename(a.model.rstrip('/'))}, CPU, fp32, "
+          f"{load1:.1f} after. Model {os.path.basename(a.model.rstrip('/'))}, device {DEVICE}, "
           f"{a.docs} docs, {a.runs} runs (medians), {a.clients} clients x {a.batch} docs.\n")
     print("| path | docs/s (median) | runs |")
     print("| --- | --- | --- |")
