@@ -930,21 +930,25 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    /* Wait for a signal; meanwhile, once a second, when requests have come
-     * and gone and none is in flight, give the memory they freed back to
-     * the system, so that resident memory returns to its baseline after a
-     * burst of requests on many threads. */
+    /* Wait for a signal; meanwhile, once the server has been idle for 2 and
+     * again for 4 seconds after requests came and went, give the memory
+     * they freed back to the system (connection threads free theirs as they
+     * exit, and the scheduler releases its scratch after 2 idle seconds), so
+     * that resident memory returns to its baseline after a burst. */
     int sig = 0;
-    unsigned long long trimmed_at = 0;
+    unsigned long long seen = 0;
+    int idle_ticks = 0;
     for (;;) {
         struct timespec tick = {1, 0};
         sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGINT || sig == SIGTERM) break;
         unsigned long long done_n = atomic_load(&s->completed);
-        if (done_n != trimmed_at && atomic_load(&s->in_flight) == 0) {
-            malloc_trim(0);
-            trimmed_at = done_n;
+        if (done_n != seen || atomic_load(&s->in_flight) > 0) {
+            seen = done_n;
+            idle_ticks = 0;
+            continue;
         }
+        if (++idle_ticks == 2 || idle_ticks == 4) malloc_trim(0);
     }
     atomic_store(&s->draining, true);
     int lfd = MHD_quiesce_daemon(d);
