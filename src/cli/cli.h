@@ -59,6 +59,10 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * 1 (runtime error, printed) or 2 (usage error, printed). */
 int cli_open_model(const struct cli_args *a, embd_model **model);
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p);
+/* Sets the cache fields of *p from --cache, --cache-mem and --cache-map-size
+ * (refusing a size given on the command line that the mode does not use).
+ * Returns 0 or 2 (usage error, printed). */
+int cli_cache_params(const struct cli_args *a, struct embd_ctx_params *p);
 
 /* Opens the vector store at `path` (a directory or a postgresql:// URL) for
  * `model`: writable and created when missing for indexing, read-only for

@@ -493,3 +493,35 @@ void cli_progress_update(struct cli_progress *p, size_t done, long long bytes_do
 double cli_elapsed(const struct cli_progress *p) {
     return now_sec() - p->start;
 }
+
+static bool given_as_flag(const struct cli_args *a, const char *name) {
+    char src[8];
+    return cli_is_set(a, name) && !cli_source(a, name, src, sizeof src)[0];
+}
+
+int cli_cache_params(const struct cli_args *a, struct embd_ctx_params *p) {
+    int rc;
+    const char *cache = cli_get(a, "cache");
+    long cache_mib = 0, map_mib = 0;
+    if ((rc = cli_get_int(a, "cache-mem", 0, 1L << 20, &cache_mib))) return rc;
+    if ((rc = cli_get_int(a, "cache-map-size", 1, 1L << 24, &map_mib))) return rc;
+    if (!cache[0]) {
+        cli_err("%s: --cache must be off, mem or a directory", a->cmd);
+        return 2;
+    }
+    /* Both on the command line and one of them unused: say so rather than
+     * ignore it (from the environment or a config file they are defaults). */
+    const char *unused = NULL;
+    if (!strcmp(cache, "off") && given_as_flag(a, "cache-mem"))
+        unused = "--cache-mem applies only to --cache mem or a directory";
+    else if ((!strcmp(cache, "off") || !strcmp(cache, "mem")) && given_as_flag(a, "cache-map-size"))
+        unused = "--cache-map-size applies only to a disk cache (--cache DIR)";
+    if (unused && given_as_flag(a, "cache")) {
+        cli_err("%s: conflicting options: --cache %s: %s", a->cmd, cache, unused);
+        return 2;
+    }
+    p->cache_bytes = strcmp(cache, "off") ? (size_t)cache_mib << 20 : 0;
+    p->cache_dir = strcmp(cache, "off") && strcmp(cache, "mem") ? cache : NULL;
+    p->cache_map_bytes = (size_t)map_mib << 20;
+    return 0;
+}

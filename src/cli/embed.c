@@ -137,11 +137,6 @@ static int sink_close(struct out_sink *s, bool ok) {
 
 /* Whether option `name` was given as a flag (not the environment, a config
  * file or the default). */
-static bool given_as_flag(const struct cli_args *a, const char *name) {
-    char src[8];
-    return cli_is_set(a, name) && !cli_source(a, name, src, sizeof src)[0];
-}
-
 int cmd_embed(int argc, char **argv) {
     struct cli_args a;
     int rc =
@@ -180,31 +175,8 @@ int cmd_embed(int argc, char **argv) {
         goto done;
     }
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
+    if ((rc = cli_cache_params(&a, &cp))) goto done;
     const char *cache = cli_get(&a, "cache");
-    long cache_mib = 0, map_mib = 0;
-    if ((rc = cli_get_int(&a, "cache-mem", 0, 1L << 20, &cache_mib))) goto done;
-    if ((rc = cli_get_int(&a, "cache-map-size", 1, 1L << 24, &map_mib))) goto done;
-    if (!cache[0]) {
-        cli_err("embed: --cache must be off, mem or a directory");
-        rc = 2;
-        goto done;
-    }
-    /* Both on the command line and one of them unused: say so rather than
-     * ignore it (from the environment or a config file they are defaults). */
-    const char *unused = NULL;
-    if (!strcmp(cache, "off") && given_as_flag(&a, "cache-mem"))
-        unused = "--cache-mem applies only to --cache mem or a directory";
-    else if ((!strcmp(cache, "off") || !strcmp(cache, "mem")) &&
-             given_as_flag(&a, "cache-map-size"))
-        unused = "--cache-map-size applies only to a disk cache (--cache DIR)";
-    if (unused && given_as_flag(&a, "cache")) {
-        cli_err("embed: conflicting options: --cache %s: %s", cache, unused);
-        rc = 2;
-        goto done;
-    }
-    cp.cache_bytes = strcmp(cache, "off") ? (size_t)cache_mib << 20 : 0;
-    cp.cache_dir = strcmp(cache, "off") && strcmp(cache, "mem") ? cache : NULL;
-    cp.cache_map_bytes = (size_t)map_mib << 20;
     long chunk = 0;
     if ((rc = cli_get_int(&a, "chunk", 1, 1L << 20, &chunk))) goto done;
     if ((rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt))) goto done;

@@ -84,7 +84,7 @@ int cmd_serve(int argc, char **argv) {
     embd_sched *sched = NULL;
     embd_vstore *store = NULL;
     struct srv_config cfg = {0};
-    long port, body, inputs, chars, conc, qto, sto, mbt, cache_mib, map_mib, max_tok = 0;
+    long port, body, inputs, chars, conc, qto, sto, mbt, max_tok = 0;
     if ((rc = cli_get_int(&a, "port", 0, 65535, &port)) ||
         (rc = cli_get_int(&a, "max-body-bytes", 64, 1L << 30, &body)) ||
         (rc = cli_get_int(&a, "max-inputs", 1, 1L << 20, &inputs)) ||
@@ -92,24 +92,14 @@ int cmd_serve(int argc, char **argv) {
         (rc = cli_get_int(&a, "max-concurrent-requests", 1, 1L << 16, &conc)) ||
         (rc = cli_get_int(&a, "queue-timeout-ms", 0, 3600000, &qto)) ||
         (rc = cli_get_int(&a, "shutdown-timeout", 0, 3600, &sto)) ||
-        (rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt)) ||
-        (rc = cli_get_int(&a, "cache-mem", 0, 1L << 20, &cache_mib)) ||
-        (rc = cli_get_int(&a, "cache-map-size", 1, 1L << 24, &map_mib)))
+        (rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt)))
         goto done;
     if (cli_get(&a, "max-input-tokens") &&
         (rc = cli_get_int(&a, "max-input-tokens", 2, 1L << 20, &max_tok)))
         goto done;
     struct embd_ctx_params cp;
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
-    const char *cache = cli_get(&a, "cache");
-    if (!cache[0]) {
-        cli_err("serve: --cache must be off, mem or a directory");
-        rc = 2;
-        goto done;
-    }
-    cp.cache_bytes = strcmp(cache, "off") ? (size_t)cache_mib << 20 : 0;
-    cp.cache_dir = strcmp(cache, "off") && strcmp(cache, "mem") ? cache : NULL;
-    cp.cache_map_bytes = (size_t)map_mib << 20;
+    if ((rc = cli_cache_params(&a, &cp))) goto done;
     cp.max_batch_tokens = (int)mbt;
     cp.prefix = cli_get(&a, "prefix");
     cp.normalize = false; /* the server normalises per request */
