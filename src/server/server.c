@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -188,7 +189,19 @@ struct server {
     atomic_ullong completed; /* requests completed (for the idle trim) */
     atomic_ullong responses[R_COUNT][N_CODES + 1];
     atomic_ullong rejected_busy;
+    atomic_ullong cancelled; /* requests dropped from the queue: their client hung up */
+    pthread_mutex_t watch_mu;
+    struct watch *watched; /* requests waiting for the engine */
+    pthread_t watchdog;
+    atomic_bool watchdog_stop;
     atomic_ullong latency_us_sum[R_COUNT], latency_count[R_COUNT];
+};
+
+/* A request waiting for the engine, watched for its client hanging up. */
+struct watch {
+    int fd;     /* the connection's socket */
+    int cancel; /* raised (embd_sched_cancel) when the client is gone */
+    struct watch *prev, *next;
 };
 
 struct conn {
@@ -347,6 +360,10 @@ static int http_status_of(enum embd_status st) {
     switch (st) {
     case EMBD_ERR_BUSY:
         return 429;
+    case EMBD_ERR_CANCELLED: /* the client is gone; the answer goes nowhere */
+        return 400;
+    case EMBD_ERR_TIMEOUT:
+        return 503;
     case EMBD_ERR_INVALID_ARG:
         return 400;
     case EMBD_ERR_NOMEM:
@@ -356,8 +373,69 @@ static int http_status_of(enum embd_status st) {
     }
 }
 
+/* The watchdog: every 50 ms, polls the sockets of the requests waiting for
+ * the engine and cancels those whose client has hung up (peer closed, reset),
+ * so that abandoned work leaves the queue instead of delaying everyone. */
+static void *watchdog_main(void *arg) {
+    struct server *s = arg;
+    struct pollfd *fds = NULL;
+    size_t cap = 0;
+    while (!atomic_load(&s->watchdog_stop)) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&s->watch_mu);
+        size_t n = 0;
+        for (struct watch *w = s->watched; w; w = w->next)
+            n++;
+        if (n > cap) {
+            struct pollfd *p = realloc(fds, n * sizeof *p);
+            if (p) {
+                fds = p;
+                cap = n;
+            }
+        }
+        size_t k = 0;
+        for (struct watch *w = s->watched; w && k < cap; w = w->next, k++)
+            fds[k] = (struct pollfd){.fd = w->fd, .events = POLLRDHUP};
+        if (k > 0 && poll(fds, (nfds_t)k, 0) > 0) {
+            k = 0;
+            for (struct watch *w = s->watched; w && k < cap; w = w->next, k++)
+                if (fds[k].revents & (POLLRDHUP | POLLHUP | POLLERR)) embd_sched_cancel(&w->cancel);
+        }
+        pthread_mutex_unlock(&s->watch_mu);
+    }
+    free(fds);
+    return NULL;
+}
+
+static void watch_add(struct server *s, struct watch *w, struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    w->fd = ci ? ci->connect_fd : -1;
+    w->cancel = 0;
+    w->prev = w->next = NULL;
+    if (w->fd < 0) return;
+    pthread_mutex_lock(&s->watch_mu);
+    w->next = s->watched;
+    if (s->watched) s->watched->prev = w;
+    s->watched = w;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void watch_remove(struct server *s, struct watch *w) {
+    if (w->fd < 0) return;
+    pthread_mutex_lock(&s->watch_mu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->watched = w->next;
+    if (w->next) w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
 /* Embeds the request's inputs into out (n, D) through the scheduler. */
-static enum embd_status embed_inputs(struct server *s, const struct srv_request *req, float *out) {
+static enum embd_status embed_inputs(struct server *s, const struct srv_request *req, float *out,
+                                     const struct embd_sched_call *call) {
     const size_t n = req->n;
     enum embd_status st;
     if (req->tokens) {
@@ -376,7 +454,7 @@ static enum embd_status embed_inputs(struct server *s, const struct srv_request 
             memcpy(ids + ss[i], req->inputs[i].ids, req->inputs[i].n_ids * sizeof *ids);
             ss[i + 1] = ss[i] + req->inputs[i].n_ids;
         }
-        st = embd_sched_embed_tokens(s->sched, ids, ss, n, out, s->cfg->queue_timeout_ms);
+        st = embd_sched_embed_tokens_ex(s->sched, ids, ss, n, out, call);
         free(ids);
         free(ss);
     } else {
@@ -391,7 +469,7 @@ static enum embd_status embed_inputs(struct server *s, const struct srv_request 
             texts[i] = req->inputs[i].text;
             lens[i] = req->inputs[i].len;
         }
-        st = embd_sched_embed(s->sched, texts, lens, n, out, s->cfg->queue_timeout_ms);
+        st = embd_sched_embed_ex(s->sched, texts, lens, n, out, call);
         free(texts);
         free(lens);
     }
@@ -424,7 +502,13 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
         srv_request_free(&req);
         return send_error(s, c, r, openai, 503, NULL, "out of memory", st->start);
     }
-    enum embd_status es = embed_inputs(s, &req, vecs);
+    struct watch w;
+    watch_add(s, &w, c);
+    struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
+                                   .cancel = &w.cancel};
+    enum embd_status es = embed_inputs(s, &req, vecs, &call);
+    watch_remove(s, &w);
+    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
     if (es != EMBD_OK) {
         char msg[512];
         const char *why = embd_last_error();
@@ -501,7 +585,13 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
     }
     const char *texts[1] = {req.query};
     size_t lens[1] = {req.query_len};
-    enum embd_status es = embd_sched_embed(s->sched, texts, lens, 1, q, s->cfg->queue_timeout_ms);
+    struct watch w;
+    watch_add(s, &w, c);
+    struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
+                                   .cancel = &w.cancel};
+    enum embd_status es = embd_sched_embed_ex(s->sched, texts, lens, 1, q, &call);
+    watch_remove(s, &w);
+    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
     if (es != EMBD_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", embd_last_error());
@@ -652,8 +742,12 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
               "# TYPE embd_http_requests_in_flight gauge\nembd_http_requests_in_flight %d\n"
               "# HELP embd_http_rejected_busy_total Requests refused with 429 because the "
               "engine's queue stayed full.\n# TYPE embd_http_rejected_busy_total counter\n"
-              "embd_http_rejected_busy_total %llu\n",
-              atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy));
+              "embd_http_rejected_busy_total %llu\n"
+              "# HELP embd_http_cancelled_total Requests taken off the queue because their "
+              "client hung up.\n# TYPE embd_http_cancelled_total counter\n"
+              "embd_http_cancelled_total %llu\n",
+              atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy),
+              (unsigned long long)atomic_load(&s->cancelled));
     return send_buf(c, 200, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
 }
 
@@ -893,7 +987,9 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     s->dim = embd_model_dim(model);
     pthread_mutex_init(&s->store_mu, NULL);
     pthread_mutex_init(&s->health_mu, NULL);
+    pthread_mutex_init(&s->watch_mu, NULL);
     int rc = 1;
+    bool watchdog = false;
     struct MHD_Daemon *d = NULL;
     size_t n_ids = 0;
     if (embd_tokenize(model, "", 0, s->health_ids, 2, &n_ids) != EMBD_OK || n_ids == 0) {
@@ -907,6 +1003,11 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         fprintf(stderr, "embd: serve: %s\n", why);
         goto done;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) != 0) {
+        fprintf(stderr, "embd: serve: cannot start a thread\n");
+        goto done;
+    }
+    watchdog = true;
     char where[128];
     int fd = open_listener(cfg, where, sizeof where);
     if (fd < 0) goto done;
@@ -968,6 +1069,11 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     MHD_stop_daemon(d);
     rc = 0;
 done:
+    if (watchdog) {
+        atomic_store(&s->watchdog_stop, true);
+        pthread_join(s->watchdog, NULL);
+    }
+    pthread_mutex_destroy(&s->watch_mu);
     pthread_mutex_destroy(&s->store_mu);
     pthread_mutex_destroy(&s->health_mu);
     free(s);

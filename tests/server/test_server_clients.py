@@ -125,6 +125,33 @@ with Server(M) as s:
             and "embd_inputs_total" in text and "embd_cache_hits_total" in text,
             f"/metrics: {text[:400]}")
 
+    # Clients that hang up while their request waits in the queue: their work
+    # is dropped (the watchdog cancels it), and a later request does not wait
+    # for it.
+    import socket as _socket
+    long_req = json.dumps({"input": [f"long running request {i} {TEXTS[i % 5]}"
+                                     for i in range(400)]})
+    res_a = {}
+    ta = threading.Thread(target=lambda: res_a.setdefault(
+        "r", s.request("POST", "/v1/embeddings", long_req)))
+    ta.start()
+    time.sleep(0.5)  # A is running now
+    host, port = s.url[len("http://"):].split(":")
+    for i in range(5):
+        body = json.dumps({"input": [f"abandoned {i} {j}" for j in range(300)]}).encode()
+        sk = _socket.create_connection((host, int(port)))
+        sk.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                   b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(0.2)  # queued behind A
+        sk.close()
+    st, _, body = s.request("POST", "/embed", json.dumps({"inputs": "after the hang-ups"}))
+    c.check(st == 200, f"request after hang-ups: {st}")
+    ta.join(120)
+    c.check(res_a.get("r", (0,))[0] == 200, "the long request completed")
+    st, _, body = s.request("GET", "/metrics")
+    m = [l for l in body.decode().splitlines() if l.startswith("embd_http_cancelled_total")]
+    c.check(m == ["embd_http_cancelled_total 5"], f"cancelled requests: {m}")
+
     # SIGTERM while a request is in flight: it completes, the server exits 0.
     big = [f"document number {i} about {TEXTS[i % len(TEXTS)]}" for i in range(600)]
     result = {}
