@@ -189,9 +189,12 @@ def main():
         # wander by some 10-20 MiB from one idle moment to the next (measured:
         # 127-149 MiB after identical bursts), so a short run allows 16 MiB on
         # top of the 5%; the 10-minute run in SECURITY.md reports the figure.
+        # Under AddressSanitizer freed memory sits in its quarantine (up to
+        # 256 MiB), so resident memory says nothing there.
         slack = 0 if SECONDS >= 600 else 16 * 1024
-        c.check(base is not None and final <= base * 1.05 + slack,
-                f"resident memory grew {final} vs {base} KiB (> 5%)")
+        if not os.environ.get("EMBD_TEST_SANITIZED"):
+            c.check(base is not None and final <= base * 1.05 + slack,
+                    f"resident memory grew {final} vs {base} KiB (> 5%)")
         c.check(s.stop() == 0, "exit 0 on SIGTERM")
         c.check(not any("AddressSanitizer" in l or "runtime error" in l for l in s.lines),
                 "sanitizer reports: " + " | ".join(s.lines[-5:]))
