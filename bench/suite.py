@@ -31,6 +31,8 @@ and the section of BENCHMARKS.md between <!-- bench/run:begin --> and
 usage: bench/suite.py --embd BIN --bench-tokenize BIN --onnx-root DIR
        [--models all-MiniLM-L6-v2,bge-small-random] [--sizes 1000,10000]
        [--runs 3] [--big-runs 1] [--threads N] [--budget-min 45] [--no-write]
+       bench/suite.py --report results.json   (table and plot only, e.g. after
+       merging runs made at different times)
 """
 import argparse
 import calendar
