@@ -15,7 +15,11 @@
 # repeated from the start when N needs more.
 #
 # usage: bench/embed_memory.sh [--model DIR] [--corpus FILE] [--embd BIN]
-#        [--sizes "1000 10000"] [--threads N] [--short CHARS]
+#        [--sizes "1000 10000"] [--threads N] [--short CHARS] [--modes "off disk"]
+#
+# The last column samples the process's RssAnon every 0.5 s (/proc/PID/status):
+# the heap alone, without the file-backed pages of the mapped model and of the
+# LMDB store, which the kernel can drop.
 set -euo pipefail
 
 EMBD_HOME=${EMBD_HOME:-$HOME/.cache/embd}
@@ -25,6 +29,7 @@ embd=build/release/embd
 sizes="1000 10000"
 threads=0
 short=0
+modes="off disk"
 fmt=auto
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -34,6 +39,7 @@ while [ $# -gt 0 ]; do
 	--sizes) sizes=$2; shift ;;
 	--threads) threads=$2; shift ;;
 	--short) short=$2; shift ;;
+	--modes) modes=$2; shift ;;
 	-h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
 	*) echo "embd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
@@ -64,8 +70,8 @@ for i in range(want):
     print(docs[i % len(docs)])
 PY
 fi
-echo "| docs | input MiB | cache | peak RSS MiB | seconds | docs/s |"
-echo "| ---: | ---: | --- | ---: | ---: | ---: |"
+echo "| docs | input MiB | cache | peak RSS MiB | seconds | docs/s | peak RssAnon MiB |"
+echo "| ---: | ---: | --- | ---: | ---: | ---: | ---: |"
 for n in $sizes; do
 	if [ "$short" -gt 0 ]; then
 		head -n "$n" "$tmp/short.txt" >"$tmp/in.jsonl" # plain lines (--input-format lines)
@@ -73,13 +79,22 @@ for n in $sizes; do
 		head -n "$n" "$corpus" >"$tmp/in.jsonl"
 	fi
 	mib=$(awk -v b="$(stat -c %s "$tmp/in.jsonl")" 'BEGIN{printf "%.1f", b/1048576}')
-	for mode in off disk; do
+	for mode in $modes; do
 		cache=off
 		[ "$mode" = disk ] && { rm -rf "$tmp/cache"; cache=$tmp/cache; }
 		/usr/bin/time -f "%M %e" -o "$tmp/time" "$embd" embed -m "$model" -i "$tmp/in.jsonl" --input-format "$fmt" \
-			-o /dev/null --format npy --cache "$cache" --threads "$threads" -q
+			-o /dev/null --format npy --cache "$cache" --threads "$threads" -q &
+		tpid=$!
+		anon=0
+		while kill -0 "$tpid" 2>/dev/null; do
+			epid=$(pgrep -P "$tpid" | head -n 1 || true)
+			a=$( [ -n "$epid" ] && awk '/^RssAnon:/{print $2}' "/proc/$epid/status" 2>/dev/null || true)
+			[ -n "$a" ] && [ "$a" -gt "$anon" ] && anon=$a
+			sleep 0.5
+		done
+		wait "$tpid"
 		read -r kb sec <"$tmp/time"
-		awk -v n="$n" -v mib="$mib" -v c="$mode" -v kb="$kb" -v s="$sec" \
-			'BEGIN{printf "| %d | %s | %s | %.0f | %.1f | %.1f |\n", n, mib, c, kb/1024, s, n/s}'
+		awk -v n="$n" -v mib="$mib" -v c="$mode" -v kb="$kb" -v s="$sec" -v an="$anon" \
+			'BEGIN{printf "| %d | %s | %s | %.0f | %.1f | %.1f | %.0f |\n", n, mib, c, kb/1024, s, n/s, an/1024}'
 	done
 done
