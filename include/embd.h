@@ -142,7 +142,8 @@ struct embd_ctx_params {
     int device_index;        /* CUDA device ordinal; default 0 */
     enum embd_dtype dtype;   /* default EMBD_DTYPE_AUTO */
     int n_threads;           /* CPU threads; 0 = all online cores. Default 0 */
-    int max_batch_tokens;    /* tokens per forward pass (packed, no padding); default 16384 */
+    int max_batch_tokens;    /* tokens per forward pass (packed, no padding); 0 = auto: 4096
+                                on the CPU, 16384 on a GPU. Default 0 */
     bool normalize;          /* L2-normalise when the model does; false = never. Default true */
     const char *prefix;      /* prepended to every text before tokenizing
                                 ("query: ", "passage: "); copied. Default NULL */
@@ -166,6 +167,8 @@ EMBD_API void embd_ctx_free(embd_ctx *ctx);
 
 /* The backend in use: "cpu" or "cuda". */
 EMBD_API const char *embd_ctx_backend(const embd_ctx *ctx);
+/* Tokens per forward pass in use (max_batch_tokens, or what auto chose). */
+EMBD_API int embd_ctx_max_batch_tokens(const embd_ctx *ctx);
 
 /* Embeds n texts into out (n, D), in input order. `lens` gives each text's
  * length in bytes, or is NULL for NUL-terminated texts. An empty text is

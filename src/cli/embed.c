@@ -19,7 +19,8 @@ static const struct cli_opt embed_opts[] = {
     {"format", 0, true, "FMT", "jsonl", "jsonl or npy (float32, shape (n, dim))"},
     {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
     {"no-normalize", 0, false, NULL, NULL, "skip the model's L2 normalisation"},
-    {"max-batch-tokens", 0, true, "N", "16384", "tokens per forward pass"},
+    {"max-batch-tokens", 0, true, "N", "0",
+     "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"},
     {"cache", 0, true, "MODE", "mem",
      "embedding cache: off, mem (in memory, this run) or a directory (on disk, LMDB: shared "
      "by processes, kept across runs, so an interrupted run resumes where it stopped)"},
@@ -179,7 +180,7 @@ int cmd_embed(int argc, char **argv) {
     const char *cache = cli_get(&a, "cache");
     long chunk = 0;
     if ((rc = cli_get_int(&a, "chunk", 1, 1L << 20, &chunk))) goto done;
-    if ((rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt))) goto done;
+    if ((rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt))) goto done;
     cp.max_batch_tokens = (int)mbt;
     cp.normalize = !cli_flag(&a, "no-normalize");
     cp.prefix = cli_get(&a, "prefix");

@@ -22,7 +22,8 @@ static const struct cli_opt index_opts[] = {
      "auto, lines or jsonl (auto: jsonl if the first line starts with '{')"},
     {"id-field", 0, true, "NAME", "id", "the JSONL field holding the id (string or integer)"},
     {"text-field", 0, true, "NAME", "text", "the JSONL field holding the text"},
-    {"max-batch-tokens", 0, true, "N", "16384", "tokens per forward pass"},
+    {"max-batch-tokens", 0, true, "N", "0",
+     "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"},
 };
 
 /* One chunk of documents: ids and texts owned (malloc), vectors (n, D). */
@@ -173,7 +174,7 @@ int cmd_index(int argc, char **argv) {
         goto done;
     }
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
-    if ((rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt))) goto done;
+    if ((rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt))) goto done;
     cp.max_batch_tokens = (int)mbt;
     cp.normalize = true;
     if ((rc = cli_open_model(&a, &model))) goto done;

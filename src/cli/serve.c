@@ -36,7 +36,8 @@ static const struct cli_opt serve_opts[] = {
     {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
     {"no-normalize", 0, false, NULL, NULL,
      "OpenAI answers without the model's L2 normalisation (TEI requests say \"normalize\")"},
-    {"max-batch-tokens", 0, true, "N", "16384", "tokens per forward pass"},
+    {"max-batch-tokens", 0, true, "N", "0",
+     "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"},
     {"cache", 0, true, "MODE", "mem",
      "embedding cache: off, mem (in memory) or a directory (on disk, LMDB, shared by "
      "processes and kept across restarts)"},
@@ -92,7 +93,7 @@ int cmd_serve(int argc, char **argv) {
         (rc = cli_get_int(&a, "max-concurrent-requests", 1, 1L << 16, &conc)) ||
         (rc = cli_get_int(&a, "queue-timeout-ms", 0, 3600000, &qto)) ||
         (rc = cli_get_int(&a, "shutdown-timeout", 0, 3600, &sto)) ||
-        (rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt)))
+        (rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt)))
         goto done;
     if (cli_get(&a, "max-input-tokens") &&
         (rc = cli_get_int(&a, "max-input-tokens", 2, 1L << 20, &max_tok)))
@@ -162,7 +163,7 @@ int cmd_serve(int argc, char **argv) {
     cfg.normalize = embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
     cfg.dtype =
         !strcmp(dtype, "auto") ? (!strcmp(embd_ctx_backend(ctx), "cpu") ? "fp32" : "fp16") : dtype;
-    cfg.max_batch_tokens = (int)mbt;
+    cfg.max_batch_tokens = embd_ctx_max_batch_tokens(ctx);
     rc = srv_run(&cfg, model, ctx, sched, store);
 done:
     embd_sched_free(sched);
