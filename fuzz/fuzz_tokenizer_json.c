@@ -10,8 +10,9 @@ static const char *const texts[] = {
     "",
     "Hello, world! Don't stop.",
     "caf\xc3\xa9 na\xc3\xafve \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80 [MASK] [UNK]",
-    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-    "aaaa",
+    /* a word of 120 characters, over max_input_chars_per_word (100) */
+    ("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
+     "abcdefghijklmnopqrstuvwxyzabcdefghijklmnop"),
     "\xff\xfe bad \xc3 utf-8 \xed\xa0\x80",
 };
 
