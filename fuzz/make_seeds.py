@@ -149,3 +149,22 @@ for i, (rid, text) in enumerate(((b"doc1", b"first"), (b"doc2", b"second"))):
     raw += struct.pack("<II", 0x52444d45, len(payload)) + b"\0" * 8 + payload  # hash left wrong
 put("store", "raw_log_bad_hash", bytes([2, 1]) + raw)
 put("store", "foreign_meta", bytes([1, 1]) + struct.pack("<H", 30) + b'{"format": "other", "dim": 2}x')
+
+# ---- server request bodies: byte 0 = endpoint (0 OpenAI, 1 TEI, 2 search) | 4 auto-truncate | 8 prefix
+reqs = [
+    (0, {"input": "hello world", "model": "all-MiniLM-L6-v2"}),
+    (0, {"input": ["first text", "second text"], "encoding_format": "base64", "dimensions": 384, "user": "u"}),
+    (0, {"input": [101, 7592, 2088, 102]}),
+    (4, {"input": [[101, 7592, 102], [101, 2088, 2088, 2088, 2088, 2088, 2088, 2088, 2088, 2088, 2088, 2088,
+                                      2088, 2088, 2088, 2088, 2088, 102]]}),
+    (1, {"inputs": "What is Deep Learning?", "normalize": False, "truncate": True, "truncation_direction": "Right"}),
+    (1, {"inputs": ["a", "b", "c"], "prompt_name": None}),
+    (9, {"inputs": "word " * 30, "truncate": False}),
+    (2, {"query": "a text editor", "k": 5}),
+    (2, {"query": "caf\u00e9 \u4e2d\u6587"}),
+]
+for i, (sel, body) in enumerate(reqs):
+    put("request", f"body{i}", bytes([sel]) + json.dumps(body).encode())
+put("request", "trailing_data", bytes([0]) + b'{"input": "x"} {"input": "y"}')
+put("request", "escaped_nul", bytes([1]) + b'{"inputs": ["ok", "a\\u0000b", "\\ud83d\\ude00"]}')
+put("request", "bad_utf8", bytes([2]) + b'{"query": "\xc3\x28"}')
