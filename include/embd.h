@@ -55,6 +55,8 @@ enum embd_status {
     EMBD_ERR_BACKEND,          /* the compute backend failed */
     EMBD_ERR_INTERNAL,         /* a bug in embd */
     EMBD_ERR_BUSY,             /* a shared engine's queue stayed full for the whole timeout */
+    EMBD_ERR_CANCELLED,        /* the caller cancelled a queued request (embd_sched_embed_ex) */
+    EMBD_ERR_TIMEOUT,          /* a queued request's deadline passed (embd_sched_embed_ex) */
 };
 
 /* A short constant description of a status ("ok", "invalid argument", ...). */
@@ -199,8 +201,11 @@ EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *sta
 /* ------------------------------------------------------------------------ */
 
 /* A scheduler shares one context among many threads: each call queues its
- * texts; one worker thread embeds everything pending together (packed into
- * token-budget batches) and gives each caller its own rows, in order. */
+ * texts; one worker thread embeds everything pending together, ordered by
+ * length so that similar lengths share forward passes (packed into
+ * token-budget batches), and gives each caller its own rows, in order.
+ * After 2 s without work it releases the backend's scratch memory (as
+ * embd_ctx_trim), so that a burst leaves no lasting memory behind. */
 typedef struct embd_sched embd_sched;
 
 struct embd_sched_params {
@@ -235,6 +240,39 @@ EMBD_API enum embd_status embd_sched_embed(embd_sched *sched, const char *const 
 EMBD_API enum embd_status embd_sched_embed_tokens(embd_sched *sched, const int32_t *ids,
                                                   const size_t *seq_start, size_t n, float *out,
                                                   int timeout_ms);
+
+/* Options of one scheduler call. Zero-initialised: a full queue returns
+ * EMBD_ERR_BUSY at once, no deadline, no cancel flag. A NULL call: wait for
+ * room forever, no deadline, no cancel flag. */
+struct embd_sched_call {
+    int queue_timeout_ms; /* waiting for room in a full queue, as timeout_ms above:
+                             0 not at all, < 0 forever; then EMBD_ERR_BUSY */
+    int deadline_ms;      /* > 0: the whole call (waiting for room, queued and run)
+                             gives up this many ms after it began if its inputs have
+                             not started running: EMBD_ERR_TIMEOUT. <= 0: none */
+    const int *cancel;    /* NULL, or a flag that any thread may raise with
+                             embd_sched_cancel while the call waits: a request not
+                             yet running is removed, EMBD_ERR_CANCELLED */
+};
+
+/* Like embd_sched_embed with a deadline and a cancel flag. A request whose
+ * inputs have started running when it is cancelled or its deadline passes is
+ * waited for and returns its result: out is never written after the call
+ * returns. Cancellation is noticed within a few milliseconds. Returns
+ * EMBD_OK, EMBD_ERR_BUSY, EMBD_ERR_CANCELLED, EMBD_ERR_TIMEOUT, or what
+ * embd_embed returns. call may be NULL (the defaults). */
+EMBD_API enum embd_status embd_sched_embed_ex(embd_sched *sched, const char *const *texts,
+                                              const size_t *lens, size_t n, float *out,
+                                              const struct embd_sched_call *call);
+
+/* Like embd_sched_embed_tokens with a deadline and a cancel flag, as
+ * embd_sched_embed_ex. */
+EMBD_API enum embd_status embd_sched_embed_tokens_ex(embd_sched *sched, const int32_t *ids,
+                                                     const size_t *seq_start, size_t n, float *out,
+                                                     const struct embd_sched_call *call);
+
+/* Raises a cancel flag (an atomic store of 1), from any thread. */
+EMBD_API void embd_sched_cancel(int *flag);
 
 /* Renders the context's metrics (requests, inputs, tokens, batch sizes,
  * tokenization and inference time, cache hits/misses/evictions, fallbacks by

@@ -43,6 +43,12 @@ void cli_args_free(struct cli_args *a);
 const char *cli_get(const struct cli_args *a, const char *name);
 bool cli_flag(const struct cli_args *a, const char *name);
 
+/* Whether option `name` was given (flag, environment or config file), not defaulted. */
+bool cli_is_set(const struct cli_args *a, const char *name);
+/* Where option `name` came from, for messages: " (from EMBD_NAME)", " (from
+ * --config FILE)", or "" for a flag or the default. Writes and returns buf. */
+const char *cli_source(const struct cli_args *a, const char *name, char *buf, size_t cap);
+
 /* Parses an integer option into *out within [lo, hi]; prints a usage error and returns 2 if bad. */
 int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, long *out);
 
@@ -106,5 +112,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

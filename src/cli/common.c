@@ -253,6 +253,24 @@ bool cli_flag(const struct cli_args *a, const char *name) {
     return is_true(cli_get(a, name));
 }
 
+bool cli_is_set(const struct cli_args *a, const char *name) {
+    int i = find_long(a, name, strlen(name));
+    return i >= 0 && a->values[i] && a->values[i] != a->opts[i]->def;
+}
+
+const char *cli_source(const struct cli_args *a, const char *name, char *buf, size_t cap) {
+    int i = find_long(a, name, strlen(name));
+    buf[0] = '\0';
+    if (i < 0 || !a->values[i] || a->values[i] == a->opts[i]->def) return buf;
+    char env[80];
+    env_name(name, env, sizeof env);
+    if (a->owned[i] && a->values[i] == a->owned[i])
+        snprintf(buf, cap, " (from --config %s)", cli_get(a, "config"));
+    else if (getenv(env) && a->values[i] == getenv(env))
+        snprintf(buf, cap, " (from %s)", env);
+    return buf;
+}
+
 int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, long *out) {
     const char *v = cli_get(a, name);
     if (!v) return 0;
@@ -260,7 +278,9 @@ int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, lo
     errno = 0;
     long x = strtol(v, &end, 10);
     if (errno || end == v || *end || x < lo || x > hi) {
-        cli_err("%s: --%s must be an integer from %ld to %ld, not \"%s\"", a->cmd, name, lo, hi, v);
+        char src[4200];
+        cli_err("%s: --%s must be an integer from %ld to %ld, not \"%s\"%s", a->cmd, name, lo, hi,
+                v, cli_source(a, name, src, sizeof src));
         return 2;
     }
     *out = x;
@@ -281,7 +301,9 @@ int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
         p->device = EMBD_DEVICE_CUDA;
         p->device_index = atoi(dev + 5);
     } else {
-        cli_err("%s: --device must be auto, cpu, cuda or cuda:N, not \"%s\"", a->cmd, dev);
+        char src[4200];
+        cli_err("%s: --device must be auto, cpu, cuda or cuda:N, not \"%s\"%s", a->cmd, dev,
+                cli_source(a, "device", src, sizeof src));
         return 2;
     }
     const char *dt = cli_get(a, "dtype");
@@ -294,7 +316,18 @@ int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
     } else if (!strcmp(dt, "bf16")) {
         p->dtype = EMBD_DTYPE_BF16;
     } else {
-        cli_err("%s: --dtype must be auto, fp32, fp16 or bf16, not \"%s\"", a->cmd, dt);
+        char src[4200];
+        cli_err("%s: --dtype must be auto, fp32, fp16 or bf16, not \"%s\"%s", a->cmd, dt,
+                cli_source(a, "dtype", src, sizeof src));
+        return 2;
+    }
+    if (p->device == EMBD_DEVICE_CPU &&
+        (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)) {
+        char s1[4200], s2[4200];
+        cli_err("%s: --dtype %s%s conflicts with --device cpu%s: the CPU computes in fp32 (use "
+                "--dtype fp32 or auto)",
+                a->cmd, dt, cli_source(a, "dtype", s1, sizeof s1),
+                cli_source(a, "device", s2, sizeof s2));
         return 2;
     }
     long threads = 0;

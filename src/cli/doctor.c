@@ -5,11 +5,46 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Starts a context for model m with the requested device, dtype and
+ * threads: this checks, for this model, everything a run would (driver and
+ * runtime, compute capability, free memory against the model's needs,
+ * dtype), and says what would run and, when device auto falls back to the
+ * CPU, why (the fallback the metrics count). Returns 0, 1 (it cannot run)
+ * or 2 (conflicting options). */
+static int check_run(const struct cli_args *a, embd_model *m, const char *dev) {
+    struct embd_ctx_params p;
+    int rc = cli_ctx_params(a, &p);
+    if (rc) return rc;
+    p.cache_bytes = 0;
+    embd_ctx *ctx = NULL;
+    if (embd_ctx_new(m, p, &ctx) != EMBD_OK) {
+        printf("run: device %s, dtype %s: cannot run this model: %s\n", dev, cli_get(a, "dtype"),
+               embd_last_error());
+        cli_err("doctor: device %s cannot run this model: %s", dev, embd_last_error());
+        return 1;
+    }
+    char metrics[16384], reason[64] = "";
+    embd_metrics_render(ctx, metrics, sizeof metrics);
+    static const char key[] = "embd_fallbacks_total{reason=\"";
+    const char *r = strstr(metrics, key);
+    if (r) {
+        r += sizeof key - 1;
+        size_t n = strcspn(r, "\"");
+        snprintf(reason, sizeof reason, "%.*s", (int)n, r);
+    }
+    printf("run: device %s, dtype %s -> %s%s%s%s\n", dev, cli_get(a, "dtype"),
+           embd_ctx_backend(ctx), reason[0] ? " (fallback: " : "", reason, reason[0] ? ")" : "");
+    embd_ctx_free(ctx);
+    return 0;
+}
+
 int cmd_doctor(int argc, char **argv) {
     struct cli_args a;
-    int rc = cli_parse(&a, "doctor", NULL, 0, argc, argv, "embd doctor [options]",
-                       "Prints what this machine offers (CPU, BLAS, GPU) and which backend\n"
-                       "--device auto would pick, and why. With -m it also loads the model.");
+    int rc =
+        cli_parse(&a, "doctor", NULL, 0, argc, argv, "embd doctor [options]",
+                  "Prints what this machine offers (CPU, BLAS, GPU) and which backend\n"
+                  "--device auto would pick, and why. With -m it also loads the model and\n"
+                  "checks that the requested --device and --dtype can run it (exit 1 if not).");
     if (rc) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
@@ -20,8 +55,9 @@ int cmd_doctor(int argc, char **argv) {
     char report[8192];
     embd_device_report(report, sizeof report);
     printf("%s", report);
-    if (strcmp(dev, "auto") != 0) printf("device %s requested\n", dev);
     const char *dir = cli_get(&a, "model");
+    if (strcmp(dev, "auto") != 0)
+        printf("device %s requested%s\n", dev, dir ? "" : " (give -m to check it with a model)");
     if (dir) {
         embd_model *m = NULL;
         if ((rc = cli_open_model(&a, &m))) goto done;
@@ -30,7 +66,9 @@ int cmd_doctor(int argc, char **argv) {
                dir, embd_model_dim(m), embd_model_max_tokens(m), embd_model_vocab_size(m),
                embd_model_pooling(m), embd_model_normalizes(m) ? "yes" : "no",
                (unsigned long long)embd_model_fingerprint(m));
+        rc = check_run(&a, m, dev);
         embd_model_free(m);
+        goto done;
     }
     rc = 0;
 done:

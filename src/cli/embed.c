@@ -135,6 +135,13 @@ static int sink_close(struct out_sink *s, bool ok) {
     return rc;
 }
 
+/* Whether option `name` was given as a flag (not the environment, a config
+ * file or the default). */
+static bool given_as_flag(const struct cli_args *a, const char *name) {
+    char src[8];
+    return cli_is_set(a, name) && !cli_source(a, name, src, sizeof src)[0];
+}
+
 int cmd_embed(int argc, char **argv) {
     struct cli_args a;
     int rc =
@@ -179,6 +186,19 @@ int cmd_embed(int argc, char **argv) {
     if ((rc = cli_get_int(&a, "cache-map-size", 1, 1L << 24, &map_mib))) goto done;
     if (!cache[0]) {
         cli_err("embed: --cache must be off, mem or a directory");
+        rc = 2;
+        goto done;
+    }
+    /* Both on the command line and one of them unused: say so rather than
+     * ignore it (from the environment or a config file they are defaults). */
+    const char *unused = NULL;
+    if (!strcmp(cache, "off") && given_as_flag(&a, "cache-mem"))
+        unused = "--cache-mem applies only to --cache mem or a directory";
+    else if ((!strcmp(cache, "off") || !strcmp(cache, "mem")) &&
+             given_as_flag(&a, "cache-map-size"))
+        unused = "--cache-map-size applies only to a disk cache (--cache DIR)";
+    if (unused && given_as_flag(&a, "cache")) {
+        cli_err("embed: conflicting options: --cache %s: %s", cache, unused);
         rc = 2;
         goto done;
     }

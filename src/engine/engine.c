@@ -38,6 +38,7 @@ struct embd_ctx {
     embd_backend *cpu_be;
     uint64_t cpu_fallbacks;
     bool gpu_dead;
+    const char *auto_cpu_reason; /* device auto chose the CPU: why, as a metrics label */
     /* runtime (set up by ctx_runtime_init) */
     embd_metrics metrics;
     bool metrics_ok;
@@ -83,6 +84,7 @@ static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
     if (embd_metrics_init(&ctx->metrics) != 0)
         return embd_error(EMBD_ERR_NOMEM, "cannot create the metrics registry");
     ctx->metrics_ok = true;
+    if (ctx->auto_cpu_reason) embd_metrics_fallback(&ctx->metrics, ctx->auto_cpu_reason);
     const char *cache_dir = ctx->params.cache_dir;
     ctx->params.cache_dir = NULL; /* the caller's string; the cache keeps a copy */
     if (ctx->params.cache_bytes == 0 && !(cache_dir && cache_dir[0])) return EMBD_OK;
@@ -124,10 +126,23 @@ static embd_backend_params cpu_backend_params(const embd_ctx *ctx) {
     return bp;
 }
 
+/* The metrics label for why device auto runs on the CPU, from the reason
+ * embd_cuda_usable gave (or "cuda_init" when the GPU backend failed to start). */
+static const char *auto_cpu_label(const char *why, bool init_failed) {
+    if (init_failed) return "auto_cpu_cuda_init";
+    if (strstr(why, "CUDA plugin")) return "auto_cpu_no_plugin"; /* libembd-cuda.so */
+    if (strstr(why, "NVIDIA driver")) return "auto_cpu_no_driver";
+    if (strstr(why, "CUDA device")) return "auto_cpu_no_device";
+    if (strstr(why, "compute capability")) return "auto_cpu_compute_capability";
+    if (strstr(why, "MiB free")) return "auto_cpu_gpu_memory";
+    return "auto_cpu_gpu_unusable";
+}
+
 /* Chooses and starts the backend. auto: the GPU when the CUDA plugin loads
  * and device_index is usable (driver, compute capability >= 7.5, free
  * memory), else the CPU with one log line naming the reason (info when there
- * is no GPU at all, a warning when one is there but unusable). cuda: the GPU
+ * is no GPU at all, a warning when one is there but unusable), counted as a
+ * fallback in the metrics with that reason. cuda: the GPU
  * or EMBD_ERR_UNSUPPORTED with the reason. */
 static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
     const struct embd_ctx_params *p = &ctx->params;
@@ -135,7 +150,7 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
     ctx->ops = &embd_backend_cpu_ops;
     if (p->device != EMBD_DEVICE_CPU) {
         char why[512];
-        bool gpu_seen = false;
+        bool gpu_seen = false, init_failed = false;
         if (embd_cuda_usable(ctx->model, p->device_index, p->dtype, why, sizeof why) == 0) {
             const struct embd_cuda_plugin *cu = embd_cuda_load(NULL, 0);
             embd_backend_params gp = cpu_backend_params(ctx);
@@ -149,6 +164,7 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
             }
             if (p->device == EMBD_DEVICE_CUDA) return st;
             snprintf(why, sizeof why, "%s", embd_last_error());
+            init_failed = true;
         } else if (strstr(why, "compute capability") || strstr(why, "MiB free")) {
             gpu_seen = true;
         }
@@ -157,6 +173,7 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
                               p->device_index, why);
         embd_log(gpu_seen ? EMBD_LOG_WARN : EMBD_LOG_INFO, "device",
                  "device auto: running on the CPU: %s", why);
+        ctx->auto_cpu_reason = auto_cpu_label(why, init_failed); /* counted once metrics exist */
     }
     if (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)
         return embd_error(EMBD_ERR_UNSUPPORTED,

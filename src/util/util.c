@@ -65,6 +65,10 @@ const char *embd_status_str(enum embd_status status) {
         return "internal error";
     case EMBD_ERR_BUSY:
         return "busy";
+    case EMBD_ERR_CANCELLED:
+        return "cancelled";
+    case EMBD_ERR_TIMEOUT:
+        return "timed out";
     }
     return "unknown status";
 }

@@ -93,6 +93,59 @@ static void *render_loop(void *p) {
     return NULL;
 }
 
+/* The count of fallbacks whose reason starts with auto_cpu_ (device auto
+ * ran on the CPU), and how many such reasons there are. */
+static int auto_cpu_fallbacks(embd_ctx *ctx, int *n_reasons, char *reason, size_t cap) {
+    char text[16384];
+    embd_metrics_render(ctx, text, sizeof text);
+    static const char key[] = "embd_fallbacks_total{reason=\"auto_cpu_";
+    int total = 0;
+    *n_reasons = 0;
+    for (const char *p = strstr(text, key); p; p = strstr(p + 1, key)) {
+        const char *r = p + strlen("embd_fallbacks_total{reason=\""), *q = strchr(r, '"');
+        if (!q) break;
+        snprintf(reason, cap, "%.*s", (int)(q - r), r);
+        total += atoi(q + 3); /* after "} " */
+        (*n_reasons)++;
+    }
+    return total;
+}
+
+/* Device auto that ends up on the CPU counts one fallback with its reason:
+ * device index 99 exists nowhere (no driver here, no such device on a GPU
+ * machine); index 0 falls back only without a usable GPU. */
+static void test_auto_fallback(embd_model *m) {
+    struct embd_ctx_params p = embd_ctx_default_params();
+    p.device = EMBD_DEVICE_AUTO;
+    p.device_index = 99;
+    p.n_threads = 1;
+    embd_ctx *ctx = NULL;
+    CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
+    if (!ctx) return;
+    CHECK(!strcmp(embd_ctx_backend(ctx), "cpu"));
+    int n_reasons = 0;
+    char reason[64] = "";
+    CHECK_EQ_INT(auto_cpu_fallbacks(ctx, &n_reasons, reason, sizeof reason), 1);
+    CHECK_EQ_INT(n_reasons, 1);
+    CHECK_MSG(!strcmp(reason, "auto_cpu_no_driver") || !strcmp(reason, "auto_cpu_no_device") ||
+                  !strcmp(reason, "auto_cpu_no_plugin"),
+              "reason %s", reason);
+    const char *texts[1] = {"a b"};
+    float out[64];
+    CHECK(embd_embed(ctx, texts, NULL, 1, out) == EMBD_OK);
+    CHECK_EQ_INT(auto_cpu_fallbacks(ctx, &n_reasons, reason, sizeof reason), 1); /* once */
+    embd_ctx_free(ctx);
+
+    p.device_index = 0;
+    CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
+    if (!ctx) return;
+    bool on_cpu = !strcmp(embd_ctx_backend(ctx), "cpu");
+    CHECK_EQ_INT(auto_cpu_fallbacks(ctx, &n_reasons, reason, sizeof reason), on_cpu ? 1 : 0);
+    printf("device auto -> %s%s%s\n", embd_ctx_backend(ctx), on_cpu ? ", fallback reason " : "",
+           on_cpu ? reason : "");
+    embd_ctx_free(ctx);
+}
+
 static void test_metrics(void) {
     tiny_cfg cfg = tiny_default_cfg();
     tt_file f = tt_build(&cfg, "F32", "", false, 3);
@@ -162,8 +215,10 @@ static void test_metrics(void) {
     CHECK(small[63] == '\0' && !strncmp(small, text, 63));
     CHECK_EQ_INT(embd_metrics_render(NULL, small, sizeof small), 0);
     CHECK(small[0] == '\0');
+    CHECK(strstr(text, "embd_fallbacks_total{") == NULL); /* device cpu was asked for */
     free(text);
     embd_ctx_free(ctx);
+    test_auto_fallback(m);
     embd_model_free(m);
 
     /* Fallback reasons are labels. */

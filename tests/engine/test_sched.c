@@ -2,7 +2,13 @@
  * scheduler get the vectors a single-threaded run gives each text, in their
  * own order; a full queue with timeout 0 or a short timeout returns
  * EMBD_ERR_BUSY and never loses or mixes up work; freeing drains the queue.
- * Run it under ThreadSanitizer by building with -fsanitize=thread. */
+ * Requests that meet in the queue are run ordered by length (short texts of
+ * different callers share a forward pass). A queued request that its caller
+ * cancels or whose deadline passes returns EMBD_ERR_CANCELLED or
+ * EMBD_ERR_TIMEOUT and is never run; under random cancellations and tiny
+ * deadlines nothing deadlocks and every completed call is exact.
+ * scripts/test --only tsan runs it under ThreadSanitizer. */
+#include "engine/engine.h"
 #include "engine/metrics.h"
 #include "model/tiny_model.h"
 #include "test.h"
@@ -13,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define N_POOL 24
 #define N_THREADS 8
@@ -25,6 +32,12 @@ static int D;
 static embd_sched *sched;
 static atomic_int busy_seen, wrong, failed;
 static int timeout_ms;
+
+/* The stress run with cancellations: each caller's flag, raised at random by
+ * a canceller thread. */
+static int cancel_flag[N_THREADS];
+static atomic_int stress_ok, stress_cancelled, stress_timeout, stress_busy, stress_untouched_bad;
+static atomic_int stress_running;
 
 /* Each text's vector depends on batch composition only through summation
  * order: tiny differences, far below 1e-5 for this model. */
@@ -67,6 +80,289 @@ static void run_threads(void) {
         CHECK(pthread_create(&th[t], NULL, caller, (void *)(uintptr_t)(t + 1)) == 0);
     for (int t = 0; t < N_THREADS; t++)
         pthread_join(th[t], NULL);
+}
+
+/* One call from its own thread, for the tests that hold the worker. */
+struct bg_call {
+    const char *const *texts;
+    size_t n;
+    float *out;
+    struct embd_sched_call call;
+    enum embd_status st;
+    pthread_t th;
+};
+
+static void *bg_main(void *arg) {
+    struct bg_call *b = arg;
+    b->st = embd_sched_embed_ex(sched, b->texts, NULL, b->n, b->out, &b->call);
+    return NULL;
+}
+
+static void bg_start(struct bg_call *b) {
+    CHECK(pthread_create(&b->th, NULL, bg_main, b) == 0);
+}
+
+/* Waits (up to 10 s) until k requests are queued. */
+static bool wait_queued(size_t k) {
+    for (int i = 0; i < 10000; i++) {
+        if (embd_sched_queued_requests(sched) == k) return true;
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
+    }
+    return false;
+}
+
+static bool untouched(const float *out, size_t n) {
+    for (size_t i = 0; i < n * (size_t)D; i++)
+        if (out[i] != -7.0f) return false;
+    return true;
+}
+
+static void fill_sentinel(float *out, size_t n) {
+    for (size_t i = 0; i < n * (size_t)D; i++)
+        out[i] = -7.0f;
+}
+
+/* Random cancellations and tiny deadlines: every call ends (no deadlock);
+ * an OK call is exact; a cancelled or timed out call was never run, so its
+ * out is untouched. */
+static void *stress_caller(void *arg) {
+    const int t = (int)(uintptr_t)arg;
+    unsigned seed = (unsigned)t * 2246822519u + 7;
+    float out[5 * 64];
+    for (int c = 0; c < 4 * N_CALLS; c++) {
+        const char *texts[5];
+        int idx[5];
+        seed = seed * 1103515245u + 12345u;
+        int n = 1 + (int)((seed >> 8) % 5);
+        for (int i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            idx[i] = (int)((seed >> 8) % N_POOL);
+            texts[i] = pool[idx[i]];
+        }
+        seed = seed * 1103515245u + 12345u;
+        struct embd_sched_call call = {
+            .queue_timeout_ms = (int)((seed >> 8) % 3) - 1, /* -1, 0 or 1 */
+            .deadline_ms = (int)((seed >> 12) % 4),         /* none, or 1..3 ms */
+            .cancel = &cancel_flag[t],
+        };
+        __atomic_store_n(&cancel_flag[t], 0, __ATOMIC_RELEASE);
+        fill_sentinel(out, (size_t)n);
+        enum embd_status st = embd_sched_embed_ex(sched, texts, NULL, (size_t)n, out, &call);
+        if (st == EMBD_OK) {
+            atomic_fetch_add(&stress_ok, 1);
+            for (int i = 0; i < n; i++)
+                if (!close_to(out + i * D, ref + idx[i] * D)) atomic_fetch_add(&wrong, 1);
+            continue;
+        }
+        if (st == EMBD_ERR_CANCELLED)
+            atomic_fetch_add(&stress_cancelled, 1);
+        else if (st == EMBD_ERR_TIMEOUT)
+            atomic_fetch_add(&stress_timeout, 1);
+        else if (st == EMBD_ERR_BUSY)
+            atomic_fetch_add(&stress_busy, 1);
+        else
+            atomic_fetch_add(&failed, 1);
+        if (!untouched(out, (size_t)n)) atomic_fetch_add(&stress_untouched_bad, 1);
+    }
+    return NULL;
+}
+
+static void *canceller(void *arg) {
+    (void)arg;
+    unsigned seed = 12345;
+    while (atomic_load(&stress_running)) {
+        seed = seed * 1103515245u + 12345u;
+        embd_sched_cancel(&cancel_flag[(seed >> 8) % N_THREADS]);
+        struct timespec pause = {0, (long)((seed >> 16) % 1000) * 1000L}; /* < 1 ms */
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+/* Reads a cumulative bucket (or the count, le == NULL) of a histogram from
+ * the rendered metrics; -1 when missing. */
+static long long metric_value(const char *text, const char *name, const char *le) {
+    char key[128];
+    if (le)
+        snprintf(key, sizeof key, "%s_bucket{le=\"%s\"} ", name, le);
+    else
+        snprintf(key, sizeof key, "%s_count ", name);
+    const char *p = strstr(text, key);
+    return p ? atoll(p + strlen(key)) : -1;
+}
+
+/* Four callers, each with [long, short] texts, meet in the queue: the worker
+ * runs the four short texts together in one forward pass (in queue order,
+ * with a budget of one long text per pass, no pass would hold more than two
+ * inputs), and every caller still gets its own rows in its order. */
+static void test_grouping(embd_model *m) {
+    struct embd_ctx_params p = embd_ctx_default_params();
+    p.device = EMBD_DEVICE_CPU;
+    p.n_threads = 1;
+    p.cache_bytes = 0;
+    p.max_batch_tokens = embd_model_max_tokens(m);
+    embd_ctx *ctx = NULL;
+    CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
+    if (!ctx) return;
+    const char *long_text = "a b c d e f g h i j k l m n o p q r s t";
+    const char *short_text[4] = {"a", "b", "c", "d"};
+    size_t nl = 0, ns = 0;
+    CHECK(embd_count_tokens(m, long_text, strlen(long_text), &nl) == EMBD_OK);
+    CHECK(embd_count_tokens(m, "a", 1, &ns) == EMBD_OK);
+    const size_t max_tok = (size_t)embd_model_max_tokens(m);
+    /* The premise: a long text (truncated to max_tok) fills more than half a
+     * pass, so a short text cannot follow it, while four short ones fit. */
+    CHECK_MSG(nl >= max_tok && 4 * ns <= max_tok, "long %zu, short %zu, max %zu", nl, ns, max_tok);
+    float ref_long[64], ref_short[4][64];
+    CHECK(embd_embed(ctx, &long_text, NULL, 1, ref_long) == EMBD_OK);
+    for (int i = 0; i < 4; i++)
+        CHECK(embd_embed(ctx, &short_text[i], NULL, 1, ref_short[i]) == EMBD_OK);
+
+    CHECK(embd_sched_new(ctx, embd_sched_default_params(), &sched) == EMBD_OK);
+    if (!sched) {
+        embd_ctx_free(ctx);
+        return;
+    }
+    char before[16384], after[16384];
+    embd_metrics_render(ctx, before, sizeof before);
+    embd_sched_hold(sched, true);
+    struct bg_call b[4];
+    const char *texts[4][2];
+    float out[4][2 * 64];
+    for (int i = 0; i < 4; i++) {
+        texts[i][0] = long_text;
+        texts[i][1] = short_text[i];
+        b[i] = (struct bg_call){.texts = texts[i], .n = 2, .out = out[i]};
+        b[i].call.queue_timeout_ms = -1;
+        bg_start(&b[i]);
+    }
+    CHECK(wait_queued(4));
+    embd_sched_hold(sched, false);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(b[i].th, NULL);
+        CHECK_EQ_INT(b[i].st, EMBD_OK);
+        CHECK(close_to(out[i], ref_long));
+        CHECK(close_to(out[i] + D, ref_short[i]));
+    }
+    embd_metrics_render(ctx, after, sizeof after);
+    long long passes = metric_value(after, "embd_batch_inputs", NULL) -
+                       metric_value(before, "embd_batch_inputs", NULL);
+    long long small = metric_value(after, "embd_batch_inputs", "2") -
+                      metric_value(before, "embd_batch_inputs", "2");
+    long long up_to_4 = metric_value(after, "embd_batch_inputs", "4") -
+                        metric_value(before, "embd_batch_inputs", "4");
+    /* One pass with the four short texts, four passes with one long text each. */
+    CHECK_EQ_INT((int)passes, 5);
+    CHECK_EQ_INT((int)small, 4);
+    CHECK_EQ_INT((int)up_to_4, 5);
+    embd_sched_free(sched);
+    sched = NULL;
+    embd_ctx_free(ctx);
+}
+
+/* A held worker: a queued request that is cancelled, or whose deadline
+ * passes, returns its status, leaves out untouched and leaves the queue. */
+static void test_cancel_timeout(embd_ctx *ctx) {
+    CHECK(embd_sched_new(ctx, embd_sched_default_params(), &sched) == EMBD_OK);
+    if (!sched) return;
+    CHECK(!strcmp(embd_status_str(EMBD_ERR_CANCELLED), "cancelled"));
+    CHECK(!strcmp(embd_status_str(EMBD_ERR_TIMEOUT), "timed out"));
+    float out_a[3 * 64], out_b[3 * 64], out_c[3 * 64];
+    int flag = 0;
+    embd_sched_hold(sched, true);
+    struct bg_call a = {.texts = pool, .n = 3, .out = out_a};
+    a.call = (struct embd_sched_call){.queue_timeout_ms = -1, .cancel = &flag};
+    struct bg_call b = {.texts = pool + 3, .n = 3, .out = out_b};
+    b.call = (struct embd_sched_call){.queue_timeout_ms = -1, .deadline_ms = 30};
+    struct bg_call c = {.texts = pool + 6, .n = 3, .out = out_c};
+    c.call = (struct embd_sched_call){.queue_timeout_ms = -1};
+    fill_sentinel(out_a, 3);
+    fill_sentinel(out_b, 3);
+    bg_start(&a);
+    CHECK(wait_queued(1));
+    bg_start(&c);
+    CHECK(wait_queued(2));
+    double t0 = embd_now();
+    bg_start(&b); /* times out in the queue (or, on a slow machine, before it is queued) */
+    pthread_join(b.th, NULL);
+    CHECK_EQ_INT(b.st, EMBD_ERR_TIMEOUT);
+    CHECK(embd_now() - t0 >= 0.029);
+    CHECK(untouched(out_b, 3));
+    CHECK(wait_queued(2));
+    embd_sched_cancel(&flag);
+    pthread_join(a.th, NULL);
+    CHECK_EQ_INT(a.st, EMBD_ERR_CANCELLED);
+    CHECK(untouched(out_a, 3));
+    CHECK(wait_queued(1)); /* only c is left */
+    embd_sched_hold(sched, false);
+    pthread_join(c.th, NULL);
+    CHECK_EQ_INT(c.st, EMBD_OK);
+    for (int i = 0; i < 3; i++)
+        CHECK(close_to(out_c + i * D, ref + (6 + i) * D));
+
+    /* Cancelled before the call: nothing is queued. A deadline on a full
+     * queue: EMBD_ERR_TIMEOUT; its queue timeout first: EMBD_ERR_BUSY. */
+    CHECK(embd_sched_embed_ex(sched, pool, NULL, 2, out_a,
+                              &(struct embd_sched_call){.queue_timeout_ms = -1, .cancel = &flag}) ==
+          EMBD_ERR_CANCELLED);
+    embd_sched_free(sched);
+    struct embd_sched_params sp = {.queue_texts = 2, .max_batch_texts = 2};
+    CHECK(embd_sched_new(ctx, sp, &sched) == EMBD_OK);
+    if (!sched) return;
+    embd_sched_hold(sched, true);
+    struct bg_call d = {.texts = pool, .n = 2, .out = out_c};
+    d.call.queue_timeout_ms = -1;
+    bg_start(&d);
+    CHECK(wait_queued(1)); /* the queue is full now */
+    CHECK(embd_sched_embed_ex(sched, pool, NULL, 1, out_a,
+                              &(struct embd_sched_call){.queue_timeout_ms = -1,
+                                                        .deadline_ms = 5}) == EMBD_ERR_TIMEOUT);
+    CHECK(embd_sched_embed_ex(sched, pool, NULL, 1, out_a,
+                              &(struct embd_sched_call){.queue_timeout_ms = 5,
+                                                        .deadline_ms = 1000}) == EMBD_ERR_BUSY);
+    flag = 0;
+    struct bg_call e = {.texts = pool, .n = 1, .out = out_b};
+    e.call = (struct embd_sched_call){.queue_timeout_ms = -1, .cancel = &flag};
+    bg_start(&e); /* waits for room */
+    struct timespec ms = {0, 20000000L};
+    nanosleep(&ms, NULL);
+    embd_sched_cancel(&flag);
+    pthread_join(e.th, NULL);
+    CHECK_EQ_INT(e.st, EMBD_ERR_CANCELLED);
+    embd_sched_hold(sched, false);
+    pthread_join(d.th, NULL);
+    CHECK_EQ_INT(d.st, EMBD_OK);
+    embd_sched_free(sched);
+    sched = NULL;
+}
+
+static void test_stress(embd_ctx *ctx) {
+    struct embd_sched_params sp = {.queue_texts = 8, .max_batch_texts = 6};
+    CHECK(embd_sched_new(ctx, sp, &sched) == EMBD_OK);
+    if (!sched) return;
+    atomic_store(&wrong, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&stress_running, 1);
+    pthread_t th[N_THREADS], cth;
+    CHECK(pthread_create(&cth, NULL, canceller, NULL) == 0);
+    for (int t = 0; t < N_THREADS; t++)
+        CHECK(pthread_create(&th[t], NULL, stress_caller, (void *)(uintptr_t)t) == 0);
+    for (int t = 0; t < N_THREADS; t++)
+        pthread_join(th[t], NULL);
+    atomic_store(&stress_running, 0);
+    pthread_join(cth, NULL);
+    embd_sched_free(sched);
+    sched = NULL;
+    int ok = atomic_load(&stress_ok), can = atomic_load(&stress_cancelled),
+        tmo = atomic_load(&stress_timeout), busy = atomic_load(&stress_busy);
+    printf("stress: %d ok, %d cancelled, %d timed out, %d busy of %d calls\n", ok, can, tmo, busy,
+           N_THREADS * 4 * N_CALLS);
+    CHECK_EQ_INT(ok + can + tmo + busy, N_THREADS * 4 * N_CALLS);
+    CHECK(ok > 0);
+    CHECK_EQ_INT(atomic_load(&wrong), 0);
+    CHECK_EQ_INT(atomic_load(&failed), 0);
+    CHECK_EQ_INT(atomic_load(&stress_untouched_bad), 0);
 }
 
 int main(void) {
@@ -132,6 +428,10 @@ int main(void) {
     embd_sched_free(sched);
     embd_sched_free(NULL);
     CHECK(embd_sched_new(NULL, sp, &sched) == EMBD_ERR_INVALID_ARG);
+
+    test_cancel_timeout(ctx);
+    test_stress(ctx);
+    test_grouping(m);
 
     /* The queue time is measured. */
     char text[16384];

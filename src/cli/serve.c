@@ -1,0 +1,184 @@
+/* serve.c — `embd serve`: the OpenAI- and TEI-compatible HTTP server (see
+ * src/server/server.h) on one shared engine. */
+#include "cli.h"
+#include "server/server.h"
+#include "store/vstore.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cli_opt serve_opts[] = {
+    {"host", 0, true, "ADDR", "127.0.0.1",
+     "address to listen on (0.0.0.0 or :: to accept other machines)"},
+    {"port", 'p', true, "N", "8080", "TCP port; 0 picks a free one (printed at startup)"},
+    {"api-key", 0, true, "KEY", NULL,
+     "require \"Authorization: Bearer KEY\" on every endpoint but /health"},
+    {"served-model-name", 0, true, "NAME", NULL,
+     "the model name in answers and /info (default: the model directory's name)"},
+    {"store", 0, true, "PATH|URL", NULL, "a vector store (embd index) to answer POST /search from"},
+    {"max-body-bytes", 0, true, "N", "2097152", "largest request body (413 above)"},
+    {"max-inputs", 0, true, "N", "2048", "inputs per request (413 above)"},
+    {"max-input-chars", 0, true, "N", "100000", "characters per input (413 above)"},
+    {"max-input-tokens", 0, true, "N", NULL,
+     "tokens per input, [CLS]/[SEP] included (default: the model's maximum); longer inputs "
+     "get 413 unless truncated"},
+    {"auto-truncate", 0, false, NULL, NULL,
+     "truncate inputs longer than --max-input-tokens instead of refusing them (a TEI request "
+     "may still say \"truncate\": false)"},
+    {"max-concurrent-requests", 0, true, "N", "512", "requests answered at once (429 above)"},
+    {"queue-timeout-ms", 0, true, "MS", "5000",
+     "how long a request waits for room in the engine's queue before 429"},
+    {"shutdown-timeout", 0, true, "S", "30",
+     "on SIGTERM/SIGINT, seconds to let requests in flight finish"},
+    {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
+    {"no-normalize", 0, false, NULL, NULL,
+     "OpenAI answers without the model's L2 normalisation (TEI requests say \"normalize\")"},
+    {"max-batch-tokens", 0, true, "N", "16384", "tokens per forward pass"},
+    {"cache", 0, true, "MODE", "mem",
+     "embedding cache: off, mem (in memory) or a directory (on disk, LMDB, shared by "
+     "processes and kept across restarts)"},
+    {"cache-mem", 0, true, "MIB", "64", "in-memory cache budget in MiB"},
+    {"cache-map-size", 0, true, "MIB", "4096", "the largest the disk cache may grow, in MiB"},
+};
+
+static const char *base_name(const char *dir) {
+    static char buf[256];
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/')
+        b--;
+    snprintf(buf, sizeof buf, "%.*s", (int)(n - b), dir + b);
+    return buf;
+}
+
+int cmd_serve(int argc, char **argv) {
+    /* SIGINT/SIGTERM are taken with sigwait by the main thread: block them
+     * before any thread (engine, OpenMP, HTTP) starts so none inherits them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct cli_args a;
+    int rc = cli_parse(&a, "serve", serve_opts, (int)(sizeof serve_opts / sizeof serve_opts[0]),
+                       argc, argv, "embd serve -m DIR [--host 127.0.0.1] [--port 8080] [options]",
+                       "Serves embeddings over HTTP: POST /v1/embeddings (OpenAI), POST /embed "
+                       "and POST / (text-embeddings-inference; huggingface_hub's InferenceClient "
+                       "posts to the server's URL), POST /search (with --store), GET /health, "
+                       "GET /info and GET /metrics (Prometheus). Requests from every "
+                       "connection are batched together. SIGTERM or SIGINT stops accepting, "
+                       "lets the requests in flight finish and exits 0.");
+    if (rc) {
+        cli_args_free(&a);
+        return rc < 0 ? 0 : rc;
+    }
+    embd_model *model = NULL;
+    embd_ctx *ctx = NULL;
+    embd_sched *sched = NULL;
+    embd_vstore *store = NULL;
+    struct srv_config cfg = {0};
+    long port, body, inputs, chars, conc, qto, sto, mbt, cache_mib, map_mib, max_tok = 0;
+    if ((rc = cli_get_int(&a, "port", 0, 65535, &port)) ||
+        (rc = cli_get_int(&a, "max-body-bytes", 64, 1L << 30, &body)) ||
+        (rc = cli_get_int(&a, "max-inputs", 1, 1L << 20, &inputs)) ||
+        (rc = cli_get_int(&a, "max-input-chars", 1, 1L << 30, &chars)) ||
+        (rc = cli_get_int(&a, "max-concurrent-requests", 1, 1L << 16, &conc)) ||
+        (rc = cli_get_int(&a, "queue-timeout-ms", 0, 3600000, &qto)) ||
+        (rc = cli_get_int(&a, "shutdown-timeout", 0, 3600, &sto)) ||
+        (rc = cli_get_int(&a, "max-batch-tokens", 2, 1L << 26, &mbt)) ||
+        (rc = cli_get_int(&a, "cache-mem", 0, 1L << 20, &cache_mib)) ||
+        (rc = cli_get_int(&a, "cache-map-size", 1, 1L << 24, &map_mib)))
+        goto done;
+    if (cli_get(&a, "max-input-tokens") &&
+        (rc = cli_get_int(&a, "max-input-tokens", 2, 1L << 20, &max_tok)))
+        goto done;
+    struct embd_ctx_params cp;
+    if ((rc = cli_ctx_params(&a, &cp))) goto done;
+    const char *cache = cli_get(&a, "cache");
+    if (!cache[0]) {
+        cli_err("serve: --cache must be off, mem or a directory");
+        rc = 2;
+        goto done;
+    }
+    cp.cache_bytes = strcmp(cache, "off") ? (size_t)cache_mib << 20 : 0;
+    cp.cache_dir = strcmp(cache, "off") && strcmp(cache, "mem") ? cache : NULL;
+    cp.cache_map_bytes = (size_t)map_mib << 20;
+    cp.max_batch_tokens = (int)mbt;
+    cp.prefix = cli_get(&a, "prefix");
+    cp.normalize = false; /* the server normalises per request */
+
+    const char *dir = cli_get(&a, "model");
+    if ((rc = cli_open_model(&a, &model))) goto done;
+    if (max_tok) {
+        if (max_tok > embd_model_max_tokens(model)) {
+            cli_err("serve: --max-input-tokens %ld is more than the model takes (%d)", max_tok,
+                    embd_model_max_tokens(model));
+            rc = 2;
+            goto done;
+        }
+        /* Reload with the engine truncating at the same length. */
+        embd_model_free(model);
+        model = NULL;
+        struct embd_model_params mp = embd_model_default_params();
+        mp.max_seq_length = (int)max_tok;
+        if (embd_model_load(dir, mp, &model) != EMBD_OK) {
+            cli_err("cannot load model %s: %s", dir, embd_last_error());
+            rc = 1;
+            goto done;
+        }
+    }
+    if (embd_ctx_new(model, cp, &ctx) != EMBD_OK) {
+        cli_err("serve: %s", embd_last_error());
+        rc = 1;
+        goto done;
+    }
+    struct embd_sched_params sp = embd_sched_default_params();
+    if (sp.queue_texts < 4 * (size_t)inputs) sp.queue_texts = 4 * (size_t)inputs;
+    if (embd_sched_new(ctx, sp, &sched) != EMBD_OK) {
+        cli_err("serve: %s", embd_last_error());
+        rc = 1;
+        goto done;
+    }
+    const char *store_path = cli_get(&a, "store");
+    if (store_path) {
+        size_t count = 0;
+        if ((rc = cli_open_store(model, store_path, false, &store, &count))) goto done;
+    }
+    const char *dtype = cli_get(&a, "dtype");
+    cfg.host = cli_get(&a, "host");
+    cfg.port = (int)port;
+    cfg.api_key = cli_get(&a, "api-key");
+    cfg.max_body_bytes = (size_t)body;
+    cfg.max_concurrent = (size_t)conc;
+    cfg.queue_timeout_ms = (int)qto;
+    cfg.shutdown_timeout_s = (int)sto;
+    cfg.limits.max_inputs = (size_t)inputs;
+    cfg.limits.max_input_chars = (size_t)chars;
+    cfg.limits.max_tokens = (size_t)embd_model_max_tokens(model);
+    cfg.limits.auto_truncate = cli_flag(&a, "auto-truncate");
+    cfg.limits.vocab = embd_model_vocab_size(model);
+    cfg.limits.max_k = 1000;
+    cfg.model_name =
+        cli_get(&a, "served-model-name") ? cli_get(&a, "served-model-name") : base_name(dir);
+    cfg.model_dir = dir;
+    cfg.prefix = cp.prefix;
+    cfg.normalize = embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
+    cfg.dtype =
+        !strcmp(dtype, "auto") ? (!strcmp(embd_ctx_backend(ctx), "cpu") ? "fp32" : "fp16") : dtype;
+    cfg.max_batch_tokens = (int)mbt;
+    rc = srv_run(&cfg, model, ctx, sched, store);
+done:
+    embd_sched_free(sched);
+    embd_vstore_close(store);
+    embd_ctx_free(ctx);
+    embd_model_free(model);
+    cli_args_free(&a);
+    return rc;
+}

@@ -1,0 +1,356 @@
+/* request.c — the server's request bodies: JSON parsing (cJSON) and every
+ * check that needs no engine; see request.h. */
+#include "server/request.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+__attribute__((format(printf, 4, 5))) static int fail(struct srv_error *err, int status,
+                                                      const char *param, const char *fmt, ...) {
+    err->status = status;
+    err->param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+bool srv_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        unsigned c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t need;
+        unsigned cp, min;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1, cp = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            need = 2, cp = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            need = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return false;
+        if ((size_t)(end - p) <= need) return false;
+        for (size_t i = 1; i <= need; i++) {
+            if ((p[i] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (p[i] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        p += need + 1;
+    }
+    return true;
+}
+
+/* Unicode characters in valid UTF-8. */
+static size_t utf8_chars(const char *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* A JSON number that is an integer in [lo, hi]. */
+static bool json_int(const cJSON *v, double lo, double hi, long long *out) {
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < lo || d > hi) return false;
+    *out = (long long)d;
+    return true;
+}
+
+/* One token input from a JSON array of integers. */
+static int parse_ids(const cJSON *arr, size_t index, bool nested, const struct srv_limits *lim,
+                     bool truncate, struct srv_input *in, const char *param,
+                     struct srv_error *err) {
+    size_t n = (size_t)cJSON_GetArraySize(arr);
+    if (n == 0 && nested)
+        return fail(err, 400, param, "\"%s\"[%zu] is an empty token list", param, index);
+    if (n == 0) return fail(err, 400, param, "\"%s\" is empty", param);
+    if (n > lim->max_tokens && !truncate)
+        return fail(err, 413, param,
+                    "input %zu has %zu tokens; the model takes at most %zu (send truncate: true, "
+                    "or start the server with --auto-truncate)",
+                    index, n, lim->max_tokens);
+    size_t keep = n > lim->max_tokens ? lim->max_tokens : n;
+    in->ids = malloc(keep * sizeof *in->ids);
+    if (!in->ids) return fail(err, 500, NULL, "out of memory");
+    in->n_ids = keep;
+    size_t j = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, arr) {
+        long long id;
+        if (!cJSON_IsNumber(t))
+            return fail(err, 400, param, "%s: token lists must hold only integers", param);
+        if (!json_int(t, 0, (double)lim->vocab - 1, &id))
+            return fail(err, 400, param,
+                        "input %zu: token id %.17g is not an integer in [0, %d) (the model's "
+                        "vocabulary)",
+                        index, t->valuedouble, lim->vocab);
+        if (j < keep) in->ids[j] = (int32_t)id;
+        j++;
+    }
+    return 0;
+}
+
+/* The inputs of an OpenAI or TEI request. */
+static int parse_inputs(const cJSON *v, const char *param, const struct srv_limits *lim,
+                        struct srv_request *req, struct srv_error *err) {
+    if (!v) return fail(err, 400, param, "missing field \"%s\"", param);
+    if (cJSON_IsString(v)) {
+        req->inputs = calloc(1, sizeof *req->inputs);
+        if (!req->inputs) return fail(err, 500, NULL, "out of memory");
+        req->n = 1;
+        req->inputs[0].text = v->valuestring;
+        req->inputs[0].len = strlen(v->valuestring);
+    } else if (cJSON_IsArray(v)) {
+        size_t n = (size_t)cJSON_GetArraySize(v);
+        if (n == 0) return fail(err, 400, param, "\"%s\" is an empty array", param);
+        const cJSON *first = v->child;
+        bool texts = cJSON_IsString(first), ids = cJSON_IsNumber(first),
+             lists = cJSON_IsArray(first);
+        if (!texts && !ids && !lists)
+            return fail(err, 400, param,
+                        "\"%s\" must be a string, an array of strings, an array of token ids or "
+                        "an array of token id arrays",
+                        param);
+        size_t n_inputs = ids ? 1 : n;
+        if (n_inputs > lim->max_inputs)
+            return fail(err, 413, param,
+                        "%zu inputs in one request; the limit is %zu (--max-inputs)", n_inputs,
+                        lim->max_inputs);
+        req->inputs = calloc(n_inputs, sizeof *req->inputs);
+        if (!req->inputs) return fail(err, 500, NULL, "out of memory");
+        req->n = n_inputs;
+        req->tokens = !texts;
+        if (ids) return parse_ids(v, 0, false, lim, req->truncate, &req->inputs[0], param, err);
+        size_t i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            if (texts) {
+                if (!cJSON_IsString(e))
+                    return fail(err, 400, param,
+                                "\"%s\"[%zu] is not a string (an array of inputs must not mix "
+                                "types)",
+                                param, i);
+                req->inputs[i].text = e->valuestring;
+                req->inputs[i].len = strlen(e->valuestring);
+            } else {
+                if (!cJSON_IsArray(e))
+                    return fail(err, 400, param,
+                                "\"%s\"[%zu] is not an array of token ids (an array of inputs "
+                                "must not mix types)",
+                                param, i);
+                if (parse_ids(e, i, true, lim, req->truncate, &req->inputs[i], param, err))
+                    return -1;
+            }
+            i++;
+        }
+    } else {
+        return fail(err, 400, param,
+                    "\"%s\" must be a string, an array of strings, an array of token ids or an "
+                    "array of token id arrays",
+                    param);
+    }
+    if (!req->tokens)
+        for (size_t i = 0; i < req->n; i++) {
+            const struct srv_input *in = &req->inputs[i];
+            if (in->len == 0) return fail(err, 400, param, "input %zu is an empty string", i);
+            size_t chars = utf8_chars(in->text, in->len);
+            if (chars > lim->max_input_chars)
+                return fail(err, 413, param,
+                            "input %zu has %zu characters; the limit is %zu (--max-input-chars)", i,
+                            chars, lim->max_input_chars);
+        }
+    return 0;
+}
+
+/* An optional boolean field: 1, 0, or dflt when absent or null. */
+static int opt_bool(const cJSON *obj, const char *name, int dflt, int *out, struct srv_error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!v || cJSON_IsNull(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (!cJSON_IsBool(v)) return fail(err, 400, name, "\"%s\" must be true or false", name);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int parse_openai(const cJSON *root, const struct srv_limits *lim, struct srv_request *req,
+                        struct srv_error *err) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (model && !cJSON_IsNull(model)) {
+        if (!cJSON_IsString(model)) return fail(err, 400, "model", "\"model\" must be a string");
+        req->model = strdup(model->valuestring);
+        if (!req->model) return fail(err, 500, NULL, "out of memory");
+    }
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
+    if (fmt && !cJSON_IsNull(fmt)) {
+        if (!cJSON_IsString(fmt) ||
+            (strcmp(fmt->valuestring, "float") && strcmp(fmt->valuestring, "base64")))
+            return fail(err, 400, "encoding_format",
+                        "\"encoding_format\" must be \"float\" or \"base64\"");
+        req->base64 = !strcmp(fmt->valuestring, "base64");
+    }
+    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(root, "dimensions");
+    if (dims && !cJSON_IsNull(dims)) {
+        long long d;
+        if (!json_int(dims, 1, 1e9, &d))
+            return fail(err, 400, "dimensions", "\"dimensions\" must be a positive integer");
+        req->dimensions = (size_t)d;
+    }
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user");
+    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user))
+        return fail(err, 400, "user", "\"user\" must be a string");
+    req->normalize = -1;
+    req->truncate = lim->auto_truncate;
+    return parse_inputs(cJSON_GetObjectItemCaseSensitive(root, "input"), "input", lim, req, err);
+}
+
+static int parse_tei(const cJSON *root, const struct srv_limits *lim, struct srv_request *req,
+                     struct srv_error *err) {
+    int normalize = 1, truncate = 0;
+    if (opt_bool(root, "normalize", 1, &normalize, err)) return -1;
+    if (opt_bool(root, "truncate", lim->auto_truncate, &truncate, err)) return -1;
+    req->normalize = normalize;
+    req->truncate = truncate;
+    const cJSON *dir = cJSON_GetObjectItemCaseSensitive(root, "truncation_direction");
+    if (dir && !cJSON_IsNull(dir)) {
+        if (!cJSON_IsString(dir) ||
+            (strcasecmp(dir->valuestring, "right") && strcasecmp(dir->valuestring, "left")))
+            return fail(err, 400, "truncation_direction",
+                        "\"truncation_direction\" must be \"right\" or \"left\"");
+        if (!strcasecmp(dir->valuestring, "left"))
+            return fail(err, 400, "truncation_direction",
+                        "truncation_direction \"left\" is not supported: embd truncates on the "
+                        "right, as sentence-transformers does");
+    }
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt_name");
+    if (prompt && !cJSON_IsNull(prompt))
+        return fail(err, 400, "prompt_name",
+                    "\"prompt_name\" is not supported: start the server with --prefix instead");
+    return parse_inputs(cJSON_GetObjectItemCaseSensitive(root, "inputs"), "inputs", lim, req, err);
+}
+
+static int parse_search(const cJSON *root, const struct srv_limits *lim, struct srv_request *req,
+                        struct srv_error *err) {
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "query");
+    if (!q) return fail(err, 400, "query", "missing field \"query\"");
+    if (!cJSON_IsString(q)) return fail(err, 400, "query", "\"query\" must be a string");
+    req->query = q->valuestring;
+    req->query_len = strlen(q->valuestring);
+    if (req->query_len == 0) return fail(err, 400, "query", "\"query\" is an empty string");
+    size_t chars = utf8_chars(req->query, req->query_len);
+    if (chars > lim->max_input_chars)
+        return fail(err, 413, "query",
+                    "the query has %zu characters; the limit is %zu (--max-input-chars)", chars,
+                    lim->max_input_chars);
+    req->k = 10;
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(root, "k");
+    if (k && !cJSON_IsNull(k)) {
+        long long kk;
+        if (!json_int(k, 1, (double)lim->max_k, &kk))
+            return fail(err, 400, "k", "\"k\" must be an integer from 1 to %zu", lim->max_k);
+        req->k = (size_t)kk;
+    }
+    req->truncate = true;
+    req->normalize = -1;
+    return 0;
+}
+
+int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_limits *lim,
+              struct srv_request *req, struct srv_error *err) {
+    memset(req, 0, sizeof *req);
+    memset(err, 0, sizeof *err);
+    req->api = api;
+    if (len == 0) return fail(err, 400, NULL, "the request body is empty; send a JSON object");
+    if (!srv_utf8_valid(body, len)) return fail(err, 400, NULL, "the request body is not UTF-8");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!root) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        return fail(err, 400, NULL, "the request body is not valid JSON (at byte %zu)", at);
+    }
+    req->json = root;
+    while (end && end < body + len && strchr(" \t\r\n", *end) && *end)
+        end++;
+    int rc;
+    if (end && end < body + len)
+        rc = fail(err, 400, NULL, "the request body has data after the JSON value (at byte %zu)",
+                  (size_t)(end - body));
+    else if (!cJSON_IsObject(root))
+        rc = fail(err, 400, NULL, "the request body must be a JSON object");
+    else if (api == SRV_API_OPENAI)
+        rc = parse_openai(root, lim, req, err);
+    else if (api == SRV_API_TEI)
+        rc = parse_tei(root, lim, req, err);
+    else
+        rc = parse_search(root, lim, req, err);
+    if (rc) srv_request_free(req);
+    return rc;
+}
+
+void srv_request_free(struct srv_request *req) {
+    if (!req) return;
+    for (size_t i = 0; req->inputs && i < req->n; i++)
+        free(req->inputs[i].ids);
+    free(req->inputs);
+    free(req->model);
+    cJSON_Delete(req->json);
+    memset(req, 0, sizeof *req);
+}
+
+int srv_check_tokens(const embd_model *model, const char *prefix, const struct srv_limits *lim,
+                     struct srv_request *req, size_t *n_tokens, struct srv_error *err) {
+    size_t total = 0;
+    size_t plen = prefix ? strlen(prefix) : 0;
+    char *joined = NULL;
+    size_t joined_cap = 0;
+    int rc = 0;
+    for (size_t i = 0; i < req->n && !rc; i++) {
+        struct srv_input *in = &req->inputs[i];
+        if (in->ids) {
+            total += in->n_ids;
+            continue;
+        }
+        const char *t = in->text;
+        size_t len = in->len;
+        if (plen) {
+            if (joined_cap < plen + len) {
+                free(joined);
+                joined_cap = plen + len;
+                joined = malloc(joined_cap);
+                if (!joined) {
+                    rc = fail(err, 500, NULL, "out of memory");
+                    break;
+                }
+            }
+            memcpy(joined, prefix, plen);
+            memcpy(joined + plen, in->text, len);
+            t = joined;
+            len += plen;
+        }
+        size_t n = 0;
+        if (embd_count_tokens(model, t, len, &n) != EMBD_OK) {
+            rc = fail(err, 500, NULL, "cannot tokenize input %zu: %s", i, embd_last_error());
+            break;
+        }
+        if (n > lim->max_tokens && !req->truncate)
+            rc = fail(err, 413, req->api == SRV_API_OPENAI ? "input" : "inputs",
+                      "input %zu has %zu tokens; the model takes at most %zu (send truncate: "
+                      "true, or start the server with --auto-truncate)",
+                      i, n, lim->max_tokens);
+        total += n > lim->max_tokens ? lim->max_tokens : n;
+    }
+    free(joined);
+    *n_tokens = total;
+    return rc;
+}

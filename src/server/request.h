@@ -1,0 +1,84 @@
+/* request.h — parsing and validating the bodies of the server's endpoints,
+ * with no HTTP and no engine: a body in, a request or an error (HTTP status,
+ * message, parameter) out. Kept apart from the daemon so that it can be
+ * tested and fuzzed on its own.
+ *
+ * Inputs (OpenAI `input`, TEI `inputs`): a string, an array of strings, an
+ * array of token ids (one tokenized input) or an array of such arrays. Token
+ * ids are the model's own vocabulary ids, as `embd tokenize` prints them
+ * ([CLS] and [SEP] included: nothing is added). */
+#ifndef EMBD_SERVER_REQUEST_H
+#define EMBD_SERVER_REQUEST_H
+
+#include "embd.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum srv_api {
+    SRV_API_OPENAI, /* POST /v1/embeddings */
+    SRV_API_TEI,    /* POST /embed (and POST /, where huggingface_hub posts) */
+    SRV_API_SEARCH, /* POST /search */
+};
+
+struct srv_limits {
+    size_t max_inputs;      /* inputs per request (413 above) */
+    size_t max_input_chars; /* Unicode characters per text input (413 above) */
+    size_t max_tokens;      /* tokens per input, [CLS]/[SEP] included */
+    bool auto_truncate;     /* truncate long inputs unless the request says otherwise */
+    int vocab;              /* token ids must be in [0, vocab) */
+    size_t max_k;           /* hits per search */
+};
+
+struct srv_input {
+    const char *text; /* a text (points into the parsed body), or NULL for token ids */
+    size_t len;       /* bytes of text */
+    int32_t *ids;     /* token ids (owned by the request), or NULL */
+    size_t n_ids;
+};
+
+struct srv_request {
+    enum srv_api api;
+    struct srv_input *inputs; /* (n) */
+    size_t n;
+    bool tokens;       /* the inputs are token ids (all of them) */
+    bool base64;       /* OpenAI encoding_format "base64" */
+    int normalize;     /* TEI normalize: 1, 0; -1 = not given (OpenAI: the model's default) */
+    bool truncate;     /* cut inputs longer than max_tokens instead of refusing them */
+    char *model;       /* OpenAI `model`, or NULL (owned) */
+    size_t dimensions; /* OpenAI `dimensions`, 0 = not given */
+    const char *query; /* search */
+    size_t query_len;
+    size_t k;
+    void *json; /* the parsed body (cJSON), which text inputs point into */
+};
+
+struct srv_error {
+    int status;        /* HTTP status: 400, 413, ... */
+    char message[512]; /* one sentence for the client */
+    const char *param; /* the offending field ("input"), or NULL */
+};
+
+/* Parses and checks a body (len bytes, not NUL-terminated) for `api`. On
+ * success fills *req (free with srv_request_free) and returns 0; else fills
+ * *err and returns -1 (req needs no freeing). Checks: valid UTF-8, valid
+ * JSON object, field types, non-empty inputs, input count, characters per
+ * input, token id range and token input length (when !truncate). Token
+ * counts of texts need the model: see srv_check_tokens. */
+int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_limits *limits,
+              struct srv_request *req, struct srv_error *err);
+void srv_request_free(struct srv_request *req);
+
+/* Counts the tokens of every text input with the model (prefix, if any,
+ * prepended as the engine will) and refuses (413) one longer than
+ * limits->max_tokens unless req->truncate; cuts token inputs when truncating.
+ * Sets *n_tokens to the tokens that will be embedded (the usage). Returns 0,
+ * or -1 with *err filled. */
+int srv_check_tokens(const embd_model *model, const char *prefix, const struct srv_limits *limits,
+                     struct srv_request *req, size_t *n_tokens, struct srv_error *err);
+
+/* Whether s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool srv_utf8_valid(const char *s, size_t len);
+
+#endif

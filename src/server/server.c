@@ -1,0 +1,975 @@
+/* server.c — the HTTP daemon of `embd serve` (see server.h): routing,
+ * authentication, limits, responses in each API's own shape, metrics and a
+ * graceful shutdown. Bodies are parsed and checked in request.c; embedding
+ * goes through the shared scheduler, so requests from every connection are
+ * batched together. */
+#include "server/server.h"
+
+#include "store/vstore.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <malloc.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------- */
+/* A growing output buffer (JSON and text)                                 */
+/* ---------------------------------------------------------------------- */
+
+struct jbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void jb_reserve(struct jbuf *b, size_t more) {
+    if (b->oom || b->len + more + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = true;
+        return;
+    }
+    b->p = p;
+    b->cap = cap;
+}
+
+static void jb_put(struct jbuf *b, const char *s, size_t n) {
+    jb_reserve(b, n);
+    if (b->oom) return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void jb_str(struct jbuf *b, const char *s) {
+    jb_put(b, s, strlen(s));
+}
+
+__attribute__((format(printf, 2, 3))) static void jb_printf(struct jbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    jb_reserve(b, (size_t)n);
+    if (b->oom) return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* A JSON string; bytes that are not UTF-8 become U+FFFD so that the output
+ * is always valid JSON. */
+static void jb_json_string(struct jbuf *b, const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    jb_put(b, "\"", 1);
+    while (p < end && !b->oom) {
+        unsigned c = *p;
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                char e[2] = {'\\', (char)c};
+                jb_put(b, e, 2);
+            } else if (c == '\n') {
+                jb_put(b, "\\n", 2);
+            } else if (c == '\r') {
+                jb_put(b, "\\r", 2);
+            } else if (c == '\t') {
+                jb_put(b, "\\t", 2);
+            } else if (c < 0x20 || c == 0x7f) {
+                jb_printf(b, "\\u%04x", c);
+            } else {
+                char ch = (char)c;
+                jb_put(b, &ch, 1);
+            }
+            p++;
+            continue;
+        }
+        size_t n = 1;
+        while (p + n < end && n < 4 && (p[n] & 0xC0) == 0x80)
+            n++;
+        if (srv_utf8_valid((const char *)p, n)) {
+            jb_put(b, (const char *)p, n);
+            p += n;
+        } else {
+            jb_str(b, "\\ufffd");
+            p++;
+        }
+    }
+    jb_put(b, "\"", 1);
+}
+
+static void jb_float(struct jbuf *b, float x) {
+    if (isfinite(x))
+        jb_printf(b, "%.9g", (double)x);
+    else
+        jb_str(b, "null");
+}
+
+static void jb_base64(struct jbuf *b, const unsigned char *d, size_t n) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    jb_reserve(b, (n + 2) / 3 * 4 + 2);
+    if (b->oom) return;
+    char *o = b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned v = (unsigned)d[i] << 16 | (unsigned)d[i + 1] << 8 | d[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)d[i] << 16 | (i + 1 < n ? (unsigned)d[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+    b->p[b->len] = '\0';
+}
+
+/* ---------------------------------------------------------------------- */
+/* Server state and metrics                                                */
+/* ---------------------------------------------------------------------- */
+
+enum route {
+    R_OPENAI,
+    R_TEI,
+    R_SEARCH,
+    R_HEALTH,
+    R_INFO,
+    R_METRICS,
+    R_OTHER,
+    R_COUNT,
+};
+static const char *const route_names[R_COUNT] = {"/v1/embeddings", "/embed",   "/search", "/health",
+                                                 "/info",          "/metrics", "other"};
+static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 503};
+#define N_CODES ((int)(sizeof tracked_codes / sizeof tracked_codes[0]))
+
+struct server {
+    const struct srv_config *cfg;
+    embd_model *model;
+    embd_ctx *ctx;
+    embd_sched *sched;
+    embd_vstore *store;
+    pthread_mutex_t store_mu; /* a store handle is used by one thread at a time */
+    int dim;
+    int32_t health_ids[2]; /* [CLS] [SEP] */
+    size_t health_n;
+    pthread_mutex_t health_mu;
+    double health_at; /* when the last forward-pass check ran */
+    bool health_ok;
+    char health_err[256];
+    atomic_int in_flight;    /* requests between their first callback and completion */
+    atomic_int active;       /* embedding and search requests being answered */
+    atomic_bool draining;    /* shutting down: new requests get 503 */
+    atomic_ullong completed; /* requests completed (for the idle trim) */
+    atomic_ullong responses[R_COUNT][N_CODES + 1];
+    atomic_ullong rejected_busy;
+    atomic_ullong latency_us_sum[R_COUNT], latency_count[R_COUNT];
+};
+
+struct conn {
+    char *body;
+    size_t len, cap;
+    bool too_large;
+    double start;
+};
+
+static double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void count_response(struct server *s, enum route r, int code, double start) {
+    int k = N_CODES;
+    for (int i = 0; i < N_CODES; i++)
+        if (tracked_codes[i] == code) k = i;
+    atomic_fetch_add(&s->responses[r][k], 1);
+    atomic_fetch_add(&s->latency_us_sum[r], (unsigned long long)((now_sec() - start) * 1e6));
+    atomic_fetch_add(&s->latency_count[r], 1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Responses                                                               */
+/* ---------------------------------------------------------------------- */
+
+static enum MHD_Result send_buf(struct MHD_Connection *c, int code, struct jbuf *b,
+                                const char *type, const char *extra_header,
+                                const char *extra_value) {
+    if (b->oom) {
+        free(b->p);
+        static const char oom[] = "{\"error\":\"out of memory\",\"error_type\":\"Backend\"}";
+        struct MHD_Response *r =
+            MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+        if (!r) return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        enum MHD_Result ret = MHD_queue_response(c, 503, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(b->len, b->p ? b->p : (void *)"", MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(b->p);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (extra_header) MHD_add_response_header(r, extra_header, extra_value);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static const char *openai_type(int code) {
+    switch (code) {
+    case 401:
+        return "invalid_request_error";
+    case 429:
+        return "rate_limit_error";
+    case 500:
+    case 503:
+        return "server_error";
+    default:
+        return "invalid_request_error";
+    }
+}
+
+static const char *openai_code(int code) {
+    switch (code) {
+    case 401:
+        return "invalid_api_key";
+    case 404:
+        return "not_found";
+    case 405:
+        return "method_not_allowed";
+    case 413:
+        return "too_large";
+    case 415:
+        return "unsupported_media_type";
+    case 429:
+        return "rate_limit_exceeded";
+    case 503:
+        return "unavailable";
+    default:
+        return NULL;
+    }
+}
+
+static const char *tei_type(int code) {
+    switch (code) {
+    case 429:
+        return "Overloaded";
+    case 500:
+        return "Backend";
+    case 503:
+        return "Unhealthy";
+    default:
+        return "Validation";
+    }
+}
+
+/* An error in the endpoint's own shape: OpenAI for /v1/..., TEI elsewhere. */
+static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, enum route r,
+                                  bool openai, int code, const char *param, const char *msg,
+                                  double start) {
+    struct jbuf b = {0};
+    if (openai) {
+        jb_str(&b, "{\"error\":{\"message\":");
+        jb_json_string(&b, msg, strlen(msg));
+        jb_printf(&b, ",\"type\":\"%s\",\"param\":", openai_type(code));
+        if (param)
+            jb_json_string(&b, param, strlen(param));
+        else
+            jb_str(&b, "null");
+        const char *oc = openai_code(code);
+        if (oc)
+            jb_printf(&b, ",\"code\":\"%s\"}}", oc);
+        else
+            jb_str(&b, ",\"code\":null}}");
+    } else {
+        jb_str(&b, "{\"error\":");
+        jb_json_string(&b, msg, strlen(msg));
+        jb_printf(&b, ",\"error_type\":\"%s\"}", tei_type(code));
+    }
+    count_response(s, r, code, start);
+    if (code == 429) return send_buf(c, code, &b, "application/json", "Retry-After", "1");
+    if (code == 401)
+        return send_buf(c, code, &b, "application/json", MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                        "Bearer");
+    if (code == 405)
+        return send_buf(c, code, &b, "application/json", MHD_HTTP_HEADER_ALLOW,
+                        r == R_HEALTH || r == R_INFO || r == R_METRICS ? "GET, HEAD" : "POST");
+    return send_buf(c, code, &b, "application/json", NULL, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Endpoints                                                               */
+/* ---------------------------------------------------------------------- */
+
+static void l2_normalize(float *v, size_t n, size_t D) {
+    for (size_t i = 0; i < n; i++) {
+        float *o = v + i * D;
+        float ss = 0.0f;
+        for (size_t c = 0; c < D; c++)
+            ss += o[c] * o[c];
+        const float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
+        for (size_t c = 0; c < D; c++)
+            o[c] *= inv;
+    }
+}
+
+/* Maps an engine status to an HTTP status. */
+static int http_status_of(enum embd_status st) {
+    switch (st) {
+    case EMBD_ERR_BUSY:
+        return 429;
+    case EMBD_ERR_INVALID_ARG:
+        return 400;
+    case EMBD_ERR_NOMEM:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+/* Embeds the request's inputs into out (n, D) through the scheduler. */
+static enum embd_status embed_inputs(struct server *s, const struct srv_request *req, float *out) {
+    const size_t n = req->n;
+    enum embd_status st;
+    if (req->tokens) {
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += req->inputs[i].n_ids;
+        int32_t *ids = malloc((total ? total : 1) * sizeof *ids);
+        size_t *ss = malloc((n + 1) * sizeof *ss);
+        if (!ids || !ss) {
+            free(ids);
+            free(ss);
+            return EMBD_ERR_NOMEM;
+        }
+        ss[0] = 0;
+        for (size_t i = 0; i < n; i++) {
+            memcpy(ids + ss[i], req->inputs[i].ids, req->inputs[i].n_ids * sizeof *ids);
+            ss[i + 1] = ss[i] + req->inputs[i].n_ids;
+        }
+        st = embd_sched_embed_tokens(s->sched, ids, ss, n, out, s->cfg->queue_timeout_ms);
+        free(ids);
+        free(ss);
+    } else {
+        const char **texts = malloc(n * sizeof *texts);
+        size_t *lens = malloc(n * sizeof *lens);
+        if (!texts || !lens) {
+            free(texts);
+            free(lens);
+            return EMBD_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+            texts[i] = req->inputs[i].text;
+            lens[i] = req->inputs[i].len;
+        }
+        st = embd_sched_embed(s->sched, texts, lens, n, out, s->cfg->queue_timeout_ms);
+        free(texts);
+        free(lens);
+    }
+    return st;
+}
+
+static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, enum route r,
+                                    struct conn *st) {
+    const bool openai = r == R_OPENAI;
+    const size_t D = (size_t)s->dim;
+    struct srv_request req;
+    struct srv_error err;
+    if (srv_parse(openai ? SRV_API_OPENAI : SRV_API_TEI, st->body, st->len, &s->cfg->limits, &req,
+                  &err))
+        return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
+    if (openai && req.dimensions && req.dimensions != D) {
+        snprintf(err.message, sizeof err.message,
+                 "this model gives %zu dimensions; \"dimensions\" %zu is not supported", D,
+                 req.dimensions);
+        srv_request_free(&req);
+        return send_error(s, c, r, openai, 400, "dimensions", err.message, st->start);
+    }
+    size_t n_tokens = 0;
+    if (srv_check_tokens(s->model, s->cfg->prefix, &s->cfg->limits, &req, &n_tokens, &err)) {
+        srv_request_free(&req);
+        return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
+    }
+    float *vecs = malloc(req.n * D * sizeof *vecs);
+    if (!vecs) {
+        srv_request_free(&req);
+        return send_error(s, c, r, openai, 503, NULL, "out of memory", st->start);
+    }
+    enum embd_status es = embed_inputs(s, &req, vecs);
+    if (es != EMBD_OK) {
+        char msg[512];
+        const char *why = embd_last_error();
+        snprintf(msg, sizeof msg, "%s", why && *why ? why : embd_status_str(es));
+        if (es == EMBD_ERR_BUSY) atomic_fetch_add(&s->rejected_busy, 1);
+        free(vecs);
+        srv_request_free(&req);
+        return send_error(s, c, r, openai, http_status_of(es), NULL, msg, st->start);
+    }
+    bool normalize = openai ? s->cfg->normalize : req.normalize == 1;
+    if (normalize) l2_normalize(vecs, req.n, D);
+
+    struct jbuf b = {0};
+    jb_reserve(&b, req.n * D * (req.base64 ? 6 : 14) + 256);
+    if (openai) {
+        jb_str(&b, "{\"object\":\"list\",\"data\":[");
+        for (size_t i = 0; i < req.n && !b.oom; i++) {
+            jb_printf(&b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", i ? "," : "",
+                      i);
+            if (req.base64) {
+                jb_base64(&b, (const unsigned char *)(vecs + i * D), D * sizeof *vecs);
+            } else {
+                jb_put(&b, "[", 1);
+                for (size_t d = 0; d < D; d++) {
+                    if (d) jb_put(&b, ",", 1);
+                    jb_float(&b, vecs[i * D + d]);
+                }
+                jb_put(&b, "]", 1);
+            }
+            jb_put(&b, "}", 1);
+        }
+        jb_str(&b, "],\"model\":");
+        const char *name = s->cfg->model_name;
+        jb_json_string(&b, name, strlen(name));
+        jb_printf(&b, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}", n_tokens,
+                  n_tokens);
+    } else {
+        jb_put(&b, "[", 1);
+        for (size_t i = 0; i < req.n && !b.oom; i++) {
+            jb_str(&b, i ? ",[" : "[");
+            for (size_t d = 0; d < D; d++) {
+                if (d) jb_put(&b, ",", 1);
+                jb_float(&b, vecs[i * D + d]);
+            }
+            jb_put(&b, "]", 1);
+        }
+        jb_put(&b, "]", 1);
+    }
+    free(vecs);
+    srv_request_free(&req);
+    count_response(s, r, 200, st->start);
+    char tokens_hdr[32];
+    snprintf(tokens_hdr, sizeof tokens_hdr, "%zu", n_tokens);
+    return send_buf(c, 200, &b, "application/json", "x-embd-tokens", tokens_hdr);
+}
+
+static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    if (!s->store)
+        return send_error(s, c, R_SEARCH, false, 404, NULL,
+                          "no store: start the server with --store PATH|URL to enable /search",
+                          st->start);
+    struct srv_request req;
+    struct srv_error err;
+    if (srv_parse(SRV_API_SEARCH, st->body, st->len, &s->cfg->limits, &req, &err))
+        return send_error(s, c, R_SEARCH, false, err.status, err.param, err.message, st->start);
+    const size_t D = (size_t)s->dim;
+    float *q = malloc(D * sizeof *q);
+    struct embd_store_hit *hits = malloc(req.k * sizeof *hits);
+    if (!q || !hits) {
+        free(q);
+        free(hits);
+        srv_request_free(&req);
+        return send_error(s, c, R_SEARCH, false, 503, NULL, "out of memory", st->start);
+    }
+    const char *texts[1] = {req.query};
+    size_t lens[1] = {req.query_len};
+    enum embd_status es = embd_sched_embed(s->sched, texts, lens, 1, q, s->cfg->queue_timeout_ms);
+    if (es != EMBD_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", embd_last_error());
+        free(q);
+        free(hits);
+        srv_request_free(&req);
+        return send_error(s, c, R_SEARCH, false, http_status_of(es), NULL, msg, st->start);
+    }
+    if (embd_model_normalizes(s->model)) l2_normalize(q, 1, D);
+    struct jbuf b = {0};
+    pthread_mutex_lock(&s->store_mu);
+    size_t n_hits = 0;
+    es = embd_vstore_search(s->store, q, req.k, false, hits, &n_hits);
+    if (es == EMBD_OK) {
+        jb_str(&b, "{\"hits\":[");
+        for (size_t i = 0; i < n_hits; i++) {
+            jb_printf(&b, "%s{\"rank\":%zu,\"id\":", i ? "," : "", i + 1);
+            jb_json_string(&b, hits[i].id, hits[i].id_len);
+            jb_str(&b, ",\"score\":");
+            jb_float(&b, hits[i].score);
+            jb_str(&b, ",\"text\":");
+            jb_json_string(&b, hits[i].text, hits[i].text_len);
+            jb_put(&b, "}", 1);
+        }
+        jb_str(&b, "]}");
+    }
+    char msg[512] = "";
+    if (es != EMBD_OK) snprintf(msg, sizeof msg, "store: %s", embd_last_error());
+    pthread_mutex_unlock(&s->store_mu);
+    free(q);
+    free(hits);
+    srv_request_free(&req);
+    if (es != EMBD_OK) {
+        free(b.p);
+        return send_error(s, c, R_SEARCH, false, 500, NULL, msg, st->start);
+    }
+    count_response(s, R_SEARCH, 200, st->start);
+    return send_buf(c, 200, &b, "application/json", NULL, NULL);
+}
+
+/* A real forward pass ([CLS] [SEP], not cached), at most once a second. */
+static bool check_health(struct server *s, char *why, size_t cap) {
+    pthread_mutex_lock(&s->health_mu);
+    double t = now_sec();
+    if (s->health_at == 0 || t - s->health_at >= 1.0) {
+        float *v = malloc((size_t)s->dim * sizeof *v);
+        size_t ss[2] = {0, s->health_n};
+        enum embd_status es =
+            v ? embd_sched_embed_tokens(s->sched, s->health_ids, ss, 1, v, 10000) : EMBD_ERR_NOMEM;
+        s->health_ok = es == EMBD_OK;
+        for (int d = 0; s->health_ok && d < s->dim; d++)
+            if (!isfinite(v[d])) s->health_ok = false;
+        if (es != EMBD_OK)
+            snprintf(s->health_err, sizeof s->health_err, "the model cannot embed: %s",
+                     v ? embd_last_error() : "out of memory");
+        else if (!s->health_ok)
+            snprintf(s->health_err, sizeof s->health_err, "the model gives non-finite values");
+        free(v);
+        s->health_at = now_sec();
+    }
+    bool ok = s->health_ok;
+    snprintf(why, cap, "%s", s->health_err);
+    pthread_mutex_unlock(&s->health_mu);
+    return ok;
+}
+
+static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    char why[256];
+    if (!check_health(s, why, sizeof why))
+        return send_error(s, c, R_HEALTH, false, 503, NULL, why, st->start);
+    struct jbuf b = {0};
+    jb_str(&b, "{\"status\":\"ok\"}");
+    count_response(s, R_HEALTH, 200, st->start);
+    return send_buf(c, 200, &b, "application/json", NULL, NULL);
+}
+
+static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    const struct srv_config *cfg = s->cfg;
+    struct jbuf b = {0};
+    jb_str(&b, "{\"model_id\":");
+    jb_json_string(&b, cfg->model_name, strlen(cfg->model_name));
+    jb_str(&b, ",\"model_dir\":");
+    jb_json_string(&b, cfg->model_dir, strlen(cfg->model_dir));
+    jb_printf(&b,
+              ",\"model_fingerprint\":\"%016llx\",\"model_dtype\":\"%s\","
+              "\"model_type\":{\"embedding\":{\"pooling\":\"%s\"}},\"dim\":%d,"
+              "\"max_input_length\":%zu,\"normalize\":%s,\"device\":\"%s\","
+              "\"max_client_batch_size\":%zu,\"max_input_chars\":%zu,\"max_body_bytes\":%zu,"
+              "\"max_concurrent_requests\":%zu,\"max_batch_tokens\":%d,\"auto_truncate\":%s,"
+              "\"auth\":%s,\"version\":\"%s\",\"backend\":\"embd\"",
+              (unsigned long long)embd_model_fingerprint(s->model), cfg->dtype,
+              embd_model_pooling(s->model), s->dim, cfg->limits.max_tokens,
+              cfg->normalize ? "true" : "false", embd_ctx_backend(s->ctx), cfg->limits.max_inputs,
+              cfg->limits.max_input_chars, cfg->max_body_bytes, cfg->max_concurrent,
+              cfg->max_batch_tokens, cfg->limits.auto_truncate ? "true" : "false",
+              cfg->api_key && *cfg->api_key ? "true" : "false", EMBD_VERSION);
+    if (s->store) {
+        size_t n = 0;
+        pthread_mutex_lock(&s->store_mu);
+        enum embd_status es = embd_vstore_count(s->store, &n);
+        pthread_mutex_unlock(&s->store_mu);
+        jb_printf(&b, ",\"store\":{\"kind\":\"%s\",\"count\":", embd_vstore_kind(s->store));
+        if (es == EMBD_OK)
+            jb_printf(&b, "%zu}", n);
+        else
+            jb_str(&b, "null}");
+    } else {
+        jb_str(&b, ",\"store\":null");
+    }
+    jb_put(&b, "}", 1);
+    count_response(s, R_INFO, 200, st->start);
+    return send_buf(c, 200, &b, "application/json", NULL, NULL);
+}
+
+static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    struct jbuf b = {0};
+    size_t need = embd_metrics_render(s->ctx, NULL, 0);
+    jb_reserve(&b, need + 4096);
+    if (!b.oom) {
+        embd_metrics_render(s->ctx, b.p, need + 1);
+        b.len = need;
+    }
+    count_response(s, R_METRICS, 200, st->start);
+    jb_str(&b, "# HELP embd_http_responses_total HTTP responses by endpoint and status.\n"
+               "# TYPE embd_http_responses_total counter\n");
+    for (int r = 0; r < R_COUNT; r++)
+        for (int k = 0; k <= N_CODES; k++) {
+            unsigned long long v = atomic_load(&s->responses[r][k]);
+            if (!v) continue;
+            if (k < N_CODES)
+                jb_printf(&b, "embd_http_responses_total{path=\"%s\",code=\"%d\"} %llu\n",
+                          route_names[r], tracked_codes[k], v);
+            else
+                jb_printf(&b, "embd_http_responses_total{path=\"%s\",code=\"other\"} %llu\n",
+                          route_names[r], v);
+        }
+    jb_str(&b, "# HELP embd_http_request_seconds Time from a request's first byte to its "
+               "answer.\n# TYPE embd_http_request_seconds summary\n");
+    for (int r = 0; r < R_COUNT; r++) {
+        unsigned long long n = atomic_load(&s->latency_count[r]);
+        if (!n) continue;
+        jb_printf(&b, "embd_http_request_seconds_sum{path=\"%s\"} %.6f\n", route_names[r],
+                  (double)atomic_load(&s->latency_us_sum[r]) * 1e-6);
+        jb_printf(&b, "embd_http_request_seconds_count{path=\"%s\"} %llu\n", route_names[r], n);
+    }
+    jb_printf(&b,
+              "# HELP embd_http_requests_in_flight Requests being received or answered.\n"
+              "# TYPE embd_http_requests_in_flight gauge\nembd_http_requests_in_flight %d\n"
+              "# HELP embd_http_rejected_busy_total Requests refused with 429 because the "
+              "engine's queue stayed full.\n# TYPE embd_http_rejected_busy_total counter\n"
+              "embd_http_rejected_busy_total %llu\n",
+              atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy));
+    return send_buf(c, 200, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Dispatch                                                                */
+/* ---------------------------------------------------------------------- */
+
+static enum route route_of(const char *url) {
+    if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings")) return R_OPENAI;
+    if (!strcmp(url, "/embed") || !strcmp(url, "/")) return R_TEI;
+    if (!strcmp(url, "/search")) return R_SEARCH;
+    if (!strcmp(url, "/health")) return R_HEALTH;
+    if (!strcmp(url, "/info")) return R_INFO;
+    if (!strcmp(url, "/metrics")) return R_METRICS;
+    return R_OTHER;
+}
+
+/* Constant-time comparison of the Authorization header with "Bearer KEY". */
+static bool authorized(const struct server *s, struct MHD_Connection *c) {
+    const char *key = s->cfg->api_key;
+    if (!key || !*key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    size_t hl = strlen(h), kl = strlen(key);
+    unsigned char diff = hl != kl;
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned char)key[i] ^ (unsigned char)(i < hl ? h[i] : 0);
+    return diff == 0;
+}
+
+static bool json_content_type(struct MHD_Connection *c) {
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!ct) return true; /* curl -d without -H, and raw clients: accepted as JSON */
+    while (*ct == ' ')
+        ct++;
+    size_t n = strlen("application/json");
+    return !strncasecmp(ct, "application/json", n) &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url,
+                                const char *method, struct conn *st) {
+    enum route r = route_of(url);
+    const bool openai = r == R_OPENAI || !strncmp(url, "/v1/", 4);
+    const bool post = !strcmp(method, "POST");
+    const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    if (atomic_load(&s->draining))
+        return send_error(s, c, r, openai, 503, NULL, "the server is shutting down", st->start);
+    if (r == R_OTHER) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /search, "
+                 "GET /health, GET /info and GET /metrics");
+        return send_error(s, c, r, openai, 404, NULL, msg, st->start);
+    }
+    if (r != R_HEALTH && !authorized(s, c))
+        return send_error(s, c, r, openai, 401, NULL,
+                          "missing or wrong API key: send \"Authorization: Bearer KEY\"",
+                          st->start);
+    if (r == R_HEALTH || r == R_INFO || r == R_METRICS) {
+        if (!get) return send_error(s, c, r, openai, 405, NULL, "use GET", st->start);
+        if (r == R_HEALTH) return handle_health(s, c, st);
+        if (r == R_INFO) return handle_info(s, c, st);
+        return handle_metrics(s, c, st);
+    }
+    if (!post) return send_error(s, c, r, openai, 405, NULL, "use POST", st->start);
+    if (st->too_large) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes (--max-body-bytes)",
+                 s->cfg->max_body_bytes);
+        return send_error(s, c, r, openai, 413, NULL, msg, st->start);
+    }
+    if (!json_content_type(c))
+        return send_error(s, c, r, openai, 415, NULL,
+                          "the request body must be JSON (Content-Type: application/json)",
+                          st->start);
+    int active = atomic_fetch_add(&s->active, 1);
+    enum MHD_Result ret;
+    if ((size_t)active >= s->cfg->max_concurrent) {
+        atomic_fetch_add(&s->rejected_busy, 1);
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "too many requests at once (%zu, --max-concurrent-requests); retry shortly",
+                 s->cfg->max_concurrent);
+        ret = send_error(s, c, r, openai, 429, NULL, msg, st->start);
+    } else if (r == R_SEARCH) {
+        ret = handle_search(s, c, st);
+    } else {
+        ret = handle_embed(s, c, r, st);
+    }
+    atomic_fetch_sub(&s->active, 1);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
+    struct server *s = cls;
+    struct conn *st = *con_cls;
+    if (!st) {
+        st = calloc(1, sizeof *st);
+        if (!st) return MHD_NO;
+        st->start = now_sec();
+        *con_cls = st;
+        atomic_fetch_add(&s->in_flight, 1);
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            errno = 0;
+            unsigned long long n = strtoull(cl, NULL, 10);
+            if (errno || n > s->cfg->max_body_bytes) st->too_large = true;
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (st->too_large) return MHD_YES; /* read and dropped */
+        if (st->len + n > s->cfg->max_body_bytes) {
+            st->too_large = true;
+            free(st->body);
+            st->body = NULL;
+            st->len = st->cap = 0;
+            return MHD_YES;
+        }
+        if (st->len + n > st->cap) {
+            size_t cap = st->cap ? st->cap : 4096;
+            while (cap < st->len + n)
+                cap *= 2;
+            if (cap > s->cfg->max_body_bytes) cap = s->cfg->max_body_bytes;
+            char *p = realloc(st->body, cap);
+            if (!p) return MHD_NO;
+            st->body = p;
+            st->cap = cap;
+        }
+        memcpy(st->body + st->len, upload_data, n);
+        st->len += n;
+        return MHD_YES;
+    }
+    return dispatch(s, c, url, method, st);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    struct server *s = cls;
+    struct conn *st = *con_cls;
+    if (!st) return;
+    free(st->body);
+    free(st);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+    atomic_fetch_add(&s->completed, 1);
+}
+
+static void log_mhd(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    /* libmicrohttpd reports client misbehaviour (resets, timeouts) here: not
+     * our errors, so only with --log-level debug. */
+    if (getenv("EMBD_SERVE_DEBUG")) fprintf(stderr, "embd: debug: http: %s\n", msg);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Startup and shutdown                                                    */
+/* ---------------------------------------------------------------------- */
+
+static int open_listener(const struct srv_config *cfg, char *where, size_t cap) {
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(cfg->host, port, &hints, &res);
+    if (rc) {
+        fprintf(stderr, "embd: serve: cannot resolve --host %s: %s\n", cfg->host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1, err = 0;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        fprintf(stderr, "embd: serve: cannot listen on %s:%d: %s%s\n", cfg->host, cfg->port,
+                strerror(err),
+                err == EADDRINUSE ? " (another program has that port; pick one with --port)" : "");
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int bound_port = cfg->port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            bound_port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+            bound_port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(where, cap, ss.ss_family == AF_INET6 ? "http://[%s]:%d" : "http://%s:%d", host,
+             bound_port);
+    return fd;
+}
+
+int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
+            embd_vstore *store) {
+    struct server *s = calloc(1, sizeof *s);
+    if (!s) {
+        fprintf(stderr, "embd: serve: out of memory\n");
+        return 1;
+    }
+    s->cfg = cfg;
+    s->model = model;
+    s->ctx = ctx;
+    s->sched = sched;
+    s->store = store;
+    s->dim = embd_model_dim(model);
+    pthread_mutex_init(&s->store_mu, NULL);
+    pthread_mutex_init(&s->health_mu, NULL);
+    int rc = 1;
+    struct MHD_Daemon *d = NULL;
+    size_t n_ids = 0;
+    if (embd_tokenize(model, "", 0, s->health_ids, 2, &n_ids) != EMBD_OK || n_ids == 0) {
+        fprintf(stderr, "embd: serve: cannot tokenize the health check: %s\n", embd_last_error());
+        goto done;
+    }
+    s->health_n = n_ids;
+    /* Fail before listening if the model cannot run. */
+    char why[256];
+    if (!check_health(s, why, sizeof why)) {
+        fprintf(stderr, "embd: serve: %s\n", why);
+        goto done;
+    }
+    char where[128];
+    int fd = open_listener(cfg, where, sizeof where);
+    if (fd < 0) goto done;
+    d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ITC | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(1u << 20), MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
+    if (!d) {
+        close(fd);
+        fprintf(stderr, "embd: serve: cannot start the HTTP server on %s\n", where);
+        goto done;
+    }
+    fprintf(stderr, "embd: serving %s (dim %d, %s, max %zu tokens%s) on %s\n", cfg->model_name,
+            s->dim, embd_ctx_backend(ctx), cfg->limits.max_tokens,
+            cfg->api_key && *cfg->api_key ? ", API key required" : "", where);
+    fflush(stderr);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    /* Wait for a signal; meanwhile, once the server has been idle for 2 and
+     * again for 4 seconds after requests came and went, give the memory
+     * they freed back to the system (connection threads free theirs as they
+     * exit, and the scheduler releases its scratch after 2 idle seconds), so
+     * that resident memory returns to its baseline after a burst. */
+    int sig = 0;
+    unsigned long long seen = 0;
+    int idle_ticks = 0;
+    for (;;) {
+        struct timespec tick = {1, 0};
+        sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM) break;
+        unsigned long long done_n = atomic_load(&s->completed);
+        if (done_n != seen || atomic_load(&s->in_flight) > 0) {
+            seen = done_n;
+            idle_ticks = 0;
+            continue;
+        }
+        if (++idle_ticks == 2 || idle_ticks == 4) malloc_trim(0);
+    }
+    atomic_store(&s->draining, true);
+    int lfd = MHD_quiesce_daemon(d);
+    if (lfd >= 0) close(lfd);
+    int pending = atomic_load(&s->in_flight);
+    fprintf(stderr, "embd: serve: %s: stopped accepting; finishing %d request%s in flight\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", pending, pending == 1 ? "" : "s");
+    double deadline = now_sec() + cfg->shutdown_timeout_s;
+    while (atomic_load(&s->in_flight) > 0 && now_sec() < deadline) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    pending = atomic_load(&s->in_flight);
+    if (pending > 0)
+        fprintf(stderr, "embd: serve: %d request%s still unfinished after %d s; closing\n", pending,
+                pending == 1 ? "" : "s", cfg->shutdown_timeout_s);
+    MHD_stop_daemon(d);
+    rc = 0;
+done:
+    pthread_mutex_destroy(&s->store_mu);
+    pthread_mutex_destroy(&s->health_mu);
+    free(s);
+    return rc;
+}

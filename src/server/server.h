@@ -1,0 +1,44 @@
+/* server.h — `embd serve`: an HTTP server (libmicrohttpd, one thread per
+ * connection) on top of a shared engine (embd_sched). Endpoints:
+ *   POST /v1/embeddings  OpenAI embeddings (errors {"error":{message,type,param,code}})
+ *   POST /embed, POST /  text-embeddings-inference embed (errors {"error","error_type"});
+ *                        huggingface_hub's InferenceClient posts to the server's URL itself
+ *   POST /search         {"query","k"} -> {"hits":[{rank,id,score,text}]} with a store
+ *   GET  /health         200 when a real forward pass works, else 503 (no key needed)
+ *   GET  /info           model, dimension, limits, device, version
+ *   GET  /metrics        Prometheus text: the engine's metrics and the server's */
+#ifndef EMBD_SERVER_H
+#define EMBD_SERVER_H
+
+#include "embd.h"
+#include "server/request.h"
+
+struct embd_vstore;
+
+struct srv_config {
+    const char *host;
+    int port;              /* 0: any free port (printed at startup) */
+    const char *api_key;   /* NULL or "": no authentication */
+    size_t max_body_bytes; /* 413 above */
+    size_t max_concurrent; /* requests being answered at once (429 above) */
+    int queue_timeout_ms;  /* wait for room in the engine's queue, then 429 */
+    int shutdown_timeout_s;
+    struct srv_limits limits;
+    const char *model_name; /* served model name (OpenAI `model`, /info) */
+    const char *model_dir;
+    const char *prefix;   /* the context's prefix (token counts), or NULL */
+    bool normalize;       /* OpenAI answers: L2-normalise (the model's default) */
+    const char *dtype;    /* for /info */
+    int max_batch_tokens; /* for /info */
+};
+
+/* Serves until SIGINT or SIGTERM (which the caller must have blocked in
+ * every thread before creating any), then stops accepting, lets the requests
+ * in flight finish (up to shutdown_timeout_s) and returns 0; returns 1 after
+ * printing why when it cannot start (e.g. the port is taken). ctx must be
+ * created with normalize off (the server normalises per request) and be used
+ * only through sched. store may be NULL (no /search). */
+int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
+            struct embd_vstore *store);
+
+#endif

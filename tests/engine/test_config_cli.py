@@ -1,0 +1,112 @@
+"""Startup validation of the configuration, and `embd doctor -m`:
+
+- a bad value names where it came from (a flag, EMBD_* or --config FILE);
+- an unknown config key, and conflicting options (--device cpu with
+  --dtype fp16/bf16; --cache off with --cache-mem, --cache off/mem with
+  --cache-map-size, both on the command line) exit 2 with one line;
+- `embd doctor -m DIR` starts a context with the requested device and dtype
+  and says what would run; device auto on the CPU names the fallback reason
+  the metrics count; a device that cannot run the model exits 1.
+"""
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
+from common import Checker, model_dir, run, skip  # noqa: E402
+
+
+def one_error(p, code, *needles):
+    """Exit status `code` and exactly one stderr line "embd: ..." holding every needle."""
+    err = p.stderr.decode()
+    lines = err.splitlines()
+    return (p.returncode == code and len(lines) == 1 and lines[0].startswith("embd: ")
+            and all(n in lines[0] for n in needles))
+
+
+def main():
+    c = Checker("engine_config_cli")
+    model = model_dir("all-MiniLM-L6-v2")
+    if not model:
+        skip("EMBD_TEST_MODELS/all-MiniLM-L6-v2 missing")
+    m = ["-m", model]
+    text = "one line\n"
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "cfg.json")
+
+        def config(obj):
+            with open(cfg, "w") as f:
+                json.dump(obj, f)
+            return ["--config", cfg]
+
+        # Bad values name their source.
+        p = run(["embed", *m, "--threads", "abc"], stdin=text)
+        c.check(one_error(p, 2, "--threads must be an integer", '"abc"')
+                and "(from" not in p.stderr.decode(), f"bad flag: {p.stderr!r}")
+        p = run(["embed", *m], stdin=text, env={"EMBD_THREADS": "abc"})
+        c.check(one_error(p, 2, "--threads must be", "(from EMBD_THREADS)"), f"bad env: {p.stderr!r}")
+        p = run(["embed", *m, *config({"threads": -3})], stdin=text)
+        c.check(one_error(p, 2, "--threads must be", '"-3"', f"(from --config {cfg})"),
+                f"bad config value: {p.stderr!r}")
+        p = run(["embed", *m], stdin=text, env={"EMBD_DEVICE": "tpu"})
+        c.check(one_error(p, 2, "--device must be", "(from EMBD_DEVICE)"), f"bad device: {p.stderr!r}")
+        p = run(["embed", *m, *config({"devcie": "cpu"})], stdin=text)
+        c.check(one_error(p, 2, 'unknown option "devcie"'), f"unknown key: {p.stderr!r}")
+
+        # Conflicting options.
+        p = run(["embed", *m, "--device", "cpu", "--dtype", "fp16"], stdin=text)
+        c.check(one_error(p, 2, "--dtype fp16 conflicts with --device cpu"),
+                f"cpu + fp16: {p.stderr!r}")
+        p = run(["embed", *m, "--device", "cpu"], stdin=text, env={"EMBD_DTYPE": "bf16"})
+        c.check(one_error(p, 2, "--dtype bf16 (from EMBD_DTYPE) conflicts with --device cpu"),
+                f"cpu + bf16 from env: {p.stderr!r}")
+        p = run(["embed", *m, *config({"device": "cpu", "dtype": "fp16"})], stdin=text)
+        c.check(one_error(p, 2, "conflicts with --device cpu (from --config"),
+                f"conflict in the config file: {p.stderr!r}")
+        p = run(["embed", *m, "--device", "cpu", "--dtype", "fp32", "-q"], stdin=text)
+        c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'), "cpu + fp32 runs")
+        p = run(["embed", *m, "--cache", "off", "--cache-mem", "10"], stdin=text)
+        c.check(one_error(p, 2, "conflicting options", "--cache-mem"), f"off + mem: {p.stderr!r}")
+        p = run(["embed", *m, "--cache", "mem", "--cache-map-size", "100"], stdin=text)
+        c.check(one_error(p, 2, "conflicting options", "--cache-map-size"),
+                f"mem + map size: {p.stderr!r}")
+        # From the environment such options are defaults: no conflict.
+        p = run(["embed", *m, "--cache", "off", "-q"], stdin=text, env={"EMBD_CACHE_MEM": "10"})
+        c.check(p.returncode == 0, f"env cache-mem with --cache off: {p.stderr!r}")
+        p = run(["embed", *m, "--cache", os.path.join(d, "cache"), "--cache-map-size", "100",
+                 "-q"], stdin=text)
+        c.check(p.returncode == 0, f"disk cache + map size: {p.stderr!r}")
+
+    # doctor -m: what would run, and why.
+    p = run(["doctor", *m])
+    out = p.stdout.decode()
+    run_line = [l for l in out.splitlines() if l.startswith("run: device auto, dtype auto -> ")]
+    c.check(p.returncode == 0 and len(run_line) == 1, f"doctor -m says what runs: {out!r}")
+    auto_cpu = "device auto -> cpu" in out
+    if run_line:
+        if auto_cpu:
+            c.check(run_line[0].startswith("run: device auto, dtype auto -> cpu (fallback: auto_cpu_"),
+                    f"auto on the CPU names its reason: {run_line[0]!r}")
+        else:
+            c.check("-> cuda" in run_line[0], f"auto on the GPU: {run_line[0]!r}")
+    p = run(["doctor", *m], env={"EMBD_CUDA_PLUGIN": "/nonexistent/libembd-cuda.so"})
+    out = p.stdout.decode()
+    c.check(p.returncode == 0 and ("-> cpu (fallback: auto_cpu_no_plugin)" in out
+                                   or "-> cpu (fallback: auto_cpu_no_driver)" in out),
+            f"doctor without the plugin: {out!r}")
+    p = run(["doctor", *m, "--device", "cpu"])
+    c.check(p.returncode == 0 and "run: device cpu, dtype auto -> cpu\n" in p.stdout.decode(),
+            f"doctor --device cpu: {p.stdout!r}")
+    p = run(["doctor", *m, "--device", "cuda:9"])
+    c.check(one_error(p, 1, "doctor: device cuda:9 cannot run this model")
+            and "cannot run this model" in p.stdout.decode(), f"doctor cuda:9: {p.stderr!r}")
+    p = run(["doctor", *m, "--device", "cpu", "--dtype", "bf16"])
+    c.check(one_error(p, 2, "conflicts with --device cpu"), f"doctor conflict: {p.stderr!r}")
+    p = run(["doctor", "--device", "cuda"])
+    c.check(p.returncode == 0 and "give -m to check it" in p.stdout.decode(), "doctor without -m")
+    c.done()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Starts and stops a real `embd serve` on loopback for the server tests.
+
+The server is started with --port 0 and the URL is read from its startup
+line ("embd: serving ... on http://127.0.0.1:PORT"); its stderr is kept for
+the failure messages.
+"""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from common import BIN
+
+
+class Server:
+    def __init__(self, model, *args, env=None, timeout=60):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("EMBD_") or
+             k in ("EMBD_BIN", "EMBD_SRC", "EMBD_TEST_MODELS", "EMBD_HOME")}
+        if env:
+            e.update(env)
+        self.proc = subprocess.Popen([BIN, "serve", "-m", model, "--port", "0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
+        self.lines = []
+        self.url = None
+        ready = threading.Event()
+
+        def reader():
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.lines.append(line)
+                m = re.search(r" on (http://\S+)$", line)
+                if m and not self.url:
+                    self.url = m.group(1)
+                    ready.set()
+            ready.set()
+
+        self.thread = threading.Thread(target=reader, daemon=True)
+        self.thread.start()
+        ready.wait(timeout)
+        if not self.url:
+            self.stop()
+            raise RuntimeError("embd serve did not start: " + " | ".join(self.lines))
+
+    def rss_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def request(self, method, path, body=None, headers=None, timeout=120):
+        """Returns (status, headers, body bytes); never raises on HTTP errors."""
+        if isinstance(body, str):
+            body = body.encode()
+        h = {"Content-Type": "application/json"} if body is not None else {}
+        h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Signals the server and returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.thread.join(5)
+        return rc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def wait_until(cond, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
