@@ -4,6 +4,7 @@
 #include "model/loader.h"
 #include "util/util.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -219,11 +220,13 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
     h.ln_eps = 1e-12f;
     if (eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !isfinite(eps->valuedouble) || eps->valuedouble <= 0 ||
+        /* Below FLT_MIN the fp32 epsilon is subnormal or 0, and a constant row
+         * would normalise to NaN. */
+        if (!cJSON_IsNumber(eps) || !isfinite(eps->valuedouble) || eps->valuedouble < FLT_MIN ||
             eps->valuedouble > 1) {
             char buf[64];
             st = embd_error(EMBD_ERR_MODEL_FORMAT,
-                            "%s: layer_norm_eps must be a number in (0, 1], found %s", name,
+                            "%s: layer_norm_eps must be a number in [1.2e-38, 1], found %s", name,
                             describe(eps, buf, sizeof buf));
             goto fail;
         }

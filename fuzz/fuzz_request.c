@@ -1,0 +1,106 @@
+/* fuzz_request.c — the server's request bodies (src/server/request.c):
+ * srv_parse for every endpoint (OpenAI /v1/embeddings, TEI /embed,
+ * /search), then srv_check_tokens with the real model's tokenizer when
+ * $EMBD_TEST_MODELS/all-MiniLM-L6-v2 (or $EMBD_FUZZ_MODEL) loads.
+ *
+ * Input: byte 0 picks the endpoint (% 3) and, in bit 2, --auto-truncate;
+ * the rest is the body. Checks: a refusal has a 4xx/5xx status and a
+ * message; an accepted request respects every limit (inputs, characters,
+ * token ids in range, token lists no longer than max_tokens, k), its texts
+ * are non-empty UTF-8, and counting tokens never exceeds the limit unless
+ * the request may truncate. */
+#include "fuzz.h"
+#include "server/request.h"
+
+#include <string.h>
+
+static embd_model *model;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    char dir[4096] = "";
+    const char *env = getenv("EMBD_FUZZ_MODEL"), *models = getenv("EMBD_TEST_MODELS");
+    const char *home = getenv("HOME");
+    if (env && env[0])
+        snprintf(dir, sizeof dir, "%s", env);
+    else if (models && models[0])
+        snprintf(dir, sizeof dir, "%s/all-MiniLM-L6-v2", models);
+    else if (home)
+        snprintf(dir, sizeof dir, "%s/.cache/embd/models/all-MiniLM-L6-v2", home);
+    if (dir[0] && embd_model_load(dir, embd_model_default_params(), &model) != EMBD_OK)
+        model = NULL; /* parse only */
+    return 0;
+}
+
+static size_t utf8_chars(const char *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    enum srv_api api = (enum srv_api)(data[0] % 3);
+    struct srv_limits lim = {
+        .max_inputs = 8,
+        .max_input_chars = 64,
+        .max_tokens = 16,
+        .auto_truncate = (data[0] & 4) != 0,
+        .vocab = model ? embd_model_vocab_size(model) : 30522,
+        .max_k = 20,
+    };
+    /* An exact-size copy of the body, so that ASan sees a read past its end. */
+    size_t len = size - 1;
+    char *body = malloc(len ? len : 1);
+    if (!body) return 0;
+    memcpy(body, data + 1, len);
+
+    struct srv_request req;
+    struct srv_error err;
+    int rc = srv_parse(api, body, len, &lim, &req, &err);
+    if (rc) {
+        FUZZ_CHECK(rc == -1);
+        FUZZ_CHECK(err.status >= 400 && err.status < 600);
+        FUZZ_CHECK(err.message[0] != '\0');
+        FUZZ_CHECK(req.inputs == NULL && req.json == NULL && req.model == NULL);
+        free(body);
+        return 0;
+    }
+    if (api == SRV_API_SEARCH) {
+        FUZZ_CHECK(req.query && req.query_len > 0);
+        FUZZ_CHECK(srv_utf8_valid(req.query, req.query_len));
+        FUZZ_CHECK(utf8_chars(req.query, req.query_len) <= lim.max_input_chars);
+        FUZZ_CHECK(req.k >= 1 && req.k <= lim.max_k);
+    } else {
+        FUZZ_CHECK(req.n >= 1 && req.n <= lim.max_inputs);
+        for (size_t i = 0; i < req.n; i++) {
+            const struct srv_input *in = &req.inputs[i];
+            if (req.tokens) {
+                FUZZ_CHECK(in->ids && !in->text);
+                FUZZ_CHECK(in->n_ids >= 1 && in->n_ids <= lim.max_tokens);
+                for (size_t j = 0; j < in->n_ids; j++)
+                    FUZZ_CHECK(in->ids[j] >= 0 && in->ids[j] < lim.vocab);
+            } else {
+                FUZZ_CHECK(in->text && !in->ids && in->len > 0);
+                FUZZ_CHECK(srv_utf8_valid(in->text, in->len));
+                FUZZ_CHECK(utf8_chars(in->text, in->len) <= lim.max_input_chars);
+            }
+        }
+        if (model) {
+            size_t n_tokens = 0;
+            struct srv_error e2;
+            memset(&e2, 0, sizeof e2);
+            rc = srv_check_tokens(model, (data[0] & 8) ? "query: " : NULL, &lim, &req, &n_tokens,
+                                  &e2);
+            if (rc == 0)
+                FUZZ_CHECK(n_tokens >= req.n && n_tokens <= req.n * lim.max_tokens);
+            else
+                FUZZ_CHECK(e2.status == 413 && !req.truncate && e2.message[0]);
+        }
+    }
+    srv_request_free(&req);
+    free(body);
+    return 0;
+}
