@@ -23,9 +23,6 @@
 #undef I /* <complex.h>, pulled in by cblas.h, defines I; here I is the FFN size */
 #include <math.h>
 #include <omp.h>
-
-/* Batches of fewer tokens run on one thread (see cpu_embed). */
-#define SMALL_BATCH_TOKENS 32
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -81,7 +78,6 @@ bool embd_backend_cpu_force_baseline(bool on) {
 struct embd_backend {
     const struct embd_model *model;
     int nt;      /* threads */
-    int nt_run;  /* threads for the batch being embedded (1 for a tiny batch) */
     float *wqkv; /* (L, 3H, H) Q, K, V weights stacked per layer */
     float *bqkv; /* (L, 3H) */
     /* token scratch, for up to cap_tok tokens; one allocation at `tok_mem` */
@@ -224,7 +220,7 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
                    int N, const float *bias, enum epilogue epi, float *x, const float *g,
                    const float *beta) {
     const float eps = be->model->hp.ln_eps;
-    const int nt = be->nt_run;
+    const int nt = be->nt;
     const int by_rows = T >= 16 * nt;
 #pragma omp parallel num_threads(nt)
     {
@@ -348,7 +344,7 @@ static void attention(embd_backend *be, const embd_batch *batch) {
     const int H = hp->H, NH = hp->NH, HS = H / NH;
     const int tasks = batch->n_seq * NH;
     const size_t kt_len = round16((size_t)HS * be->cap_len);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt_run)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
     for (int task = 0; task < tasks; task++) {
         const int s = task / NH, h = task % NH;
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
@@ -369,7 +365,7 @@ static void embed_tokens(embd_backend *be, const embd_batch *batch) {
     for (int s = 0; s < batch->n_seq; s++)
         for (int t = batch->seq_start[s]; t < batch->seq_start[s + 1]; t++)
             be->pos[t] = t - batch->seq_start[s];
-#pragma omp parallel for schedule(static) num_threads(be->nt_run)
+#pragma omp parallel for schedule(static) num_threads(be->nt)
     for (int t = 0; t < T; t++) {
         const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
         const float *pe = m->w.pos_emb + (size_t)be->pos[t] * H;
@@ -386,7 +382,7 @@ static void embed_tokens(embd_backend *be, const embd_batch *batch) {
 static void pool(embd_backend *be, float *out, const embd_batch *batch, bool normalize) {
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H;
-#pragma omp parallel for schedule(static) num_threads(be->nt_run)
+#pragma omp parallel for schedule(static) num_threads(be->nt)
     for (int s = 0; s < batch->n_seq; s++) {
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
         float *o = out + (size_t)s * H;
@@ -444,7 +440,6 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     be->model = model;
     cpu_has_avx2 = cpu_supports_avx2() && !cpu_force_baseline;
     be->nt = params->n_threads >= 1 ? params->n_threads : omp_get_num_procs();
-    be->nt_run = be->nt;
     /* every GEMM is split across OpenMP threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);
 
@@ -494,10 +489,6 @@ static enum embd_status cpu_embed(embd_backend *be, float *out, const embd_batch
     st = cpu_reserve(be, T, max_len);
     if (st != EMBD_OK) return st;
     openblas_set_num_threads(1);
-    /* A tiny batch (a query) runs on one thread: its work is a few
-     * milliseconds, and OpenMP's fork/join and barriers would cost as much,
-     * far more when the cores are busy with other processes. */
-    be->nt_run = T < SMALL_BATCH_TOKENS ? 1 : be->nt;
 
     embed_tokens(be, batch);
     for (int l = 0; l < hp->L; l++) {
