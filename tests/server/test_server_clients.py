@@ -234,6 +234,22 @@ try:
     p = run(["serve", "-m", os.path.join(tmp, "no-such-model"), "--port", "0"])
     c.check(p.returncode == 1 and p.stderr.decode().startswith("embd: "),
             f"missing model: {p.returncode} {p.stderr.decode()}")
+    # A model that loads but cannot embed (a NaN in its weights): the
+    # startup health check (a real forward pass) refuses to serve it.
+    bge = model_dir("bge-small-random")
+    if bge:
+        from safetensors.numpy import load_file, save_file
+        bad_model = os.path.join(tmp, "nan-model")
+        shutil.copytree(bge, bad_model)
+        w = load_file(os.path.join(bge, "model.safetensors"))
+        name = next(k for k in w if k.endswith("embeddings.LayerNorm.weight"))
+        w[name] = w[name].copy()
+        w[name][0] = np.nan
+        save_file(w, os.path.join(bad_model, "model.safetensors"))
+        p = run(["serve", "-m", bad_model, "--port", "0"])
+        err = p.stderr.decode()
+        c.check(p.returncode == 1 and "non-finite" in err and "serving" not in err,
+                f"a model that gives NaN is refused at startup: {p.returncode} {err}")
     p = run(["serve", "-m", M, "--port", "70000"])
     c.check(p.returncode == 2, f"bad port is a usage error: {p.returncode}")
 finally:
