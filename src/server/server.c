@@ -434,8 +434,8 @@ static void watch_remove(struct server *s, struct watch *w) {
 }
 
 /* Embeds the request's inputs into out (n, D) through the scheduler. */
-static enum embd_status embed_inputs(struct server *s, const struct srv_request *req, float *out,
-                                     const struct embd_sched_call *call) {
+static enum embd_status embed_unwatched(struct server *s, const struct srv_request *req, float *out,
+                                        const struct embd_sched_call *call) {
     const size_t n = req->n;
     enum embd_status st;
     if (req->tokens) {
@@ -476,6 +476,21 @@ static enum embd_status embed_inputs(struct server *s, const struct srv_request 
     return st;
 }
 
+/* Embeds the request's inputs into out (n, D) through the scheduler,
+ * watching the connection so that the work is dropped if the client hangs up
+ * while it is queued. */
+static enum embd_status embed_inputs(struct server *s, struct MHD_Connection *c,
+                                     const struct srv_request *req, float *out) {
+    struct watch w;
+    watch_add(s, &w, c);
+    const struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
+                                         .cancel = &w.cancel};
+    enum embd_status st = embed_unwatched(s, req, out, &call);
+    watch_remove(s, &w);
+    if (st == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
+    return st;
+}
+
 static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, enum route r,
                                     struct conn *st) {
     const bool openai = r == R_OPENAI;
@@ -502,13 +517,7 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
         srv_request_free(&req);
         return send_error(s, c, r, openai, 503, NULL, "out of memory", st->start);
     }
-    struct watch w;
-    watch_add(s, &w, c);
-    struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
-                                   .cancel = &w.cancel};
-    enum embd_status es = embed_inputs(s, &req, vecs, &call);
-    watch_remove(s, &w);
-    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
+    enum embd_status es = embed_inputs(s, c, &req, vecs);
     if (es != EMBD_OK) {
         char msg[512];
         const char *why = embd_last_error();
@@ -583,15 +592,9 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
         srv_request_free(&req);
         return send_error(s, c, R_SEARCH, false, 503, NULL, "out of memory", st->start);
     }
-    const char *texts[1] = {req.query};
-    size_t lens[1] = {req.query_len};
-    struct watch w;
-    watch_add(s, &w, c);
-    struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
-                                   .cancel = &w.cancel};
-    enum embd_status es = embd_sched_embed_ex(s->sched, texts, lens, 1, q, &call);
-    watch_remove(s, &w);
-    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
+    struct srv_input query = {.text = req.query, .len = req.query_len};
+    const struct srv_request one = {.inputs = &query, .n = 1};
+    enum embd_status es = embed_inputs(s, c, &one, q);
     if (es != EMBD_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", embd_last_error());

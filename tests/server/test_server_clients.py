@@ -129,8 +129,9 @@ with Server(M) as s:
     # is dropped (the watchdog cancels it), and a later request does not wait
     # for it.
     import socket as _socket
-    long_req = json.dumps({"input": [f"long running request {i} {TEXTS[i % 5]}"
-                                     for i in range(400)]})
+    # A must outlast the five hang-ups below even on an idle machine (~60K tokens).
+    long_req = json.dumps({"input": [f"long running request {i}: " + " ".join(TEXTS)
+                                     for i in range(1500)]})
     res_a = {}
     ta = threading.Thread(target=lambda: res_a.setdefault(
         "r", s.request("POST", "/v1/embeddings", long_req)))
