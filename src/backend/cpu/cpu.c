@@ -26,6 +26,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define EMBD_HAVE_PACKED 1
+#else
+#define EMBD_HAVE_PACKED 0
+#endif
 
 /* Hot loops are compiled twice, for the baseline x86-64 the library is built
  * for and for AVX2+FMA, and the backend picks one at init from what the CPU
@@ -70,6 +76,16 @@ static int cpu_supports_avx2(void) {
 #endif
 }
 
+/* Whether this CPU can run the packed GEMM (AVX2+FMA, whatever the build's
+ * baseline). */
+static int cpu_supports_packed(void) {
+#if EMBD_HAVE_PACKED
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 bool embd_backend_cpu_force_baseline(bool on) {
     cpu_force_baseline = on;
     return cpu_supports_avx2();
@@ -80,6 +96,13 @@ struct embd_backend {
     int nt;      /* threads */
     float *wqkv; /* (L, 3H, H) Q, K, V weights stacked per layer */
     float *bqkv; /* (L, 3H) */
+    /* the packed path (AVX2+FMA, H and I multiples of 16): per layer the four
+     * weights in panel layout (see pack_panels), in one allocation */
+    float *packed;
+    float *pk_qkv, *pk_o, *pk_i, *pk_f; /* layer 0's; layer l is + l * pk_layer */
+    size_t pk_layer;
+    int pk_maxk; /* max(H, I, P): the longest K of a packed GEMM */
+    float *abuf; /* (nt, PK_MC * max(H, I)) packed activation blocks, per thread */
     /* token scratch, for up to cap_tok tokens; one allocation at `tok_mem` */
     void *tok_mem;
     int cap_tok;
@@ -89,7 +112,7 @@ struct embd_backend {
     float *big;   /* (T, max(3H, I)) Q|K|V, later the FFN activations */
     int32_t *pos; /* (T) position of each token within its sequence */
     /* attention scratch, per thread, for sequences up to cap_len tokens */
-    float *att; /* (nt, att_stride): K^T (HS, len) then scores (len, len) */
+    float *att; /* (nt, att_stride): K^T (HS, len16) then scores (len, len16) */
     int cap_len;
     size_t att_stride;
 };
@@ -140,7 +163,9 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         be->cap_tok = T;
     }
     if (max_len > be->cap_len) {
-        size_t stride = round16(HS * (size_t)max_len) + round16((size_t)max_len * max_len);
+        /* K^T (HS, len16) then scores (len, len16), len16 = len rounded up to 16 */
+        const size_t l16 = round16((size_t)max_len);
+        size_t stride = round16(HS * l16) + round16((size_t)max_len * l16);
         float *att = embd_malloc2((size_t)be->nt * stride, sizeof(float));
         if (!att)
             return embd_error(EMBD_ERR_NOMEM,
@@ -177,6 +202,7 @@ enum epilogue {
     EPI_BIAS,          /* out += b */
     EPI_BIAS_GELU,     /* out = gelu(out + b) */
     EPI_BIAS_RESID_LN, /* x = LayerNorm(x + out + b) (out is clobbered) */
+    EPI_RESID_LN,      /* x = LayerNorm(x + out), the bias already in out */
 };
 
 /* Applies an epilogue to rows [r0, r1) of out (T, N). */
@@ -203,6 +229,14 @@ BODY epilogue_rows_body(float *out, const float *bias, enum epilogue epi, float 
             layernorm_row(xr, o, g, beta, N, eps);
             break;
         }
+        case EPI_RESID_LN: {
+            float *xr = x + (size_t)r * N;
+#pragma omp simd
+            for (int c = 0; c < N; c++)
+                o[c] += xr[c];
+            layernorm_row(xr, o, g, beta, N, eps);
+            break;
+        }
         }
     }
 }
@@ -212,16 +246,176 @@ DEFINE_DISPATCHED(epilogue_rows,
                    const float *beta, float eps, int r0, int r1, int N),
                   (out, bias, epi, x, g, beta, eps, r0, r1, N))
 
-/* out (T, N) = in (T, K) W^T, W (N, K), then the epilogue; all threads. The
- * GEMM is split by rows when there are enough of them (each thread then runs
- * its own rows' epilogue at once), else by columns of W (small batches are
- * bound by reading W, which this way is read once) followed by a barrier. */
-static void linear(embd_backend *be, float *out, const float *in, const float *W, int T, int K,
-                   int N, const float *bias, enum epilogue epi, float *x, const float *g,
-                   const float *beta) {
+/* The packed GEMM (x86-64 with AVX2+FMA): out = in W^T + b for weights
+ * packed once at init. On these shapes (K 384 or 1536, N a few hundred)
+ * OpenBLAS reaches 55-65% of a core's FMA peak: it packs W again on every
+ * call, then makes a pass over C for beta = 0, and the epilogue another. Here
+ * W is packed at init into panels of 16 columns, (K, 16) each; the
+ * activations are packed per block of PK_MC rows into micro-panels of 6 rows,
+ * (K, 6) each; and a 6x16 register tile (12 accumulators) runs the whole of K,
+ * the panel in L1 and the block in L2, adding the bias (and GELU) to the tile
+ * before it is stored. Each output is one fp32 FMA chain over k in order. */
+#define PK_MR 6
+#define PK_NR 16
+#define PK_MC 48
+
+/* Packs the N rows (K floats each) of a weight into N / 16 panels of (K, 16):
+ * row n, column k goes to dst[((n / 16) * K + k) * 16 + n % 16]. The rows
+ * come from consecutive matrices of rows_each rows each (Q, K and V). */
+static void pack_panels(float *dst, const float *const src[], int rows_each, int N, int K) {
+    for (int n = 0; n < N; n++) {
+        const float *w = src[n / rows_each] + (size_t)(n % rows_each) * K;
+        float *d = dst + (size_t)(n / PK_NR) * K * PK_NR + n % PK_NR;
+        for (int k = 0; k < K; k++)
+            d[(size_t)k * PK_NR] = w[k];
+    }
+}
+
+#if EMBD_HAVE_PACKED
+/* Packs rows [r0, r0 + mc) of in (T, K), rows lda floats apart, into
+ * micro-panels of (K, 6), the rows past mc in the last one zero. */
+static void pack_rows(float *dst, const float *in, size_t lda, int r0, int mc, int K) {
+    for (int i = 0; i < mc; i += PK_MR) {
+        float *d = dst + (size_t)i * K;
+        for (int r = 0; r < PK_MR; r++) {
+            if (i + r < mc) {
+                const float *a = in + (size_t)(r0 + i + r) * lda;
+                for (int k = 0; k < K; k++)
+                    d[(size_t)k * PK_MR + r] = a[k];
+            } else {
+                for (int k = 0; k < K; k++)
+                    d[(size_t)k * PK_MR + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* c (mr, 16), rows ldc apart = a (6, K) micro-panel times b (K, 16), rows
+ * ldb floats apart, plus bias (16; NULL: none), then GELU if asked; rows past
+ * mr are computed, not stored. */
+__attribute__((target("avx2,fma"))) static void pk_tile(const float *a, const float *b, size_t ldb,
+                                                        int K, float *c, size_t ldc, int mr,
+                                                        const float *bias, int gelu) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_loadu_ps(b + (size_t)k * ldb);
+        const __m256 b1 = _mm256_loadu_ps(b + (size_t)k * ldb + 8);
+        const float *ak = a + (size_t)k * PK_MR;
+        __m256 x = _mm256_broadcast_ss(ak);
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(ak + 1);
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(ak + 2);
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(ak + 3);
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(ak + 4);
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(ak + 5);
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    float t[PK_MR][PK_NR] __attribute__((aligned(32)));
+    const __m256 bb0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    const __m256 bb1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+    _mm256_store_ps(t[0], _mm256_add_ps(c00, bb0));
+    _mm256_store_ps(t[0] + 8, _mm256_add_ps(c01, bb1));
+    _mm256_store_ps(t[1], _mm256_add_ps(c10, bb0));
+    _mm256_store_ps(t[1] + 8, _mm256_add_ps(c11, bb1));
+    _mm256_store_ps(t[2], _mm256_add_ps(c20, bb0));
+    _mm256_store_ps(t[2] + 8, _mm256_add_ps(c21, bb1));
+    _mm256_store_ps(t[3], _mm256_add_ps(c30, bb0));
+    _mm256_store_ps(t[3] + 8, _mm256_add_ps(c31, bb1));
+    _mm256_store_ps(t[4], _mm256_add_ps(c40, bb0));
+    _mm256_store_ps(t[4] + 8, _mm256_add_ps(c41, bb1));
+    _mm256_store_ps(t[5], _mm256_add_ps(c50, bb0));
+    _mm256_store_ps(t[5] + 8, _mm256_add_ps(c51, bb1));
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        if (gelu) {
+#pragma omp simd
+            for (int j = 0; j < PK_NR; j++)
+                cr[j] = embd_fast_gelu(t[r][j]);
+        } else {
+            memcpy(cr, t[r], sizeof(t[r]));
+        }
+    }
+}
+
+/* Rows [r0, r1) and 16-column panels [p0, p1) of out = in B + bias, then
+ * GELU if asked: in (T, K) with rows lda apart, out's rows ldc apart; panel p
+ * of B is (K, 16) at b + p * pstride, its rows ldb apart (packed weights:
+ * pstride K * 16, ldb 16). bias may be NULL; abuf holds PK_MC * K floats. */
+static void pk_gemm(float *out, size_t ldc, const float *in, size_t lda, const float *b,
+                    size_t pstride, size_t ldb, int r0, int r1, int p0, int p1, int K,
+                    const float *bias, int gelu, float *abuf) {
+    for (int m0 = r0; m0 < r1; m0 += PK_MC) {
+        const int mc = r1 - m0 < PK_MC ? r1 - m0 : PK_MC;
+        pack_rows(abuf, in, lda, m0, mc, K);
+        for (int p = p0; p < p1; p++)
+            for (int i = 0; i < mc; i += PK_MR)
+                pk_tile(abuf + (size_t)i * K, b + p * pstride, ldb, K,
+                        out + (size_t)(m0 + i) * ldc + p * PK_NR, ldc,
+                        mc - i < PK_MR ? mc - i : PK_MR, bias ? bias + p * PK_NR : NULL, gelu);
+    }
+}
+
+#endif
+
+/* out (T, N) = in (T, K) W^T, W (N, K), then the epilogue; all threads. With
+ * Wp (W packed, see pk_gemm) the packed GEMM runs, else OpenBLAS. The GEMM is
+ * split by rows when there are enough of them (each thread then runs its own
+ * rows' epilogue at once), else by columns of W (small batches are bound by
+ * reading W, which this way is read once) followed by a barrier. */
+static void linear(embd_backend *be, float *out, const float *in, const float *W, const float *Wp,
+                   int T, int K, int N, const float *bias, enum epilogue epi, float *x,
+                   const float *g, const float *beta) {
     const float eps = be->model->hp.ln_eps;
     const int nt = be->nt;
     const int by_rows = T >= 16 * nt;
+#if EMBD_HAVE_PACKED
+    if (Wp) {
+        const int np = N / PK_NR, gelu = epi == EPI_BIAS_GELU, ln = epi == EPI_BIAS_RESID_LN;
+        const size_t astride = (size_t)PK_MC * be->pk_maxk;
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            float *abuf = be->abuf + (size_t)tid * astride;
+            if (by_rows) {
+                const int r0 = (int)((int64_t)T * tid / nth);
+                const int r1 = (int)((int64_t)T * (tid + 1) / nth);
+                for (int m0 = r0; m0 < r1; m0 += PK_MC) {
+                    const int m1 = r1 - m0 < PK_MC ? r1 : m0 + PK_MC;
+                    pk_gemm(out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, m0, m1, 0,
+                            np, K, bias, gelu, abuf);
+                    if (ln) epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, m0, m1, N);
+                }
+            } else {
+                const int p0 = (int)((int64_t)np * tid / nth);
+                const int p1 = (int)((int64_t)np * (tid + 1) / nth);
+                if (p1 > p0)
+                    pk_gemm(out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, 0, T, p0,
+                            p1, K, bias, gelu, abuf);
+                if (ln) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+                    for (int r = 0; r < T; r++)
+                        epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, r, r + 1, N);
+                }
+            }
+        }
+        return;
+    }
+#else
+    (void)Wp;
+#endif
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -272,6 +466,7 @@ BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int le
                 sc[j] += qd * k[j];
         }
         float max = sc[0];
+#pragma omp simd reduction(max : max)
         for (int j = 1; j < len; j++)
             max = sc[j] > max ? sc[j] : max;
         float sum = 0.0f;
@@ -299,17 +494,18 @@ DEFINE_DISPATCHED(attend_head,
                    int h),
                   (ctx, qkv, kt, sc, len, H, HS, h))
 
-/* Each row of s (R, C) = softmax of the row; rows are C floats apart. */
-BODY softmax_rows_body(float *s, int R, int C) {
+/* Each row of s (R, C), rows ld floats apart, = softmax(scale * row). */
+BODY softmax_rows_body(float *s, int R, int C, int ld, float scale) {
     for (int r = 0; r < R; r++) {
-        float *row = s + (size_t)r * C;
+        float *row = s + (size_t)r * ld;
         float max = row[0];
+#pragma omp simd reduction(max : max)
         for (int j = 1; j < C; j++)
             max = row[j] > max ? row[j] : max;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < C; j++) {
-            row[j] = embd_fast_expf(row[j] - max);
+            row[j] = embd_fast_expf((row[j] - max) * scale);
             sum += row[j];
         }
         const float inv = 1.0f / sum;
@@ -319,7 +515,7 @@ BODY softmax_rows_body(float *s, int R, int C) {
     }
 }
 
-DEFINE_DISPATCHED(softmax_rows, (float *s, int R, int C), (s, R, C))
+DEFINE_DISPATCHED(softmax_rows, (float *s, int R, int C, int ld, float scale), (s, R, C, ld, scale))
 
 /* Sequences at least this long run their attention as two GEMMs per head;
  * shorter ones use attend_head's loops, cheaper than a BLAS call's set-up. */
@@ -333,22 +529,57 @@ static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, in
     const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, HS, 1.0f / sqrtf((float)HS), Q,
                 ld, K, ld, 0.0f, s, len);
-    softmax_rows(s, len, len);
+    softmax_rows(s, len, len, len, 1.0f);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, HS, len, 1.0f, s, len, V, ld, 0.0f,
                 ctx + (size_t)h * HS, H);
 }
+
+#if EMBD_HAVE_PACKED
+/* As attend_head_gemm, through pk_gemm: kt (HS, len16) = K^T with zero
+ * columns past len, s (len, len16) = Q K^T, softmax of s / sqrt(HS) by rows,
+ * ctx = s V. Needs HS a multiple of 16; abuf holds PK_MC * max(HS, len). */
+static void attend_head_pk(float *ctx, const float *qkv, float *kt, float *s, float *abuf, int len,
+                           int H, int HS, int h) {
+    const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
+    const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
+    for (int j = 0; j < len; j++) { /* key rows read in order; kt is in L1 */
+        const float *kj = K + (size_t)j * ld;
+        for (int d = 0; d < HS; d++)
+            kt[(size_t)d * l16 + j] = kj[d];
+    }
+    for (int d = 0; d < HS; d++)
+        for (size_t j = (size_t)len; j < l16; j++)
+            kt[(size_t)d * l16 + j] = 0.0f;
+    pk_gemm(s, l16, Q, ld, kt, PK_NR, l16, 0, len, 0, (int)(l16 / PK_NR), HS, NULL, 0, abuf);
+    softmax_rows(s, len, len, (int)l16, 1.0f / sqrtf((float)HS));
+    pk_gemm(ctx + (size_t)h * HS, (size_t)H, s, l16, V, PK_NR, ld, 0, len, 0, HS / PK_NR, len, NULL,
+            0, abuf);
+}
+#endif
 
 /* The attention of every (sequence, head) pair of the batch into be->ctx. */
 static void attention(embd_backend *be, const embd_batch *batch) {
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H, NH = hp->NH, HS = H / NH;
     const int tasks = batch->n_seq * NH;
-    const size_t kt_len = round16((size_t)HS * be->cap_len);
+    const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
+    const int pk = be->packed && HS % PK_NR == 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
     for (int task = 0; task < tasks; task++) {
         const int s = task / NH, h = task % NH;
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
-        float *scratch = be->att + (size_t)omp_get_thread_num() * be->att_stride;
+        const int tid = omp_get_thread_num();
+        float *scratch = be->att + (size_t)tid * be->att_stride;
+#if EMBD_HAVE_PACKED
+        if (pk) {
+            attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
+                           scratch + kt_len, be->abuf + (size_t)tid * PK_MC * be->pk_maxk, len, H,
+                           HS, h);
+            continue;
+        }
+#else
+        (void)pk;
+#endif
         if (len >= ATT_GEMM_MIN)
             attend_head_gemm(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H,
                              scratch + kt_len, len, H, HS, h);
@@ -418,6 +649,8 @@ static void cpu_free(embd_backend *be) {
     cpu_release_scratch(be);
     embd_free(be->wqkv);
     embd_free(be->bqkv);
+    embd_free(be->packed);
+    embd_free(be->abuf);
     embd_free(be);
 }
 
@@ -443,22 +676,49 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     /* every GEMM is split across OpenMP threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);
 
-    const size_t H = (size_t)hp->H, L = (size_t)hp->L;
-    be->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
+    const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
+    const bool packed = EMBD_HAVE_PACKED && cpu_supports_packed() && !cpu_force_baseline &&
+                        H % PK_NR == 0 && I % PK_NR == 0;
     be->bqkv = embd_malloc2(L * 3 * H + 1, sizeof(float));
-    if (!be->wqkv || !be->bqkv) {
-        st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing Q/K/V");
+    if (packed) {
+        /* (3H, H) + (H, H) + (I, H) + (H, I) per layer, 64-byte aligned */
+        be->pk_layer = 4 * H * H + 2 * I * H;
+        be->pk_maxk = (int)(H > I ? H : I);
+        if (hp->P > be->pk_maxk) be->pk_maxk = hp->P;
+        be->packed = embd_malloc2(L * be->pk_layer + 16, sizeof(float));
+        be->abuf = embd_malloc2((size_t)be->nt * PK_MC * (size_t)be->pk_maxk, sizeof(float));
+    } else {
+        be->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
+    }
+    if (!be->bqkv || (packed ? !be->packed || !be->abuf : !be->wqkv)) {
+        st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
         goto fail;
+    }
+    if (packed) {
+        be->pk_qkv = (float *)(((uintptr_t)be->packed + 63) & ~(uintptr_t)63);
+        be->pk_o = be->pk_qkv + 3 * H * H;
+        be->pk_i = be->pk_o + H * H;
+        be->pk_f = be->pk_i + I * H;
     }
     for (size_t l = 0; l < L; l++) {
         const embd_layer_weights *lw = &model->w.layers[l];
-        float *w = be->wqkv + l * 3 * H * H, *b = be->bqkv + l * 3 * H;
-        memcpy(w, lw->q_w, H * H * sizeof(float));
-        memcpy(w + H * H, lw->k_w, H * H * sizeof(float));
-        memcpy(w + 2 * H * H, lw->v_w, H * H * sizeof(float));
+        float *b = be->bqkv + l * 3 * H;
         memcpy(b, lw->q_b, H * sizeof(float));
         memcpy(b + H, lw->k_b, H * sizeof(float));
         memcpy(b + 2 * H, lw->v_b, H * sizeof(float));
+        if (packed) {
+            const size_t o = l * be->pk_layer;
+            const float *qkv[3] = {lw->q_w, lw->k_w, lw->v_w};
+            pack_panels(be->pk_qkv + o, qkv, (int)H, 3 * (int)H, (int)H);
+            pack_panels(be->pk_o + o, &lw->o_w, (int)H, (int)H, (int)H);
+            pack_panels(be->pk_i + o, &lw->i_w, (int)I, (int)I, (int)H);
+            pack_panels(be->pk_f + o, &lw->f_w, (int)H, (int)H, (int)I);
+        } else {
+            float *w = be->wqkv + l * 3 * H * H;
+            memcpy(w, lw->q_w, H * H * sizeof(float));
+            memcpy(w + H * H, lw->k_w, H * H * sizeof(float));
+            memcpy(w + 2 * H * H, lw->v_w, H * H * sizeof(float));
+        }
     }
     int T = params->max_batch_tokens >= 1 ? params->max_batch_tokens : 1;
     st = cpu_reserve(be, T, T < hp->P ? T : hp->P);
@@ -493,19 +753,24 @@ static enum embd_status cpu_embed(embd_backend *be, float *out, const embd_batch
     embed_tokens(be, batch);
     for (int l = 0; l < hp->L; l++) {
         const embd_layer_weights *lw = &m->w.layers[l];
-        const float *wqkv = be->wqkv + (size_t)l * 3 * H * H;
+        const float *wqkv = be->wqkv ? be->wqkv + (size_t)l * 3 * H * H : NULL;
         const float *bqkv = be->bqkv + (size_t)l * 3 * H;
+        const size_t po = (size_t)l * be->pk_layer;
+        const float *pq = be->packed ? be->pk_qkv + po : NULL,
+                    *pf = be->packed ? be->pk_f + po : NULL;
+        const float *p_o = be->packed ? be->pk_o + po : NULL,
+                    *pi = be->packed ? be->pk_i + po : NULL;
         /* big (T, 3H) = x Wqkv^T + bqkv */
-        linear(be, be->big, be->x, wqkv, T, H, 3 * H, bqkv, EPI_BIAS, NULL, NULL, NULL);
+        linear(be, be->big, be->x, wqkv, pq, T, H, 3 * H, bqkv, EPI_BIAS, NULL, NULL, NULL);
         attention(be, batch);
         /* x = LN1(x + ctx Wo^T + bo) */
-        linear(be, be->tmp, be->ctx, lw->o_w, T, H, H, lw->o_b, EPI_BIAS_RESID_LN, be->x, lw->ln1_g,
-               lw->ln1_b);
+        linear(be, be->tmp, be->ctx, lw->o_w, p_o, T, H, H, lw->o_b, EPI_BIAS_RESID_LN, be->x,
+               lw->ln1_g, lw->ln1_b);
         /* big (T, I) = gelu(x Wi^T + bi) */
-        linear(be, be->big, be->x, lw->i_w, T, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
+        linear(be, be->big, be->x, lw->i_w, pi, T, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
         /* x = LN2(x + big Wf^T + bf) */
-        linear(be, be->tmp, be->big, lw->f_w, T, I, H, lw->f_b, EPI_BIAS_RESID_LN, be->x, lw->ln2_g,
-               lw->ln2_b);
+        linear(be, be->tmp, be->big, lw->f_w, pf, T, I, H, lw->f_b, EPI_BIAS_RESID_LN, be->x,
+               lw->ln2_g, lw->ln2_b);
     }
     pool(be, out, batch, normalize && hp->normalize);
     return EMBD_OK;
