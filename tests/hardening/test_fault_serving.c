@@ -72,6 +72,35 @@ static void *srv_main(void *arg) {
     return NULL;
 }
 
+/* Starts srv_run(cfg) in a thread; returns the port, or 0 when it did not
+ * start. */
+static int start_server(struct srv_thread *t, struct srv_config *cfg) {
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    t->cfg = cfg;
+    t->port = 0;
+    t->ended = false;
+    cfg->on_listen = on_listen;
+    cfg->on_listen_arg = t;
+    if (pthread_create(&t->thread, NULL, srv_main, t) != 0) return 0;
+    pthread_mutex_lock(&t->mu);
+    while (!t->port && !t->ended)
+        pthread_cond_wait(&t->cond, &t->mu);
+    const int port = t->port;
+    pthread_mutex_unlock(&t->mu);
+    CHECK_MSG(port > 0, "the server did not start (rc %d)", t->rc);
+    return port;
+}
+
+/* Stops it as SIGTERM does `embd serve`; it must exit 0. */
+static void stop_server(struct srv_thread *t) {
+    pthread_kill(t->thread, SIGTERM);
+    pthread_join(t->thread, NULL);
+    CHECK_EQ_INT(t->rc, 0);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cond);
+}
+
 /* ---- a plain HTTP client --------------------------------------------------- */
 
 struct reply {
@@ -345,21 +374,8 @@ int main(void) {
         .max_batch_tokens = embd_ctx_max_batch_tokens(ctx),
         .health_interval_s = 1e-6, /* every /health runs a forward pass */
     };
-    struct srv_thread t = {.cfg = &cfg, .model = m, .ctx = ctx, .sched = sched, .store = store};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cond, NULL);
-    cfg.on_listen = on_listen;
-    cfg.on_listen_arg = &t;
-    if (pthread_create(&t.thread, NULL, srv_main, &t) != 0) {
-        CHECK(!"pthread_create");
-        goto out;
-    }
-    pthread_mutex_lock(&t.mu);
-    while (!t.port && !t.ended)
-        pthread_cond_wait(&t.cond, &t.mu);
-    const int port = t.port;
-    pthread_mutex_unlock(&t.mu);
-    CHECK_MSG(port > 0, "the server did not start (rc %d)", t.rc);
+    struct srv_thread t = {.model = m, .ctx = ctx, .sched = sched, .store = store};
+    int port = start_server(&t, &cfg);
 
     const struct fcase cases[] = {
         {"openai string", "POST", "/v1/embeddings",
@@ -381,15 +397,35 @@ int main(void) {
         {"info", "GET", "/info", NULL, false, true, "\"dim\":384"},
         {"metrics", "GET", "/metrics", NULL, false, false, "embd_http_responses_total"},
     };
-    if (port > 0)
+    if (port > 0) {
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             run_case(port, &cases[i]);
+        stop_server(&t);
+    }
 
-    pthread_kill(t.thread, SIGTERM);
-    pthread_join(t.thread, NULL);
-    CHECK_EQ_INT(t.rc, 0);
-    pthread_mutex_destroy(&t.mu);
-    pthread_cond_destroy(&t.cond);
+    /* With the default reuse of a passing /health check (1 s): a check that
+     * failed for want of memory is not reused, so the next /health, with
+     * memory back, answers 200 at once. */
+    cfg.health_interval_s = 0;
+    port = start_server(&t, &cfg);
+    if (port > 0) {
+        bool failed = false;
+        for (long n = 1; n < 50 && !failed; n++) {
+            usleep(1100 * 1000); /* past the reuse of the last passing check */
+            embd_fault_alloc_after(n);
+            struct reply r = request(port, "GET", "/health", NULL);
+            embd_fault_alloc_after(-1);
+            failed = r.status == 503 && strstr(r.body, "cannot embed");
+            reply_free(&r);
+            if (!failed) continue;
+            r = request(port, "GET", "/health", NULL);
+            CHECK_MSG(r.status == 200, "/health after a failed check: %d %s", r.status,
+                      r.body ? r.body : "(none)");
+            reply_free(&r);
+        }
+        CHECK_MSG(failed, "no fault reached the /health forward pass");
+        stop_server(&t);
+    }
 out:
     embd_sched_free(sched);
     embd_vstore_close(store);
