@@ -377,6 +377,12 @@ int main(void) {
     struct srv_thread t = {.model = m, .ctx = ctx, .sched = sched, .store = store};
     int port = start_server(&t, &cfg);
 
+    /* A body of 12 KB (mostly JSON whitespace: cheap to embed), past the
+     * server's first body buffer. */
+    char big[12 * 1024 + 64];
+    int bl = snprintf(big, sizeof big, "{\"input\":\"a padded body\"");
+    memset(big + bl, ' ', 12 * 1024);
+    snprintf(big + bl + 12 * 1024, sizeof big - (size_t)bl - 12 * 1024, "}");
     const struct fcase cases[] = {
         {"openai string", "POST", "/v1/embeddings",
          "{\"input\":\"fault injection in the server\",\"model\":\"m\"}", true, true,
@@ -386,6 +392,7 @@ int main(void) {
          "\"index\":1"},
         {"openai token ids", "POST", "/v1/embeddings",
          "{\"input\":[[101,7592,2088,102],[101,2023,102]]}", true, true, "\"index\":1"},
+        {"openai 12 KB body", "POST", "/v1/embeddings", big, true, true, "\"embedding\":["},
         {"openai base64", "POST", "/v1/embeddings",
          "{\"input\":\"base64 please\",\"encoding_format\":\"base64\"}", true, true,
          "\"embedding\":\""},
