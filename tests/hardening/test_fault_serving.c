@@ -8,8 +8,11 @@
  * that is either the unfaulted reply (200, the same body) or a 5xx with a
  * JSON error in the endpoint's own shape naming memory; N rises until the
  * request completes without reaching the fault. After each endpoint the
- * server must still answer a normal request correctly. LeakSanitizer (the
- * sanitizer build) checks that no failure path leaks.
+ * server must still answer a normal request correctly. Two more servers:
+ * one with the default reuse of a passing /health check, to check that a
+ * check failed for want of memory is not reused, and one with a prefix
+ * (its token-count buffer). LeakSanitizer (the sanitizer build) checks
+ * that no failure path leaks.
  *
  * The countdown is global: the scheduler's worker and the engine take it
  * as well as the connection's thread, so the fault lands wherever the Nth
@@ -234,9 +237,9 @@ static bool good(const struct fcase *fc, const struct reply *r, const struct rep
 
 static void run_case(int port, const struct fcase *fc) {
     struct reply ref = request(port, fc->method, fc->path, fc->body);
-    CHECK_MSG(ref.status == 200, "%s: unfaulted reply %d: %s", fc->name, ref.status,
+    CHECK_MSG(ref.status == 200, "%s: unfaulted reply %d: %.300s", fc->name, ref.status,
               ref.body ? ref.body : "(none)");
-    if (ref.status == 200) CHECK_MSG(strstr(ref.body, fc->must), "%s: %s", fc->name, ref.body);
+    if (ref.status == 200) CHECK_MSG(strstr(ref.body, fc->must), "%s: %.300s", fc->name, ref.body);
     if (ref.status != 200) {
         reply_free(&ref);
         return;
@@ -249,14 +252,14 @@ static void run_case(int port, const struct fcase *fc) {
         long made = embd_fault_alloc_after(-1);
         const bool reached = made > n;
         if (!reached) { /* the request ran to the end without meeting the fault */
-            CHECK_MSG(good(fc, &r, &ref), "%s: unfaulted (N %ld, %ld allocations): %d %s", fc->name,
-                      n, made, r.status, r.body ? r.body : "(no complete reply)");
+            CHECK_MSG(good(fc, &r, &ref), "%s: unfaulted (N %ld, %ld allocations): %d %.300s",
+                      fc->name, n, made, r.status, r.body ? r.body : "(no complete reply)");
             completed = true;
         } else if (good(fc, &r, &ref)) {
             absorbed++; /* a failure that was recovered from */
         } else {
-            CHECK_MSG(oom_error(fc, &r), "%s: fault at allocation %ld: status %d: %s", fc->name, n,
-                      r.status, r.body ? r.body : "(no complete reply)");
+            CHECK_MSG(oom_error(fc, &r), "%s: fault at allocation %ld: status %d: %.300s", fc->name,
+                      n, r.status, r.body ? r.body : "(no complete reply)");
             faulted++;
         }
         reply_free(&r);
@@ -268,7 +271,7 @@ static void run_case(int port, const struct fcase *fc) {
     fflush(stdout);
     /* The server still answers a normal request correctly. */
     struct reply after = request(port, fc->method, fc->path, fc->body);
-    CHECK_MSG(good(fc, &after, &ref), "%s: after the faults: %d %s", fc->name, after.status,
+    CHECK_MSG(good(fc, &after, &ref), "%s: after the faults: %d %.300s", fc->name, after.status,
               after.body ? after.body : "(none)");
     reply_free(&after);
     reply_free(&ref);
@@ -426,11 +429,22 @@ int main(void) {
             reply_free(&r);
             if (!failed) continue;
             r = request(port, "GET", "/health", NULL);
-            CHECK_MSG(r.status == 200, "/health after a failed check: %d %s", r.status,
+            CHECK_MSG(r.status == 200, "/health after a failed check: %d %.300s", r.status,
                       r.body ? r.body : "(none)");
             reply_free(&r);
         }
         CHECK_MSG(failed, "no fault reached the /health forward pass");
+        stop_server(&t);
+    }
+
+    /* A prefix (the server counts tokens with it prepended, in a buffer of
+     * its own). The engine here has none: only the usage counts differ. */
+    cfg.prefix = "query: ";
+    port = start_server(&t, &cfg);
+    if (port > 0) {
+        run_case(port, &(struct fcase){"openai with a prefix", "POST", "/v1/embeddings",
+                                       "{\"input\":[\"one\",\"two\"]}", true, true,
+                                       "\"prompt_tokens\":10"});
         stop_server(&t);
     }
 out:
