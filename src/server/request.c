@@ -2,8 +2,11 @@
  * check that needs no engine; see request.h. */
 #include "server/request.h"
 
+#include "util/util.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,31 @@ __attribute__((format(printf, 4, 5))) static int fail(struct srv_error *err, int
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+/* cJSON allocates through util.h, so that tests can fail its allocations
+ * too, and a failed one is told apart from bad JSON (json_oom). */
+static _Thread_local bool json_oom;
+
+static void *json_malloc(size_t size) {
+    void *p = embd_malloc(size);
+    if (!p) json_oom = true;
+    return p;
+}
+
+static void json_free(void *p) {
+    embd_free(p);
+}
+
+static void json_hooks(void) {
+    cJSON_Hooks h = {.malloc_fn = json_malloc, .free_fn = json_free};
+    cJSON_InitHooks(&h);
+}
+
+static pthread_once_t json_once = PTHREAD_ONCE_INIT;
+
+void srv_json_init(void) {
+    pthread_once(&json_once, json_hooks);
 }
 
 bool srv_utf8_valid(const char *s, size_t len) {
@@ -80,8 +108,8 @@ static int parse_ids(const cJSON *arr, size_t index, bool nested, const struct s
                     "or start the server with --auto-truncate)",
                     index, n, lim->max_tokens);
     size_t keep = n > lim->max_tokens ? lim->max_tokens : n;
-    in->ids = malloc(keep * sizeof *in->ids);
-    if (!in->ids) return fail(err, 500, NULL, "out of memory");
+    in->ids = embd_malloc2(keep, sizeof *in->ids);
+    if (!in->ids) return fail(err, 503, NULL, "out of memory");
     in->n_ids = keep;
     size_t j = 0;
     const cJSON *t;
@@ -105,8 +133,8 @@ static int parse_inputs(const cJSON *v, const char *param, const struct srv_limi
                         struct srv_request *req, struct srv_error *err) {
     if (!v) return fail(err, 400, param, "missing field \"%s\"", param);
     if (cJSON_IsString(v)) {
-        req->inputs = calloc(1, sizeof *req->inputs);
-        if (!req->inputs) return fail(err, 500, NULL, "out of memory");
+        req->inputs = embd_calloc(1, sizeof *req->inputs);
+        if (!req->inputs) return fail(err, 503, NULL, "out of memory");
         req->n = 1;
         req->inputs[0].text = v->valuestring;
         req->inputs[0].len = strlen(v->valuestring);
@@ -126,8 +154,8 @@ static int parse_inputs(const cJSON *v, const char *param, const struct srv_limi
             return fail(err, 413, param,
                         "%zu inputs in one request; the limit is %zu (--max-inputs)", n_inputs,
                         lim->max_inputs);
-        req->inputs = calloc(n_inputs, sizeof *req->inputs);
-        if (!req->inputs) return fail(err, 500, NULL, "out of memory");
+        req->inputs = embd_calloc(n_inputs, sizeof *req->inputs);
+        if (!req->inputs) return fail(err, 503, NULL, "out of memory");
         req->n = n_inputs;
         req->tokens = !texts;
         if (ids) return parse_ids(v, 0, false, lim, req->truncate, &req->inputs[0], param, err);
@@ -189,8 +217,8 @@ static int parse_openai(const cJSON *root, const struct srv_limits *lim, struct 
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (model && !cJSON_IsNull(model)) {
         if (!cJSON_IsString(model)) return fail(err, 400, "model", "\"model\" must be a string");
-        req->model = strdup(model->valuestring);
-        if (!req->model) return fail(err, 500, NULL, "out of memory");
+        req->model = embd_strdup(model->valuestring);
+        if (!req->model) return fail(err, 503, NULL, "out of memory");
     }
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
     if (fmt && !cJSON_IsNull(fmt)) {
@@ -273,8 +301,11 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
     req->api = api;
     if (len == 0) return fail(err, 400, NULL, "the request body is empty; send a JSON object");
     if (!srv_utf8_valid(body, len)) return fail(err, 400, NULL, "the request body is not UTF-8");
+    srv_json_init();
     const char *end = NULL;
+    json_oom = false;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!root && json_oom) return fail(err, 503, NULL, "out of memory parsing the request body");
     if (!root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
         return fail(err, 400, NULL, "the request body is not valid JSON (at byte %zu)", at);
@@ -301,9 +332,9 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
 void srv_request_free(struct srv_request *req) {
     if (!req) return;
     for (size_t i = 0; req->inputs && i < req->n; i++)
-        free(req->inputs[i].ids);
-    free(req->inputs);
-    free(req->model);
+        embd_free(req->inputs[i].ids);
+    embd_free(req->inputs);
+    embd_free(req->model);
     cJSON_Delete(req->json);
     memset(req, 0, sizeof *req);
 }
@@ -325,11 +356,11 @@ int srv_check_tokens(const embd_model *model, const char *prefix, const struct s
         size_t len = in->len;
         if (plen) {
             if (joined_cap < plen + len) {
-                free(joined);
+                embd_free(joined);
                 joined_cap = plen + len;
-                joined = malloc(joined_cap);
+                joined = embd_malloc(joined_cap);
                 if (!joined) {
-                    rc = fail(err, 500, NULL, "out of memory");
+                    rc = fail(err, 503, NULL, "out of memory");
                     break;
                 }
             }
@@ -339,8 +370,10 @@ int srv_check_tokens(const embd_model *model, const char *prefix, const struct s
             len += plen;
         }
         size_t n = 0;
-        if (embd_count_tokens(model, t, len, &n) != EMBD_OK) {
-            rc = fail(err, 500, NULL, "cannot tokenize input %zu: %s", i, embd_last_error());
+        enum embd_status st = embd_count_tokens(model, t, len, &n);
+        if (st != EMBD_OK) {
+            rc = fail(err, st == EMBD_ERR_NOMEM ? 503 : 500, NULL, "cannot tokenize input %zu: %s",
+                      i, embd_last_error());
             break;
         }
         if (n > lim->max_tokens && !req->truncate)
@@ -350,7 +383,7 @@ int srv_check_tokens(const embd_model *model, const char *prefix, const struct s
                       i, n, lim->max_tokens);
         total += n > lim->max_tokens ? lim->max_tokens : n;
     }
-    free(joined);
+    embd_free(joined);
     *n_tokens = total;
     return rc;
 }

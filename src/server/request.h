@@ -60,6 +60,12 @@ struct srv_error {
     const char *param; /* the offending field ("input"), or NULL */
 };
 
+/* Makes cJSON allocate through util.h (so that allocation failures are
+ * injected in tests and reported as "out of memory", 503, not as bad JSON).
+ * Process-wide and idempotent; srv_parse calls it, srv_run calls it before
+ * any connection thread starts. */
+void srv_json_init(void);
+
 /* Parses and checks a body (len bytes, not NUL-terminated) for `api`. On
  * success fills *req (free with srv_request_free) and returns 0; else fills
  * *err and returns -1 (req needs no freeing). Checks: valid UTF-8, valid

@@ -6,6 +6,7 @@
 #include "server/server.h"
 
 #include "store/vstore.h"
+#include "util/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,7 +43,7 @@ static void jb_reserve(struct jbuf *b, size_t more) {
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + more + 1)
         cap *= 2;
-    char *p = realloc(b->p, cap);
+    char *p = embd_realloc(b->p, cap);
     if (!p) {
         b->oom = true;
         return;
@@ -208,8 +209,13 @@ struct conn {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool oom; /* the body could not be stored: answered 503 */
     double start;
 };
+
+/* The state of a request whose own could not be allocated: it is answered
+ * 503 "out of memory" (never written to; shared by such requests). */
+static struct conn oom_conn;
 
 static double now_sec(void) {
     struct timespec ts;
@@ -230,24 +236,14 @@ static void count_response(struct server *s, enum route r, int code, double star
 /* Responses                                                               */
 /* ---------------------------------------------------------------------- */
 
-static enum MHD_Result send_buf(struct MHD_Connection *c, int code, struct jbuf *b,
-                                const char *type, const char *extra_header,
-                                const char *extra_value) {
-    if (b->oom) {
-        free(b->p);
-        static const char oom[] = "{\"error\":\"out of memory\",\"error_type\":\"Backend\"}";
-        struct MHD_Response *r =
-            MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
-        if (!r) return MHD_NO;
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        enum MHD_Result ret = MHD_queue_response(c, 503, r);
-        MHD_destroy_response(r);
-        return ret;
-    }
+/* Queues b (taken: freed here or by libmicrohttpd) as the response. */
+static enum MHD_Result queue_buf(struct MHD_Connection *c, int code, struct jbuf *b,
+                                 const char *type, const char *extra_header,
+                                 const char *extra_value) {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(b->len, b->p ? b->p : (void *)"", MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(b->p);
+    if (!r) { /* libmicrohttpd's own allocation: the connection is closed */
+        embd_free(b->p);
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
@@ -255,6 +251,37 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, int code, struct jbuf 
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+/* 503 "out of memory" in the endpoint's own shape, from static memory (it
+ * allocates nothing of ours, so it cannot fail for want of memory itself). */
+static enum MHD_Result send_oom(struct server *s, struct MHD_Connection *c, enum route r,
+                                bool openai, double start) {
+    static const char oom_openai[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                                     "\"server_error\",\"param\":null,\"code\":\"unavailable\"}}";
+    static const char oom_tei[] = "{\"error\":\"out of memory\",\"error_type\":\"Backend\"}";
+    count_response(s, r, 503, start);
+    const char *body = openai ? oom_openai : oom_tei;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, 503, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Sends b (taken) with `code` and counts the response; a buffer that ran
+ * out of memory while being written is dropped for send_oom's 503. */
+static enum MHD_Result send_buf(struct server *s, struct MHD_Connection *c, enum route r,
+                                bool openai, int code, struct jbuf *b, const char *type,
+                                const char *extra_header, const char *extra_value, double start) {
+    if (b->oom) {
+        embd_free(b->p);
+        return send_oom(s, c, r, openai, start);
+    }
+    count_response(s, r, code, start);
+    return queue_buf(c, code, b, type, extra_header, extra_value);
 }
 
 static const char *openai_type(int code) {
@@ -328,15 +355,18 @@ static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, en
         jb_json_string(&b, msg, strlen(msg));
         jb_printf(&b, ",\"error_type\":\"%s\"}", tei_type(code));
     }
-    count_response(s, r, code, start);
-    if (code == 429) return send_buf(c, code, &b, "application/json", "Retry-After", "1");
-    if (code == 401)
-        return send_buf(c, code, &b, "application/json", MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                        "Bearer");
-    if (code == 405)
-        return send_buf(c, code, &b, "application/json", MHD_HTTP_HEADER_ALLOW,
-                        r == R_HEALTH || r == R_INFO || r == R_METRICS ? "GET, HEAD" : "POST");
-    return send_buf(c, code, &b, "application/json", NULL, NULL);
+    const char *hdr = NULL, *val = NULL;
+    if (code == 429) {
+        hdr = "Retry-After";
+        val = "1";
+    } else if (code == 401) {
+        hdr = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+        val = "Bearer";
+    } else if (code == 405) {
+        hdr = MHD_HTTP_HEADER_ALLOW;
+        val = r == R_HEALTH || r == R_INFO || r == R_METRICS ? "GET, HEAD" : "POST";
+    }
+    return send_buf(s, c, r, openai, code, &b, "application/json", hdr, val, start);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -388,7 +418,7 @@ static void *watchdog_main(void *arg) {
         for (struct watch *w = s->watched; w; w = w->next)
             n++;
         if (n > cap) {
-            struct pollfd *p = realloc(fds, n * sizeof *p);
+            struct pollfd *p = embd_realloc(fds, n * sizeof *p); /* on failure: poll fewer */
             if (p) {
                 fds = p;
                 cap = n;
@@ -404,7 +434,7 @@ static void *watchdog_main(void *arg) {
         }
         pthread_mutex_unlock(&s->watch_mu);
     }
-    free(fds);
+    embd_free(fds);
     return NULL;
 }
 
@@ -435,18 +465,19 @@ static void watch_remove(struct server *s, struct watch *w) {
 
 /* Embeds the request's inputs into out (n, D) through the scheduler. */
 static enum embd_status embed_unwatched(struct server *s, const struct srv_request *req, float *out,
-                                        const struct embd_sched_call *call) {
+                                        const struct embd_sched_call *call, char *why, size_t cap) {
     const size_t n = req->n;
     enum embd_status st;
     if (req->tokens) {
         size_t total = 0;
         for (size_t i = 0; i < n; i++)
             total += req->inputs[i].n_ids;
-        int32_t *ids = malloc((total ? total : 1) * sizeof *ids);
-        size_t *ss = malloc((n + 1) * sizeof *ss);
+        int32_t *ids = embd_malloc2(total ? total : 1, sizeof *ids);
+        size_t *ss = embd_malloc2(n + 1, sizeof *ss);
         if (!ids || !ss) {
-            free(ids);
-            free(ss);
+            embd_free(ids);
+            embd_free(ss);
+            snprintf(why, cap, "out of memory");
             return EMBD_ERR_NOMEM;
         }
         ss[0] = 0;
@@ -455,14 +486,15 @@ static enum embd_status embed_unwatched(struct server *s, const struct srv_reque
             ss[i + 1] = ss[i] + req->inputs[i].n_ids;
         }
         st = embd_sched_embed_tokens_ex(s->sched, ids, ss, n, out, call);
-        free(ids);
-        free(ss);
+        embd_free(ids);
+        embd_free(ss);
     } else {
-        const char **texts = malloc(n * sizeof *texts);
-        size_t *lens = malloc(n * sizeof *lens);
+        const char **texts = embd_malloc2(n, sizeof *texts);
+        size_t *lens = embd_malloc2(n, sizeof *lens);
         if (!texts || !lens) {
-            free(texts);
-            free(lens);
+            embd_free(texts);
+            embd_free(lens);
+            snprintf(why, cap, "out of memory");
             return EMBD_ERR_NOMEM;
         }
         for (size_t i = 0; i < n; i++) {
@@ -470,22 +502,27 @@ static enum embd_status embed_unwatched(struct server *s, const struct srv_reque
             lens[i] = req->inputs[i].len;
         }
         st = embd_sched_embed_ex(s->sched, texts, lens, n, out, call);
-        free(texts);
-        free(lens);
+        embd_free(texts);
+        embd_free(lens);
+    }
+    if (st != EMBD_OK) {
+        const char *e = embd_last_error();
+        snprintf(why, cap, "%s", e && *e ? e : embd_status_str(st));
     }
     return st;
 }
 
 /* Embeds the request's inputs into out (n, D) through the scheduler,
  * watching the connection so that the work is dropped if the client hangs up
- * while it is queued. */
+ * while it is queued. On failure, why (cap bytes) says why. */
 static enum embd_status embed_inputs(struct server *s, struct MHD_Connection *c,
-                                     const struct srv_request *req, float *out) {
+                                     const struct srv_request *req, float *out, char *why,
+                                     size_t cap) {
     struct watch w;
     watch_add(s, &w, c);
     const struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
                                          .cancel = &w.cancel};
-    enum embd_status st = embed_unwatched(s, req, out, &call);
+    enum embd_status st = embed_unwatched(s, req, out, &call, why, cap);
     watch_remove(s, &w);
     if (st == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
     return st;
@@ -512,18 +549,16 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
         srv_request_free(&req);
         return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
     }
-    float *vecs = malloc(req.n * D * sizeof *vecs);
+    float *vecs = embd_malloc2(req.n, D * sizeof *vecs); /* (n, D) */
     if (!vecs) {
         srv_request_free(&req);
-        return send_error(s, c, r, openai, 503, NULL, "out of memory", st->start);
+        return send_oom(s, c, r, openai, st->start);
     }
-    enum embd_status es = embed_inputs(s, c, &req, vecs);
+    char msg[512];
+    enum embd_status es = embed_inputs(s, c, &req, vecs, msg, sizeof msg);
     if (es != EMBD_OK) {
-        char msg[512];
-        const char *why = embd_last_error();
-        snprintf(msg, sizeof msg, "%s", why && *why ? why : embd_status_str(es));
         if (es == EMBD_ERR_BUSY) atomic_fetch_add(&s->rejected_busy, 1);
-        free(vecs);
+        embd_free(vecs);
         srv_request_free(&req);
         return send_error(s, c, r, openai, http_status_of(es), NULL, msg, st->start);
     }
@@ -566,12 +601,12 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
         }
         jb_put(&b, "]", 1);
     }
-    free(vecs);
+    embd_free(vecs);
     srv_request_free(&req);
-    count_response(s, r, 200, st->start);
     char tokens_hdr[32];
     snprintf(tokens_hdr, sizeof tokens_hdr, "%zu", n_tokens);
-    return send_buf(c, 200, &b, "application/json", "x-embd-tokens", tokens_hdr);
+    return send_buf(s, c, r, openai, 200, &b, "application/json", "x-embd-tokens", tokens_hdr,
+                    st->start);
 }
 
 static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
@@ -584,22 +619,21 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
     if (srv_parse(SRV_API_SEARCH, st->body, st->len, &s->cfg->limits, &req, &err))
         return send_error(s, c, R_SEARCH, false, err.status, err.param, err.message, st->start);
     const size_t D = (size_t)s->dim;
-    float *q = malloc(D * sizeof *q);
-    struct embd_store_hit *hits = malloc(req.k * sizeof *hits);
+    float *q = embd_malloc2(D, sizeof *q);                           /* (D) */
+    struct embd_store_hit *hits = embd_malloc2(req.k, sizeof *hits); /* (k) */
     if (!q || !hits) {
-        free(q);
-        free(hits);
+        embd_free(q);
+        embd_free(hits);
         srv_request_free(&req);
-        return send_error(s, c, R_SEARCH, false, 503, NULL, "out of memory", st->start);
+        return send_oom(s, c, R_SEARCH, false, st->start);
     }
     struct srv_input query = {.text = req.query, .len = req.query_len};
     const struct srv_request one = {.inputs = &query, .n = 1};
-    enum embd_status es = embed_inputs(s, c, &one, q);
+    char msg[512];
+    enum embd_status es = embed_inputs(s, c, &one, q, msg, sizeof msg);
     if (es != EMBD_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", embd_last_error());
-        free(q);
-        free(hits);
+        embd_free(q);
+        embd_free(hits);
         srv_request_free(&req);
         return send_error(s, c, R_SEARCH, false, http_status_of(es), NULL, msg, st->start);
     }
@@ -621,26 +655,29 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
         }
         jb_str(&b, "]}");
     }
-    char msg[512] = "";
     if (es != EMBD_OK) snprintf(msg, sizeof msg, "store: %s", embd_last_error());
     pthread_mutex_unlock(&s->store_mu);
-    free(q);
-    free(hits);
+    embd_free(q);
+    embd_free(hits);
     srv_request_free(&req);
     if (es != EMBD_OK) {
-        free(b.p);
-        return send_error(s, c, R_SEARCH, false, 500, NULL, msg, st->start);
+        embd_free(b.p);
+        return send_error(s, c, R_SEARCH, false, es == EMBD_ERR_NOMEM ? 503 : 500, NULL, msg,
+                          st->start);
     }
-    count_response(s, R_SEARCH, 200, st->start);
-    return send_buf(c, 200, &b, "application/json", NULL, NULL);
+    return send_buf(s, c, R_SEARCH, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
-/* A real forward pass ([CLS] [SEP], not cached), at most once a second. */
+/* A real forward pass ([CLS] [SEP], not cached). A pass is reused for
+ * cfg->health_interval_s (default 1 s); a failed check is not, so that a
+ * passing failure (out of memory) does not leave the server reported
+ * unhealthy. */
 static bool check_health(struct server *s, char *why, size_t cap) {
     pthread_mutex_lock(&s->health_mu);
     double t = now_sec();
-    if (s->health_at == 0 || t - s->health_at >= 1.0) {
-        float *v = malloc((size_t)s->dim * sizeof *v);
+    double interval = s->cfg->health_interval_s > 0 ? s->cfg->health_interval_s : 1.0;
+    if (!s->health_ok || t - s->health_at >= interval) {
+        float *v = embd_malloc2((size_t)s->dim, sizeof *v); /* (D) */
         size_t ss[2] = {0, s->health_n};
         enum embd_status es =
             v ? embd_sched_embed_tokens(s->sched, s->health_ids, ss, 1, v, 10000) : EMBD_ERR_NOMEM;
@@ -652,7 +689,7 @@ static bool check_health(struct server *s, char *why, size_t cap) {
                      v ? embd_last_error() : "out of memory");
         else if (!s->health_ok)
             snprintf(s->health_err, sizeof s->health_err, "the model gives non-finite values");
-        free(v);
+        embd_free(v);
         s->health_at = now_sec();
     }
     bool ok = s->health_ok;
@@ -667,8 +704,7 @@ static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
         return send_error(s, c, R_HEALTH, false, 503, NULL, why, st->start);
     struct jbuf b = {0};
     jb_str(&b, "{\"status\":\"ok\"}");
-    count_response(s, R_HEALTH, 200, st->start);
-    return send_buf(c, 200, &b, "application/json", NULL, NULL);
+    return send_buf(s, c, R_HEALTH, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
 static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, struct conn *st) {
@@ -705,8 +741,7 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
         jb_str(&b, ",\"store\":null");
     }
     jb_put(&b, "}", 1);
-    count_response(s, R_INFO, 200, st->start);
-    return send_buf(c, 200, &b, "application/json", NULL, NULL);
+    return send_buf(s, c, R_INFO, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
 static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c, struct conn *st) {
@@ -717,6 +752,7 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
         embd_metrics_render(s->ctx, b.p, need + 1);
         b.len = need;
     }
+    /* Counted before rendering, so that the answer includes itself. */
     count_response(s, R_METRICS, 200, st->start);
     jb_str(&b, "# HELP embd_http_responses_total HTTP responses by endpoint and status.\n"
                "# TYPE embd_http_responses_total counter\n");
@@ -751,7 +787,13 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
               "embd_http_cancelled_total %llu\n",
               atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy),
               (unsigned long long)atomic_load(&s->cancelled));
-    return send_buf(c, 200, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    if (b.oom) { /* answered with send_oom's 503 (counted there) instead */
+        atomic_fetch_sub(&s->responses[R_METRICS][0], 1);
+        atomic_fetch_sub(&s->latency_count[R_METRICS], 1);
+        embd_free(b.p);
+        return send_oom(s, c, R_METRICS, false, st->start);
+    }
+    return queue_buf(c, 200, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -800,6 +842,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (atomic_load(&s->draining))
         return send_error(s, c, r, openai, 503, NULL, "the server is shutting down", st->start);
+    if (st->oom) return send_oom(s, c, r, openai, st->start);
     if (r == R_OTHER) {
         char msg[200];
         snprintf(msg, sizeof msg,
@@ -851,9 +894,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *upload_data_size, void **con_cls) {
     struct server *s = cls;
     struct conn *st = *con_cls;
+    if (st == &oom_conn) { /* drop the body, then answer 503 */
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        enum route r = route_of(url);
+        return send_oom(s, c, r, r == R_OPENAI || !strncmp(url, "/v1/", 4), now_sec());
+    }
     if (!st) {
-        st = calloc(1, sizeof *st);
-        if (!st) return MHD_NO;
+        st = embd_calloc(1, sizeof *st);
+        if (!st) {
+            *con_cls = &oom_conn;
+            atomic_fetch_add(&s->in_flight, 1);
+            return MHD_YES;
+        }
         st->start = now_sec();
         *con_cls = st;
         atomic_fetch_add(&s->in_flight, 1);
@@ -869,10 +924,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (st->too_large) return MHD_YES; /* read and dropped */
+        if (st->too_large || st->oom) return MHD_YES; /* read and dropped */
         if (st->len + n > s->cfg->max_body_bytes) {
             st->too_large = true;
-            free(st->body);
+            embd_free(st->body);
             st->body = NULL;
             st->len = st->cap = 0;
             return MHD_YES;
@@ -882,8 +937,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             while (cap < st->len + n)
                 cap *= 2;
             if (cap > s->cfg->max_body_bytes) cap = s->cfg->max_body_bytes;
-            char *p = realloc(st->body, cap);
-            if (!p) return MHD_NO;
+            char *p = embd_realloc(st->body, cap);
+            if (!p) {
+                st->oom = true;
+                embd_free(st->body);
+                st->body = NULL;
+                st->len = st->cap = 0;
+                return MHD_YES;
+            }
             st->body = p;
             st->cap = cap;
         }
@@ -899,8 +960,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct server *s = cls;
     struct conn *st = *con_cls;
     if (!st) return;
-    free(st->body);
-    free(st);
+    if (st != &oom_conn) {
+        embd_free(st->body);
+        embd_free(st);
+    }
     *con_cls = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
     atomic_fetch_add(&s->completed, 1);
@@ -922,7 +985,7 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
 /* Startup and shutdown                                                    */
 /* ---------------------------------------------------------------------- */
 
-static int open_listener(const struct srv_config *cfg, char *where, size_t cap) {
+static int open_listener(const struct srv_config *cfg, char *where, size_t cap, int *port_out) {
     char port[16];
     snprintf(port, sizeof port, "%d", cfg->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -972,12 +1035,14 @@ static int open_listener(const struct srv_config *cfg, char *where, size_t cap) 
     }
     snprintf(where, cap, ss.ss_family == AF_INET6 ? "http://[%s]:%d" : "http://%s:%d", host,
              bound_port);
+    *port_out = bound_port;
     return fd;
 }
 
 int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
             embd_vstore *store) {
-    struct server *s = calloc(1, sizeof *s);
+    srv_json_init();
+    struct server *s = embd_calloc(1, sizeof *s);
     if (!s) {
         fprintf(stderr, "embd: serve: out of memory\n");
         return 1;
@@ -1012,7 +1077,8 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     }
     watchdog = true;
     char where[128];
-    int fd = open_listener(cfg, where, sizeof where);
+    int port = 0;
+    int fd = open_listener(cfg, where, sizeof where, &port);
     if (fd < 0) goto done;
     d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
@@ -1029,6 +1095,7 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
             s->dim, embd_ctx_backend(ctx), cfg->limits.max_tokens,
             cfg->api_key && *cfg->api_key ? ", API key required" : "", where);
     fflush(stderr);
+    if (cfg->on_listen) cfg->on_listen(cfg->on_listen_arg, port);
 
     sigset_t set;
     sigemptyset(&set);
@@ -1079,6 +1146,6 @@ done:
     pthread_mutex_destroy(&s->watch_mu);
     pthread_mutex_destroy(&s->store_mu);
     pthread_mutex_destroy(&s->health_mu);
-    free(s);
+    embd_free(s);
     return rc;
 }

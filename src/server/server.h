@@ -30,6 +30,11 @@ struct srv_config {
     bool normalize;       /* OpenAI answers: L2-normalise (the model's default) */
     const char *dtype;    /* for /info */
     int max_batch_tokens; /* for /info */
+    /* Optional (tests): called once the server answers, with the port it
+     * listens on; how long a passing /health check is reused (0: 1 s). */
+    void (*on_listen)(void *arg, int port);
+    void *on_listen_arg;
+    double health_interval_s;
 };
 
 /* Serves until SIGINT or SIGTERM (which the caller must have blocked in
