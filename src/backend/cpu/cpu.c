@@ -1,16 +1,22 @@
 /* cpu.c — the fast CPU backend ("cpu"): the same encoder as the reference
- * (ref.c) with matrix products through OpenBLAS and the rest in OpenMP loops.
+ * (ref.c), its matrix products through a packed AVX2+FMA GEMM of this file
+ * (pk_gemm: the weights packed once at init) where the CPU has AVX2 and the
+ * sizes are multiples of 16, else through OpenBLAS; the rest in OpenMP loops.
  *
  * Threading: one pool only. OpenBLAS is set to one thread and every GEMM is
  * split by this file across OpenMP threads (by rows of the activations, or by
  * output columns when the batch is small), so BLAS and OpenMP threads never
  * fight for the cores. The epilogue of each GEMM (bias, GELU, residual +
  * LayerNorm) runs in the same parallel region right after it, while the rows
- * are still in cache.
+ * are still in cache (the packed GEMM adds the bias and GELU in registers).
  *
- * Attention runs per (sequence, head) task, dynamically scheduled: K of the
- * head is transposed into thread scratch (HS, len) so that scores for a query
- * are HS axpy passes over len, and the context is an axpy over HS per key.
+ * Attention runs per (sequence, head) task, dynamically scheduled. With the
+ * packed GEMM: K^T of the head is packed into thread scratch (HS, len16), the
+ * scores are one pk_gemm, the softmax scales them, and the context another
+ * pk_gemm against V in place. Otherwise sequences of 32 tokens or more use two
+ * OpenBLAS calls, and shorter ones loops: K transposed into (HS, len) so that
+ * the scores for a query are HS axpy passes over len, and the context an axpy
+ * over HS per key.
  *
  * Shape letters as in backend/backend.h; `len` is one sequence's length. */
 #include "backend/backend.h"
@@ -108,6 +114,8 @@ struct embd_backend {
     int cap_tok;
     float *x;     /* (T, H) hidden state */
     float *ctx;   /* (T, H) attention context */
+    float *kt;    /* (H, kt_ld) K^T of the batch, written by the packed QKV GEMM */
+    size_t kt_ld; /* round16(T) + 16: a head's panels may read 15 columns past T */
     float *tmp;   /* (T, H) dense outputs before the residual */
     float *big;   /* (T, max(3H, I)) Q|K|V, later the FFN activations */
     int32_t *pos; /* (T) position of each token within its sequence */
@@ -128,7 +136,7 @@ static void cpu_release_scratch(embd_backend *be) {
     embd_free(be->att);
     be->tok_mem = NULL;
     be->att = NULL;
-    be->x = be->ctx = be->tmp = be->big = NULL;
+    be->x = be->ctx = be->tmp = be->big = be->kt = NULL;
     be->pos = NULL;
     be->cap_tok = 0;
     be->cap_len = 0;
@@ -145,7 +153,8 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         size_t wide = 3 * H > (size_t)hp->I ? 3 * H : (size_t)hp->I;
         size_t nx = round16((size_t)T * H), nbig = round16((size_t)T * wide);
         size_t npos = round16((size_t)T);
-        size_t total = 3 * nx + nbig + npos + 16; /* + 16 for the 64-byte alignment */
+        const size_t kt_ld = round16((size_t)T) + 16, nkt = be->packed ? round16(H * kt_ld) : 0;
+        size_t total = 3 * nx + nbig + npos + nkt + 16; /* + 16 for the 64-byte alignment */
         void *mem = embd_malloc2(total, sizeof(float));
         if (!mem)
             return embd_error(EMBD_ERR_NOMEM,
@@ -160,6 +169,8 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         be->tmp = p + 2 * nx;
         be->big = p + 3 * nx;
         be->pos = (int32_t *)(p + 3 * nx + nbig);
+        be->kt = nkt ? p + 3 * nx + nbig + npos : NULL;
+        be->kt_ld = kt_ld;
         be->cap_tok = T;
     }
     if (max_len > be->cap_len) {
@@ -535,25 +546,37 @@ static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, in
 }
 
 #if EMBD_HAVE_PACKED
-/* As attend_head_gemm, through pk_gemm: kt (HS, len16) = K^T with zero
- * columns past len, s (len, len16) = Q K^T, softmax of s / sqrt(HS) by rows,
- * ctx = s V. Needs HS a multiple of 16; abuf holds PK_MC * max(HS, len). */
-static void attend_head_pk(float *ctx, const float *qkv, float *kt, float *s, float *abuf, int len,
-                           int H, int HS, int h) {
+/* As attend_head_gemm, through pk_gemm: s (len, len16) = Q K^T with K^T the
+ * head's rows of be->kt (kt: its first column, rows kt_ld apart; the columns
+ * past len are other sequences' keys or zero, computed and then ignored),
+ * softmax of s / sqrt(HS) by rows, ctx = s V. Needs HS a multiple of 16;
+ * abuf holds PK_MC * max(HS, len). */
+static void attend_head_pk(float *ctx, const float *qkv, const float *kt, size_t kt_ld, float *s,
+                           float *abuf, int len, int H, int HS, int h) {
     const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
-    const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
-    for (int j = 0; j < len; j++) { /* key rows read in order; kt is in L1 */
-        const float *kj = K + (size_t)j * ld;
-        for (int d = 0; d < HS; d++)
-            kt[(size_t)d * l16 + j] = kj[d];
-    }
-    for (int d = 0; d < HS; d++)
-        for (size_t j = (size_t)len; j < l16; j++)
-            kt[(size_t)d * l16 + j] = 0.0f;
-    pk_gemm(s, l16, Q, ld, kt, PK_NR, l16, 0, len, 0, (int)(l16 / PK_NR), HS, NULL, 0, abuf);
+    const float *Q = qkv + (size_t)h * HS, *V = Q + 2 * (size_t)H;
+    pk_gemm(s, l16, Q, ld, kt, PK_NR, kt_ld, 0, len, 0, (int)(l16 / PK_NR), HS, NULL, 0, abuf);
     softmax_rows(s, len, len, (int)l16, 1.0f / sqrtf((float)HS));
     pk_gemm(ctx + (size_t)h * HS, (size_t)H, s, l16, V, PK_NR, ld, 0, len, 0, HS / PK_NR, len, NULL,
             0, abuf);
+}
+
+/* be->kt (H, kt_ld) = the K columns of qkv (T, 3H) transposed, zero past T;
+ * rows are read in order, by blocks of 64 tokens per task. */
+static void transpose_keys(embd_backend *be, const float *qkv, int T, int H) {
+    float *kt = be->kt;
+    const size_t ld = be->kt_ld;
+#pragma omp parallel for schedule(static) num_threads(be->nt)
+    for (int b = 0; b < (T + 63) / 64; b++) {
+        const int r1 = 64 * b + 64 < T ? 64 * b + 64 : T;
+        for (int r = 64 * b; r < r1; r++) {
+            const float *k = qkv + (size_t)r * 3 * H + H;
+            for (int c = 0; c < H; c++)
+                kt[(size_t)c * ld + r] = k[c];
+        }
+    }
+    for (int c = 0; c < H; c++)
+        memset(kt + (size_t)c * ld + T, 0, (ld - (size_t)T) * sizeof(float));
 }
 #endif
 
@@ -564,6 +587,9 @@ static void attention(embd_backend *be, const embd_batch *batch) {
     const int tasks = batch->n_seq * NH;
     const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
     const int pk = be->packed && HS % PK_NR == 0;
+#if EMBD_HAVE_PACKED
+    if (pk) transpose_keys(be, be->big, batch->n_tok, H);
+#endif
 #pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
     for (int task = 0; task < tasks; task++) {
         const int s = task / NH, h = task % NH;
@@ -572,9 +598,9 @@ static void attention(embd_backend *be, const embd_batch *batch) {
         float *scratch = be->att + (size_t)tid * be->att_stride;
 #if EMBD_HAVE_PACKED
         if (pk) {
-            attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
-                           scratch + kt_len, be->abuf + (size_t)tid * PK_MC * be->pk_maxk, len, H,
-                           HS, h);
+            attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H,
+                           be->kt + (size_t)h * HS * be->kt_ld + t0, be->kt_ld, scratch + kt_len,
+                           be->abuf + (size_t)tid * PK_MC * be->pk_maxk, len, H, HS, h);
             continue;
         }
 #else
