@@ -97,6 +97,14 @@ static void put_f32s(unsigned char *p, const float *v, size_t D) {
 #endif
 }
 
+/* Whether the D little-endian floats at p are all finite (the exponent bits
+ * of NaN and infinity are all ones). */
+static bool f32s_finite(const unsigned char *p, size_t D) {
+    for (size_t i = 0; i < D; i++)
+        if ((get_u32(p + 4 * i) & 0x7f800000u) == 0x7f800000u) return false;
+    return true;
+}
+
 static void get_f32s(float *v, const unsigned char *p, size_t D) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     memcpy(v, p, D * sizeof(float));
@@ -503,6 +511,15 @@ static enum embd_status load_log(embd_store *s, uint64_t *dropped) {
         if (s->n >= EMBD_STORE_MAX_RECORDS)
             return embd_error(EMBD_ERR_IO, "%s: more than %u records", s->log_path,
                               EMBD_STORE_MAX_RECORDS);
+        /* embd_store_add refuses non-finite vectors, so one here was not
+         * written by embd (its checksum is intact): refuse the file rather
+         * than let it score NaN for every query */
+        if (!f32s_finite(r.vec, s->D))
+            return embd_error(EMBD_ERR_IO,
+                              "%s: the record at byte %llu (id %.*s) has a non-finite vector "
+                              "value (NaN or infinity); this file was not written by embd",
+                              s->log_path, (unsigned long long)off,
+                              (int)(r.id_len > 64 ? 64 : r.id_len), r.id);
         if ((st = reserve(s, 1, r.id_len)) != EMBD_OK) return st;
         apply(s, r.id, r.id_len, r.text_len, r.vec, NULL, off);
         off += REC_HDR + r.plen;

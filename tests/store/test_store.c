@@ -416,6 +416,47 @@ static void test_torn_tail(void) {
     rm_store(dir);
 }
 
+/* A record whose checksum is intact but whose vector holds NaN (a crafted
+ * file: embd_store_add refuses such vectors) makes open fail, naming it. */
+static void test_nonfinite_record(void) {
+    char dir[512];
+    new_dir(dir, sizeof dir);
+    float vecs[4 * D];
+    long off[4];
+    unsigned char *bytes = three_records(dir, vecs, off);
+    const unsigned char bad[2][4] = {{0x00, 0x00, 0xc0, 0x7f}, {0x00, 0x00, 0x80, 0xff}};
+    for (int k = 0; k < 2; k++) { /* NaN, then -infinity, in the middle record's vector */
+        unsigned char *copy = malloc((size_t)off[3]);
+        memcpy(copy, bytes, (size_t)off[3]);
+        memcpy(copy + off[2] - 4, bad[k], 4); /* its last float */
+        const size_t plen = (size_t)(off[2] - off[1]) - 16;
+        uint64_t h = embd_hash64(0, copy + off[1] + 16, plen);
+        for (int b = 0; b < 8; b++)
+            copy[off[1] + 8 + b] = (unsigned char)(h >> (8 * b));
+        write_log(dir, copy, (size_t)off[3]);
+        for (int wr = 0; wr < 2; wr++) {
+            embd_store *s = NULL;
+            struct embd_store_open_info info;
+            struct embd_store_params p = params(false, wr == 1);
+            CHECK_EQ_INT(embd_store_open(dir, &p, &s, &info), EMBD_ERR_IO);
+            CHECK(s == NULL);
+            CHECK_MSG(strstr(embd_last_error(), "non-finite") != NULL, "error: %s",
+                      embd_last_error());
+        }
+        CHECK_EQ_INT(file_size(dir, "records.log"), off[3]); /* nothing dropped */
+        free(copy);
+    }
+    /* the untouched log still opens */
+    write_log(dir, bytes, (size_t)off[3]);
+    embd_store *s = NULL;
+    struct embd_store_params p = params(false, false);
+    CHECK_EQ_INT(embd_store_open(dir, &p, &s, NULL), EMBD_OK);
+    CHECK_EQ_INT(embd_store_count(s), 3);
+    embd_store_close(s);
+    free(bytes);
+    rm_store(dir);
+}
+
 static void write_text(const char *dir, const char *name, const char *text) {
     char path[1024];
     file_path(path, sizeof path, dir, name);
@@ -570,6 +611,7 @@ int main(void) {
     test_basic();
     test_ties();
     test_torn_tail();
+    test_nonfinite_record();
     test_bad_meta();
     test_faults();
     rmdir(root);
