@@ -74,6 +74,62 @@ static void env_name(const char *opt, char *buf, size_t cap) {
     buf[j] = '\0';
 }
 
+extern char **environ;
+
+/* Levenshtein distance between a (la) and b (lb), both under 80 bytes. */
+static int edit_distance(const char *a, size_t la, const char *b, size_t lb) {
+    int row[80];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            const int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* A mistyped EMBD_* variable would be ignored without a word: warn about one
+ * within two edits of one of this subcommand's options (EMBD_DEVCE for
+ * EMBD_DEVICE), unless it is one of the other variables embd reads. Other
+ * subcommands' options (EMBD_PORT while embedding) are far from these, so
+ * they pass silently, as settings shared by several commands should. */
+static void warn_env_typos(const struct cli_args *a) {
+    static const char *const other[] = {"EMBD_HOME", "EMBD_GPU_MEMORY_LIMIT", "EMBD_CUDA_PLUGIN",
+                                        "EMBD_SERVE_DEBUG"};
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        const size_t len = eq ? (size_t)(eq - *e) : 0;
+        if (len <= 5 || len >= 80 || strncmp(*e, "EMBD_", 5)) continue;
+        bool known = false;
+        for (size_t k = 0; k < sizeof other / sizeof other[0] && !known; k++)
+            known = strlen(other[k]) == len && !strncmp(other[k], *e, len);
+        if (known || !strncmp(*e, "EMBD_TEST_", 10)) continue;
+        int best = 3;
+        char best_name[80] = "";
+        for (int i = 0; i < a->n_opts && best > 0; i++) {
+            char env[80];
+            env_name(a->opts[i]->name, env, sizeof env);
+            if (strlen(env) < 8) continue; /* EMBD_ + at least 3: no guesses for short names */
+            const int d = edit_distance(*e, len, env, strlen(env));
+            if (d < best) {
+                best = d;
+                snprintf(best_name, sizeof best_name, "%s", env);
+            }
+        }
+        if (best > 0 && best <= 2)
+            cli_err("warning: %.*s is not a setting of embd %s and is ignored; did you mean %s?",
+                    (int)len, *e, a->cmd, best_name);
+    }
+}
+
 static bool is_true(const char *v) {
     return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") ||
                  !strcasecmp(v, "on"));
@@ -235,6 +291,8 @@ int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, i
         cli_err("%s: %s", cmd, embd_last_error());
         return 2;
     }
+    const char *level = cli_get(a, "log-level");
+    if (!level || strcmp(level, "error") != 0) warn_env_typos(a);
     return 0;
 }
 

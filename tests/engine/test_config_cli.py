@@ -1,6 +1,7 @@
 """Startup validation of the configuration, and `embd doctor -m`:
 
 - a bad value names where it came from (a flag, EMBD_* or --config FILE);
+- a mistyped EMBD_* variable gets a warning naming the setting meant;
 - an unknown config key, and conflicting options (--device cpu with
   --dtype fp16/bf16; --cache off with --cache-mem, --cache off/mem with
   --cache-map-size, both on the command line) exit 2 with one line;
@@ -53,6 +54,18 @@ def main():
         c.check(one_error(p, 2, "--device must be", "(from EMBD_DEVICE)"), f"bad device: {p.stderr!r}")
         p = run(["embed", *m, *config({"devcie": "cpu"})], stdin=text)
         c.check(one_error(p, 2, 'unknown option "devcie"'), f"unknown key: {p.stderr!r}")
+
+        # A mistyped EMBD_* variable is named (it would otherwise be ignored
+        # without a word); other commands' settings and embd's other
+        # variables pass silently; --log-level error silences the warning.
+        p = run(["embed", *m, "-q", "--cache", "off"], stdin=text,
+                env={"EMBD_DEVCE": "cpu", "EMBD_PORT": "9", "EMBD_HOME": "/tmp"})
+        c.check(one_error(p, 0, "warning: EMBD_DEVCE is not a setting of embd embed",
+                          "did you mean EMBD_DEVICE?") and p.stdout.startswith(b'{"index":0'),
+                f"typo'd variable: {p.returncode} {p.stderr!r}")
+        p = run(["embed", *m, "-q", "--cache", "off", "--log-level", "error"], stdin=text,
+                env={"EMBD_DEVCE": "cpu"})
+        c.check(p.returncode == 0 and p.stderr == b"", f"--log-level error: {p.stderr!r}")
 
         # Conflicting options.
         p = run(["embed", *m, "--device", "cpu", "--dtype", "fp16"], stdin=text)
