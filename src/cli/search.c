@@ -1,6 +1,7 @@
 /* search.c — `embd search`: embeds a query (or one query per stdin line) and
  * prints the store's exact top-k by inner product as JSON lines. */
 #include "cli.h"
+#include "server/request.h"
 #include "store/vstore.h"
 
 #include <errno.h>
@@ -20,55 +21,13 @@ static const struct cli_opt search_opts[] = {
      "PostgreSQL: score every row instead of using the HNSW index (embedded: always exact)"},
 };
 
-/* Writes s[0..len) as a JSON string. Invalid UTF-8 becomes U+FFFD, so the
- * output is always valid JSON. */
+static void file_put(void *f, const char *s, size_t n) {
+    fwrite(s, 1, n, f);
+}
+
+/* Writes s[0..len) as a JSON string (srv_json_string: always valid JSON). */
 static void json_string(FILE *f, const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    putc('"', f);
-    while (p < end) {
-        unsigned c = *p;
-        if (c < 0x80) {
-            if (c == '"' || c == '\\') {
-                putc('\\', f);
-                putc((int)c, f);
-            } else if (c == '\n') {
-                fputs("\\n", f);
-            } else if (c == '\r') {
-                fputs("\\r", f);
-            } else if (c == '\t') {
-                fputs("\\t", f);
-            } else if (c < 0x20 || c == 0x7f) {
-                fprintf(f, "\\u%04x", c);
-            } else {
-                putc((int)c, f);
-            }
-            p++;
-            continue;
-        }
-        size_t need = 0;
-        unsigned min = 0;
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 1, min = 0x80;
-        else if (c >= 0xE0 && c <= 0xEF)
-            need = 2, min = 0x800;
-        else if (c >= 0xF0 && c <= 0xF4)
-            need = 3, min = 0x10000;
-        bool ok = need > 0 && (size_t)(end - p) > need;
-        unsigned cp = c & (0x3Fu >> need);
-        for (size_t i = 1; ok && i <= need; i++) {
-            if ((p[i] & 0xC0) != 0x80) ok = false;
-            cp = (cp << 6) | (p[i] & 0x3Fu);
-        }
-        if (ok && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
-        if (ok) {
-            fwrite(p, 1, need + 1, f);
-            p += need + 1;
-        } else {
-            fputs("\\ufffd", f);
-            p++;
-        }
-    }
-    putc('"', f);
+    srv_json_string(file_put, f, s, len);
 }
 
 /* Prints the hits of one query; query_index < 0 omits the "query" field. */

@@ -77,6 +77,47 @@ bool srv_utf8_valid(const char *s, size_t len) {
     return true;
 }
 
+void srv_json_string(void (*put)(void *ctx, const char *bytes, size_t n), void *ctx, const char *s,
+                     size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    put(ctx, "\"", 1);
+    while (p < end) {
+        const unsigned c = *p;
+        if (c < 0x80) {
+            char e[8];
+            if (c == '"' || c == '\\') {
+                e[0] = '\\', e[1] = (char)c;
+                put(ctx, e, 2);
+            } else if (c == '\n') {
+                put(ctx, "\\n", 2);
+            } else if (c == '\r') {
+                put(ctx, "\\r", 2);
+            } else if (c == '\t') {
+                put(ctx, "\\t", 2);
+            } else if (c < 0x20 || c == 0x7f) {
+                snprintf(e, sizeof e, "\\u%04x", c);
+                put(ctx, e, 6);
+            } else {
+                e[0] = (char)c;
+                put(ctx, e, 1);
+            }
+            p++;
+            continue;
+        }
+        size_t n = 1; /* the lead byte and its continuation bytes, at most 4 */
+        while (p + n < end && n < 4 && (p[n] & 0xC0) == 0x80)
+            n++;
+        if (srv_utf8_valid((const char *)p, n)) {
+            put(ctx, (const char *)p, n);
+            p += n;
+        } else {
+            put(ctx, "\\ufffd", 6);
+            p++;
+        }
+    }
+    put(ctx, "\"", 1);
+}
+
 /* Unicode characters in valid UTF-8. */
 static size_t utf8_chars(const char *s, size_t len) {
     size_t n = 0;

@@ -87,4 +87,11 @@ int srv_check_tokens(const embd_model *model, const char *prefix, const struct s
 /* Whether s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool srv_utf8_valid(const char *s, size_t len);
 
+/* Writes s[0..len) as a JSON string, quotes included, through put(ctx, bytes,
+ * n): ", \ and control characters escaped, bytes that are not valid UTF-8
+ * replaced by \ufffd, so the output is always valid JSON. Used by the server
+ * and by `embd search`. */
+void srv_json_string(void (*put)(void *ctx, const char *bytes, size_t n), void *ctx, const char *s,
+                     size_t len);
+
 #endif

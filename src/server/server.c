@@ -78,44 +78,13 @@ __attribute__((format(printf, 2, 3))) static void jb_printf(struct jbuf *b, cons
     b->len += (size_t)n;
 }
 
-/* A JSON string; bytes that are not UTF-8 become U+FFFD so that the output
- * is always valid JSON. */
+static void jb_put_cb(void *b, const char *s, size_t n) {
+    jb_put(b, s, n);
+}
+
+/* A JSON string (srv_json_string: always valid JSON). */
 static void jb_json_string(struct jbuf *b, const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    jb_put(b, "\"", 1);
-    while (p < end && !b->oom) {
-        unsigned c = *p;
-        if (c < 0x80) {
-            if (c == '"' || c == '\\') {
-                char e[2] = {'\\', (char)c};
-                jb_put(b, e, 2);
-            } else if (c == '\n') {
-                jb_put(b, "\\n", 2);
-            } else if (c == '\r') {
-                jb_put(b, "\\r", 2);
-            } else if (c == '\t') {
-                jb_put(b, "\\t", 2);
-            } else if (c < 0x20 || c == 0x7f) {
-                jb_printf(b, "\\u%04x", c);
-            } else {
-                char ch = (char)c;
-                jb_put(b, &ch, 1);
-            }
-            p++;
-            continue;
-        }
-        size_t n = 1;
-        while (p + n < end && n < 4 && (p[n] & 0xC0) == 0x80)
-            n++;
-        if (srv_utf8_valid((const char *)p, n)) {
-            jb_put(b, (const char *)p, n);
-            p += n;
-        } else {
-            jb_str(b, "\\ufffd");
-            p++;
-        }
-    }
-    jb_put(b, "\"", 1);
+    srv_json_string(jb_put_cb, b, s, len);
 }
 
 static void jb_float(struct jbuf *b, float x) {

@@ -210,6 +210,20 @@ def main():
         c.check(p.returncode == 0 and b"dropped" in p.stderr, f"torn tail, index: {p.stderr}")
         c.check(len(all_records(c, m, store)) == 50, "count after repair")
 
+        # Texts and ids that need escaping come back from search as equal
+        # JSON strings (quotes, backslash, control characters, DEL, non-ASCII).
+        odd_store = os.path.join(tmp, "odd")
+        odd = [("q\"uo\\te", 'say "hi" \\ back\tslash\nnew line \u0001 \u007f end'),
+               ("ünï", "café — naïve 😀 text")]
+        odd_path = os.path.join(tmp, "odd.jsonl")
+        with open(odd_path, "w") as f:
+            for i, t in odd:
+                f.write(json.dumps({"id": i, "text": t}) + "\n")
+        p = run(["index", "-m", m, "--store", odd_store, "-i", odd_path, "-q"])
+        c.check(p.returncode == 0, f"index odd texts: {p.stderr.decode()}")
+        got = {h["id"]: h["text"] for h in all_records(c, m, odd_store)}
+        c.check(got == dict(odd), f"escaped ids and texts round-trip: {got!r}")
+
         # Crash: SIGKILL in the middle of indexing a bigger input.
         crash_store = os.path.join(tmp, "crash")
         big = []
