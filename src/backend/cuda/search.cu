@@ -232,7 +232,7 @@ static int search_append(struct embd_cuda_index *ix, const float *vecs, size_t n
 }
 
 /* Makes the device buffer *p hold at least `floats` floats (exactly that
- * many when it grows: query and score sizes are steady between calls). */
+ * many when it grows). */
 static int ensure(struct embd_cuda_index *ix, float **p, size_t *have, size_t floats, size_t rows,
                   char *why, size_t cap) {
     if (*have >= floats) return 0;
@@ -253,13 +253,14 @@ static int search_score(struct embd_cuda_index *ix, float *scores, const float *
     }
     if (nq == 0 || ix->n == 0) return 0;
     const size_t D = (size_t)ix->D, n = ix->n;
-    if (nq > (size_t)INT_MAX || nq > SIZE_MAX / sizeof(float) / n) {
+    if (nq > (size_t)INT_MAX || nq > SIZE_MAX / sizeof(float) / ix->cap) {
         snprintf(why, cap, "cuda search: %zu queries of %zu vectors are too many at once", nq, n);
         return -1;
     }
     CK(cudaSetDevice(ix->dev));
     if (ensure(ix, &ix->q, &ix->qcap, nq * D, nq, why, cap)) return -1;
-    if (ensure(ix, &ix->scores, &ix->scap, nq * n, n, why, cap)) return -1;
+    /* room for nq x cap scores: regrown only when the matrix grows */
+    if (ensure(ix, &ix->scores, &ix->scap, nq * ix->cap, n, why, cap)) return -1;
     CK(cudaMemcpyAsync(ix->q, queries, nq * D * sizeof(float), cudaMemcpyHostToDevice, ix->stream));
     const float one = 1.0f, zero = 0.0f;
     if (nq == 1)
