@@ -263,12 +263,19 @@ static int search_score(struct embd_cuda_index *ix, float *scores, const float *
     if (ensure(ix, &ix->scores, &ix->scap, nq * ix->cap, n, why, cap)) return -1;
     CK(cudaMemcpyAsync(ix->q, queries, nq * D * sizeof(float), cudaMemcpyHostToDevice, ix->stream));
     const float one = 1.0f, zero = 0.0f;
-    if (nq == 1)
-        CKB(cublasSgemv(ix->blas, CUBLAS_OP_T, ix->D, (int)n, &one, ix->vecs, ix->D, ix->q, 1,
-                        &zero, ix->scores, 1));
-    else
-        CKB(cublasSgemm(ix->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)nq, ix->D, &one, ix->vecs,
-                        ix->D, ix->q, ix->D, &zero, ix->scores, (int)n));
+    /* in blocks of rows whose matrix stays under 2^31 elements (cuBLAS's
+     * int sizes): scores^T rows [r0, r0 + m) come from vecs rows [r0, r0 + m) */
+    const size_t block = (size_t)INT_MAX / D;
+    for (size_t r0 = 0; r0 < n; r0 += block) {
+        const int m = (int)(n - r0 < block ? n - r0 : block);
+        const float *A = ix->vecs + r0 * D;
+        if (nq == 1)
+            CKB(cublasSgemv(ix->blas, CUBLAS_OP_T, ix->D, m, &one, A, ix->D, ix->q, 1, &zero,
+                            ix->scores + r0, 1));
+        else
+            CKB(cublasSgemm(ix->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, (int)nq, ix->D, &one, A, ix->D,
+                            ix->q, ix->D, &zero, ix->scores + r0, (int)n));
+    }
     CK(cudaMemcpyAsync(scores, ix->scores, nq * n * sizeof(float), cudaMemcpyDeviceToHost,
                        ix->stream));
     CK(cudaStreamSynchronize(ix->stream));
