@@ -99,8 +99,8 @@ int cmd_search(int argc, char **argv) {
         "query per stdin line and adds \"query\":i (from 0) to each hit. Note: -q is\n"
         "--quiet, as in every command; the query is --query (or EMBD_QUERY).\n"
         "The embedded store is scored on the GPU the model runs on (--device auto\n"
-        "that found one, or cuda[:N]; fp32, the same hits as the CPU's), else with\n"
-        "BLAS on the CPU; a GPU failure logs a warning and the CPU takes over.");
+        "that found one, or cuda[:N]; exact fp32 scores, ranked as on the CPU), else\n"
+        "with BLAS on the CPU; a GPU failure logs a warning and the CPU takes over.");
     if (rc) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
