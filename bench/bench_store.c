@@ -8,7 +8,12 @@
  * transaction per batch of 10,000): rows/s; then the HNSW index build
  * (embd_vstore_finish) and the search latency with the index and exact.
  *
- * usage: bench_store [--n 100000] [--dim 384] [--queries 1000] [--k 10]
+ * --gpu: the same store reopened with params.gpu (CUDA device 0): the first
+ * search (which uploads the vectors) and then the same latencies with the
+ * scores from cuBLAS (top-k on the host, as on the CPU). Without a usable
+ * GPU it says why and skips that part (exit 0).
+ *
+ * usage: bench_store [--n 100000] [--dim 384] [--queries 1000] [--k 10] [--gpu]
  *                    [--pg URL] [--pg-n 100000] [--pg-queries 200] [--seed 1]
  * Built as tests/store's bench_store target (not run by ctest). */
 #include "store/vstore.h"
@@ -134,9 +139,53 @@ done:
     return rc;
 }
 
+/* The embedded store at path reopened with GPU scoring (device 0): the first
+ * search, which uploads the vectors, then q searches. Returns 0 (also when
+ * no GPU is usable: it says why) or 1. */
+static int bench_gpu(const char *path, const struct embd_store_params *p0, long n, long k, long q,
+                     int D) {
+    struct embd_store_params p = *p0;
+    p.gpu = true;
+    p.gpu_index = 0;
+    embd_vstore *s = NULL;
+    float *q1 = malloc((size_t)D * sizeof *q1);
+    struct embd_store_hit h1;
+    size_t nh;
+    int rc = 1;
+    if (!q1) goto done;
+    rand_unit(q1, 1, D);
+    if (embd_vstore_open(path, &p, &s, NULL) != EMBD_OK) goto err;
+    double t0 = now_s();
+    if (embd_vstore_search(s, q1, 1, true, &h1, &nh) != EMBD_OK) goto err;
+    double first = now_s() - t0;
+    const char *why = NULL;
+    if (strcmp(embd_vstore_search_device(s, &why), "cuda")) {
+        printf("embedded GPU: skipped: no GPU search: %s\n", why);
+        rc = 0;
+        goto done;
+    }
+    printf("embedded GPU (cuda:0): first search, uploading %ld vectors (%.0f MiB fp32): %.3f s\n",
+           n, (double)n * D * 4 / 1048576.0, first);
+    char what[96];
+    snprintf(what, sizeof what, "embedded GPU (cuda:0) exact top-%ld of %ld", k, n);
+    rc = search_lat(s, what, (size_t)q, (size_t)k, true, D);
+    if (rc == 0 && strcmp(embd_vstore_search_device(s, &why), "cuda")) {
+        printf("embedded GPU: fell back to the CPU during the run: %s\n", why);
+        rc = 1;
+    }
+    goto done;
+err:
+    fprintf(stderr, "bench_store: %s\n", embd_last_error());
+done:
+    free(q1);
+    embd_vstore_close(s);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     long n = 100000, D = 384, q = 1000, k = 10, pg_n = 100000, pg_q = 200, seed = 1;
     const char *pg = NULL;
+    bool gpu = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long *dst = !strcmp(a, "--n")            ? &n
@@ -147,14 +196,16 @@ int main(int argc, char **argv) {
                     : !strcmp(a, "--pg-queries") ? &pg_q
                     : !strcmp(a, "--seed")       ? &seed
                                                  : NULL;
-        if (!strcmp(a, "--pg") && v) {
+        if (!strcmp(a, "--gpu")) {
+            gpu = true;
+        } else if (!strcmp(a, "--pg") && v) {
             pg = v;
             i++;
         } else if (dst && v) {
             *dst = strtol(v, NULL, 10);
             i++;
         } else {
-            fprintf(stderr, "usage: bench_store [--n N] [--dim D] [--queries Q] [--k K] "
+            fprintf(stderr, "usage: bench_store [--n N] [--dim D] [--queries Q] [--k K] [--gpu] "
                             "[--pg URL] [--pg-n N] [--pg-queries Q] [--seed S]\n");
             return 2;
         }
@@ -194,6 +245,7 @@ int main(int argc, char **argv) {
     if (search_lat(s, what, (size_t)q, (size_t)k, true, (int)D)) goto done;
     embd_vstore_close(s);
     s = NULL;
+    if (gpu && bench_gpu(path, &p, n, k, q, (int)D)) goto done;
 
     if (pg) {
         p.create = p.writable = true;

@@ -71,6 +71,12 @@ int cli_cache_params(const struct cli_args *a, struct embd_ctx_params *p);
 struct embd_vstore;
 int cli_open_store(const embd_model *model, const char *path, bool writable,
                    struct embd_vstore **store, size_t *count);
+/* As cli_open_store, read-only, for searching: an embedded store is scored
+ * on the GPU the context runs on (embd_ctx_backend "cuda", device
+ * cp->device_index), else on the CPU. */
+int cli_open_store_for_search(const embd_model *model, const embd_ctx *ctx,
+                              const struct embd_ctx_params *cp, const char *path,
+                              struct embd_vstore **store, size_t *count);
 
 /* Input: plain lines or JSONL objects with a text field. */
 enum cli_input_format { CLI_INPUT_AUTO, CLI_INPUT_LINES, CLI_INPUT_JSONL };

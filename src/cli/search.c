@@ -56,7 +56,10 @@ int cmd_search(int argc, char **argv) {
         "{\"rank\":r,\"id\":...,\"score\":s,\"text\":...} with rank from 1 and score the\n"
         "inner product (the cosine for a normalising model). --query - reads one\n"
         "query per stdin line and adds \"query\":i (from 0) to each hit. Note: -q is\n"
-        "--quiet, as in every command; the query is --query (or EMBD_QUERY).");
+        "--quiet, as in every command; the query is --query (or EMBD_QUERY).\n"
+        "The embedded store is scored on the GPU the model runs on (--device auto\n"
+        "that found one, or cuda[:N]; exact fp32 scores, ranked as on the CPU), else\n"
+        "with BLAS on the CPU; a GPU failure logs a warning and the CPU takes over.");
     if (rc) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
@@ -98,7 +101,7 @@ int cmd_search(int argc, char **argv) {
     }
     const int D = embd_model_dim(model);
     size_t count = 0;
-    if (cli_open_store(model, path, false, &store, &count)) goto done;
+    if (cli_open_store_for_search(model, ctx, &cp, path, &store, &count)) goto done;
     const bool exact = cli_flag(&a, "exact");
     size_t kk = (size_t)k < count ? (size_t)k : count;
     hits = calloc(kk ? kk : 1, sizeof *hits);

@@ -18,7 +18,9 @@ static const struct cli_opt serve_opts[] = {
      "require \"Authorization: Bearer KEY\" on every endpoint but /health"},
     {"served-model-name", 0, true, "NAME", NULL,
      "the model name in answers and /info (default: the model directory's name)"},
-    {"store", 0, true, "PATH|URL", NULL, "a vector store (embd index) to answer POST /search from"},
+    {"store", 0, true, "PATH|URL", NULL,
+     "a vector store (embd index) to answer POST /search from (an embedded store is scored "
+     "on the model's GPU, if it runs on one)"},
     {"max-body-bytes", 0, true, "N", "2097152", "largest request body (413 above)"},
     {"max-inputs", 0, true, "N", "2048", "inputs per request (413 above)"},
     {"max-input-chars", 0, true, "N", "100000", "characters per input (413 above)"},
@@ -140,7 +142,8 @@ int cmd_serve(int argc, char **argv) {
     const char *store_path = cli_get(&a, "store");
     if (store_path) {
         size_t count = 0;
-        if ((rc = cli_open_store(model, store_path, false, &store, &count))) goto done;
+        if ((rc = cli_open_store_for_search(model, ctx, &cp, store_path, &store, &count)))
+            goto done;
     }
     const char *dtype = cli_get(&a, "dtype");
     cfg.host = cli_get(&a, "host");

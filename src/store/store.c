@@ -1,10 +1,16 @@
 /* store.c — the embedded vector store: meta.json + append-only records.log,
- * held in memory as one (n, D) matrix and searched exactly with cblas_sgemv.
+ * held in memory as one (n, D) matrix and searched exactly with cblas_sgemv,
+ * or with cuBLAS on a GPU (params.gpu): the matrix is uploaded by the first
+ * search and appended to by later ones (a replaced id is a new slot, the old
+ * one is skipped on the host, so device rows never change). Only the scores
+ * come from the GPU; the top-k is picked here, the same way for both.
  * See store.h for the file format and the crash-safety rules.
  *
  * Shapes: n = slots (records read or appended, live or replaced), D = dim,
  * k = hits asked for. */
 #include "store/store.h"
+#include "backend/cuda/plugin.h"
+#include "engine/log.h"
 #include "util/util.h"
 
 #include <cblas.h>
@@ -62,6 +68,13 @@ struct embd_store {
     size_t hit_cap;
     unsigned char *buf; /* records being written, or one record being read */
     size_t buf_cap;
+
+    /* GPU scoring (params.gpu), set up by the first search */
+    bool gpu;                          /* still asked for and not failed */
+    int gpu_index;                     /* CUDA device */
+    const struct embd_cuda_plugin *cu; /* loaded plugin, once set up */
+    struct embd_cuda_index *gix;       /* slots [0, rows) on the device */
+    char gpu_why[512];                 /* why the GPU is not used ("" if it is) */
 };
 
 /* ---- little-endian fields ---------------------------------------------- */
@@ -557,6 +570,8 @@ enum embd_status embd_store_open(const char *path, const struct embd_store_param
     s->fd = -1;
     s->D = p->dim;
     s->writable = p->writable;
+    s->gpu = p->gpu;
+    s->gpu_index = p->gpu_index;
     s->path = embd_strdup(path);
     s->log_path = embd_path_join(path, "records.log");
     meta_path = embd_path_join(path, "meta.json");
@@ -652,6 +667,7 @@ fail:
 
 void embd_store_close(embd_store *s) {
     if (!s) return;
+    if (s->gix) s->cu->search->free(s->gix);
     if (s->fd >= 0) close(s->fd);
     embd_free(s->path);
     embd_free(s->log_path);
@@ -792,6 +808,54 @@ static void sift_up(uint32_t *heap, size_t i, const float *scores) {
     }
 }
 
+/* Turns GPU scoring off for good after a failure: one warning, the reason
+ * kept for embd_store_search_device, the device index freed. */
+static void gpu_off(embd_store *s, const char *why) {
+    snprintf(s->gpu_why, sizeof s->gpu_why, "%s", why);
+    embd_log(EMBD_LOG_WARN, "store",
+             "store %s: no GPU search on cuda:%d (%s); searching on the CPU", s->path, s->gpu_index,
+             why);
+    if (s->gix) s->cu->search->free(s->gix);
+    s->gix = NULL;
+    s->gpu = false;
+}
+
+/* scores (n) = vecs (n, D) . query (D) on the GPU: the first call loads the
+ * plugin and uploads every slot, later calls upload the slots added since.
+ * Returns 0, or -1 after gpu_off (the caller scores on the CPU). */
+static int gpu_score(embd_store *s, const float *query) {
+    char why[512];
+    if (!s->gix) {
+        if (embd_cuda_usable(NULL, s->gpu_index, EMBD_DTYPE_FP32, why, sizeof why) != 0) goto off;
+        s->cu = embd_cuda_load(why, sizeof why);
+        if (!s->cu) goto off;
+        if (!s->cu->search) { /* defensive: the ABI check makes this impossible */
+            snprintf(why, sizeof why, "the CUDA plugin has no search functions");
+            goto off;
+        }
+        if (s->cu->search->create(&s->gix, s->gpu_index, s->D, s->n, why, sizeof why)) goto off;
+    }
+    const struct embd_cuda_searchops *so = s->cu->search;
+    const size_t have = so->rows(s->gix);
+    if (have > s->n) { /* defensive: slots are never removed */
+        snprintf(why, sizeof why, "the device holds %zu rows, the store %zu", have, s->n);
+        goto off;
+    }
+    if (have < s->n &&
+        so->append(s->gix, s->vecs + have * (size_t)s->D, s->n - have, why, sizeof why))
+        goto off;
+    if (so->score(s->gix, s->scores, query, 1, why, sizeof why)) goto off;
+    return 0;
+off:
+    gpu_off(s, why);
+    return -1;
+}
+
+const char *embd_store_search_device(const embd_store *s, const char **why) {
+    if (why) *why = s ? s->gpu_why : "";
+    return s && s->gpu ? "cuda" : "cpu";
+}
+
 enum embd_status embd_store_search(embd_store *s, const float *query, size_t k,
                                    struct embd_store_hit *hits, size_t *n_hits) {
     if (n_hits) *n_hits = 0;
@@ -807,9 +871,10 @@ enum embd_status embd_store_search(embd_store *s, const float *query, size_t k,
         grow_bytes((void **)&s->heap, &s->heap_cap, k * sizeof(uint32_t)))
         return embd_error(EMBD_ERR_NOMEM, "out of memory searching %zu records", s->n);
 
-    /* scores (n) = vecs (n, D) . query (D) */
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)s->n, (int)D, 1.0f, s->vecs, (int)D, query, 1,
-                0.0f, s->scores, 1);
+    /* scores (n) = vecs (n, D) . query (D), on the GPU while it works */
+    if (!s->gpu || gpu_score(s, query) != 0)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)s->n, (int)D, 1.0f, s->vecs, (int)D, query, 1,
+                    0.0f, s->scores, 1);
 
     uint32_t *heap = s->heap;
     size_t size = 0;

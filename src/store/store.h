@@ -1,6 +1,7 @@
 /* store.h — a minimal embedded vector store: a directory holding meta.json
  * and an append-only records.log, loaded into memory at open and searched by
- * exact inner product (OpenBLAS). Internal API for the CLI and the server.
+ * exact inner product (OpenBLAS, or cuBLAS on a GPU when asked). Internal API for the CLI and the
+ * server.
  *
  * On disk (PATH/):
  *   meta.json    {"format": "embd-store", "version": 1, "dim": D,
@@ -46,6 +47,11 @@ struct embd_store_params {
     bool create;          /* create the store (and missing parent directories) when PATH
                              is missing or an empty directory */
     bool writable;        /* open for appends (takes the writer lock, truncates a torn tail) */
+    bool gpu;             /* score searches on CUDA device gpu_index (the CUDA plugin; the
+                             first search uploads the vectors, later ones what was added).
+                             Any GPU failure logs one warning and the store scores on the
+                             CPU from then on. Default (zero) false: the CPU */
+    int gpu_index;        /* CUDA device ordinal when gpu */
 };
 
 /* What the open found, for the caller to report. */
@@ -105,6 +111,13 @@ EMBD_API bool embd_store_normalized(const embd_store *s);
  * query), EMBD_ERR_IO (reading texts) or EMBD_ERR_NOMEM. */
 EMBD_API enum embd_status embd_store_search(embd_store *s, const float *query, size_t k,
                                             struct embd_store_hit *hits, size_t *n_hits);
+
+/* Where searches are scored: "cuda" when params.gpu was set and no GPU
+ * failure has been seen (the GPU is set up by the first search, which may
+ * still fall back), else "cpu". *why (may be NULL) gets why the GPU is not
+ * used: "" when it is or was not asked for. Top-k selection is on the host
+ * either way, with the same ranking rule. */
+EMBD_API const char *embd_store_search_device(const embd_store *s, const char **why);
 
 /* The live record with this id: its vector (D), pointing into the store and
  * valid until the next call. Returns EMBD_OK or EMBD_ERR_INVALID_ARG (no such id). */

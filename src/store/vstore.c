@@ -119,3 +119,10 @@ enum embd_status embd_vstore_search(embd_vstore *s, const float *query, size_t k
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_vstore_search: NULL argument");
     return s->ops->search(s->impl, query, k, exact, hits, n_hits);
 }
+
+const char *embd_vstore_search_device(const embd_vstore *s, const char **why) {
+    if (why) *why = "";
+    if (!s) return "none";
+    if (s->ops != &embedded_ops) return "postgresql";
+    return embd_store_search_device(s->impl, why);
+}

@@ -77,6 +77,10 @@ EMBD_API enum embd_status embd_vstore_search(embd_vstore *s, const float *query,
                                              bool exact, struct embd_store_hit *hits,
                                              size_t *n_hits);
 
+/* Where searches are scored: embd_store_search_device for the embedded
+ * store; "postgresql" (the server) with why = "" for PostgreSQL. */
+EMBD_API const char *embd_vstore_search_device(const embd_vstore *s, const char **why);
+
 /* pg.c: the PostgreSQL implementation (a stub that refuses when embd is
  * built without libpq). */
 enum embd_status embd_pg_open(const char *url, const struct embd_store_params *p,

@@ -1,9 +1,10 @@
-"""--device cuda without a usable GPU fails with one line saying why; --device
-auto falls back to the CPU with one log line naming the reason (info level:
+"""--device cuda without a usable GPU fails with one line saying why (embed and
+search); --device auto falls back to the CPU with one log line naming the reason (info level:
 a machine without a GPU is normal) and the same vectors as --device cpu;
 `embd doctor` says which backend auto picks and why. Runs without a GPU: the
 plugin is made missing with EMBD_CUDA_PLUGIN, and when the real plugin is
-there but no GPU is, that case is checked too."""
+there but no GPU is, that case is checked too. With a GPU, embd search
+--device cuda scores the store there and gives the CPU's hits."""
 import os
 import sys
 
@@ -59,7 +60,44 @@ def main():
         p = run(["embed", *m], stdin=text, env=env)
         c.check(p.returncode == 0 and p.stderr == b"",
                 f"{name}: at the default log level the fallback is quiet: {lines(p.stderr)}")
+    check_search(c, m, cases, gpu)
     c.done()
+
+
+def check_search(c, m, cases, gpu):
+    """embd search follows the context: --device cuda without a GPU exits 1
+    with the reason (before touching the store); auto searches on the CPU,
+    quietly, with the --device cpu hits; with a GPU, --device cuda (fp32, so
+    only summation order differs) scores the store there: the same hits."""
+    import json
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="embd-cuda-fallback-")
+    store, docs = os.path.join(tmp, "store"), os.path.join(tmp, "docs.jsonl")
+    with open(docs, "w") as f:
+        for i, t in enumerate(["a cat on a mat", "stock markets fell", "a dog in the park",
+                               "rain is expected tomorrow", "kittens sleep a lot"]):
+            f.write(json.dumps({"id": f"d{i}", "text": t}) + "\n")
+    p = run(["index", *m, "--device", "cpu", "--store", store, "-i", docs])
+    c.check(p.returncode == 0, f"index: {lines(p.stderr)}")
+    q = ["search", *m, "--store", store, "--query", "a sleeping cat", "-k", "3"]
+    ref = run([*q, "--device", "cpu"])
+    c.check(ref.returncode == 0 and len(read_jsonl(ref.stdout)) == 3, "search --device cpu")
+    for name, env, word in cases:
+        p = run([*q, "--device", "cuda"], env=env)
+        ls = lines(p.stderr)
+        c.check(p.returncode == 1 and p.stdout == b"" and len(ls) == 1
+                and ls[0].startswith("embd: ") and "not usable" in ls[0]
+                and any(w in ls[0] for w in word),
+                f"{name}: search --device cuda exits 1 with one line saying why: {ls}")
+        p = run([*q, "--device", "auto"], env=env)
+        c.check(p.returncode == 0 and p.stderr == b"" and p.stdout == ref.stdout,
+                f"{name}: search --device auto: the CPU's hits, quietly: {lines(p.stderr)}")
+    if gpu:
+        p = run([*q, "--device", "cuda", "--dtype", "fp32"], env=REAL)
+        got, want = read_jsonl(p.stdout), read_jsonl(ref.stdout)
+        c.check(p.returncode == 0 and [h["id"] for h in got] == [h["id"] for h in want]
+                and all(abs(a["score"] - b["score"]) < 1e-3 for a, b in zip(got, want)),
+                f"search on the GPU gives the CPU's hits: {got} vs {want} {lines(p.stderr)}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
  * vectors out go through pinned host buffers. */
 #include "backend/cuda/kernels.cuh"
 #include "backend/cuda/plugin.h"
+#include "backend/cuda/search.cuh"
 
 extern "C" {
 #include "model/model.h"
@@ -1002,7 +1003,7 @@ static const struct embd_cuda_testops testops = {
 static const struct embd_cuda_plugin plugin = {
     EMBD_CUDA_ABI,         &cuda_ops,     probe_driver_version, probe_runtime_version,
     probe_device_count,    probe_device_info, gpu_is_dead,      gpu_mem_stats,
-    &testops,
+    &testops,              &embd_cuda_search_ops,
 };
 
 extern "C" __attribute__((visibility("default"))) const struct embd_cuda_plugin *
@@ -1010,5 +1011,6 @@ embd_cuda_plugin_get(int abi, const struct embd_cuda_host *h) {
     if (abi != EMBD_CUDA_ABI || !h || !h->error || !h->malloc || !h->free || !h->batch_check)
         return NULL;
     host = *h;
+    embd_cuda_search_bind(h);
     return &plugin;
 }

@@ -289,9 +289,14 @@ size_t embd_device_report(char *buf, size_t cap) {
             sb_printf(&b, "\n");
         }
     }
-    if (embd_cuda_usable(NULL, 0, EMBD_DTYPE_FP16, why, sizeof why) == 0)
+    if (embd_cuda_usable(NULL, 0, EMBD_DTYPE_FP16, why, sizeof why) == 0) {
         sb_printf(&b, "device auto -> cuda:0: %s\n", why);
-    else
+        if (p && p->search)
+            sb_printf(&b, "store search: on the GPU when the model runs there (exact fp32 scores "
+                          "by cuBLAS, top-k on the CPU)\n");
+    } else {
         sb_printf(&b, "device auto -> cpu: %s\n", why);
+        sb_printf(&b, "store search: on the CPU (BLAS)\n");
+    }
     return b.len;
 }

@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define EMBD_CUDA_ABI 1
+#define EMBD_CUDA_ABI 2 /* 2: the search table */
 #define EMBD_CUDA_ENTRY "embd_cuda_plugin_get"
 
 /* What libembd lends the plugin. */
@@ -66,6 +66,32 @@ struct embd_cuda_testops {
     void (*fail_alloc_after)(long n);
 };
 
+/* Exact inner-product scoring for the embedded store (search.cu): the
+ * store's vectors (n, D) are kept on one device in fp32, as on the host, so
+ * a score differs from the CPU's only by summation order (~1e-7). Only the
+ * scores, the O(n D) part, run on the GPU; the store picks the top-k on the
+ * host with its own code, so both paths rank alike given the same scores.
+ * Every function returns 0, or -1 with a one-line reason in why (cap bytes);
+ * an index that failed may be freed and nothing else. */
+struct embd_cuda_index;
+
+struct embd_cuda_searchops {
+    /* A new, empty index of D-dimensional rows on device dev, with room for
+     * `rows` rows (grown as needed). */
+    int (*create)(struct embd_cuda_index **out, int dev, int D, size_t rows, char *why, size_t cap);
+    /* Appends n rows vecs (n, D) after the rows it holds. */
+    int (*append)(struct embd_cuda_index *ix, const float *vecs, size_t n, char *why, size_t cap);
+    /* scores (nq, rows) = queries (nq, D) . rows^T, into host memory
+     * (cuBLAS Sgemv for nq = 1, else Sgemm; fp32, no TF32). */
+    int (*score)(struct embd_cuda_index *ix, float *scores, const float *queries, size_t nq,
+                 char *why, size_t cap);
+    size_t (*rows)(const struct embd_cuda_index *ix);
+    void (*free)(struct embd_cuda_index *ix); /* NULL is a no-op */
+    /* Test hook: fails the index's device allocation after `n` more succeed
+     * (-1 disarms). */
+    void (*fail_alloc_after)(long n);
+};
+
 struct embd_cuda_plugin {
     int abi; /* EMBD_CUDA_ABI */
     const struct embd_backend_ops *ops;
@@ -80,6 +106,7 @@ struct embd_cuda_plugin {
     bool (*is_dead)(const embd_backend *be);
     void (*mem_stats)(const embd_backend *be, struct embd_cuda_mem_stats *out);
     const struct embd_cuda_testops *test;
+    const struct embd_cuda_searchops *search; /* ABI 2 */
 };
 
 typedef const struct embd_cuda_plugin *(*embd_cuda_entry_fn)(int abi,
