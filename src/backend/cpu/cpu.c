@@ -505,6 +505,46 @@ DEFINE_DISPATCHED(attend_head,
                    int h),
                   (ctx, qkv, kt, sc, len, H, HS, h))
 
+/* ctx_c (H), head h's part = softmax(q0 K^T / sqrt(HS)) V for the first
+ * (CLS) query of one sequence only: qkv its (len, 3H) Q|K|V rows, sc (len)
+ * scratch. */
+BODY attend_cls_body(float *ctx_c, const float *qkv, float *sc, int len, int H, int HS, int h) {
+    const size_t ld = 3 * (size_t)H;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const float *q = qkv + (size_t)h * HS, *K = q + H, *V = q + 2 * (size_t)H;
+    float max = -INFINITY;
+    for (int j = 0; j < len; j++) {
+        const float *k = K + (size_t)j * ld;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int d = 0; d < HS; d++)
+            dot += q[d] * k[d];
+        sc[j] = dot * scale;
+        max = sc[j] > max ? sc[j] : max;
+    }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < len; j++) {
+        sc[j] = embd_fast_expf(sc[j] - max);
+        sum += sc[j];
+    }
+    const float inv = 1.0f / sum;
+    float *o = ctx_c + (size_t)h * HS;
+    for (int d = 0; d < HS; d++)
+        o[d] = 0.0f;
+    for (int j = 0; j < len; j++) {
+        const float p = sc[j] * inv;
+        const float *v = V + (size_t)j * ld;
+#pragma omp simd
+        for (int d = 0; d < HS; d++)
+            o[d] += p * v[d];
+    }
+}
+
+DEFINE_DISPATCHED(attend_cls,
+                  (float *ctx_c, const float *qkv, float *sc, int len, int H, int HS, int h),
+                  (ctx_c, qkv, sc, len, H, HS, h))
+
 /* Each row of s (R, C), rows ld floats apart, = softmax(scale * row). */
 BODY softmax_rows_body(float *s, int R, int C, int ld, float scale) {
     for (int r = 0; r < R; r++) {
@@ -756,6 +796,40 @@ fail:
     return st;
 }
 
+/* The rest of the last layer for CLS pooling, with big (T, 3H) its Q|K|V:
+ * attention for each sequence's first query only, then the output
+ * projection + LN1 and the FFN + LN2 on those n_seq rows, gathered in
+ * be->tmp and written back to their places in x (pool reads only them).
+ * Scratch: ctx_c in be->ctx, the dense outputs in be->big (after the
+ * attention has read it) and be->ctx. Wp are the packed weights or NULL. */
+static void cls_last_layer(embd_backend *be, const embd_batch *batch, const embd_layer_weights *lw,
+                           const float *p_o, const float *pi, const float *pf) {
+    const embd_hparams *hp = &be->model->hp;
+    const int H = hp->H, NH = hp->NH, HS = H / NH, I = hp->I, n = batch->n_seq;
+    float *ctx_c = be->ctx, *x_c = be->tmp;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
+    for (int task = 0; task < n * NH; task++) {
+        const int s = task / NH, h = task % NH;
+        const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
+        float *sc = be->att + (size_t)omp_get_thread_num() * be->att_stride;
+        attend_cls(ctx_c + (size_t)s * H, be->big + (size_t)t0 * 3 * H, sc, len, H, HS, h);
+    }
+    for (int s = 0; s < n; s++)
+        memcpy(x_c + (size_t)s * H, be->x + (size_t)batch->seq_start[s] * H,
+               (size_t)H * sizeof(float));
+    /* x_c = LN1(x_c + ctx_c Wo^T + bo) */
+    linear(be, be->big, ctx_c, lw->o_w, p_o, n, H, H, lw->o_b, EPI_BIAS_RESID_LN, x_c, lw->ln1_g,
+           lw->ln1_b);
+    /* big (n, I) = gelu(x_c Wi^T + bi) */
+    linear(be, be->big, x_c, lw->i_w, pi, n, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
+    /* x_c = LN2(x_c + big Wf^T + bf) */
+    linear(be, be->ctx, be->big, lw->f_w, pf, n, I, H, lw->f_b, EPI_BIAS_RESID_LN, x_c, lw->ln2_g,
+           lw->ln2_b);
+    for (int s = 0; s < n; s++)
+        memcpy(be->x + (size_t)batch->seq_start[s] * H, x_c + (size_t)s * H,
+               (size_t)H * sizeof(float));
+}
+
 /* Runs the encoder and pooling over the batch; grows the scratch first if the
  * batch is bigger than any before (EMBD_ERR_NOMEM if that fails, leaving the
  * backend usable). */
@@ -777,6 +851,11 @@ static enum embd_status cpu_embed(embd_backend *be, float *out, const embd_batch
     openblas_set_num_threads(1);
 
     embed_tokens(be, batch);
+    /* CLS pooling reads one row per sequence of the last layer's output, so
+     * that layer needs K and V of every token but the rest (attention's
+     * query, the output projection, the FFN) only for the first token of
+     * each sequence: cls_last_layer. */
+    const int cls = hp->pooling == EMBD_POOL_CLS;
     for (int l = 0; l < hp->L; l++) {
         const embd_layer_weights *lw = &m->w.layers[l];
         const float *wqkv = be->wqkv ? be->wqkv + (size_t)l * 3 * H * H : NULL;
@@ -788,6 +867,10 @@ static enum embd_status cpu_embed(embd_backend *be, float *out, const embd_batch
                     *pi = be->packed ? be->pk_i + po : NULL;
         /* big (T, 3H) = x Wqkv^T + bqkv */
         linear(be, be->big, be->x, wqkv, pq, T, H, 3 * H, bqkv, EPI_BIAS, NULL, NULL, NULL);
+        if (cls && l == hp->L - 1) {
+            cls_last_layer(be, batch, lw, p_o, pi, pf);
+            break;
+        }
         attention(be, batch);
         /* x = LN1(x + ctx Wo^T + bo) */
         linear(be, be->tmp, be->ctx, lw->o_w, p_o, T, H, H, lw->o_b, EPI_BIAS_RESID_LN, be->x,
