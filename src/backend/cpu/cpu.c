@@ -455,17 +455,18 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
 }
 
 /* ctx rows of one sequence, head h: softmax(Q K^T / sqrt(HS)) V, with qkv
- * (len, 3H) the sequence's Q|K|V rows and ctx (len, H) its context rows.
- * kt is (HS, len) scratch and sc (len) scratch. */
-BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int len, int H, int HS,
-                      int h) {
+ * (len, 3H) the sequence's Q|K|V rows and ctx (len, H) its context rows; for
+ * the first nq queries only (nq = len: all; 1: the CLS row). kt is (HS, len)
+ * scratch and sc (len) scratch. */
+BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int len, int nq, int H,
+                      int HS, int h) {
     const size_t ld = 3 * (size_t)H;
     const float scale = 1.0f / sqrtf((float)HS);
     const float *K = qkv + H + (size_t)h * HS, *V = qkv + 2 * (size_t)H + (size_t)h * HS;
     for (int j = 0; j < len; j++)
         for (int d = 0; d < HS; d++)
             kt[(size_t)d * len + j] = K[(size_t)j * ld + d];
-    for (int i = 0; i < len; i++) {
+    for (int i = 0; i < nq; i++) {
         const float *q = qkv + (size_t)i * ld + (size_t)h * HS;
         for (int j = 0; j < len; j++)
             sc[j] = 0.0f;
@@ -501,49 +502,9 @@ BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int le
 }
 
 DEFINE_DISPATCHED(attend_head,
-                  (float *ctx, const float *qkv, float *kt, float *sc, int len, int H, int HS,
-                   int h),
-                  (ctx, qkv, kt, sc, len, H, HS, h))
-
-/* ctx_c (H), head h's part = softmax(q0 K^T / sqrt(HS)) V for the first
- * (CLS) query of one sequence only: qkv its (len, 3H) Q|K|V rows, sc (len)
- * scratch. */
-BODY attend_cls_body(float *ctx_c, const float *qkv, float *sc, int len, int H, int HS, int h) {
-    const size_t ld = 3 * (size_t)H;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float *q = qkv + (size_t)h * HS, *K = q + H, *V = q + 2 * (size_t)H;
-    float max = -INFINITY;
-    for (int j = 0; j < len; j++) {
-        const float *k = K + (size_t)j * ld;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int d = 0; d < HS; d++)
-            dot += q[d] * k[d];
-        sc[j] = dot * scale;
-        max = sc[j] > max ? sc[j] : max;
-    }
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < len; j++) {
-        sc[j] = embd_fast_expf(sc[j] - max);
-        sum += sc[j];
-    }
-    const float inv = 1.0f / sum;
-    float *o = ctx_c + (size_t)h * HS;
-    for (int d = 0; d < HS; d++)
-        o[d] = 0.0f;
-    for (int j = 0; j < len; j++) {
-        const float p = sc[j] * inv;
-        const float *v = V + (size_t)j * ld;
-#pragma omp simd
-        for (int d = 0; d < HS; d++)
-            o[d] += p * v[d];
-    }
-}
-
-DEFINE_DISPATCHED(attend_cls,
-                  (float *ctx_c, const float *qkv, float *sc, int len, int H, int HS, int h),
-                  (ctx_c, qkv, sc, len, H, HS, h))
+                  (float *ctx, const float *qkv, float *kt, float *sc, int len, int nq, int H,
+                   int HS, int h),
+                  (ctx, qkv, kt, sc, len, nq, H, HS, h))
 
 /* Each row of s (R, C), rows ld floats apart, = softmax(scale * row). */
 BODY softmax_rows_body(float *s, int R, int C, int ld, float scale) {
@@ -651,7 +612,7 @@ static void attention(embd_backend *be, const embd_batch *batch) {
                              scratch + kt_len, len, H, HS, h);
         else
             attend_head(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
-                        scratch + kt_len, len, H, HS, h);
+                        scratch + kt_len, len, len, H, HS, h);
     }
 }
 
@@ -807,12 +768,14 @@ static void cls_last_layer(embd_backend *be, const embd_batch *batch, const embd
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H, NH = hp->NH, HS = H / NH, I = hp->I, n = batch->n_seq;
     float *ctx_c = be->ctx, *x_c = be->tmp;
+    const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
     for (int task = 0; task < n * NH; task++) {
         const int s = task / NH, h = task % NH;
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
-        float *sc = be->att + (size_t)omp_get_thread_num() * be->att_stride;
-        attend_cls(ctx_c + (size_t)s * H, be->big + (size_t)t0 * 3 * H, sc, len, H, HS, h);
+        float *kt = be->att + (size_t)omp_get_thread_num() * be->att_stride;
+        attend_head(ctx_c + (size_t)s * H, be->big + (size_t)t0 * 3 * H, kt, kt + kt_len, len, 1, H,
+                    HS, h);
     }
     for (int s = 0; s < n; s++)
         memcpy(x_c + (size_t)s * H, be->x + (size_t)batch->seq_start[s] * H,

@@ -43,26 +43,6 @@ static struct embd_cuda_host host;
 /* Errors                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Whether err leaves the context unusable (every later call fails). */
-static bool sticky(cudaError_t err) {
-    switch (err) {
-    case cudaErrorIllegalAddress:
-    case cudaErrorLaunchFailure:
-    case cudaErrorHardwareStackError:
-    case cudaErrorIllegalInstruction:
-    case cudaErrorMisalignedAddress:
-    case cudaErrorInvalidAddressSpace:
-    case cudaErrorInvalidPc:
-    case cudaErrorAssert:
-    case cudaErrorECCUncorrectable:
-    case cudaErrorLaunchTimeout:
-    case cudaErrorContextIsDestroyed:
-        return true;
-    default:
-        return false;
-    }
-}
-
 struct embd_backend {
     const struct embd_model *m;
     int dev;
@@ -78,27 +58,27 @@ struct embd_backend {
     size_t wbytes;
     const float *word, *pos, *type, *emb_g, *emb_b; /* fp32 */
     struct layer {
-        const void *wqkv, *bqkv; /* (3H, H), (3H) in dt */
-        const void *wo, *bo;     /* (H, H), (H) */
-        const void *wi, *bi;     /* (I, H), (I) */
-        const void *wf, *bf;     /* (H, I), (H) */
+        const void *wqkv, *bqkv;        /* (3H, H), (3H) in dt */
+        const void *wo, *bo;            /* (H, H), (H) */
+        const void *wi, *bi;            /* (I, H), (I) */
+        const void *wf, *bf;            /* (H, I), (H) */
         const float *g1, *b1, *g2, *b2; /* (H) fp32 */
-    } *layers;
+    } * layers;
     /* scratch for `cap` tokens: one device allocation, one pinned host block */
-    int cap;         /* tokens the scratch fits now (0: none) */
-    int cap_max;     /* the most tokens the memory budget allows */
-    char *smem;      /* device scratch */
+    int cap;     /* tokens the scratch fits now (0: none) */
+    int cap_max; /* the most tokens the memory budget allows */
+    char *smem;  /* device scratch */
     size_t sbytes;
-    float *x;        /* (cap, H) fp32 residual stream */
-    void *xh;        /* (cap, H) dt */
-    void *qkv;       /* (cap, 3H) dt */
-    void *ctx;       /* (cap, H) dt */
-    void *tmp;       /* (cap, H) dt */
-    void *ffn;       /* (cap, I) dt */
-    float *dout;     /* (cap, H) fp32 pooled vectors (n <= cap) */
-    int *dints;      /* (ints_len(cap)) ids | pos | seq_start | pad | tiles, as hints */
-    int *hints;      /* pinned (ints_len(cap)), same layout */
-    float *hout;     /* pinned (cap, H) */
+    float *x;    /* (cap, H) fp32 residual stream */
+    void *xh;    /* (cap, H) dt */
+    void *qkv;   /* (cap, 3H) dt */
+    void *ctx;   /* (cap, H) dt */
+    void *tmp;   /* (cap, H) dt */
+    void *ffn;   /* (cap, I) dt */
+    float *dout; /* (cap, H) fp32 pooled vectors (n <= cap) */
+    int *dints;  /* (ints_len(cap)) ids | pos | seq_start | pad | tiles, as hints */
+    int *hints;  /* pinned (ints_len(cap)), same layout */
+    float *hout; /* pinned (cap, H) */
     size_t peak, now;
     unsigned long long oom_retries;
 };
@@ -106,15 +86,15 @@ struct embd_backend {
 static enum embd_status ck_cuda(embd_backend *be, cudaError_t err, const char *what,
                                 const char *file, int line) {
     if (err == cudaSuccess) return EMBD_OK;
-    if (be && sticky(err)) {
+    if (be && embd_cuda_sticky(err)) {
         be->dead = true;
         snprintf(be->dead_why, sizeof be->dead_why, "%s (%s at %s:%d)", cudaGetErrorString(err),
                  what, file, line);
     } else if (err == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError(); /* not sticky: clear it */
     }
-    return host.error(EMBD_ERR_BACKEND, "cuda: %s: %s (%s:%d)", what, cudaGetErrorString(err),
-                      file, line);
+    return host.error(EMBD_ERR_BACKEND, "cuda: %s: %s (%s:%d)", what, cudaGetErrorString(err), file,
+                      line);
 }
 
 static enum embd_status ck_blas(cublasStatus_t s, const char *what, const char *file, int line) {
@@ -243,8 +223,7 @@ static enum embd_status lt_linear(embd_backend *be, const struct lt_env *env, en
         if (cs != CUBLAS_STATUS_SUCCESS || nres < 1) {
             bias_in_epilogue = false;
             epi = CUBLASLT_EPILOGUE_DEFAULT;
-            LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                              sizeof epi));
+            LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         }
     }
     if (!bias_in_epilogue) {
@@ -260,14 +239,13 @@ static enum embd_status lt_linear(embd_backend *be, const struct lt_env *env, en
     if (b && !bias_in_epilogue) {
         const size_t n = (size_t)R * O;
         if (dt == EMBD_DTYPE_FP16)
-            k_bias<__half><<<grid_for(n), 256, 0, env->stream>>>((__half *)y, (const __half *)b,
-                                                                  n, O);
+            k_bias<__half>
+                <<<grid_for(n), 256, 0, env->stream>>>((__half *)y, (const __half *)b, n, O);
         else if (dt == EMBD_DTYPE_BF16)
             k_bias<__nv_bfloat16><<<grid_for(n), 256, 0, env->stream>>>(
                 (__nv_bfloat16 *)y, (const __nv_bfloat16 *)b, n, O);
         else
-            k_bias<float><<<grid_for(n), 256, 0, env->stream>>>((float *)y, (const float *)b, n,
-                                                                 O);
+            k_bias<float><<<grid_for(n), 256, 0, env->stream>>>((float *)y, (const float *)b, n, O);
         st = ck_cuda(be, cudaGetLastError(), "k_bias launch", __FILE__, __LINE__);
     }
 #undef LT
@@ -295,8 +273,7 @@ template <typename T>
 static enum embd_status launch_add_ln(embd_backend *be, cudaStream_t s, float *x, const void *add,
                                       const float *g, const float *b, void *xo, int R, int H,
                                       float eps) {
-    k_add_ln<T><<<R, LN_THREADS, H * sizeof(float), s>>>(x, (const T *)add, g, b, (T *)xo, H,
-                                                         eps);
+    k_add_ln<T><<<R, LN_THREADS, H * sizeof(float), s>>>(x, (const T *)add, g, b, (T *)xo, H, eps);
     CKL("k_add_ln");
     return EMBD_OK;
 }
@@ -337,8 +314,8 @@ static int make_tiles(int *tiles, const int *seq_start, int n) {
 /* ------------------------------------------------------------------------ */
 
 /* Copies n host floats to dst (device) as dt, through stage (device, >= n floats). */
-static enum embd_status upload_as(embd_backend *be, enum embd_dtype dt, void *dst,
-                                  const float *src, size_t n, float *stage) {
+static enum embd_status upload_as(embd_backend *be, enum embd_dtype dt, void *dst, const float *src,
+                                  size_t n, float *stage) {
     if (dt == EMBD_DTYPE_FP32) {
         CK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
         return EMBD_OK;
@@ -358,8 +335,8 @@ static enum embd_status upload_weights(embd_backend *be) {
     const embd_weights *w = &be->m->w;
     const size_t H = (size_t)hp->H, I = (size_t)hp->I, es = be->es;
     /* sizes, in order of carving */
-    const size_t emb = align256((size_t)hp->V * H * 4) + align256((size_t)hp->P * H * 4) +
-                       3 * align256(H * 4);
+    const size_t emb =
+        align256((size_t)hp->V * H * 4) + align256((size_t)hp->P * H * 4) + 3 * align256(H * 4);
     const size_t per_layer = align256(3 * H * H * es) + align256(3 * H * es) +
                              align256(H * H * es) + align256(H * es) + align256(I * H * es) +
                              align256(I * es) + align256(H * I * es) + align256(H * es) +
@@ -481,7 +458,7 @@ static void free_scratch(embd_backend *be) {
 
 static cudaError_t alloc_scratch(embd_backend *be, int cap) {
     const size_t H = (size_t)be->m->hp.H, I = (size_t)be->m->hp.I, es = be->es, C = (size_t)cap;
-    const size_t sz[] = {C * H * 4, C * H * es, 3 * C * H * es, C * H * es,
+    const size_t sz[] = {C * H * 4,  C * H * es, 3 * C * H * es, C * H * es,
                          C * H * es, C * I * es, C * H * 4,      ints_len(C) * 4};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++)
@@ -494,8 +471,8 @@ static cudaError_t alloc_scratch(embd_backend *be, int cap) {
     be->now += total;
     if (be->now > be->peak) be->peak = be->now;
     char *cur = be->smem;
-    void **dst[] = {(void **)&be->x, &be->xh, &be->qkv, &be->ctx, &be->tmp, &be->ffn,
-                    (void **)&be->dout, (void **)&be->dints};
+    void **dst[] = {(void **)&be->x, &be->xh,  &be->qkv,           &be->ctx,
+                    &be->tmp,        &be->ffn, (void **)&be->dout, (void **)&be->dints};
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
         *dst[i] = cur;
         cur += align256(sz[i]);
@@ -562,9 +539,9 @@ static enum embd_status forward(embd_backend *be, float *out, const int32_t *ids
     CK(cudaMemcpyAsync(be->dints, be->hints, ints_len((size_t)C) * sizeof(int),
                        cudaMemcpyHostToDevice, s));
 
-    k_embed_ln<T><<<Tn, LN_THREADS, H * sizeof(float), s>>>(
-        be->x, (T *)be->xh, dids, dpos, be->word, be->pos, be->type, be->emb_g, be->emb_b, H,
-        hp->ln_eps);
+    k_embed_ln<T><<<Tn, LN_THREADS, H * sizeof(float), s>>>(be->x, (T *)be->xh, dids, dpos,
+                                                            be->word, be->pos, be->type, be->emb_g,
+                                                            be->emb_b, H, hp->ln_eps);
     CKL("k_embed_ln");
     for (int l = 0; l < hp->L; l++) {
         const struct embd_backend::layer *ly = &be->layers[l];
@@ -629,8 +606,8 @@ static enum embd_status gpu_embed(embd_backend *be, float *out, const embd_batch
                 rebased[k] = ss[k] - ss[0];
             ss = rebased;
         }
-        st = BY_DTYPE(be->dt, forward, be, out + (size_t)i * H,
-                      batch->ids + batch->seq_start[i], ss, j - i, ss[j - i], normalize);
+        st = BY_DTYPE(be->dt, forward, be, out + (size_t)i * H, batch->ids + batch->seq_start[i],
+                      ss, j - i, ss[j - i], normalize);
         host.free(rebased);
         if (st != EMBD_OK) return st;
         i = j;
@@ -680,9 +657,12 @@ static long long memory_limit(size_t total) {
     if (end == s || !(v > 0.0)) return -1;
     if (strchr(s, '.') && v <= 1.0 && !*end) return (long long)(v * (double)total);
     double mul = 1.0;
-    if (*end == 'k' || *end == 'K') mul = 1024.0, end++;
-    else if (*end == 'm' || *end == 'M') mul = 1048576.0, end++;
-    else if (*end == 'g' || *end == 'G') mul = 1073741824.0, end++;
+    if (*end == 'k' || *end == 'K')
+        mul = 1024.0, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1048576.0, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1073741824.0, end++;
     if (*end) return -1;
     return (long long)(v * mul);
 }
@@ -756,8 +736,8 @@ static enum embd_status gpu_init(embd_backend **out, const struct embd_model *mo
     be->dev = params->device_index;
     be->dt = params->dtype == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : params->dtype;
     be->es = dtype_size(be->dt);
-    be->layers = (struct embd_backend::layer *)host.malloc(
-        (size_t)(hp->L ? hp->L : 1) * sizeof(struct embd_backend::layer));
+    be->layers = (struct embd_backend::layer *)host.malloc((size_t)(hp->L ? hp->L : 1) *
+                                                           sizeof(struct embd_backend::layer));
     if (!be->layers) {
         host.free(be);
         return host.error(EMBD_ERR_NOMEM, "cuda backend: out of memory");
@@ -871,8 +851,8 @@ static void test_close(struct test_env *t) {
 }
 
 /* A device buffer of n elements of dt, filled from src (host fp32) if given. */
-static enum embd_status test_buf(struct test_env *t, enum embd_dtype dt, size_t n,
-                                 const float *src, void **out) {
+static enum embd_status test_buf(struct test_env *t, enum embd_dtype dt, size_t n, const float *src,
+                                 void **out) {
     embd_backend *be = &t->be;
     void *p = NULL, *stage = NULL;
     CK(cudaMalloc(&p, n * dtype_size(dt) + 16));
@@ -923,9 +903,9 @@ static enum embd_status test_linear(int dev, enum embd_dtype dt, float *out, con
     return st;
 }
 
-static enum embd_status test_add_layernorm(int dev, enum embd_dtype dt, float *out,
-                                           const float *x, const float *add, const float *g,
-                                           const float *b, int R, int H, float eps) {
+static enum embd_status test_add_layernorm(int dev, enum embd_dtype dt, float *out, const float *x,
+                                           const float *add, const float *g, const float *b, int R,
+                                           int H, float eps) {
     struct test_env t;
     embd_backend *be = &t.be;
     void *dx, *da, *dg, *db, *dxo;
@@ -988,7 +968,7 @@ static enum embd_status test_pool(int dev, float *out, const float *x, const int
                      "cudaMemcpy", __FILE__, __LINE__);
     if (!st) {
         k_pool<<<n, POOL_THREADS, 0, t.lt.stream>>>((float *)dout, (const float *)dx,
-                                                     (const int *)dss, H, mean, normalize);
+                                                    (const int *)dss, H, mean, normalize);
         st = ck_cuda(be, cudaGetLastError(), "k_pool", __FILE__, __LINE__);
     }
     if (!st) st = test_get(&t, EMBD_DTYPE_FP32, out, dout, (size_t)n * H);
@@ -1001,9 +981,10 @@ static const struct embd_cuda_testops testops = {
 };
 
 static const struct embd_cuda_plugin plugin = {
-    EMBD_CUDA_ABI,         &cuda_ops,     probe_driver_version, probe_runtime_version,
-    probe_device_count,    probe_device_info, gpu_is_dead,      gpu_mem_stats,
-    &testops,              &embd_cuda_search_ops,
+    EMBD_CUDA_ABI,         &cuda_ops,          probe_driver_version,
+    probe_runtime_version, probe_device_count, probe_device_info,
+    gpu_is_dead,           gpu_mem_stats,      &testops,
+    &embd_cuda_search_ops,
 };
 
 extern "C" __attribute__((visibility("default"))) const struct embd_cuda_plugin *

@@ -57,8 +57,8 @@ static void search_fail_alloc_after(long n) {
     fail_after = n;
 }
 
-/* Whether err leaves the context unusable (every later call fails). */
-static bool sticky(cudaError_t err) {
+/* See search.cuh. */
+bool embd_cuda_sticky(cudaError_t err) {
     switch (err) {
     case cudaErrorIllegalAddress:
     case cudaErrorLaunchFailure:
@@ -81,7 +81,7 @@ static bool sticky(cudaError_t err) {
  * index dead on a sticky one. Returns -1. */
 static int fail_cuda(struct embd_cuda_index *ix, cudaError_t err, const char *what,
                      const char *file, int line, char *why, size_t cap) {
-    if (sticky(err)) {
+    if (embd_cuda_sticky(err)) {
         if (ix) ix->dead = true;
     } else {
         (void)cudaGetLastError();
