@@ -29,6 +29,7 @@ Engines:
 
 usage: bench/retrieval.py --model DIR [--set slice|full] [--engine embd|st|both]
        [--embd BIN] [--corpus FILE] [--out metrics.json] [--threads N]
+       [--device cpu|cuda|auto] [--ld-library-path DIRS]
 """
 import argparse
 import hashlib
@@ -92,7 +93,7 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def embed_embd(binary, model, texts, threads=0, extra_env=None):
+def embed_embd(binary, model, texts, threads=0, extra_env=None, device="cpu"):
     """(n, D) float32 vectors from `embd embed`, texts passed as JSONL."""
     tmp = tempfile.mkdtemp(prefix="embd-retrieval-")
     inp, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.npy")
@@ -102,7 +103,7 @@ def embed_embd(binary, model, texts, threads=0, extra_env=None):
                 f.write(json.dumps({"text": t}) + "\n")
         env = dict(os.environ, **(extra_env or {}))
         cmd = [binary, "embed", "-m", model, "-i", inp, "-o", out, "--format", "npy", "-q",
-               "--input-format", "jsonl", "--threads", str(threads)]
+               "--input-format", "jsonl", "--threads", str(threads), "--device", device]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             raise RuntimeError("embd embed failed (%d): %s" % (p.returncode, p.stderr.strip()))
@@ -146,8 +147,9 @@ def metrics(q, d, block=1024):
 def run_engine(engine, a, titles, texts):
     t0 = time.perf_counter()
     if engine == "embd":
-        dv = embed_embd(a.embd, a.model, texts, a.threads)
-        qv = embed_embd(a.embd, a.model, titles, a.threads)
+        env = {"LD_LIBRARY_PATH": a.ld_library_path} if a.ld_library_path else None
+        dv = embed_embd(a.embd, a.model, texts, a.threads, env, a.device)
+        qv = embed_embd(a.embd, a.model, titles, a.threads, env, a.device)
     else:
         dv = embed_st(a.model, texts)
         qv = embed_st(a.model, titles)
@@ -167,6 +169,9 @@ def main():
     ap.add_argument("--embd", default=os.path.join(root, "build", "release", "embd"))
     ap.add_argument("--corpus", default=os.path.join(home, "corpus", "debian.jsonl"))
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu",
+                    help="embd's --device (cpu, cuda, auto); sentence-transformers stays on the CPU")
+    ap.add_argument("--ld-library-path", help="LD_LIBRARY_PATH for the embd processes only")
     ap.add_argument("--out", help="write the metrics as JSON here")
     a = ap.parse_args()
 
