@@ -60,14 +60,8 @@ static const char *base_name(const char *dir) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    /* SIGINT/SIGTERM are taken with sigwait by the main thread: block them
-     * before any thread (engine, OpenMP, HTTP) starts so none inherits them. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* before any thread (engine, OpenMP, HTTP) starts, so all inherit the mask */
+    srv_prepare_signals();
 
     struct cli_args a;
     int rc = cli_parse(&a, "serve", serve_opts, (int)(sizeof serve_opts / sizeof serve_opts[0]),

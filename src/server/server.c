@@ -1008,6 +1008,15 @@ static int open_listener(const struct srv_config *cfg, char *where, size_t cap, 
     return fd;
 }
 
+void srv_prepare_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
             embd_vstore *store) {
     srv_json_init();

@@ -37,8 +37,14 @@ struct srv_config {
     double health_interval_s;
 };
 
+/* Blocks SIGINT and SIGTERM in the calling thread (threads created after
+ * inherit the mask; srv_run takes them with sigtimedwait) and ignores
+ * SIGPIPE (a client that hangs up must not kill the server). Call it before
+ * any thread (engine, OpenMP, HTTP) starts. */
+void srv_prepare_signals(void);
+
 /* Serves until SIGINT or SIGTERM (which the caller must have blocked in
- * every thread before creating any), then stops accepting, lets the requests
+ * every thread before creating any: srv_prepare_signals), then stops accepting, lets the requests
  * in flight finish (up to shutdown_timeout_s) and returns 0; returns 1 after
  * printing why when it cannot start (e.g. the port is taken). ctx must be
  * created with normalize off (the server normalises per request) and be used

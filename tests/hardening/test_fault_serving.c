@@ -332,13 +332,8 @@ int main(void) {
     if (stat(cfg_json, &sb) != 0) TEST_SKIP("no model at %s", dir);
     free(cfg_json);
 
-    /* srv_run takes SIGTERM with sigtimedwait: blocked in every thread. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* as `embd serve` does: SIGTERM blocked in every thread, SIGPIPE ignored */
+    srv_prepare_signals();
 
     embd_model *m = NULL;
     embd_ctx *ctx = NULL;
