@@ -14,6 +14,7 @@
  * fp32 resolution). */
 #include "cuda_test.h"
 #include "store/store.h"
+#include "store/store_fixture.h"
 
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -29,46 +30,8 @@
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
-static float frand(void) { /* uniform in [-1, 1) */
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (float)((double)((rng * 2685821657736338717ull) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-/* n random unit vectors: v (n, DIM). */
 static void rand_unit(float *v, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        double ss = 0;
-        for (int d = 0; d < DIM; d++) {
-            float x = frand();
-            v[i * DIM + (size_t)d] = x;
-            ss += (double)x * x;
-        }
-        float inv = (float)(1.0 / sqrt(ss));
-        for (int d = 0; d < DIM; d++)
-            v[i * DIM + (size_t)d] *= inv;
-    }
-}
-
-/* Adds n records "<prefix><first + i>" (text = id) with vecs (n, DIM). */
-static enum embd_status add_n(embd_store *s, const char *prefix, size_t first, size_t n,
-                              const float *vecs) {
-    char(*idb)[32] = malloc(n * sizeof *idb);
-    const char **ids = malloc(n * sizeof *ids);
-    size_t *il = malloc(n * sizeof *il);
-    enum embd_status st = EMBD_ERR_NOMEM;
-    if (idb && ids && il) {
-        for (size_t i = 0; i < n; i++) {
-            il[i] = (size_t)snprintf(idb[i], sizeof idb[i], "%s%zu", prefix, first + i);
-            ids[i] = idb[i];
-        }
-        st = embd_store_add(s, ids, il, ids, il, vecs, n, NULL);
-    }
-    free(idb);
-    free(ids);
-    free(il);
-    return st;
+    fx_rand_unit(&rng, v, n, DIM);
 }
 
 static struct embd_store_params params(bool writable, bool gpu) {
@@ -202,7 +165,7 @@ int main(void) {
     CHECK_MSG(st == EMBD_OK, "open: %s", embd_last_error());
     if (st != EMBD_OK) return test_summary("test_cuda_search");
     for (size_t i = 0; i < N && st == EMBD_OK; i += BATCH)
-        st = add_n(gs, "v", i, BATCH, vecs + i * DIM);
+        st = fx_add_n(gs, "v", i, BATCH, vecs + i * DIM);
     CHECK_MSG(st == EMBD_OK, "add: %s", embd_last_error());
     CHECK(embd_store_flush(gs) == EMBD_OK);
     compare_all(gs, dir, qs, NQ, "100000 vectors");
@@ -210,7 +173,7 @@ int main(void) {
     /* Appended after the upload: NEW rows, the first NQ of them equal to the
      * queries, so each query's best hit is its own new row (score 1). */
     memcpy(extra, qs, (size_t)NQ * DIM * sizeof(float));
-    CHECK(add_n(gs, "new", 0, NEW, extra) == EMBD_OK);
+    CHECK(fx_add_n(gs, "new", 0, NEW, extra) == EMBD_OK);
     CHECK(embd_store_flush(gs) == EMBD_OK);
     int found = 0;
     for (int i = 0; i < NQ; i++) {
@@ -227,7 +190,7 @@ int main(void) {
      * vector no longer does (its slot is dead; r . old is near 0). */
     float r[DIM];
     rand_unit(r, 1);
-    CHECK(add_n(gs, "v", 17, 1, r) == EMBD_OK);
+    CHECK(fx_add_n(gs, "v", 17, 1, r) == EMBD_OK);
     CHECK(embd_store_flush(gs) == EMBD_OK);
     struct hits g;
     search(gs, r, K, &g);
@@ -278,7 +241,7 @@ int main(void) {
     embd_store *ss = NULL;
     CHECK(embd_store_open(small, &wp, &ss, NULL) == EMBD_OK);
     if (ss) {
-        CHECK(add_n(ss, "s", 0, 7, vecs) == EMBD_OK);
+        CHECK(fx_add_n(ss, "s", 0, 7, vecs) == EMBD_OK);
         struct embd_store_hit h[K];
         size_t nh = 99;
         CHECK(embd_store_search(ss, qs, K, h, &nh) == EMBD_OK);

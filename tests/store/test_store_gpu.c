@@ -6,6 +6,7 @@
  * embd_store_search_device says "cpu" and why. Runs everywhere. */
 #include "../test.h"
 #include "store/store.h"
+#include "store_fixture.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -21,31 +22,6 @@
 #define FP 0x00c0ffee00c0ffeeull
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
-
-static float frand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-
-static enum embd_status add_n(embd_store *s, size_t first, size_t n, const float *vecs) {
-    char(*idb)[24] = malloc(n * sizeof *idb);
-    const char **ids = malloc(n * sizeof *ids);
-    size_t *il = malloc(n * sizeof *il);
-    enum embd_status st = EMBD_ERR_NOMEM;
-    if (idb && ids && il) {
-        for (size_t i = 0; i < n; i++) {
-            il[i] = (size_t)snprintf(idb[i], sizeof idb[i], "d%zu", first + i);
-            ids[i] = idb[i];
-        }
-        st = embd_store_add(s, ids, il, ids, il, vecs, n, NULL);
-    }
-    free(idb);
-    free(ids);
-    free(il);
-    return st;
-}
 
 /* Searches both stores with every query; returns how many gave identical
  * hits (ids, texts and bit-equal scores). */
@@ -82,9 +58,9 @@ int main(void) {
     float *qs = malloc((size_t)NQ * D * sizeof(float));
     if (!vecs || !qs) TEST_SKIP("out of memory");
     for (size_t i = 0; i < (size_t)(N + 100) * D; i++)
-        vecs[i] = frand();
+        vecs[i] = fx_frand(&rng);
     for (size_t i = 0; i < (size_t)NQ * D; i++)
-        qs[i] = frand();
+        qs[i] = fx_frand(&rng);
 
     struct embd_store_params gp = {.dim = D,
                                    .fingerprint = FP,
@@ -96,7 +72,7 @@ int main(void) {
     embd_store *gs = NULL;
     CHECK(embd_store_open(dir, &gp, &gs, NULL) == EMBD_OK);
     if (!gs) return test_summary("store_gpu_fallback");
-    CHECK(add_n(gs, 0, N, vecs) == EMBD_OK);
+    CHECK(fx_add_n(gs, "d", 0, N, vecs) == EMBD_OK);
     CHECK(embd_store_flush(gs) == EMBD_OK);
     const char *why = NULL;
     CHECK(!strcmp(embd_store_search_device(gs, &why), "cuda")); /* asked, not yet tried */
@@ -117,7 +93,7 @@ int main(void) {
     embd_store_close(cs);
     cs = NULL;
     /* An append after the fallback is searched too (on the CPU). */
-    CHECK(add_n(gs, N, 100, vecs + (size_t)N * D) == EMBD_OK);
+    CHECK(fx_add_n(gs, "d", N, 100, vecs + (size_t)N * D) == EMBD_OK);
     CHECK(embd_store_flush(gs) == EMBD_OK);
     CHECK(embd_store_open(dir, &cp, &cs, NULL) == EMBD_OK);
     int same2 = cs ? compare(gs, cs, qs) : 0;
