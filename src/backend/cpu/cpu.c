@@ -32,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define EMBD_HAVE_PACKED 1
@@ -107,7 +109,7 @@ struct embd_backend {
     float *packed;
     float *pk_qkv, *pk_o, *pk_i, *pk_f; /* layer 0's; layer l is + l * pk_layer */
     size_t pk_layer;
-    int pk_maxk; /* max(H, I, P): the longest K of a packed GEMM */
+    int pk_maxk; /* max(H, I): the longest K of a packed GEMM */
     float *abuf; /* (nt, PK_MC * max(H, I)) packed activation blocks, per thread */
     /* token scratch, for up to cap_tok tokens; one allocation at `tok_mem` */
     void *tok_mem;
@@ -124,6 +126,11 @@ struct embd_backend {
     int cap_len;
     size_t att_stride;
 };
+
+/* The packed GEMM's tile: 6 rows x 16 columns, blocks of 48 rows (see pk_gemm). */
+#define PK_MR 6
+#define PK_NR 16
+#define PK_MC 48
 
 /* Rounds a float count up to a multiple of 16 (64 bytes). */
 static size_t round16(size_t n) {
@@ -153,7 +160,10 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         size_t wide = 3 * H > (size_t)hp->I ? 3 * H : (size_t)hp->I;
         size_t nx = round16((size_t)T * H), nbig = round16((size_t)T * wide);
         size_t npos = round16((size_t)T);
-        const size_t kt_ld = round16((size_t)T) + 16, nkt = be->packed ? round16(H * kt_ld) : 0;
+        /* K^T of the whole batch, only for the packed attention (head size a
+         * multiple of 16; see attention()) */
+        const size_t kt_ld = round16((size_t)T) + 16;
+        const size_t nkt = be->packed && HS % PK_NR == 0 ? round16(H * kt_ld) : 0;
         size_t total = 3 * nx + nbig + npos + nkt + 16; /* + 16 for the 64-byte alignment */
         void *mem = embd_malloc2(total, sizeof(float));
         if (!mem)
@@ -266,9 +276,6 @@ DEFINE_DISPATCHED(epilogue_rows,
  * (K, 6) each; and a 6x16 register tile (12 accumulators) runs the whole of K,
  * the panel in L1 and the block in L2, adding the bias (and GELU) to the tile
  * before it is stored. Each output is one fp32 FMA chain over k in order. */
-#define PK_MR 6
-#define PK_NR 16
-#define PK_MC 48
 
 /* Packs the N rows (K floats each) of a weight into N / 16 panels of (K, 16):
  * row n, column k goes to dst[((n / 16) * K + k) * 16 + n % 16]. The rows
@@ -301,35 +308,38 @@ static void pack_rows(float *dst, const float *in, size_t lda, int r0, int mc, i
     }
 }
 
-/* c (mr, 16), rows ldc apart = a (6, K) micro-panel times b (K, 16), rows
- * ldb floats apart, plus bias (16; NULL: none), then GELU if asked; rows past
- * mr are computed, not stored. */
-__attribute__((target("avx2,fma"))) static void pk_tile(const float *a, const float *b, size_t ldb,
-                                                        int K, float *c, size_t ldc, int mr,
-                                                        const float *bias, int gelu) {
+/* c (mr, 16), rows ldc apart = A (6, K) times b (K, 16), rows ldb floats
+ * apart, plus bias (16; NULL: none), then GELU if asked. Row r of A, column
+ * k is ar[r][k * ks]: a packed micro-panel (ar[r] = a + r, ks = 6) or rows
+ * of a matrix in place (ks = 1). Rows past mr are computed (the callers
+ * point them at row 0), not stored. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+pk_tile_body(const float *const ar[PK_MR], size_t ks, const float *b, size_t ldb, int K, float *c,
+             size_t ldc, int mr, const float *bias, int gelu) {
+    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
     for (int k = 0; k < K; k++) {
         const __m256 b0 = _mm256_loadu_ps(b + (size_t)k * ldb);
         const __m256 b1 = _mm256_loadu_ps(b + (size_t)k * ldb + 8);
-        const float *ak = a + (size_t)k * PK_MR;
-        __m256 x = _mm256_broadcast_ss(ak);
+        const size_t o = (size_t)k * ks;
+        __m256 x = _mm256_broadcast_ss(a0 + o);
         c00 = _mm256_fmadd_ps(x, b0, c00);
         c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(ak + 1);
+        x = _mm256_broadcast_ss(a1 + o);
         c10 = _mm256_fmadd_ps(x, b0, c10);
         c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(ak + 2);
+        x = _mm256_broadcast_ss(a2 + o);
         c20 = _mm256_fmadd_ps(x, b0, c20);
         c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(ak + 3);
+        x = _mm256_broadcast_ss(a3 + o);
         c30 = _mm256_fmadd_ps(x, b0, c30);
         c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(ak + 4);
+        x = _mm256_broadcast_ss(a4 + o);
         c40 = _mm256_fmadd_ps(x, b0, c40);
         c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(ak + 5);
+        x = _mm256_broadcast_ss(a5 + o);
         c50 = _mm256_fmadd_ps(x, b0, c50);
         c51 = _mm256_fmadd_ps(x, b1, c51);
     }
@@ -358,6 +368,27 @@ __attribute__((target("avx2,fma"))) static void pk_tile(const float *a, const fl
             memcpy(cr, t[r], sizeof(t[r]));
         }
     }
+}
+
+/* The tile on a packed micro-panel a (K, 6). */
+__attribute__((target("avx2,fma"))) static void pk_tile(const float *a, const float *b, size_t ldb,
+                                                        int K, float *c, size_t ldc, int mr,
+                                                        const float *bias, int gelu) {
+    const float *const ar[PK_MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};
+    pk_tile_body(ar, PK_MR, b, ldb, K, c, ldc, mr, bias, gelu);
+}
+
+/* c (mr, 16) = rows [0, mr) of a (lda floats apart, read in place: no
+ * packing) times b (K, 16), rows ldb apart; no bias. For attention, whose
+ * short K (the head size, or the sequence length) makes packing cost as
+ * much as the tile. */
+__attribute__((target("avx2,fma"))) static void pk_tile_rows(const float *a, size_t lda,
+                                                             const float *b, size_t ldb, int K,
+                                                             float *c, size_t ldc, int mr) {
+    const float *ar[PK_MR];
+    for (int r = 0; r < PK_MR; r++)
+        ar[r] = a + (size_t)(r < mr ? r : 0) * lda;
+    pk_tile_body(ar, 1, b, ldb, K, c, ldc, mr, NULL, 0);
 }
 
 /* Rows [r0, r1) and 16-column panels [p0, p1) of out = in B + bias, then
@@ -399,11 +430,17 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             float *abuf = be->abuf + (size_t)tid * astride;
-            if (by_rows) {
-                const int r0 = (int)((int64_t)T * tid / nth);
-                const int r1 = (int)((int64_t)T * (tid + 1) / nth);
-                for (int m0 = r0; m0 < r1; m0 += PK_MC) {
-                    const int m1 = r1 - m0 < PK_MC ? r1 : m0 + PK_MC;
+            /* by rows when each thread gets several blocks (else the split
+             * by columns keeps every thread busy) */
+            if (T >= 4 * PK_MC * nth) {
+                /* blocks of PK_MC rows handed out one at a time: on a machine
+                 * whose cores are shared, a thread that gets less of its core
+                 * takes fewer blocks instead of holding the others at the
+                 * barrier */
+                const int nb = (T + PK_MC - 1) / PK_MC;
+#pragma omp for schedule(dynamic, 1) nowait
+                for (int bi = 0; bi < nb; bi++) {
+                    const int m0 = bi * PK_MC, m1 = T - m0 < PK_MC ? T : m0 + PK_MC;
                     pk_gemm(out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, m0, m1, 0,
                             np, K, bias, gelu, abuf);
                     if (ln) epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, m0, m1, N);
@@ -547,19 +584,26 @@ static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, in
 }
 
 #if EMBD_HAVE_PACKED
-/* As attend_head_gemm, through pk_gemm: s (len, len16) = Q K^T with K^T the
- * head's rows of be->kt (kt: its first column, rows kt_ld apart; the columns
- * past len are other sequences' keys or zero, computed and then ignored),
- * softmax of s / sqrt(HS) by rows, ctx = s V. Needs HS a multiple of 16;
- * abuf holds PK_MC * max(HS, len). */
+/* As attend_head_gemm, through the tile with Q, s and V read in place:
+ * s (len, len16) = Q K^T with K^T the head's rows of be->kt (kt: its first
+ * column, rows kt_ld apart; the columns past len are other sequences' keys
+ * or zero, computed and then ignored), softmax of s / sqrt(HS) by rows,
+ * ctx = s V. Needs HS a multiple of 16. */
 static void attend_head_pk(float *ctx, const float *qkv, const float *kt, size_t kt_ld, float *s,
-                           float *abuf, int len, int H, int HS, int h) {
+                           int len, int H, int HS, int h) {
     const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
     const float *Q = qkv + (size_t)h * HS, *V = Q + 2 * (size_t)H;
-    pk_gemm(s, l16, Q, ld, kt, PK_NR, kt_ld, 0, len, 0, (int)(l16 / PK_NR), HS, NULL, 0, abuf);
+    for (size_t p = 0; p < l16 / PK_NR; p++)
+        for (int i = 0; i < len; i += PK_MR)
+            pk_tile_rows(Q + (size_t)i * ld, ld, kt + p * PK_NR, kt_ld, HS,
+                         s + (size_t)i * l16 + p * PK_NR, l16, len - i < PK_MR ? len - i : PK_MR);
     softmax_rows(s, len, len, (int)l16, 1.0f / sqrtf((float)HS));
-    pk_gemm(ctx + (size_t)h * HS, (size_t)H, s, l16, V, PK_NR, ld, 0, len, 0, HS / PK_NR, len, NULL,
-            0, abuf);
+    float *o = ctx + (size_t)h * HS;
+    for (int p = 0; p < HS / PK_NR; p++)
+        for (int i = 0; i < len; i += PK_MR)
+            pk_tile_rows(s + (size_t)i * l16, l16, V + (size_t)p * PK_NR, ld, len,
+                         o + (size_t)i * H + (size_t)p * PK_NR, (size_t)H,
+                         len - i < PK_MR ? len - i : PK_MR);
 }
 
 /* be->kt (H, kt_ld) = the K columns of qkv (T, 3H) transposed, zero past T;
@@ -601,7 +645,7 @@ static void attention(embd_backend *be, const embd_batch *batch) {
         if (pk) {
             attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H,
                            be->kt + (size_t)h * HS * be->kt_ld + t0, be->kt_ld, scratch + kt_len,
-                           be->abuf + (size_t)tid * PK_MC * be->pk_maxk, len, H, HS, h);
+                           len, H, HS, h);
             continue;
         }
 #else
@@ -681,6 +725,22 @@ static void cpu_free(embd_backend *be) {
     embd_free(be);
 }
 
+/* Drops from this process's memory the pages of a weight that was packed:
+ * the packed copy is what runs, and keeping both would cost the model's
+ * matrices twice in resident memory. Only for weights read from the
+ * mapping of model.safetensors (read-only, backed by the file: a page read
+ * again later, say by another backend, comes back from the file unchanged);
+ * converted weights (fp16/bf16 files) live in memory of their own and stay.
+ * Only whole pages inside the tensor are dropped. */
+static void release_packed_source(const struct embd_model *m, const float *w, size_t n) {
+    const uintptr_t lo = (uintptr_t)m->map, hi = lo + m->map_len;
+    const uintptr_t a = (uintptr_t)w, b = a + n * sizeof(float);
+    if (!m->map || a < lo || b > hi) return;
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a1 = (a + pg - 1) & ~(pg - 1), b1 = b & ~(pg - 1);
+    if (b1 > a1) (void)madvise((void *)a1, b1 - a1, MADV_DONTNEED);
+}
+
 /* Packs Q/K/V of every layer into one (3H, H) weight and (3H) bias each, and
  * allocates scratch for params->max_batch_tokens tokens (at least 1). */
 static enum embd_status cpu_init(embd_backend **out, const struct embd_model *model,
@@ -711,7 +771,6 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
         /* (3H, H) + (H, H) + (I, H) + (H, I) per layer, 64-byte aligned */
         be->pk_layer = 4 * H * H + 2 * I * H;
         be->pk_maxk = (int)(H > I ? H : I);
-        if (hp->P > be->pk_maxk) be->pk_maxk = hp->P;
         be->packed = embd_malloc2(L * be->pk_layer + 16, sizeof(float));
         be->abuf = embd_malloc2((size_t)be->nt * PK_MC * (size_t)be->pk_maxk, sizeof(float));
     } else {
@@ -740,6 +799,12 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
             pack_panels(be->pk_o + o, &lw->o_w, (int)H, (int)H, (int)H);
             pack_panels(be->pk_i + o, &lw->i_w, (int)I, (int)I, (int)H);
             pack_panels(be->pk_f + o, &lw->f_w, (int)H, (int)H, (int)I);
+            release_packed_source(model, lw->q_w, H * H);
+            release_packed_source(model, lw->k_w, H * H);
+            release_packed_source(model, lw->v_w, H * H);
+            release_packed_source(model, lw->o_w, H * H);
+            release_packed_source(model, lw->i_w, I * H);
+            release_packed_source(model, lw->f_w, H * I);
         } else {
             float *w = be->wqkv + l * 3 * H * H;
             memcpy(w, lw->q_w, H * H * sizeof(float));
