@@ -822,12 +822,28 @@ static int probe_device_info(int index, struct embd_cuda_device_info *o, char *w
 /* ------------------------------------------------------------------------ */
 
 /* A throwaway environment for one op: stream, cuBLASLt, workspace, buffers. */
+enum { TEST_BUFS = 16 };
 struct test_env {
     embd_backend be; /* only dev, dead, dead_why are used */
     struct lt_env lt;
-    void *bufs[8];
+    void *bufs[TEST_BUFS];
     int nbufs;
 };
+
+/* cudaMalloc of bytes into *out, remembered in t for test_close. (The
+ * array once held 8 while add_layernorm took 9 buffers: the ninth pointer
+ * overwrote nbufs, and test_close then walked off the stack whenever the
+ * pointer's low half read as a large positive int: a segfault in about
+ * half the runs of test_cuda_ops on an H100.) */
+static enum embd_status test_alloc(struct test_env *t, size_t bytes, void **out) {
+    embd_backend *be = &t->be;
+    *out = NULL;
+    if (t->nbufs == TEST_BUFS)
+        return host.error(EMBD_ERR_INTERNAL, "cuda test hooks: more than %d buffers", TEST_BUFS);
+    CK(cudaMalloc(out, bytes));
+    t->bufs[t->nbufs++] = *out;
+    return EMBD_OK;
+}
 
 static enum embd_status test_open(struct test_env *t, int dev) {
     memset(t, 0, sizeof *t);
@@ -853,15 +869,14 @@ static void test_close(struct test_env *t) {
 /* A device buffer of n elements of dt, filled from src (host fp32) if given. */
 static enum embd_status test_buf(struct test_env *t, enum embd_dtype dt, size_t n, const float *src,
                                  void **out) {
-    embd_backend *be = &t->be;
     void *p = NULL, *stage = NULL;
-    CK(cudaMalloc(&p, n * dtype_size(dt) + 16));
-    t->bufs[t->nbufs++] = p;
+    enum embd_status st = test_alloc(t, n * dtype_size(dt) + 16, &p);
+    if (st) return st;
     *out = p;
     if (!src) return EMBD_OK;
-    CK(cudaMalloc(&stage, n * 4 + 16));
-    t->bufs[t->nbufs++] = stage;
-    return upload_as(be, dt, p, src, n, (float *)stage);
+    st = test_alloc(t, n * 4 + 16, &stage);
+    if (st) return st;
+    return upload_as(&t->be, dt, p, src, n, (float *)stage);
 }
 
 /* Copies n elements of dt from src (device) to dst (host fp32). */
@@ -871,8 +886,8 @@ static enum embd_status test_get(struct test_env *t, enum embd_dtype dt, float *
     CK(cudaStreamSynchronize(t->lt.stream));
     void *stage = NULL;
     if (dt != EMBD_DTYPE_FP32) {
-        CK(cudaMalloc(&stage, n * 4 + 16));
-        t->bufs[t->nbufs++] = stage;
+        enum embd_status st = test_alloc(t, n * 4 + 16, &stage);
+        if (st) return st;
         if (dt == EMBD_DTYPE_FP16)
             k_convert<float, __half><<<grid_for(n), 256>>>((float *)stage, (const __half *)src, n);
         else
