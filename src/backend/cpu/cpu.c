@@ -116,8 +116,6 @@ struct embd_backend {
     int cap_tok;
     float *x;     /* (T, H) hidden state */
     float *ctx;   /* (T, H) attention context */
-    float *kt;    /* (H, kt_ld) K^T of the batch, written by the packed QKV GEMM */
-    size_t kt_ld; /* round16(T) + 16: a head's panels may read 15 columns past T */
     float *tmp;   /* (T, H) dense outputs before the residual */
     float *big;   /* (T, max(3H, I)) Q|K|V, later the FFN activations */
     int32_t *pos; /* (T) position of each token within its sequence */
@@ -143,7 +141,7 @@ static void cpu_release_scratch(embd_backend *be) {
     embd_free(be->att);
     be->tok_mem = NULL;
     be->att = NULL;
-    be->x = be->ctx = be->tmp = be->big = be->kt = NULL;
+    be->x = be->ctx = be->tmp = be->big = NULL;
     be->pos = NULL;
     be->cap_tok = 0;
     be->cap_len = 0;
@@ -162,9 +160,7 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         size_t npos = round16((size_t)T);
         /* K^T of the whole batch, only for the packed attention (head size a
          * multiple of 16; see attention()) */
-        const size_t kt_ld = round16((size_t)T) + 16;
-        const size_t nkt = be->packed && HS % PK_NR == 0 ? round16(H * kt_ld) : 0;
-        size_t total = 3 * nx + nbig + npos + nkt + 16; /* + 16 for the 64-byte alignment */
+        size_t total = 3 * nx + nbig + npos + 16; /* + 16 for the 64-byte alignment */
         void *mem = embd_malloc2(total, sizeof(float));
         if (!mem)
             return embd_error(EMBD_ERR_NOMEM,
@@ -179,14 +175,16 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
         be->tmp = p + 2 * nx;
         be->big = p + 3 * nx;
         be->pos = (int32_t *)(p + 3 * nx + nbig);
-        be->kt = nkt ? p + 3 * nx + nbig + npos : NULL;
-        be->kt_ld = kt_ld;
         be->cap_tok = T;
     }
     if (max_len > be->cap_len) {
-        /* K^T (HS, len16) then scores (len, len16), len16 = len rounded up to 16 */
+        /* K^T (HS, len16), then scores (len, len16) for the loops and BLAS,
+         * or for the packed path V (len, HS), scores (6, len16) and 6 sums;
+         * len16 = len rounded up to 16 */
         const size_t l16 = round16((size_t)max_len);
-        size_t stride = round16(HS * l16) + round16((size_t)max_len * l16);
+        const size_t sc = round16((size_t)max_len * l16);
+        const size_t sc_pk = round16((size_t)max_len * HS) + round16(PK_MR * l16) + 16;
+        size_t stride = round16(HS * l16) + (sc > sc_pk ? sc : sc_pk);
         float *att = embd_malloc2((size_t)be->nt * stride, sizeof(float));
         if (!att)
             return embd_error(EMBD_ERR_NOMEM,
@@ -290,20 +288,60 @@ static void pack_panels(float *dst, const float *const src[], int rows_each, int
 }
 
 #if EMBD_HAVE_PACKED
+/* r[0..7] = the 8 x 8 block held in r, transposed (row i becomes column i). */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+transpose8_regs(__m256 r[8]) {
+    __m256 u[8];
+    /* pairs of rows interleaved, then groups of four, then the 128-bit halves */
+    for (int i = 0; i < 8; i += 2) {
+        u[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        u[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(u[i], u[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        u[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; i++)
+        r[i] = u[i];
+}
+
+/* d (8, 8), rows ldd apart = s (8, 8), rows lds apart, transposed. */
+__attribute__((target("avx2,fma"))) static void transpose8(float *d, size_t ldd, const float *s,
+                                                           size_t lds) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(s + (size_t)i * lds);
+    transpose8_regs(r);
+    for (int i = 0; i < 8; i++)
+        _mm256_storeu_ps(d + (size_t)i * ldd, r[i]);
+}
+
 /* Packs rows [r0, r0 + mc) of in (T, K), rows lda floats apart, into
- * micro-panels of (K, 6), the rows past mc in the last one zero. */
-static void pack_rows(float *dst, const float *in, size_t lda, int r0, int mc, int K) {
+ * micro-panels of (K, 6), the rows past mc in the last one zero. K is a
+ * multiple of 8 (H and I are multiples of 16 on the packed path): 8 columns
+ * of the 6 rows (and 2 of zeros) are transposed in registers and stored 6
+ * floats apart, in order, each store's last 2 lanes overwritten by the next;
+ * the last store of a micro-panel writes 2 floats past it, so dst needs 2
+ * floats of room after the block (see cpu_init's abuf). */
+__attribute__((target("avx2,fma"))) static void pack_rows(float *dst, const float *in, size_t lda,
+                                                          int r0, int mc, int K) {
     for (int i = 0; i < mc; i += PK_MR) {
         float *d = dst + (size_t)i * K;
-        for (int r = 0; r < PK_MR; r++) {
-            if (i + r < mc) {
-                const float *a = in + (size_t)(r0 + i + r) * lda;
-                for (int k = 0; k < K; k++)
-                    d[(size_t)k * PK_MR + r] = a[k];
-            } else {
-                for (int k = 0; k < K; k++)
-                    d[(size_t)k * PK_MR + r] = 0.0f;
-            }
+        const int mr = mc - i < PK_MR ? mc - i : PK_MR;
+        const float *a = in + (size_t)(r0 + i) * lda;
+        for (int k = 0; k < K; k += 8) {
+            __m256 r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = j < mr ? _mm256_loadu_ps(a + (size_t)j * lda + k) : _mm256_setzero_ps();
+            transpose8_regs(r);
+            for (int j = 0; j < 8; j++)
+                _mm256_storeu_ps(d + (size_t)(k + j) * PK_MR, r[j]);
         }
     }
 }
@@ -343,30 +381,67 @@ pk_tile_body(const float *const ar[PK_MR], size_t ks, const float *b, size_t ldb
         c50 = _mm256_fmadd_ps(x, b0, c50);
         c51 = _mm256_fmadd_ps(x, b1, c51);
     }
+    if (bias) {
+        const __m256 bb0 = _mm256_loadu_ps(bias), bb1 = _mm256_loadu_ps(bias + 8);
+        c00 = _mm256_add_ps(c00, bb0);
+        c01 = _mm256_add_ps(c01, bb1);
+        c10 = _mm256_add_ps(c10, bb0);
+        c11 = _mm256_add_ps(c11, bb1);
+        c20 = _mm256_add_ps(c20, bb0);
+        c21 = _mm256_add_ps(c21, bb1);
+        c30 = _mm256_add_ps(c30, bb0);
+        c31 = _mm256_add_ps(c31, bb1);
+        c40 = _mm256_add_ps(c40, bb0);
+        c41 = _mm256_add_ps(c41, bb1);
+        c50 = _mm256_add_ps(c50, bb0);
+        c51 = _mm256_add_ps(c51, bb1);
+    }
+    if (!gelu) {
+        /* straight from the registers: a staging copy costs as much as a
+         * short K's loop (attention's K is the head size) */
+        float *cr = c;
+        _mm256_storeu_ps(cr, c00);
+        _mm256_storeu_ps(cr + 8, c01);
+        if (mr < 2) return;
+        cr += ldc;
+        _mm256_storeu_ps(cr, c10);
+        _mm256_storeu_ps(cr + 8, c11);
+        if (mr < 3) return;
+        cr += ldc;
+        _mm256_storeu_ps(cr, c20);
+        _mm256_storeu_ps(cr + 8, c21);
+        if (mr < 4) return;
+        cr += ldc;
+        _mm256_storeu_ps(cr, c30);
+        _mm256_storeu_ps(cr + 8, c31);
+        if (mr < 5) return;
+        cr += ldc;
+        _mm256_storeu_ps(cr, c40);
+        _mm256_storeu_ps(cr + 8, c41);
+        if (mr < 6) return;
+        cr += ldc;
+        _mm256_storeu_ps(cr, c50);
+        _mm256_storeu_ps(cr + 8, c51);
+        return;
+    }
     float t[PK_MR][PK_NR] __attribute__((aligned(32)));
-    const __m256 bb0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    const __m256 bb1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
-    _mm256_store_ps(t[0], _mm256_add_ps(c00, bb0));
-    _mm256_store_ps(t[0] + 8, _mm256_add_ps(c01, bb1));
-    _mm256_store_ps(t[1], _mm256_add_ps(c10, bb0));
-    _mm256_store_ps(t[1] + 8, _mm256_add_ps(c11, bb1));
-    _mm256_store_ps(t[2], _mm256_add_ps(c20, bb0));
-    _mm256_store_ps(t[2] + 8, _mm256_add_ps(c21, bb1));
-    _mm256_store_ps(t[3], _mm256_add_ps(c30, bb0));
-    _mm256_store_ps(t[3] + 8, _mm256_add_ps(c31, bb1));
-    _mm256_store_ps(t[4], _mm256_add_ps(c40, bb0));
-    _mm256_store_ps(t[4] + 8, _mm256_add_ps(c41, bb1));
-    _mm256_store_ps(t[5], _mm256_add_ps(c50, bb0));
-    _mm256_store_ps(t[5] + 8, _mm256_add_ps(c51, bb1));
+    _mm256_store_ps(t[0], c00);
+    _mm256_store_ps(t[0] + 8, c01);
+    _mm256_store_ps(t[1], c10);
+    _mm256_store_ps(t[1] + 8, c11);
+    _mm256_store_ps(t[2], c20);
+    _mm256_store_ps(t[2] + 8, c21);
+    _mm256_store_ps(t[3], c30);
+    _mm256_store_ps(t[3] + 8, c31);
+    _mm256_store_ps(t[4], c40);
+    _mm256_store_ps(t[4] + 8, c41);
+    _mm256_store_ps(t[5], c50);
+    _mm256_store_ps(t[5] + 8, c51);
     for (int r = 0; r < mr; r++) {
         float *cr = c + (size_t)r * ldc;
-        if (gelu) {
 #pragma omp simd
-            for (int j = 0; j < PK_NR; j++)
-                cr[j] = embd_fast_gelu(t[r][j]);
-        } else {
-            memcpy(cr, t[r], sizeof(t[r]));
-        }
+        for (int j = 0; j < PK_NR; j++)
+            cr[j] = embd_fast_gelu(t[r][j]);
     }
 }
 
@@ -425,7 +500,7 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
 #if EMBD_HAVE_PACKED
     if (Wp) {
         const int np = N / PK_NR, gelu = epi == EPI_BIAS_GELU, ln = epi == EPI_BIAS_RESID_LN;
-        const size_t astride = (size_t)PK_MC * be->pk_maxk;
+        const size_t astride = (size_t)PK_MC * be->pk_maxk + 16;
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -584,44 +659,78 @@ static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, in
 }
 
 #if EMBD_HAVE_PACKED
-/* As attend_head_gemm, through the tile with Q, s and V read in place:
- * s (len, len16) = Q K^T with K^T the head's rows of be->kt (kt: its first
- * column, rows kt_ld apart; the columns past len are other sequences' keys
- * or zero, computed and then ignored), softmax of s / sqrt(HS) by rows,
- * ctx = s V. Needs HS a multiple of 16. */
-static void attend_head_pk(float *ctx, const float *qkv, const float *kt, size_t kt_ld, float *s,
-                           int len, int H, int HS, int h) {
-    const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
-    const float *Q = qkv + (size_t)h * HS, *V = Q + 2 * (size_t)H;
-    for (size_t p = 0; p < l16 / PK_NR; p++)
-        for (int i = 0; i < len; i += PK_MR)
-            pk_tile_rows(Q + (size_t)i * ld, ld, kt + p * PK_NR, kt_ld, HS,
-                         s + (size_t)i * l16 + p * PK_NR, l16, len - i < PK_MR ? len - i : PK_MR);
-    softmax_rows(s, len, len, (int)l16, 1.0f / sqrtf((float)HS));
-    float *o = ctx + (size_t)h * HS;
-    for (int p = 0; p < HS / PK_NR; p++)
-        for (int i = 0; i < len; i += PK_MR)
-            pk_tile_rows(s + (size_t)i * l16, l16, V + (size_t)p * PK_NR, ld, len,
-                         o + (size_t)i * H + (size_t)p * PK_NR, (size_t)H,
-                         len - i < PK_MR ? len - i : PK_MR);
+/* Each of the R rows of s (len columns, rows ld apart) = e^(scale (s - max
+ * of the row)), and sums[r] = 1 / the row's sum. The columns from len to
+ * len rounded up to 8 are computed too (so the loop has no scalar tail) and
+ * left unnormalised; the callers ignore them, and what is there must be
+ * finite. The rows themselves are not divided by their sums: the callers
+ * scale the (much shorter) products instead. */
+BODY softmax_unnorm_body(float *s, int R, int len, size_t ld, float scale, float *sums) {
+    const int c8 = (len + 7) & ~7;
+    for (int r = 0; r < R; r++) {
+        float *row = s + (size_t)r * ld;
+        float max = row[0];
+#pragma omp simd reduction(max : max)
+        for (int j = 1; j < len; j++)
+            max = row[j] > max ? row[j] : max;
+#pragma omp simd
+        for (int j = 0; j < c8; j++)
+            row[j] = embd_fast_expf((row[j] - max) * scale);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < len; j++)
+            sum += row[j];
+        sums[r] = 1.0f / sum;
+    }
 }
 
-/* be->kt (H, kt_ld) = the K columns of qkv (T, 3H) transposed, zero past T;
- * rows are read in order, by blocks of 64 tokens per task. */
-static void transpose_keys(embd_backend *be, const float *qkv, int T, int H) {
-    float *kt = be->kt;
-    const size_t ld = be->kt_ld;
-#pragma omp parallel for schedule(static) num_threads(be->nt)
-    for (int b = 0; b < (T + 63) / 64; b++) {
-        const int r1 = 64 * b + 64 < T ? 64 * b + 64 : T;
-        for (int r = 64 * b; r < r1; r++) {
-            const float *k = qkv + (size_t)r * 3 * H + H;
-            for (int c = 0; c < H; c++)
-                kt[(size_t)c * ld + r] = k[c];
+DEFINE_DISPATCHED(softmax_unnorm, (float *s, int R, int len, size_t ld, float scale, float *sums),
+                  (s, R, len, ld, scale, sums))
+
+/* As attend_head, through the tile, for a head size that is a multiple of
+ * 16. In scratch (see cpu_reserve): the head's K^T (HS, len16), columns past
+ * len zero, and V (len, HS), both copied so that the tile reads them from
+ * L1 (in qkv their rows are 3H floats apart, a stride that maps them onto a
+ * few cache sets) and 64-byte aligned; then per block of 6 queries, read in
+ * place: scores (6, len16) = Q K^T, their softmax, ctx = scores V, scaled by
+ * the rows' sums. */
+static void attend_head_pk(float *ctx, const float *qkv, float *scratch, int len, int H, int HS,
+                           int h) {
+    const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
+    const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
+    float *kt = scratch, *v = kt + round16((size_t)HS * l16);
+    float *s = v + round16((size_t)len * HS), *sums = s + round16(PK_MR * l16);
+    int j = 0;
+    for (; j + 8 <= len; j += 8)
+        for (int d = 0; d < HS; d += 8)
+            transpose8(kt + (size_t)d * l16 + j, l16, K + (size_t)j * ld + d, ld);
+    for (int d = 0; d < HS; d++) {
+        float *row = kt + (size_t)d * l16;
+        for (int jj = j; jj < len; jj++)
+            row[jj] = K[(size_t)jj * ld + d];
+        for (size_t jj = (size_t)len; jj < l16; jj++)
+            row[jj] = 0.0f;
+    }
+    for (int t = 0; t < len; t++)
+        memcpy(v + (size_t)t * HS, V + (size_t)t * ld, (size_t)HS * sizeof(float));
+    const float scale = 1.0f / sqrtf((float)HS);
+    for (int i = 0; i < len; i += PK_MR) {
+        const int mr = len - i < PK_MR ? len - i : PK_MR;
+        for (size_t p = 0; p < l16 / PK_NR; p++)
+            pk_tile_rows(Q + (size_t)i * ld, ld, kt + p * PK_NR, l16, HS, s + p * PK_NR, l16, mr);
+        softmax_unnorm(s, mr, len, l16, scale, sums);
+        float *o = ctx + (size_t)i * H + (size_t)h * HS;
+        for (int p = 0; p < HS / PK_NR; p++)
+            pk_tile_rows(s, l16, v + (size_t)p * PK_NR, (size_t)HS, len, o + (size_t)p * PK_NR,
+                         (size_t)H, mr);
+        for (int r = 0; r < mr; r++) {
+            float *orow = o + (size_t)r * H;
+            const float f = sums[r];
+#pragma omp simd
+            for (int d = 0; d < HS; d++)
+                orow[d] *= f;
         }
     }
-    for (int c = 0; c < H; c++)
-        memset(kt + (size_t)c * ld + T, 0, (ld - (size_t)T) * sizeof(float));
 }
 #endif
 
@@ -632,9 +741,6 @@ static void attention(embd_backend *be, const embd_batch *batch) {
     const int tasks = batch->n_seq * NH;
     const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
     const int pk = be->packed && HS % PK_NR == 0;
-#if EMBD_HAVE_PACKED
-    if (pk) transpose_keys(be, be->big, batch->n_tok, H);
-#endif
 #pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
     for (int task = 0; task < tasks; task++) {
         const int s = task / NH, h = task % NH;
@@ -643,9 +749,8 @@ static void attention(embd_backend *be, const embd_batch *batch) {
         float *scratch = be->att + (size_t)tid * be->att_stride;
 #if EMBD_HAVE_PACKED
         if (pk) {
-            attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H,
-                           be->kt + (size_t)h * HS * be->kt_ld + t0, be->kt_ld, scratch + kt_len,
-                           len, H, HS, h);
+            attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch, len, H,
+                           HS, h);
             continue;
         }
 #else
@@ -772,7 +877,8 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
         be->pk_layer = 4 * H * H + 2 * I * H;
         be->pk_maxk = (int)(H > I ? H : I);
         be->packed = embd_malloc2(L * be->pk_layer + 16, sizeof(float));
-        be->abuf = embd_malloc2((size_t)be->nt * PK_MC * (size_t)be->pk_maxk, sizeof(float));
+        /* + 16 floats per thread: pack_rows writes 2 past a block */
+        be->abuf = embd_malloc2((size_t)be->nt * (PK_MC * (size_t)be->pk_maxk + 16), sizeof(float));
     } else {
         be->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
     }
