@@ -30,7 +30,8 @@ and the section of BENCHMARKS.md between <!-- bench/run:begin --> and
 
 usage: bench/suite.py --embd BIN --bench-tokenize BIN --onnx-root DIR
        [--models all-MiniLM-L6-v2,bge-small-random] [--sizes 1000,10000]
-       [--runs 3] [--big-runs 1] [--threads N] [--budget-min 45] [--no-write]
+       [--runs 3] [--big-runs 1] [--fastembed-runs N] [--threads N] [--budget-min 45]
+       [--no-write]
        bench/suite.py --report results.json   (table and plot only, e.g. after
        merging runs made at different times)
 """
@@ -219,9 +220,13 @@ def bench_sizes(a, texts, tmp, res, t_start):
             prev = [r for r in res["runs"] if r["model"] == name and r["docs"] < n]
             if prev:
                 # Predicted from the previous size: time grows with the tokens.
-                per_round = sum(statistics.median(r["secs"]) + r["load_med"] + 5 for r in
-                                prev if r["docs"] == prev[-1]["docs"])
-                need = per_round * tok_n / prev[-1]["tokens"] * runs / 60
+                def engine_runs(e):
+                    if e == "fastembed" and a.fastembed_runs is not None:
+                        return min(runs, max(1, a.fastembed_runs))
+                    return runs
+                need = sum((statistics.median(r["secs"]) + r["load_med"] + 5) * engine_runs(
+                    r["engine"]) for r in prev if r["docs"] == prev[-1]["docs"])
+                need = need * tok_n / prev[-1]["tokens"] / 60
                 left = a.budget_min - (time.time() - t_start) / 60
                 if need > left:
                     res["skipped"].append(f"{name} at {n} documents: predicted {need:.0f} min "
@@ -234,6 +239,9 @@ def bench_sizes(a, texts, tmp, res, t_start):
             for r in range(runs):
                 k = r % len(ENGINES)
                 for e in ENGINES[k:] + ENGINES[:k]:
+                    if e == "fastembed" and a.fastembed_runs is not None \
+                            and r >= max(1, a.fastembed_runs):
+                        continue
                     out = os.path.join(tmp, f"{e}.npy") if r == 0 else None
                     rows[e]["load"].append(os.getloadavg()[0])
                     got = run_engine(a, e, model_dir, files, out)
@@ -420,21 +428,44 @@ def main():
         return worker(ap.parse_args())
     home = os.environ.get("EMBD_HOME", os.path.expanduser("~/.cache/embd"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--embd", default=os.path.join(ROOT, "build", "release", "embd"))
+    ap.add_argument("--embd", default=os.path.join(ROOT, "build", "release", "embd"),
+                    help="the embd binary (default: %(default)s)")
     ap.add_argument("--bench-tokenize",
-                    default=os.path.join(ROOT, "build", "release", "bench_tokenize"))
-    ap.add_argument("--onnx-root", default=os.path.join(home, "bench", "onnx"))
-    ap.add_argument("--models-dir", default=os.path.join(home, "models"))
-    ap.add_argument("--models", default="all-MiniLM-L6-v2,bge-small-random")
-    ap.add_argument("--corpus", default=os.path.join(home, "corpus", "debian.jsonl"))
-    ap.add_argument("--sizes", default="1000,10000")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--big-runs", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--tok-docs", type=int, default=10000)
-    ap.add_argument("--budget-min", type=float, default=45)
-    ap.add_argument("--results", default=os.path.join(HERE, "results"))
-    ap.add_argument("--no-write", action="store_true")
+                    default=os.path.join(ROOT, "build", "release", "bench_tokenize"),
+                    help="the tokenizer benchmark binary (default: %(default)s)")
+    ap.add_argument("--onnx-root", default=os.path.join(home, "bench", "onnx"),
+                    help="ONNX exports for fastembed, one folder per model (default: "
+                    "%(default)s)")
+    ap.add_argument("--models-dir", default=os.path.join(home, "models"),
+                    help="model folders (default: %(default)s)")
+    ap.add_argument("--models", default="all-MiniLM-L6-v2,bge-small-random",
+                    help="comma-separated model names under --models-dir (default: "
+                    "%(default)s)")
+    ap.add_argument("--corpus", default=os.path.join(home, "corpus", "debian.jsonl"),
+                    help="JSON lines with a text field (default: %(default)s)")
+    ap.add_argument("--sizes", default="1000,10000",
+                    help="comma-separated document counts, the first N of the corpus "
+                    "(default: %(default)s)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs of each engine per size, medians kept (default: %(default)s)")
+    ap.add_argument("--big-runs", type=int, default=1,
+                    help="runs at the largest size when more than one size is given "
+                    "(default: %(default)s)")
+    ap.add_argument("--fastembed-runs", type=int,
+                    help="at most this many runs (at least 1) of fastembed with its defaults "
+                    "on the corpus order, the slowest engine by far (default: as many as "
+                    "the others)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads for every engine (default: the cores, %(default)s)")
+    ap.add_argument("--tok-docs", type=int, default=10000,
+                    help="documents for the tokenizer benchmark (default: %(default)s)")
+    ap.add_argument("--budget-min", type=float, default=45,
+                    help="skip a size whose predicted time would overrun this many minutes "
+                    "from the start (default: %(default)s)")
+    ap.add_argument("--results", default=os.path.join(HERE, "results"),
+                    help="folder for results.json and throughput.png (default: %(default)s)")
+    ap.add_argument("--no-write", action="store_true",
+                    help="do not rewrite the section of BENCHMARKS.md")
     ap.add_argument("--report", metavar="JSON",
                     help="only write the table and plot from a results.json (of a run that "
                     "was cut short, say)")
