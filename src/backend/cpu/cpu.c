@@ -496,7 +496,6 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
                    const float *g, const float *beta) {
     const float eps = be->model->hp.ln_eps;
     const int nt = be->nt;
-    const int by_rows = T >= 16 * nt;
 #if EMBD_HAVE_PACKED
     if (Wp) {
         const int np = N / PK_NR, gelu = epi == EPI_BIAS_GELU, ln = epi == EPI_BIAS_RESID_LN;
@@ -542,7 +541,7 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        if (by_rows) {
+        if (T >= 16 * nth) { /* by rows when each thread gets 16 or more */
             int r0 = (int)((int64_t)T * tid / nth), r1 = (int)((int64_t)T * (tid + 1) / nth);
             if (r1 > r0) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, N, K, 1.0f,
@@ -905,12 +904,10 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
             pack_panels(be->pk_o + o, &lw->o_w, (int)H, (int)H, (int)H);
             pack_panels(be->pk_i + o, &lw->i_w, (int)I, (int)I, (int)H);
             pack_panels(be->pk_f + o, &lw->f_w, (int)H, (int)H, (int)I);
-            release_packed_source(model, lw->q_w, H * H);
-            release_packed_source(model, lw->k_w, H * H);
-            release_packed_source(model, lw->v_w, H * H);
-            release_packed_source(model, lw->o_w, H * H);
-            release_packed_source(model, lw->i_w, I * H);
-            release_packed_source(model, lw->f_w, H * I);
+            const float *src[6] = {lw->q_w, lw->k_w, lw->v_w, lw->o_w, lw->i_w, lw->f_w};
+            const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
+            for (int i = 0; i < 6; i++)
+                release_packed_source(model, src[i], len[i]);
         } else {
             float *w = be->wqkv + l * 3 * H * H;
             memcpy(w, lw->q_w, H * H * sizeof(float));
