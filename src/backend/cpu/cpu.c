@@ -381,62 +381,28 @@ pk_tile_body(const float *const ar[PK_MR], size_t ks, const float *b, size_t ldb
         c50 = _mm256_fmadd_ps(x, b0, c50);
         c51 = _mm256_fmadd_ps(x, b1, c51);
     }
+    __m256 acc[PK_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     if (bias) {
         const __m256 bb0 = _mm256_loadu_ps(bias), bb1 = _mm256_loadu_ps(bias + 8);
-        c00 = _mm256_add_ps(c00, bb0);
-        c01 = _mm256_add_ps(c01, bb1);
-        c10 = _mm256_add_ps(c10, bb0);
-        c11 = _mm256_add_ps(c11, bb1);
-        c20 = _mm256_add_ps(c20, bb0);
-        c21 = _mm256_add_ps(c21, bb1);
-        c30 = _mm256_add_ps(c30, bb0);
-        c31 = _mm256_add_ps(c31, bb1);
-        c40 = _mm256_add_ps(c40, bb0);
-        c41 = _mm256_add_ps(c41, bb1);
-        c50 = _mm256_add_ps(c50, bb0);
-        c51 = _mm256_add_ps(c51, bb1);
+        for (int r = 0; r < PK_MR; r++) {
+            acc[r][0] = _mm256_add_ps(acc[r][0], bb0);
+            acc[r][1] = _mm256_add_ps(acc[r][1], bb1);
+        }
     }
     if (!gelu) {
         /* straight from the registers: a staging copy costs as much as a
          * short K's loop (attention's K is the head size) */
-        float *cr = c;
-        _mm256_storeu_ps(cr, c00);
-        _mm256_storeu_ps(cr + 8, c01);
-        if (mr < 2) return;
-        cr += ldc;
-        _mm256_storeu_ps(cr, c10);
-        _mm256_storeu_ps(cr + 8, c11);
-        if (mr < 3) return;
-        cr += ldc;
-        _mm256_storeu_ps(cr, c20);
-        _mm256_storeu_ps(cr + 8, c21);
-        if (mr < 4) return;
-        cr += ldc;
-        _mm256_storeu_ps(cr, c30);
-        _mm256_storeu_ps(cr + 8, c31);
-        if (mr < 5) return;
-        cr += ldc;
-        _mm256_storeu_ps(cr, c40);
-        _mm256_storeu_ps(cr + 8, c41);
-        if (mr < 6) return;
-        cr += ldc;
-        _mm256_storeu_ps(cr, c50);
-        _mm256_storeu_ps(cr + 8, c51);
+        for (int r = 0; r < mr; r++) {
+            _mm256_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
+            _mm256_storeu_ps(c + (size_t)r * ldc + 8, acc[r][1]);
+        }
         return;
     }
     float t[PK_MR][PK_NR] __attribute__((aligned(32)));
-    _mm256_store_ps(t[0], c00);
-    _mm256_store_ps(t[0] + 8, c01);
-    _mm256_store_ps(t[1], c10);
-    _mm256_store_ps(t[1] + 8, c11);
-    _mm256_store_ps(t[2], c20);
-    _mm256_store_ps(t[2] + 8, c21);
-    _mm256_store_ps(t[3], c30);
-    _mm256_store_ps(t[3] + 8, c31);
-    _mm256_store_ps(t[4], c40);
-    _mm256_store_ps(t[4] + 8, c41);
-    _mm256_store_ps(t[5], c50);
-    _mm256_store_ps(t[5] + 8, c51);
+    for (int r = 0; r < PK_MR; r++) {
+        _mm256_store_ps(t[r], acc[r][0]);
+        _mm256_store_ps(t[r] + 8, acc[r][1]);
+    }
     for (int r = 0; r < mr; r++) {
         float *cr = c + (size_t)r * ldc;
 #pragma omp simd
