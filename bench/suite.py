@@ -30,7 +30,7 @@ and the section of BENCHMARKS.md between <!-- bench/run:begin --> and
 
 usage: bench/suite.py --embd BIN --bench-tokenize BIN --onnx-root DIR
        [--models all-MiniLM-L6-v2,bge-small-random] [--sizes 1000,10000]
-       [--runs 3] [--big-runs 1] [--fastembed-runs N] [--threads N] [--budget-min 45]
+       [--runs 3] [--big-runs 1] [--fastembed-runs N] [--sorted-runs N] [--threads N] [--budget-min 45]
        [--no-write]
        bench/suite.py --report results.json   (table and plot only, e.g. after
        merging runs made at different times)
@@ -205,6 +205,12 @@ def versions():
     return v
 
 
+def capped_runs(a, engine, runs):
+    """Runs of engine at a size of runs runs: the fastembed peers may be capped."""
+    cap = {"fastembed": a.fastembed_runs, "fastembed-sorted": a.sorted_runs}.get(engine)
+    return runs if cap is None else min(runs, max(1, cap))
+
+
 def bench_sizes(a, texts, tmp, res, t_start):
     models = [os.path.join(a.models_dir, m) for m in a.models.split(",")]
     sizes = sorted(int(s) for s in a.sizes.split(","))
@@ -221,9 +227,7 @@ def bench_sizes(a, texts, tmp, res, t_start):
             if prev:
                 # Predicted from the previous size: time grows with the tokens.
                 def engine_runs(e):
-                    if e == "fastembed" and a.fastembed_runs is not None:
-                        return min(runs, max(1, a.fastembed_runs))
-                    return runs
+                    return min(runs, capped_runs(a, e, runs))
                 need = sum((statistics.median(r["secs"]) + r["load_med"] + 5) * engine_runs(
                     r["engine"]) for r in prev if r["docs"] == prev[-1]["docs"])
                 need = need * tok_n / prev[-1]["tokens"] / 60
@@ -239,8 +243,7 @@ def bench_sizes(a, texts, tmp, res, t_start):
             for r in range(runs):
                 k = r % len(ENGINES)
                 for e in ENGINES[k:] + ENGINES[:k]:
-                    if e == "fastembed" and a.fastembed_runs is not None \
-                            and r >= max(1, a.fastembed_runs):
+                    if r >= capped_runs(a, e, runs):
                         continue
                     out = os.path.join(tmp, f"{e}.npy") if r == 0 else None
                     rows[e]["load"].append(os.getloadavg()[0])
@@ -455,6 +458,9 @@ def main():
                     help="at most this many runs (at least 1) of fastembed with its defaults "
                     "on the corpus order, the slowest engine by far (default: as many as "
                     "the others)")
+    ap.add_argument("--sorted-runs", type=int,
+                    help="at most this many runs (at least 1) of fastembed on length-sorted "
+                    "input (default: as many as the others)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for every engine (default: the cores, %(default)s)")
     ap.add_argument("--tok-docs", type=int, default=10000,
