@@ -16,6 +16,7 @@
  * usage: bench_store [--n 100000] [--dim 384] [--queries 1000] [--k 10] [--gpu]
  *                    [--pg URL] [--pg-n 100000] [--pg-queries 200] [--seed 1]
  * Built as tests/store's bench_store target (not run by ctest). */
+#include "../tests/store/store_fixture.h"
 #include "store/vstore.h"
 #include "util/util.h"
 
@@ -34,28 +35,8 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* the random source and unit vectors of the store tests */
 static uint64_t rng_state;
-static double rng_u01(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-/* n random unit vectors (Gaussian, normalised): v (n, D). */
-static void rand_unit(float *v, size_t n, int D) {
-    for (size_t i = 0; i < n; i++) {
-        double ss = 0;
-        for (int j = 0; j < D; j++) {
-            double g = sqrt(-2.0 * log(rng_u01())) * cos(6.283185307179586 * rng_u01());
-            v[i * (size_t)D + (size_t)j] = (float)g;
-            ss += g * g;
-        }
-        float inv = (float)(1.0 / sqrt(ss));
-        for (int j = 0; j < D; j++)
-            v[i * (size_t)D + (size_t)j] *= inv;
-    }
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -84,7 +65,7 @@ static double load(embd_vstore *s, size_t n, int D) {
     for (size_t done_n = 0; done_n < n;) {
         size_t b = n - done_n < BATCH ? n - done_n : BATCH;
         double g0 = now_s();
-        rand_unit(v, b, D);
+        fx_rand_unit(&rng_state, v, b, D);
         for (size_t i = 0; i < b; i++) {
             il[i] = (size_t)snprintf(idb[i], sizeof idb[i], "v%zu", done_n + i);
             ids[i] = texts[i] = idb[i];
@@ -115,7 +96,7 @@ static int search_lat(embd_vstore *s, const char *what, size_t q, size_t k, bool
     struct embd_store_hit *hits = malloc(k * sizeof *hits);
     int rc = 1;
     if (!qv || !lat || !hits) goto done;
-    rand_unit(qv, q, D);
+    fx_rand_unit(&rng_state, qv, q, D);
     size_t nh;
     if (embd_vstore_search(s, qv, k, exact, hits, &nh) != EMBD_OK) goto err; /* warm-up */
     for (size_t i = 0; i < q; i++) {
@@ -153,7 +134,7 @@ static int bench_gpu(const char *path, const struct embd_store_params *p0, long 
     size_t nh;
     int rc = 1;
     if (!q1) goto done;
-    rand_unit(q1, 1, D);
+    fx_rand_unit(&rng_state, q1, 1, D);
     if (embd_vstore_open(path, &p, &s, NULL) != EMBD_OK) goto err;
     double t0 = now_s();
     if (embd_vstore_search(s, q1, 1, true, &h1, &nh) != EMBD_OK) goto err;
@@ -215,6 +196,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)seed;
+    if (!rng_state) rng_state = 1; /* xorshift never leaves 0 */
     struct embd_store_params p = {.dim = (int)D,
                                   .fingerprint = 0x1234567890abcdefull,
                                   .normalized = true,
