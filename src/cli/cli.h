@@ -12,6 +12,11 @@
 
 #define CLI_MAX_OPTS 48
 
+/* `embd index` commits its input in chunks of at most this many documents
+ * (or CLI_INDEX_CHUNK_BYTES of text), each durable before the next is read. */
+#define CLI_INDEX_CHUNK_TEXTS 1024
+#define CLI_INDEX_CHUNK_BYTES (8u << 20)
+
 struct cli_opt {
     const char *name;    /* long name without dashes, e.g. "max-batch-tokens" */
     char short_name;     /* 'm', or 0 */

@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK_TEXTS 1024
-#define CHUNK_BYTES (8u << 20)
+#define CHUNK_TEXTS CLI_INDEX_CHUNK_TEXTS
+#define CHUNK_BYTES CLI_INDEX_CHUNK_BYTES
+_Static_assert(CHUNK_TEXTS == 1024, "embd index --help names the chunk size: mend it too");
 
 static const struct cli_opt index_opts[] = {
     {"store", 0, true, "PATH|URL", NULL,

@@ -6,6 +6,7 @@
  * the disk cache warns, the embedding still succeeds, and a rerun finds
  * every vector cached before (nothing rebuilt or lost). Tiny model; needs
  * EMBD_BIN (set by CTest). */
+#include "cli/cli.h"
 #include "model/tiny_model.h"
 #include "store/store.h"
 #include "test.h"
@@ -102,9 +103,13 @@ static int count_ids(embd_store *s, const char *tag, int n) {
     return k;
 }
 
+/* b spans three of embd index's chunks, so that a limit can fall after the
+ * first. */
+#define NB (3 * CLI_INDEX_CHUNK_TEXTS)
+
 static void test_store(const embd_model *m) {
     char *store = path_cat(root, "store");
-    char *a = write_docs("a", 200), *b = write_docs("b", 3000);
+    char *a = write_docs("a", 200), *b = write_docs("b", NB);
     const char *idx_a[] = {"index", "-q", "-m", model_dir, "--store", store, "-i", a, NULL};
     CHECK_EQ_INT(run(0, idx_a), 0);
     long long s0 = file_size(store, "records.log");
@@ -131,9 +136,9 @@ static void test_store(const embd_model *m) {
         embd_store_close(s);
     }
 
-    /* Room for about one chunk (~1024 documents): what was committed stays. */
+    /* Room for about one and a half chunks: what was committed stays. */
     long long per_doc = s0 / 200;
-    rc = run(s0 + per_doc * 1500, idx_b);
+    rc = run(s0 + per_doc * (CLI_INDEX_CHUNK_TEXTS * 3 / 2), idx_b);
     err = read_err();
     CHECK_MSG(rc != 0, "index past the size limit exited 0");
     CHECK_MSG(strstr(err, "File too large") != NULL, "stderr: %s", err);
@@ -141,13 +146,13 @@ static void test_store(const embd_model *m) {
     s = NULL;
     CHECK(embd_store_open(store, &p, &s, &info) == EMBD_OK);
     if (s) {
-        int nb = count_ids(s, "b", 3000);
+        int nb = count_ids(s, "b", NB);
         CHECK_EQ_INT(info.dropped_bytes, 0);
         CHECK_EQ_INT(count_ids(s, "a", 200), 200);
-        CHECK_MSG(nb > 0 && nb < 3000, "%d of b committed", nb);
+        CHECK_MSG(nb > 0 && nb < NB, "%d of b committed", nb);
         CHECK_EQ_INT(count_ids(s, "b", nb), nb); /* the first nb, in order */
         CHECK_EQ_INT(embd_store_count(s), 200 + nb);
-        printf("store: a size limit stopped embd index after %d of 3000 documents\n", nb);
+        printf("store: a size limit stopped embd index after %d of %d documents\n", nb, NB);
         embd_store_close(s);
     }
 
@@ -156,7 +161,7 @@ static void test_store(const embd_model *m) {
     s = NULL;
     CHECK(embd_store_open(store, &p, &s, &info) == EMBD_OK);
     if (s) {
-        CHECK_EQ_INT(embd_store_count(s), 3200);
+        CHECK_EQ_INT(embd_store_count(s), 200 + NB);
         embd_store_close(s);
     }
     free(a);
