@@ -531,6 +531,26 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
     }
 }
 
+/* row[j] = e^(scale (row[j] - m)) for j < cols, m the max of row[0..len);
+ * returns the sum of row[0..len). cols >= len: the columns past len are
+ * computed too (a loop without a scalar tail) and left out of the sum. The
+ * softmax of every attention path. */
+static inline __attribute__((always_inline)) float exp_row(float *row, int len, int cols,
+                                                           float scale) {
+    float max = row[0];
+#pragma omp simd reduction(max : max)
+    for (int j = 1; j < len; j++)
+        max = row[j] > max ? row[j] : max;
+#pragma omp simd
+    for (int j = 0; j < cols; j++)
+        row[j] = embd_fast_expf((row[j] - max) * scale);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < len; j++)
+        sum += row[j];
+    return sum;
+}
+
 /* ctx rows of one sequence, head h: softmax(Q K^T / sqrt(HS)) V, with qkv
  * (len, 3H) the sequence's Q|K|V rows and ctx (len, H) its context rows; for
  * the first nq queries only (nq = len: all; 1: the CLS row). kt is (HS, len)
@@ -554,17 +574,7 @@ BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int le
             for (int j = 0; j < len; j++)
                 sc[j] += qd * k[j];
         }
-        float max = sc[0];
-#pragma omp simd reduction(max : max)
-        for (int j = 1; j < len; j++)
-            max = sc[j] > max ? sc[j] : max;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < len; j++) {
-            sc[j] = embd_fast_expf(sc[j] - max);
-            sum += sc[j];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = 1.0f / exp_row(sc, len, len, 1.0f);
         float *o = ctx + (size_t)i * H + (size_t)h * HS;
         for (int d = 0; d < HS; d++)
             o[d] = 0.0f;
@@ -587,17 +597,7 @@ DEFINE_DISPATCHED(attend_head,
 BODY softmax_rows_body(float *s, int R, int C, int ld, float scale) {
     for (int r = 0; r < R; r++) {
         float *row = s + (size_t)r * ld;
-        float max = row[0];
-#pragma omp simd reduction(max : max)
-        for (int j = 1; j < C; j++)
-            max = row[j] > max ? row[j] : max;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < C; j++) {
-            row[j] = embd_fast_expf((row[j] - max) * scale);
-            sum += row[j];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = 1.0f / exp_row(row, C, C, scale);
 #pragma omp simd
         for (int j = 0; j < C; j++)
             row[j] *= inv;
@@ -632,21 +632,8 @@ static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, in
  * scale the (much shorter) products instead. */
 BODY softmax_unnorm_body(float *s, int R, int len, size_t ld, float scale, float *sums) {
     const int c8 = (len + 7) & ~7;
-    for (int r = 0; r < R; r++) {
-        float *row = s + (size_t)r * ld;
-        float max = row[0];
-#pragma omp simd reduction(max : max)
-        for (int j = 1; j < len; j++)
-            max = row[j] > max ? row[j] : max;
-#pragma omp simd
-        for (int j = 0; j < c8; j++)
-            row[j] = embd_fast_expf((row[j] - max) * scale);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < len; j++)
-            sum += row[j];
-        sums[r] = 1.0f / sum;
-    }
+    for (int r = 0; r < R; r++)
+        sums[r] = 1.0f / exp_row(s + (size_t)r * ld, len, c8, scale);
 }
 
 DEFINE_DISPATCHED(softmax_unnorm, (float *s, int R, int len, size_t ld, float scale, float *sums),
