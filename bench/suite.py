@@ -22,7 +22,7 @@ tokenizer throughput on one thread (bench/bench_tokenize against Hugging Face
 tokenizers encode_batch and an encode loop, RAYON_NUM_THREADS=1), and cold
 start (process start to the first embedding of one short text, median of 5).
 
-The largest size runs last, --big-runs times (default 1); it is skipped, and
+The largest size runs last, --big-runs times (default 3); it is skipped, and
 the table says so, when the smaller size's timings predict it would overrun
 --budget-min. Writes bench/results/results.json, bench/results/throughput.png
 and the section of BENCHMARKS.md between <!-- bench/run:begin --> and
@@ -30,7 +30,8 @@ and the section of BENCHMARKS.md between <!-- bench/run:begin --> and
 
 usage: bench/suite.py --embd BIN --bench-tokenize BIN --onnx-root DIR
        [--models all-MiniLM-L6-v2,bge-small-random] [--sizes 1000,10000]
-       [--runs 3] [--big-runs 1] [--fastembed-runs N] [--sorted-runs N] [--threads N] [--budget-min 45]
+       [--runs 3] [--big-runs 3] [--fastembed-runs 1] [--sorted-runs N] [--threads N]
+       [--budget-min 240]
        [--no-write]
        bench/suite.py --report A.json [B.json ...]   (table and plot only, from
        one run's results.json, or from several runs made at different times,
@@ -470,13 +471,13 @@ def main():
                     "(default: %(default)s)")
     ap.add_argument("--runs", type=int, default=3,
                     help="runs of each engine per size, medians kept (default: %(default)s)")
-    ap.add_argument("--big-runs", type=int, default=1,
+    ap.add_argument("--big-runs", type=int, default=3,
                     help="runs at the largest size when more than one size is given "
                     "(default: %(default)s)")
-    ap.add_argument("--fastembed-runs", type=int,
+    ap.add_argument("--fastembed-runs", type=int, default=1,
                     help="at most this many runs (at least 1) of fastembed with its defaults "
-                    "on the corpus order, the slowest engine by far (default: as many as "
-                    "the others)")
+                    "on the corpus order, the slowest engine by far: 12 to 47 minutes a "
+                    "run at 10K on a 2-core VM (default: %(default)s)")
     ap.add_argument("--sorted-runs", type=int,
                     help="at most this many runs (at least 1) of fastembed on length-sorted "
                     "input (default: as many as the others)")
@@ -484,7 +485,7 @@ def main():
                     help="threads for every engine (default: the cores, %(default)s)")
     ap.add_argument("--tok-docs", type=int, default=10000,
                     help="documents for the tokenizer benchmark (default: %(default)s)")
-    ap.add_argument("--budget-min", type=float, default=45,
+    ap.add_argument("--budget-min", type=float, default=240,
                     help="skip a size whose predicted time would overrun this many minutes "
                     "from the start (default: %(default)s)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"),
