@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_SMALL_JSON (16u << 20)      /* config files */
 #define MAX_TOKENIZER_JSON (256u << 20) /* tokenizer.json */
@@ -405,6 +406,16 @@ const char *embd_model_pooling(const embd_model *model) {
 
 bool embd_model_normalizes(const embd_model *model) {
     return model && model->hp.normalize;
+}
+
+void embd_model_drop_weight_pages(const struct embd_model *m, const float *w, size_t n) {
+    if (!m || !m->map || !w) return;
+    const uintptr_t lo = (uintptr_t)m->map, hi = lo + m->map_len;
+    const uintptr_t a = (uintptr_t)w, b = a + n * sizeof(float);
+    if (a < lo || b > hi) return;
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a1 = (a + pg - 1) & ~(pg - 1), b1 = b & ~(pg - 1);
+    if (b1 > a1) (void)madvise((void *)a1, b1 - a1, MADV_DONTNEED);
 }
 
 uint64_t embd_model_fingerprint(const embd_model *model) {

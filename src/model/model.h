@@ -61,4 +61,13 @@ struct embd_model {
     size_t owned_len; /* floats in `owned` */
 };
 
+/* Drops from this process's resident memory the whole pages of the weight w
+ * (n floats) when it is read from the mapping of model.safetensors (read
+ * only, backed by the file: a page read again later, say by another backend,
+ * comes back from the file unchanged). Weights converted at load (fp16/bf16
+ * files) live in memory of their own and stay. For a backend that runs from
+ * its own copy of a weight (the CPU backend's packed matrices), so that the
+ * model's matrices are not resident twice. */
+void embd_model_drop_weight_pages(const struct embd_model *m, const float *w, size_t n);
+
 #endif

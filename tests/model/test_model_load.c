@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static char *root;
 static int case_no;
@@ -431,6 +432,70 @@ static void test_fault_injection(const tiny_cfg *cfg) {
     free(dir);
 }
 
+/* Resident kB of the mapping that holds p (its Rss in /proc/self/smaps,
+ * counted from the page tables; statm's per-process counters are synced
+ * lazily and can be off by dozens of pages), or -1. */
+static long mapping_rss_kb(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    long rss = -1;
+    bool mine = false;
+    const uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        long kb;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            mine = a >= lo && a < hi;
+        else if (mine && sscanf(line, "Rss: %ld kB", &kb) == 1) {
+            rss = kb;
+            break;
+        }
+    }
+    fclose(f);
+    return rss;
+}
+
+/* embd_model_drop_weight_pages: a weight read from the mapping leaves the
+ * process's resident memory and reads back unchanged; a converted (fp16)
+ * weight, in memory of its own, is left as it was. */
+static void test_drop_pages(const tiny_cfg *base) {
+    tiny_cfg cfg = *base;
+    cfg.V = 8192; /* word_emb (V, H): 256 KiB, 64 pages of 4 KiB */
+    const char *dtypes[] = {"F32", "F16"};
+    for (int k = 0; k < 2; k++) {
+        tt_file f = tt_build(&cfg, dtypes[k], "", false, 5);
+        char *dir = fresh_dir(&cfg, &f);
+        embd_model *m = load_ok(dir, 0);
+        const size_t n = (size_t)cfg.V * (size_t)cfg.H;
+        float *copy = malloc(n * sizeof *copy);
+        if (m && copy) {
+            memcpy(copy, m->w.word_emb, n * sizeof *copy); /* every page read in */
+            const long before = mapping_rss_kb(m->w.word_emb);
+            embd_model_drop_weight_pages(m, m->w.word_emb, n);
+            const long after = mapping_rss_kb(m->w.word_emb);
+            const long pg = sysconf(_SC_PAGESIZE);
+            const long want = ((long)(n * sizeof(float)) / pg - 2) * pg / 1024;
+            if (k == 0) {
+                printf("drop pages: the mapping's resident %ld -> %ld kB\n", before, after);
+                CHECK(in_map(m, m->w.word_emb));
+                CHECK_MSG(before > 0 && before - after >= want,
+                          "resident %ld -> %ld kB, want %ld kB fewer", before, after, want);
+            } else {
+                CHECK(!in_map(m, m->w.word_emb));
+            }
+            CHECK_MSG(memcmp(copy, m->w.word_emb, n * sizeof *copy) == 0, "%s: changed", dtypes[k]);
+            CHECK(weights_match(m, &f, ""));
+        }
+        embd_model_drop_weight_pages(m, NULL, 0);
+        embd_model_drop_weight_pages(NULL, copy, n);
+        free(copy);
+        embd_model_free(m);
+        tt_free(&f);
+        free(dir);
+    }
+}
+
 int main(void) {
     root = make_temp_dir();
     if (!root) {
@@ -445,6 +510,7 @@ int main(void) {
     test_storage(&cfg);
     test_names(&cfg);
     test_fault_injection(&cfg);
+    test_drop_pages(&cfg);
     rm_rf(root);
     free(root);
     return test_summary("test_model_load");

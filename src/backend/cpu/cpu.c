@@ -32,8 +32,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define EMBD_HAVE_PACKED 1
@@ -782,22 +780,6 @@ static void cpu_free(embd_backend *be) {
     embd_free(be);
 }
 
-/* Drops from this process's memory the pages of a weight that was packed:
- * the packed copy is what runs, and keeping both would cost the model's
- * matrices twice in resident memory. Only for weights read from the
- * mapping of model.safetensors (read-only, backed by the file: a page read
- * again later, say by another backend, comes back from the file unchanged);
- * converted weights (fp16/bf16 files) live in memory of their own and stay.
- * Only whole pages inside the tensor are dropped. */
-static void release_packed_source(const struct embd_model *m, const float *w, size_t n) {
-    const uintptr_t lo = (uintptr_t)m->map, hi = lo + m->map_len;
-    const uintptr_t a = (uintptr_t)w, b = a + n * sizeof(float);
-    if (!m->map || a < lo || b > hi) return;
-    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t a1 = (a + pg - 1) & ~(pg - 1), b1 = b & ~(pg - 1);
-    if (b1 > a1) (void)madvise((void *)a1, b1 - a1, MADV_DONTNEED);
-}
-
 /* Packs Q/K/V of every layer into one (3H, H) weight and (3H) bias each, and
  * allocates scratch for params->max_batch_tokens tokens (at least 1). */
 static enum embd_status cpu_init(embd_backend **out, const struct embd_model *model,
@@ -860,7 +842,7 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
             const float *src[6] = {lw->q_w, lw->k_w, lw->v_w, lw->o_w, lw->i_w, lw->f_w};
             const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
             for (int i = 0; i < 6; i++)
-                release_packed_source(model, src[i], len[i]);
+                embd_model_drop_weight_pages(model, src[i], len[i]);
         } else {
             float *w = be->wqkv + l * 3 * H * H;
             memcpy(w, lw->q_w, H * H * sizeof(float));
