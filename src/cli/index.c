@@ -11,9 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK_TEXTS CLI_INDEX_CHUNK_TEXTS
-#define CHUNK_BYTES CLI_INDEX_CHUNK_BYTES
-_Static_assert(CHUNK_TEXTS == 1024, "embd index --help names the chunk size: mend it too");
+_Static_assert(CLI_INDEX_CHUNK_TEXTS == 1024,
+               "embd index --help names the chunk size: mend it too");
 
 static const struct cli_opt index_opts[] = {
     {"store", 0, true, "PATH|URL", NULL,
@@ -29,10 +28,10 @@ static const struct cli_opt index_opts[] = {
 
 /* One chunk of documents: ids and texts owned (malloc), vectors (n, D). */
 struct chunk {
-    char *ids[CHUNK_TEXTS];
-    size_t id_lens[CHUNK_TEXTS];
-    char *texts[CHUNK_TEXTS];
-    size_t text_lens[CHUNK_TEXTS];
+    char *ids[CLI_INDEX_CHUNK_TEXTS];
+    size_t id_lens[CLI_INDEX_CHUNK_TEXTS];
+    char *texts[CLI_INDEX_CHUNK_TEXTS];
+    size_t text_lens[CLI_INDEX_CHUNK_TEXTS];
     size_t n, bytes;
 };
 
@@ -191,7 +190,7 @@ int cmd_index(int argc, char **argv) {
     if (cli_reader_open(&in, cli_get(&a, "input"), CLI_INPUT_LINES, NULL)) goto done;
     in_open = true;
     c = calloc(1, sizeof *c);
-    vecs = malloc((size_t)CHUNK_TEXTS * (size_t)D * sizeof *vecs);
+    vecs = malloc((size_t)CLI_INDEX_CHUNK_TEXTS * (size_t)D * sizeof *vecs);
     if (!c || !vecs) {
         cli_err("out of memory");
         goto done;
@@ -203,7 +202,8 @@ int cmd_index(int argc, char **argv) {
     size_t total = 0;
     int r = 1;
     while (r == 1) {
-        while (c->n < CHUNK_TEXTS && c->bytes < CHUNK_BYTES && (r = cli_reader_next(&in)) == 1) {
+        while (c->n < CLI_INDEX_CHUNK_TEXTS && c->bytes < CLI_INDEX_CHUNK_BYTES &&
+               (r = cli_reader_next(&in)) == 1) {
             if (blank(in.text, in.text_len)) continue;
             if (fmt == CLI_INPUT_AUTO) {
                 size_t i = 0;

@@ -445,7 +445,7 @@ static long mapping_rss_kb(const void *p) {
     while (fgets(line, sizeof line, f)) {
         unsigned long lo, hi;
         long kb;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) /* a mapping's first line */
             mine = a >= lo && a < hi;
         else if (mine && sscanf(line, "Rss: %ld kB", &kb) == 1) {
             rss = kb;
