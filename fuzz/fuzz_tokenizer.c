@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     int32_t ids[512];
     size_t n = 0;
-    enum embd_status st = embd_tokenizer_encode(tok, text, len, max_tokens, ids, 512, &n);
+    enum embd_status st = embd_tokenizer_encode(tok, text, len, max_tokens, ids, 512, &n, NULL);
     FUZZ_CHECK(st == EMBD_OK);
     FUZZ_CHECK(n >= 2 && n <= (size_t)max_tokens);
     FUZZ_CHECK(ids[0] == cls_id && ids[n - 1] == sep_id);
@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* A smaller buffer: the needed size comes back, the prefix is the same. */
     int32_t part[256];
     size_t m = 0;
-    st = embd_tokenizer_encode(tok, text, len, max_tokens, part, small_cap, &m);
+    st = embd_tokenizer_encode(tok, text, len, max_tokens, part, small_cap, &m, NULL);
     FUZZ_CHECK(m == n);
     FUZZ_CHECK(st == (small_cap < n ? EMBD_ERR_BUFFER_TOO_SMALL : EMBD_OK));
     size_t k = small_cap < n ? small_cap : n;

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
         int32_t ids[64];
         size_t n = 0;
-        st = embd_tokenizer_encode(tok, texts[t], strlen(texts[t]), 64, ids, 64, &n);
+        st = embd_tokenizer_encode(tok, texts[t], strlen(texts[t]), 64, ids, 64, &n, NULL);
         FUZZ_CHECK(st == EMBD_OK);
         FUZZ_CHECK(n <= 64);
         for (size_t i = 0; i < n; i++)

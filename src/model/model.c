@@ -428,7 +428,7 @@ enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t
     if (!model || !n_ids || (!text && len) || (!ids && cap))
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_tokenize: NULL argument");
     return embd_tokenizer_encode(model->tok, text ? text : "", len, model->hp.max_tokens, ids, cap,
-                                 n_ids);
+                                 n_ids, NULL);
 }
 
 enum embd_status embd_count_tokens(const embd_model *model, const char *text, size_t len,
@@ -437,6 +437,6 @@ enum embd_status embd_count_tokens(const embd_model *model, const char *text, si
     if (!model || !n_tokens || (!text && len))
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_count_tokens: NULL argument");
     enum embd_status st =
-        embd_tokenizer_encode(model->tok, text ? text : "", len, INT_MAX, NULL, 0, n_tokens);
+        embd_tokenizer_encode(model->tok, text ? text : "", len, INT_MAX, NULL, 0, n_tokens, NULL);
     return st == EMBD_ERR_BUFFER_TOO_SMALL ? EMBD_OK : st;
 }

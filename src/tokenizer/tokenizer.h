@@ -5,6 +5,7 @@
 
 #include "embd.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,10 +23,14 @@ void embd_tokenizer_free(embd_tokenizer *tok);
  * max_tokens (>= 2; the special tokens are kept, the pieces cut from the end,
  * as `tokenizers` does with truncation max_length = max_tokens). Invalid UTF-8
  * is read as U+FFFD per maximal subpart (Python's decode("utf-8", "replace")).
- * Writes at most `cap` ids, sets *n to the full count, and returns
- * EMBD_ERR_BUFFER_TOO_SMALL when *n > cap. Thread-safe on a shared tokenizer. */
+ * The text's length is `len` bytes: a NUL is a character like any other
+ * (the BERT normalizer drops it). Writes at most `cap` ids, sets *n to the
+ * count after truncation and, when `truncated` is not NULL, whether pieces
+ * were cut; returns EMBD_ERR_BUFFER_TOO_SMALL when *n > cap. Thread-safe on
+ * a shared tokenizer. */
 enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *text, size_t len,
-                                       int max_tokens, int32_t *ids, size_t cap, size_t *n);
+                                       int max_tokens, int32_t *ids, size_t cap, size_t *n,
+                                       bool *truncated);
 
 /* Number of ids (the largest id + 1, added tokens included). */
 int embd_tokenizer_vocab_size(const embd_tokenizer *tok);

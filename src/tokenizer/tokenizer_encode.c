@@ -20,7 +20,8 @@ struct enc {
     size_t cap;
     size_t n;     /* pieces of the sequence so far */
     size_t limit; /* most pieces kept (max_tokens minus the special tokens) */
-    int done;     /* the limit is reached: stop reading */
+    int done;      /* the sequence is complete (or failed): stop reading */
+    int truncated; /* pieces past the limit were seen and dropped */
     enum embd_status st;
     char *word; /* (wcap) bytes of the current word, up to max_chars chars */
     size_t wlen, wcap;
@@ -36,10 +37,13 @@ static void emit(struct enc *e, int32_t id) {
     e->n++;
 }
 
-/* After a word or an added token: stop once the sequence is full. */
+/* After a word or an added token: stop once a piece past the limit has
+ * been seen (so that a text of exactly `limit` pieces is told apart from a
+ * longer one at the cost of at most one more word). */
 static void check_limit(struct enc *e) {
-    if (e->n >= e->limit) {
+    if (e->n > e->limit) {
         e->n = e->limit;
+        e->truncated = 1;
         e->done = 1;
     }
 }
@@ -372,9 +376,11 @@ static void encode_text(struct enc *e, const char *s, size_t len) {
 }
 
 enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *text, size_t len,
-                                       int max_tokens, int32_t *ids, size_t cap, size_t *n) {
+                                       int max_tokens, int32_t *ids, size_t cap, size_t *n,
+                                       bool *truncated) {
     char *fixed = NULL;
     if (n) *n = 0;
+    if (truncated) *truncated = false;
     if (!tok || !n || (!text && len) || (!ids && cap))
         return embd_error(EMBD_ERR_INVALID_ARG, "tokenizer: NULL argument");
     int n_special = tok->n_pre + tok->n_post;
@@ -399,6 +405,7 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
     embd_free(fixed);
     if (e.st != EMBD_OK) return e.st;
     size_t total = (size_t)n_special + e.n;
+    if (truncated) *truncated = e.truncated != 0;
     for (int i = 0; i < tok->n_pre; i++)
         if ((size_t)i < cap) ids[i] = tok->pre_ids[i];
     for (int i = 0; i < tok->n_post; i++) {

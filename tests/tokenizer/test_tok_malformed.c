@@ -53,27 +53,40 @@ static void test_valid(void) {
     int32_t ids[16];
     size_t n = 0;
     const char *t = "Hello, unaffable WORLD![SEP] xyz";
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 16, ids, 16, &n), EMBD_OK);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 16, ids, 16, &n, NULL), EMBD_OK);
     int32_t want[] = {2, 4, 9, 6, 7, 8, 5, 10, 3, 1, 3};
     CHECK_EQ_INT(n, sizeof(want) / sizeof(want[0]));
     CHECK(n == 11 && memcmp(ids, want, sizeof(want)) == 0);
     /* truncation keeps [CLS] and [SEP] */
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 4, ids, 16, &n), EMBD_OK);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 4, ids, 16, &n, NULL), EMBD_OK);
     CHECK(n == 4 && ids[0] == 2 && ids[1] == 4 && ids[2] == 9 && ids[3] == 3);
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 2, ids, 16, &n), EMBD_OK);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 2, ids, 16, &n, NULL), EMBD_OK);
     CHECK(n == 2 && ids[0] == 2 && ids[1] == 3);
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 1, ids, 16, &n), EMBD_ERR_INVALID_ARG);
+    /* whether pieces were cut: 9 pieces fit exactly in 11, not in 10 */
+    bool cut = true;
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 11, ids, 16, &n, &cut), EMBD_OK);
+    CHECK(n == 11 && !cut);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 10, ids, 16, &n, &cut), EMBD_OK);
+    CHECK(n == 10 && cut && ids[9] == 3);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, "", 0, 2, ids, 16, &n, &cut), EMBD_OK);
+    CHECK(n == 2 && !cut);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, "hello", 5, 2, ids, 16, &n, &cut), EMBD_OK);
+    CHECK(n == 2 && cut);
+    /* a NUL is a character (dropped by clean_text), not the end of the text */
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, "hello\0world", 11, 16, ids, 16, &n, NULL), EMBD_OK);
+    CHECK(n == 4 && ids[1] == 4 && ids[2] == 5);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 1, ids, 16, &n, NULL), EMBD_ERR_INVALID_ARG);
     /* a small buffer gets the needed size */
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 16, ids, 3, &n),
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, t, strlen(t), 16, ids, 3, &n, NULL),
                  EMBD_ERR_BUFFER_TOO_SMALL);
     CHECK_EQ_INT(n, 11);
     CHECK(ids[0] == 2 && ids[1] == 4 && ids[2] == 9);
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, "", 0, 16, ids, 16, &n), EMBD_OK);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, "", 0, 16, ids, 16, &n, NULL), EMBD_OK);
     CHECK(n == 2 && ids[0] == 2 && ids[1] == 3);
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, NULL, 0, 16, ids, 16, &n), EMBD_OK);
-    CHECK_EQ_INT(embd_tokenizer_encode(NULL, "a", 1, 16, ids, 16, &n), EMBD_ERR_INVALID_ARG);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, NULL, 0, 16, ids, 16, &n, NULL), EMBD_OK);
+    CHECK_EQ_INT(embd_tokenizer_encode(NULL, "a", 1, 16, ids, 16, &n, NULL), EMBD_ERR_INVALID_ARG);
     /* invalid UTF-8 is read as U+FFFD, which clean_text drops */
-    CHECK_EQ_INT(embd_tokenizer_encode(tok, "hel\xfflo", 6, 16, ids, 16, &n), EMBD_OK);
+    CHECK_EQ_INT(embd_tokenizer_encode(tok, "hel\xfflo", 6, 16, ids, 16, &n, NULL), EMBD_OK);
     CHECK(n == 3 && ids[1] == 4);
     CHECK_EQ_INT(embd_tokenizer_vocab_size(tok), 12);
     CHECK_EQ_INT(embd_tokenizer_token_id(tok, "##able"), 8);
@@ -220,7 +233,7 @@ static void test_alloc_faults(void) {
             int32_t ids[16];
             size_t n;
             const char *t = "h\xc3\xa9llo\xff world";
-            st = embd_tokenizer_encode(tok, t, strlen(t), 16, ids, 16, &n);
+            st = embd_tokenizer_encode(tok, t, strlen(t), 16, ids, 16, &n, NULL);
             if (st == EMBD_OK) done = 1;
         }
         embd_fault_alloc_after(-1);

@@ -35,7 +35,7 @@ static void *worker(void *arg) {
             int k = (i + r + (int)(size_t)arg) % N_TEXTS;
             size_t n;
             enum embd_status st = embd_tokenizer_encode(g_tok, g_texts[k], strlen(g_texts[k]),
-                                                        MAX_TOK, ids, MAX_TOK, &n);
+                                                        MAX_TOK, ids, MAX_TOK, &n, NULL);
             if (st != EMBD_OK || n != g_want_n[k] || memcmp(ids, g_want[k], n * sizeof(*ids)))
                 __atomic_add_fetch(&g_bad, 1, __ATOMIC_RELAXED);
         }
@@ -70,7 +70,7 @@ int main(void) {
             strcat(g_texts[i], parts[(seed >> 16) % (sizeof(parts) / sizeof(parts[0]))]);
         }
         CHECK_EQ_INT(embd_tokenizer_encode(tok, g_texts[i], strlen(g_texts[i]), MAX_TOK, g_want[i],
-                                           MAX_TOK, &g_want_n[i]),
+                                           MAX_TOK, &g_want_n[i], NULL),
                      EMBD_OK);
     }
     pthread_t th[N_THREADS];

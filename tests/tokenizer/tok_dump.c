@@ -220,7 +220,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < n_texts; i++) {
             size_t n;
             if (embd_tokenizer_encode(tok, texts[i], lens[i], max_tokens, ids, (size_t)max_tokens,
-                                      &n) != EMBD_OK) {
+                                      &n, NULL) != EMBD_OK) {
                 fprintf(stderr, "tok_dump: text %zu: %s\n", i + 1, embd_last_error());
                 goto done;
             }
