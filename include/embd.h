@@ -165,10 +165,56 @@ EMBD_API enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params
                                        embd_ctx **out);
 EMBD_API void embd_ctx_free(embd_ctx *ctx);
 
-/* The backend in use: "cpu" or "cuda". */
+/* The backend in use now: "cpu" or "cuda" ("cpu" once the GPU died; see
+ * embd_ctx_fallback); "none" for a NULL ctx. Thread-safe. */
 EMBD_API const char *embd_ctx_backend(const embd_ctx *ctx);
 /* Tokens per forward pass in use (max_batch_tokens, or what auto chose). */
 EMBD_API int embd_ctx_max_batch_tokens(const embd_ctx *ctx);
+
+/* "auto", "fp32", "fp16" or "bf16"; "unknown" for a value out of range.
+ * Constant storage. */
+EMBD_API const char *embd_dtype_str(enum embd_dtype dtype);
+
+/* The precision the context computes in now: EMBD_DTYPE_FP32 on the CPU
+ * (also after the GPU died), EMBD_DTYPE_FP16 or EMBD_DTYPE_BF16 on a GPU;
+ * never EMBD_DTYPE_AUTO, except for a NULL ctx. Thread-safe. */
+EMBD_API enum embd_dtype embd_ctx_dtype(const embd_ctx *ctx);
+
+/* Why work runs on the CPU rather than a GPU. Each reason has a stable label
+ * (embd_fallback_str, in the comment) that is also the `reason` label of the
+ * embd_fallbacks_total metric, and comes with a human message. */
+enum embd_fallback {
+    EMBD_FALLBACK_NONE = 0,           /* "none": no fallback */
+    EMBD_FALLBACK_NO_PLUGIN,          /* "auto_cpu_no_plugin": the CUDA plugin (libembd-cuda.so)
+                                         is missing or incompatible */
+    EMBD_FALLBACK_NO_DRIVER,          /* "auto_cpu_no_driver": no NVIDIA driver */
+    EMBD_FALLBACK_NO_DEVICE,          /* "auto_cpu_no_device": no CUDA device, or not the one
+                                         device_index names */
+    EMBD_FALLBACK_COMPUTE_CAPABILITY, /* "auto_cpu_compute_capability": the device is older
+                                         than 7.5 (8.0 for bf16) */
+    EMBD_FALLBACK_GPU_MEMORY,         /* "auto_cpu_gpu_memory": too little free device memory
+                                         for the model */
+    EMBD_FALLBACK_GPU_UNUSABLE,       /* "auto_cpu_gpu_unusable": the device cannot be read */
+    EMBD_FALLBACK_GPU_INIT,           /* "auto_cpu_cuda_init": the GPU backend failed to start */
+    EMBD_FALLBACK_GPU_DEAD,           /* "cuda_dead": a sticky GPU error (illegal address,
+                                         launch failure); the CPU runs everything since */
+    EMBD_FALLBACK_GPU_OOM,            /* "cuda_oom": one batch ran on the CPU, the GPU having
+                                         no memory even for the smallest batch (an event the
+                                         metrics count, never a context's state) */
+    EMBD_FALLBACK_COUNT,              /* the number of reasons, not a reason */
+};
+
+/* The reason's stable snake_case label (above); "unknown" for a value out of
+ * range. Constant storage. */
+EMBD_API const char *embd_fallback_str(enum embd_fallback reason);
+
+/* Why the context runs on the CPU: with device auto, the reason no GPU was
+ * used (EMBD_FALLBACK_NO_PLUGIN .. EMBD_FALLBACK_GPU_INIT); after a sticky
+ * GPU error, EMBD_FALLBACK_GPU_DEAD; otherwise (device cpu, or a healthy
+ * GPU) EMBD_FALLBACK_NONE. When msg is not NULL, *msg gets the one-line human
+ * message ("" for NONE), valid as long as the context. Thread-safe: may run
+ * while another thread embeds with the context. NONE for a NULL ctx. */
+EMBD_API enum embd_fallback embd_ctx_fallback(const embd_ctx *ctx, const char **msg);
 
 /* Embeds n texts into out (n, D), in input order. `lens` gives each text's
  * length in bytes, or is NULL for NUL-terminated texts. An empty text is

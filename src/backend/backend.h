@@ -13,6 +13,7 @@
 #include "embd.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct embd_model;
@@ -33,6 +34,15 @@ typedef struct {
 
 typedef struct embd_backend embd_backend; /* each backend defines its own */
 
+/* Device-memory and throughput counters of one backend instance. */
+struct embd_backend_mem_stats {
+    size_t weights;                 /* bytes of weights on the device */
+    size_t scratch;                 /* bytes of scratch now allocated */
+    size_t peak;                    /* most bytes held at once (weights + scratch + workspace) */
+    int token_capacity;             /* tokens per forward pass the scratch now fits */
+    unsigned long long oom_retries; /* allocation failures that halved the batch */
+};
+
 struct embd_backend_ops {
     const char *name;
     /* Prepares the backend for `model` (which outlives it). */
@@ -45,6 +55,14 @@ struct embd_backend_ops {
                               bool normalize);
     /* Optional (may be NULL): releases scratch memory until the next embed. */
     void (*trim)(embd_backend *be);
+    /* Optional (NULL on the CPU, which cannot die): whether a sticky error
+     * (illegal address, launch failure) killed the backend, so that every
+     * later embed would fail too. */
+    bool (*is_dead)(const embd_backend *be);
+    /* Optional (NULL where there is no device memory, as on the CPU): the
+     * device-memory counters. Set only for a backend with its own device, so
+     * the engine also reads it as "runs on a GPU". */
+    void (*mem_stats)(const embd_backend *be, struct embd_backend_mem_stats *out);
 };
 
 /* The CPU backend: fast path (BLAS, threads). */

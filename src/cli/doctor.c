@@ -8,9 +8,9 @@
 /* Starts a context for model m with the requested device, dtype and
  * threads: this checks, for this model, everything a run would (driver and
  * runtime, compute capability, free memory against the model's needs,
- * dtype), and says what would run and, when device auto falls back to the
- * CPU, why (the fallback the metrics count). Returns 0, 1 (it cannot run)
- * or 2 (conflicting options). */
+ * dtype), and says what would run, in which precision and, when device auto
+ * falls back to the CPU, why (the fallback the metrics count). Returns 0, 1
+ * (it cannot run) or 2 (conflicting options). */
 static int check_run(const struct cli_args *a, embd_model *m, const char *dev) {
     struct embd_ctx_params p;
     int rc = cli_ctx_params(a, &p);
@@ -23,17 +23,13 @@ static int check_run(const struct cli_args *a, embd_model *m, const char *dev) {
         cli_err("doctor: device %s cannot run this model: %s", dev, embd_last_error());
         return 1;
     }
-    char metrics[16384], reason[64] = "";
-    embd_metrics_render(ctx, metrics, sizeof metrics);
-    static const char key[] = "embd_fallbacks_total{reason=\"";
-    const char *r = strstr(metrics, key);
-    if (r) {
-        r += sizeof key - 1;
-        size_t n = strcspn(r, "\"");
-        snprintf(reason, sizeof reason, "%.*s", (int)n, r);
-    }
-    printf("run: device %s, dtype %s -> %s%s%s%s\n", dev, cli_get(a, "dtype"),
-           embd_ctx_backend(ctx), reason[0] ? " (fallback: " : "", reason, reason[0] ? ")" : "");
+    const char *why;
+    enum embd_fallback fb = embd_ctx_fallback(ctx, &why);
+    printf("run: device %s, dtype %s -> %s", dev, cli_get(a, "dtype"), embd_ctx_backend(ctx));
+    if (fb != EMBD_FALLBACK_NONE) printf(" (fallback: %s)", embd_fallback_str(fb));
+    printf("\n  computes in %s", embd_dtype_str(embd_ctx_dtype(ctx)));
+    if (fb != EMBD_FALLBACK_NONE) printf("; on the CPU because: %s", why);
+    printf("\n");
     embd_ctx_free(ctx);
     return 0;
 }

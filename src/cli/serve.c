@@ -139,7 +139,6 @@ int cmd_serve(int argc, char **argv) {
         if ((rc = cli_open_store_for_search(model, ctx, &cp, store_path, &store, &count)))
             goto done;
     }
-    const char *dtype = cli_get(&a, "dtype");
     cfg.host = cli_get(&a, "host");
     cfg.port = (int)port;
     cfg.api_key = cli_get(&a, "api-key");
@@ -158,8 +157,7 @@ int cmd_serve(int argc, char **argv) {
     cfg.model_dir = dir;
     cfg.prefix = cp.prefix;
     cfg.normalize = embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
-    cfg.dtype =
-        !strcmp(dtype, "auto") ? (!strcmp(embd_ctx_backend(ctx), "cpu") ? "fp32" : "fp16") : dtype;
+    cfg.dtype = embd_dtype_str(embd_ctx_dtype(ctx)); /* what --dtype (auto) gave */
     cfg.max_batch_tokens = embd_ctx_max_batch_tokens(ctx);
     rc = srv_run(&cfg, model, ctx, sched, store);
 done:

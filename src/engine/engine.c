@@ -37,14 +37,21 @@ struct embd_ctx {
     size_t prefix_len;
     int n_threads;
     struct embd_ctx_stats stats;
-    /* GPU: the plugin when ops is its backend; the CPU backend that takes over
-     * a batch the GPU fails (made on the first failure). */
-    const struct embd_cuda_plugin *cuda;
+    /* GPU: the CPU backend that takes over a batch the GPU fails (made on the
+     * first failure); the backend and dtype chosen at creation (fixed: ops
+     * turns into the CPU's when the GPU dies, these do not). */
     embd_backend *cpu_be;
     uint64_t cpu_fallbacks;
-    bool gpu_dead;
-    const char *auto_cpu_reason; /* device auto chose the CPU: why, as a metrics label */
-    int batch_tokens;            /* tokens per forward pass (the budget in use) */
+    const struct embd_backend_ops *start_ops;
+    enum embd_dtype dtype;              /* FP32 on the CPU, the GPU's FP16 or BF16 */
+    enum embd_fallback auto_cpu_reason; /* device auto chose the CPU: why (NONE: it did
+                                           not); counted once metrics exist */
+    /* Why the context runs on the CPU (an enum embd_fallback): set at creation,
+     * or once to GPU_DEAD by the thread that embeds. fallback_msg is written
+     * before it and never after, so other threads read both without a lock. */
+    _Atomic int fallback;
+    char fallback_msg[512];
+    int batch_tokens; /* tokens per forward pass (the budget in use) */
     /* runtime (set up by ctx_runtime_init) */
     embd_metrics metrics;
     bool metrics_ok;
@@ -140,56 +147,52 @@ static embd_backend_params cpu_backend_params(const embd_ctx *ctx) {
     return bp;
 }
 
-/* The metrics label for why device auto runs on the CPU, from the reason
- * embd_cuda_usable gave (or "cuda_init" when the GPU backend failed to start). */
-static const char *auto_cpu_label(const char *why, bool init_failed) {
-    if (init_failed) return "auto_cpu_cuda_init";
-    if (strstr(why, "CUDA plugin")) return "auto_cpu_no_plugin"; /* libembd-cuda.so */
-    if (strstr(why, "NVIDIA driver")) return "auto_cpu_no_driver";
-    if (strstr(why, "CUDA device")) return "auto_cpu_no_device";
-    if (strstr(why, "compute capability")) return "auto_cpu_compute_capability";
-    if (strstr(why, "MiB free")) return "auto_cpu_gpu_memory";
-    return "auto_cpu_gpu_unusable";
+/* Whether a GPU is in the way of device auto (so that running on the CPU
+ * deserves a warning) rather than absent (normal: info). */
+static bool auto_cpu_gpu_seen(enum embd_fallback r) {
+    return r == EMBD_FALLBACK_COMPUTE_CAPABILITY || r == EMBD_FALLBACK_GPU_MEMORY ||
+           r == EMBD_FALLBACK_GPU_INIT;
 }
 
 /* Chooses and starts the backend. auto: the GPU when the CUDA plugin loads
  * and device_index is usable (driver, compute capability >= 7.5, free
  * memory), else the CPU with one log line naming the reason (info when there
- * is no GPU at all, a warning when one is there but unusable), counted as a
- * fallback in the metrics with that reason. cuda: the GPU
- * or EMBD_ERR_UNSUPPORTED with the reason. */
+ * is no GPU at all, a warning when one is there but unusable), kept as the
+ * context's fallback and counted in the metrics with that reason. cuda: the
+ * GPU or EMBD_ERR_UNSUPPORTED with the reason. */
 static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
     const struct embd_ctx_params *p = &ctx->params;
     enum embd_status st;
-    ctx->ops = &embd_backend_cpu_ops;
+    ctx->ops = ctx->start_ops = &embd_backend_cpu_ops;
+    ctx->dtype = EMBD_DTYPE_FP32;
     if (p->device != EMBD_DEVICE_CPU) {
         char why[512];
-        bool gpu_seen = false, init_failed = false;
-        if (embd_cuda_usable(ctx->model, p->device_index, p->dtype, why, sizeof why) == 0) {
+        enum embd_fallback r =
+            embd_cuda_check(ctx->model, p->device_index, p->dtype, why, sizeof why);
+        if (r == EMBD_FALLBACK_NONE) {
             const struct embd_cuda_plugin *cu = embd_cuda_load(NULL, 0);
             embd_backend_params gp = cpu_backend_params(ctx);
             gp.dtype = p->dtype == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : p->dtype;
             gp.max_batch_tokens = batch_budget(ctx, true);
-            gpu_seen = true;
             st = cu->ops->init(&ctx->be, ctx->model, &gp);
             if (st == EMBD_OK) {
-                ctx->ops = cu->ops;
-                ctx->cuda = cu;
+                ctx->ops = ctx->start_ops = cu->ops;
+                ctx->dtype = gp.dtype;
                 ctx->batch_tokens = gp.max_batch_tokens;
                 return EMBD_OK;
             }
             if (p->device == EMBD_DEVICE_CUDA) return st;
             snprintf(why, sizeof why, "%s", embd_last_error());
-            init_failed = true;
-        } else if (strstr(why, "compute capability") || strstr(why, "MiB free")) {
-            gpu_seen = true;
+            r = EMBD_FALLBACK_GPU_INIT;
         }
         if (p->device == EMBD_DEVICE_CUDA)
             return embd_error(EMBD_ERR_UNSUPPORTED, "device cuda:%d is not usable: %s",
                               p->device_index, why);
-        embd_log(gpu_seen ? EMBD_LOG_WARN : EMBD_LOG_INFO, "device",
+        embd_log(auto_cpu_gpu_seen(r) ? EMBD_LOG_WARN : EMBD_LOG_INFO, "device",
                  "device auto: running on the CPU: %s", why);
-        ctx->auto_cpu_reason = auto_cpu_label(why, init_failed); /* counted once metrics exist */
+        snprintf(ctx->fallback_msg, sizeof ctx->fallback_msg, "%s", why);
+        ctx->fallback = r;
+        ctx->auto_cpu_reason = r;
     }
     if (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)
         return embd_error(EMBD_ERR_UNSUPPORTED,
@@ -202,10 +205,11 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
 
 /* Runs one batch on the context's backend. When the GPU fails it (a sticky
  * error, or no memory even for the smallest batch), the CPU runs that batch,
- * with a log line; after a sticky error the CPU runs everything that follows. */
+ * with a log line; after a sticky error the CPU runs everything that follows
+ * and the context's fallback is EMBD_FALLBACK_GPU_DEAD. */
 static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_batch *b) {
     enum embd_status st = ctx->ops->embed(ctx->be, out, b, ctx->params.normalize);
-    if (st != EMBD_ERR_BACKEND || !ctx->cuda) return st;
+    if (st != EMBD_ERR_BACKEND || ctx->ops == &embd_backend_cpu_ops) return st;
     char why[512];
     snprintf(why, sizeof why, "%s", embd_last_error());
     if (!ctx->cpu_be) {
@@ -214,20 +218,20 @@ static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_ba
         if (s2 != EMBD_OK) return embd_error(st, "%s (and the CPU fallback failed)", why);
     }
     ctx->cpu_fallbacks++;
-    if (ctx->cuda->is_dead(ctx->be)) {
+    if (ctx->ops->is_dead && ctx->ops->is_dead(ctx->be)) {
         embd_log(EMBD_LOG_WARN, "fallback", "the GPU failed for good (%s); the CPU runs the rest",
                  why);
-        embd_metrics_fallback(&ctx->metrics, "cuda_dead");
-        ctx->cuda->ops->free(ctx->be);
+        embd_metrics_fallback(&ctx->metrics, EMBD_FALLBACK_GPU_DEAD);
+        ctx->ops->free(ctx->be);
         ctx->be = ctx->cpu_be;
         ctx->cpu_be = NULL;
         ctx->ops = &embd_backend_cpu_ops;
-        ctx->cuda = NULL;
-        ctx->gpu_dead = true;
+        snprintf(ctx->fallback_msg, sizeof ctx->fallback_msg, "%s", why);
+        ctx->fallback = EMBD_FALLBACK_GPU_DEAD; /* after the message, which readers then read */
     } else {
         embd_log(EMBD_LOG_WARN, "fallback", "a batch of %d tokens runs on the CPU: %s", b->n_tok,
                  why);
-        embd_metrics_fallback(&ctx->metrics, "cuda_oom");
+        embd_metrics_fallback(&ctx->metrics, EMBD_FALLBACK_GPU_OOM);
     }
     return embd_backend_cpu_ops.embed(ctx->cpu_be ? ctx->cpu_be : ctx->be, out, b,
                                       ctx->params.normalize);
@@ -242,10 +246,10 @@ void embd_ctx_gpu_stats(const embd_ctx *ctx, struct embd_ctx_gpu_stats *out) {
     memset(out, 0, sizeof *out);
     if (!ctx) return;
     out->cpu_fallbacks = ctx->cpu_fallbacks;
-    out->dead = ctx->gpu_dead;
-    if (!ctx->cuda) return;
-    struct embd_cuda_mem_stats ms;
-    ctx->cuda->mem_stats(ctx->be, &ms);
+    out->dead = ctx->fallback == EMBD_FALLBACK_GPU_DEAD;
+    if (!ctx->ops->mem_stats) return; /* the CPU */
+    struct embd_backend_mem_stats ms;
+    ctx->ops->mem_stats(ctx->be, &ms);
     out->weight_bytes = ms.weights;
     out->scratch_bytes = ms.scratch;
     out->peak_bytes = ms.peak;
@@ -310,8 +314,37 @@ void embd_ctx_free(embd_ctx *ctx) {
     embd_free(ctx);
 }
 
+/* Whether the context runs on a GPU now (the backend it started on has
+ * device memory, and has not died). Thread-safe. */
+static bool ctx_on_gpu(const embd_ctx *ctx) {
+    return ctx->start_ops->mem_stats && ctx->fallback != EMBD_FALLBACK_GPU_DEAD;
+}
+
 const char *embd_ctx_backend(const embd_ctx *ctx) {
-    return ctx ? ctx->ops->name : "none";
+    if (!ctx) return "none";
+    return ctx->fallback == EMBD_FALLBACK_GPU_DEAD ? embd_backend_cpu_ops.name
+                                                   : ctx->start_ops->name;
+}
+
+enum embd_dtype embd_ctx_dtype(const embd_ctx *ctx) {
+    if (!ctx) return EMBD_DTYPE_AUTO;
+    return ctx->fallback == EMBD_FALLBACK_GPU_DEAD ? EMBD_DTYPE_FP32 : ctx->dtype;
+}
+
+enum embd_fallback embd_ctx_fallback(const embd_ctx *ctx, const char **msg) {
+    enum embd_fallback r = ctx ? (enum embd_fallback)ctx->fallback : EMBD_FALLBACK_NONE;
+    if (msg) *msg = r != EMBD_FALLBACK_NONE ? ctx->fallback_msg : "";
+    return r;
+}
+
+const char *embd_dtype_str(enum embd_dtype dtype) {
+    static const char *const names[] = {
+        [EMBD_DTYPE_AUTO] = "auto",
+        [EMBD_DTYPE_FP32] = "fp32",
+        [EMBD_DTYPE_FP16] = "fp16",
+        [EMBD_DTYPE_BF16] = "bf16",
+    };
+    return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }
 
 void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *stats) {
@@ -343,12 +376,13 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
         if (cap) buf[0] = '\0';
         return 0;
     }
-    if (ctx->cuda) { /* NVML is thread-safe; the context's own numbers come from run_batches */
+    /* NVML is thread-safe; the context's own numbers come from run_batches */
+    if (ctx_on_gpu(ctx)) {
         struct embd_gpu_info gi;
         if (embd_gpu_monitor(ctx->params.device_index, &gi) == 0 && gi.utilization >= 0)
             embd_metrics_set(&ctx->metrics, EMBD_G_GPU_UTILIZATION, gi.utilization / 100.0);
     }
-    return embd_metrics_format(&ctx->metrics, ctx->ops->name, buf, cap);
+    return embd_metrics_format(&ctx->metrics, embd_ctx_backend(ctx), buf, cap);
 }
 
 /* Runs the backend over inputs [0, n) given as packed ids, in batches of at
@@ -384,7 +418,7 @@ static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int
         embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
         embd_metrics_add(&ctx->metrics, EMBD_C_BATCHES, 1);
         embd_metrics_add(&ctx->metrics, EMBD_C_TOKENS, (uint64_t)b.n_tok);
-        if (ctx->cuda) {
+        if (ctx->ops->mem_stats) { /* a GPU */
             struct embd_ctx_gpu_stats gs;
             embd_ctx_gpu_stats(ctx, &gs);
             embd_metrics_set(&ctx->metrics, EMBD_G_DEVICE_MEM_BYTES,

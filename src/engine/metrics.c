@@ -1,6 +1,7 @@
 /* metrics.c — the metrics registry and its Prometheus text rendering. */
 #include "engine/metrics.h"
 #include "embd.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -103,29 +104,30 @@ void embd_metrics_observe(embd_metrics *m, enum embd_histogram h, double v) {
     pthread_mutex_unlock(&m->mu);
 }
 
-void embd_metrics_fallback(embd_metrics *m, const char *reason) {
-    char label[48];
-    size_t j = 0;
-    for (const char *p = reason ? reason : ""; *p && j + 1 < sizeof label; p++) {
-        char c = *p;
-        label[j++] = ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) ? c : '_';
-    }
-    label[j] = '\0';
-    if (!j) strcpy(label, "other");
+/* The labels of the fallback reasons: the values of embd_fallbacks_total's
+ * `reason` label, which dashboards read; never change one. */
+static const char *const fallback_labels[EMBD_FALLBACK_COUNT] = {
+    [EMBD_FALLBACK_NONE] = "none",
+    [EMBD_FALLBACK_NO_PLUGIN] = "auto_cpu_no_plugin",
+    [EMBD_FALLBACK_NO_DRIVER] = "auto_cpu_no_driver",
+    [EMBD_FALLBACK_NO_DEVICE] = "auto_cpu_no_device",
+    [EMBD_FALLBACK_COMPUTE_CAPABILITY] = "auto_cpu_compute_capability",
+    [EMBD_FALLBACK_GPU_MEMORY] = "auto_cpu_gpu_memory",
+    [EMBD_FALLBACK_GPU_UNUSABLE] = "auto_cpu_gpu_unusable",
+    [EMBD_FALLBACK_GPU_INIT] = "auto_cpu_cuda_init",
+    [EMBD_FALLBACK_GPU_DEAD] = "cuda_dead",
+    [EMBD_FALLBACK_GPU_OOM] = "cuda_oom",
+};
+
+const char *embd_fallback_str(enum embd_fallback reason) {
+    if ((unsigned)reason >= EMBD_FALLBACK_COUNT || !fallback_labels[reason]) return "unknown";
+    return fallback_labels[reason];
+}
+
+void embd_metrics_fallback(embd_metrics *m, enum embd_fallback reason) {
+    EMBD_ASSERT((unsigned)reason < EMBD_FALLBACK_COUNT && reason != EMBD_FALLBACK_NONE);
     pthread_mutex_lock(&m->mu);
-    int slot = -1;
-    for (int i = 0; i < EMBD_METRICS_MAX_REASONS; i++) {
-        if (!m->fallbacks[i].reason[0] || !strcmp(m->fallbacks[i].reason, label)) {
-            slot = i;
-            break;
-        }
-    }
-    if (slot < 0) { /* the table is full: count under the last slot's reason "other" */
-        slot = EMBD_METRICS_MAX_REASONS - 1;
-        strcpy(m->fallbacks[slot].reason, "other");
-    }
-    if (!m->fallbacks[slot].reason[0]) strcpy(m->fallbacks[slot].reason, label);
-    m->fallbacks[slot].count++;
+    m->fallbacks[reason]++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -167,9 +169,10 @@ size_t embd_metrics_format(embd_metrics *m, const char *backend, char *buf, size
     }
     emit(&o, "# HELP embd_fallbacks_total Work moved to another backend, by reason.\n"
              "# TYPE embd_fallbacks_total counter\n");
-    for (int i = 0; i < EMBD_METRICS_MAX_REASONS && m->fallbacks[i].reason[0]; i++)
-        emit(&o, "embd_fallbacks_total{reason=\"%s\"} %llu\n", m->fallbacks[i].reason,
-             (unsigned long long)m->fallbacks[i].count);
+    for (int r = 0; r < EMBD_FALLBACK_COUNT; r++) /* only the reasons that happened */
+        if (m->fallbacks[r])
+            emit(&o, "embd_fallbacks_total{reason=\"%s\"} %llu\n",
+                 embd_fallback_str((enum embd_fallback)r), (unsigned long long)m->fallbacks[r]);
     for (int g = 0; g < EMBD_G_COUNT; g++) {
         char v[32];
         if (isnan(m->gauges[g]))

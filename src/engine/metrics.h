@@ -4,6 +4,8 @@
 #ifndef EMBD_METRICS_H
 #define EMBD_METRICS_H
 
+#include "embd.h"
+
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,7 +42,6 @@ enum embd_histogram {
 };
 
 #define EMBD_METRICS_MAX_BUCKETS 16
-#define EMBD_METRICS_MAX_REASONS 8
 
 typedef struct embd_metrics {
     pthread_mutex_t mu;
@@ -51,10 +52,7 @@ typedef struct embd_metrics {
         uint64_t count;                             /* observations (the +Inf bucket) */
         double sum;
     } hist[EMBD_H_COUNT];
-    struct {
-        char reason[48];
-        uint64_t count;
-    } fallbacks[EMBD_METRICS_MAX_REASONS];
+    uint64_t fallbacks[EMBD_FALLBACK_COUNT]; /* by reason (NONE stays 0) */
 } embd_metrics;
 
 /* Returns 0, or -1 if the mutex could not be made. */
@@ -64,10 +62,9 @@ void embd_metrics_destroy(embd_metrics *m);
 void embd_metrics_add(embd_metrics *m, enum embd_counter c, uint64_t v);
 void embd_metrics_set(embd_metrics *m, enum embd_gauge g, double v);
 void embd_metrics_observe(embd_metrics *m, enum embd_histogram h, double v);
-/* Counts a fallback (e.g. "cuda_oom", "cuda_unavailable"); the reason is a
- * label: [a-z0-9_], at most 47 bytes, at most 8 distinct reasons (more are
- * counted as "other"). */
-void embd_metrics_fallback(embd_metrics *m, const char *reason);
+/* Counts a fallback (any reason but EMBD_FALLBACK_NONE), rendered as
+ * embd_fallbacks_total{reason="<embd_fallback_str(reason)>"}. */
+void embd_metrics_fallback(embd_metrics *m, enum embd_fallback reason);
 
 uint64_t embd_metrics_counter(embd_metrics *m, enum embd_counter c);
 

@@ -696,6 +696,17 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
               cfg->limits.max_input_chars, cfg->max_body_bytes, cfg->max_concurrent,
               cfg->max_batch_tokens, cfg->limits.auto_truncate ? "true" : "false",
               cfg->api_key && *cfg->api_key ? "true" : "false", EMBD_VERSION);
+    /* the precision in use now, and why the CPU runs (device auto found no GPU, or it died) */
+    const char *fb_msg;
+    enum embd_fallback fb = embd_ctx_fallback(s->ctx, &fb_msg);
+    jb_printf(&b, ",\"dtype\":\"%s\",\"fallback\":", embd_dtype_str(embd_ctx_dtype(s->ctx)));
+    if (fb == EMBD_FALLBACK_NONE) {
+        jb_str(&b, "null");
+    } else {
+        jb_printf(&b, "{\"reason\":\"%s\",\"message\":", embd_fallback_str(fb));
+        jb_json_string(&b, fb_msg, strlen(fb_msg));
+        jb_put(&b, "}", 1);
+    }
     if (s->store) {
         size_t n = 0;
         pthread_mutex_lock(&s->store_mu);

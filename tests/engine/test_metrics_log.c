@@ -130,6 +130,9 @@ static void test_auto_fallback(embd_model *m) {
     CHECK_MSG(!strcmp(reason, "auto_cpu_no_driver") || !strcmp(reason, "auto_cpu_no_device") ||
                   !strcmp(reason, "auto_cpu_no_plugin"),
               "reason %s", reason);
+    /* the metric's label is the context's typed reason */
+    CHECK_MSG(!strcmp(reason, embd_fallback_str(embd_ctx_fallback(ctx, NULL))), "reason %s",
+              reason);
     const char *texts[1] = {"a b"};
     float out[64];
     CHECK(embd_embed(ctx, texts, NULL, 1, out) == EMBD_OK);
@@ -147,14 +150,10 @@ static void test_auto_fallback(embd_model *m) {
 }
 
 static void test_metrics(void) {
-    tiny_cfg cfg = tiny_default_cfg();
-    tt_file f = tt_build(&cfg, "F32", "", false, 3);
     char *dir = path_cat(root, "m");
-    CHECK(tiny_write_dir(dir, &cfg, &f) == 0);
-    tt_free(&f);
-    embd_model *m = NULL;
-    CHECK(embd_model_load(dir, embd_model_default_params(), &m) == EMBD_OK);
+    embd_model *m = tiny_model_load(dir, 3);
     free(dir);
+    CHECK(m != NULL);
     if (!m) return;
     struct embd_ctx_params p = embd_ctx_default_params();
     p.device = EMBD_DEVICE_CPU;
@@ -221,24 +220,29 @@ static void test_metrics(void) {
     test_auto_fallback(m);
     embd_model_free(m);
 
-    /* Fallback reasons are labels. */
+    /* Fallback reasons are typed; each renders under its label, and only the
+     * reasons that happened have a sample. */
     embd_metrics reg;
     CHECK(embd_metrics_init(&reg) == 0);
-    embd_metrics_fallback(&reg, "cuda_oom");
-    embd_metrics_fallback(&reg, "cuda_oom");
-    embd_metrics_fallback(&reg, "Cuda \"dead\"");
-    for (int i = 0; i < 12; i++) {
-        char r[16];
-        snprintf(r, sizeof r, "r%d", i);
-        embd_metrics_fallback(&reg, r);
-    }
+    embd_metrics_fallback(&reg, EMBD_FALLBACK_GPU_OOM);
+    embd_metrics_fallback(&reg, EMBD_FALLBACK_GPU_OOM);
+    embd_metrics_fallback(&reg, EMBD_FALLBACK_GPU_DEAD);
+    for (int r = EMBD_FALLBACK_NO_PLUGIN; r < EMBD_FALLBACK_GPU_DEAD; r++)
+        embd_metrics_fallback(&reg, (enum embd_fallback)r);
     char buf[16384];
     size_t n = embd_metrics_format(&reg, "cpu", buf, sizeof buf);
     CHECK(n < sizeof buf);
     check_format(buf);
     CHECK(sample(buf, "embd_fallbacks_total{reason=\"cuda_oom\"}") == 2);
-    CHECK(sample(buf, "embd_fallbacks_total{reason=\"_uda__dead_\"}") == 1);
-    CHECK(sample(buf, "embd_fallbacks_total{reason=\"other\"}") == 7);
+    CHECK(sample(buf, "embd_fallbacks_total{reason=\"cuda_dead\"}") == 1);
+    CHECK(sample(buf, "embd_fallbacks_total{reason=\"auto_cpu_no_plugin\"}") == 1);
+    CHECK(sample(buf, "embd_fallbacks_total{reason=\"auto_cpu_cuda_init\"}") == 1);
+    int series = 0;
+    for (const char *q = strstr(buf, "\nembd_fallbacks_total{"); q;
+         q = strstr(q + 1, "\nembd_fallbacks_total{"))
+        series++;
+    CHECK_EQ_INT(series, EMBD_FALLBACK_COUNT - 1); /* every reason but none */
+    CHECK(strstr(buf, "reason=\"none\"") == NULL);
     embd_metrics_destroy(&reg);
 }
 

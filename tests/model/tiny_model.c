@@ -279,6 +279,19 @@ int tiny_write_dir(const char *dir, const tiny_cfg *cfg, const tt_file *f) {
     return rc;
 }
 
+embd_model *tiny_model_load(const char *dir, uint32_t seed) {
+    tiny_cfg cfg = tiny_default_cfg();
+    tt_file f = tt_build(&cfg, "F32", "", false, seed);
+    int rc = tiny_write_dir(dir, &cfg, &f);
+    tt_free(&f);
+    embd_model *m = NULL;
+    if (rc != 0)
+        fprintf(stderr, "tiny_model_load: cannot write %s\n", dir);
+    else if (embd_model_load(dir, embd_model_default_params(), &m) != EMBD_OK)
+        fprintf(stderr, "tiny_model_load: %s\n", embd_last_error());
+    return m;
+}
+
 char *make_temp_dir(void) {
     /* TMPDIR, else /dev/shm (the tests write thousands of small files; a
      * tmpfs makes them ten times faster), else /tmp. */

@@ -8,6 +8,8 @@
 #ifndef EMBD_TINY_MODEL_H
 #define EMBD_TINY_MODEL_H
 
+#include "embd.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +68,10 @@ int write_text(const char *path, const char *text);
  * tokenizer.json, modules.json (mean pooling + Normalize), 1_Pooling,
  * and model.safetensors from `f`. */
 int tiny_write_dir(const char *dir, const tiny_cfg *cfg, const tt_file *f);
+
+/* Writes the default tiny model (F32 weights from `seed`) in `dir` and loads
+ * it; NULL, with a line on stderr, on failure. */
+embd_model *tiny_model_load(const char *dir, uint32_t seed);
 
 /* config.json text for cfg with `extra` JSON members (may be "") appended. */
 char *tiny_config_json(const tiny_cfg *cfg, const char *extra);

@@ -962,4 +962,6 @@ const struct embd_backend_ops embd_backend_cpu_ops = {
     .free = cpu_free,
     .embed = cpu_embed,
     .trim = cpu_trim,
+    .is_dead = NULL,   /* host code: no sticky device errors */
+    .mem_stats = NULL, /* no device memory */
 };

@@ -224,4 +224,6 @@ const struct embd_backend_ops embd_backend_ref_ops = {
     .free = ref_free,
     .embed = ref_embed,
     .trim = NULL,
+    .is_dead = NULL,   /* host code: no sticky device errors */
+    .mem_stats = NULL, /* no device memory */
 };

@@ -755,7 +755,7 @@ static bool gpu_is_dead(const embd_backend *be) {
     return be && be->dead;
 }
 
-static void gpu_mem_stats(const embd_backend *be, struct embd_cuda_mem_stats *o) {
+static void gpu_mem_stats(const embd_backend *be, struct embd_backend_mem_stats *o) {
     memset(o, 0, sizeof *o);
     if (!be) return;
     o->weights = be->wbytes;
@@ -766,7 +766,7 @@ static void gpu_mem_stats(const embd_backend *be, struct embd_cuda_mem_stats *o)
 }
 
 static const struct embd_backend_ops cuda_ops = {
-    "cuda", gpu_init, gpu_free, gpu_embed, gpu_trim,
+    "cuda", gpu_init, gpu_free, gpu_embed, gpu_trim, gpu_is_dead, gpu_mem_stats,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -996,10 +996,8 @@ static const struct embd_cuda_testops testops = {
 };
 
 static const struct embd_cuda_plugin plugin = {
-    EMBD_CUDA_ABI,         &cuda_ops,          probe_driver_version,
-    probe_runtime_version, probe_device_count, probe_device_info,
-    gpu_is_dead,           gpu_mem_stats,      &testops,
-    &embd_cuda_search_ops,
+    EMBD_CUDA_ABI,     &cuda_ops, probe_driver_version,  probe_runtime_version, probe_device_count,
+    probe_device_info, &testops,  &embd_cuda_search_ops,
 };
 
 extern "C" __attribute__((visibility("default"))) const struct embd_cuda_plugin *

@@ -105,62 +105,59 @@ static int driver_present(void) {
     return driver_found;
 }
 
-int embd_cuda_usable(const struct embd_model *model, int index, enum embd_dtype dt, char *why,
-                     size_t cap) {
+/* Writes the message into why (cap bytes) and returns the reason. */
+static enum embd_fallback refuse(enum embd_fallback reason, char *why, size_t cap, const char *fmt,
+                                 ...) __attribute__((format(printf, 4, 5)));
+static enum embd_fallback refuse(enum embd_fallback reason, char *why, size_t cap, const char *fmt,
+                                 ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (why && cap) vsnprintf(why, cap, fmt, ap);
+    va_end(ap);
+    return reason;
+}
+
+enum embd_fallback embd_cuda_check(const struct embd_model *model, int index, enum embd_dtype dt,
+                                   char *why, size_t cap) {
     char r[512];
-    if (!driver_present()) {
-        snprintf(why, cap, "no NVIDIA driver (libcuda.so.1 not found)");
-        return -1;
-    }
+    if (!driver_present())
+        return refuse(EMBD_FALLBACK_NO_DRIVER, why, cap,
+                      "no NVIDIA driver (libcuda.so.1 not found)");
     const struct embd_cuda_plugin *p = embd_cuda_load(r, sizeof r);
-    if (!p) {
-        snprintf(why, cap, "%s", r);
-        return -1;
-    }
-    if (p->driver_version() == 0) {
-        snprintf(why, cap, "no NVIDIA driver found");
-        return -1;
-    }
+    if (!p) return refuse(EMBD_FALLBACK_NO_PLUGIN, why, cap, "%s", r);
+    if (p->driver_version() == 0)
+        return refuse(EMBD_FALLBACK_NO_DRIVER, why, cap, "no NVIDIA driver found");
     int n = p->device_count(r, sizeof r);
-    if (n < 0) {
-        snprintf(why, cap, "no usable CUDA device: %s", r);
-        return -1;
-    }
-    if (n == 0) {
-        snprintf(why, cap, "no CUDA device");
-        return -1;
-    }
-    if (index < 0 || index >= n) {
-        snprintf(why, cap, "no CUDA device %d (%d found)", index, n);
-        return -1;
-    }
+    if (n < 0) return refuse(EMBD_FALLBACK_NO_DEVICE, why, cap, "no usable CUDA device: %s", r);
+    if (n == 0) return refuse(EMBD_FALLBACK_NO_DEVICE, why, cap, "no CUDA device");
+    if (index < 0 || index >= n)
+        return refuse(EMBD_FALLBACK_NO_DEVICE, why, cap, "no CUDA device %d (%d found)", index, n);
     struct embd_cuda_device_info d;
-    if (p->device_info(index, &d, r, sizeof r) != 0) {
-        snprintf(why, cap, "%s", r);
-        return -1;
-    }
+    if (p->device_info(index, &d, r, sizeof r) != 0)
+        return refuse(EMBD_FALLBACK_GPU_UNUSABLE, why, cap, "%s", r);
     int cc = d.major * 10 + d.minor;
-    if (cc < 75) {
-        snprintf(why, cap, "%s has compute capability %d.%d; embd needs 7.5 or newer", d.name,
-                 d.major, d.minor);
-        return -1;
-    }
-    if (dt == EMBD_DTYPE_BF16 && cc < 80) {
-        snprintf(why, cap, "%s has compute capability %d.%d; bf16 needs 8.0 or newer", d.name,
-                 d.major, d.minor);
-        return -1;
-    }
+    if (cc < 75)
+        return refuse(EMBD_FALLBACK_COMPUTE_CAPABILITY, why, cap,
+                      "%s has compute capability %d.%d; embd needs 7.5 or newer", d.name, d.major,
+                      d.minor);
+    if (dt == EMBD_DTYPE_BF16 && cc < 80)
+        return refuse(EMBD_FALLBACK_COMPUTE_CAPABILITY, why, cap,
+                      "%s has compute capability %d.%d; bf16 needs 8.0 or newer", d.name, d.major,
+                      d.minor);
     if (model) {
         size_t need = need_bytes(model, dt == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : dt);
-        if (d.free_mem < need) {
-            snprintf(why, cap, "%s has %zu MiB free; the model needs about %zu MiB", d.name,
-                     d.free_mem >> 20, need >> 20);
-            return -1;
-        }
+        if (d.free_mem < need)
+            return refuse(EMBD_FALLBACK_GPU_MEMORY, why, cap,
+                          "%s has %zu MiB free; the model needs about %zu MiB", d.name,
+                          d.free_mem >> 20, need >> 20);
     }
-    snprintf(why, cap, "%s (compute capability %d.%d, %zu MiB free)", d.name, d.major, d.minor,
-             d.free_mem >> 20);
-    return 0;
+    return refuse(EMBD_FALLBACK_NONE, why, cap, "%s (compute capability %d.%d, %zu MiB free)",
+                  d.name, d.major, d.minor, d.free_mem >> 20);
+}
+
+int embd_cuda_usable(const struct embd_model *model, int index, enum embd_dtype dt, char *why,
+                     size_t cap) {
+    return embd_cuda_check(model, index, dt, why, cap) == EMBD_FALLBACK_NONE ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -289,13 +286,14 @@ size_t embd_device_report(char *buf, size_t cap) {
             sb_printf(&b, "\n");
         }
     }
-    if (embd_cuda_usable(NULL, 0, EMBD_DTYPE_FP16, why, sizeof why) == 0) {
+    enum embd_fallback r = embd_cuda_check(NULL, 0, EMBD_DTYPE_FP16, why, sizeof why);
+    if (r == EMBD_FALLBACK_NONE) {
         sb_printf(&b, "device auto -> cuda:0: %s\n", why);
         if (p && p->search)
             sb_printf(&b, "store search: on the GPU when the model runs there (exact fp32 scores "
                           "by cuBLAS, top-k on the CPU)\n");
     } else {
-        sb_printf(&b, "device auto -> cpu: %s\n", why);
+        sb_printf(&b, "device auto -> cpu (%s): %s\n", embd_fallback_str(r), why);
         sb_printf(&b, "store search: on the CPU (BLAS)\n");
     }
     return b.len;

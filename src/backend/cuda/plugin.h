@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define EMBD_CUDA_ABI 2 /* 2: the search table */
+#define EMBD_CUDA_ABI 3 /* 2: the search table; 3: is_dead, mem_stats on the ops table */
 #define EMBD_CUDA_ENTRY "embd_cuda_plugin_get"
 
 /* What libembd lends the plugin. */
@@ -34,15 +34,6 @@ struct embd_cuda_device_info {
     size_t total_mem; /* bytes */
     size_t free_mem;  /* bytes, at the time of the probe */
     int multiprocessors;
-};
-
-/* Device-memory and throughput counters of one backend instance. */
-struct embd_cuda_mem_stats {
-    size_t weights;                 /* bytes of weights on the device */
-    size_t scratch;                 /* bytes of scratch now allocated */
-    size_t peak;                    /* most bytes held at once (weights + scratch + workspace) */
-    int token_capacity;             /* tokens per forward pass the scratch now fits */
-    unsigned long long oom_retries; /* allocation failures that halved the batch */
 };
 
 /* Test hooks: each runs one device op on host fp32 data (uploaded, converted
@@ -93,8 +84,8 @@ struct embd_cuda_searchops {
 };
 
 struct embd_cuda_plugin {
-    int abi; /* EMBD_CUDA_ABI */
-    const struct embd_backend_ops *ops;
+    int abi;                            /* EMBD_CUDA_ABI */
+    const struct embd_backend_ops *ops; /* with is_dead and mem_stats */
     /* Versions as CUDA encodes them (12040 = 12.4); 0 when unknown (no driver). */
     int (*driver_version)(void);
     int (*runtime_version)(void);
@@ -102,9 +93,6 @@ struct embd_cuda_plugin {
     int (*device_count)(char *why, size_t cap);
     /* 0, or -1 with a reason in why. */
     int (*device_info)(int index, struct embd_cuda_device_info *out, char *why, size_t cap);
-    /* Whether a sticky error (illegal address, launch failure) killed the backend. */
-    bool (*is_dead)(const embd_backend *be);
-    void (*mem_stats)(const embd_backend *be, struct embd_cuda_mem_stats *out);
     const struct embd_cuda_testops *test;
     const struct embd_cuda_searchops *search; /* ABI 2 */
 };
@@ -118,9 +106,16 @@ typedef const struct embd_cuda_plugin *(*embd_cuda_entry_fn)(int abi,
  * next to libembd, else the loader's search path. NULL with a reason in why. */
 const struct embd_cuda_plugin *embd_cuda_load(char *why, size_t cap);
 
-/* Whether device `index` can run `model` (dtype dt): plugin, driver, device,
- * compute capability >= 7.5 (8.0 for bf16), free memory for the weights and
- * a batch of the model's maximum length. 0, or -1 with a reason in why. */
+/* Whether device `index` can run `model` (dtype dt; NULL model: any model):
+ * driver, plugin, device, compute capability >= 7.5 (8.0 for bf16), free
+ * memory for the weights and a batch of the model's maximum length.
+ * EMBD_FALLBACK_NONE with the device described in why (cap bytes), or the
+ * first reason it cannot (EMBD_FALLBACK_NO_DRIVER ..
+ * EMBD_FALLBACK_GPU_UNUSABLE) with the message in why. */
+enum embd_fallback embd_cuda_check(const struct embd_model *model, int index, enum embd_dtype dt,
+                                   char *why, size_t cap);
+
+/* embd_cuda_check as 0 (usable) or -1 (not; the reason in why). */
 int embd_cuda_usable(const struct embd_model *model, int index, enum embd_dtype dt, char *why,
                      size_t cap);
 
