@@ -21,6 +21,10 @@
 #include <string.h>
 #include <xxhash.h>
 
+/* Token words stored with the vectors (cache.h); the tests store 7 | truncated. */
+static uint32_t g_tok[4096] = {[0 ... 4095] = 7u | EMBD_CACHE_TRUNCATED};
+static uint32_t g_tok_out[4096];
+
 #define MAX_VALUES 64
 #define MAP_BYTES (1u << 20)
 
@@ -29,7 +33,7 @@ struct value_header { /* as in src/engine/cache.c */
     uint16_t version;
     uint16_t header_size;
     uint32_t dim;
-    uint32_t reserved;
+    uint32_t tokens;
     uint64_t checksum;
 };
 
@@ -87,8 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         snprintf(head, sizeof head, "fuzz %zu", n);
         embd_cache_key_make(&keys[n], head, strlen(head), "text", 4);
         uint8_t val[24 + 64 + 256];
-        struct value_header h = {0x56424d45u, 1, 24, (uint32_t)D, 0, 0};
-        h.checksum = XXH3_64bits_withSeed(vecs[n], 4 * (size_t)D, keys[n].lo ^ keys[n].hi);
+        struct value_header h = {0x56424d45u, 2, 24, (uint32_t)D, 7, 0};
+        h.checksum = XXH3_64bits_withSeed(vecs[n], 4 * (size_t)D, keys[n].lo ^ keys[n].hi ^ 7u);
         memcpy(val, &h, sizeof h);
         memcpy(val + 24, vecs[n], 4 * (size_t)D);
         size_t vlen = 24 + 4 * (size_t)D;
@@ -108,7 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             intact[n] = vlen == 24 + 4 * (size_t)D && memcmp(val, &h, 24) == 0;
             if (intact[n]) memcpy(vecs[n], val + 24, 4 * (size_t)D);
             if (intact[n]) {
-                h.checksum = XXH3_64bits_withSeed(vecs[n], 4 * (size_t)D, keys[n].lo ^ keys[n].hi);
+                h.checksum =
+                    XXH3_64bits_withSeed(vecs[n], 4 * (size_t)D, keys[n].lo ^ keys[n].hi ^ 7u);
                 intact[n] = memcmp(val, &h, 24) == 0;
             }
         }
@@ -131,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(info.rebuilt == (meta_good ? 0 : 1));
     static unsigned char hit[MAX_VALUES];
     static float packed[MAX_VALUES * 16]; /* (n, D) */
-    size_t hits = embd_cache_get(c, keys, n, packed, hit);
+    size_t hits = embd_cache_get(c, keys, n, packed, g_tok_out, hit);
     size_t h_count = 0;
     for (size_t i = 0; i < n; i++) {
         if (!hit[i]) {
@@ -147,12 +152,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* Put every vector (intact now) and read them back, also after a reopen. */
     for (size_t i = 0; i < n; i++)
         memcpy(packed + i * (size_t)D, vecs[i], 4 * (size_t)D);
-    embd_cache_put(c, keys, n, packed);
+    embd_cache_put(c, keys, n, packed, g_tok);
     embd_cache_close(c);
     c = NULL;
     FUZZ_CHECK(embd_cache_open(&p, NULL, &c) == EMBD_OK);
     memset(packed, 0xff, sizeof packed);
-    FUZZ_CHECK(embd_cache_get(c, keys, n, packed, hit) == n);
+    FUZZ_CHECK(embd_cache_get(c, keys, n, packed, g_tok_out, hit) == n);
     for (size_t i = 0; i < n; i++)
         FUZZ_CHECK(memcmp(packed + i * (size_t)D, vecs[i], 4 * (size_t)D) == 0);
     embd_cache_close(c);

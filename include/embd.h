@@ -57,6 +57,8 @@ enum embd_status {
     EMBD_ERR_BUSY,             /* a shared engine's queue stayed full for the whole timeout */
     EMBD_ERR_CANCELLED,        /* the caller cancelled a queued request (embd_sched_embed_ex) */
     EMBD_ERR_TIMEOUT,          /* a queued request's deadline passed (embd_sched_embed_ex) */
+    EMBD_ERR_TOO_LONG,         /* an input has more tokens than the model takes and the call
+                                  asked not to truncate; embd_embed_info says which */
 };
 
 /* A short constant description of a status ("ok", "invalid argument", ...). */
@@ -217,11 +219,48 @@ EMBD_API const char *embd_fallback_str(enum embd_fallback reason);
 EMBD_API enum embd_fallback embd_ctx_fallback(const embd_ctx *ctx, const char **msg);
 
 /* Embeds n texts into out (n, D), in input order. `lens` gives each text's
- * length in bytes, or is NULL for NUL-terminated texts. An empty text is
- * valid (it embeds [CLS] [SEP]). Returns EMBD_OK, EMBD_ERR_INVALID_ARG,
- * EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
+ * length in bytes (a NUL inside a text is a character like any other), or is
+ * NULL for NUL-terminated texts. An empty text is valid (it embeds [CLS]
+ * [SEP]). Texts longer than the model takes are truncated. Returns EMBD_OK,
+ * EMBD_ERR_INVALID_ARG, EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
 EMBD_API enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens,
                                      size_t n, float *out);
+
+/* Options of one embedding call (embd_embed_ex). Start from
+ * embd_embed_default_opts(): the context's own behaviour. */
+struct embd_embed_opts {
+    int normalize;      /* -1: as the context (its `normalize` and the model's Normalize
+                           module); 0: never; 1: always L2-normalise. Default -1 */
+    bool truncate;      /* true: inputs longer than embd_model_max_tokens are cut, as
+                           sentence-transformers does; false: the call fails with
+                           EMBD_ERR_TOO_LONG and embd_embed_info names the input.
+                           Default true */
+    const char *prefix; /* NULL: the context's prefix; otherwise this one, prepended to
+                           every text of the call ("" for none). Default NULL */
+};
+
+EMBD_API struct embd_embed_opts embd_embed_default_opts(void);
+
+/* What one embedding call reports back. Zero it, and point n_tokens at an
+ * array of n, or leave it NULL. */
+struct embd_embed_info {
+    size_t *n_tokens;    /* (n) or NULL: each input's tokens as embedded ([CLS], [SEP]
+                            and the prefix included, after truncation); from the one
+                            tokenization that the embedding used (or the cache) */
+    size_t total_tokens; /* their sum */
+    size_t bad_input;    /* on EMBD_ERR_TOO_LONG: the input that is too long */
+    size_t bad_tokens;   /* ... and its token count without truncation */
+};
+
+/* Like embd_embed, with per-call options (opts NULL: the defaults) and
+ * per-input token counts (info may be NULL). Each text is tokenized once;
+ * the cache key covers the options that change a vector (normalisation,
+ * prefix). Returns what embd_embed returns, and EMBD_ERR_TOO_LONG when
+ * !opts->truncate and an input is longer than the model takes (nothing is
+ * written to out then). */
+EMBD_API enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts, const size_t *lens,
+                                        size_t n, float *out, const struct embd_embed_opts *opts,
+                                        struct embd_embed_info *info);
 
 /* Embeds n already-tokenized inputs: ids (T) back to back, seq_start (n+1)
  * with seq_start[0] = 0 and seq_start[n] = T. Each input must have between
@@ -230,6 +269,14 @@ EMBD_API enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, co
  * EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
 EMBD_API enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids,
                                             const size_t *seq_start, size_t n, float *out);
+
+/* Like embd_embed_tokens with per-call options (only `normalize` applies;
+ * a prefix is refused) and token counts. An input longer than the model
+ * takes is EMBD_ERR_TOO_LONG (token inputs are never cut), named in info. */
+EMBD_API enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids,
+                                               const size_t *seq_start, size_t n, float *out,
+                                               const struct embd_embed_opts *opts,
+                                               struct embd_embed_info *info);
 
 /* Counters since the context was created. */
 struct embd_ctx_stats {
@@ -304,6 +351,17 @@ struct embd_sched_call {
                              yet running is removed, EMBD_ERR_CANCELLED */
 };
 
+/* Like embd_embed_ex through the scheduler: per-call options and token
+ * counts, with the queueing, deadline and cancel flag of `call` (see
+ * embd_sched_embed_ex). Requests with different options are queued together
+ * and run in separate forward passes. Returns what embd_sched_embed_ex and
+ * embd_embed_ex return. */
+EMBD_API enum embd_status embd_sched_embed_opts(embd_sched *sched, const char *const *texts,
+                                                const size_t *lens, size_t n, float *out,
+                                                const struct embd_sched_call *call,
+                                                const struct embd_embed_opts *opts,
+                                                struct embd_embed_info *info);
+
 /* Like embd_sched_embed with a deadline and a cancel flag. A request whose
  * inputs have started running when it is cancelled or its deadline passes is
  * waited for and returns its result: out is never written after the call
@@ -319,6 +377,12 @@ EMBD_API enum embd_status embd_sched_embed_ex(embd_sched *sched, const char *con
 EMBD_API enum embd_status embd_sched_embed_tokens_ex(embd_sched *sched, const int32_t *ids,
                                                      const size_t *seq_start, size_t n, float *out,
                                                      const struct embd_sched_call *call);
+
+/* Like embd_embed_tokens_ex through the scheduler, as embd_sched_embed_opts. */
+EMBD_API enum embd_status
+embd_sched_embed_tokens_opts(embd_sched *sched, const int32_t *ids, const size_t *seq_start,
+                             size_t n, float *out, const struct embd_sched_call *call,
+                             const struct embd_embed_opts *opts, struct embd_embed_info *info);
 
 /* Raises a cancel flag (an atomic store of 1), from any thread. */
 EMBD_API void embd_sched_cancel(int *flag);

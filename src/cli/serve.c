@@ -98,8 +98,7 @@ int cmd_serve(int argc, char **argv) {
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
     if ((rc = cli_cache_params(&a, &cp))) goto done;
     cp.max_batch_tokens = (int)mbt;
-    cp.prefix = cli_get(&a, "prefix");
-    cp.normalize = false; /* the server normalises per request */
+    cp.prefix = cli_get(&a, "prefix"); /* each request asks for its own normalisation */
 
     const char *dir = cli_get(&a, "model");
     if ((rc = cli_open_model(&a, &model))) goto done;
@@ -155,7 +154,6 @@ int cmd_serve(int argc, char **argv) {
     cfg.model_name =
         cli_get(&a, "served-model-name") ? cli_get(&a, "served-model-name") : base_name(dir);
     cfg.model_dir = dir;
-    cfg.prefix = cp.prefix;
     cfg.normalize = embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
     cfg.dtype = embd_dtype_str(embd_ctx_dtype(ctx)); /* what --dtype (auto) gave */
     cfg.max_batch_tokens = embd_ctx_max_batch_tokens(ctx);

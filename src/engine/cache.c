@@ -23,15 +23,15 @@
 #include <unistd.h>
 
 #define VALUE_MAGIC 0x56424d45u /* "EMBV" little-endian */
-#define VALUE_VERSION 1
+#define VALUE_VERSION 2         /* 2: the token word in the header */
 
 struct value_header {
     uint32_t magic;
     uint16_t version;
     uint16_t header_size;
     uint32_t dim;
-    uint32_t reserved;
-    uint64_t checksum;
+    uint32_t tokens;   /* the token word (cache.h) */
+    uint64_t checksum; /* XXH3 of the vector, seeded by the key and the token word */
 };
 _Static_assert(sizeof(struct value_header) == 24, "value header layout");
 
@@ -39,6 +39,7 @@ struct lru_ent {
     embd_cache_key key;
     struct lru_ent *hnext;       /* hash chain */
     struct lru_ent *prev, *next; /* recency list; head = most recent */
+    uint32_t tokens;             /* the token word (cache.h) */
     float vec[];                 /* (D) */
 };
 
@@ -155,11 +156,12 @@ static void mem_grow(embd_cache *c) {
     c->table_size = size;
 }
 
-static void mem_insert(embd_cache *c, const embd_cache_key *k, const float *vec) {
+static void mem_insert(embd_cache *c, const embd_cache_key *k, const float *vec, uint32_t tokens) {
     if (c->ent_bytes > c->mem_cap) return;
     struct lru_ent *e = mem_find(c, k);
     if (e) {
         memcpy(e->vec, vec, c->vec_bytes);
+        e->tokens = tokens;
         list_unlink(c, e);
         list_push_front(c, e);
         return;
@@ -171,6 +173,7 @@ static void mem_insert(embd_cache *c, const embd_cache_key *k, const float *vec)
     e = embd_malloc(sizeof *e + c->vec_bytes);
     if (!e) return; /* best effort: not cached */
     e->key = *k;
+    e->tokens = tokens;
     memcpy(e->vec, vec, c->vec_bytes);
     size_t s = slot_of(c, k);
     e->hnext = c->table[s];
@@ -373,20 +376,27 @@ static void disk_warn(embd_cache *c, const char *what, int rc) {
              c->dir, what, mdb_strerror(rc));
 }
 
-/* Copies a stored value into vec if it is sound. */
-static bool value_ok(const embd_cache *c, const embd_cache_key *k, const MDB_val *v, float *vec) {
+static uint64_t value_checksum(const embd_cache_key *k, const float *vec, size_t bytes,
+                               uint32_t tokens) {
+    return XXH3_64bits_withSeed(vec, bytes, k->lo ^ k->hi ^ tokens);
+}
+
+/* Copies a stored value into vec and *tokens if it is sound. */
+static bool value_ok(const embd_cache *c, const embd_cache_key *k, const MDB_val *v, float *vec,
+                     uint32_t *tokens) {
     struct value_header h;
     if (v->mv_size != sizeof h + c->vec_bytes) return false;
     memcpy(&h, v->mv_data, sizeof h);
     if (h.magic != VALUE_MAGIC || h.version != VALUE_VERSION || h.header_size != sizeof h ||
-        h.dim != (uint32_t)c->dim || h.reserved != 0)
+        h.dim != (uint32_t)c->dim)
         return false;
     memcpy(vec, (const char *)v->mv_data + sizeof h, c->vec_bytes);
-    return XXH3_64bits_withSeed(vec, c->vec_bytes, k->lo ^ k->hi) == h.checksum;
+    *tokens = h.tokens;
+    return value_checksum(k, vec, c->vec_bytes, h.tokens) == h.checksum;
 }
 
 size_t embd_cache_get(embd_cache *c, const embd_cache_key *keys, size_t n, float *out,
-                      unsigned char *hit) {
+                      uint32_t *tokens, unsigned char *hit) {
     const size_t D = (size_t)c->dim;
     size_t hits_mem = 0, hits_disk = 0, missing = 0;
     pthread_mutex_lock(&c->mu);
@@ -395,6 +405,7 @@ size_t embd_cache_get(embd_cache *c, const embd_cache_key *keys, size_t n, float
         hit[i] = e != NULL;
         if (e) {
             memcpy(out + i * D, e->vec, c->vec_bytes);
+            tokens[i] = e->tokens;
             list_unlink(c, e);
             list_push_front(c, e);
             hits_mem++;
@@ -417,14 +428,14 @@ size_t embd_cache_get(embd_cache *c, const embd_cache_key *keys, size_t n, float
                     disk_warn(c, "read", rc);
                     continue;
                 }
-                if (!value_ok(c, &keys[i], &v, out + i * D)) {
+                if (!value_ok(c, &keys[i], &v, out + i * D, &tokens[i])) {
                     count(c, EMBD_C_CACHE_ERRORS, 1);
                     embd_log(EMBD_LOG_DEBUG, "cache", "%s: a bad value was ignored", c->dir);
                     continue;
                 }
                 hit[i] = 1;
                 hits_disk++;
-                mem_insert(c, &keys[i], out + i * D);
+                mem_insert(c, &keys[i], out + i * D, tokens[i]);
             }
             mdb_txn_abort(txn);
         }
@@ -440,11 +451,12 @@ size_t embd_cache_get(embd_cache *c, const embd_cache_key *keys, size_t n, float
     return hits;
 }
 
-void embd_cache_put(embd_cache *c, const embd_cache_key *keys, size_t n, const float *vecs) {
+void embd_cache_put(embd_cache *c, const embd_cache_key *keys, size_t n, const float *vecs,
+                    const uint32_t *tokens) {
     const size_t D = (size_t)c->dim;
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < n; i++)
-        mem_insert(c, &keys[i], vecs + i * D);
+        mem_insert(c, &keys[i], vecs + i * D, tokens[i]);
     if (c->env && !c->disk_full && n) {
         MDB_txn *txn = NULL;
         int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
@@ -458,9 +470,8 @@ void embd_cache_put(embd_cache *c, const embd_cache_key *keys, size_t n, const f
                 .version = VALUE_VERSION,
                 .header_size = sizeof h,
                 .dim = (uint32_t)c->dim,
-                .reserved = 0,
-                .checksum =
-                    XXH3_64bits_withSeed(vecs + i * D, c->vec_bytes, keys[i].lo ^ keys[i].hi),
+                .tokens = tokens[i],
+                .checksum = value_checksum(&keys[i], vecs + i * D, c->vec_bytes, tokens[i]),
             };
             memcpy(v.mv_data, &h, sizeof h);
             memcpy((char *)v.mv_data + sizeof h, vecs + i * D, c->vec_bytes);

@@ -1,6 +1,7 @@
 /* cache.h — the embedding cache: an in-memory LRU bounded by bytes and an
  * optional LMDB store on disk shared by processes. Keys are XXH3-128 hashes
- * of (context key head, text); values are float32 vectors (D). A hit returns
+ * of (context key head, text); values are float32 vectors (D) with a token
+ * word (below). A hit returns
  * the bit-identical vector that was stored. The cache is best effort: a
  * failure to store is logged and counted, never an error of the embedding. */
 #ifndef EMBD_CACHE_H
@@ -27,7 +28,7 @@ struct embd_cache_params {
 
 #define EMBD_CACHE_DEFAULT_MAP_BYTES ((size_t)4 << 30)
 #define EMBD_CACHE_FORMAT "embd-embedding-cache"
-#define EMBD_CACHE_FORMAT_VERSION 1
+#define EMBD_CACHE_FORMAT_VERSION 2
 
 /* Opens the cache. A foreign or corrupted LMDB file in `dir` is removed and
  * rebuilt with a warning. Returns EMBD_OK, EMBD_ERR_IO (the directory cannot
@@ -41,14 +42,22 @@ void embd_cache_close(embd_cache *c);
 void embd_cache_key_make(embd_cache_key *key, const void *head, size_t head_len, const char *text,
                          size_t len);
 
-/* Looks up n keys: for each hit writes out row i (n, D) and sets hit[i] = 1,
- * else hit[i] = 0. Memory first, then disk (a disk hit is copied to memory).
- * Returns the number of hits. */
-size_t embd_cache_get(embd_cache *c, const embd_cache_key *keys, size_t n, float *out,
-                      unsigned char *hit);
+/* Each vector is stored with a token word: the tokens its text was embedded
+ * with (low 31 bits) and EMBD_CACHE_TRUNCATED when the text was cut, so that
+ * a hit answers a call's token counts and truncation refusals without
+ * tokenizing again. */
+#define EMBD_CACHE_TRUNCATED 0x80000000u
 
-/* Stores n vectors vecs (n, D) under keys, in memory and on disk. */
-void embd_cache_put(embd_cache *c, const embd_cache_key *keys, size_t n, const float *vecs);
+/* Looks up n keys: for each hit writes out row i (n, D), tokens[i] (n) and
+ * sets hit[i] = 1, else hit[i] = 0. Memory first, then disk (a disk hit is
+ * copied to memory). Returns the number of hits. */
+size_t embd_cache_get(embd_cache *c, const embd_cache_key *keys, size_t n, float *out,
+                      uint32_t *tokens, unsigned char *hit);
+
+/* Stores n vectors vecs (n, D) with their token words tokens (n) under keys,
+ * in memory and on disk. */
+void embd_cache_put(embd_cache *c, const embd_cache_key *keys, size_t n, const float *vecs,
+                    const uint32_t *tokens);
 
 struct embd_cache_info {
     uint64_t hits, misses, evictions;

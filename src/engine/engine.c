@@ -10,6 +10,7 @@
 #include "util/util.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,10 +90,10 @@ static size_t head_put(unsigned char *buf, size_t len, size_t cap, const void *p
 }
 
 /* Sets up what the engine keeps around the backend: metrics, and the
- * embedding cache with its key head, which covers everything that changes a
- * vector besides the text: the model's fingerprint, the backend and its
- * precision, the truncation length, normalisation and the prefix. Runs
- * after the backend is chosen. On failure the caller frees the context. */
+ * embedding cache with the context's part of the key head: the model's
+ * fingerprint, the backend and its precision and the truncation length
+ * (each call adds its normalisation and prefix: call_key_head). Runs after
+ * the backend is chosen. On failure the caller frees the context. */
 static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
     if (embd_metrics_init(&ctx->metrics) != 0)
         return embd_error(EMBD_ERR_NOMEM, "cannot create the metrics registry");
@@ -102,22 +103,18 @@ static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
     ctx->params.cache_dir = NULL; /* the caller's string; the cache keeps a copy */
     if (ctx->params.cache_bytes == 0 && !(cache_dir && cache_dir[0])) return EMBD_OK;
 
-    static const char magic[] = "embd-cache-key 1";
+    static const char magic[] = "embd-cache-key 2";
     const char *be_name = ctx->ops->name;
-    size_t cap = sizeof magic + 8 + 4 * 4 + strlen(be_name) + 1 + 8 + ctx->prefix_len;
+    size_t cap = sizeof magic + 8 + 2 * 4 + strlen(be_name) + 1;
     ctx->key_head = embd_malloc(cap);
     if (!ctx->key_head) return embd_error(EMBD_ERR_NOMEM, "out of memory creating the cache");
     uint64_t fp = embd_model_fingerprint(ctx->model);
-    int32_t fields[4] = {ctx->model->hp.max_tokens, ctx->params.normalize ? 1 : 0,
-                         embd_model_normalizes(ctx->model) ? 1 : 0, (int32_t)ctx->params.dtype};
-    uint64_t plen = ctx->prefix_len;
+    int32_t fields[2] = {ctx->model->hp.max_tokens, (int32_t)ctx->params.dtype};
     size_t len = 0;
     len = head_put(ctx->key_head, len, cap, magic, sizeof magic);
     len = head_put(ctx->key_head, len, cap, &fp, sizeof fp);
     len = head_put(ctx->key_head, len, cap, fields, sizeof fields);
     len = head_put(ctx->key_head, len, cap, be_name, strlen(be_name) + 1);
-    len = head_put(ctx->key_head, len, cap, &plen, sizeof plen);
-    if (plen) len = head_put(ctx->key_head, len, cap, ctx->prefix, ctx->prefix_len);
     ctx->key_head_len = len;
 
     struct embd_cache_params cp = {
@@ -207,8 +204,9 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
  * error, or no memory even for the smallest batch), the CPU runs that batch,
  * with a log line; after a sticky error the CPU runs everything that follows
  * and the context's fallback is EMBD_FALLBACK_GPU_DEAD. */
-static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_batch *b) {
-    enum embd_status st = ctx->ops->embed(ctx->be, out, b, ctx->params.normalize);
+static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_batch *b,
+                                        bool normalize) {
+    enum embd_status st = ctx->ops->embed(ctx->be, out, b, normalize);
     if (st != EMBD_ERR_BACKEND || ctx->ops == &embd_backend_cpu_ops) return st;
     char why[512];
     snprintf(why, sizeof why, "%s", embd_last_error());
@@ -233,8 +231,7 @@ static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_ba
                  why);
         embd_metrics_fallback(&ctx->metrics, EMBD_FALLBACK_GPU_OOM);
     }
-    return embd_backend_cpu_ops.embed(ctx->cpu_be ? ctx->cpu_be : ctx->be, out, b,
-                                      ctx->params.normalize);
+    return embd_backend_cpu_ops.embed(ctx->cpu_be ? ctx->cpu_be : ctx->be, out, b, normalize);
 }
 
 void embd_ctx_trim(embd_ctx *ctx) {
@@ -367,6 +364,10 @@ int embd_ctx_dim(const embd_ctx *ctx) {
     return ctx->model->hp.H;
 }
 
+int embd_ctx_max_tokens(const embd_ctx *ctx) {
+    return ctx->model->hp.max_tokens;
+}
+
 embd_metrics *embd_ctx_metrics(embd_ctx *ctx) {
     return &ctx->metrics;
 }
@@ -385,12 +386,62 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
     return embd_metrics_format(&ctx->metrics, embd_ctx_backend(ctx), buf, cap);
 }
 
+/* ---------------------------------------------------------------------- */
+/* One call: options, tokenization, cache, batches                         */
+/* ---------------------------------------------------------------------- */
+
+struct embd_embed_opts embd_embed_default_opts(void) {
+    struct embd_embed_opts o = {.normalize = -1, .truncate = true, .prefix = NULL};
+    return o;
+}
+
+/* A call's options resolved against the context. */
+struct call {
+    const char *prefix; /* NULL: none */
+    size_t prefix_len;
+    bool l2;       /* the vectors are L2-normalised */
+    bool truncate; /* long inputs are cut, else refused */
+};
+
+static enum embd_status call_resolve(const embd_ctx *ctx, const struct embd_embed_opts *o,
+                                     struct call *c) {
+    const struct embd_embed_opts d = embd_embed_default_opts();
+    if (!o) o = &d;
+    if (o->normalize < -1 || o->normalize > 1)
+        return embd_error(EMBD_ERR_INVALID_ARG, "normalize must be -1, 0 or 1, not %d",
+                          o->normalize);
+    c->l2 = o->normalize == 1 ||
+            (o->normalize == -1 && ctx->params.normalize && embd_model_normalizes(ctx->model));
+    c->truncate = o->truncate;
+    c->prefix = o->prefix ? o->prefix : ctx->prefix;
+    c->prefix_len = c->prefix ? strlen(c->prefix) : 0;
+    if (!c->prefix_len) c->prefix = NULL;
+    return EMBD_OK;
+}
+
+/* L2-normalises n rows of out (n, D) in place (a zero row stays zero). */
+static void l2_rows(float *out, size_t n, size_t D) {
+    for (size_t i = 0; i < n; i++) {
+        float *o = out + i * D;
+        double ss = 0.0;
+        for (size_t c = 0; c < D; c++)
+            ss += (double)o[c] * o[c];
+        const float inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+        for (size_t c = 0; c < D; c++)
+            o[c] *= inv;
+    }
+}
+
 /* Runs the backend over inputs [0, n) given as packed ids, in batches of at
- * most max_batch_tokens tokens, writing out (n, D) in input order. */
-static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int32_t *seq_start,
-                                    size_t n, float *out) {
+ * most max_batch_tokens tokens, writing out (n, D) in input order,
+ * L2-normalised when c->l2. */
+static enum embd_status run_batches(embd_ctx *ctx, const struct call *c, const int32_t *ids,
+                                    const int32_t *seq_start, size_t n, float *out) {
     const int D = ctx->model->hp.H;
     const size_t budget = (size_t)ctx->batch_tokens;
+    /* The backends normalise for models that end in Normalize; a call that
+     * asks for it on another model is normalised here. */
+    const bool model_l2 = embd_model_normalizes(ctx->model);
     size_t i = 0;
     while (i < n) {
         size_t j = i + 1;
@@ -408,11 +459,12 @@ static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int
             .seq_start = ss,
         };
         double t0 = embd_now();
-        enum embd_status st = ctx_embed_batch(ctx, out + i * (size_t)D, &b);
+        enum embd_status st = ctx_embed_batch(ctx, out + i * (size_t)D, &b, c->l2 && model_l2);
         double dt = embd_now() - t0;
         ctx->stats.forward_sec += dt;
         embd_free(ss);
         if (st != EMBD_OK) return st;
+        if (c->l2 && !model_l2) l2_rows(out + i * (size_t)D, j - i, (size_t)D);
         embd_metrics_observe(&ctx->metrics, EMBD_H_INFERENCE_SEC, dt);
         embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_INPUTS, (double)b.n_seq);
         embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
@@ -433,33 +485,72 @@ static enum embd_status run_batches(embd_ctx *ctx, const int32_t *ids, const int
     return EMBD_OK;
 }
 
-/* Tokenizes one text (with the context's prefix) into ids (cap max_tokens).
- * `buf` is scratch for prefix + text. */
-static enum embd_status tokenize_one(const embd_ctx *ctx, const char *text, size_t len,
-                                     int32_t *ids, size_t *n_ids) {
+/* The call's prefix and text joined into *joined (embd_free it), or the text
+ * itself when there is no prefix (*joined NULL). Sets *t and *tlen. */
+static enum embd_status with_prefix(const struct call *c, const char *text, size_t len,
+                                    char **joined, const char **t, size_t *tlen) {
+    *joined = NULL;
+    *t = text;
+    *tlen = len;
+    if (!c->prefix) return EMBD_OK;
+    *joined = embd_malloc(c->prefix_len + len + 1);
+    if (!*joined) return embd_error(EMBD_ERR_NOMEM, "out of memory adding the prefix");
+    memcpy(*joined, c->prefix, c->prefix_len);
+    if (len) memcpy(*joined + c->prefix_len, text, len);
+    *t = *joined;
+    *tlen = c->prefix_len + len;
+    return EMBD_OK;
+}
+
+/* Tokenizes one text (with the call's prefix) into ids (cap max_tokens);
+ * *word is the token word (cache.h): the count, and whether it was cut. */
+static enum embd_status tokenize_one(const embd_ctx *ctx, const struct call *c, const char *text,
+                                     size_t len, int32_t *ids, uint32_t *word) {
     const embd_model *m = ctx->model;
     const int max_tokens = m->hp.max_tokens;
-    if (!ctx->prefix)
-        return embd_tokenizer_encode(m->tok, text, len, max_tokens, ids, (size_t)max_tokens, n_ids);
-    char *joined = embd_malloc(ctx->prefix_len + len + 1);
-    if (!joined) return embd_error(EMBD_ERR_NOMEM, "out of memory adding the prefix");
-    memcpy(joined, ctx->prefix, ctx->prefix_len);
-    if (len) memcpy(joined + ctx->prefix_len, text, len);
-    enum embd_status st = embd_tokenizer_encode(m->tok, joined, ctx->prefix_len + len, max_tokens,
-                                                ids, (size_t)max_tokens, n_ids);
+    char *joined;
+    const char *t;
+    size_t tlen, got = 0;
+    bool cut = false;
+    enum embd_status st = with_prefix(c, text, len, &joined, &t, &tlen);
+    if (st == EMBD_OK)
+        st =
+            embd_tokenizer_encode(m->tok, t, tlen, max_tokens, ids, (size_t)max_tokens, &got, &cut);
     embd_free(joined);
+    *word = (uint32_t)got | (cut ? EMBD_CACHE_TRUNCATED : 0);
     return st;
 }
 
-/* Tokenizes and embeds n texts (arguments checked), no cache. */
-static enum embd_status embed_texts(embd_ctx *ctx, const char *const *texts, const size_t *lens,
-                                    size_t n, float *out) {
+/* The typed refusal of input i (too long, truncation off), with its full
+ * token count (counted again: this is the error path). */
+static enum embd_status refuse_long(const embd_ctx *ctx, const struct call *c, const char *text,
+                                    size_t len, size_t i, struct embd_embed_info *info) {
+    char *joined;
+    const char *t;
+    size_t tlen, full = 0;
+    if (with_prefix(c, text, len, &joined, &t, &tlen) == EMBD_OK)
+        embd_count_tokens(ctx->model, t, tlen, &full);
+    embd_free(joined);
+    if (info) {
+        info->bad_input = i;
+        info->bad_tokens = full;
+    }
+    return embd_error(EMBD_ERR_TOO_LONG, "input %zu has %zu tokens; the model takes at most %d", i,
+                      full, ctx->model->hp.max_tokens);
+}
+
+/* Tokenizes and embeds n texts (arguments checked), no cache; words (n)
+ * receives each text's token word. With !c->truncate a text that was cut
+ * fails the call (EMBD_ERR_TOO_LONG, the first such, *bad its index) before
+ * anything runs. */
+static enum embd_status embed_texts(embd_ctx *ctx, const struct call *c, const char *const *texts,
+                                    const size_t *lens, size_t n, float *out, uint32_t *words,
+                                    struct embd_embed_info *info) {
     const size_t max_tokens = (size_t)ctx->model->hp.max_tokens;
     enum embd_status st = EMBD_OK;
     int32_t *ids = embd_malloc2(n * max_tokens, sizeof *ids);    /* (n * max_tokens) scratch */
-    int32_t *lens_tok = embd_malloc2(n, sizeof *lens_tok);       /* (n) tokens per input */
     int32_t *seq_start = embd_malloc2(n + 1, sizeof *seq_start); /* (n+1) */
-    if (!ids || !lens_tok || !seq_start) {
+    if (!ids || !seq_start) {
         st = embd_error(EMBD_ERR_NOMEM, "out of memory tokenizing %zu texts", n);
         goto done;
     }
@@ -471,9 +562,8 @@ static enum embd_status embed_texts(embd_ctx *ctx, const char *const *texts, con
     char err_msg[512] = "";
 #pragma omp parallel for schedule(dynamic, 16) num_threads(ctx->n_threads) if (n >= 32)
     for (size_t i = 0; i < n; i++) {
-        size_t got = 0;
         size_t len = lens ? lens[i] : strlen(texts[i]);
-        enum embd_status s = tokenize_one(ctx, texts[i], len, ids + i * max_tokens, &got);
+        enum embd_status s = tokenize_one(ctx, c, texts[i], len, ids + i * max_tokens, &words[i]);
         if (s != EMBD_OK) {
 #pragma omp critical
             {
@@ -483,9 +573,8 @@ static enum embd_status embed_texts(embd_ctx *ctx, const char *const *texts, con
                     snprintf(err_msg, sizeof err_msg, "text %zu: %s", i, embd_last_error());
                 }
             }
-            got = 0;
+            words[i] = 0;
         }
-        lens_tok[i] = (int32_t)got;
     }
     ctx->stats.tokenize_sec += embd_now() - t0;
     embd_metrics_observe(&ctx->metrics, EMBD_H_TOKENIZE_SEC, embd_now() - t0);
@@ -493,55 +582,79 @@ static enum embd_status embed_texts(embd_ctx *ctx, const char *const *texts, con
         st = embd_error(first_err, "%s", err_msg);
         goto done;
     }
+    if (!c->truncate)
+        for (size_t i = 0; i < n; i++)
+            if (words[i] & EMBD_CACHE_TRUNCATED) {
+                st = refuse_long(ctx, c, texts[i], lens ? lens[i] : strlen(texts[i]), i, info);
+                goto done;
+            }
 
     /* Compact the slots into a packed batch (in place: destination <= source). */
     seq_start[0] = 0;
     for (size_t i = 0; i < n; i++) {
+        const int32_t len = (int32_t)(words[i] & ~EMBD_CACHE_TRUNCATED);
         int32_t *dst = ids + seq_start[i];
         const int32_t *src = ids + i * max_tokens;
-        if (dst != src) memmove(dst, src, (size_t)lens_tok[i] * sizeof *dst);
-        seq_start[i + 1] = seq_start[i] + lens_tok[i];
+        if (dst != src) memmove(dst, src, (size_t)len * sizeof *dst);
+        seq_start[i + 1] = seq_start[i] + len;
     }
-    st = run_batches(ctx, ids, seq_start, n, out);
+    st = run_batches(ctx, c, ids, seq_start, n, out);
 
 done:
     embd_free(ids);
-    embd_free(lens_tok);
     embd_free(seq_start);
     return st;
 }
 
-enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens, size_t n,
-                            float *out) {
-    if (!ctx || (!texts && n) || (!out && n))
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: NULL argument");
-    if (n == 0) return EMBD_OK;
-    if (n > (size_t)INT32_MAX / (size_t)ctx->model->hp.max_tokens)
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
-    for (size_t i = 0; i < n; i++)
-        if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
-    embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
-    embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
-    if (!ctx->cache) return embed_texts(ctx, texts, lens, n, out);
+/* The cache key head of a call: the context's (model, backend, precision,
+ * truncation length) and the call's options that change a vector
+ * (normalisation and prefix). *head is embd_free'd by the caller. */
+static enum embd_status call_key_head(const embd_ctx *ctx, const struct call *c,
+                                      unsigned char **head, size_t *len) {
+    const size_t cap = ctx->key_head_len + 1 + 8 + c->prefix_len;
+    unsigned char *h = embd_malloc(cap);
+    if (!h) return embd_error(EMBD_ERR_NOMEM, "out of memory making cache keys");
+    const unsigned char l2 = c->l2;
+    const uint64_t plen = c->prefix_len;
+    size_t n = head_put(h, 0, cap, ctx->key_head, ctx->key_head_len);
+    n = head_put(h, n, cap, &l2, 1);
+    n = head_put(h, n, cap, &plen, sizeof plen);
+    if (plen) n = head_put(h, n, cap, c->prefix, c->prefix_len);
+    *head = h;
+    *len = n;
+    return EMBD_OK;
+}
 
-    /* Look every text up; only the misses go to the tokenizer and the
-     * backend, each distinct text once (so that equal texts get one and the
-     * same vector), and their vectors are merged back in input order. */
+/* Looks every text up; only the misses go to the tokenizer and the backend,
+ * each distinct text once (so that equal texts get one and the same vector),
+ * and their vectors and token words are merged back in input order. */
+static enum embd_status embed_cached(embd_ctx *ctx, const struct call *c, const char *const *texts,
+                                     const size_t *lens, size_t n, float *out, uint32_t *words,
+                                     struct embd_embed_info *info) {
     const size_t D = (size_t)ctx->model->hp.H;
     enum embd_status st = EMBD_OK;
+    unsigned char *head = NULL;
+    size_t head_len = 0;
     embd_cache_key *keys = embd_malloc2(n, sizeof *keys); /* (n) */
     unsigned char *hit = embd_malloc(n);                  /* (n) */
     const char **miss_texts = NULL;                       /* (m) distinct missing texts */
     size_t *miss_lens = NULL;                             /* (m) */
     embd_cache_key *miss_keys = NULL;                     /* (m) */
     float *miss_out = NULL;                               /* (m, D) */
+    uint32_t *miss_words = NULL;                          /* (m) */
     size_t *slot_of = NULL; /* (n) for each missing input, its row in miss_out */
     size_t *table = NULL;   /* (tsize) open addressing over miss rows + 1; 0 = empty */
     if (!keys || !hit) goto nomem;
+    if ((st = call_key_head(ctx, c, &head, &head_len)) != EMBD_OK) goto done;
     for (size_t i = 0; i < n; i++)
-        embd_cache_key_make(&keys[i], ctx->key_head, ctx->key_head_len, texts[i],
-                            lens ? lens[i] : strlen(texts[i]));
-    size_t hits = embd_cache_get(ctx->cache, keys, n, out, hit);
+        embd_cache_key_make(&keys[i], head, head_len, texts[i], lens ? lens[i] : strlen(texts[i]));
+    size_t hits = embd_cache_get(ctx->cache, keys, n, out, words, hit);
+    if (!c->truncate)
+        for (size_t i = 0; i < n; i++)
+            if (hit[i] && (words[i] & EMBD_CACHE_TRUNCATED)) {
+                st = refuse_long(ctx, c, texts[i], lens ? lens[i] : strlen(texts[i]), i, info);
+                goto done;
+            }
     size_t m = n - hits;
     if (m == 0) goto done;
     size_t tsize = 16;
@@ -550,9 +663,10 @@ enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_
     miss_texts = embd_malloc2(m, sizeof *miss_texts);
     miss_lens = embd_malloc2(m, sizeof *miss_lens);
     miss_keys = embd_malloc2(m, sizeof *miss_keys);
+    miss_words = embd_malloc2(m, sizeof *miss_words);
     slot_of = embd_malloc2(n, sizeof *slot_of);
     table = embd_calloc(tsize, sizeof *table);
-    if (!miss_texts || !miss_lens || !miss_keys || !slot_of || !table) goto nomem;
+    if (!miss_texts || !miss_lens || !miss_keys || !miss_words || !slot_of || !table) goto nomem;
     size_t u = 0; /* distinct missing texts */
     for (size_t i = 0; i < n; i++) {
         if (hit[i]) continue;
@@ -570,32 +684,92 @@ enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_
     }
     miss_out = embd_malloc2(u * D, sizeof *miss_out);
     if (!miss_out) goto nomem;
-    st = embed_texts(ctx, miss_texts, miss_lens, u, miss_out);
+    st = embed_texts(ctx, c, miss_texts, miss_lens, u, miss_out, miss_words, info);
+    if (st == EMBD_ERR_TOO_LONG && info) { /* a row of the misses: name the input */
+        for (size_t i = 0; i < n; i++)
+            if (!hit[i] && slot_of[i] == info->bad_input) {
+                info->bad_input = i;
+                break;
+            }
+    }
     if (st != EMBD_OK) goto done;
-    embd_cache_put(ctx->cache, miss_keys, u, miss_out);
+    embd_cache_put(ctx->cache, miss_keys, u, miss_out, miss_words);
     for (size_t i = 0; i < n; i++)
-        if (!hit[i]) memcpy(out + i * D, miss_out + slot_of[i] * D, D * sizeof *out);
+        if (!hit[i]) {
+            memcpy(out + i * D, miss_out + slot_of[i] * D, D * sizeof *out);
+            words[i] = miss_words[slot_of[i]];
+        }
     goto done;
 
 nomem:
     st = embd_error(EMBD_ERR_NOMEM, "out of memory looking up %zu texts in the cache", n);
 done:
+    embd_free(head);
     embd_free(keys);
     embd_free(hit);
     embd_free(miss_texts);
     embd_free(miss_lens);
     embd_free(miss_keys);
     embd_free(miss_out);
+    embd_free(miss_words);
     embd_free(slot_of);
     embd_free(table);
     return st;
 }
 
-enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size_t *seq_start,
-                                   size_t n, float *out) {
+enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts, const size_t *lens,
+                               size_t n, float *out, const struct embd_embed_opts *opts,
+                               struct embd_embed_info *info) {
+    if (info) {
+        info->total_tokens = 0;
+        info->bad_input = info->bad_tokens = 0;
+    }
+    if (!ctx || (!texts && n) || (!out && n))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: NULL argument");
+    struct call c;
+    enum embd_status st = call_resolve(ctx, opts, &c);
+    if (st != EMBD_OK || n == 0) return st;
+    if (n > (size_t)INT32_MAX / (size_t)ctx->model->hp.max_tokens)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
+    for (size_t i = 0; i < n; i++)
+        if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
+    embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
+    embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
+    uint32_t *words = embd_malloc2(n, sizeof *words); /* (n) token words */
+    if (!words) return embd_error(EMBD_ERR_NOMEM, "out of memory embedding %zu texts", n);
+    st = ctx->cache ? embed_cached(ctx, &c, texts, lens, n, out, words, info)
+                    : embed_texts(ctx, &c, texts, lens, n, out, words, info);
+    if (st == EMBD_OK && info) {
+        for (size_t i = 0; i < n; i++) {
+            const size_t t = words[i] & ~EMBD_CACHE_TRUNCATED;
+            if (info->n_tokens) info->n_tokens[i] = t;
+            info->total_tokens += t;
+        }
+    }
+    embd_free(words);
+    return st;
+}
+
+enum embd_status embd_embed(embd_ctx *ctx, const char *const *texts, const size_t *lens, size_t n,
+                            float *out) {
+    return embd_embed_ex(ctx, texts, lens, n, out, NULL, NULL);
+}
+
+enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids, const size_t *seq_start,
+                                      size_t n, float *out, const struct embd_embed_opts *opts,
+                                      struct embd_embed_info *info) {
+    if (info) {
+        info->total_tokens = 0;
+        info->bad_input = info->bad_tokens = 0;
+    }
     if (!ctx || (n && (!ids || !seq_start || !out)))
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: NULL argument");
-    if (n == 0) return EMBD_OK;
+    struct call c;
+    enum embd_status st = call_resolve(ctx, opts, &c);
+    if (st != EMBD_OK || n == 0) return st;
+    if (opts && opts->prefix && opts->prefix[0])
+        return embd_error(EMBD_ERR_INVALID_ARG,
+                          "embd_embed_tokens: a prefix cannot be added to token ids");
     embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
     embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
     const embd_hparams *hp = &ctx->model->hp;
@@ -605,10 +779,15 @@ enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size
         if (seq_start[i + 1] <= seq_start[i])
             return embd_error(EMBD_ERR_INVALID_ARG, "input %zu has no tokens", i);
         size_t len = seq_start[i + 1] - seq_start[i];
-        if (len > (size_t)hp->max_tokens)
-            return embd_error(EMBD_ERR_INVALID_ARG,
+        if (len > (size_t)hp->max_tokens) {
+            if (info) {
+                info->bad_input = i;
+                info->bad_tokens = len;
+            }
+            return embd_error(EMBD_ERR_TOO_LONG,
                               "input %zu has %zu tokens; the model takes at most %d", i, len,
                               hp->max_tokens);
+        }
     }
     if (seq_start[n] > (size_t)INT32_MAX)
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: too many tokens");
@@ -621,9 +800,19 @@ enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size
     if (!ss) return embd_error(EMBD_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i <= n; i++)
         ss[i] = (int32_t)seq_start[i];
-    enum embd_status st = run_batches(ctx, ids, ss, n, out);
+    st = run_batches(ctx, &c, ids, ss, n, out);
     embd_free(ss);
+    if (st == EMBD_OK && info) {
+        for (size_t i = 0; i < n; i++)
+            if (info->n_tokens) info->n_tokens[i] = seq_start[i + 1] - seq_start[i];
+        info->total_tokens = seq_start[n];
+    }
     return st;
+}
+
+enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size_t *seq_start,
+                                   size_t n, float *out) {
+    return embd_embed_tokens_ex(ctx, ids, seq_start, n, out, NULL, NULL);
 }
 
 static char system_info[512];

@@ -7,6 +7,8 @@
 
 /* Embedding dimension D of the context's model. */
 int embd_ctx_dim(const embd_ctx *ctx);
+/* Tokens per input of the context's model ([CLS]/[SEP] included). */
+int embd_ctx_max_tokens(const embd_ctx *ctx);
 /* The context's metrics registry (thread-safe). */
 embd_metrics *embd_ctx_metrics(embd_ctx *ctx);
 

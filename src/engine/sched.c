@@ -32,8 +32,11 @@ struct sched_req {
     const int32_t *ids;       /* token inputs instead of texts: ids (T) or NULL */
     const size_t *seq_start;  /* (n+1) with ids */
     size_t n;
-    float *out;        /* (n, D) */
-    const int *cancel; /* the caller's flag, or NULL */
+    float *out; /* (n, D) */
+    struct embd_embed_opts opts;
+    struct embd_embed_info *info; /* the caller's, or NULL */
+    bool grouped, in_group;       /* run_list's marks (worker only) */
+    const int *cancel;            /* the caller's flag, or NULL */
     bool has_deadline;
     struct timespec deadline; /* CLOCK_MONOTONIC */
     enum req_state state;     /* under the scheduler's mutex */
@@ -46,6 +49,7 @@ struct sched_req {
 struct embd_sched {
     embd_ctx *ctx;
     int dim;
+    int max_tokens;         /* the model's, for messages */
     size_t capacity;        /* texts queued at most (a larger request waits for an empty queue) */
     size_t max_batch_texts; /* texts per embd_embed call */
     pthread_mutex_t mu;
@@ -138,43 +142,52 @@ static int text_row_cmp(const void *a, const void *b) {
 
 static void run_one(embd_sched *s, struct sched_req *r) {
     if (r->ids)
-        r->st = embd_embed_tokens(s->ctx, r->ids, r->seq_start, r->n, r->out);
+        r->st = embd_embed_tokens_ex(s->ctx, r->ids, r->seq_start, r->n, r->out, &r->opts, r->info);
     else
-        r->st = embd_embed(s->ctx, r->texts, r->lens, r->n, r->out);
+        r->st = embd_embed_ex(s->ctx, r->texts, r->lens, r->n, r->out, &r->opts, r->info);
     if (r->st != EMBD_OK) snprintf(r->err, sizeof r->err, "%s", embd_last_error());
 }
 
-/* Embeds the text requests of list together, ordered by byte length, and
- * scatters the rows back; when that fails and there are several requests
- * (or memory for it is short), each request runs alone, so that one bad text
- * fails only its own caller. Token requests run one by one. Records each
- * status. */
-static void run_list(embd_sched *s, struct sched_req *list) {
+/* Whether two requests' options give the same vectors and refusals, so
+ * that their texts may share one embedding call. */
+static bool same_opts(const struct embd_embed_opts *a, const struct embd_embed_opts *b) {
+    if (a->normalize != b->normalize || a->truncate != b->truncate) return false;
+    if (!a->prefix || !b->prefix) return a->prefix == b->prefix;
+    return strcmp(a->prefix, b->prefix) == 0;
+}
+
+/* Embeds the text requests of list whose options are those of `first`
+ * together, ordered by byte length, and scatters the rows and token counts
+ * back; when that fails and there are several requests (or memory for it is
+ * short), each request runs alone, so that one bad text fails only its own
+ * caller. Marks each request it answers `grouped` and records its status. */
+static void run_group(embd_sched *s, struct sched_req *list, const struct sched_req *first) {
     const size_t D = (size_t)s->dim;
+    const struct embd_embed_opts opts = first->opts;
     size_t total = 0, n_req = 0;
     struct sched_req *only = NULL;
     for (struct sched_req *r = list; r; r = r->next) {
-        if (r->ids) {
-            run_one(s, r);
-            continue;
-        }
+        if (r->ids || r->grouped || !same_opts(&r->opts, &opts)) continue;
+        r->grouped = true;
+        r->in_group = true;
         total += r->n;
         n_req++;
         only = r;
     }
-    if (total == 0) return;
 
     struct text_row *rows = embd_malloc2(total, sizeof *rows); /* (total) sorted by length */
     float **dst = embd_malloc2(total, sizeof *dst);            /* (total) by queue order */
     const char **texts = embd_malloc2(total, sizeof *texts);   /* (total) sorted by length */
     size_t *lens = embd_malloc2(total, sizeof *lens);          /* (total) sorted by length */
+    size_t *ntok = embd_malloc2(total, sizeof *ntok);          /* (total) sorted by length */
     float *out = embd_malloc2(total * D, sizeof *out);         /* (total, D) sorted by length */
+    struct embd_embed_info info = {.n_tokens = ntok};
     enum embd_status st = EMBD_ERR_NOMEM;
-    if (rows && dst && texts && lens && out) {
+    if (rows && dst && texts && lens && ntok && out) {
         size_t k = 0;
         bool sorted = true;
         for (struct sched_req *r = list; r; r = r->next) {
-            if (r->ids) continue;
+            if (!r->in_group) continue;
             for (size_t i = 0; i < r->n; i++, k++) {
                 rows[k].text = r->texts[i];
                 rows[k].len = r->lens ? r->lens[i] : strlen(r->texts[i]);
@@ -188,25 +201,58 @@ static void run_list(embd_sched *s, struct sched_req *list) {
             texts[j] = rows[j].text;
             lens[j] = rows[j].len;
         }
-        st = embd_embed(s->ctx, texts, lens, total, out);
+        st = embd_embed_ex(s->ctx, texts, lens, total, out, &opts, &info);
     }
     if (st == EMBD_OK) {
-        for (size_t j = 0; j < total; j++)
+        size_t *ntok_q = (size_t *)texts; /* (total) counts in queue order, over texts */
+        for (size_t j = 0; j < total; j++) {
             memcpy(dst[rows[j].k], out + j * D, D * sizeof *out);
-        for (struct sched_req *r = list; r; r = r->next)
-            if (!r->ids) r->st = EMBD_OK;
+            ntok_q[rows[j].k] = ntok[j];
+        }
+        size_t k = 0;
+        for (struct sched_req *r = list; r; r = r->next) {
+            if (!r->in_group) continue;
+            r->st = EMBD_OK;
+            if (r->info) r->info->total_tokens = 0;
+            for (size_t i = 0; i < r->n; i++, k++) {
+                if (!r->info) continue;
+                if (r->info->n_tokens) r->info->n_tokens[i] = ntok_q[k];
+                r->info->total_tokens += ntok_q[k];
+            }
+        }
     } else if (n_req == 1 && st != EMBD_ERR_NOMEM) {
         only->st = st;
         snprintf(only->err, sizeof only->err, "%s", embd_last_error());
+        if (only->info && st == EMBD_ERR_TOO_LONG) { /* a sorted row: its place in the request */
+            only->info->bad_input = rows[info.bad_input].k;
+            only->info->bad_tokens = info.bad_tokens;
+            snprintf(only->err, sizeof only->err,
+                     "input %zu has %zu tokens; the model takes at most %d", rows[info.bad_input].k,
+                     info.bad_tokens, s->max_tokens);
+        }
     } else {
         for (struct sched_req *r = list; r; r = r->next)
-            if (!r->ids) run_one(s, r);
+            if (r->in_group) run_one(s, r);
     }
+    for (struct sched_req *r = list; r; r = r->next)
+        r->in_group = false;
     embd_free(rows);
     embd_free(dst);
     embd_free(texts);
     embd_free(lens);
+    embd_free(ntok);
     embd_free(out);
+}
+
+/* Runs every request of list: token requests one by one, text requests
+ * in groups of equal options (run_group). Records each status. */
+static void run_list(embd_sched *s, struct sched_req *list) {
+    for (struct sched_req *r = list; r; r = r->next) {
+        r->grouped = r->in_group = false;
+        if (r->ids) run_one(s, r);
+    }
+    for (struct sched_req *r = list; r; r = r->next)
+        if (!r->ids && !r->grouped) run_group(s, list, r);
 }
 
 static void *worker_main(void *arg) {
@@ -307,6 +353,7 @@ enum embd_status embd_sched_new(embd_ctx *ctx, struct embd_sched_params params, 
     if (!s) return embd_error(EMBD_ERR_NOMEM, "out of memory creating a scheduler");
     s->ctx = ctx;
     s->dim = embd_ctx_dim(ctx);
+    s->max_tokens = embd_ctx_max_tokens(ctx);
     s->capacity = params.queue_texts;
     s->max_batch_texts = params.max_batch_texts;
     pthread_condattr_t ca;
@@ -433,16 +480,29 @@ static enum embd_status submit(embd_sched *s, struct sched_req *req,
     return EMBD_OK;
 }
 
-enum embd_status embd_sched_embed_ex(embd_sched *s, const char *const *texts, const size_t *lens,
-                                     size_t n, float *out, const struct embd_sched_call *call) {
+enum embd_status embd_sched_embed_opts(embd_sched *s, const char *const *texts, const size_t *lens,
+                                       size_t n, float *out, const struct embd_sched_call *call,
+                                       const struct embd_embed_opts *opts,
+                                       struct embd_embed_info *info) {
+    if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
     if (!s || (n && (!texts || !out)))
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: NULL argument");
     if (n == 0) return EMBD_OK;
     for (size_t i = 0; i < n; i++) /* checked here: one NULL must not fail other callers */
         if (!texts[i])
             return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: text %zu is NULL", i);
-    struct sched_req req = {.texts = texts, .lens = lens, .n = n, .out = out};
+    struct sched_req req = {.texts = texts,
+                            .lens = lens,
+                            .n = n,
+                            .out = out,
+                            .opts = opts ? *opts : embd_embed_default_opts(),
+                            .info = info};
     return submit(s, &req, call);
+}
+
+enum embd_status embd_sched_embed_ex(embd_sched *s, const char *const *texts, const size_t *lens,
+                                     size_t n, float *out, const struct embd_sched_call *call) {
+    return embd_sched_embed_opts(s, texts, lens, n, out, call, NULL, NULL);
 }
 
 enum embd_status embd_sched_embed(embd_sched *s, const char *const *texts, const size_t *lens,
@@ -451,14 +511,28 @@ enum embd_status embd_sched_embed(embd_sched *s, const char *const *texts, const
     return embd_sched_embed_ex(s, texts, lens, n, out, &call);
 }
 
-enum embd_status embd_sched_embed_tokens_ex(embd_sched *s, const int32_t *ids,
-                                            const size_t *seq_start, size_t n, float *out,
-                                            const struct embd_sched_call *call) {
+enum embd_status embd_sched_embed_tokens_opts(embd_sched *s, const int32_t *ids,
+                                              const size_t *seq_start, size_t n, float *out,
+                                              const struct embd_sched_call *call,
+                                              const struct embd_embed_opts *opts,
+                                              struct embd_embed_info *info) {
+    if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
     if (!s || (n && (!ids || !seq_start || !out)))
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed_tokens: NULL argument");
     if (n == 0) return EMBD_OK;
-    struct sched_req req = {.ids = ids, .seq_start = seq_start, .n = n, .out = out};
+    struct sched_req req = {.ids = ids,
+                            .seq_start = seq_start,
+                            .n = n,
+                            .out = out,
+                            .opts = opts ? *opts : embd_embed_default_opts(),
+                            .info = info};
     return submit(s, &req, call);
+}
+
+enum embd_status embd_sched_embed_tokens_ex(embd_sched *s, const int32_t *ids,
+                                            const size_t *seq_start, size_t n, float *out,
+                                            const struct embd_sched_call *call) {
+    return embd_sched_embed_tokens_opts(s, ids, seq_start, n, out, call, NULL, NULL);
 }
 
 enum embd_status embd_sched_embed_tokens(embd_sched *s, const int32_t *ids, const size_t *seq_start,

@@ -1,10 +1,11 @@
-/* request.c — the server's request bodies: JSON parsing (cJSON) and every
- * check that needs no engine; see request.h. */
+/* request.c — the server's request bodies: JSON parsing (Jansson, whose
+ * strings carry their length, so a "\u0000" is a character like any other)
+ * and every check that needs no engine; see request.h. */
 #include "server/request.h"
 
 #include "util/util.h"
 
-#include <cjson/cJSON.h>
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -23,7 +24,7 @@ __attribute__((format(printf, 4, 5))) static int fail(struct srv_error *err, int
     return -1;
 }
 
-/* cJSON allocates through util.h, so that tests can fail its allocations
+/* Jansson allocates through util.h, so that tests can fail its allocations
  * too, and a failed one is told apart from bad JSON (json_oom). */
 static _Thread_local bool json_oom;
 
@@ -38,8 +39,7 @@ static void json_free(void *p) {
 }
 
 static void json_hooks(void) {
-    cJSON_Hooks h = {.malloc_fn = json_malloc, .free_fn = json_free};
-    cJSON_InitHooks(&h);
+    json_set_alloc_funcs(json_malloc, json_free);
 }
 
 static pthread_once_t json_once = PTHREAD_ONCE_INIT;
@@ -127,19 +127,19 @@ static size_t utf8_chars(const char *s, size_t len) {
 }
 
 /* A JSON number that is an integer in [lo, hi]. */
-static bool json_int(const cJSON *v, double lo, double hi, long long *out) {
-    if (!cJSON_IsNumber(v)) return false;
-    double d = v->valuedouble;
+static bool json_int(const json_t *v, double lo, double hi, long long *out) {
+    if (!json_is_number(v)) return false;
+    double d = json_number_value(v);
     if (!isfinite(d) || d != floor(d) || d < lo || d > hi) return false;
     *out = (long long)d;
     return true;
 }
 
 /* One token input from a JSON array of integers. */
-static int parse_ids(const cJSON *arr, size_t index, bool nested, const struct srv_limits *lim,
+static int parse_ids(const json_t *arr, size_t index, bool nested, const struct srv_limits *lim,
                      bool truncate, struct srv_input *in, const char *param,
                      struct srv_error *err) {
-    size_t n = (size_t)cJSON_GetArraySize(arr);
+    size_t n = json_array_size(arr);
     if (n == 0 && nested)
         return fail(err, 400, param, "\"%s\"[%zu] is an empty token list", param, index);
     if (n == 0) return fail(err, 400, param, "\"%s\" is empty", param);
@@ -152,39 +152,38 @@ static int parse_ids(const cJSON *arr, size_t index, bool nested, const struct s
     in->ids = embd_malloc2(keep, sizeof *in->ids);
     if (!in->ids) return fail(err, 503, NULL, "out of memory");
     in->n_ids = keep;
-    size_t j = 0;
-    const cJSON *t;
-    cJSON_ArrayForEach(t, arr) {
+    size_t j;
+    const json_t *t;
+    json_array_foreach(arr, j, t) {
         long long id;
-        if (!cJSON_IsNumber(t))
+        if (!json_is_number(t))
             return fail(err, 400, param, "%s: token lists must hold only integers", param);
         if (!json_int(t, 0, (double)lim->vocab - 1, &id))
             return fail(err, 400, param,
                         "input %zu: token id %.17g is not an integer in [0, %d) (the model's "
                         "vocabulary)",
-                        index, t->valuedouble, lim->vocab);
+                        index, json_number_value(t), lim->vocab);
         if (j < keep) in->ids[j] = (int32_t)id;
-        j++;
     }
     return 0;
 }
 
 /* The inputs of an OpenAI or TEI request. */
-static int parse_inputs(const cJSON *v, const char *param, const struct srv_limits *lim,
+static int parse_inputs(const json_t *v, const char *param, const struct srv_limits *lim,
                         struct srv_request *req, struct srv_error *err) {
     if (!v) return fail(err, 400, param, "missing field \"%s\"", param);
-    if (cJSON_IsString(v)) {
+    if (json_is_string(v)) {
         req->inputs = embd_calloc(1, sizeof *req->inputs);
         if (!req->inputs) return fail(err, 503, NULL, "out of memory");
         req->n = 1;
-        req->inputs[0].text = v->valuestring;
-        req->inputs[0].len = strlen(v->valuestring);
-    } else if (cJSON_IsArray(v)) {
-        size_t n = (size_t)cJSON_GetArraySize(v);
+        req->inputs[0].text = json_string_value(v);
+        req->inputs[0].len = json_string_length(v);
+    } else if (json_is_array(v)) {
+        size_t n = json_array_size(v);
         if (n == 0) return fail(err, 400, param, "\"%s\" is an empty array", param);
-        const cJSON *first = v->child;
-        bool texts = cJSON_IsString(first), ids = cJSON_IsNumber(first),
-             lists = cJSON_IsArray(first);
+        const json_t *first = json_array_get(v, 0);
+        bool texts = json_is_string(first), ids = json_is_number(first),
+             lists = json_is_array(first);
         if (!texts && !ids && !lists)
             return fail(err, 400, param,
                         "\"%s\" must be a string, an array of strings, an array of token ids or "
@@ -200,19 +199,19 @@ static int parse_inputs(const cJSON *v, const char *param, const struct srv_limi
         req->n = n_inputs;
         req->tokens = !texts;
         if (ids) return parse_ids(v, 0, false, lim, req->truncate, &req->inputs[0], param, err);
-        size_t i = 0;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, v) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
             if (texts) {
-                if (!cJSON_IsString(e))
+                if (!json_is_string(e))
                     return fail(err, 400, param,
                                 "\"%s\"[%zu] is not a string (an array of inputs must not mix "
                                 "types)",
                                 param, i);
-                req->inputs[i].text = e->valuestring;
-                req->inputs[i].len = strlen(e->valuestring);
+                req->inputs[i].text = json_string_value(e);
+                req->inputs[i].len = json_string_length(e);
             } else {
-                if (!cJSON_IsArray(e))
+                if (!json_is_array(e))
                     return fail(err, 400, param,
                                 "\"%s\"[%zu] is not an array of token ids (an array of inputs "
                                 "must not mix types)",
@@ -220,7 +219,6 @@ static int parse_inputs(const cJSON *v, const char *param, const struct srv_limi
                 if (parse_ids(e, i, true, lim, req->truncate, &req->inputs[i], param, err))
                     return -1;
             }
-            i++;
         }
     } else {
         return fail(err, 400, param,
@@ -242,80 +240,88 @@ static int parse_inputs(const cJSON *v, const char *param, const struct srv_limi
 }
 
 /* An optional boolean field: 1, 0, or dflt when absent or null. */
-static int opt_bool(const cJSON *obj, const char *name, int dflt, int *out, struct srv_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (!v || cJSON_IsNull(v)) {
+static int opt_bool(const json_t *obj, const char *name, int dflt, int *out,
+                    struct srv_error *err) {
+    const json_t *v = json_object_get(obj, name);
+    if (!v || json_is_null(v)) {
         *out = dflt;
         return 0;
     }
-    if (!cJSON_IsBool(v)) return fail(err, 400, name, "\"%s\" must be true or false", name);
-    *out = cJSON_IsTrue(v);
+    if (!json_is_boolean(v)) return fail(err, 400, name, "\"%s\" must be true or false", name);
+    *out = json_is_true(v);
     return 0;
 }
 
-static int parse_openai(const cJSON *root, const struct srv_limits *lim, struct srv_request *req,
+/* Whether v is the string `s` exactly (a NUL inside v makes it differ). */
+static bool json_str_is(const json_t *v, const char *s, bool nocase) {
+    const size_t n = strlen(s);
+    return json_string_length(v) == n &&
+           (nocase ? strcasecmp(json_string_value(v), s) : strcmp(json_string_value(v), s)) == 0;
+}
+
+static int parse_openai(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
                         struct srv_error *err) {
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (model && !cJSON_IsNull(model)) {
-        if (!cJSON_IsString(model)) return fail(err, 400, "model", "\"model\" must be a string");
-        req->model = embd_strdup(model->valuestring);
+    const json_t *model = json_object_get(root, "model");
+    if (model && !json_is_null(model)) {
+        if (!json_is_string(model)) return fail(err, 400, "model", "\"model\" must be a string");
+        req->model = embd_strndup(json_string_value(model), json_string_length(model));
         if (!req->model) return fail(err, 503, NULL, "out of memory");
     }
-    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
-    if (fmt && !cJSON_IsNull(fmt)) {
-        if (!cJSON_IsString(fmt) ||
-            (strcmp(fmt->valuestring, "float") && strcmp(fmt->valuestring, "base64")))
+    const json_t *fmt = json_object_get(root, "encoding_format");
+    if (fmt && !json_is_null(fmt)) {
+        if (!json_is_string(fmt) ||
+            (!json_str_is(fmt, "float", false) && !json_str_is(fmt, "base64", false)))
             return fail(err, 400, "encoding_format",
                         "\"encoding_format\" must be \"float\" or \"base64\"");
-        req->base64 = !strcmp(fmt->valuestring, "base64");
+        req->base64 = json_str_is(fmt, "base64", false);
     }
-    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(root, "dimensions");
-    if (dims && !cJSON_IsNull(dims)) {
+    const json_t *dims = json_object_get(root, "dimensions");
+    if (dims && !json_is_null(dims)) {
         long long d;
         if (!json_int(dims, 1, 1e9, &d))
             return fail(err, 400, "dimensions", "\"dimensions\" must be a positive integer");
         req->dimensions = (size_t)d;
     }
-    const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user");
-    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user))
+    const json_t *user = json_object_get(root, "user");
+    if (user && !json_is_null(user) && !json_is_string(user))
         return fail(err, 400, "user", "\"user\" must be a string");
     req->normalize = -1;
     req->truncate = lim->auto_truncate;
-    return parse_inputs(cJSON_GetObjectItemCaseSensitive(root, "input"), "input", lim, req, err);
+    return parse_inputs(json_object_get(root, "input"), "input", lim, req, err);
 }
 
-static int parse_tei(const cJSON *root, const struct srv_limits *lim, struct srv_request *req,
+static int parse_tei(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
                      struct srv_error *err) {
     int normalize = 1, truncate = 0;
     if (opt_bool(root, "normalize", 1, &normalize, err)) return -1;
     if (opt_bool(root, "truncate", lim->auto_truncate, &truncate, err)) return -1;
     req->normalize = normalize;
     req->truncate = truncate;
-    const cJSON *dir = cJSON_GetObjectItemCaseSensitive(root, "truncation_direction");
-    if (dir && !cJSON_IsNull(dir)) {
-        if (!cJSON_IsString(dir) ||
-            (strcasecmp(dir->valuestring, "right") && strcasecmp(dir->valuestring, "left")))
+    const json_t *dir = json_object_get(root, "truncation_direction");
+    if (dir && !json_is_null(dir)) {
+        if (!json_is_string(dir) ||
+            (!json_str_is(dir, "right", true) && !json_str_is(dir, "left", true)))
             return fail(err, 400, "truncation_direction",
                         "\"truncation_direction\" must be \"right\" or \"left\"");
-        if (!strcasecmp(dir->valuestring, "left"))
+        if (json_str_is(dir, "left", true))
             return fail(err, 400, "truncation_direction",
                         "truncation_direction \"left\" is not supported: embd truncates on the "
                         "right, as sentence-transformers does");
     }
-    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt_name");
-    if (prompt && !cJSON_IsNull(prompt))
+    const json_t *prompt = json_object_get(root, "prompt_name");
+    if (prompt && !json_is_null(prompt))
         return fail(err, 400, "prompt_name",
                     "\"prompt_name\" is not supported: start the server with --prefix instead");
-    return parse_inputs(cJSON_GetObjectItemCaseSensitive(root, "inputs"), "inputs", lim, req, err);
+    return parse_inputs(json_object_get(root, "inputs"), "inputs", lim, req, err);
 }
 
-static int parse_search(const cJSON *root, const struct srv_limits *lim, struct srv_request *req,
+static int parse_search(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
                         struct srv_error *err) {
-    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "query");
+    const json_t *q = json_object_get(root, "query");
     if (!q) return fail(err, 400, "query", "missing field \"query\"");
-    if (!cJSON_IsString(q)) return fail(err, 400, "query", "\"query\" must be a string");
-    req->query = q->valuestring;
-    req->query_len = strlen(q->valuestring);
+    if (!json_is_string(q)) return fail(err, 400, "query", "\"query\" must be a string");
+    req->query = json_string_value(q);
+    req->query_len = json_string_length(q);
     if (req->query_len == 0) return fail(err, 400, "query", "\"query\" is an empty string");
     size_t chars = utf8_chars(req->query, req->query_len);
     if (chars > lim->max_input_chars)
@@ -323,8 +329,8 @@ static int parse_search(const cJSON *root, const struct srv_limits *lim, struct 
                     "the query has %zu characters; the limit is %zu (--max-input-chars)", chars,
                     lim->max_input_chars);
     req->k = 10;
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(root, "k");
-    if (k && !cJSON_IsNull(k)) {
+    const json_t *k = json_object_get(root, "k");
+    if (k && !json_is_null(k)) {
         long long kk;
         if (!json_int(k, 1, (double)lim->max_k, &kk))
             return fail(err, 400, "k", "\"k\" must be an integer from 1 to %zu", lim->max_k);
@@ -343,22 +349,26 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
     if (len == 0) return fail(err, 400, NULL, "the request body is empty; send a JSON object");
     if (!srv_utf8_valid(body, len)) return fail(err, 400, NULL, "the request body is not UTF-8");
     srv_json_init();
-    const char *end = NULL;
     json_oom = false;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
-    if (!root && json_oom) return fail(err, 503, NULL, "out of memory parsing the request body");
-    if (!root) {
-        size_t at = end && end >= body ? (size_t)(end - body) : 0;
-        return fail(err, 400, NULL, "the request body is not valid JSON (at byte %zu)", at);
+    json_error_t jerr;
+    json_t *root =
+        json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DISABLE_EOF_CHECK, &jerr);
+    if (json_oom) { /* an allocation failed somewhere in the parse: trust nothing it made */
+        json_decref(root);
+        return fail(err, 503, NULL, "out of memory parsing the request body");
     }
+    if (!root)
+        return fail(err, 400, NULL, "the request body is not valid JSON (at byte %d: %s)",
+                    jerr.position, jerr.text);
     req->json = root;
-    while (end && end < body + len && strchr(" \t\r\n", *end) && *end)
+    size_t end = jerr.position > 0 ? (size_t)jerr.position : 0; /* where the value ended */
+    while (end < len && strchr(" \t\r\n", body[end]) && body[end])
         end++;
     int rc;
-    if (end && end < body + len)
+    if (end < len)
         rc = fail(err, 400, NULL, "the request body has data after the JSON value (at byte %zu)",
-                  (size_t)(end - body));
-    else if (!cJSON_IsObject(root))
+                  end);
+    else if (!json_is_object(root))
         rc = fail(err, 400, NULL, "the request body must be a JSON object");
     else if (api == SRV_API_OPENAI)
         rc = parse_openai(root, lim, req, err);
@@ -376,55 +386,6 @@ void srv_request_free(struct srv_request *req) {
         embd_free(req->inputs[i].ids);
     embd_free(req->inputs);
     embd_free(req->model);
-    cJSON_Delete(req->json);
+    json_decref(req->json);
     memset(req, 0, sizeof *req);
-}
-
-int srv_check_tokens(const embd_model *model, const char *prefix, const struct srv_limits *lim,
-                     struct srv_request *req, size_t *n_tokens, struct srv_error *err) {
-    size_t total = 0;
-    size_t plen = prefix ? strlen(prefix) : 0;
-    char *joined = NULL;
-    size_t joined_cap = 0;
-    int rc = 0;
-    for (size_t i = 0; i < req->n && !rc; i++) {
-        struct srv_input *in = &req->inputs[i];
-        if (in->ids) {
-            total += in->n_ids;
-            continue;
-        }
-        const char *t = in->text;
-        size_t len = in->len;
-        if (plen) {
-            if (joined_cap < plen + len) {
-                embd_free(joined);
-                joined_cap = plen + len;
-                joined = embd_malloc(joined_cap);
-                if (!joined) {
-                    rc = fail(err, 503, NULL, "out of memory");
-                    break;
-                }
-            }
-            memcpy(joined, prefix, plen);
-            memcpy(joined + plen, in->text, len);
-            t = joined;
-            len += plen;
-        }
-        size_t n = 0;
-        enum embd_status st = embd_count_tokens(model, t, len, &n);
-        if (st != EMBD_OK) {
-            rc = fail(err, st == EMBD_ERR_NOMEM ? 503 : 500, NULL, "cannot tokenize input %zu: %s",
-                      i, embd_last_error());
-            break;
-        }
-        if (n > lim->max_tokens && !req->truncate)
-            rc = fail(err, 413, req->api == SRV_API_OPENAI ? "input" : "inputs",
-                      "input %zu has %zu tokens; the model takes at most %zu (send truncate: "
-                      "true, or start the server with --auto-truncate)",
-                      i, n, lim->max_tokens);
-        total += n > lim->max_tokens ? lim->max_tokens : n;
-    }
-    embd_free(joined);
-    *n_tokens = total;
-    return rc;
 }

@@ -51,7 +51,7 @@ struct srv_request {
     const char *query; /* search */
     size_t query_len;
     size_t k;
-    void *json; /* the parsed body (cJSON), which text inputs point into */
+    void *json; /* the parsed body (Jansson), which text inputs point into */
 };
 
 struct srv_error {
@@ -60,7 +60,7 @@ struct srv_error {
     const char *param; /* the offending field ("input"), or NULL */
 };
 
-/* Makes cJSON allocate through util.h (so that allocation failures are
+/* Makes Jansson allocate through util.h (so that allocation failures are
  * injected in tests and reported as "out of memory", 503, not as bad JSON).
  * Process-wide and idempotent; srv_parse calls it, srv_run calls it before
  * any connection thread starts. */
@@ -70,19 +70,12 @@ void srv_json_init(void);
  * success fills *req (free with srv_request_free) and returns 0; else fills
  * *err and returns -1 (req needs no freeing). Checks: valid UTF-8, valid
  * JSON object, field types, non-empty inputs, input count, characters per
- * input, token id range and token input length (when !truncate). Token
- * counts of texts need the model: see srv_check_tokens. */
+ * input, token id range and token input length (when !truncate). Texts
+ * keep their length (a "\u0000" is a character). Token counts of texts and
+ * their 413 come from the engine's one tokenization (embd_embed_ex). */
 int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_limits *limits,
               struct srv_request *req, struct srv_error *err);
 void srv_request_free(struct srv_request *req);
-
-/* Counts the tokens of every text input with the model (prefix, if any,
- * prepended as the engine will) and refuses (413) one longer than
- * limits->max_tokens unless req->truncate; cuts token inputs when truncating.
- * Sets *n_tokens to the tokens that will be embedded (the usage). Returns 0,
- * or -1 with *err filled. */
-int srv_check_tokens(const embd_model *model, const char *prefix, const struct srv_limits *limits,
-                     struct srv_request *req, size_t *n_tokens, struct srv_error *err);
 
 /* Whether s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool srv_utf8_valid(const char *s, size_t len);

@@ -342,18 +342,6 @@ static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, en
 /* Endpoints                                                               */
 /* ---------------------------------------------------------------------- */
 
-static void l2_normalize(float *v, size_t n, size_t D) {
-    for (size_t i = 0; i < n; i++) {
-        float *o = v + i * D;
-        float ss = 0.0f;
-        for (size_t c = 0; c < D; c++)
-            ss += o[c] * o[c];
-        const float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
-        for (size_t c = 0; c < D; c++)
-            o[c] *= inv;
-    }
-}
-
 /* Maps an engine status to an HTTP status. */
 static int http_status_of(enum embd_status st) {
     switch (st) {
@@ -365,6 +353,8 @@ static int http_status_of(enum embd_status st) {
         return 503;
     case EMBD_ERR_INVALID_ARG:
         return 400;
+    case EMBD_ERR_TOO_LONG:
+        return 413;
     case EMBD_ERR_NOMEM:
         return 503;
     default:
@@ -432,9 +422,12 @@ static void watch_remove(struct server *s, struct watch *w) {
     pthread_mutex_unlock(&s->watch_mu);
 }
 
-/* Embeds the request's inputs into out (n, D) through the scheduler. */
+/* Embeds the request's inputs into out (n, D) through the scheduler, with
+ * the request's options; info receives the token counts. */
 static enum embd_status embed_unwatched(struct server *s, const struct srv_request *req, float *out,
-                                        const struct embd_sched_call *call, char *why, size_t cap) {
+                                        const struct embd_sched_call *call,
+                                        const struct embd_embed_opts *opts,
+                                        struct embd_embed_info *info, char *why, size_t cap) {
     const size_t n = req->n;
     enum embd_status st;
     if (req->tokens) {
@@ -454,7 +447,7 @@ static enum embd_status embed_unwatched(struct server *s, const struct srv_reque
             memcpy(ids + ss[i], req->inputs[i].ids, req->inputs[i].n_ids * sizeof *ids);
             ss[i + 1] = ss[i] + req->inputs[i].n_ids;
         }
-        st = embd_sched_embed_tokens_ex(s->sched, ids, ss, n, out, call);
+        st = embd_sched_embed_tokens_opts(s->sched, ids, ss, n, out, call, opts, info);
         embd_free(ids);
         embd_free(ss);
     } else {
@@ -470,7 +463,7 @@ static enum embd_status embed_unwatched(struct server *s, const struct srv_reque
             texts[i] = req->inputs[i].text;
             lens[i] = req->inputs[i].len;
         }
-        st = embd_sched_embed_ex(s->sched, texts, lens, n, out, call);
+        st = embd_sched_embed_opts(s->sched, texts, lens, n, out, call, opts, info);
         embd_free(texts);
         embd_free(lens);
     }
@@ -485,13 +478,14 @@ static enum embd_status embed_unwatched(struct server *s, const struct srv_reque
  * watching the connection so that the work is dropped if the client hangs up
  * while it is queued. On failure, why (cap bytes) says why. */
 static enum embd_status embed_inputs(struct server *s, struct MHD_Connection *c,
-                                     const struct srv_request *req, float *out, char *why,
-                                     size_t cap) {
+                                     const struct srv_request *req, float *out,
+                                     const struct embd_embed_opts *opts,
+                                     struct embd_embed_info *info, char *why, size_t cap) {
     struct watch w;
     watch_add(s, &w, c);
     const struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
                                          .cancel = &w.cancel};
-    enum embd_status st = embed_unwatched(s, req, out, &call, why, cap);
+    enum embd_status st = embed_unwatched(s, req, out, &call, opts, info, why, cap);
     watch_remove(s, &w);
     if (st == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
     return st;
@@ -513,26 +507,33 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
         srv_request_free(&req);
         return send_error(s, c, r, openai, 400, "dimensions", err.message, st->start);
     }
-    size_t n_tokens = 0;
-    if (srv_check_tokens(s->model, s->cfg->prefix, &s->cfg->limits, &req, &n_tokens, &err)) {
-        srv_request_free(&req);
-        return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
-    }
     float *vecs = embd_malloc2(req.n, D * sizeof *vecs); /* (n, D) */
     if (!vecs) {
         srv_request_free(&req);
         return send_oom(s, c, r, openai, st->start);
     }
+    /* The engine normalises, truncates or refuses, and counts the tokens of
+     * its one tokenization (the usage). */
+    struct embd_embed_opts opts = embd_embed_default_opts();
+    opts.normalize = openai ? s->cfg->normalize : req.normalize == 1;
+    opts.truncate = req.truncate;
+    struct embd_embed_info info = {0};
     char msg[512];
-    enum embd_status es = embed_inputs(s, c, &req, vecs, msg, sizeof msg);
+    enum embd_status es = embed_inputs(s, c, &req, vecs, &opts, &info, msg, sizeof msg);
     if (es != EMBD_OK) {
         if (es == EMBD_ERR_BUSY) atomic_fetch_add(&s->rejected_busy, 1);
+        if (es == EMBD_ERR_TOO_LONG)
+            snprintf(msg, sizeof msg,
+                     "input %zu has %zu tokens; the model takes at most %zu (send truncate: "
+                     "true, or start the server with --auto-truncate)",
+                     info.bad_input, info.bad_tokens, s->cfg->limits.max_tokens);
         embd_free(vecs);
         srv_request_free(&req);
-        return send_error(s, c, r, openai, http_status_of(es), NULL, msg, st->start);
+        return send_error(s, c, r, openai, http_status_of(es),
+                          es == EMBD_ERR_TOO_LONG ? (openai ? "input" : "inputs") : NULL, msg,
+                          st->start);
     }
-    bool normalize = openai ? s->cfg->normalize : req.normalize == 1;
-    if (normalize) l2_normalize(vecs, req.n, D);
+    const size_t n_tokens = info.total_tokens;
 
     struct jbuf b = {0};
     jb_reserve(&b, req.n * D * (req.base64 ? 6 : 14) + 256);
@@ -598,15 +599,15 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
     }
     struct srv_input query = {.text = req.query, .len = req.query_len};
     const struct srv_request one = {.inputs = &query, .n = 1};
+    const struct embd_embed_opts opts = embd_embed_default_opts(); /* the model's normalisation */
     char msg[512];
-    enum embd_status es = embed_inputs(s, c, &one, q, msg, sizeof msg);
+    enum embd_status es = embed_inputs(s, c, &one, q, &opts, NULL, msg, sizeof msg);
     if (es != EMBD_OK) {
         embd_free(q);
         embd_free(hits);
         srv_request_free(&req);
         return send_error(s, c, R_SEARCH, false, http_status_of(es), NULL, msg, st->start);
     }
-    if (embd_model_normalizes(s->model)) l2_normalize(q, 1, D);
     struct jbuf b = {0};
     pthread_mutex_lock(&s->store_mu);
     size_t n_hits = 0;

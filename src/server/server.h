@@ -26,7 +26,6 @@ struct srv_config {
     struct srv_limits limits;
     const char *model_name; /* served model name (OpenAI `model`, /info) */
     const char *model_dir;
-    const char *prefix;   /* the context's prefix (token counts), or NULL */
     bool normalize;       /* OpenAI answers: L2-normalise (the model's default) */
     const char *dtype;    /* for /info */
     int max_batch_tokens; /* for /info */
@@ -46,9 +45,10 @@ void srv_prepare_signals(void);
 /* Serves until SIGINT or SIGTERM (which the caller must have blocked in
  * every thread before creating any: srv_prepare_signals), then stops accepting, lets the requests
  * in flight finish (up to shutdown_timeout_s) and returns 0; returns 1 after
- * printing why when it cannot start (e.g. the port is taken). ctx must be
- * created with normalize off (the server normalises per request) and be used
- * only through sched. store may be NULL (no /search). */
+ * printing why when it cannot start (e.g. the port is taken). Each request
+ * passes its own options (normalisation, truncation) to the engine; the
+ * context's prefix applies to every text. ctx must be used only through
+ * sched. store may be NULL (no /search). */
 int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
             struct embd_vstore *store);
 

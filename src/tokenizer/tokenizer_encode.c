@@ -18,8 +18,8 @@ struct enc {
     const embd_tokenizer *tok;
     int32_t *ids; /* (cap) the caller's buffer: pre ids, pieces, post ids */
     size_t cap;
-    size_t n;     /* pieces of the sequence so far */
-    size_t limit; /* most pieces kept (max_tokens minus the special tokens) */
+    size_t n;      /* pieces of the sequence so far */
+    size_t limit;  /* most pieces kept (max_tokens minus the special tokens) */
     int done;      /* the sequence is complete (or failed): stop reading */
     int truncated; /* pieces past the limit were seen and dropped */
     enum embd_status st;

@@ -68,6 +68,8 @@ const char *embd_status_str(enum embd_status status) {
         return "cancelled";
     case EMBD_ERR_TIMEOUT:
         return "timed out";
+    case EMBD_ERR_TOO_LONG:
+        return "input too long";
     }
     return "unknown status";
 }

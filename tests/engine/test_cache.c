@@ -15,6 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* Token words stored with the vectors (cache.h); the tests store 7 | truncated. */
+static uint32_t g_tok[4096] = {[0 ... 4095] = 7u | EMBD_CACHE_TRUNCATED};
+static uint32_t g_tok_out[4096];
+
 static char *root;
 
 static const char *const texts[] = {"a cat", "the dogs", "", "zzz zz z", "a cat sat", "bb"};
@@ -153,7 +157,7 @@ static void test_lru(void) {
     CHECK(embd_cache_open(&cp, NULL, &c) == EMBD_OK);
     float v[D] = {1, 2, 3, 4}, out[5 * D];
     embd_cache_key k0 = key_of(0);
-    embd_cache_put(c, &k0, 1, v);
+    embd_cache_put(c, &k0, 1, v, g_tok);
     struct embd_cache_info info;
     embd_cache_get_info(c, &info);
     size_t ent = info.mem_bytes; /* bytes charged per entry */
@@ -169,17 +173,18 @@ static void test_lru(void) {
         k[i] = key_of(i);
     for (int i = 0; i < 3; i++) {
         v[0] = (float)i;
-        embd_cache_put(c, &k[i], 1, v);
+        embd_cache_put(c, &k[i], 1, v, g_tok);
     }
     unsigned char hit[5];
-    CHECK_EQ_INT(embd_cache_get(c, &k[0], 1, out, hit), 1); /* 0 is now the most recent */
+    CHECK_EQ_INT(embd_cache_get(c, &k[0], 1, out, g_tok_out, hit),
+                 1); /* 0 is now the most recent */
     v[0] = 3;
-    embd_cache_put(c, &k[3], 1, v); /* evicts 1, the least recent */
+    embd_cache_put(c, &k[3], 1, v, g_tok); /* evicts 1, the least recent */
     embd_cache_get_info(c, &info);
     CHECK_EQ_INT(info.evictions, 1);
     CHECK_EQ_INT(info.mem_entries, 3);
     CHECK(info.mem_bytes <= cp.mem_bytes);
-    CHECK_EQ_INT(embd_cache_get(c, k, 4, out, hit), 3);
+    CHECK_EQ_INT(embd_cache_get(c, k, 4, out, g_tok_out, hit), 3);
     CHECK(hit[0] && !hit[1] && hit[2] && hit[3]);
     CHECK(out[0] == 0 && out[2 * D] == 2 && out[3 * D] == 3);
     CHECK_EQ_INT(embd_metrics_counter(&met, EMBD_C_CACHE_EVICTIONS), 1);
@@ -189,8 +194,8 @@ static void test_lru(void) {
     /* A budget smaller than one entry caches nothing. */
     cp.mem_bytes = ent - 1;
     CHECK(embd_cache_open(&cp, NULL, &c) == EMBD_OK);
-    embd_cache_put(c, &k[0], 1, v);
-    CHECK_EQ_INT(embd_cache_get(c, k, 1, out, hit), 0);
+    embd_cache_put(c, &k[0], 1, v, g_tok);
+    CHECK_EQ_INT(embd_cache_get(c, k, 1, out, g_tok_out, hit), 0);
     embd_cache_close(c);
     embd_metrics_destroy(&met);
 }
@@ -244,15 +249,17 @@ static void test_corrupt_value(void) {
         embd_cache_key k = key_of(100 + f);
         float v[D] = {0.5f, -1, 2, (float)f}, out[D];
         unsigned char hit;
-        embd_cache_put(c, &k, 1, v);
-        CHECK_EQ_INT(embd_cache_get(c, &k, 1, out, &hit), 1);
+        embd_cache_put(c, &k, 1, v, g_tok);
+        CHECK_EQ_INT(embd_cache_get(c, &k, 1, out, g_tok_out, &hit), 1);
         embd_cache_close(c);
         tamper(dir, &k, fns[f]);
         CHECK(embd_cache_open(&cp, NULL, &c) == EMBD_OK);
-        CHECK_MSG(embd_cache_get(c, &k, 1, out, &hit) == 0, "tampering %d was trusted", f);
-        embd_cache_put(c, &k, 1, v); /* overwritten */
-        CHECK_EQ_INT(embd_cache_get(c, &k, 1, out, &hit), 1);
+        CHECK_MSG(embd_cache_get(c, &k, 1, out, g_tok_out, &hit) == 0, "tampering %d was trusted",
+                  f);
+        embd_cache_put(c, &k, 1, v, g_tok); /* overwritten */
+        CHECK_EQ_INT(embd_cache_get(c, &k, 1, out, g_tok_out, &hit), 1);
         CHECK(memcmp(out, v, sizeof v) == 0);
+        CHECK(g_tok_out[0] == g_tok[0]); /* the token word comes back from disk */
         embd_cache_close(c);
     }
     free(dir);
@@ -281,8 +288,8 @@ static void open_expect(const char *dir, int rebuilt, const char *what) {
     embd_cache_key k = key_of(7);
     float v[D] = {1, 2, 3, 4}, out[D];
     unsigned char hit;
-    embd_cache_put(c, &k, 1, v);
-    CHECK_EQ_INT(embd_cache_get(c, &k, 1, out, &hit), 1);
+    embd_cache_put(c, &k, 1, v, g_tok);
+    CHECK_EQ_INT(embd_cache_get(c, &k, 1, out, g_tok_out, &hit), 1);
     embd_cache_close(c);
 }
 
@@ -346,14 +353,14 @@ static void test_map_full(void) {
     for (int i = 0; i < 400; i++) {
         embd_cache_key k = key_of(i);
         v[0] = (float)i;
-        embd_cache_put(c, &k, 1, v);
+        embd_cache_put(c, &k, 1, v, g_tok);
     }
     struct embd_cache_info info;
     embd_cache_get_info(c, &info);
     CHECK(info.disk_full);
     embd_cache_key k0 = key_of(0);
     unsigned char hit;
-    CHECK_EQ_INT(embd_cache_get(c, &k0, 1, out, &hit), 1); /* still served */
+    CHECK_EQ_INT(embd_cache_get(c, &k0, 1, out, g_tok_out, &hit), 1); /* still served */
     CHECK(out[0] == 0);
     embd_cache_close(c);
     free(dir);

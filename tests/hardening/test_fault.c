@@ -18,6 +18,10 @@
 #include <math.h>
 #include <string.h>
 
+/* Token words stored with the vectors (cache.h); the tests store 7 | truncated. */
+static uint32_t g_tok[4096] = {[0 ... 4095] = 7u | EMBD_CACHE_TRUNCATED};
+static uint32_t g_tok_out[4096];
+
 #define MAX_N 200000 /* far above any operation's allocation count */
 
 static char *root;
@@ -161,7 +165,7 @@ static void test_cache(void) {
     embd_cache *c = NULL;
     CHECK(embd_cache_open(&p, NULL, &c) == EMBD_OK);
     if (!c) goto out;
-    embd_cache_put(c, ka, CN, va);
+    embd_cache_put(c, ka, CN, va, g_tok);
     embd_cache_close(c);
 
     long done_at = -1;
@@ -171,13 +175,13 @@ static void test_cache(void) {
         arm(k);
         enum embd_status st = embd_cache_open(&p, NULL, &c);
         if (st == EMBD_OK) {
-            embd_cache_put(c, kb, CN, vb);
-            size_t h = embd_cache_get(c, kb, CN, out, hit);
+            embd_cache_put(c, kb, CN, vb, g_tok);
+            size_t h = embd_cache_get(c, kb, CN, out, g_tok_out, hit);
             /* a hit is always the vector put */
             for (size_t i = 0; i < CN; i++)
                 if (hit[i] && memcmp(out + i * CD, vb + i * CD, sizeof(float) * CD)) lost++;
             (void)h;
-            embd_cache_get(c, ka, CN, out, hit);
+            embd_cache_get(c, ka, CN, out, g_tok_out, hit);
             for (size_t i = 0; i < CN; i++)
                 if (hit[i] && memcmp(out + i * CD, va + i * CD, sizeof(float) * CD)) lost++;
             embd_cache_close(c);
@@ -192,7 +196,7 @@ static void test_cache(void) {
         c = NULL;
         CHECK(embd_cache_open(&p, NULL, &c) == EMBD_OK);
         if (!c) break;
-        CHECK(embd_cache_get(c, ka, CN, out, hit) == CN);
+        CHECK(embd_cache_get(c, ka, CN, out, g_tok_out, hit) == CN);
         if (memcmp(out, va, sizeof va)) lost++;
         struct embd_cache_info info;
         embd_cache_get_info(c, &info);
@@ -211,7 +215,7 @@ static void test_cache(void) {
     c = NULL;
     CHECK(embd_cache_open(&p, NULL, &c) == EMBD_OK);
     if (c) {
-        CHECK(embd_cache_get(c, kb, CN, out, hit) == CN);
+        CHECK(embd_cache_get(c, kb, CN, out, g_tok_out, hit) == CN);
         CHECK(memcmp(out, vb, sizeof vb) == 0);
         embd_cache_close(c);
     }

@@ -343,9 +343,8 @@ int main(void) {
     CHECK(embd_model_load(dir, embd_model_default_params(), &m) == EMBD_OK);
     struct embd_ctx_params cp = embd_ctx_default_params();
     cp.device = EMBD_DEVICE_CPU;
-    cp.n_threads = 1;     /* one order of sums: a 200 reply is the same bytes every time */
-    cp.normalize = false; /* the server normalises per request */
-    cp.cache_bytes = 0;   /* every request runs the engine */
+    cp.n_threads = 1;   /* one order of sums: a 200 reply is the same bytes every time */
+    cp.cache_bytes = 0; /* every request runs the engine */
     if (m) CHECK(embd_ctx_new(m, cp, &ctx) == EMBD_OK);
     if (ctx) store = make_store(m, ctx, root);
     CHECK(store != NULL);
@@ -432,16 +431,6 @@ int main(void) {
         stop_server(&t);
     }
 
-    /* A prefix (the server counts tokens with it prepended, in a buffer of
-     * its own). The engine here has none: only the usage counts differ. */
-    cfg.prefix = "query: ";
-    port = start_server(&t, &cfg);
-    if (port > 0) {
-        run_case(port, &(struct fcase){"openai with a prefix", "POST", "/v1/embeddings",
-                                       "{\"input\":[\"one\",\"two\"]}", true, true,
-                                       "\"prompt_tokens\":10"});
-        stop_server(&t);
-    }
 out:
     embd_sched_free(sched);
     embd_vstore_close(store);
