@@ -6,12 +6,25 @@ EMBD_TEST_MODELS/<name>: every text must reach cosine >= 0.99999 (fp32 on
 both sides; the differences are summation order only). Also checks
 --no-normalize (same direction, the model's own norm) and that a prefix
 changes the result exactly like prepending the text.
+
+U+0000 is a character, not the end of a text: BERT's normalizer drops it and
+keeps the rest, so golden texts with a NUL put before, after and inside them
+(Hugging Face `tokenizers` confirms their ids equal the golden ids) must give
+the golden vectors, and texts such as "NUL? no: \u0000 after" must give the
+vector of the text with its NULs removed; both read as JSONL ("\u0000"
+escapes) and as lines (raw NUL bytes).
 """
+import json
 import os
 import sys
 import tempfile
 
 import numpy as np
+
+try:
+    from tokenizers import Tokenizer
+except ImportError:  # the ids precondition of the NUL checks is then not checked
+    Tokenizer = None
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import FIXTURES, Checker, model_dir, run, skip  # noqa: E402
@@ -24,6 +37,85 @@ def embed_npy(model, path, extra=()):
         run(["embed", "-m", model, "-i", path, "--format", "npy", "-o", out.name, "-q",
              *extra], check=True)
         return np.load(out.name)
+
+
+def embed_texts(model, texts, fmt, extra=()):
+    """Embeds texts written as fmt (jsonl, or lines: raw bytes, one text a line)."""
+    with tempfile.NamedTemporaryFile("wb", suffix="." + ("jsonl" if fmt == "jsonl" else "txt"),
+                                     delete=False) as f:
+        for t in texts:
+            f.write((json.dumps({"text": t}) if fmt == "jsonl" else t).encode() + b"\n")
+        name = f.name
+    try:
+        return embed_npy(model, name, ["--input-format", fmt, *extra])
+    finally:
+        os.unlink(name)
+
+
+# Texts with U+0000 and no golden vector: each must embed as the text without its NULs.
+NUL_TEXTS = ["NUL? no: \x00 after", "\x00", "a\x00b\x00c", "\x00at the start", "at the end\x00",
+             "\x00\x00\x00", "\x00both ends\x00", "in\x00side a word", "\x00" * 300 + "after 300 NULs",
+             "[SEP]\x00[CLS]", "caf\u00e9\x00 na\x00\u00efve"]
+
+
+def nul_variants(texts, gold_ids, tok, limit=24):
+    """(golden index, text) pairs: NUL before, after and inside short golden texts."""
+    out = []
+    for i, t in enumerate(texts):
+        if len(out) >= 3 * limit:
+            break
+        if not t.strip() or len(t) > 300 or "\n" in t or "\r" in t or "\x00" in t:
+            continue
+        mid = (len(t) + 1) // 2
+        for v in dict.fromkeys(("\x00" + t, t + "\x00", t[:mid] + "\x00" + t[mid:])):
+            if tok is None or tok.encode(v).ids == gold_ids[i]:
+                out.append((i, v))
+            else:
+                print(f"note: tokenizers gives other ids for {v!r} than the golden text's; not used")
+    return out
+
+
+def check_nul(c, name, model, fx, texts, gold):
+    """U+0000 inside texts: golden vectors for NUL variants, and NUL-free twins."""
+    gold_ids = [json.loads(line)["ids"] for line in open(os.path.join(fx, "ids.jsonl"))]
+    tok = None
+    if Tokenizer is not None:
+        meta = json.load(open(os.path.join(fx, "meta.json")))
+        tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+        tok.enable_truncation(meta["max_seq_length"])
+        tok.no_padding()
+        for t in NUL_TEXTS:  # the premise: the normalizer drops U+0000 and keeps the rest
+            c.check(tok.encode(t).ids == tok.encode(t.replace("\x00", "")).ids,
+                    f"{name}: tokenizers drops U+0000 from {t[:40]!r}")
+    variants = nul_variants(texts, gold_ids, tok)
+    c.check(len(variants) >= 30, f"{name}: {len(variants)} NUL variants of golden texts")
+    idx = [i for i, _ in variants]
+    twins = [t.replace("\x00", "") for t in NUL_TEXTS]
+    n_v, n_t = len(variants), len(NUL_TEXTS)
+    for fmt in ("jsonl", "lines"):  # one run per format: the variants, NUL_TEXTS, their twins
+        out = embed_texts(model, [v for _, v in variants] + NUL_TEXTS + twins, fmt).astype(np.float64)
+        ok = out.shape == (n_v + 2 * n_t, gold.shape[1])
+        c.check(ok, f"{name}: texts with U+0000 ({fmt}): shape {out.shape}, expected {n_v + 2 * n_t} rows")
+        if not ok:
+            continue
+        got = out[:n_v]
+        cos = cosines(got, gold[idx])
+        diff = np.abs(got - gold[idx]).max(axis=1)
+        print(f"{name}: {n_v} golden texts with U+0000 ({fmt}): min cosine {cos.min():.9f}, "
+              f"max |difference| {diff.max():.3g}")
+        for k in np.nonzero(~((cos >= MIN_COS) & (diff <= 1e-4)))[0]:
+            c.check(False, f"{name}: {variants[k][1][:60]!r} ({fmt}): cosine {cos[k]:.9f}, "
+                           f"max |difference| {diff[k]:.3g} against golden text {idx[k]}")
+        c.check(bool(((cos >= MIN_COS) & (diff <= 1e-4)).all()),
+                f"{name}: golden texts with U+0000 ({fmt}) give the golden vectors")
+        a, b = out[n_v:n_v + n_t], out[n_v + n_t:]
+        cos = cosines(a, b)
+        diff = np.abs(a - b).max(axis=1)
+        for k in np.nonzero(~((cos >= 0.999999) & (diff <= 1e-5)))[0]:
+            c.check(False, f"{name}: {NUL_TEXTS[k][:60]!r} ({fmt}): cosine {cos[k]:.9f}, max |difference| "
+                           f"{diff[k]:.3g} against {twins[k][:60]!r}")
+        c.check(bool(((cos >= 0.999999) & (diff <= 1e-5)).all()),
+                f"{name}: texts with U+0000 ({fmt}) embed as their NUL-free twins")
 
 
 def cosines(a, b):
@@ -87,6 +179,9 @@ def main():
         os.unlink(bare)
         c.check(a.shape == b.shape and bool((cosines(a, b) >= 0.999999).all()),
                 f"{name}: --prefix equals prepending")
+
+        texts = [json.loads(line)["text"] for line in open(texts_path)]
+        check_nul(c, name, model, fx, texts, gold)
     if tested == 0:
         skip("no golden fixture has its model under EMBD_TEST_MODELS")
     c.done()

@@ -4,10 +4,14 @@ control and zero-width characters, accents and combining marks, casing traps,
 CJK / kana / hangul / Thai / Arabic, emoji and ZWJ sequences, long words
 (100 / 101 chars and more), 1 MB inputs, texts over the max length, literal
 special tokens, punctuation, Unicode spaces, empty and blank texts, invalid
-UTF-8 (compared with tokenizers on bytes.decode("utf-8", "replace")), plus
-seeded random mixes. Run for the real all-MiniLM-L6-v2 tokenizer.json (max 256
-and a few small maxima) and for variants written from it that flip
-lowercase / strip_accents / clean_text / handle_chinese_chars.
+UTF-8 (compared with tokenizers on bytes.decode("utf-8", "replace")), U+0000
+inside, before and after text (a character, not an end: BERT's clean_text
+drops it and keeps the rest), plus seeded random mixes. Run for the real
+all-MiniLM-L6-v2 tokenizer.json (max 256 and a few small maxima) and for
+variants written from it that flip lowercase / strip_accents / clean_text /
+handle_chinese_chars. The texts with U+0000 also go through `embd tokenize`
+($EMBD_BIN), as JSONL ("\u0000" escapes) and as lines (raw NUL bytes): the
+CLI's readers must hand the whole text to the tokenizer.
 Skips (77) if $EMBD_TEST_MODELS/all-MiniLM-L6-v2 is absent."""
 import base64
 import json
@@ -33,8 +37,17 @@ if not tok_dump:
     sys.exit("TOK_DUMP not set")
 
 
+# U+0000 at the start, the end, alone, repeated, next to specials and marks.
+NUL_TEXTS = [
+    "NUL? no: \x00 after", "\x00", "a\x00b\x00c", "\x00start", "end\x00", "\x00both\x00", "\x00\x00\x00",
+    "\x00 \x00", "two words\x00 and\x00more words", "\x00[SEP]\x00", "[CLS]\x00[SEP]", "[SE\x00P]",
+    "x\x00\u0301y", "caf\u00e9\x00\u00e9", "\u4e2d\x00\u6587", "\U0001f600\x00\U0001f600",
+    "\x00" * 1000 + "end", "start" + "\x00" * 1000, ("w\x00 " * 300).strip(),
+]
+
+
 def cases():
-    t = [
+    t = NUL_TEXTS + [
         "", " ", "     ", "\t\n\r", "\x00", "\x00\x01\x02\x1f\x7f", "\x0b\x0c\x85", "a\x0bb", "a\x0cb",
         "a\x85b", "a\x00b", "a\ufffdb", "\ufffd", "hello\x01world", "zero\u200bwidth", "zw\u200djoin",
         "bom\ufeffhere", "\ufeff", "soft\u00adhyphen", "rtl\u200fmark \u202eoverride", "a\u2060b",
@@ -159,9 +172,45 @@ def variant(base, tmpdir, name, extra=(), **norm):
     return p
 
 
+def cli_nul(model, max_tokens):
+    """embd tokenize on NUL_TEXTS, as JSONL and as lines; returns the mismatches."""
+    embd = os.environ.get("EMBD_BIN")
+    if not embd:
+        print("note: EMBD_BIN not set; embd tokenize not checked")
+        return 0
+    tk = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+    tk.enable_truncation(max_tokens)
+    tk.no_padding()
+    ref = [e.ids for e in tk.encode_batch(NUL_TEXTS)]
+    bad = 0
+    inputs = {
+        "jsonl": "".join(json.dumps({"text": s}) + "\n" for s in NUL_TEXTS).encode(),
+        "lines": "".join(s + "\n" for s in NUL_TEXTS).encode(),
+    }
+    for fmt, data in inputs.items():
+        out = subprocess.run([embd, "tokenize", "-m", model, "-q", "--input-format", fmt], input=data,
+                             capture_output=True)
+        if out.returncode != 0:
+            print("  embd tokenize --input-format %s exited %d: %s" % (fmt, out.returncode,
+                                                                      out.stderr.decode(errors="replace")))
+            bad += len(ref)
+            continue
+        got = [json.loads(line)["ids"] for line in out.stdout.decode().splitlines() if line.strip()]
+        if len(got) != len(ref):
+            print("  embd tokenize --input-format %s: %d lines for %d texts" % (fmt, len(got), len(ref)))
+            bad += 1
+        for s, a, b in zip(NUL_TEXTS, ref, got):
+            if a != b:
+                bad += 1
+                print("  MISMATCH (embd tokenize, %s) %r\n    tokenizers %s\n    embd       %s"
+                      % (fmt, s[:60], a[:20], b[:20]))
+    print("embd tokenize, U+0000 in JSONL and lines: %d texts x 2, %d mismatches" % (len(ref), bad))
+    return bad
+
+
 texts = cases()
 raw = invalid_utf8()
-failed = 0
+failed = cli_nul(os.path.dirname(path), 256)
 with tempfile.TemporaryDirectory() as tmp:
     configs = [("all-MiniLM-L6-v2", path, 256)]
     for m in (2, 3, 7, 64):
