@@ -131,11 +131,12 @@ enum route {
     R_HEALTH,
     R_INFO,
     R_METRICS,
+    R_MODELS,
     R_OTHER,
     R_COUNT,
 };
-static const char *const route_names[R_COUNT] = {"/v1/embeddings", "/embed",   "/search", "/health",
-                                                 "/info",          "/metrics", "other"};
+static const char *const route_names[R_COUNT] = {
+    "/v1/embeddings", "/embed", "/search", "/health", "/info", "/metrics", "/v1/models", "other"};
 static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 503};
 #define N_CODES ((int)(sizeof tracked_codes / sizeof tracked_codes[0]))
 
@@ -165,6 +166,7 @@ struct server {
     pthread_t watchdog;
     atomic_bool watchdog_stop;
     atomic_ullong latency_us_sum[R_COUNT], latency_count[R_COUNT];
+    time_t started; /* when serving began (the models' "created") */
 };
 
 /* A request waiting for the engine, watched for its client hanging up. */
@@ -333,7 +335,8 @@ static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, en
         val = "Bearer";
     } else if (code == 405) {
         hdr = MHD_HTTP_HEADER_ALLOW;
-        val = r == R_HEALTH || r == R_INFO || r == R_METRICS ? "GET, HEAD" : "POST";
+        val =
+            r == R_HEALTH || r == R_INFO || r == R_METRICS || r == R_MODELS ? "GET, HEAD" : "POST";
     }
     return send_buf(s, c, r, openai, code, &b, "application/json", hdr, val, start);
 }
@@ -781,6 +784,35 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
 /* Dispatch                                                                */
 /* ---------------------------------------------------------------------- */
 
+/* One model in the OpenAI shape. */
+static void jb_model(struct jbuf *b, const struct server *s) {
+    jb_str(b, "{\"id\":");
+    jb_json_string(b, s->cfg->model_name, strlen(s->cfg->model_name));
+    jb_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"embd\"}",
+              (long long)s->started);
+}
+
+/* GET /v1/models (the served model, in a list) and GET /v1/models/ID (it,
+ * or 404 in the OpenAI shape), as OpenAI clients call them to list and check
+ * models. */
+static enum MHD_Result handle_models(struct server *s, struct MHD_Connection *c, const char *url,
+                                     struct conn *st) {
+    struct jbuf b = {0};
+    if (!strcmp(url, "/v1/models")) {
+        jb_str(&b, "{\"object\":\"list\",\"data\":[");
+        jb_model(&b, s);
+        jb_str(&b, "]}");
+    } else if (!strcmp(url + strlen("/v1/models/"), s->cfg->model_name)) {
+        jb_model(&b, s);
+    } else {
+        char msg[400];
+        snprintf(msg, sizeof msg, "no model \"%.200s\" here; this server serves \"%.150s\"",
+                 url + strlen("/v1/models/"), s->cfg->model_name);
+        return send_error(s, c, R_MODELS, true, 404, "model", msg, st->start);
+    }
+    return send_buf(s, c, R_MODELS, true, 200, &b, "application/json", NULL, NULL, st->start);
+}
+
 static enum route route_of(const char *url) {
     if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings")) return R_OPENAI;
     if (!strcmp(url, "/embed") || !strcmp(url, "/")) return R_TEI;
@@ -788,6 +820,7 @@ static enum route route_of(const char *url) {
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/info")) return R_INFO;
     if (!strcmp(url, "/metrics")) return R_METRICS;
+    if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) return R_MODELS;
     return R_OTHER;
 }
 
@@ -828,17 +861,18 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
         char msg[200];
         snprintf(msg, sizeof msg,
                  "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /search, "
-                 "GET /health, GET /info and GET /metrics");
+                 "GET /v1/models, GET /health, GET /info and GET /metrics");
         return send_error(s, c, r, openai, 404, NULL, msg, st->start);
     }
     if (r != R_HEALTH && !authorized(s, c))
         return send_error(s, c, r, openai, 401, NULL,
                           "missing or wrong API key: send \"Authorization: Bearer KEY\"",
                           st->start);
-    if (r == R_HEALTH || r == R_INFO || r == R_METRICS) {
+    if (r == R_HEALTH || r == R_INFO || r == R_METRICS || r == R_MODELS) {
         if (!get) return send_error(s, c, r, openai, 405, NULL, "use GET", st->start);
         if (r == R_HEALTH) return handle_health(s, c, st);
         if (r == R_INFO) return handle_info(s, c, st);
+        if (r == R_MODELS) return handle_models(s, c, url, st);
         return handle_metrics(s, c, st);
     }
     if (!post) return send_error(s, c, r, openai, 405, NULL, "use POST", st->start);
@@ -1038,6 +1072,7 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         return 1;
     }
     s->cfg = cfg;
+    s->started = time(NULL);
     s->model = model;
     s->ctx = ctx;
     s->sched = sched;
