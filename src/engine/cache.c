@@ -8,7 +8,7 @@
  * overwritten by the next store); a store that LMDB refuses to open, or
  * whose meta record is missing or foreign, is deleted and rebuilt. */
 #include "engine/cache.h"
-#include "engine/log.h"
+#include "util/log.h"
 #include "util/util.h"
 
 #define XXH_STATIC_LINKING_ONLY

@@ -4,7 +4,7 @@
 #include "backend/cuda/plugin.h"
 #include "engine/cache.h"
 #include "engine/engine.h"
-#include "engine/log.h"
+#include "util/log.h"
 #include "engine/metrics.h"
 #include "model/model.h"
 #include "util/util.h"

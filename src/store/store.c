@@ -10,7 +10,7 @@
  * k = hits asked for. */
 #include "store/store.h"
 #include "backend/cuda/plugin.h"
-#include "engine/log.h"
+#include "util/log.h"
 #include "util/util.h"
 
 #include <cblas.h>

@@ -1,8 +1,8 @@
 /* alloc.c — allocation with fault injection (see util.h). Kept apart from
  * util.c so that the embd binary, which links libembd with its internals
- * hidden, can compile in its own copy for the server (src/server), whose
- * allocations then fail the same way in tests that link it with
- * embd_internal. It uses nothing else from libembd. */
+ * hidden, takes its own copy (from the embd_util archive) for the server
+ * and the CLI, whose allocations then fail the same way in tests that link
+ * them with embd_internal. It uses nothing else from libembd. */
 #include "util/util.h"
 
 #include <stdatomic.h>

@@ -1,4 +1,5 @@
-/* util.c — errors, assertions, files (allocation is in alloc.c). */
+/* util.c — errors, assertions, files, hashing (allocation is in alloc.c,
+ * text and the clock in text.c). */
 #define _POSIX_C_SOURCE 200809L
 #include "util/util.h"
 
@@ -7,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <xxhash.h>
 
 #define ERR_CAP 512
@@ -122,42 +122,6 @@ char *embd_path_join(const char *dir, const char *name) {
     if (slash) p[a] = '/';
     memcpy(p + a + slash, name, b + 1);
     return p;
-}
-
-int embd_utf8_valid(const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p;
-        size_t need;
-        unsigned min;
-        if (c < 0x80) {
-            p++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            need = 1, min = 0x80;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2, min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if ((size_t)(end - p) <= need) return 0;
-        unsigned cp = c & (0x3F >> need);
-        for (size_t i = 1; i <= need; i++) {
-            if ((p[i] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-        p += need + 1;
-    }
-    return 1;
-}
-
-double embd_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 uint64_t embd_hash64(uint64_t seed, const void *data, size_t len) {

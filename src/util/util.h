@@ -1,9 +1,16 @@
 /* util.h — small helpers shared by every part of libembd: error messages,
- * assertions, allocation (with a fault-injection hook for tests), files. */
+ * assertions, allocation (with a fault-injection hook for tests), files;
+ * text.h (UTF-8, JSON writing, the string builder, the clock) comes with it.
+ *
+ * The embd binary (src/cli, src/server) takes only the allocators and
+ * text.h from here: the errors (util.c) and the log (log.c) are libembd's
+ * state, reached through embd.h (embd_last_error, embd_log_configure); a
+ * copy in the binary would shadow them (tests/unit/test_cli_link.py). */
 #ifndef EMBD_UTIL_H
 #define EMBD_UTIL_H
 
 #include "embd.h"
+#include "util/text.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,12 +56,6 @@ enum embd_status embd_read_file(const char *path, size_t max_bytes, char **out, 
 
 /* Joins a directory and a file name into a new string (embd_free it). */
 char *embd_path_join(const char *dir, const char *name);
-
-/* Whether [s, s+len) is valid UTF-8. */
-int embd_utf8_valid(const char *s, size_t len);
-
-/* Monotonic seconds. */
-double embd_now(void);
 
 /* XXH3 64-bit hash, for fingerprints and cache keys. */
 uint64_t embd_hash64(uint64_t seed, const void *data, size_t len);

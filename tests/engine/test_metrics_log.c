@@ -3,7 +3,7 @@
  * what was embedded, truncation returns the needed size, rendering while
  * another thread embeds), and the event log in text and JSON lines, its
  * levels, EMBD_LOG_LEVEL / EMBD_LOG_FORMAT and bad settings. */
-#include "engine/log.h"
+#include "util/log.h"
 #include "engine/metrics.h"
 #include "model/tiny_model.h"
 #include "test.h"

@@ -2,7 +2,8 @@
  * or JSON ({"ts":...,"level":"warn","event":"cache","msg":"..."}). The level
  * and format come from embd_log_configure, else EMBD_LOG_LEVEL and
  * EMBD_LOG_FORMAT, else warn and text. */
-#include "engine/log.h"
+#include "util/log.h"
+#include "util/text.h"
 #include "util/util.h"
 
 #include <pthread.h>
@@ -78,25 +79,28 @@ bool embd_log_enabled(enum embd_log_level level) {
     return (int)level <= atomic_load(&log_level);
 }
 
-/* Appends s to buf as the inside of a JSON string. Returns the new length. */
-static size_t json_escape(char *buf, size_t len, size_t cap, const char *s) {
-    for (; *s && len + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[len++] = '\\';
-            buf[len++] = (char)c;
-        } else if (c < 0x20) {
-            len += (size_t)snprintf(buf + len, cap - len, "\\u%04x", c);
-        } else {
-            buf[len++] = (char)c;
-        }
-    }
-    return len;
+#define MSG_MAX 1024  /* a message's bytes, NUL included (longer ones are cut) */
+#define EVENT_MAX 64  /* an event name's bytes (longer ones are cut) */
+#define HEADER_MAX 96 /* {"ts":"...","level":"...","event": */
+/* Room for a JSON line of any message: every byte escaped (\u00XX) at worst. */
+#define LOG_LINE_MAX (HEADER_MAX + 6 * (EVENT_MAX + MSG_MAX) + 32)
+
+/* A line being written into a fixed buffer (JSON or text). */
+struct line {
+    char p[LOG_LINE_MAX];
+    size_t len;
+};
+
+static void line_put(void *ctx, const char *s, size_t n) {
+    struct line *l = ctx;
+    if (n > sizeof l->p - l->len) n = sizeof l->p - l->len; /* never: LOG_LINE_MAX fits all */
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
 }
 
 void embd_log(enum embd_log_level level, const char *event, const char *fmt, ...) {
     if (!embd_log_enabled(level)) return;
-    char msg[1024];
+    char msg[MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -104,31 +108,33 @@ void embd_log(enum embd_log_level level, const char *event, const char *fmt, ...
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
 
-    char line[2560];
-    size_t len;
+    struct line line;
     const char *lv = level_names[level < 0 || level > EMBD_LOG_DEBUG ? 0 : level];
     if (atomic_load(&log_json)) {
         struct timespec ts;
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
-        len = (size_t)snprintf(line, sizeof line,
+        const int n = snprintf(line.p, HEADER_MAX,
                                "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
-                               "\"event\":\"",
+                               "\"event\":",
                                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                                tm.tm_sec, ts.tv_nsec / 1000000, lv);
-        len = json_escape(line, len, sizeof line - 16, event ? event : "");
-        len += (size_t)snprintf(line + len, sizeof line - len, "\",\"msg\":\"");
-        len = json_escape(line, len, sizeof line - 4, msg);
-        len += (size_t)snprintf(line + len, sizeof line - len, "\"}\n");
+        line.len = n < 0 ? 0 : n < HEADER_MAX ? (size_t)n : HEADER_MAX - 1;
+        embd_json_string(line_put, &line, event ? event : "",
+                         event ? strnlen(event, EVENT_MAX) : 0);
+        line_put(&line, ",\"msg\":", 7);
+        embd_json_string(line_put, &line, msg, strlen(msg));
+        line_put(&line, "}\n", 2);
     } else {
-        len = (size_t)snprintf(line, sizeof line, "embd: %s: %s%s%s\n", lv, event ? event : "",
+        const int n = snprintf(line.p, sizeof line.p, "embd: %s: %s%s%s\n", lv, event ? event : "",
                                event ? ": " : "", msg);
-        if (len >= sizeof line) {
-            len = sizeof line - 1;
-            line[len - 1] = '\n';
+        line.len = n < 0 ? 0 : (size_t)n;
+        if (line.len >= sizeof line.p) {
+            line.len = sizeof line.p - 1;
+            line.p[line.len - 1] = '\n';
         }
     }
     /* One write per line, so that lines from several threads do not interleave. */
-    fwrite(line, 1, len, stderr);
+    fwrite(line.p, 1, line.len, stderr);
 }
