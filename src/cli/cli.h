@@ -11,11 +11,31 @@
 #include <stdio.h>
 
 #define CLI_MAX_OPTS 48
+/* The number of entries of an option table. */
+#define CLI_N_OPTS(opts) ((int)(sizeof(opts) / sizeof((opts)[0])))
 
 /* `embd index` commits its input in chunks of at most this many documents
  * (or CLI_INDEX_CHUNK_BYTES of text), each durable before the next is read. */
 #define CLI_INDEX_CHUNK_TEXTS 1024
 #define CLI_INDEX_CHUNK_BYTES (8u << 20)
+
+/* Options several commands share, for their option tables. */
+#define CLI_OPT_INPUT                                                                              \
+    { "input", 'i', true, "FILE", "-", "input file, - for stdin" }
+#define CLI_OPT_OUTPUT                                                                             \
+    { "output", 'o', true, "FILE", "-", "output file, - for stdout" }
+#define CLI_OPT_INPUT_FORMAT                                                                       \
+    {                                                                                              \
+        "input-format", 0, true, "FMT", "auto",                                                    \
+            "auto, lines or jsonl (auto: jsonl if the first line starts with '{')"                 \
+    }
+#define CLI_OPT_TEXT_FIELD                                                                         \
+    { "text-field", 0, true, "NAME", "text", "the JSONL field holding the text" }
+#define CLI_OPT_MAX_BATCH_TOKENS                                                                   \
+    {                                                                                              \
+        "max-batch-tokens", 0, true, "N", "0",                                                     \
+            "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"                   \
+    }
 
 struct cli_opt {
     const char *name;    /* long name without dashes, e.g. "max-batch-tokens" */
@@ -40,7 +60,8 @@ extern const int cli_n_common_opts;
 
 /* Parses argv (after the subcommand) against the common options plus `opts`.
  * Returns 0 on success, 2 after printing a usage error, -1 after printing
- * --help (the caller exits 0). `usage` is the synopsis line; `about` a paragraph. */
+ * --help (the caller exits 0); on those, a is already freed (cli_args_free
+ * on it is a no-op). `usage` is the synopsis line; `about` a paragraph. */
 int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, int n_opts, int argc,
               char **argv, const char *usage, const char *about);
 void cli_args_free(struct cli_args *a);
@@ -56,13 +77,28 @@ const char *cli_source(const struct cli_args *a, const char *name, char *buf, si
 
 /* Parses an integer option into *out within [lo, hi]; prints a usage error and returns 2 if bad. */
 int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, long *out);
+/* Sets *out to the index in choices[0..n) of option `name`'s value; prints a
+ * usage error ("--name must be a, b or c, not ...") and returns 2 if it is
+ * none of them. */
+int cli_get_choice(const struct cli_args *a, const char *name, const char *const *choices, int n,
+                   int *out);
 
 /* Prints "embd: <message>" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Loads the model and creates a context from the common options. Returns 0,
- * 1 (runtime error, printed) or 2 (usage error, printed). */
+/* Loads the model named by the common options. Returns 0, 1 (runtime
+ * error, printed) or 2 (usage error, printed). */
 int cli_open_model(const struct cli_args *a, embd_model **model);
+/* The model a command embeds with and its context. */
+struct cli_engine {
+    embd_model *model;
+    embd_ctx *ctx;
+};
+/* Loads the model and creates a context on it with params p. Returns 0, 1
+ * or 2 (error printed); cli_engine_close frees what it opened either way. */
+int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e);
+void cli_engine_close(struct cli_engine *e);
+/* Context params from --device, --dtype and --threads. Returns 0 or 2. */
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p);
 /* Sets the cache fields of *p from --cache, --cache-mem and --cache-map-size
  * (refusing a size given on the command line that the mode does not use).
@@ -83,31 +119,56 @@ int cli_open_store_for_search(const embd_model *model, const embd_ctx *ctx,
                               const struct embd_ctx_params *cp, const char *path,
                               struct embd_vstore **store, size_t *count);
 
-/* Input: plain lines or JSONL objects with a text field. */
+/* Input: one text per line, plain or a JSONL object with a text field (and,
+ * for `embd index`, an id field). Texts are bytes with a length: a NUL in
+ * a plain line, or "\u0000" in a JSONL string, is a character like any other. */
 enum cli_input_format { CLI_INPUT_AUTO, CLI_INPUT_LINES, CLI_INPUT_JSONL };
 
+struct cli_input {
+    enum cli_input_format format; /* AUTO: JSONL if the first line starts with '{' */
+    const char *text_field;       /* JSONL: the field holding the text (a string) */
+    const char *id_field;         /* JSONL: the field holding the id (a string or an integer),
+                                     or NULL for no ids; a plain line's id is its line number */
+    bool skip_blank;              /* skip lines of only spaces and tabs */
+};
+
+/* Fills *in from the command's --input-format, --text-field and --id-field
+ * (those it has; skip_blank false). Returns 0, or 2 after printing a usage error. */
+int cli_input_opts(const struct cli_args *a, struct cli_input *in);
+
 struct cli_reader {
+    struct cli_input in;
     FILE *f;
     bool close;
-    enum cli_input_format format;
-    const char *text_field;
     char *line;
     size_t line_cap;
-    size_t line_no;
-    char *text; /* the current text (owned) */
+    size_t line_no; /* the current input's line, from 1 */
+    /* The current input, NUL-terminated after its length. Owned by the
+     * reader, which reuses them; a caller may take one (and set it NULL). */
+    char *text;
     size_t text_len;
+    char *id; /* with in.id_field only */
+    size_t id_len;
     long long size;     /* input size in bytes if a regular file, else -1 */
     long long consumed; /* bytes read so far */
 };
 
-/* Opens "-" (stdin) or a path. Returns 0 or 1 (error printed). */
-int cli_reader_open(struct cli_reader *r, const char *path, enum cli_input_format format,
-                    const char *text_field);
-/* Reads the next input into r->text / r->text_len. Returns 1 on an input,
- * 0 at the end, -1 on an error (printed, with the line number). */
+/* Opens path for reading ("rb") or, with `write`, writing ("wb"); "-" or
+ * NULL is stdin or stdout. Sets *owned when the caller must fclose it.
+ * Returns NULL after printing "cannot open input|output PATH: reason". */
+FILE *cli_open_file(const char *path, bool write, bool *owned);
+
+/* Opens "-" or NULL (stdin) or a path. Returns 0 or 1 (error printed). */
+int cli_reader_open(struct cli_reader *r, const char *path, const struct cli_input *in);
+/* Reads the next input into r->text (and r->id). Returns 1 on an input, 0 at
+ * the end, -1 on an error (printed, naming the line). */
 int cli_reader_next(struct cli_reader *r);
 void cli_reader_close(struct cli_reader *r);
-int cli_parse_input_format(const char *s, enum cli_input_format *out);
+
+/* Output: writes b to f and empties it. Returns 0, or 1 after printing the
+ * error (b ran out of memory, or the write failed). */
+struct embd_buf;
+int cli_write_buf(FILE *f, struct embd_buf *b);
 
 /* Progress on stderr when it is a terminal: done items, rate, and percentage
  * and ETA when the total input size is known. */

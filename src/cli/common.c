@@ -1,15 +1,18 @@
 /* common.c — option parsing (flags > EMBD_* environment > --config file >
- * defaults), input readers and progress for the `embd` subcommands. */
+ * defaults), the input reader, output and progress for the `embd`
+ * subcommands. */
 #include "cli.h"
+#include "util/text.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 const struct cli_opt cli_common_opts[] = {
@@ -206,8 +209,8 @@ static int load_config(struct cli_args *a, const char *path) {
     return rc;
 }
 
-int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, int n_opts, int argc,
-              char **argv, const char *usage, const char *about) {
+static int parse_args(struct cli_args *a, const char *cmd, const struct cli_opt *opts, int n_opts,
+                      int argc, char **argv, const char *usage, const char *about) {
     memset(a, 0, sizeof *a);
     a->cmd = cmd;
     for (int i = 0; i < cli_n_common_opts; i++)
@@ -296,6 +299,13 @@ int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, i
     return 0;
 }
 
+int cli_parse(struct cli_args *a, const char *cmd, const struct cli_opt *opts, int n_opts, int argc,
+              char **argv, const char *usage, const char *about) {
+    const int rc = parse_args(a, cmd, opts, n_opts, argc, argv, usage, about);
+    if (rc) cli_args_free(a);
+    return rc;
+}
+
 void cli_args_free(struct cli_args *a) {
     for (int i = 0; i < a->n_opts; i++)
         free(a->owned[i]);
@@ -345,6 +355,26 @@ int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, lo
     return 0;
 }
 
+int cli_get_choice(const struct cli_args *a, const char *name, const char *const *choices, int n,
+                   int *out) {
+    const char *v = cli_get(a, name);
+    for (int i = 0; i < n; i++)
+        if (v && !strcmp(v, choices[i])) {
+            *out = i;
+            return 0;
+        }
+    char list[256] = "", src[4200];
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                 i == 0      ? ""
+                 : i + 1 < n ? ", "
+                             : " or ",
+                 choices[i]);
+    cli_err("%s: --%s must be %s, not \"%s\"%s", a->cmd, name, list, v ? v : "",
+            cli_source(a, name, src, sizeof src));
+    return 2;
+}
+
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
     *p = embd_ctx_default_params();
     const char *dev = cli_get(a, "device");
@@ -364,21 +394,12 @@ int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
                 cli_source(a, "device", src, sizeof src));
         return 2;
     }
-    const char *dt = cli_get(a, "dtype");
-    if (!strcmp(dt, "auto")) {
-        p->dtype = EMBD_DTYPE_AUTO;
-    } else if (!strcmp(dt, "fp32")) {
-        p->dtype = EMBD_DTYPE_FP32;
-    } else if (!strcmp(dt, "fp16")) {
-        p->dtype = EMBD_DTYPE_FP16;
-    } else if (!strcmp(dt, "bf16")) {
-        p->dtype = EMBD_DTYPE_BF16;
-    } else {
-        char src[4200];
-        cli_err("%s: --dtype must be auto, fp32, fp16 or bf16, not \"%s\"%s", a->cmd, dt,
-                cli_source(a, "dtype", src, sizeof src));
-        return 2;
-    }
+    static const char *const dtypes[] = {"auto", "fp32", "fp16", "bf16"};
+    _Static_assert(EMBD_DTYPE_AUTO == 0 && EMBD_DTYPE_BF16 == 3, "dtypes[] is enum embd_dtype");
+    int dtype = 0;
+    if (cli_get_choice(a, "dtype", dtypes, 4, &dtype)) return 2;
+    p->dtype = (enum embd_dtype)dtype;
+    const char *dt = dtypes[dtype];
     if (p->device == EMBD_DEVICE_CPU &&
         (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)) {
         char s1[4200], s2[4200];
@@ -416,116 +437,187 @@ int cli_open_model(const struct cli_args *a, embd_model **model) {
     return 0;
 }
 
-int cli_parse_input_format(const char *s, enum cli_input_format *out) {
-    if (!strcmp(s, "auto"))
-        *out = CLI_INPUT_AUTO;
-    else if (!strcmp(s, "lines"))
-        *out = CLI_INPUT_LINES;
-    else if (!strcmp(s, "jsonl"))
-        *out = CLI_INPUT_JSONL;
-    else
-        return -1;
+int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e) {
+    int rc = cli_open_model(a, &e->model);
+    if (rc) return rc;
+    if (embd_ctx_new(e->model, p, &e->ctx) != EMBD_OK) {
+        cli_err("%s", embd_last_error());
+        return 1;
+    }
     return 0;
 }
 
-int cli_reader_open(struct cli_reader *r, const char *path, enum cli_input_format format,
-                    const char *text_field) {
-    memset(r, 0, sizeof *r);
-    r->format = format;
-    r->text_field = text_field;
-    r->size = -1;
-    if (!path || !strcmp(path, "-")) {
-        r->f = stdin;
-    } else {
-        r->f = fopen(path, "rb");
-        if (!r->f) {
-            cli_err("cannot open input %s: %s", path, strerror(errno));
-            return 1;
-        }
-        r->close = true;
+void cli_engine_close(struct cli_engine *e) {
+    embd_ctx_free(e->ctx);
+    embd_model_free(e->model);
+    e->ctx = NULL;
+    e->model = NULL;
+}
+
+int cli_input_opts(const struct cli_args *a, struct cli_input *in) {
+    static const char *const formats[] = {"auto", "lines", "jsonl"};
+    _Static_assert(CLI_INPUT_AUTO == 0 && CLI_INPUT_JSONL == 2, "formats[] is the enum");
+    memset(in, 0, sizeof *in);
+    int format = 0;
+    if (cli_get_choice(a, "input-format", formats, 3, &format)) return 2;
+    in->format = (enum cli_input_format)format;
+    in->text_field = cli_get(a, "text-field");
+    in->id_field = cli_get(a, "id-field");
+    return 0;
+}
+
+FILE *cli_open_file(const char *path, bool write, bool *owned) {
+    *owned = false;
+    if (!path || !strcmp(path, "-")) return write ? stdout : stdin;
+    FILE *f = fopen(path, write ? "wb" : "rb");
+    if (!f) {
+        cli_err("cannot open %s %s: %s", write ? "output" : "input", path, strerror(errno));
+        return NULL;
     }
+    *owned = true;
+    return f;
+}
+
+int cli_reader_open(struct cli_reader *r, const char *path, const struct cli_input *in) {
+    memset(r, 0, sizeof *r);
+    r->in = *in;
+    r->size = -1;
+    r->f = cli_open_file(path, false, &r->close);
+    if (!r->f) return 1;
     struct stat st;
     if (fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode)) r->size = (long long)st.st_size;
     return 0;
 }
 
-static int set_text(struct cli_reader *r, const char *s, size_t len) {
-    char *t = realloc(r->text, len + 1);
+/* Copies s[0..len) into the owned, reused buffer *dst (NUL-terminated after
+ * len). Returns 0, or -1 after printing the error. */
+static int set_bytes(const struct cli_reader *r, char **dst, size_t *dst_len, const char *s,
+                     size_t len) {
+    char *t = realloc(*dst, len + 1);
     if (!t) {
-        cli_err("out of memory reading line %zu", r->line_no);
+        cli_err("out of memory reading input line %zu", r->line_no);
         return -1;
     }
     memcpy(t, s, len);
     t[len] = '\0';
-    r->text = t;
-    r->text_len = len;
-    return 1;
+    *dst = t;
+    *dst_len = len;
+    return 0;
+}
+
+/* A JSON id: a string, or an integer (also one written as a number with no
+ * fraction, exact in a double) in decimal. Returns 0, or -1 after printing
+ * the error. */
+static int set_json_id(struct cli_reader *r, const json_t *v) {
+    char num[32];
+    if (json_is_string(v))
+        return set_bytes(r, &r->id, &r->id_len, json_string_value(v), json_string_length(v));
+    if (json_is_integer(v)) {
+        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return set_bytes(r, &r->id, &r->id_len, num, strlen(num));
+    }
+    const double d = json_is_real(v) ? json_real_value(v) : NAN;
+    if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+        snprintf(num, sizeof num, "%lld", (long long)d);
+        return set_bytes(r, &r->id, &r->id_len, num, strlen(num));
+    }
+    cli_err("input line %zu: %s field \"%s\" (a string or an integer; see --id-field)", r->line_no,
+            v ? "bad" : "no", r->in.id_field);
+    return -1;
+}
+
+/* One JSONL line (len bytes) into r->text and r->id. Returns 1 or -1. */
+static int read_jsonl(struct cli_reader *r, size_t len) {
+    json_error_t err;
+    json_t *obj = json_loadb(r->line, len, JSON_ALLOW_NUL, &err);
+    int rc = -1;
+    if (!json_is_object(obj)) {
+        cli_err("input line %zu: not a JSON object%s%s (use --input-format lines for plain text)",
+                r->line_no, obj ? "" : ": ", obj ? "" : err.text);
+        goto done;
+    }
+    const json_t *t = json_object_get(obj, r->in.text_field);
+    if (!json_is_string(t)) {
+        cli_err("input line %zu: no string field \"%s\" (see --text-field)", r->line_no,
+                r->in.text_field);
+        goto done;
+    }
+    if (r->in.id_field && set_json_id(r, json_object_get(obj, r->in.id_field))) goto done;
+    if (set_bytes(r, &r->text, &r->text_len, json_string_value(t), json_string_length(t)))
+        goto done;
+    rc = 1;
+done:
+    json_decref(obj);
+    return rc;
+}
+
+static bool is_blank(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t') return false;
+    return true;
 }
 
 int cli_reader_next(struct cli_reader *r) {
-    errno = 0;
-    ssize_t got = getline(&r->line, &r->line_cap, r->f);
-    if (got < 0) {
-        if (ferror(r->f)) {
+    size_t len;
+    do {
+        errno = 0;
+        const ssize_t got = getline(&r->line, &r->line_cap, r->f);
+        if (got < 0) {
+            if (!ferror(r->f)) return 0;
             cli_err("error reading input after line %zu: %s", r->line_no, strerror(errno));
             return -1;
         }
-        return 0;
-    }
-    r->line_no++;
-    r->consumed += got;
-    size_t len = (size_t)got;
-    if (len && r->line[len - 1] == '\n') len--;
-    if (len && r->line[len - 1] == '\r') len--;
-    if (r->format == CLI_INPUT_AUTO) {
+        r->line_no++;
+        r->consumed += got;
+        len = (size_t)got; /* not strlen: the line may hold NUL bytes */
+        if (len && r->line[len - 1] == '\n') len--;
+        if (len && r->line[len - 1] == '\r') len--;
+    } while (r->in.skip_blank && is_blank(r->line, len));
+    if (r->in.format == CLI_INPUT_AUTO) {
         size_t i = 0;
         while (i < len && (r->line[i] == ' ' || r->line[i] == '\t'))
             i++;
-        r->format = (i < len && r->line[i] == '{') ? CLI_INPUT_JSONL : CLI_INPUT_LINES;
+        r->in.format = i < len && r->line[i] == '{' ? CLI_INPUT_JSONL : CLI_INPUT_LINES;
     }
-    if (r->format == CLI_INPUT_LINES) return set_text(r, r->line, len);
-
-    cJSON *obj = cJSON_ParseWithLength(r->line, len);
-    if (!obj || !cJSON_IsObject(obj)) {
-        cli_err("input line %zu: not a JSON object (use --input-format lines for plain text)",
-                r->line_no);
-        cJSON_Delete(obj);
-        return -1;
+    if (r->in.format == CLI_INPUT_JSONL) return read_jsonl(r, len);
+    if (r->in.id_field) {
+        char num[32];
+        snprintf(num, sizeof num, "%zu", r->line_no);
+        if (set_bytes(r, &r->id, &r->id_len, num, strlen(num))) return -1;
     }
-    const cJSON *field = cJSON_GetObjectItemCaseSensitive(obj, r->text_field);
-    if (!cJSON_IsString(field)) {
-        cli_err("input line %zu: no string field \"%s\" (see --text-field)", r->line_no,
-                r->text_field);
-        cJSON_Delete(obj);
-        return -1;
-    }
-    int rc = set_text(r, field->valuestring, strlen(field->valuestring));
-    cJSON_Delete(obj);
-    return rc;
+    return set_bytes(r, &r->text, &r->text_len, r->line, len) ? -1 : 1;
 }
 
 void cli_reader_close(struct cli_reader *r) {
     if (r->close && r->f) fclose(r->f);
     free(r->line);
     free(r->text);
+    free(r->id);
     memset(r, 0, sizeof *r);
 }
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+int cli_write_buf(FILE *f, struct embd_buf *b) {
+    if (b->oom) {
+        cli_err("out of memory writing output");
+        return 1;
+    }
+    if (b->len && fwrite(b->p, 1, b->len, f) != b->len) {
+        cli_err("cannot write output: %s", strerror(errno));
+        return 1;
+    }
+    embd_buf_reset(b);
+    return 0;
 }
 
 void cli_progress_init(struct cli_progress *p, bool quiet) {
     p->enabled = !quiet && isatty(STDERR_FILENO);
-    p->start = p->last = now_sec();
+    p->start = p->last = embd_now();
 }
 
 void cli_progress_update(struct cli_progress *p, size_t done, long long bytes_done,
                          long long bytes_total, bool final) {
     if (!p->enabled) return;
-    double t = now_sec();
+    double t = embd_now();
     if (!final && t - p->last < 0.2) return;
     p->last = t;
     double el = t - p->start;
@@ -549,7 +641,7 @@ void cli_progress_update(struct cli_progress *p, size_t done, long long bytes_do
 }
 
 double cli_elapsed(const struct cli_progress *p) {
-    return now_sec() - p->start;
+    return embd_now() - p->start;
 }
 
 static bool given_as_flag(const struct cli_args *a, const char *name) {

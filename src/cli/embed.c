@@ -1,6 +1,7 @@
 /* embed.c — `embd embed`: texts in (lines or JSONL), vectors out (JSONL or
  * .npy), streamed in chunks so memory stays bounded, in input order. */
 #include "cli.h"
+#include "util/text.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,16 +12,14 @@
 #define NPY_HEADER 128 /* fixed header size so the shape can be rewritten in place */
 
 static const struct cli_opt embed_opts[] = {
-    {"input", 'i', true, "FILE", "-", "input file, - for stdin"},
-    {"output", 'o', true, "FILE", "-", "output file, - for stdout"},
-    {"input-format", 0, true, "FMT", "auto",
-     "auto, lines or jsonl (auto: jsonl if the first line starts with '{')"},
-    {"text-field", 0, true, "NAME", "text", "the JSONL field holding the text"},
+    CLI_OPT_INPUT,
+    CLI_OPT_OUTPUT,
+    CLI_OPT_INPUT_FORMAT,
+    CLI_OPT_TEXT_FIELD,
     {"format", 0, true, "FMT", "jsonl", "jsonl or npy (float32, shape (n, dim))"},
     {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
     {"no-normalize", 0, false, NULL, NULL, "skip the model's L2 normalisation"},
-    {"max-batch-tokens", 0, true, "N", "0",
-     "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"},
+    CLI_OPT_MAX_BATCH_TOKENS,
     {"cache", 0, true, "MODE", "mem",
      "embedding cache: off, mem (in memory, this run) or a directory (on disk, LMDB: shared "
      "by processes, kept across runs, so an interrupted run resumes where it stopped)"},
@@ -30,6 +29,17 @@ static const struct cli_opt embed_opts[] = {
      "texts read and embedded per step (bounds memory; the disk cache commits per step)"},
 };
 
+static const char embed_usage[] =
+    "embd embed -m DIR [-i FILE|-] [-o FILE|-] [--format jsonl|npy] [options]";
+static const char embed_about[] =
+    "Embeds texts, one per input line (plain text or JSONL objects), and writes\n"
+    "one vector per input in input order: JSONL {\"index\":i,\"embedding\":[...]}\n"
+    "or a float32 .npy of shape (n, dim). A NUL in a text (a NUL byte in a plain\n"
+    "line, \\u0000 in JSONL) is a character like any other. JSONL writes a value\n"
+    "that is not a finite number (NaN or infinity, from a broken model) as null,\n"
+    "as embd serve does; .npy keeps it as it is. Shows progress on a terminal and a\n"
+    "summary (docs/s, tokens/s) at the end.";
+
 struct out_sink {
     FILE *f;
     bool close, npy, seekable;
@@ -37,6 +47,7 @@ struct out_sink {
     size_t rows;
     float *held; /* npy to a pipe: all rows kept until the end */
     size_t held_cap;
+    struct embd_buf line; /* JSONL: the line being written */
 };
 
 static void npy_header(char *h, size_t rows, int dim) {
@@ -56,16 +67,8 @@ static int sink_open(struct out_sink *s, const char *path, bool npy, int dim) {
     memset(s, 0, sizeof *s);
     s->npy = npy;
     s->dim = dim;
-    if (!strcmp(path, "-")) {
-        s->f = stdout;
-    } else {
-        s->f = fopen(path, "wb");
-        if (!s->f) {
-            cli_err("cannot open output %s: %s", path, strerror(errno));
-            return 1;
-        }
-        s->close = true;
-    }
+    s->f = cli_open_file(path, true, &s->close);
+    if (!s->f) return 1;
     if (npy) {
         s->seekable = fseek(s->f, 0, SEEK_CUR) == 0 && s->close;
         if (s->seekable) {
@@ -101,10 +104,10 @@ static int sink_write(struct out_sink *s, const float *vecs, size_t n, size_t fi
         memcpy(s->held + s->rows * D, vecs, n * D * sizeof(float));
     } else {
         for (size_t i = 0; i < n; i++) {
-            if (fprintf(s->f, "{\"index\":%zu,\"embedding\":[", first_index + i) < 0) goto io;
-            for (size_t d = 0; d < D; d++)
-                if (fprintf(s->f, d ? ",%.9g" : "%.9g", (double)vecs[i * D + d]) < 0) goto io;
-            if (fputs("]}\n", s->f) < 0) goto io;
+            embd_buf_printf(&s->line, "{\"index\":%zu,\"embedding\":", first_index + i);
+            embd_buf_json_floats(&s->line, vecs + i * D, D); /* NaN, inf: null */
+            embd_buf_put(&s->line, "}\n", 2);
+            if (cli_write_buf(s->f, &s->line)) return 1;
         }
     }
     s->rows += n;
@@ -133,26 +136,16 @@ static int sink_close(struct out_sink *s, bool ok) {
     if (s->close && fclose(s->f) != 0) rc = 1;
     if (rc) cli_err("cannot write output: %s", strerror(errno));
     free(s->held);
+    embd_buf_free(&s->line);
     return rc;
 }
 
-/* Whether option `name` was given as a flag (not the environment, a config
- * file or the default). */
 int cmd_embed(int argc, char **argv) {
     struct cli_args a;
-    int rc =
-        cli_parse(&a, "embed", embed_opts, (int)(sizeof embed_opts / sizeof embed_opts[0]), argc,
-                  argv, "embd embed -m DIR [-i FILE|-] [-o FILE|-] [--format jsonl|npy] [options]",
-                  "Embeds texts, one per input line (plain text or JSONL objects), and writes\n"
-                  "one vector per input in input order: JSONL {\"index\":i,\"embedding\":[...]}\n"
-                  "or a float32 .npy of shape (n, dim). Shows progress on a terminal and a\n"
-                  "summary (docs/s, tokens/s) at the end.");
-    if (rc) {
-        cli_args_free(&a);
-        return rc < 0 ? 0 : rc;
-    }
-    embd_model *model = NULL;
-    embd_ctx *ctx = NULL;
+    int rc = cli_parse(&a, "embed", embed_opts, CLI_N_OPTS(embed_opts), argc, argv, embed_usage,
+                       embed_about);
+    if (rc) return rc < 0 ? 0 : rc;
+    struct cli_engine eng = {0};
     struct cli_reader in = {0};
     struct out_sink out = {0};
     bool out_open = false, in_open = false;
@@ -160,21 +153,13 @@ int cmd_embed(int argc, char **argv) {
     size_t *lens = NULL;
     float *vecs = NULL;
     struct embd_ctx_params cp;
-    enum cli_input_format fmt;
+    struct cli_input input;
     long mbt = 0;
 
-    const char *format = cli_get(&a, "format");
-    if (strcmp(format, "jsonl") && strcmp(format, "npy")) {
-        cli_err("embed: --format must be jsonl or npy, not \"%s\"", format);
-        rc = 2;
-        goto done;
-    }
-    if (cli_parse_input_format(cli_get(&a, "input-format"), &fmt)) {
-        cli_err("embed: --input-format must be auto, lines or jsonl, not \"%s\"",
-                cli_get(&a, "input-format"));
-        rc = 2;
-        goto done;
-    }
+    static const char *const formats[] = {"jsonl", "npy"};
+    int npy = 0;
+    if ((rc = cli_get_choice(&a, "format", formats, 2, &npy))) goto done;
+    if ((rc = cli_input_opts(&a, &input))) goto done;
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
     if ((rc = cli_cache_params(&a, &cp))) goto done;
     const char *cache = cli_get(&a, "cache");
@@ -184,17 +169,12 @@ int cmd_embed(int argc, char **argv) {
     cp.max_batch_tokens = (int)mbt;
     cp.normalize = !cli_flag(&a, "no-normalize");
     cp.prefix = cli_get(&a, "prefix");
-    if ((rc = cli_open_model(&a, &model))) goto done;
-    if (embd_ctx_new(model, cp, &ctx) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
-        rc = 1;
-        goto done;
-    }
+    if ((rc = cli_engine_open(&a, cp, &eng))) goto done;
     rc = 1;
-    if (cli_reader_open(&in, cli_get(&a, "input"), fmt, cli_get(&a, "text-field"))) goto done;
+    if (cli_reader_open(&in, cli_get(&a, "input"), &input)) goto done;
     in_open = true;
-    const int D = embd_model_dim(model);
-    if (sink_open(&out, cli_get(&a, "output"), !strcmp(format, "npy"), D)) goto done;
+    const int D = embd_model_dim(eng.model);
+    if (sink_open(&out, cli_get(&a, "output"), npy, D)) goto done;
     out_open = true;
 
     texts = calloc((size_t)chunk, sizeof *texts);
@@ -224,7 +204,7 @@ int cmd_embed(int argc, char **argv) {
             goto done;
         }
         if (n == 0) break;
-        if (embd_embed(ctx, (const char *const *)texts, lens, n, vecs) != EMBD_OK) {
+        if (embd_embed(eng.ctx, (const char *const *)texts, lens, n, vecs) != EMBD_OK) {
             cli_err("inputs %zu..%zu: %s", total, total + n - 1, embd_last_error());
             for (size_t i = 0; i < n; i++)
                 free(texts[i]), texts[i] = NULL;
@@ -241,7 +221,7 @@ int cmd_embed(int argc, char **argv) {
     if (sink_close(&out, true)) goto done;
     if (!quiet) {
         struct embd_ctx_stats st;
-        embd_ctx_get_stats(ctx, &st);
+        embd_ctx_get_stats(eng.ctx, &st);
         double el = cli_elapsed(&prog);
         char cache_note[96] = "";
         if (strcmp(cache, "off"))
@@ -251,7 +231,7 @@ int cmd_embed(int argc, char **argv) {
                 "embd: embedded %zu texts (%llu tokens) in %.2f s: %.1f docs/s, %.0f tokens/s "
                 "[%s]%s\n",
                 total, (unsigned long long)st.tokens, el, el > 0 ? (double)total / el : 0.0,
-                el > 0 ? (double)st.tokens / el : 0.0, embd_ctx_backend(ctx), cache_note);
+                el > 0 ? (double)st.tokens / el : 0.0, embd_ctx_backend(eng.ctx), cache_note);
     }
     rc = 0;
 
@@ -261,8 +241,7 @@ done:
     free(texts);
     free(lens);
     free(vecs);
-    embd_ctx_free(ctx);
-    embd_model_free(model);
+    cli_engine_close(&eng);
     cli_args_free(&a);
     return rc;
 }

@@ -4,9 +4,7 @@
 #include "cli.h"
 #include "store/vstore.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +15,28 @@ _Static_assert(CLI_INDEX_CHUNK_TEXTS == 1024,
 static const struct cli_opt index_opts[] = {
     {"store", 0, true, "PATH|URL", NULL,
      "store directory (created when missing or empty) or postgresql:// URL"},
-    {"input", 'i', true, "FILE", "-", "input file, - for stdin"},
-    {"input-format", 0, true, "FMT", "auto",
-     "auto, lines or jsonl (auto: jsonl if the first line starts with '{')"},
+    CLI_OPT_INPUT,
+    CLI_OPT_INPUT_FORMAT,
     {"id-field", 0, true, "NAME", "id", "the JSONL field holding the id (string or integer)"},
-    {"text-field", 0, true, "NAME", "text", "the JSONL field holding the text"},
-    {"max-batch-tokens", 0, true, "N", "0",
-     "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"},
+    CLI_OPT_TEXT_FIELD,
+    CLI_OPT_MAX_BATCH_TOKENS,
 };
+
+static const char index_usage[] =
+    "embd index -m DIR --store PATH|URL [-i FILE|-] [--input-format auto|lines|jsonl] "
+    "[options]";
+static const char index_about[] =
+    "Embeds documents and appends them to a vector store: a directory (created\n"
+    "when missing), or PostgreSQL + pgvector given a postgresql:// URL (the\n"
+    "extension, tables and, after loading, an HNSW index are created as needed). JSONL input "
+    "gives each document an id (--id-field,\n"
+    "a string or an integer) and a text (--text-field); plain lines get their\n"
+    "line numbers as ids (\"1\", \"2\", ...). Blank lines are skipped. A document\n"
+    "whose id is already in the store replaces it. Each chunk of ~1024 documents\n"
+    "is synced to disk before the next, so an interrupted run keeps what it\n"
+    "finished. A store built with another model is refused. Search the store\n"
+    "with embd search. A NUL in a text (a NUL byte in a plain line, \\u0000 in\n"
+    "JSONL) is a character: the store keeps it, and search writes it back.";
 
 /* One chunk of documents: ids and texts owned (malloc), vectors (n, D). */
 struct chunk {
@@ -44,121 +56,41 @@ static void chunk_clear(struct chunk *c) {
     c->n = c->bytes = 0;
 }
 
-static bool blank(const char *s, size_t len) {
-    for (size_t i = 0; i < len; i++)
-        if (s[i] != ' ' && s[i] != '\t') return false;
-    return true;
-}
-
-static char *dup_bytes(const char *s, size_t len) {
-    char *d = malloc(len + 1);
-    if (!d) return NULL;
-    memcpy(d, s, len);
-    d[len] = '\0';
-    return d;
-}
-
-/* Turns one input line into an (id, text) pair appended to the chunk.
- * Returns 0, or 1 after printing an error naming the line. */
-static int take_line(struct chunk *c, enum cli_input_format fmt, const char *line, size_t len,
-                     size_t line_no, const char *id_field, const char *text_field) {
-    char idbuf[32];
-    const char *id = NULL, *text = NULL;
-    size_t id_len = 0, text_len = 0;
-    cJSON *obj = NULL;
-    int rc = 1;
-    if (fmt == CLI_INPUT_LINES) {
-        id_len = (size_t)snprintf(idbuf, sizeof idbuf, "%zu", line_no);
-        id = idbuf;
-        text = line;
-        text_len = len;
-    } else {
-        obj = cJSON_ParseWithLength(line, len);
-        if (!cJSON_IsObject(obj)) {
-            cli_err("input line %zu: not a JSON object (use --input-format lines for plain text)",
-                    line_no);
-            goto done;
-        }
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, id_field);
-        if (cJSON_IsString(f)) {
-            id = f->valuestring;
-            id_len = strlen(id);
-        } else if (cJSON_IsNumber(f) && f->valuedouble == floor(f->valuedouble) &&
-                   fabs(f->valuedouble) < 9007199254740992.0) {
-            id_len = (size_t)snprintf(idbuf, sizeof idbuf, "%lld", (long long)f->valuedouble);
-            id = idbuf;
-        } else {
-            cli_err("input line %zu: %s field \"%s\" (a string or an integer; see --id-field)",
-                    line_no, f ? "bad" : "no", id_field);
-            goto done;
-        }
-        f = cJSON_GetObjectItemCaseSensitive(obj, text_field);
-        if (!cJSON_IsString(f)) {
-            cli_err("input line %zu: no string field \"%s\" (see --text-field)", line_no,
-                    text_field);
-            goto done;
-        }
-        text = f->valuestring;
-        text_len = strlen(text);
+/* Moves the reader's current (id, text) into the chunk. Returns 0, or 1
+ * after printing an error naming the line. */
+static int take_input(struct chunk *c, struct cli_reader *in) {
+    if (in->id_len < 1 || in->id_len > EMBD_STORE_MAX_ID) {
+        cli_err("input line %zu: the id must be 1 to %u bytes, not %zu", in->line_no,
+                EMBD_STORE_MAX_ID, in->id_len);
+        return 1;
     }
-    if (id_len < 1 || id_len > EMBD_STORE_MAX_ID) {
-        cli_err("input line %zu: the id must be 1 to %u bytes, not %zu", line_no, EMBD_STORE_MAX_ID,
-                id_len);
-        goto done;
+    if (in->text_len > EMBD_STORE_MAX_TEXT) {
+        cli_err("input line %zu: text of %zu bytes (the store's limit is %u)", in->line_no,
+                in->text_len, EMBD_STORE_MAX_TEXT);
+        return 1;
     }
-    if (text_len > EMBD_STORE_MAX_TEXT) {
-        cli_err("input line %zu: text of %zu bytes (the store's limit is %u)", line_no, text_len,
-                EMBD_STORE_MAX_TEXT);
-        goto done;
-    }
-    c->ids[c->n] = dup_bytes(id, id_len);
-    c->texts[c->n] = dup_bytes(text, text_len);
-    if (!c->ids[c->n] || !c->texts[c->n]) {
-        free(c->ids[c->n]);
-        free(c->texts[c->n]);
-        c->ids[c->n] = c->texts[c->n] = NULL;
-        cli_err("out of memory reading input line %zu", line_no);
-        goto done;
-    }
-    c->id_lens[c->n] = id_len;
-    c->text_lens[c->n] = text_len;
-    c->n++;
-    c->bytes += text_len;
-    rc = 0;
-done:
-    cJSON_Delete(obj);
-    return rc;
+    c->ids[c->n] = in->id;
+    c->id_lens[c->n] = in->id_len;
+    c->texts[c->n] = in->text;
+    c->text_lens[c->n] = in->text_len;
+    in->id = in->text = NULL; /* taken */
+    c->bytes += c->text_lens[c->n++];
+    return 0;
 }
 
 int cmd_index(int argc, char **argv) {
     struct cli_args a;
-    int rc = cli_parse(
-        &a, "index", index_opts, (int)(sizeof index_opts / sizeof index_opts[0]), argc, argv,
-        "embd index -m DIR --store PATH|URL [-i FILE|-] [--input-format auto|lines|jsonl] "
-        "[options]",
-        "Embeds documents and appends them to a vector store: a directory (created\n"
-        "when missing), or PostgreSQL + pgvector given a postgresql:// URL (the\n"
-        "extension, tables and, after loading, an HNSW index are created as needed). JSONL input "
-        "gives each document an id (--id-field,\n"
-        "a string or an integer) and a text (--text-field); plain lines get their\n"
-        "line numbers as ids (\"1\", \"2\", ...). Blank lines are skipped. A document\n"
-        "whose id is already in the store replaces it. Each chunk of ~1024 documents\n"
-        "is synced to disk before the next, so an interrupted run keeps what it\n"
-        "finished. A store built with another model is refused. Search the store\n"
-        "with embd search.");
-    if (rc) {
-        cli_args_free(&a);
-        return rc < 0 ? 0 : rc;
-    }
-    embd_model *model = NULL;
-    embd_ctx *ctx = NULL;
+    int rc = cli_parse(&a, "index", index_opts, CLI_N_OPTS(index_opts), argc, argv, index_usage,
+                       index_about);
+    if (rc) return rc < 0 ? 0 : rc;
     embd_vstore *store = NULL;
+    struct cli_engine eng = {0};
     struct cli_reader in = {0};
     bool in_open = false;
     struct chunk *c = NULL;
     float *vecs = NULL;
     struct embd_ctx_params cp;
-    enum cli_input_format fmt;
+    struct cli_input input;
     long mbt = 0;
     const char *path = cli_get(&a, "store");
 
@@ -167,27 +99,19 @@ int cmd_index(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if (cli_parse_input_format(cli_get(&a, "input-format"), &fmt)) {
-        cli_err("index: --input-format must be auto, lines or jsonl, not \"%s\"",
-                cli_get(&a, "input-format"));
-        rc = 2;
-        goto done;
-    }
+    if ((rc = cli_input_opts(&a, &input))) goto done;
+    input.skip_blank = true;
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
     if ((rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt))) goto done;
     cp.max_batch_tokens = (int)mbt;
     cp.normalize = true;
-    if ((rc = cli_open_model(&a, &model))) goto done;
+    if ((rc = cli_engine_open(&a, cp, &eng))) goto done;
     rc = 1;
-    if (embd_ctx_new(model, cp, &ctx) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
-        goto done;
-    }
-    const int D = embd_model_dim(model);
+    const int D = embd_model_dim(eng.model);
     size_t before = 0, after = 0;
-    if (cli_open_store(model, path, true, &store, &before)) goto done;
+    if (cli_open_store(eng.model, path, true, &store, &before)) goto done;
 
-    if (cli_reader_open(&in, cli_get(&a, "input"), CLI_INPUT_LINES, NULL)) goto done;
+    if (cli_reader_open(&in, cli_get(&a, "input"), &input)) goto done;
     in_open = true;
     c = calloc(1, sizeof *c);
     vecs = malloc((size_t)CLI_INDEX_CHUNK_TEXTS * (size_t)D * sizeof *vecs);
@@ -196,7 +120,6 @@ int cmd_index(int argc, char **argv) {
         goto done;
     }
     const bool quiet = cli_flag(&a, "quiet");
-    const char *id_field = cli_get(&a, "id-field"), *text_field = cli_get(&a, "text-field");
     struct cli_progress prog;
     cli_progress_init(&prog, quiet);
     size_t total = 0;
@@ -204,14 +127,7 @@ int cmd_index(int argc, char **argv) {
     while (r == 1) {
         while (c->n < CLI_INDEX_CHUNK_TEXTS && c->bytes < CLI_INDEX_CHUNK_BYTES &&
                (r = cli_reader_next(&in)) == 1) {
-            if (blank(in.text, in.text_len)) continue;
-            if (fmt == CLI_INPUT_AUTO) {
-                size_t i = 0;
-                while (in.text[i] == ' ' || in.text[i] == '\t')
-                    i++;
-                fmt = in.text[i] == '{' ? CLI_INPUT_JSONL : CLI_INPUT_LINES;
-            }
-            if (take_line(c, fmt, in.text, in.text_len, in.line_no, id_field, text_field)) {
+            if (take_input(c, &in)) {
                 r = -1;
                 break;
             }
@@ -221,7 +137,8 @@ int cmd_index(int argc, char **argv) {
             goto done;
         }
         if (c->n == 0) break;
-        if (embd_embed(ctx, (const char *const *)c->texts, c->text_lens, c->n, vecs) != EMBD_OK) {
+        if (embd_embed(eng.ctx, (const char *const *)c->texts, c->text_lens, c->n, vecs) !=
+            EMBD_OK) {
             cli_err("documents %zu..%zu: %s", total + 1, total + c->n, embd_last_error());
             goto done;
         }
@@ -248,7 +165,7 @@ int cmd_index(int argc, char **argv) {
                 "embd: indexed %zu documents (%zu added, %zu replaced) in %.2f s: %.1f docs/s "
                 "[%s]; store %s holds %zu records (%zu before)\n",
                 total, added, total - added, el, el > 0 ? (double)total / el : 0.0,
-                embd_ctx_backend(ctx), embd_vstore_is_pg(path) ? "(postgresql)" : path, after,
+                embd_ctx_backend(eng.ctx), embd_vstore_is_pg(path) ? "(postgresql)" : path, after,
                 before);
     }
     rc = 0;
@@ -259,8 +176,7 @@ done:
     free(vecs);
     if (in_open) cli_reader_close(&in);
     embd_vstore_close(store);
-    embd_ctx_free(ctx);
-    embd_model_free(model);
+    cli_engine_close(&eng);
     cli_args_free(&a);
     return rc;
 }

@@ -162,6 +162,66 @@ def main():
         want = [e.ids for e in tok.encode_batch(texts)]
         c.check(got == want, "tokenize == tokenizers")
         c.check(len(got[4]) == 256, "long input truncated to 256")
+
+    # U+0000 is a character, not the end of the text (issue 18), in JSONL
+    # ("\u0000") and in a plain line (a raw NUL byte): the BERT normalizer
+    # drops it and keeps what follows, as Hugging Face tokenizers does.
+    nul = "NUL? no: \x00 after"
+    nul_inputs = (("JSONL", json.dumps({"text": nul}) + "\n"), ("plain line", nul.encode() + b"\n"))
+    for what, stdin in nul_inputs:
+        p = run(["tokenize", *m], stdin=stdin)
+        ids = read_jsonl(p.stdout)[0]["ids"] if p.returncode == 0 and p.stdout else None
+        c.check(ids is not None and len(ids) == 8, f"tokenize {what} with a NUL: {ids}")
+        if Tokenizer is not None:
+            c.check(ids == tok.encode(nul).ids, f"tokenize {what} with a NUL == tokenizers")
+
+    def embed_one(stdin):
+        p = run(["embed", *m], stdin=stdin)
+        rows = read_jsonl(p.stdout) if p.returncode == 0 else []
+        return np.array(rows[0]["embedding"], dtype=np.float32) if len(rows) == 1 else None
+
+    dropped, cut = embed_one("NUL? no:  after\n"), embed_one("NUL? no: \n")
+    for what, stdin in nul_inputs:
+        got = embed_one(stdin)
+        c.check(got is not None and np.allclose(got, dropped, atol=1e-6)
+                and not np.allclose(got, cut, atol=1e-3), f"embed {what} with a NUL: the NUL "
+                "dropped, the rest kept")
+
+    # A non-finite output value is written as null (valid JSON, as the server
+    # writes it), never as nan or inf: the model with an infinite LayerNorm
+    # weight gives NaN everywhere.
+    try:
+        from safetensors.numpy import load_file, save_file
+    except ImportError:
+        load_file = None
+    if load_file is not None:
+        with tempfile.TemporaryDirectory() as d:
+            bad = os.path.join(d, "inf-model")
+            os.mkdir(bad)
+            for name in os.listdir(MODEL):
+                if name != "model.safetensors":
+                    os.symlink(os.path.join(MODEL, name), os.path.join(bad, name))
+            w = load_file(os.path.join(MODEL, "model.safetensors"))
+            name = next(k for k in w if k.endswith("embeddings.LayerNorm.weight"))
+            w[name] = w[name].copy()
+            w[name][0] = np.inf
+            save_file(w, os.path.join(bad, "model.safetensors"))
+            p = run(["embed", "-m", bad, "-q"], stdin="a text\n")
+
+            def no_constants(x):
+                raise ValueError(f"JSON constant {x}")
+
+            try:
+                rows = [json.loads(l, parse_constant=no_constants)
+                        for l in p.stdout.decode().splitlines()]
+            except ValueError as e:
+                rows = f"invalid JSON: {e}: {p.stdout[:200]!r}"
+            c.check(p.returncode == 0 and isinstance(rows, list) and len(rows) == 1 and
+                    len(rows[0]["embedding"]) == 384 and None in rows[0]["embedding"] and
+                    all(v is None or np.isfinite(v) for v in rows[0]["embedding"]),
+                    f"non-finite values are null: {p.returncode} {rows if isinstance(rows, str) else ''}")
+    p = run(["embed", "--help"])
+    c.check(b"null" in p.stdout, "embed --help says non-finite values are written as null")
     c.done()
 
 

@@ -224,6 +224,29 @@ def main():
         got = {h["id"]: h["text"] for h in all_records(c, m, odd_store)}
         c.check(got == dict(odd), f"escaped ids and texts round-trip: {got!r}")
 
+        # U+0000 is a character (issue 18): a text holding one, from JSONL
+        # ("\u0000") or a plain line (a raw NUL byte), is stored whole and
+        # comes back from search whole (as \u0000); a query with a NUL byte
+        # read from stdin is embedded whole too (its own document scores 1).
+        nul_store = os.path.join(tmp, "nul")
+        nul_text = "before \x00 after the NUL: " + DOCS[7]
+        p = run(["index", "-m", m, "--store", nul_store, "-q"],
+                stdin=json.dumps({"id": "j", "text": nul_text}) + "\n")
+        c.check(p.returncode == 0, f"index a JSONL text with a NUL: {p.stderr.decode()}")
+        p = run(["index", "-m", m, "--store", nul_store, "-q", "--input-format", "lines"],
+                stdin=nul_text.encode() + b"\n")
+        c.check(p.returncode == 0, f"index a plain line with a NUL: {p.stderr.decode()}")
+        p = run(["search", "-m", m, "--store", nul_store, "--query", "x", "-k", "2"])
+        c.check(b"\\u0000" in p.stdout, f"search writes the NUL as \\u0000: {p.stdout[:200]!r}")
+        got = {h["id"]: h["text"] for h in hits_of(p)}
+        c.check(got == {"j": nul_text, "1": nul_text}, f"texts with a NUL round-trip: {got!r}")
+        p = run(["search", "-m", m, "--store", nul_store, "--query", "-", "-k", "2"],
+                stdin=nul_text.encode() + b"\n")
+        hits = hits_of(p)
+        c.check(p.returncode == 0 and len(hits) == 2 and
+                all(abs(h["score"] - 1) < 1e-5 for h in hits),
+                f"a query with a NUL from stdin finds its documents: {hits}")
+
         # Crash: SIGKILL in the middle of indexing a bigger input.
         crash_store = os.path.join(tmp, "crash")
         big = []
