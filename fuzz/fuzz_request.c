@@ -11,6 +11,7 @@
  * are non-empty UTF-8 (a "\u0000" inside them included). */
 #include "fuzz.h"
 #include "server/request.h"
+#include "util/text.h"
 
 #include <string.h>
 
@@ -70,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (api == SRV_API_SEARCH) {
         FUZZ_CHECK(req.query && req.query_len > 0);
-        FUZZ_CHECK(srv_utf8_valid(req.query, req.query_len));
+        FUZZ_CHECK(embd_utf8_valid(req.query, req.query_len));
         FUZZ_CHECK(utf8_chars(req.query, req.query_len) <= lim.max_input_chars);
         FUZZ_CHECK(req.k >= 1 && req.k <= lim.max_k);
     } else {
@@ -84,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     FUZZ_CHECK(in->ids[j] >= 0 && in->ids[j] < lim.vocab);
             } else {
                 FUZZ_CHECK(in->text && !in->ids && in->len > 0);
-                FUZZ_CHECK(srv_utf8_valid(in->text, in->len));
+                FUZZ_CHECK(embd_utf8_valid(in->text, in->len));
                 FUZZ_CHECK(utf8_chars(in->text, in->len) <= lim.max_input_chars);
             }
         }

@@ -48,76 +48,6 @@ void srv_json_init(void) {
     pthread_once(&json_once, json_hooks);
 }
 
-bool srv_utf8_valid(const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        size_t need;
-        unsigned cp, min;
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 1, cp = c & 0x1F, min = 0x80;
-        else if (c >= 0xE0 && c <= 0xEF)
-            need = 2, cp = c & 0x0F, min = 0x800;
-        else if (c >= 0xF0 && c <= 0xF4)
-            need = 3, cp = c & 0x07, min = 0x10000;
-        else
-            return false;
-        if ((size_t)(end - p) <= need) return false;
-        for (size_t i = 1; i <= need; i++) {
-            if ((p[i] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (p[i] & 0x3Fu);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        p += need + 1;
-    }
-    return true;
-}
-
-void srv_json_string(void (*put)(void *ctx, const char *bytes, size_t n), void *ctx, const char *s,
-                     size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    put(ctx, "\"", 1);
-    while (p < end) {
-        const unsigned c = *p;
-        if (c < 0x80) {
-            char e[8];
-            if (c == '"' || c == '\\') {
-                e[0] = '\\', e[1] = (char)c;
-                put(ctx, e, 2);
-            } else if (c == '\n') {
-                put(ctx, "\\n", 2);
-            } else if (c == '\r') {
-                put(ctx, "\\r", 2);
-            } else if (c == '\t') {
-                put(ctx, "\\t", 2);
-            } else if (c < 0x20 || c == 0x7f) {
-                snprintf(e, sizeof e, "\\u%04x", c);
-                put(ctx, e, 6);
-            } else {
-                e[0] = (char)c;
-                put(ctx, e, 1);
-            }
-            p++;
-            continue;
-        }
-        size_t n = 1; /* the lead byte and its continuation bytes, at most 4 */
-        while (p + n < end && n < 4 && (p[n] & 0xC0) == 0x80)
-            n++;
-        if (srv_utf8_valid((const char *)p, n)) {
-            put(ctx, (const char *)p, n);
-            p += n;
-        } else {
-            put(ctx, "\\ufffd", 6);
-            p++;
-        }
-    }
-    put(ctx, "\"", 1);
-}
-
 /* Unicode characters in valid UTF-8. */
 static size_t utf8_chars(const char *s, size_t len) {
     size_t n = 0;
@@ -347,7 +277,7 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
     memset(err, 0, sizeof *err);
     req->api = api;
     if (len == 0) return fail(err, 400, NULL, "the request body is empty; send a JSON object");
-    if (!srv_utf8_valid(body, len)) return fail(err, 400, NULL, "the request body is not UTF-8");
+    if (!embd_utf8_valid(body, len)) return fail(err, 400, NULL, "the request body is not UTF-8");
     srv_json_init();
     json_oom = false;
     json_error_t jerr;

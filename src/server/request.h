@@ -77,14 +77,4 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
               struct srv_request *req, struct srv_error *err);
 void srv_request_free(struct srv_request *req);
 
-/* Whether s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-bool srv_utf8_valid(const char *s, size_t len);
-
-/* Writes s[0..len) as a JSON string, quotes included, through put(ctx, bytes,
- * n): ", \ and control characters escaped, bytes that are not valid UTF-8
- * replaced by \ufffd, so the output is always valid JSON. Used by the server
- * and by `embd search`. */
-void srv_json_string(void (*put)(void *ctx, const char *bytes, size_t n), void *ctx, const char *s,
-                     size_t len);
-
 #endif

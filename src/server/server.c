@@ -28,96 +28,14 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---------------------------------------------------------------------- */
-/* A growing output buffer (JSON and text)                                 */
-/* ---------------------------------------------------------------------- */
+/* Replies are built with util's string builder (embd_buf): JSON strings
+ * always valid, non-finite numbers as null. */
 
-struct jbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void jb_reserve(struct jbuf *b, size_t more) {
-    if (b->oom || b->len + more + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    char *p = embd_realloc(b->p, cap);
-    if (!p) {
-        b->oom = true;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
-}
-
-static void jb_put(struct jbuf *b, const char *s, size_t n) {
-    jb_reserve(b, n);
-    if (b->oom) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void jb_str(struct jbuf *b, const char *s) {
-    jb_put(b, s, strlen(s));
-}
-
-__attribute__((format(printf, 2, 3))) static void jb_printf(struct jbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    jb_reserve(b, (size_t)n);
-    if (b->oom) return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-static void jb_put_cb(void *b, const char *s, size_t n) {
-    jb_put(b, s, n);
-}
-
-/* A JSON string (srv_json_string: always valid JSON). */
-static void jb_json_string(struct jbuf *b, const char *s, size_t len) {
-    srv_json_string(jb_put_cb, b, s, len);
-}
-
-static void jb_float(struct jbuf *b, float x) {
-    if (isfinite(x))
-        jb_printf(b, "%.9g", (double)x);
-    else
-        jb_str(b, "null");
-}
-
-static void jb_base64(struct jbuf *b, const unsigned char *d, size_t n) {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    jb_reserve(b, (n + 2) / 3 * 4 + 2);
-    if (b->oom) return;
-    char *o = b->p + b->len;
-    *o++ = '"';
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned v = (unsigned)d[i] << 16 | (unsigned)d[i + 1] << 8 | d[i + 2];
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = tab[(v >> 6) & 63];
-        *o++ = tab[v & 63];
-    }
-    if (i < n) {
-        unsigned v = (unsigned)d[i] << 16 | (i + 1 < n ? (unsigned)d[i + 1] << 8 : 0);
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o++ = '"';
-    b->len = (size_t)(o - b->p);
-    b->p[b->len] = '\0';
+/* base64 of n bytes as a JSON string (OpenAI encoding_format "base64"). */
+static void buf_base64_string(struct embd_buf *b, const void *d, size_t n) {
+    embd_buf_put(b, "\"", 1);
+    embd_buf_base64(b, d, n);
+    embd_buf_put(b, "\"", 1);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -188,18 +106,12 @@ struct conn {
  * 503 "out of memory" (never written to; shared by such requests). */
 static struct conn oom_conn;
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void count_response(struct server *s, enum route r, int code, double start) {
     int k = N_CODES;
     for (int i = 0; i < N_CODES; i++)
         if (tracked_codes[i] == code) k = i;
     atomic_fetch_add(&s->responses[r][k], 1);
-    atomic_fetch_add(&s->latency_us_sum[r], (unsigned long long)((now_sec() - start) * 1e6));
+    atomic_fetch_add(&s->latency_us_sum[r], (unsigned long long)((embd_now() - start) * 1e6));
     atomic_fetch_add(&s->latency_count[r], 1);
 }
 
@@ -208,7 +120,7 @@ static void count_response(struct server *s, enum route r, int code, double star
 /* ---------------------------------------------------------------------- */
 
 /* Queues b (taken: freed here or by libmicrohttpd) as the response. */
-static enum MHD_Result queue_buf(struct MHD_Connection *c, int code, struct jbuf *b,
+static enum MHD_Result queue_buf(struct MHD_Connection *c, int code, struct embd_buf *b,
                                  const char *type, const char *extra_header,
                                  const char *extra_value) {
     struct MHD_Response *r =
@@ -245,7 +157,7 @@ static enum MHD_Result send_oom(struct server *s, struct MHD_Connection *c, enum
 /* Sends b (taken) with `code` and counts the response; a buffer that ran
  * out of memory while being written is dropped for send_oom's 503. */
 static enum MHD_Result send_buf(struct server *s, struct MHD_Connection *c, enum route r,
-                                bool openai, int code, struct jbuf *b, const char *type,
+                                bool openai, int code, struct embd_buf *b, const char *type,
                                 const char *extra_header, const char *extra_value, double start) {
     if (b->oom) {
         embd_free(b->p);
@@ -307,24 +219,24 @@ static const char *tei_type(int code) {
 static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, enum route r,
                                   bool openai, int code, const char *param, const char *msg,
                                   double start) {
-    struct jbuf b = {0};
+    struct embd_buf b = {0};
     if (openai) {
-        jb_str(&b, "{\"error\":{\"message\":");
-        jb_json_string(&b, msg, strlen(msg));
-        jb_printf(&b, ",\"type\":\"%s\",\"param\":", openai_type(code));
+        embd_buf_str(&b, "{\"error\":{\"message\":");
+        embd_buf_json_string(&b, msg, strlen(msg));
+        embd_buf_printf(&b, ",\"type\":\"%s\",\"param\":", openai_type(code));
         if (param)
-            jb_json_string(&b, param, strlen(param));
+            embd_buf_json_string(&b, param, strlen(param));
         else
-            jb_str(&b, "null");
+            embd_buf_str(&b, "null");
         const char *oc = openai_code(code);
         if (oc)
-            jb_printf(&b, ",\"code\":\"%s\"}}", oc);
+            embd_buf_printf(&b, ",\"code\":\"%s\"}}", oc);
         else
-            jb_str(&b, ",\"code\":null}}");
+            embd_buf_str(&b, ",\"code\":null}}");
     } else {
-        jb_str(&b, "{\"error\":");
-        jb_json_string(&b, msg, strlen(msg));
-        jb_printf(&b, ",\"error_type\":\"%s\"}", tei_type(code));
+        embd_buf_str(&b, "{\"error\":");
+        embd_buf_json_string(&b, msg, strlen(msg));
+        embd_buf_printf(&b, ",\"error_type\":\"%s\"}", tei_type(code));
     }
     const char *hdr = NULL, *val = NULL;
     if (code == 429) {
@@ -538,41 +450,41 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
     }
     const size_t n_tokens = info.total_tokens;
 
-    struct jbuf b = {0};
-    jb_reserve(&b, req.n * D * (req.base64 ? 6 : 14) + 256);
+    struct embd_buf b = {0};
+    embd_buf_reserve(&b, req.n * D * (req.base64 ? 6 : 14) + 256);
     if (openai) {
-        jb_str(&b, "{\"object\":\"list\",\"data\":[");
+        embd_buf_str(&b, "{\"object\":\"list\",\"data\":[");
         for (size_t i = 0; i < req.n && !b.oom; i++) {
-            jb_printf(&b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", i ? "," : "",
-                      i);
+            embd_buf_printf(
+                &b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", i ? "," : "", i);
             if (req.base64) {
-                jb_base64(&b, (const unsigned char *)(vecs + i * D), D * sizeof *vecs);
+                buf_base64_string(&b, (const unsigned char *)(vecs + i * D), D * sizeof *vecs);
             } else {
-                jb_put(&b, "[", 1);
+                embd_buf_put(&b, "[", 1);
                 for (size_t d = 0; d < D; d++) {
-                    if (d) jb_put(&b, ",", 1);
-                    jb_float(&b, vecs[i * D + d]);
+                    if (d) embd_buf_put(&b, ",", 1);
+                    embd_buf_json_float(&b, vecs[i * D + d]);
                 }
-                jb_put(&b, "]", 1);
+                embd_buf_put(&b, "]", 1);
             }
-            jb_put(&b, "}", 1);
+            embd_buf_put(&b, "}", 1);
         }
-        jb_str(&b, "],\"model\":");
+        embd_buf_str(&b, "],\"model\":");
         const char *name = s->cfg->model_name;
-        jb_json_string(&b, name, strlen(name));
-        jb_printf(&b, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}", n_tokens,
-                  n_tokens);
+        embd_buf_json_string(&b, name, strlen(name));
+        embd_buf_printf(&b, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}", n_tokens,
+                        n_tokens);
     } else {
-        jb_put(&b, "[", 1);
+        embd_buf_put(&b, "[", 1);
         for (size_t i = 0; i < req.n && !b.oom; i++) {
-            jb_str(&b, i ? ",[" : "[");
+            embd_buf_str(&b, i ? ",[" : "[");
             for (size_t d = 0; d < D; d++) {
-                if (d) jb_put(&b, ",", 1);
-                jb_float(&b, vecs[i * D + d]);
+                if (d) embd_buf_put(&b, ",", 1);
+                embd_buf_json_float(&b, vecs[i * D + d]);
             }
-            jb_put(&b, "]", 1);
+            embd_buf_put(&b, "]", 1);
         }
-        jb_put(&b, "]", 1);
+        embd_buf_put(&b, "]", 1);
     }
     embd_free(vecs);
     srv_request_free(&req);
@@ -611,22 +523,22 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
         srv_request_free(&req);
         return send_error(s, c, R_SEARCH, false, http_status_of(es), NULL, msg, st->start);
     }
-    struct jbuf b = {0};
+    struct embd_buf b = {0};
     pthread_mutex_lock(&s->store_mu);
     size_t n_hits = 0;
     es = embd_vstore_search(s->store, q, req.k, false, hits, &n_hits);
     if (es == EMBD_OK) {
-        jb_str(&b, "{\"hits\":[");
+        embd_buf_str(&b, "{\"hits\":[");
         for (size_t i = 0; i < n_hits; i++) {
-            jb_printf(&b, "%s{\"rank\":%zu,\"id\":", i ? "," : "", i + 1);
-            jb_json_string(&b, hits[i].id, hits[i].id_len);
-            jb_str(&b, ",\"score\":");
-            jb_float(&b, hits[i].score);
-            jb_str(&b, ",\"text\":");
-            jb_json_string(&b, hits[i].text, hits[i].text_len);
-            jb_put(&b, "}", 1);
+            embd_buf_printf(&b, "%s{\"rank\":%zu,\"id\":", i ? "," : "", i + 1);
+            embd_buf_json_string(&b, hits[i].id, hits[i].id_len);
+            embd_buf_str(&b, ",\"score\":");
+            embd_buf_json_float(&b, hits[i].score);
+            embd_buf_str(&b, ",\"text\":");
+            embd_buf_json_string(&b, hits[i].text, hits[i].text_len);
+            embd_buf_put(&b, "}", 1);
         }
-        jb_str(&b, "]}");
+        embd_buf_str(&b, "]}");
     }
     if (es != EMBD_OK) snprintf(msg, sizeof msg, "store: %s", embd_last_error());
     pthread_mutex_unlock(&s->store_mu);
@@ -647,7 +559,7 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
  * unhealthy. */
 static bool check_health(struct server *s, char *why, size_t cap) {
     pthread_mutex_lock(&s->health_mu);
-    double t = now_sec();
+    double t = embd_now();
     double interval = s->cfg->health_interval_s > 0 ? s->cfg->health_interval_s : 1.0;
     if (!s->health_ok || t - s->health_at >= interval) {
         float *v = embd_malloc2((size_t)s->dim, sizeof *v); /* (D) */
@@ -663,7 +575,7 @@ static bool check_health(struct server *s, char *why, size_t cap) {
         else if (!s->health_ok)
             snprintf(s->health_err, sizeof s->health_err, "the model gives non-finite values");
         embd_free(v);
-        s->health_at = now_sec();
+        s->health_at = embd_now();
     }
     bool ok = s->health_ok;
     snprintf(why, cap, "%s", s->health_err);
@@ -675,102 +587,104 @@ static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
     char why[256];
     if (!check_health(s, why, sizeof why))
         return send_error(s, c, R_HEALTH, false, 503, NULL, why, st->start);
-    struct jbuf b = {0};
-    jb_str(&b, "{\"status\":\"ok\"}");
+    struct embd_buf b = {0};
+    embd_buf_str(&b, "{\"status\":\"ok\"}");
     return send_buf(s, c, R_HEALTH, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
 static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, struct conn *st) {
     const struct srv_config *cfg = s->cfg;
-    struct jbuf b = {0};
-    jb_str(&b, "{\"model_id\":");
-    jb_json_string(&b, cfg->model_name, strlen(cfg->model_name));
-    jb_str(&b, ",\"model_dir\":");
-    jb_json_string(&b, cfg->model_dir, strlen(cfg->model_dir));
-    jb_printf(&b,
-              ",\"model_fingerprint\":\"%016llx\",\"model_dtype\":\"%s\","
-              "\"model_type\":{\"embedding\":{\"pooling\":\"%s\"}},\"dim\":%d,"
-              "\"max_input_length\":%zu,\"normalize\":%s,\"device\":\"%s\","
-              "\"max_client_batch_size\":%zu,\"max_input_chars\":%zu,\"max_body_bytes\":%zu,"
-              "\"max_concurrent_requests\":%zu,\"max_batch_tokens\":%d,\"auto_truncate\":%s,"
-              "\"auth\":%s,\"version\":\"%s\",\"backend\":\"embd\"",
-              (unsigned long long)embd_model_fingerprint(s->model), cfg->dtype,
-              embd_model_pooling(s->model), s->dim, cfg->limits.max_tokens,
-              cfg->normalize ? "true" : "false", embd_ctx_backend(s->ctx), cfg->limits.max_inputs,
-              cfg->limits.max_input_chars, cfg->max_body_bytes, cfg->max_concurrent,
-              cfg->max_batch_tokens, cfg->limits.auto_truncate ? "true" : "false",
-              cfg->api_key && *cfg->api_key ? "true" : "false", EMBD_VERSION);
+    struct embd_buf b = {0};
+    embd_buf_str(&b, "{\"model_id\":");
+    embd_buf_json_string(&b, cfg->model_name, strlen(cfg->model_name));
+    embd_buf_str(&b, ",\"model_dir\":");
+    embd_buf_json_string(&b, cfg->model_dir, strlen(cfg->model_dir));
+    embd_buf_printf(&b,
+                    ",\"model_fingerprint\":\"%016llx\",\"model_dtype\":\"%s\","
+                    "\"model_type\":{\"embedding\":{\"pooling\":\"%s\"}},\"dim\":%d,"
+                    "\"max_input_length\":%zu,\"normalize\":%s,\"device\":\"%s\","
+                    "\"max_client_batch_size\":%zu,\"max_input_chars\":%zu,\"max_body_bytes\":%zu,"
+                    "\"max_concurrent_requests\":%zu,\"max_batch_tokens\":%d,\"auto_truncate\":%s,"
+                    "\"auth\":%s,\"version\":\"%s\",\"backend\":\"embd\"",
+                    (unsigned long long)embd_model_fingerprint(s->model), cfg->dtype,
+                    embd_model_pooling(s->model), s->dim, cfg->limits.max_tokens,
+                    cfg->normalize ? "true" : "false", embd_ctx_backend(s->ctx),
+                    cfg->limits.max_inputs, cfg->limits.max_input_chars, cfg->max_body_bytes,
+                    cfg->max_concurrent, cfg->max_batch_tokens,
+                    cfg->limits.auto_truncate ? "true" : "false",
+                    cfg->api_key && *cfg->api_key ? "true" : "false", EMBD_VERSION);
     /* the precision in use now, and why the CPU runs (device auto found no GPU, or it died) */
     const char *fb_msg;
     enum embd_fallback fb = embd_ctx_fallback(s->ctx, &fb_msg);
-    jb_printf(&b, ",\"dtype\":\"%s\",\"fallback\":", embd_dtype_str(embd_ctx_dtype(s->ctx)));
+    embd_buf_printf(&b, ",\"dtype\":\"%s\",\"fallback\":", embd_dtype_str(embd_ctx_dtype(s->ctx)));
     if (fb == EMBD_FALLBACK_NONE) {
-        jb_str(&b, "null");
+        embd_buf_str(&b, "null");
     } else {
-        jb_printf(&b, "{\"reason\":\"%s\",\"message\":", embd_fallback_str(fb));
-        jb_json_string(&b, fb_msg, strlen(fb_msg));
-        jb_put(&b, "}", 1);
+        embd_buf_printf(&b, "{\"reason\":\"%s\",\"message\":", embd_fallback_str(fb));
+        embd_buf_json_string(&b, fb_msg, strlen(fb_msg));
+        embd_buf_put(&b, "}", 1);
     }
     if (s->store) {
         size_t n = 0;
         pthread_mutex_lock(&s->store_mu);
         enum embd_status es = embd_vstore_count(s->store, &n);
         pthread_mutex_unlock(&s->store_mu);
-        jb_printf(&b, ",\"store\":{\"kind\":\"%s\",\"count\":", embd_vstore_kind(s->store));
+        embd_buf_printf(&b, ",\"store\":{\"kind\":\"%s\",\"count\":", embd_vstore_kind(s->store));
         if (es == EMBD_OK)
-            jb_printf(&b, "%zu}", n);
+            embd_buf_printf(&b, "%zu}", n);
         else
-            jb_str(&b, "null}");
+            embd_buf_str(&b, "null}");
     } else {
-        jb_str(&b, ",\"store\":null");
+        embd_buf_str(&b, ",\"store\":null");
     }
-    jb_put(&b, "}", 1);
+    embd_buf_put(&b, "}", 1);
     return send_buf(s, c, R_INFO, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
 static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c, struct conn *st) {
-    struct jbuf b = {0};
+    struct embd_buf b = {0};
     size_t need = embd_metrics_render(s->ctx, NULL, 0);
-    jb_reserve(&b, need + 4096);
+    embd_buf_reserve(&b, need + 4096);
     if (!b.oom) {
         embd_metrics_render(s->ctx, b.p, need + 1);
         b.len = need;
     }
     /* Counted before rendering, so that the answer includes itself. */
     count_response(s, R_METRICS, 200, st->start);
-    jb_str(&b, "# HELP embd_http_responses_total HTTP responses by endpoint and status.\n"
-               "# TYPE embd_http_responses_total counter\n");
+    embd_buf_str(&b, "# HELP embd_http_responses_total HTTP responses by endpoint and status.\n"
+                     "# TYPE embd_http_responses_total counter\n");
     for (int r = 0; r < R_COUNT; r++)
         for (int k = 0; k <= N_CODES; k++) {
             unsigned long long v = atomic_load(&s->responses[r][k]);
             if (!v) continue;
             if (k < N_CODES)
-                jb_printf(&b, "embd_http_responses_total{path=\"%s\",code=\"%d\"} %llu\n",
-                          route_names[r], tracked_codes[k], v);
+                embd_buf_printf(&b, "embd_http_responses_total{path=\"%s\",code=\"%d\"} %llu\n",
+                                route_names[r], tracked_codes[k], v);
             else
-                jb_printf(&b, "embd_http_responses_total{path=\"%s\",code=\"other\"} %llu\n",
-                          route_names[r], v);
+                embd_buf_printf(&b, "embd_http_responses_total{path=\"%s\",code=\"other\"} %llu\n",
+                                route_names[r], v);
         }
-    jb_str(&b, "# HELP embd_http_request_seconds Time from a request's first byte to its "
-               "answer.\n# TYPE embd_http_request_seconds summary\n");
+    embd_buf_str(&b, "# HELP embd_http_request_seconds Time from a request's first byte to its "
+                     "answer.\n# TYPE embd_http_request_seconds summary\n");
     for (int r = 0; r < R_COUNT; r++) {
         unsigned long long n = atomic_load(&s->latency_count[r]);
         if (!n) continue;
-        jb_printf(&b, "embd_http_request_seconds_sum{path=\"%s\"} %.6f\n", route_names[r],
-                  (double)atomic_load(&s->latency_us_sum[r]) * 1e-6);
-        jb_printf(&b, "embd_http_request_seconds_count{path=\"%s\"} %llu\n", route_names[r], n);
+        embd_buf_printf(&b, "embd_http_request_seconds_sum{path=\"%s\"} %.6f\n", route_names[r],
+                        (double)atomic_load(&s->latency_us_sum[r]) * 1e-6);
+        embd_buf_printf(&b, "embd_http_request_seconds_count{path=\"%s\"} %llu\n", route_names[r],
+                        n);
     }
-    jb_printf(&b,
-              "# HELP embd_http_requests_in_flight Requests being received or answered.\n"
-              "# TYPE embd_http_requests_in_flight gauge\nembd_http_requests_in_flight %d\n"
-              "# HELP embd_http_rejected_busy_total Requests refused with 429 because the "
-              "engine's queue stayed full.\n# TYPE embd_http_rejected_busy_total counter\n"
-              "embd_http_rejected_busy_total %llu\n"
-              "# HELP embd_http_cancelled_total Requests taken off the queue because their "
-              "client hung up.\n# TYPE embd_http_cancelled_total counter\n"
-              "embd_http_cancelled_total %llu\n",
-              atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy),
-              (unsigned long long)atomic_load(&s->cancelled));
+    embd_buf_printf(&b,
+                    "# HELP embd_http_requests_in_flight Requests being received or answered.\n"
+                    "# TYPE embd_http_requests_in_flight gauge\nembd_http_requests_in_flight %d\n"
+                    "# HELP embd_http_rejected_busy_total Requests refused with 429 because the "
+                    "engine's queue stayed full.\n# TYPE embd_http_rejected_busy_total counter\n"
+                    "embd_http_rejected_busy_total %llu\n"
+                    "# HELP embd_http_cancelled_total Requests taken off the queue because their "
+                    "client hung up.\n# TYPE embd_http_cancelled_total counter\n"
+                    "embd_http_cancelled_total %llu\n",
+                    atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy),
+                    (unsigned long long)atomic_load(&s->cancelled));
     if (b.oom) { /* answered with send_oom's 503 (counted there) instead */
         atomic_fetch_sub(&s->responses[R_METRICS][0], 1);
         atomic_fetch_sub(&s->latency_count[R_METRICS], 1);
@@ -785,11 +699,11 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
 /* ---------------------------------------------------------------------- */
 
 /* One model in the OpenAI shape. */
-static void jb_model(struct jbuf *b, const struct server *s) {
-    jb_str(b, "{\"id\":");
-    jb_json_string(b, s->cfg->model_name, strlen(s->cfg->model_name));
-    jb_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"embd\"}",
-              (long long)s->started);
+static void buf_model(struct embd_buf *b, const struct server *s) {
+    embd_buf_str(b, "{\"id\":");
+    embd_buf_json_string(b, s->cfg->model_name, strlen(s->cfg->model_name));
+    embd_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"embd\"}",
+                    (long long)s->started);
 }
 
 /* GET /v1/models (the served model, in a list) and GET /v1/models/ID (it,
@@ -797,13 +711,13 @@ static void jb_model(struct jbuf *b, const struct server *s) {
  * models. */
 static enum MHD_Result handle_models(struct server *s, struct MHD_Connection *c, const char *url,
                                      struct conn *st) {
-    struct jbuf b = {0};
+    struct embd_buf b = {0};
     if (!strcmp(url, "/v1/models")) {
-        jb_str(&b, "{\"object\":\"list\",\"data\":[");
-        jb_model(&b, s);
-        jb_str(&b, "]}");
+        embd_buf_str(&b, "{\"object\":\"list\",\"data\":[");
+        buf_model(&b, s);
+        embd_buf_str(&b, "]}");
     } else if (!strcmp(url + strlen("/v1/models/"), s->cfg->model_name)) {
-        jb_model(&b, s);
+        buf_model(&b, s);
     } else {
         char msg[400];
         snprintf(msg, sizeof msg, "no model \"%.200s\" here; this server serves \"%.150s\"",
@@ -915,7 +829,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_YES;
         }
         enum route r = route_of(url);
-        return send_oom(s, c, r, r == R_OPENAI || !strncmp(url, "/v1/", 4), now_sec());
+        return send_oom(s, c, r, r == R_OPENAI || !strncmp(url, "/v1/", 4), embd_now());
     }
     if (!st) {
         st = embd_calloc(1, sizeof *st);
@@ -924,7 +838,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             atomic_fetch_add(&s->in_flight, 1);
             return MHD_YES;
         }
-        st->start = now_sec();
+        st->start = embd_now();
         *con_cls = st;
         atomic_fetch_add(&s->in_flight, 1);
         const char *cl =
@@ -1152,8 +1066,8 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     int pending = atomic_load(&s->in_flight);
     fprintf(stderr, "embd: serve: %s: stopped accepting; finishing %d request%s in flight\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", pending, pending == 1 ? "" : "s");
-    double deadline = now_sec() + cfg->shutdown_timeout_s;
-    while (atomic_load(&s->in_flight) > 0 && now_sec() < deadline) {
+    double deadline = embd_now() + cfg->shutdown_timeout_s;
+    while (atomic_load(&s->in_flight) > 0 && embd_now() < deadline) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }

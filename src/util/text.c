@@ -99,8 +99,7 @@ size_t embd_json_float(char out[EMBD_JSON_FLOAT_MAX], float x) {
     return (size_t)snprintf(out, EMBD_JSON_FLOAT_MAX, "%.9g", (double)x);
 }
 
-/* Makes room for `more` bytes and the NUL after them; sets oom on failure. */
-static void buf_reserve(struct embd_buf *b, size_t more) {
+void embd_buf_reserve(struct embd_buf *b, size_t more) {
     if (b->oom || (b->cap && b->len + more < b->cap)) return;
     if (more > SIZE_MAX / 2 - b->len) {
         b->oom = true;
@@ -119,7 +118,7 @@ static void buf_reserve(struct embd_buf *b, size_t more) {
 }
 
 void embd_buf_put(struct embd_buf *b, const char *s, size_t n) {
-    buf_reserve(b, n);
+    embd_buf_reserve(b, n);
     if (b->oom) return;
     if (n) memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -139,7 +138,7 @@ void embd_buf_printf(struct embd_buf *b, const char *fmt, ...) {
         b->oom = true; /* an encoding error: nothing sensible to write */
         return;
     }
-    buf_reserve(b, (size_t)n);
+    embd_buf_reserve(b, (size_t)n);
     if (b->oom) return;
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
@@ -176,7 +175,7 @@ void embd_buf_base64(struct embd_buf *b, const void *data, size_t n) {
         b->oom = true;
         return;
     }
-    buf_reserve(b, (n + 2) / 3 * 4);
+    embd_buf_reserve(b, (n + 2) / 3 * 4);
     if (b->oom) return;
     char *o = b->p + b->len;
     size_t i = 0;

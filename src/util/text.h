@@ -46,6 +46,9 @@ struct embd_buf {
     bool oom;
 };
 
+/* Makes room for `more` bytes and the NUL after them (so that a large reply
+ * is allocated once); sets oom on failure. */
+void embd_buf_reserve(struct embd_buf *b, size_t more);
 void embd_buf_put(struct embd_buf *b, const char *s, size_t n);
 void embd_buf_str(struct embd_buf *b, const char *s);
 void embd_buf_printf(struct embd_buf *b, const char *fmt, ...)
