@@ -151,6 +151,14 @@ static enum embd_status pg_add(void *impl, const char *const *ids, const size_t 
         if (text_lens[i] > EMBD_STORE_MAX_TEXT || (text_lens[i] && !texts[i]))
             return embd_error(EMBD_ERR_INVALID_ARG, "record %zu: bad text (up to %u bytes)", i,
                               EMBD_STORE_MAX_TEXT);
+        /* PostgreSQL's text type cannot hold U+0000: refused here, by name,
+         * rather than by the server for the whole batch (or cut short). */
+        if (memchr(ids[i], 0, id_lens[i]) || (text_lens[i] && memchr(texts[i], 0, text_lens[i])))
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "record %zu (id \"%.*s\"): its %s holds U+0000 (NUL), which a "
+                              "PostgreSQL text column cannot store (the embedded store can)",
+                              i, (int)strnlen(ids[i], id_lens[i] > 64 ? 64 : id_lens[i]), ids[i],
+                              memchr(ids[i], 0, id_lens[i]) ? "id" : "text");
         for (int j = 0; j < g->dim; j++)
             if (!isfinite(vecs[i * (size_t)g->dim + (size_t)j]))
                 return embd_error(EMBD_ERR_INVALID_ARG, "record %zu: non-finite vector value", i);

@@ -146,6 +146,19 @@ def main():
             h = search(m, url, ["a sleepy kitty napping"], k=3, exact=True)[0]
             c.check("doc00" not in [x["id"] for x in h], "old vector of doc00 gone")
 
+            # A text holding U+0000: PostgreSQL's text type cannot store it; the
+            # record is refused by name before anything is sent, and nothing
+            # of the batch lands half-way.
+            nulp = os.path.join(tmp, "nul.jsonl")
+            write_jsonl(nulp, [{"id": "nul-ok", "text": "fine"},
+                               {"id": "nul-bad", "text": "before \u0000 after"}])
+            before = pg.sql("t_main", "SELECT count(*) FROM embd_docs").strip()
+            p = run(["index", "-m", m, "--store", url, "-i", nulp, "-q"])
+            c.check(p.returncode == 1 and b"nul-bad" in p.stderr and b"U+0000" in p.stderr,
+                    "a NUL text refused by name: %s" % p.stderr.decode())
+            c.check(pg.sql("t_main", "SELECT count(*) FROM embd_docs").strip() == before,
+                    "nothing of the refused batch was stored")
+
             # Another model is refused, in both commands.
             if other:
                 p = run(["index", "-m", other, "--store", url, "-i", updp, "-q"])
