@@ -4,6 +4,8 @@
 #include "server/server.h"
 #include "store/vstore.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,7 +17,11 @@ static const struct cli_opt serve_opts[] = {
      "address to listen on (0.0.0.0 or :: to accept other machines)"},
     {"port", 'p', true, "N", "8080", "TCP port; 0 picks a free one (printed at startup)"},
     {"api-key", 0, true, "KEY", NULL,
-     "require \"Authorization: Bearer KEY\" on every endpoint but /health"},
+     "require \"Authorization: Bearer KEY\" on every endpoint but /health (prefer "
+     "--api-key-file or EMBD_API_KEY: a command line is visible to every user in ps); an "
+     "empty key is refused"},
+    {"api-key-file", 0, true, "FILE", NULL,
+     "read the API key from FILE (its first line, without the line end)"},
     {"served-model-name", 0, true, "NAME", NULL,
      "the model name in answers and /info (default: the model directory's name)"},
     {"store", 0, true, "PATH|URL", NULL,
@@ -59,6 +65,94 @@ static const char *base_name(const char *dir) {
     return buf;
 }
 
+/* Reads the API key from `path` into key (cap bytes): its first line,
+ * without the line end. Returns 0, or 2 after printing why (unreadable,
+ * empty, too long, or holding a control character). */
+static int read_key_file(const char *path, char *key, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cli_err("serve: cannot read --api-key-file %s: %s", path, strerror(errno));
+        return 2;
+    }
+    size_t n = fread(key, 1, cap - 1, f);
+    bool more = n == cap - 1 && fgetc(f) != EOF;
+    fclose(f);
+    key[n] = '\0';
+    size_t len = strcspn(key, "\r\n");
+    bool rest = false; /* anything but line ends after the first line */
+    for (size_t i = len; i < n; i++)
+        if (key[i] != '\r' && key[i] != '\n') rest = true;
+    key[len] = '\0';
+    if (more || rest) {
+        cli_err("serve: --api-key-file %s must hold one line, the key (at most %zu bytes)", path,
+                cap - 2);
+        return 2;
+    }
+    return 0;
+}
+
+/* The API key: from --api-key (or EMBD_API_KEY, or --config) or from
+ * --api-key-file, copied into key (cap bytes); *on is false when none is
+ * given. An empty key, both options at once, or a key holding a space or a
+ * control character is a usage error (2, printed): an empty key must not
+ * turn authentication off by accident. A key given on the command line is
+ * overwritten in argv, so that ps no longer shows it (it still does for the
+ * moment before; the file or the environment avoid that). */
+static int api_key_of(const struct cli_args *a, int argc, char **argv, char *key, size_t cap,
+                      bool *on) {
+    const char *k = cli_get(a, "api-key"), *file = cli_get(a, "api-key-file");
+    const char *env = getenv("EMBD_API_KEY"), *env_file = getenv("EMBD_API_KEY_FILE");
+    char src[160];
+    *on = false;
+    if (k && file) {
+        cli_err("serve: give --api-key or --api-key-file, not both");
+        return 2;
+    }
+    if ((k && !*k) || (!k && !file && env && !*env)) {
+        cli_err("serve: the API key is empty%s; refusing to serve without authentication by "
+                "accident (leave the option out to serve without a key)",
+                k ? cli_source(a, "api-key", src, sizeof src) : " (from EMBD_API_KEY)");
+        return 2;
+    }
+    if ((file && !*file) || (!k && !file && env_file && !*env_file)) {
+        cli_err("serve: --api-key-file is empty%s",
+                file ? cli_source(a, "api-key-file", src, sizeof src)
+                     : " (from EMBD_API_KEY_FILE)");
+        return 2;
+    }
+    if (file) {
+        int rc = read_key_file(file, key, cap);
+        if (rc) return rc;
+        if (!*key) {
+            cli_err("serve: --api-key-file %s holds an empty key; refusing to serve without "
+                    "authentication by accident",
+                    file);
+            return 2;
+        }
+    } else if (k) {
+        if (strlen(k) >= cap) {
+            cli_err("serve: the API key is longer than %zu bytes", cap - 1);
+            return 2;
+        }
+        snprintf(key, cap, "%s", k);
+        const uintptr_t kp = (uintptr_t)k;
+        for (int i = 1; i < argc; i++) /* in argv (not from the environment): hide it from ps */
+            if (kp >= (uintptr_t)argv[i] && kp < (uintptr_t)argv[i] + strlen(argv[i]) + 1) {
+                memset(argv[i] + (kp - (uintptr_t)argv[i]), 'x', strlen(k));
+                break;
+            }
+    } else {
+        return 0;
+    }
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            cli_err("serve: the API key holds a space or a control character");
+            return 2;
+        }
+    *on = true;
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv) {
     /* before any thread (engine, OpenMP, HTTP) starts, so all inherit the mask */
     srv_prepare_signals();
@@ -81,6 +175,8 @@ int cmd_serve(int argc, char **argv) {
     embd_sched *sched = NULL;
     embd_vstore *store = NULL;
     struct srv_config cfg = {0};
+    static char key[1024];
+    bool keyed = false;
     long port, body, inputs, chars, conc, qto, sto, mbt, max_tok = 0;
     if ((rc = cli_get_int(&a, "port", 0, 65535, &port)) ||
         (rc = cli_get_int(&a, "max-body-bytes", 64, 1L << 30, &body)) ||
@@ -89,7 +185,8 @@ int cmd_serve(int argc, char **argv) {
         (rc = cli_get_int(&a, "max-concurrent-requests", 1, 1L << 16, &conc)) ||
         (rc = cli_get_int(&a, "queue-timeout-ms", 0, 3600000, &qto)) ||
         (rc = cli_get_int(&a, "shutdown-timeout", 0, 3600, &sto)) ||
-        (rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt)))
+        (rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt)) ||
+        (rc = api_key_of(&a, argc, argv, key, sizeof key, &keyed)))
         goto done;
     if (cli_get(&a, "max-input-tokens") &&
         (rc = cli_get_int(&a, "max-input-tokens", 2, 1L << 20, &max_tok)))
@@ -140,7 +237,7 @@ int cmd_serve(int argc, char **argv) {
     }
     cfg.host = cli_get(&a, "host");
     cfg.port = (int)port;
-    cfg.api_key = cli_get(&a, "api-key");
+    cfg.api_key = keyed ? key : NULL;
     cfg.max_body_bytes = (size_t)body;
     cfg.max_concurrent = (size_t)conc;
     cfg.queue_timeout_ms = (int)qto;

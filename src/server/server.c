@@ -999,6 +999,10 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     bool watchdog = false;
     struct MHD_Daemon *d = NULL;
     size_t n_ids = 0;
+    if (cfg->api_key && !*cfg->api_key) { /* never turn authentication off by accident */
+        fprintf(stderr, "embd: serve: the API key is empty\n");
+        goto done;
+    }
     if (embd_tokenize(model, "", 0, s->health_ids, 2, &n_ids) != EMBD_OK || n_ids == 0) {
         fprintf(stderr, "embd: serve: cannot tokenize the health check: %s\n", embd_last_error());
         goto done;

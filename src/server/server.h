@@ -18,7 +18,7 @@ struct embd_vstore;
 struct srv_config {
     const char *host;
     int port;              /* 0: any free port (printed at startup) */
-    const char *api_key;   /* NULL or "": no authentication */
+    const char *api_key;   /* NULL: no authentication ("" is refused) */
     size_t max_body_bytes; /* 413 above */
     size_t max_concurrent; /* requests being answered at once (429 above) */
     int queue_timeout_ms;  /* wait for room in the engine's queue, then 429 */
