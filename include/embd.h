@@ -456,6 +456,30 @@ EMBD_API void embd_ctx_gpu_stats(const embd_ctx *ctx, struct embd_ctx_gpu_stats 
  * next embed; the weights stay. */
 EMBD_API void embd_ctx_trim(embd_ctx *ctx);
 
+/* ------------------------------------------------------------------------ */
+/* Model names (the Python package, `embd -m ORG/NAME`)                     */
+/* ------------------------------------------------------------------------ */
+
+/* Resolves a model as users name it to its directory, into buf (cap bytes,
+ * NUL-terminated); *needed (may be NULL) gets the size the path needs, NUL
+ * included. In order:
+ *  1. `name` is an existing directory: itself.
+ *  2. `name` is a hub id (ORG/NAME or NAME: letters, digits, '.', '_', '-';
+ *     no "..") found in the Hugging Face cache, as huggingface_hub,
+ *     sentence-transformers and fastembed write it: the cache is
+ *     $HF_HUB_CACHE (or $HUGGINGFACE_HUB_CACHE), else $HF_HOME/hub, else
+ *     $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; the
+ *     directory is models--ORG--NAME/snapshots/REV, REV being what
+ *     refs/main names, else the newest snapshot.
+ *  3. The same layout under cache_dir (NULL: none), then cache_dir/ORG/NAME.
+ * embd_model_load takes names too: a `dir` that is not a directory is
+ * resolved with cache_dir NULL. Nothing is downloaded. Returns EMBD_OK,
+ * EMBD_ERR_INVALID_ARG (no name), EMBD_ERR_IO (not found: the message names
+ * every place looked in and how to fetch the model),
+ * EMBD_ERR_BUFFER_TOO_SMALL or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_model_resolve(const char *name, const char *cache_dir, char *buf,
+                                             size_t cap, size_t *needed);
+
 #ifdef __cplusplus
 }
 #endif

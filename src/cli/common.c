@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 const struct cli_opt cli_common_opts[] = {
-    {"model", 'm', true, "DIR", NULL, "model directory (Hugging Face layout)"},
+    {"model", 'm', true, "DIR", NULL, "model directory, or ORG/NAME in the Hugging Face cache"},
     {"device", 0, true, "DEV", "auto", "auto, cpu, cuda or cuda:N"},
     {"dtype", 0, true, "TYPE", "auto", "auto, fp32, fp16 or bf16 (the CPU computes in fp32)"},
     {"threads", 0, true, "N", "0", "CPU threads; 0 = all cores"},
@@ -423,10 +423,10 @@ int cli_open_model(const struct cli_args *a, embd_model **model) {
                 a->cmd);
         return 2;
     }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        cli_err("%s: model directory %s: %s", a->cmd, dir,
-                errno ? strerror(errno) : "not a directory");
+    /* A directory, or a name (ORG/NAME) in the Hugging Face cache. */
+    size_t need = 0;
+    if (embd_model_resolve(dir, NULL, NULL, 0, &need) != EMBD_ERR_BUFFER_TOO_SMALL) {
+        cli_err("%s: %s", a->cmd, embd_last_error());
         return 1;
     }
     enum embd_status s = embd_model_load(dir, embd_model_default_params(), model);

@@ -324,12 +324,25 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
         return embd_error(EMBD_ERR_INVALID_ARG, "max_seq_length %d is invalid (0 or >= 2)",
                           params.max_seq_length);
     embd_model *m = NULL;
-    char *buf = NULL, *tdir = NULL, *st_path = NULL;
+    char *buf = NULL, *tdir = NULL, *st_path = NULL, *named = NULL;
     size_t len;
     embd_st_modules mods = {0};
     bool have_mods = false;
     embd_safetensors st = {0};
     enum embd_status s;
+    /* Not a directory: a name (ORG/NAME) for embd_model_resolve. */
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        size_t need = 0;
+        s = embd_model_resolve(dir, NULL, NULL, 0, &need);
+        if (s != EMBD_ERR_BUFFER_TOO_SMALL) return s;
+        if (!(named = embd_malloc(need))) return embd_error(EMBD_ERR_NOMEM, "out of memory");
+        if ((s = embd_model_resolve(dir, NULL, named, need, &need))) {
+            embd_free(named);
+            return s;
+        }
+        dir = named;
+    }
     if (!(m = embd_calloc(1, sizeof *m)) || !(m->dir = embd_strdup(dir))) {
         s = embd_error(EMBD_ERR_NOMEM, "out of memory");
         goto fail;
@@ -373,6 +386,7 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
     embd_free(buf);
     embd_free(tdir);
     embd_free(st_path);
+    embd_free(named);
     *out = m;
     return EMBD_OK;
 fail:
@@ -381,6 +395,7 @@ fail:
     embd_free(buf);
     embd_free(tdir);
     embd_free(st_path);
+    embd_free(named);
     embd_model_free(m);
     return s;
 }
