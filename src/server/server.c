@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -55,7 +56,7 @@ enum route {
 };
 static const char *const route_names[R_COUNT] = {
     "/v1/embeddings", "/embed", "/search", "/health", "/info", "/metrics", "/v1/models", "other"};
-static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 503};
+static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 501, 503};
 #define N_CODES ((int)(sizeof tracked_codes / sizeof tracked_codes[0]))
 
 struct server {
@@ -97,6 +98,9 @@ struct watch {
 struct conn {
     char *body;
     size_t len, cap;
+    bool close;     /* answer with "Connection: close" (the body was not read) */
+    size_t dropped; /* body bytes read and dropped (over the limit, or out of memory); the
+                     * connection is closed past twice the limit */
     bool too_large;
     bool oom; /* the body could not be stored: answered 503 */
     double start;
@@ -122,7 +126,7 @@ static void count_response(struct server *s, enum route r, int code, double star
 /* Queues b (taken: freed here or by libmicrohttpd) as the response. */
 static enum MHD_Result queue_buf(struct MHD_Connection *c, int code, struct embd_buf *b,
                                  const char *type, const char *extra_header,
-                                 const char *extra_value) {
+                                 const char *extra_value, bool close) {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(b->len, b->p ? b->p : (void *)"", MHD_RESPMEM_MUST_FREE);
     if (!r) { /* libmicrohttpd's own allocation: the connection is closed */
@@ -131,6 +135,7 @@ static enum MHD_Result queue_buf(struct MHD_Connection *c, int code, struct embd
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (extra_header) MHD_add_response_header(r, extra_header, extra_value);
+    if (close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
     MHD_destroy_response(r);
     return ret;
@@ -156,15 +161,22 @@ static enum MHD_Result send_oom(struct server *s, struct MHD_Connection *c, enum
 
 /* Sends b (taken) with `code` and counts the response; a buffer that ran
  * out of memory while being written is dropped for send_oom's 503. */
-static enum MHD_Result send_buf(struct server *s, struct MHD_Connection *c, enum route r,
-                                bool openai, int code, struct embd_buf *b, const char *type,
-                                const char *extra_header, const char *extra_value, double start) {
+static enum MHD_Result send_buf_x(struct server *s, struct MHD_Connection *c, enum route r,
+                                  bool openai, int code, struct embd_buf *b, const char *type,
+                                  const char *extra_header, const char *extra_value, double start,
+                                  bool close) {
     if (b->oom) {
         embd_free(b->p);
         return send_oom(s, c, r, openai, start);
     }
     count_response(s, r, code, start);
-    return queue_buf(c, code, b, type, extra_header, extra_value);
+    return queue_buf(c, code, b, type, extra_header, extra_value, close);
+}
+
+static enum MHD_Result send_buf(struct server *s, struct MHD_Connection *c, enum route r,
+                                bool openai, int code, struct embd_buf *b, const char *type,
+                                const char *extra_header, const char *extra_value, double start) {
+    return send_buf_x(s, c, r, openai, code, b, type, extra_header, extra_value, start, false);
 }
 
 static const char *openai_type(int code) {
@@ -193,6 +205,8 @@ static const char *openai_code(int code) {
         return "too_large";
     case 415:
         return "unsupported_media_type";
+    case 501:
+        return "not_implemented";
     case 429:
         return "rate_limit_exceeded";
     case 503:
@@ -215,10 +229,11 @@ static const char *tei_type(int code) {
     }
 }
 
-/* An error in the endpoint's own shape: OpenAI for /v1/..., TEI elsewhere. */
-static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, enum route r,
-                                  bool openai, int code, const char *param, const char *msg,
-                                  double start) {
+/* An error in the endpoint's own shape: OpenAI for /v1/..., TEI elsewhere;
+ * close: the connection is closed after it (its body was not read). */
+static enum MHD_Result send_error_x(struct server *s, struct MHD_Connection *c, enum route r,
+                                    bool openai, int code, const char *param, const char *msg,
+                                    double start, bool close) {
     struct embd_buf b = {0};
     if (openai) {
         embd_buf_str(&b, "{\"error\":{\"message\":");
@@ -250,7 +265,13 @@ static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, en
         val =
             r == R_HEALTH || r == R_INFO || r == R_METRICS || r == R_MODELS ? "GET, HEAD" : "POST";
     }
-    return send_buf(s, c, r, openai, code, &b, "application/json", hdr, val, start);
+    return send_buf_x(s, c, r, openai, code, &b, "application/json", hdr, val, start, close);
+}
+
+static enum MHD_Result send_error(struct server *s, struct MHD_Connection *c, enum route r,
+                                  bool openai, int code, const char *param, const char *msg,
+                                  double start) {
+    return send_error_x(s, c, r, openai, code, param, msg, start, false);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -556,11 +577,15 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
 /* A real forward pass ([CLS] [SEP], not cached). A pass is reused for
  * cfg->health_interval_s (default 1 s); a failed check is not, so that a
  * passing failure (out of memory) does not leave the server reported
- * unhealthy. */
+ * unhealthy. While embedding work flows, a round that succeeded within the
+ * interval answers without a pass of its own, so that /health never waits
+ * behind that work. */
 static bool check_health(struct server *s, char *why, size_t cap) {
     pthread_mutex_lock(&s->health_mu);
     double t = embd_now();
     double interval = s->cfg->health_interval_s > 0 ? s->cfg->health_interval_s : 1.0;
+    double age = embd_sched_last_ok_age(s->sched);
+    if (s->health_ok && age >= 0 && age < interval) s->health_at = t;
     if (!s->health_ok || t - s->health_at >= interval) {
         float *v = embd_malloc2((size_t)s->dim, sizeof *v); /* (D) */
         size_t ss[2] = {0, s->health_n};
@@ -691,7 +716,7 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
         embd_free(b.p);
         return send_oom(s, c, R_METRICS, false, st->start);
     }
-    return queue_buf(c, 200, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    return queue_buf(c, 200, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL, false);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -818,6 +843,95 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     return ret;
 }
 
+struct framing {
+    int n_length, n_coding; /* Content-Length and Transfer-Encoding headers */
+    const char *length, *coding;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    struct framing *f = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        f->n_length++;
+        f->length = value;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->n_coding++;
+        f->coding = value;
+    }
+    return MHD_YES;
+}
+
+/* Whether a Transfer-Encoding value is "chunked" alone (spaces around it
+ * allowed, any case). */
+static bool only_chunked(const char *v) {
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strncasecmp(v, "chunked", 7)) return false;
+    v += 7;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    return *v == '\0';
+}
+
+/* Checks how the request's body is framed (RFC 9112 section 6) before any
+ * of it is read: more than one Content-Length, or one with a
+ * Transfer-Encoding (the classic request-smuggling pair), is 400; a transfer
+ * coding other than chunked is 501; a declared length over max_body_bytes
+ * is 413 (so no "100 Continue" is sent and the body is never read), except
+ * that a body of at most twice the limit sent without "Expect:
+ * 100-continue" is read and dropped before its 413 (*drain set): clients
+ * such as Python's http.client send the whole body before they read, and
+ * would see a broken pipe instead of the answer. Returns 0 when the request
+ * may go on, else the status, with msg (cap bytes) for the client. A negative or non-numeric
+ * Content-Length never gets here: libmicrohttpd answers it 400 itself. */
+static int check_framing(const struct server *s, struct MHD_Connection *c, char *msg, size_t cap,
+                         bool *drain) {
+    struct framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.n_length > 1) {
+        snprintf(msg, cap, "more than one Content-Length header");
+        return 400;
+    }
+    if (f.n_coding > 1) {
+        snprintf(msg, cap, "more than one Transfer-Encoding header");
+        return 400;
+    }
+    if (f.n_coding && f.n_length) {
+        snprintf(msg, cap, "both Transfer-Encoding and Content-Length: send one of them");
+        return 400;
+    }
+    if (f.n_coding && !only_chunked(f.coding)) {
+        snprintf(msg, cap,
+                 "Transfer-Encoding \"%.100s\" is not supported: send the body with "
+                 "Content-Length or Transfer-Encoding: chunked",
+                 f.coding);
+        return 501;
+    }
+    if (f.n_length) {
+        const char *v = f.length;
+        while (*v == ' ')
+            v++;
+        unsigned long long n = 0;
+        bool over = false;
+        for (; *v >= '0' && *v <= '9'; v++) {
+            if (n > (ULLONG_MAX - 9) / 10) over = true;
+            n = over ? n : n * 10 + (unsigned)(*v - '0');
+        }
+        if (!over && n > s->cfg->max_body_bytes && n / 2 <= s->cfg->max_body_bytes &&
+            !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT)) {
+            *drain = true; /* read and dropped, then 413 */
+            return 0;
+        }
+        if (over || n > s->cfg->max_body_bytes) {
+            snprintf(msg, cap, "the request body is larger than %zu bytes (--max-body-bytes)",
+                     s->cfg->max_body_bytes);
+            return 413;
+        }
+    }
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -841,19 +955,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         st->start = embd_now();
         *con_cls = st;
         atomic_fetch_add(&s->in_flight, 1);
-        const char *cl =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            errno = 0;
-            unsigned long long n = strtoull(cl, NULL, 10);
-            if (errno || n > s->cfg->max_body_bytes) st->too_large = true;
+        char msg[300];
+        int code = check_framing(s, c, msg, sizeof msg, &st->too_large);
+        if (code) { /* answered before the body, which is not read: the connection closes */
+            enum route r = route_of(url);
+            st->close = true;
+            return send_error_x(s, c, r, r == R_OPENAI || !strncmp(url, "/v1/", 4), code, NULL, msg,
+                                st->start, true);
         }
         return MHD_YES;
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (st->too_large || st->oom) return MHD_YES; /* read and dropped */
+        if (st->too_large || st->oom) { /* read and dropped, up to a point */
+            st->dropped += n;
+            return st->dropped / 2 > s->cfg->max_body_bytes ? MHD_NO : MHD_YES;
+        }
         if (st->len + n > s->cfg->max_body_bytes) {
             st->too_large = true;
             embd_free(st->body);

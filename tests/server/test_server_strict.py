@@ -1,0 +1,135 @@
+"""`embd serve` and how a request's body is framed (issue 26, must-have 5).
+
+Raw requests over a socket on loopback, each answered at once (well under
+the 2 s each is given) and the connection closed:
+- two Content-Length headers (equal or not), or Content-Length with
+  Transfer-Encoding: 400 (a request-smuggling pair behind a proxy);
+- a transfer coding other than chunked (identity, "gzip, chunked"): 501;
+- a declared body over --max-body-bytes: 413 before the body is read, with
+  or without "Expect: 100-continue" (no "100 Continue" is sent);
+- a negative or non-numeric Content-Length: 400 (libmicrohttpd's own);
+- chunked bodies still work, and one over the limit is 413.
+Errors are in the endpoint's own JSON shape; the server still answers a
+normal request afterwards.
+
+Environment: EMBD_BIN, EMBD_TEST_MODELS (skips without all-MiniLM-L6-v2).
+"""
+import json
+import os
+import socket
+import sys
+import time
+from urllib.parse import urlparse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+sys.path.insert(0, HERE)
+from common import Checker, model_dir, skip  # noqa: E402
+from server_fixture import Server  # noqa: E402
+
+M = model_dir("all-MiniLM-L6-v2")
+if not M:
+    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
+c = Checker("server_strict_http")
+
+
+def exchange(port, raw, wait=2.0):
+    """Sends raw, reads until the server closes; returns (bytes, seconds, closed)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(wait)
+    t0 = time.time()
+    s.sendall(raw)
+    out, closed = b"", False
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                closed = True
+                break
+            out += d
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        closed = True
+    s.close()
+    return out, time.time() - t0, closed
+
+
+def parse(out):
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/1.") else 0
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, body
+
+
+def head(path, extra):
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in extra) + "\r\n").encode()
+
+
+BODY = b'{"inputs":"a"}'
+OA_BODY = b'{"input":"a"}'
+with Server(M, "--max-body-bytes", "65536") as s:
+    port = urlparse(s.url).port
+    cases = [
+        ("two equal Content-Length", "/embed", [("Content-Length", "14"), ("Content-Length", "14")],
+         BODY, 400, "Content-Length"),
+        ("conflicting Content-Length", "/v1/embeddings",
+         [("Content-Length", "13"), ("Content-Length", "5")], OA_BODY, 400, "Content-Length"),
+        ("Transfer-Encoding with Content-Length", "/embed",
+         [("Transfer-Encoding", "chunked"), ("Content-Length", "14")],
+         b"e\r\n" + BODY + b"\r\n0\r\n\r\n", 400, "both"),
+        ("Transfer-Encoding identity", "/embed", [("Transfer-Encoding", "identity")], BODY, 501,
+         "not supported"),
+        ("Transfer-Encoding gzip, chunked", "/v1/embeddings",
+         [("Transfer-Encoding", "gzip, chunked")], OA_BODY, 501, "not supported"),
+        ("two Transfer-Encoding headers", "/embed",
+         [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")], b"", 400,
+         "Transfer-Encoding"),
+        ("declared 100 MB", "/embed", [("Content-Length", "100000000")], b"", 413,
+         "larger than"),
+        ("declared 100 MB, Expect 100-continue", "/v1/embeddings",
+         [("Content-Length", "100000000"), ("Expect", "100-continue")], b"", 413, "larger than"),
+    ]
+    for name, path, hdrs, body, want, frag in cases:
+        out, secs, closed = exchange(port, head(path, hdrs) + body)
+        st, h, b = parse(out)
+        c.check(st == want, f"{name}: status {st} (want {want}): {out[:200]!r}")
+        c.check(b"100 Continue" not in out, f"{name}: sent 100 Continue")
+        c.check(closed and secs < 2.0, f"{name}: answered and closed in {secs:.2f} s")
+        try:
+            j = json.loads(b)
+            msg = j["error"]["message"] if path.startswith("/v1/") else j["error"]
+            c.check(frag in msg, f"{name}: message {msg!r} lacks {frag!r}")
+        except (ValueError, KeyError, TypeError):
+            c.check(False, f"{name}: not a JSON error in the endpoint's shape: {b[:200]!r}")
+    for name, value in [("negative Content-Length", "-1"), ("non-numeric Content-Length", "abc"),
+                        ("Content-Length with a sign", "+14")]:
+        out, secs, closed = exchange(port, head("/embed", [("Content-Length", value)]) + BODY)
+        st, h, b = parse(out)
+        c.check(st == 400, f"{name}: status {st}: {out[:200]!r}")
+        c.check(closed and secs < 2.0, f"{name}: answered and closed in {secs:.2f} s")
+    out, secs, closed = exchange(port, head("/embed", [("Content-Length",
+                                                         "18446744073709551617")]))
+    c.check(parse(out)[0] == 413 and closed and secs < 2.0,
+            f"declared 2^64 + 1 (libmicrohttpd's own 413): {out[:120]!r}")
+    # Chunked bodies are read; one over the limit is 413.
+    chunked = head("/embed", [("Transfer-Encoding", "chunked")])
+    out, _, _ = exchange(port, chunked + b"7\r\n" + BODY[:7] + b"\r\n7\r\n" + BODY[7:] +
+                         b"\r\n0\r\n\r\n" + b"GET /health HTTP/1.1\r\nHost: x\r\n"
+                         b"Connection: close\r\n\r\n")
+    c.check(out.startswith(b"HTTP/1.1 200") and out.count(b"HTTP/1.1 200") == 2,
+            f"chunked body, then a kept-alive request: {out[:120]!r}")
+    big = json.dumps({"inputs": "a " * 40000}).encode()
+    out, secs, closed = exchange(port, chunked + b"%x\r\n" % len(big) + big + b"\r\n0\r\n\r\n",
+                                 wait=5)
+    c.check(parse(out)[0] == 413, f"chunked over the limit: {out[:120]!r}")
+    st, _, body = s.request("POST", "/embed", BODY)
+    c.check(st == 200 and len(json.loads(body)[0]) == 384, f"a normal request afterwards: {st}")
+    rc = s.stop()
+    c.check(rc == 0, f"exit status {rc}")
+c.done()
