@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct cli_opt serve_opts[] = {
     {"host", 0, true, "ADDR", "127.0.0.1",
@@ -40,7 +41,8 @@ static const struct cli_opt serve_opts[] = {
     {"queue-timeout-ms", 0, true, "MS", "5000",
      "how long a request waits for room in the engine's queue before 429"},
     {"shutdown-timeout", 0, true, "S", "30",
-     "on SIGTERM/SIGINT, seconds to let requests in flight finish"},
+     "on SIGTERM/SIGINT, seconds to let requests in flight finish; then they are cancelled "
+     "(503) and embd exits 1 within a second (0 when all finished)"},
     {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
     {"no-normalize", 0, false, NULL, NULL,
      "OpenAI answers without the model's L2 normalisation (TEI requests say \"normalize\")"},
@@ -165,7 +167,8 @@ int cmd_serve(int argc, char **argv) {
                        "posts to the server's URL), POST /search (with --store), GET /health, "
                        "GET /info and GET /metrics (Prometheus). Requests from every "
                        "connection are batched together. SIGTERM or SIGINT stops accepting, "
-                       "lets the requests in flight finish and exits 0.");
+                       "lets the requests in flight finish and exits 0; those unfinished at "
+                       "--shutdown-timeout are cancelled and it exits 1.");
     if (rc) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
@@ -255,6 +258,12 @@ int cmd_serve(int argc, char **argv) {
     cfg.dtype = embd_dtype_str(embd_ctx_dtype(ctx)); /* what --dtype (auto) gave */
     cfg.max_batch_tokens = embd_ctx_max_batch_tokens(ctx);
     rc = srv_run(&cfg, model, ctx, sched, store);
+    if (rc == SRV_RUN_CANCELLED || rc == SRV_RUN_ABANDONED) {
+        /* --shutdown-timeout passed with work unfinished (cancelled): exit 1
+         * now, without waiting for the engine's running round to end. */
+        fflush(NULL);
+        _exit(1);
+    }
 done:
     embd_sched_free(sched);
     embd_vstore_close(store);

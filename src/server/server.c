@@ -76,6 +76,7 @@ struct server {
     atomic_int in_flight;    /* requests between their first callback and completion */
     atomic_int active;       /* embedding and search requests being answered */
     atomic_bool draining;    /* shutting down: new requests get 503 */
+    atomic_bool cancel_all;  /* shutdown's deadline passed: all work is cancelled */
     atomic_ullong completed; /* requests completed (for the idle trim) */
     atomic_ullong responses[R_COUNT][N_CODES + 1];
     atomic_ullong rejected_busy;
@@ -339,11 +340,25 @@ static void watch_add(struct server *s, struct watch *w, struct MHD_Connection *
     w->fd = ci ? ci->connect_fd : -1;
     w->cancel = 0;
     w->prev = w->next = NULL;
-    if (w->fd < 0) return;
+    if (w->fd < 0) {
+        if (atomic_load(&s->cancel_all)) w->cancel = 1;
+        return;
+    }
     pthread_mutex_lock(&s->watch_mu);
+    if (atomic_load(&s->cancel_all)) w->cancel = 1;
     w->next = s->watched;
     if (s->watched) s->watched->prev = w;
     s->watched = w;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+/* Cancels every request waiting for the engine, and those that start
+ * waiting from now on (shutdown's deadline). */
+static void cancel_all(struct server *s) {
+    pthread_mutex_lock(&s->watch_mu);
+    atomic_store(&s->cancel_all, true);
+    for (struct watch *w = s->watched; w; w = w->next)
+        embd_sched_cancel(&w->cancel);
     pthread_mutex_unlock(&s->watch_mu);
 }
 
@@ -465,6 +480,9 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
                      info.bad_input, info.bad_tokens, s->cfg->limits.max_tokens);
         embd_free(vecs);
         srv_request_free(&req);
+        if (es == EMBD_ERR_CANCELLED && atomic_load(&s->cancel_all))
+            return send_error(s, c, r, openai, 503, NULL,
+                              "the server is shutting down (--shutdown-timeout passed)", st->start);
         return send_error(s, c, r, openai, http_status_of(es),
                           es == EMBD_ERR_TOO_LONG ? (openai ? "input" : "inputs") : NULL, msg,
                           st->start);
@@ -1194,11 +1212,29 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         nanosleep(&ts, NULL);
     }
     pending = atomic_load(&s->in_flight);
-    if (pending > 0)
-        fprintf(stderr, "embd: serve: %d request%s still unfinished after %d s; closing\n", pending,
-                pending == 1 ? "" : "s", cfg->shutdown_timeout_s);
-    MHD_stop_daemon(d);
     rc = 0;
+    if (pending > 0) {
+        /* The deadline: cancel the work in flight (queued requests leave the
+         * queue, a running one stops at its next round), give the handlers
+         * half a second to answer 503, then go without them. */
+        fprintf(stderr, "embd: serve: %d request%s still unfinished after %d s; cancelling\n",
+                pending, pending == 1 ? "" : "s", cfg->shutdown_timeout_s);
+        cancel_all(s);
+        double grace = embd_now() + 0.5;
+        while (atomic_load(&s->in_flight) > 0 && embd_now() < grace) {
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        rc = SRV_RUN_CANCELLED;
+        if (atomic_load(&s->in_flight) > 0) {
+            /* Handlers still wait for the engine: the daemon and the state they
+             * use are left as they are, for the caller to exit at once. */
+            fprintf(stderr, "embd: serve: exiting without waiting for the engine\n");
+            fflush(stderr);
+            return SRV_RUN_ABANDONED;
+        }
+    }
+    MHD_stop_daemon(d);
 done:
     if (watchdog) {
         atomic_store(&s->watchdog_stop, true);

@@ -42,10 +42,24 @@ struct srv_config {
  * any thread (engine, OpenMP, HTTP) starts. */
 void srv_prepare_signals(void);
 
+/* What srv_run returns besides 0 (every request finished) and 1 (could
+ * not start). */
+enum {
+    SRV_RUN_CANCELLED = 3, /* requests were cancelled at the shutdown deadline; all stopped */
+    SRV_RUN_ABANDONED = 4, /* as 3, but handlers still wait for the engine (a round
+                              running): the caller must exit the process at once
+                              (_exit), without freeing the engine */
+};
+
 /* Serves until SIGINT or SIGTERM (which the caller must have blocked in
- * every thread before creating any: srv_prepare_signals), then stops accepting, lets the requests
- * in flight finish (up to shutdown_timeout_s) and returns 0; returns 1 after
- * printing why when it cannot start (e.g. the port is taken). Each request
+ * every thread before creating any: srv_prepare_signals), then stops
+ * accepting and lets the requests in flight finish for up to
+ * shutdown_timeout_s: returns 0 when they did. At that deadline the
+ * remaining ones are cancelled (queued work is dropped, a running request
+ * stops at its next round, their clients get 503) and it returns
+ * SRV_RUN_CANCELLED, or SRV_RUN_ABANDONED when they have not stopped within
+ * half a second more. Returns 1 after printing why when it cannot start
+ * (e.g. the port is taken). Each request
  * passes its own options (normalisation, truncation) to the engine; the
  * context's prefix applies to every text. ctx must be used only through
  * sched. store may be NULL (no /search). */

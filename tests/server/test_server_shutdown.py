@@ -1,0 +1,61 @@
+"""`embd serve --shutdown-timeout` bounds the time to exit (issue 26, must-have 4).
+
+A request of 2,048 long texts (tens of seconds on the CPU, cache off) is in
+flight when SIGTERM comes: the server stops accepting, waits
+--shutdown-timeout (2 s), cancels the work, answers the request 503 and
+exits 1 within the timeout + 1 s. A short request finished before the
+deadline exits 0 (tests/server/test_server_clients.py has that case too).
+
+Environment: EMBD_BIN, EMBD_TEST_MODELS (skips without all-MiniLM-L6-v2).
+"""
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+sys.path.insert(0, HERE)
+from common import Checker, model_dir, skip  # noqa: E402
+from server_fixture import Server, wait_until  # noqa: E402
+
+M = model_dir("all-MiniLM-L6-v2")
+if not M:
+    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
+c = Checker("server_shutdown")
+TIMEOUT = 2
+texts = [f"document {i}: " + "a fairly long sentence about packages and their files " * 12
+         for i in range(2048)]
+for timeout in (TIMEOUT, 0):
+    with Server(M, "--cache", "off", "--shutdown-timeout", str(timeout)) as s:
+        result = {}
+
+        def big():
+            result["r"] = s.request("POST", "/v1/embeddings", json.dumps({"input": texts}),
+                                    timeout=120)
+
+        t = threading.Thread(target=big)
+        t.start()
+        # the request is in the engine (the server reports it in flight)
+        wait_until(lambda: b"embd_http_requests_in_flight 2" in
+                   s.request("GET", "/metrics")[2], 10)
+        time.sleep(0.5)
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = s.proc.wait(timeout + 10)
+        except Exception:
+            rc = None
+        took = time.time() - t0
+        t.join(30)
+        c.check(rc == 1, f"--shutdown-timeout {timeout}: exit status {rc} (want 1)")
+        c.check(took <= timeout + 1.0, f"--shutdown-timeout {timeout}: exited after {took:.2f} s")
+        st = result.get("r", (None,))[0]
+        c.check(st in (503, None), f"--shutdown-timeout {timeout}: the request got {st}")
+        if st == 503:
+            c.check(b"shutting down" in result["r"][2], f"503 body: {result['r'][2][:200]!r}")
+        c.check(any("cancelling" in line for line in s.lines), f"log: {s.lines[-3:]}")
+        print(f"--shutdown-timeout {timeout}: exit {rc} after {took:.2f} s, request {st}")
+c.done()
