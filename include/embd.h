@@ -296,18 +296,22 @@ EMBD_API void embd_ctx_get_stats(const embd_ctx *ctx, struct embd_ctx_stats *sta
 /* Shared engine                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* A scheduler shares one context among many threads: each call queues its
- * texts; one worker thread embeds everything pending together, ordered by
- * length so that similar lengths share forward passes (packed into
- * token-budget batches), and gives each caller its own rows, in order.
+/* A scheduler shares one context fairly among many threads: each call
+ * queues its texts; one worker thread runs rounds that take a piece of every
+ * queued request in turn (a short query never waits behind another caller's
+ * thousands of texts for more than a short round), embeds the texts of a
+ * round together, ordered by length so that similar lengths share forward
+ * passes (packed into token-budget batches), and gives each caller its own
+ * rows, in order.
  * After 2 s without work it releases the backend's scratch memory (as
  * embd_ctx_trim), so that a burst leaves no lasting memory behind. */
 typedef struct embd_sched embd_sched;
 
 struct embd_sched_params {
-    size_t queue_texts;     /* texts waiting at most; 0 = 4096. Default 4096 */
-    size_t max_batch_texts; /* texts the worker takes per embedding call; 0 = 1024.
-                               Default 1024 */
+    size_t queue_texts;     /* texts queued and not yet run, at most; 0 = 4096.
+                               Default 4096 */
+    size_t max_batch_texts; /* texts the worker takes per round (one embedding call
+                               per option set); 0 = 1024. Default 1024 */
 };
 
 EMBD_API struct embd_sched_params embd_sched_default_params(void);
@@ -348,7 +352,9 @@ struct embd_sched_call {
                              not started running: EMBD_ERR_TIMEOUT. <= 0: none */
     const int *cancel;    /* NULL, or a flag that any thread may raise with
                              embd_sched_cancel while the call waits: a request not
-                             yet running is removed, EMBD_ERR_CANCELLED */
+                             yet running is removed; a running one stops at the next
+                             round (its texts not yet run are dropped).
+                             EMBD_ERR_CANCELLED either way */
 };
 
 /* Like embd_embed_ex through the scheduler: per-call options and token
@@ -362,10 +368,12 @@ EMBD_API enum embd_status embd_sched_embed_opts(embd_sched *sched, const char *c
                                                 const struct embd_embed_opts *opts,
                                                 struct embd_embed_info *info);
 
-/* Like embd_sched_embed with a deadline and a cancel flag. A request whose
- * inputs have started running when it is cancelled or its deadline passes is
- * waited for and returns its result: out is never written after the call
- * returns. Cancellation is noticed within a few milliseconds. Returns
+/* Like embd_sched_embed with a deadline and a cancel flag. A request
+ * cancelled or timed out before it started leaves out untouched; one whose
+ * deadline passes after it started runs to the end; one cancelled while it
+ * runs stops at the next round, and out holds the rows that ran. Either way
+ * out is never written after the call returns. Cancellation is noticed
+ * within a few milliseconds (or a round). Returns
  * EMBD_OK, EMBD_ERR_BUSY, EMBD_ERR_CANCELLED, EMBD_ERR_TIMEOUT, or what
  * embd_embed returns. call may be NULL (the defaults). */
 EMBD_API enum embd_status embd_sched_embed_ex(embd_sched *sched, const char *const *texts,
@@ -383,6 +391,39 @@ EMBD_API enum embd_status
 embd_sched_embed_tokens_opts(embd_sched *sched, const int32_t *ids, const size_t *seq_start,
                              size_t n, float *out, const struct embd_sched_call *call,
                              const struct embd_embed_opts *opts, struct embd_embed_info *info);
+
+/* Called once, from the scheduler's worker thread, when a request queued
+ * with embd_sched_submit is done: status is what embd_sched_embed_opts would
+ * have returned (embd_last_error() holds its message on that thread). It
+ * must not block, nor call the scheduler. */
+typedef void (*embd_sched_done_fn)(void *user, enum embd_status status);
+
+/* Queues n texts like embd_sched_embed_opts and returns at once: EMBD_OK
+ * when queued (done(user, status) is then called exactly once, after out and
+ * info are written, or the request failed, or was cancelled through
+ * call->cancel), or an error, and done is not called: EMBD_ERR_BUSY when
+ * the queue has no room now (call->queue_timeout_ms is not waited), or
+ * EMBD_ERR_INVALID_ARG. texts, lens, out, info and *call->cancel must stay
+ * valid until done is called. */
+EMBD_API enum embd_status embd_sched_submit(embd_sched *sched, const char *const *texts,
+                                            const size_t *lens, size_t n, float *out,
+                                            const struct embd_sched_call *call,
+                                            const struct embd_embed_opts *opts,
+                                            struct embd_embed_info *info, embd_sched_done_fn done,
+                                            void *user);
+
+/* Like embd_sched_submit for token ids (as embd_sched_embed_tokens_opts). */
+EMBD_API enum embd_status embd_sched_submit_tokens(embd_sched *sched, const int32_t *ids,
+                                                   const size_t *seq_start, size_t n, float *out,
+                                                   const struct embd_sched_call *call,
+                                                   const struct embd_embed_opts *opts,
+                                                   struct embd_embed_info *info,
+                                                   embd_sched_done_fn done, void *user);
+
+/* Seconds since the scheduler last embedded something successfully, or
+ * -1 when it has not yet: a health signal that costs no forward pass (a
+ * server answers its health check from it while work flows). */
+EMBD_API double embd_sched_last_ok_age(embd_sched *sched);
 
 /* Raises a cancel flag (an atomic store of 1), from any thread. */
 EMBD_API void embd_sched_cancel(int *flag);

@@ -1,15 +1,28 @@
 /* sched.c — a shared engine: many threads submit texts to one context
- * through a bounded queue; one worker thread takes the pending requests from
- * the front (up to max_batch_texts texts), orders all their texts by length
- * so that similar lengths share forward passes, embeds them in one embd_embed
- * call (which packs them into token-budget batches), and scatters each row
- * back to its caller, in the caller's order. Token requests run one call
- * each. A submit on a full queue waits up to the caller's timeout and then
- * returns EMBD_ERR_BUSY. A caller may give a deadline and a cancel flag: a
- * request still queued when either fires is removed (by its caller, or by
- * the worker when it takes it) and returns EMBD_ERR_TIMEOUT or
- * EMBD_ERR_CANCELLED; one already running is waited for, so that its out is
- * never written after the call returned. */
+ * through a bounded queue, and one worker thread shares the context fairly
+ * between the requests in it.
+ *
+ * The worker runs in rounds. A round takes a piece of every active request
+ * in turn (round robin from where the last round stopped): each request's
+ * share of the round's token budget, and at least one input, estimated from
+ * byte lengths (texts) or counted (token ids). With several requests active
+ * the budget is what the backend runs in about SCHED_ROUND_MS, so that a
+ * short query that arrives behind thousands of another client's texts waits
+ * for one short round, not for all of them; a request alone gets full
+ * batches. The texts of a round whose requests ask for the same options are
+ * embedded in one call, ordered by length so that similar lengths share
+ * forward passes, and each row and token count goes back to its caller, in
+ * the caller's order.
+ *
+ * A submit on a full queue (queue_texts texts not yet run) waits up to the
+ * caller's timeout and then returns EMBD_ERR_BUSY; a request larger than the
+ * queue waits for it to empty. A caller may give a deadline and a cancel
+ * flag: a request not yet started when either fires is removed and returns
+ * EMBD_ERR_TIMEOUT or EMBD_ERR_CANCELLED with out untouched; a started
+ * request whose flag is raised stops at the next round (its pieces not yet
+ * run are dropped) and returns EMBD_ERR_CANCELLED: out then holds some rows,
+ * and is never written after the call returned. embd_sched_submit queues a
+ * request and returns at once; its callback runs on the worker thread. */
 #include "engine/engine.h"
 #include "util/util.h"
 
@@ -23,6 +36,13 @@
 /* How often a caller with a cancel flag looks at it while it waits. */
 #define CANCEL_POLL_NS 2000000L
 #define SCHED_IDLE_TRIM_SEC 2 /* idle seconds before the scratch is released */
+/* A round's length in time when several requests share the engine: short
+ * enough that a query's wait stays small, long enough that batches stay
+ * efficient (never less than one input of the model's longest). */
+#define SCHED_ROUND_MS 40.0
+/* A request alone gets longer rounds (fewer, larger batches), still short
+ * enough that one arriving behind it does not wait long for the next. */
+#define SCHED_ALONE_MS 250.0
 
 enum req_state { REQ_QUEUED, REQ_RUNNING, REQ_DONE };
 
@@ -35,32 +55,52 @@ struct sched_req {
     float *out; /* (n, D) */
     struct embd_embed_opts opts;
     struct embd_embed_info *info; /* the caller's, or NULL */
-    bool grouped, in_group;       /* run_list's marks (worker only) */
+    size_t *ntok;                 /* (n) token counts: info->n_tokens, or NULL */
     const int *cancel;            /* the caller's flag, or NULL */
     bool has_deadline;
-    struct timespec deadline; /* CLOCK_MONOTONIC */
-    enum req_state state;     /* under the scheduler's mutex */
+    struct timespec deadline;   /* CLOCK_MONOTONIC */
+    embd_sched_done_fn done_fn; /* asynchronous: called when done; the request is owned */
+    void *user;
+    /* under the scheduler's mutex */
+    enum req_state state;
+    size_t next;     /* inputs handed to rounds so far */
+    size_t finished; /* inputs embedded so far */
+    size_t total_tokens;
     enum embd_status st;
     char err[256];
     double enqueued; /* embd_now() when queued */
-    struct sched_req *next;
+    struct sched_req *prev, *nxt;
+};
+
+/* A run of inputs [start, start + count) of one request in a round. */
+struct piece {
+    struct sched_req *r;
+    size_t start, count;
+    bool grouped;
+    enum embd_status st;
 };
 
 struct embd_sched {
     embd_ctx *ctx;
     int dim;
-    int max_tokens;         /* the model's, for messages */
-    size_t capacity;        /* texts queued at most (a larger request waits for an empty queue) */
-    size_t max_batch_texts; /* texts per embd_embed call */
+    int max_tokens;         /* the model's (for messages and the smallest round) */
+    int batch_tokens;       /* the context's tokens per forward pass */
+    size_t capacity;        /* inputs not yet run, at most (a larger request waits for none) */
+    size_t max_batch_texts; /* inputs per round */
     pthread_mutex_t mu;
-    pthread_cond_t work;  /* the worker waits for requests */
-    pthread_cond_t space; /* submitters wait for room */
-    pthread_cond_t done;  /* submitters wait for their results */
-    struct sched_req *head, *tail;
-    size_t queued; /* texts in the queue */
+    pthread_cond_t work;           /* the worker waits for requests */
+    pthread_cond_t space;          /* submitters wait for room */
+    pthread_cond_t done;           /* submitters wait for their results */
+    struct sched_req *head, *tail; /* the active requests, in arrival order */
+    struct sched_req *turn;        /* where the next round starts (NULL: the head) */
+    size_t queued;                 /* inputs not yet handed to a round */
+    size_t active;                 /* requests in the list */
     bool stop;
-    bool ran_since_trim; /* work ran since the scratch was last released */
-    bool hold;           /* embd_sched_hold: the worker takes nothing */
+    bool ran_since_trim;          /* work ran since the scratch was last released */
+    bool hold;                    /* embd_sched_hold: the worker takes nothing */
+    double tok_per_sec;           /* the backend's rate, measured (0: not yet) */
+    double rate_tokens, rate_sec; /* its decaying sums: large rounds weigh more */
+    double last_ok;               /* embd_now() when a round last embedded something; 0: never */
     pthread_t worker;
     int init; /* how many of mu, work, space, done, worker were made */
 };
@@ -94,19 +134,29 @@ static bool ts_before(struct timespec a, struct timespec b) {
     return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
 }
 
-/* EMBD_ERR_CANCELLED or EMBD_ERR_TIMEOUT when the caller of r gave up, else
- * EMBD_OK. */
+static bool cancelled(const struct sched_req *r) {
+    return r->cancel && __atomic_load_n(r->cancel, __ATOMIC_ACQUIRE);
+}
+
+/* EMBD_ERR_CANCELLED or EMBD_ERR_TIMEOUT when the caller of a request not
+ * yet started gave up, else EMBD_OK. */
 static enum embd_status given_up(const struct sched_req *r, struct timespec now) {
-    if (r->cancel && __atomic_load_n(r->cancel, __ATOMIC_ACQUIRE)) return EMBD_ERR_CANCELLED;
+    if (cancelled(r)) return EMBD_ERR_CANCELLED;
     if (r->has_deadline && !ts_before(now, r->deadline)) return EMBD_ERR_TIMEOUT;
     return EMBD_OK;
 }
 
-static void set_given_up(struct sched_req *r, enum embd_status st) {
+static void set_error(struct sched_req *r, enum embd_status st, const char *msg) {
     r->st = st;
-    snprintf(r->err, sizeof r->err, "%s",
-             st == EMBD_ERR_CANCELLED ? "the request was cancelled before it ran"
-                                      : "the request's deadline passed before it ran");
+    snprintf(r->err, sizeof r->err, "%s", msg);
+}
+
+static void set_given_up(struct sched_req *r, enum embd_status st) {
+    set_error(r, st,
+              st == EMBD_ERR_CANCELLED
+                  ? (r->finished ? "the request was cancelled while it ran; the rest was dropped"
+                                 : "the request was cancelled before it ran")
+                  : "the request's deadline passed before it ran");
 }
 
 /* Waits on cond until it is signalled or until the earliest of `limit` (when
@@ -128,24 +178,116 @@ static void wait_for(embd_sched *s, pthread_cond_t *cond, const struct sched_req
         pthread_cond_wait(cond, &s->mu);
 }
 
+/* ---- the active list (under the mutex) ---------------------------------- */
+
+static void list_push(embd_sched *s, struct sched_req *r) {
+    r->nxt = NULL;
+    r->prev = s->tail;
+    if (s->tail)
+        s->tail->nxt = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->active++;
+    s->queued += r->n;
+}
+
+static void list_remove(embd_sched *s, struct sched_req *r) {
+    if (s->turn == r) s->turn = r->nxt;
+    if (r->prev)
+        r->prev->nxt = r->nxt;
+    else
+        s->head = r->nxt;
+    if (r->nxt)
+        r->nxt->prev = r->prev;
+    else
+        s->tail = r->prev;
+    r->prev = r->nxt = NULL;
+    s->active--;
+    s->queued -= r->n - r->next;
+    pthread_cond_broadcast(&s->space);
+}
+
+/* Ends request r (removed from the list). A synchronous caller is woken; an
+ * asynchronous one is put on *fire, to be called outside the mutex. */
+static void finish(embd_sched *s, struct sched_req *r, struct sched_req **fire) {
+    list_remove(s, r);
+    if (r->st == EMBD_OK && r->info) r->info->total_tokens = r->total_tokens;
+    r->state = REQ_DONE;
+    if (r->done_fn) {
+        r->nxt = *fire;
+        *fire = r;
+    }
+}
+
+/* Calls the callbacks of the finished asynchronous requests (without the
+ * mutex) and frees them. */
+static void fire_all(struct sched_req *fire) {
+    while (fire) {
+        struct sched_req *r = fire;
+        fire = r->nxt;
+        if (r->st != EMBD_OK) embd_error(r->st, "%s", r->err); /* for the callback to read */
+        r->done_fn(r->user, r->st);
+        embd_free(r);
+    }
+}
+
+/* ---- running a round (worker, without the mutex) ------------------------- */
+
 struct text_row {
     const char *text;
     size_t len;
-    size_t k; /* position among all the texts taken, in queue order */
+    struct piece *p;
+    size_t i; /* the input's index in its request */
 };
 
 static int text_row_cmp(const void *a, const void *b) {
     const struct text_row *x = a, *y = b;
     if (x->len != y->len) return x->len < y->len ? -1 : 1;
-    return x->k < y->k ? -1 : x->k > y->k;
+    if (x->p != y->p) return x->p < y->p ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
 }
 
-static void run_one(embd_sched *s, struct sched_req *r) {
-    if (r->ids)
-        r->st = embd_embed_tokens_ex(s->ctx, r->ids, r->seq_start, r->n, r->out, &r->opts, r->info);
-    else
-        r->st = embd_embed_ex(s->ctx, r->texts, r->lens, r->n, r->out, &r->opts, r->info);
-    if (r->st != EMBD_OK) snprintf(r->err, sizeof r->err, "%s", embd_last_error());
+static size_t text_len(const struct sched_req *r, size_t i) {
+    return r->lens ? r->lens[i] : strlen(r->texts[i]);
+}
+
+/* Runs one piece alone (token ids, or texts after a shared call failed);
+ * records its status and the error of its request. */
+static void run_piece(embd_sched *s, struct piece *p) {
+    struct sched_req *r = p->r;
+    const size_t D = (size_t)s->dim;
+    struct embd_embed_info info = {.n_tokens = r->ntok ? r->ntok + p->start : NULL};
+    if (r->ids) {
+        size_t *ss = embd_malloc2(p->count + 1, sizeof *ss); /* rebased to the piece */
+        if (!ss) {
+            p->st = embd_error(EMBD_ERR_NOMEM, "out of memory running a request");
+        } else {
+            for (size_t k = 0; k <= p->count; k++)
+                ss[k] = r->seq_start[p->start + k] - r->seq_start[p->start];
+            p->st = embd_embed_tokens_ex(s->ctx, r->ids + r->seq_start[p->start], ss, p->count,
+                                         r->out + p->start * D, &r->opts, &info);
+            embd_free(ss);
+        }
+    } else {
+        const size_t *lens = r->lens ? r->lens + p->start : NULL;
+        p->st = embd_embed_ex(s->ctx, r->texts + p->start, lens, p->count, r->out + p->start * D,
+                              &r->opts, &info);
+    }
+    if (p->st == EMBD_OK) {
+        r->total_tokens += info.total_tokens; /* the worker alone writes it while running */
+        return;
+    }
+    snprintf(r->err, sizeof r->err, "%s", embd_last_error());
+    if (p->st == EMBD_ERR_TOO_LONG) {
+        const size_t bad = p->start + info.bad_input;
+        snprintf(r->err, sizeof r->err, "input %zu has %zu tokens; the model takes at most %d", bad,
+                 info.bad_tokens, s->max_tokens);
+        if (r->info) {
+            r->info->bad_input = bad;
+            r->info->bad_tokens = info.bad_tokens;
+        }
+    }
 }
 
 /* Whether two requests' options give the same vectors and refusals, so
@@ -156,107 +298,176 @@ static bool same_opts(const struct embd_embed_opts *a, const struct embd_embed_o
     return strcmp(a->prefix, b->prefix) == 0;
 }
 
-/* Embeds the text requests of list whose options are those of `first`
- * together, ordered by byte length, and scatters the rows and token counts
- * back; when that fails and there are several requests (or memory for it is
- * short), each request runs alone, so that one bad text fails only its own
- * caller. Marks each request it answers `grouped` and records its status. */
-static void run_group(embd_sched *s, struct sched_req *list, const struct sched_req *first) {
+/* Embeds the text pieces whose options are those of `first` in one call,
+ * ordered by byte length, and scatters the rows and token counts back; when
+ * that fails and there are several pieces (or memory for it is short), each
+ * piece runs alone, so that one bad text fails only its own request. */
+static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct piece *first) {
     const size_t D = (size_t)s->dim;
-    const struct embd_embed_opts opts = first->opts;
-    size_t total = 0, n_req = 0;
-    struct sched_req *only = NULL;
-    for (struct sched_req *r = list; r; r = r->next) {
-        if (r->ids || r->grouped || !same_opts(&r->opts, &opts)) continue;
-        r->grouped = true;
-        r->in_group = true;
-        total += r->n;
-        n_req++;
-        only = r;
+    const struct embd_embed_opts opts = first->r->opts;
+    size_t total = 0;
+    for (size_t k = 0; k < np; k++) {
+        struct piece *p = &pieces[k];
+        if (p->r->ids || p->grouped || !same_opts(&p->r->opts, &opts)) continue;
+        p->grouped = true;
+        total += p->count;
     }
-
     struct text_row *rows = embd_malloc2(total, sizeof *rows); /* (total) sorted by length */
-    float **dst = embd_malloc2(total, sizeof *dst);            /* (total) by queue order */
     const char **texts = embd_malloc2(total, sizeof *texts);   /* (total) sorted by length */
     size_t *lens = embd_malloc2(total, sizeof *lens);          /* (total) sorted by length */
     size_t *ntok = embd_malloc2(total, sizeof *ntok);          /* (total) sorted by length */
     float *out = embd_malloc2(total * D, sizeof *out);         /* (total, D) sorted by length */
     struct embd_embed_info info = {.n_tokens = ntok};
     enum embd_status st = EMBD_ERR_NOMEM;
-    if (rows && dst && texts && lens && ntok && out) {
-        size_t k = 0;
+    if (rows && texts && lens && ntok && out) {
+        size_t j = 0;
         bool sorted = true;
-        for (struct sched_req *r = list; r; r = r->next) {
-            if (!r->in_group) continue;
-            for (size_t i = 0; i < r->n; i++, k++) {
-                rows[k].text = r->texts[i];
-                rows[k].len = r->lens ? r->lens[i] : strlen(r->texts[i]);
-                rows[k].k = k;
-                dst[k] = r->out + i * D;
-                if (k && rows[k].len < rows[k - 1].len) sorted = false;
+        for (size_t k = 0; k < np; k++) {
+            struct piece *p = &pieces[k];
+            if (!p->grouped || p->r->ids || !same_opts(&p->r->opts, &opts) || p->st != EMBD_OK)
+                continue;
+            for (size_t i = p->start; i < p->start + p->count; i++, j++) {
+                rows[j] = (struct text_row){p->r->texts[i], text_len(p->r, i), p, i};
+                if (j && rows[j].len < rows[j - 1].len) sorted = false;
             }
         }
+        EMBD_ASSERT(j == total);
         if (!sorted) qsort(rows, total, sizeof *rows, text_row_cmp);
-        for (size_t j = 0; j < total; j++) {
+        for (j = 0; j < total; j++) {
             texts[j] = rows[j].text;
             lens[j] = rows[j].len;
         }
         st = embd_embed_ex(s->ctx, texts, lens, total, out, &opts, &info);
     }
     if (st == EMBD_OK) {
-        size_t *ntok_q = (size_t *)texts; /* (total) counts in queue order, over texts */
         for (size_t j = 0; j < total; j++) {
-            memcpy(dst[rows[j].k], out + j * D, D * sizeof *out);
-            ntok_q[rows[j].k] = ntok[j];
-        }
-        size_t k = 0;
-        for (struct sched_req *r = list; r; r = r->next) {
-            if (!r->in_group) continue;
-            r->st = EMBD_OK;
-            if (r->info) r->info->total_tokens = 0;
-            for (size_t i = 0; i < r->n; i++, k++) {
-                if (!r->info) continue;
-                if (r->info->n_tokens) r->info->n_tokens[i] = ntok_q[k];
-                r->info->total_tokens += ntok_q[k];
-            }
-        }
-    } else if (n_req == 1 && st != EMBD_ERR_NOMEM) {
-        only->st = st;
-        snprintf(only->err, sizeof only->err, "%s", embd_last_error());
-        if (only->info && st == EMBD_ERR_TOO_LONG) { /* a sorted row: its place in the request */
-            only->info->bad_input = rows[info.bad_input].k;
-            only->info->bad_tokens = info.bad_tokens;
-            snprintf(only->err, sizeof only->err,
-                     "input %zu has %zu tokens; the model takes at most %d", rows[info.bad_input].k,
-                     info.bad_tokens, s->max_tokens);
+            struct sched_req *r = rows[j].p->r;
+            memcpy(r->out + rows[j].i * D, out + j * D, D * sizeof *out);
+            if (r->ntok) r->ntok[rows[j].i] = ntok[j];
+            r->total_tokens += ntok[j];
         }
     } else {
-        for (struct sched_req *r = list; r; r = r->next)
-            if (r->in_group) run_one(s, r);
+        for (size_t k = 0; k < np; k++) {
+            struct piece *p = &pieces[k];
+            if (p->grouped && !p->r->ids && same_opts(&p->r->opts, &opts) && p->st == EMBD_OK)
+                run_piece(s, p);
+        }
     }
-    for (struct sched_req *r = list; r; r = r->next)
-        r->in_group = false;
     embd_free(rows);
-    embd_free(dst);
     embd_free(texts);
     embd_free(lens);
     embd_free(ntok);
     embd_free(out);
 }
 
-/* Runs every request of list: token requests one by one, text requests
- * in groups of equal options (run_group). Records each status. */
-static void run_list(embd_sched *s, struct sched_req *list) {
-    for (struct sched_req *r = list; r; r = r->next) {
-        r->grouped = r->in_group = false;
-        if (r->ids) run_one(s, r);
+/* Runs a round's pieces: token pieces one by one, text pieces in groups of
+ * equal options. */
+static void run_round(embd_sched *s, struct piece *pieces, size_t np) {
+    for (size_t k = 0; k < np; k++) {
+        pieces[k].grouped = false;
+        pieces[k].st = EMBD_OK;
     }
-    for (struct sched_req *r = list; r; r = r->next)
-        if (!r->ids && !r->grouped) run_group(s, list, r);
+    for (size_t k = 0; k < np; k++)
+        if (pieces[k].r->ids) run_piece(s, &pieces[k]);
+    for (size_t k = 0; k < np; k++)
+        if (!pieces[k].r->ids && !pieces[k].grouped) run_group(s, pieces, np, &pieces[k]);
+}
+
+/* ---- building a round (worker, under the mutex) --------------------------- */
+
+/* Tokens of input i of r: counted for token ids, estimated for a text
+ * (about four bytes a token for English, plus [CLS] and [SEP]), at most
+ * the model's longest. */
+static size_t est_tokens(const embd_sched *s, const struct sched_req *r, size_t i) {
+    size_t t = r->ids ? r->seq_start[i + 1] - r->seq_start[i] : text_len(r, i) / 4 + 2;
+    return t < (size_t)s->max_tokens ? t : (size_t)s->max_tokens;
+}
+
+/* The round's token budget: what the backend runs in about SCHED_ALONE_MS
+ * for a request alone, SCHED_ROUND_MS for several, within one full batch and
+ * never less than one input of the model's longest (a GPU's full batch runs
+ * in well under either). */
+static size_t round_budget(const embd_sched *s) {
+    size_t full = (size_t)s->batch_tokens;
+    if (s->tok_per_sec <= 0) return full;
+    const double ms = s->active <= 1 ? SCHED_ALONE_MS : SCHED_ROUND_MS;
+    size_t t = (size_t)(s->tok_per_sec * ms / 1000.0);
+    if (t < (size_t)s->max_tokens) t = (size_t)s->max_tokens;
+    return t < full ? t : full;
+}
+
+/* Drops the requests whose callers gave up (not started: cancel or
+ * deadline; started: cancel), then takes a piece of every active request in
+ * turn into pieces (cap of them). Returns the number of pieces. */
+static size_t take_round(embd_sched *s, struct piece *pieces, size_t cap, struct sched_req **fire) {
+    const struct timespec now = mono_now();
+    const double now_s = embd_now();
+    for (struct sched_req *r = s->head, *nx; r; r = nx) {
+        nx = r->nxt;
+        enum embd_status gu = r->state == REQ_QUEUED
+                                  ? given_up(r, now)
+                                  : (cancelled(r) ? EMBD_ERR_CANCELLED : EMBD_OK);
+        if (gu == EMBD_OK) continue;
+        set_given_up(r, gu);
+        finish(s, r, fire);
+    }
+    if (!s->head) return 0;
+    const size_t budget = round_budget(s);
+    const size_t share = budget / s->active ? budget / s->active : 1;
+    size_t np = 0, tokens = 0, inputs = 0;
+    struct sched_req *r = s->turn ? s->turn : s->head, *after = NULL;
+    for (size_t visited = 0; visited < s->active && np < cap; visited++) {
+        if (r->next < r->n && (np == 0 || (tokens < budget && inputs < s->max_batch_texts))) {
+            size_t take = 0, t = 0;
+            while (r->next + take < r->n && inputs + take < s->max_batch_texts) {
+                size_t e = est_tokens(s, r, r->next + take);
+                if (take && (t + e > share || tokens + t + e > budget)) break;
+                t += e;
+                take++;
+            }
+            if (r->state == REQ_QUEUED) {
+                r->state = REQ_RUNNING;
+                embd_metrics_observe(embd_ctx_metrics(s->ctx), EMBD_H_QUEUE_SEC,
+                                     now_s - r->enqueued);
+            }
+            pieces[np++] = (struct piece){.r = r, .start = r->next, .count = take};
+            r->next += take;
+            s->queued -= take;
+            tokens += t;
+            inputs += take;
+            after = r->nxt ? r->nxt : s->head;
+        }
+        r = r->nxt ? r->nxt : s->head;
+    }
+    s->turn = after; /* the next round starts after the last request served */
+    pthread_cond_broadcast(&s->space);
+    return np;
+}
+
+/* After a round: records each piece's outcome and ends the requests that
+ * are complete or failed. */
+static void settle_round(embd_sched *s, struct piece *pieces, size_t np, struct sched_req **fire) {
+    for (size_t k = 0; k < np; k++) {
+        struct sched_req *r = pieces[k].r;
+        if (r->state == REQ_DONE) continue; /* failed in an earlier piece of this round */
+        if (pieces[k].st != EMBD_OK) {
+            r->st = pieces[k].st; /* r->err was written by run_piece */
+            finish(s, r, fire);
+            continue;
+        }
+        r->finished += pieces[k].count;
+        s->last_ok = embd_now();
+        if (r->finished == r->n) {
+            r->st = EMBD_OK;
+            finish(s, r, fire);
+        }
+    }
 }
 
 static void *worker_main(void *arg) {
     embd_sched *s = arg;
+    size_t cap = 64;
+    struct piece *pieces = embd_malloc2(cap, sizeof *pieces);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while ((!s->head || s->hold) && !s->stop) {
@@ -277,53 +488,50 @@ static void *worker_main(void *arg) {
                 s->ran_since_trim = false;
             }
         }
-        if (!s->head) break; /* stopping and drained */
-        /* Take requests from the front, at least one, up to max_batch_texts;
-         * requests whose callers gave up are answered without running. */
-        struct sched_req *list = NULL, *last = NULL;
-        size_t total = 0;
-        bool dropped = false;
-        const struct timespec now = mono_now();
-        const double now_s = embd_now();
-        while (s->head) {
-            struct sched_req *r = s->head;
-            enum embd_status gu = given_up(r, now);
-            if (gu == EMBD_OK && list && total + r->n > s->max_batch_texts) break;
-            s->head = r->next;
-            s->queued -= r->n;
-            r->next = NULL;
-            if (gu != EMBD_OK) {
-                set_given_up(r, gu);
-                r->state = REQ_DONE; /* r belongs to its caller again */
-                dropped = true;
-                continue;
+        if (!s->head) break;   /* stopping and drained */
+        if (cap < s->active) { /* a piece per active request at most */
+            struct piece *p = embd_realloc(pieces, s->active * sizeof *p);
+            if (p) {
+                pieces = p;
+                cap = s->active;
             }
-            r->state = REQ_RUNNING;
-            embd_metrics_observe(embd_ctx_metrics(s->ctx), EMBD_H_QUEUE_SEC, now_s - r->enqueued);
-            if (last)
-                last->next = r;
-            else
-                list = r;
-            last = r;
-            total += r->n;
         }
-        if (!s->head) s->tail = NULL;
-        pthread_cond_broadcast(&s->space);
-        if (dropped) pthread_cond_broadcast(&s->done);
-        if (!list) continue;
+        struct sched_req *fire = NULL;
+        size_t np = pieces ? take_round(s, pieces, cap, &fire) : 0;
+        if (!pieces) { /* no memory for even the first round: fail what is queued */
+            while (s->head) {
+                set_error(s->head, EMBD_ERR_NOMEM, "out of memory in the scheduler");
+                finish(s, s->head, &fire);
+            }
+        }
+        pthread_cond_broadcast(&s->done); /* requests given up may have ended */
         pthread_mutex_unlock(&s->mu);
-
-        run_list(s, list);
-
+        fire_all(fire);
+        fire = NULL;
+        if (np) {
+            struct embd_ctx_stats a, b;
+            embd_ctx_get_stats(s->ctx, &a);
+            run_round(s, pieces, np);
+            embd_ctx_get_stats(s->ctx, &b);
+            const double sec = b.forward_sec - a.forward_sec;
+            if (sec > 0 && b.tokens > a.tokens) { /* the backend's rate, weighted by work */
+                s->rate_tokens = 0.8 * s->rate_tokens + (double)(b.tokens - a.tokens);
+                s->rate_sec = 0.8 * s->rate_sec + sec;
+                s->tok_per_sec = s->rate_tokens / s->rate_sec;
+            }
+        }
         pthread_mutex_lock(&s->mu);
-        s->ran_since_trim = true;
-        for (struct sched_req *r = list, *next; r; r = next) {
-            next = r->next; /* r belongs to its caller once it is done */
-            r->state = REQ_DONE;
+        s->ran_since_trim = s->ran_since_trim || np > 0;
+        settle_round(s, pieces, np, &fire);
+        if (fire) {
+            pthread_mutex_unlock(&s->mu);
+            fire_all(fire);
+            pthread_mutex_lock(&s->mu);
         }
         pthread_cond_broadcast(&s->done);
     }
     pthread_mutex_unlock(&s->mu);
+    embd_free(pieces);
     return NULL;
 }
 
@@ -354,6 +562,8 @@ enum embd_status embd_sched_new(embd_ctx *ctx, struct embd_sched_params params, 
     s->ctx = ctx;
     s->dim = embd_ctx_dim(ctx);
     s->max_tokens = embd_ctx_max_tokens(ctx);
+    s->batch_tokens = embd_ctx_max_batch_tokens(ctx);
+    if (s->batch_tokens < s->max_tokens) s->batch_tokens = s->max_tokens;
     s->capacity = params.queue_texts;
     s->max_batch_texts = params.max_batch_texts;
     pthread_condattr_t ca;
@@ -389,45 +599,49 @@ void embd_sched_hold(embd_sched *s, bool hold) {
     pthread_mutex_unlock(&s->mu);
 }
 
-size_t embd_sched_queued_requests(embd_sched *s) {
-    size_t k = 0;
+double embd_sched_last_ok_age(embd_sched *s) {
+    if (!s) return -1;
     pthread_mutex_lock(&s->mu);
-    for (const struct sched_req *r = s->head; r; r = r->next)
-        k++;
+    double t = s->last_ok;
+    pthread_mutex_unlock(&s->mu);
+    return t > 0 ? embd_now() - t : -1;
+}
+
+size_t embd_sched_queued_requests(embd_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    size_t k = s->active;
     pthread_mutex_unlock(&s->mu);
     return k;
 }
 
-/* Removes the queued request req from the queue (under the mutex). */
-static void unqueue(embd_sched *s, struct sched_req *req) {
-    struct sched_req *prev = NULL;
-    for (struct sched_req *r = s->head; r; prev = r, r = r->next) {
-        if (r != req) continue;
-        if (prev)
-            prev->next = r->next;
-        else
-            s->head = r->next;
-        if (s->tail == r) s->tail = prev;
-        s->queued -= r->n;
-        pthread_cond_broadcast(&s->space);
-        return;
-    }
-    EMBD_ASSERT(!"a queued request is not in the queue");
+/* Prepares req's timing from call; NULL: wait for room forever. */
+static const struct embd_sched_call *
+call_setup(struct sched_req *req, const struct embd_sched_call *call, struct timespec start) {
+    static const struct embd_sched_call defaults = {.queue_timeout_ms = -1};
+    if (!call) call = &defaults;
+    req->cancel = call->cancel;
+    req->has_deadline = call->deadline_ms > 0;
+    if (req->has_deadline)
+        req->deadline = ts_add_ns(start, (long long)call->deadline_ms * 1000000LL);
+    return call;
+}
+
+/* Queues req (under the mutex). */
+static void enqueue(embd_sched *s, struct sched_req *req) {
+    req->state = REQ_QUEUED;
+    req->enqueued = embd_now();
+    list_push(s, req);
+    pthread_cond_signal(&s->work);
 }
 
 /* Queues req (n > 0) and waits for its result. */
 static enum embd_status submit(embd_sched *s, struct sched_req *req,
                                const struct embd_sched_call *call) {
-    static const struct embd_sched_call defaults = {.queue_timeout_ms = -1};
-    if (!call) call = &defaults;
     const size_t n = req->n;
     const struct timespec start = mono_now();
+    call = call_setup(req, call, start);
     const int qt = call->queue_timeout_ms;
     const struct timespec room_limit = ts_add_ns(start, qt > 0 ? (long long)qt * 1000000LL : 0);
-    req->cancel = call->cancel;
-    req->has_deadline = call->deadline_ms > 0;
-    if (req->has_deadline)
-        req->deadline = ts_add_ns(start, (long long)call->deadline_ms * 1000000LL);
 
     pthread_mutex_lock(&s->mu);
     /* Wait for room; a request larger than the queue waits for it to empty. */
@@ -453,30 +667,55 @@ static enum embd_status submit(embd_sched *s, struct sched_req *req,
         pthread_mutex_unlock(&s->mu);
         return embd_error(EMBD_ERR_INVALID_ARG, "the scheduler is shutting down");
     }
-    req->state = REQ_QUEUED;
-    req->next = NULL;
-    if (s->tail)
-        s->tail->next = req;
-    else
-        s->head = req;
-    s->tail = req;
-    s->queued += n;
-    req->enqueued = embd_now();
-    pthread_cond_signal(&s->work);
+    enqueue(s, req);
     while (req->state != REQ_DONE) {
-        if (req->state == REQ_RUNNING) { /* wait for it, whatever happens to the caller */
-            pthread_cond_wait(&s->done, &s->mu);
-            continue;
-        }
-        if ((st = given_up(req, mono_now())) != EMBD_OK) {
-            unqueue(s, req);
-            set_given_up(req, st);
+        if (req->state == REQ_QUEUED && (st = given_up(req, mono_now())) != EMBD_OK) {
+            set_given_up(req, st); /* not started: out untouched */
+            struct sched_req *none = NULL;
+            finish(s, req, &none);
             break;
         }
+        /* Started: the worker notices a raised flag at the next round. */
         wait_for(s, &s->done, req, false, start);
     }
     pthread_mutex_unlock(&s->mu);
     if (req->st != EMBD_OK) return embd_error(req->st, "%s", req->err);
+    return EMBD_OK;
+}
+
+/* Fills the parts of a request common to every entry point. */
+static void req_init(struct sched_req *r, size_t n, float *out, const struct embd_embed_opts *opts,
+                     struct embd_embed_info *info) {
+    r->n = n;
+    r->out = out;
+    r->opts = opts ? *opts : embd_embed_default_opts();
+    r->info = info;
+    if (info) {
+        info->total_tokens = info->bad_input = info->bad_tokens = 0;
+        r->ntok = info->n_tokens;
+    }
+    r->st = EMBD_OK;
+}
+
+static enum embd_status check_texts(const embd_sched *s, const char *const *texts, size_t n,
+                                    const float *out) {
+    if (!s || (n && (!texts || !out)))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: NULL argument");
+    for (size_t i = 0; i < n; i++) /* checked here: one NULL must not fail other callers */
+        if (!texts[i])
+            return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: text %zu is NULL", i);
+    return EMBD_OK;
+}
+
+static enum embd_status check_tokens(const embd_sched *s, const int32_t *ids,
+                                     const size_t *seq_start, size_t n, const float *out) {
+    if (!s || (n && (!ids || !seq_start || !out)))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed_tokens: NULL argument");
+    if (n && seq_start[0] != 0)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed_tokens: seq_start[0] must be 0");
+    for (size_t i = 0; i < n; i++) /* pieces are cut at sequence bounds */
+        if (seq_start[i + 1] < seq_start[i])
+            return embd_error(EMBD_ERR_INVALID_ARG, "seq_start must not decrease (input %zu)", i);
     return EMBD_OK;
 }
 
@@ -485,18 +724,10 @@ enum embd_status embd_sched_embed_opts(embd_sched *s, const char *const *texts, 
                                        const struct embd_embed_opts *opts,
                                        struct embd_embed_info *info) {
     if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
-    if (!s || (n && (!texts || !out)))
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: NULL argument");
-    if (n == 0) return EMBD_OK;
-    for (size_t i = 0; i < n; i++) /* checked here: one NULL must not fail other callers */
-        if (!texts[i])
-            return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed: text %zu is NULL", i);
-    struct sched_req req = {.texts = texts,
-                            .lens = lens,
-                            .n = n,
-                            .out = out,
-                            .opts = opts ? *opts : embd_embed_default_opts(),
-                            .info = info};
+    enum embd_status st = check_texts(s, texts, n, out);
+    if (st != EMBD_OK || n == 0) return st;
+    struct sched_req req = {.texts = texts, .lens = lens};
+    req_init(&req, n, out, opts, info);
     return submit(s, &req, call);
 }
 
@@ -517,15 +748,10 @@ enum embd_status embd_sched_embed_tokens_opts(embd_sched *s, const int32_t *ids,
                                               const struct embd_embed_opts *opts,
                                               struct embd_embed_info *info) {
     if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
-    if (!s || (n && (!ids || !seq_start || !out)))
-        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_embed_tokens: NULL argument");
-    if (n == 0) return EMBD_OK;
-    struct sched_req req = {.ids = ids,
-                            .seq_start = seq_start,
-                            .n = n,
-                            .out = out,
-                            .opts = opts ? *opts : embd_embed_default_opts(),
-                            .info = info};
+    enum embd_status st = check_tokens(s, ids, seq_start, n, out);
+    if (st != EMBD_OK || n == 0) return st;
+    struct sched_req req = {.ids = ids, .seq_start = seq_start};
+    req_init(&req, n, out, opts, info);
     return submit(s, &req, call);
 }
 
@@ -539,4 +765,61 @@ enum embd_status embd_sched_embed_tokens(embd_sched *s, const int32_t *ids, cons
                                          size_t n, float *out, int timeout_ms) {
     struct embd_sched_call call = {.queue_timeout_ms = timeout_ms};
     return embd_sched_embed_tokens_ex(s, ids, seq_start, n, out, &call);
+}
+
+/* Queues an owned copy of req without waiting: EMBD_ERR_BUSY when there is
+ * no room now. done is called once, later, unless this fails. */
+static enum embd_status submit_async(embd_sched *s, const struct sched_req *proto,
+                                     const struct embd_sched_call *call, embd_sched_done_fn done,
+                                     void *user) {
+    if (!done) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_submit: no done callback");
+    struct sched_req *r = embd_malloc(sizeof *r);
+    if (!r) return embd_error(EMBD_ERR_NOMEM, "out of memory queueing a request");
+    *r = *proto;
+    r->done_fn = done;
+    r->user = user;
+    call_setup(r, call, mono_now());
+    pthread_mutex_lock(&s->mu);
+    enum embd_status st = given_up(r, mono_now());
+    if (st == EMBD_OK && s->stop)
+        st = embd_error(EMBD_ERR_INVALID_ARG, "the scheduler is shutting down");
+    else if (st == EMBD_OK && s->queued && s->queued + r->n > s->capacity)
+        st = embd_error(EMBD_ERR_BUSY, "the queue is full (%zu of %zu texts); try later", s->queued,
+                        s->capacity);
+    else if (st != EMBD_OK)
+        st = embd_error(st, st == EMBD_ERR_CANCELLED
+                                ? "the request was cancelled before it ran"
+                                : "the request's deadline passed before it ran");
+    if (st == EMBD_OK) enqueue(s, r);
+    pthread_mutex_unlock(&s->mu);
+    if (st != EMBD_OK) embd_free(r);
+    return st;
+}
+
+enum embd_status embd_sched_submit(embd_sched *s, const char *const *texts, const size_t *lens,
+                                   size_t n, float *out, const struct embd_sched_call *call,
+                                   const struct embd_embed_opts *opts, struct embd_embed_info *info,
+                                   embd_sched_done_fn done, void *user) {
+    if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
+    enum embd_status st = check_texts(s, texts, n, out);
+    if (st != EMBD_OK) return st;
+    if (n == 0) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_submit: no inputs");
+    struct sched_req req = {.texts = texts, .lens = lens};
+    req_init(&req, n, out, opts, info);
+    return submit_async(s, &req, call, done, user);
+}
+
+enum embd_status embd_sched_submit_tokens(embd_sched *s, const int32_t *ids,
+                                          const size_t *seq_start, size_t n, float *out,
+                                          const struct embd_sched_call *call,
+                                          const struct embd_embed_opts *opts,
+                                          struct embd_embed_info *info, embd_sched_done_fn done,
+                                          void *user) {
+    if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
+    enum embd_status st = check_tokens(s, ids, seq_start, n, out);
+    if (st != EMBD_OK) return st;
+    if (n == 0) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_submit_tokens: no inputs");
+    struct sched_req req = {.ids = ids, .seq_start = seq_start};
+    req_init(&req, n, out, opts, info);
+    return submit_async(s, &req, call, done, user);
 }

@@ -124,8 +124,9 @@ static void fill_sentinel(float *out, size_t n) {
 }
 
 /* Random cancellations and tiny deadlines: every call ends (no deadlock);
- * an OK call is exact; a cancelled or timed out call was never run, so its
- * out is untouched. */
+ * an OK call is exact; a timed out call was never run, so its out is
+ * untouched; a cancelled one has exact rows where it ran, untouched ones
+ * elsewhere. */
 static void *stress_caller(void *arg) {
     const int t = (int)(uintptr_t)arg;
     unsigned seed = (unsigned)t * 2246822519u + 7;
@@ -155,9 +156,15 @@ static void *stress_caller(void *arg) {
                 if (!close_to(out + i * D, ref + idx[i] * D)) atomic_fetch_add(&wrong, 1);
             continue;
         }
-        if (st == EMBD_ERR_CANCELLED)
+        if (st == EMBD_ERR_CANCELLED) {
+            /* cancelled while it ran: the rows that ran are exact, the rest untouched */
             atomic_fetch_add(&stress_cancelled, 1);
-        else if (st == EMBD_ERR_TIMEOUT)
+            for (int i = 0; i < n; i++)
+                if (!untouched(out + i * D, 1) && !close_to(out + i * D, ref + idx[i] * D))
+                    atomic_fetch_add(&stress_untouched_bad, 1);
+            continue;
+        }
+        if (st == EMBD_ERR_TIMEOUT)
             atomic_fetch_add(&stress_timeout, 1);
         else if (st == EMBD_ERR_BUSY)
             atomic_fetch_add(&stress_busy, 1);
@@ -365,6 +372,129 @@ static void test_stress(embd_ctx *ctx) {
     CHECK_EQ_INT(atomic_load(&stress_untouched_bad), 0);
 }
 
+/* The asynchronous submit and fairness: a long request (many rounds) is
+ * queued first; a short one queued after it finishes long before it (it gets
+ * a piece of the very next round); a long request cancelled while it runs
+ * stops with EMBD_ERR_CANCELLED, rows that ran exact, the rest untouched;
+ * every callback runs exactly once; a full queue refuses at once. */
+struct async_rec {
+    atomic_int calls;
+    enum embd_status st;
+    double at;
+};
+
+static void on_done(void *user, enum embd_status st) {
+    struct async_rec *r = user;
+    r->st = st;
+    r->at = embd_now();
+    atomic_fetch_add(&r->calls, 1);
+}
+
+static bool wait_calls(struct async_rec *r) {
+    for (int i = 0; i < 20000 && atomic_load(&r->calls) == 0; i++) {
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
+    }
+    return atomic_load(&r->calls) == 1;
+}
+
+static void test_async_fair(embd_model *m) {
+    struct embd_ctx_params p = embd_ctx_default_params();
+    p.device = EMBD_DEVICE_CPU;
+    p.n_threads = 1;
+    p.cache_bytes = 0;
+    p.max_batch_tokens = embd_model_max_tokens(m); /* many small rounds */
+    embd_ctx *ctx = NULL;
+    CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
+    if (!ctx) return;
+    struct embd_sched_params sp = {.queue_texts = 100000, .max_batch_texts = 1024};
+    CHECK(embd_sched_new(ctx, sp, &sched) == EMBD_OK);
+    if (!sched) {
+        embd_ctx_free(ctx);
+        return;
+    }
+    enum { NL = 3000 };
+    const char **lt = malloc(NL * sizeof *lt);
+    float *lo = malloc((size_t)NL * D * sizeof *lo);
+    for (int i = 0; i < NL; i++)
+        lt[i] = pool[i % N_POOL];
+    float qo[64];
+    const char *q[1] = {pool[3]};
+    struct async_rec rl = {0}, rq = {0};
+    size_t ntok[1];
+    struct embd_embed_info qi = {.n_tokens = ntok};
+    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, NL, lo, NULL, NULL, NULL, on_done, &rl),
+                 EMBD_OK);
+    struct timespec ms = {0, 2000000L};
+    nanosleep(&ms, NULL);
+    CHECK_EQ_INT(embd_sched_submit(sched, q, NULL, 1, qo, NULL, NULL, &qi, on_done, &rq), EMBD_OK);
+    CHECK(wait_calls(&rq) && wait_calls(&rl));
+    CHECK_EQ_INT(rq.st, EMBD_OK);
+    CHECK_EQ_INT(rl.st, EMBD_OK);
+    CHECK_MSG(rq.at < rl.at, "the short request ended %.3f s after the long one", rq.at - rl.at);
+    CHECK(close_to(qo, ref + 3 * D));
+    CHECK(qi.total_tokens == ntok[0] && ntok[0] >= 2);
+    bool exact = true;
+    for (int i = 0; i < NL; i++)
+        exact = exact && close_to(lo + (size_t)i * D, ref + (i % N_POOL) * D);
+    CHECK(exact);
+
+    /* Cancelled while it runs: stops at a round, some rows ran. */
+    int flag = 0;
+    struct async_rec rc = {0};
+    fill_sentinel(lo, NL);
+    struct embd_sched_call call = {.cancel = &flag};
+    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, NL, lo, &call, NULL, NULL, on_done, &rc),
+                 EMBD_OK);
+    nanosleep(&ms, NULL);
+    embd_sched_cancel(&flag);
+    CHECK(wait_calls(&rc));
+    CHECK_EQ_INT(rc.st, EMBD_ERR_CANCELLED);
+    int ran = 0, bad = 0;
+    for (int i = 0; i < NL; i++) {
+        if (untouched(lo + (size_t)i * D, 1)) continue;
+        ran++;
+        if (!close_to(lo + (size_t)i * D, ref + (i % N_POOL) * D)) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_MSG(ran < NL, "a cancelled request ran all its %d texts", ran);
+
+    /* A full queue refuses at once; bad arguments are refused without a call. */
+    embd_sched_free(sched);
+    struct embd_sched_params tiny = {.queue_texts = 2, .max_batch_texts = 2};
+    CHECK(embd_sched_new(ctx, tiny, &sched) == EMBD_OK);
+    struct async_rec r1 = {0}, r2 = {0};
+    embd_sched_hold(sched, true);
+    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 2, lo, NULL, NULL, NULL, on_done, &r1),
+                 EMBD_OK);
+    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 1, lo + 2 * D, NULL, NULL, NULL, on_done, &r2),
+                 EMBD_ERR_BUSY);
+    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 1, lo, NULL, NULL, NULL, NULL, NULL),
+                 EMBD_ERR_INVALID_ARG);
+    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 0, lo, NULL, NULL, NULL, on_done, &r2),
+                 EMBD_ERR_INVALID_ARG);
+    embd_sched_hold(sched, false);
+    CHECK(wait_calls(&r1));
+    CHECK_EQ_INT(r1.st, EMBD_OK);
+    CHECK_EQ_INT(atomic_load(&r2.calls), 0);
+    /* Token ids, asynchronously, cut into pieces at sequence bounds. */
+    int32_t ids[6];
+    size_t n_ids = 0;
+    CHECK(embd_tokenize(m, pool[5], strlen(pool[5]), ids, 6, &n_ids) == EMBD_OK);
+    size_t ss[2] = {0, n_ids};
+    struct async_rec rt = {0};
+    CHECK_EQ_INT(embd_sched_submit_tokens(sched, ids, ss, 1, lo, NULL, NULL, NULL, on_done, &rt),
+                 EMBD_OK);
+    CHECK(wait_calls(&rt));
+    CHECK_EQ_INT(rt.st, EMBD_OK);
+    CHECK(close_to(lo, ref + 5 * D));
+    embd_sched_free(sched);
+    sched = NULL;
+    free(lt);
+    free(lo);
+    embd_ctx_free(ctx);
+}
+
 int main(void) {
     char *root = make_temp_dir();
     if (!root) TEST_SKIP("no temporary directory");
@@ -432,6 +562,7 @@ int main(void) {
     test_cancel_timeout(ctx);
     test_stress(ctx);
     test_grouping(m);
+    test_async_fair(m);
 
     /* The queue time is measured. */
     char text[16384];
