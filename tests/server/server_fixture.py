@@ -8,12 +8,23 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 
-from common import BIN
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from common import BIN, Checker, model_dir, skip  # noqa: E402
+
+
+def minilm(test_name):
+    """The real all-MiniLM-L6-v2 folder and a Checker named test_name; exits
+    77 (skipped) when EMBD_TEST_MODELS has no such model."""
+    m = model_dir("all-MiniLM-L6-v2")
+    if not m:
+        skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
+    return m, Checker(test_name)
 
 
 class Server:

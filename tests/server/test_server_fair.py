@@ -19,16 +19,10 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-sys.path.insert(0, HERE)
-from common import Checker, model_dir, skip  # noqa: E402
-from server_fixture import Server  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import Server, minilm  # noqa: E402
 
-M = model_dir("all-MiniLM-L6-v2")
-if not M:
-    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
-c = Checker("server_fair")
+M, c = minilm("server_fair")
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 BIG = [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(40)) + f" {i}" for i in range(150)]

@@ -23,11 +23,9 @@ import tempfile
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-sys.path.insert(0, HERE)
-from common import Checker, model_dir, run, skip  # noqa: E402
-from server_fixture import Server  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import Server, minilm  # noqa: E402  (puts tests/e2e on the path)
+from common import run, skip  # noqa: E402
 
 try:
     import openai
@@ -35,10 +33,7 @@ try:
 except ImportError as e:  # the venv of scripts/setup-deps has both
     skip(f"client libraries missing: {e}")
 
-M = model_dir("all-MiniLM-L6-v2")
-if not M:
-    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
-c = Checker("server_seams")
+M, c = minilm("server_seams")
 hf = Tokenizer.from_file(os.path.join(M, "tokenizer.json"))
 hf.enable_truncation(256)
 hf.no_padding()
