@@ -38,6 +38,21 @@ static const struct cli_opt serve_opts[] = {
      "truncate inputs longer than --max-input-tokens instead of refusing them (a TEI request "
      "may still say \"truncate\": false)"},
     {"max-concurrent-requests", 0, true, "N", "512", "requests answered at once (429 above)"},
+    {"max-connections", 0, true, "N", "1024",
+     "open connections at once; a new one over it is answered 503 with Retry-After and closed"},
+    {"max-connections-per-client", 0, true, "N", "128",
+     "open connections from one client address (0: no limit; raise it behind a proxy, whose "
+     "connections all come from its address)"},
+    {"header-timeout", 0, true, "S", "10",
+     "seconds for a request's headers to arrive (from the connection opening or the request "
+     "line); a slower client is disconnected"},
+    {"idle-timeout", 0, true, "S", "15", "seconds a kept-alive connection may idle"},
+    {"http-threads", 0, true, "N", "2",
+     "threads serving the connections (event-driven: a request waiting for the engine holds "
+     "none)"},
+    {"max-reply-memory", 0, true, "MIB", "128",
+     "memory for the replies in flight (vectors and reply text), counted when a request is "
+     "admitted; over it, 503 with Retry-After"},
     {"queue-timeout-ms", 0, true, "MS", "5000",
      "how long a request waits for room in the engine's queue before 429"},
     {"shutdown-timeout", 0, true, "S", "30",
@@ -181,6 +196,7 @@ int cmd_serve(int argc, char **argv) {
     static char key[1024];
     bool keyed = false;
     long port, body, inputs, chars, conc, qto, sto, mbt, max_tok = 0;
+    long max_conns, per_client, hdr_to, idle_to, threads, reply_mib;
     if ((rc = cli_get_int(&a, "port", 0, 65535, &port)) ||
         (rc = cli_get_int(&a, "max-body-bytes", 64, 1L << 30, &body)) ||
         (rc = cli_get_int(&a, "max-inputs", 1, 1L << 20, &inputs)) ||
@@ -189,6 +205,12 @@ int cmd_serve(int argc, char **argv) {
         (rc = cli_get_int(&a, "queue-timeout-ms", 0, 3600000, &qto)) ||
         (rc = cli_get_int(&a, "shutdown-timeout", 0, 3600, &sto)) ||
         (rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt)) ||
+        (rc = cli_get_int(&a, "max-connections", 1, 1L << 20, &max_conns)) ||
+        (rc = cli_get_int(&a, "max-connections-per-client", 0, 1L << 20, &per_client)) ||
+        (rc = cli_get_int(&a, "header-timeout", 1, 3600, &hdr_to)) ||
+        (rc = cli_get_int(&a, "idle-timeout", 1, 3600, &idle_to)) ||
+        (rc = cli_get_int(&a, "http-threads", 1, 256, &threads)) ||
+        (rc = cli_get_int(&a, "max-reply-memory", 1, 1L << 20, &reply_mib)) ||
         (rc = api_key_of(&a, argc, argv, key, sizeof key, &keyed)))
         goto done;
     if (cli_get(&a, "max-input-tokens") &&
@@ -245,6 +267,12 @@ int cmd_serve(int argc, char **argv) {
     cfg.max_concurrent = (size_t)conc;
     cfg.queue_timeout_ms = (int)qto;
     cfg.shutdown_timeout_s = (int)sto;
+    cfg.max_connections = (size_t)max_conns;
+    cfg.max_client_connections = per_client ? (size_t)per_client : SIZE_MAX;
+    cfg.header_timeout_s = (int)hdr_to;
+    cfg.idle_timeout_s = (int)idle_to;
+    cfg.http_threads = (int)threads;
+    cfg.max_reply_bytes = (size_t)reply_mib << 20;
     cfg.limits.max_inputs = (size_t)inputs;
     cfg.limits.max_input_chars = (size_t)chars;
     cfg.limits.max_tokens = (size_t)embd_model_max_tokens(model);

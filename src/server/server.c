@@ -80,6 +80,15 @@ struct server {
     atomic_ullong completed; /* requests completed (for the idle trim) */
     atomic_ullong responses[R_COUNT][N_CODES + 1];
     atomic_ullong rejected_busy;
+    atomic_ullong rejected_memory; /* 503: the reply memory budget was spent */
+    pthread_mutex_t conn_mu;       /* the connection slots */
+    struct slot *slots;            /* (n_slots) */
+    size_t n_slots, per_client;
+    double header_timeout, idle_timeout;
+    atomic_ullong rejected_conns; /* connections refused with 503 (over capacity, per client) */
+    atomic_ullong closed_slow;    /* connections closed for headers not in on time */
+    atomic_size_t reply_bytes;    /* reply memory in flight (vectors and reply text) */
+    size_t max_reply_bytes;
     atomic_ullong cancelled; /* requests dropped from the queue: their client hung up */
     pthread_mutex_t watch_mu;
     struct watch *watched; /* requests waiting for the engine */
@@ -89,6 +98,18 @@ struct server {
     time_t started; /* when serving began (the models' "created") */
 };
 
+/* An open connection (MHD_OPTION_NOTIFY_CONNECTION's socket context): its
+ * client's address, for the per-client limit, and when its request headers
+ * must be in. A fixed table, so that accepting a connection allocates
+ * nothing. */
+struct slot {
+    bool used;
+    int fd;
+    unsigned char addr[16]; /* the client's IPv4 or IPv6 address */
+    unsigned char addr_len;
+    double deadline; /* 0: none; else the connection is closed if still reading headers then */
+};
+
 /* A request waiting for the engine, watched for its client hanging up. */
 struct watch {
     int fd;     /* the connection's socket */
@@ -96,7 +117,32 @@ struct watch {
     struct watch *prev, *next;
 };
 
+enum phase {
+    PH_BODY, /* receiving the body, or answering without the engine */
+    PH_WAIT, /* submitted: suspended until the scheduler's done callback */
+    PH_DONE, /* the engine is done (st->es): the next call answers */
+};
+
 struct conn {
+    struct server *s;
+    struct MHD_Connection *c;
+    enum phase phase;
+    enum route route;
+    bool active;     /* counted in server.active (until completed) */
+    size_t reserved; /* bytes taken from the reply memory budget */
+    struct srv_request req;
+    bool have_req;
+    struct srv_input query;      /* search: the query as an input */
+    float *vecs;                 /* (n, D) */
+    const char **texts;          /* (n) */
+    size_t *lens;                /* (n) */
+    int32_t *ids;                /* (T) token inputs, back to back */
+    size_t *ss;                  /* (n + 1) */
+    struct embd_embed_opts opts; /* must outlive the submit */
+    struct embd_embed_info info;
+    struct watch w;
+    enum embd_status es;
+    char why[512];
     char *body;
     size_t len, cap;
     bool close;     /* answer with "Connection: close" (the body was not read) */
@@ -299,13 +345,17 @@ static int http_status_of(enum embd_status st) {
     }
 }
 
+static void close_slow(struct server *s);
+
 /* The watchdog: every 50 ms, polls the sockets of the requests waiting for
  * the engine and cancels those whose client has hung up (peer closed, reset),
- * so that abandoned work leaves the queue instead of delaying everyone. */
+ * so that abandoned work leaves the queue instead of delaying everyone; every
+ * 200 ms, closes the connections whose headers are late (close_slow). */
 static void *watchdog_main(void *arg) {
     struct server *s = arg;
     struct pollfd *fds = NULL;
     size_t cap = 0;
+    unsigned ticks = 0;
     while (!atomic_load(&s->watchdog_stop)) {
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
@@ -329,6 +379,7 @@ static void *watchdog_main(void *arg) {
                 if (fds[k].revents & (POLLRDHUP | POLLHUP | POLLERR)) embd_sched_cancel(&w->cancel);
         }
         pthread_mutex_unlock(&s->watch_mu);
+        if (++ticks % 4 == 0) close_slow(s);
     }
     embd_free(fds);
     return NULL;
@@ -373,130 +424,172 @@ static void watch_remove(struct server *s, struct watch *w) {
     pthread_mutex_unlock(&s->watch_mu);
 }
 
-/* Embeds the request's inputs into out (n, D) through the scheduler, with
- * the request's options; info receives the token counts. */
-static enum embd_status embed_unwatched(struct server *s, const struct srv_request *req, float *out,
-                                        const struct embd_sched_call *call,
-                                        const struct embd_embed_opts *opts,
-                                        struct embd_embed_info *info, char *why, size_t cap) {
+/* Called by the scheduler's worker when a request submitted by
+ * submit_inputs is done: records its status and resumes its connection,
+ * whose handler then answers (finish_embed, finish_search). Must not block. */
+static void on_embedded(void *user, enum embd_status es) {
+    struct conn *st = user;
+    if (es != EMBD_OK) {
+        const char *e = embd_last_error();
+        snprintf(st->why, sizeof st->why, "%s", e && *e ? e : embd_status_str(es));
+    }
+    watch_remove(st->s, &st->w);
+    st->es = es;
+    st->phase = PH_DONE;
+    MHD_resume_connection(st->c);
+}
+
+/* Submits the inputs of req (kept in st until the answer) to the scheduler,
+ * embedding into out (n, D) with opts; the connection is suspended until
+ * on_embedded resumes it. Returns EMBD_OK, or the status of a request
+ * refused at once (the connection is not suspended then; st->why says why). */
+static enum embd_status submit_inputs(struct server *s, struct MHD_Connection *c, struct conn *st,
+                                      const struct srv_request *req, float *out,
+                                      const struct embd_embed_opts *opts,
+                                      struct embd_embed_info *info) {
     const size_t n = req->n;
-    enum embd_status st;
     if (req->tokens) {
         size_t total = 0;
         for (size_t i = 0; i < n; i++)
             total += req->inputs[i].n_ids;
-        int32_t *ids = embd_malloc2(total ? total : 1, sizeof *ids);
-        size_t *ss = embd_malloc2(n + 1, sizeof *ss);
-        if (!ids || !ss) {
-            embd_free(ids);
-            embd_free(ss);
-            snprintf(why, cap, "out of memory");
-            return EMBD_ERR_NOMEM;
-        }
-        ss[0] = 0;
+        st->ids = embd_malloc2(total ? total : 1, sizeof *st->ids); /* (T) */
+        st->ss = embd_malloc2(n + 1, sizeof *st->ss);               /* (n + 1) */
+        if (!st->ids || !st->ss) goto oom;
+        st->ss[0] = 0;
         for (size_t i = 0; i < n; i++) {
-            memcpy(ids + ss[i], req->inputs[i].ids, req->inputs[i].n_ids * sizeof *ids);
-            ss[i + 1] = ss[i] + req->inputs[i].n_ids;
+            memcpy(st->ids + st->ss[i], req->inputs[i].ids, req->inputs[i].n_ids * sizeof *st->ids);
+            st->ss[i + 1] = st->ss[i] + req->inputs[i].n_ids;
         }
-        st = embd_sched_embed_tokens_opts(s->sched, ids, ss, n, out, call, opts, info);
-        embd_free(ids);
-        embd_free(ss);
     } else {
-        const char **texts = embd_malloc2(n, sizeof *texts);
-        size_t *lens = embd_malloc2(n, sizeof *lens);
-        if (!texts || !lens) {
-            embd_free(texts);
-            embd_free(lens);
-            snprintf(why, cap, "out of memory");
-            return EMBD_ERR_NOMEM;
-        }
+        st->texts = embd_malloc2(n, sizeof *st->texts); /* (n) */
+        st->lens = embd_malloc2(n, sizeof *st->lens);   /* (n) */
+        if (!st->texts || !st->lens) goto oom;
         for (size_t i = 0; i < n; i++) {
-            texts[i] = req->inputs[i].text;
-            lens[i] = req->inputs[i].len;
+            st->texts[i] = req->inputs[i].text;
+            st->lens[i] = req->inputs[i].len;
         }
-        st = embd_sched_embed_opts(s->sched, texts, lens, n, out, call, opts, info);
-        embd_free(texts);
-        embd_free(lens);
     }
-    if (st != EMBD_OK) {
+    st->s = s;
+    st->c = c;
+    st->phase = PH_WAIT;
+    watch_add(s, &st->w, c);
+    const struct embd_sched_call call = {.cancel = &st->w.cancel};
+    /* Suspended first: done may come before submit returns. */
+    MHD_suspend_connection(c);
+    enum embd_status es =
+        req->tokens ? embd_sched_submit_tokens(s->sched, st->ids, st->ss, n, out, &call, opts, info,
+                                               on_embedded, st)
+                    : embd_sched_submit(s->sched, (const char *const *)st->texts, st->lens, n, out,
+                                        &call, opts, info, on_embedded, st);
+    if (es != EMBD_OK) {
         const char *e = embd_last_error();
-        snprintf(why, cap, "%s", e && *e ? e : embd_status_str(st));
+        snprintf(st->why, sizeof st->why, "%s", e && *e ? e : embd_status_str(es));
+        watch_remove(s, &st->w);
+        st->phase = PH_BODY;
+        MHD_resume_connection(c);
     }
-    return st;
+    return es;
+oom:
+    snprintf(st->why, sizeof st->why, "out of memory");
+    return EMBD_ERR_NOMEM;
 }
 
-/* Embeds the request's inputs into out (n, D) through the scheduler,
- * watching the connection so that the work is dropped if the client hangs up
- * while it is queued. On failure, why (cap bytes) says why. */
-static enum embd_status embed_inputs(struct server *s, struct MHD_Connection *c,
-                                     const struct srv_request *req, float *out,
-                                     const struct embd_embed_opts *opts,
-                                     struct embd_embed_info *info, char *why, size_t cap) {
-    struct watch w;
-    watch_add(s, &w, c);
-    const struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
-                                         .cancel = &w.cancel};
-    enum embd_status st = embed_unwatched(s, req, out, &call, opts, info, why, cap);
-    watch_remove(s, &w);
-    if (st == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
-    return st;
+/* Takes bytes from the reply memory budget (--max-reply-memory): false when
+ * it does not have them. */
+static bool reserve_reply(struct server *s, struct conn *st, size_t bytes) {
+    size_t cur = atomic_load(&s->reply_bytes);
+    do {
+        if (cur + bytes > s->max_reply_bytes && cur > 0) return false;
+    } while (!atomic_compare_exchange_weak(&s->reply_bytes, &cur, cur + bytes));
+    st->reserved += bytes;
+    return true;
 }
 
-static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, enum route r,
+/* The answer to a request whose embedding failed or was refused. */
+static enum MHD_Result embed_failed(struct server *s, struct MHD_Connection *c, enum route r,
+                                    bool openai, struct conn *st, enum embd_status es) {
+    const struct embd_embed_info *info = &st->info;
+    if (es == EMBD_ERR_BUSY) atomic_fetch_add(&s->rejected_busy, 1);
+    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
+    if (es == EMBD_ERR_CANCELLED && atomic_load(&s->cancel_all))
+        return send_error(s, c, r, openai, 503, NULL,
+                          "the server is shutting down (--shutdown-timeout passed)", st->start);
+    if (es == EMBD_ERR_TOO_LONG)
+        snprintf(st->why, sizeof st->why,
+                 "input %zu has %zu tokens; the model takes at most %zu (send truncate: "
+                 "true, or start the server with --auto-truncate)",
+                 info->bad_input, info->bad_tokens, s->cfg->limits.max_tokens);
+    return send_error(s, c, r, openai, http_status_of(es),
+                      es == EMBD_ERR_TOO_LONG && r != R_SEARCH ? (openai ? "input" : "inputs")
+                                                               : NULL,
+                      st->why, st->start);
+}
+
+/* 503 with Retry-After: the reply memory budget is spent. */
+static enum MHD_Result send_over_budget(struct server *s, struct MHD_Connection *c, enum route r,
+                                        bool openai, struct conn *st) {
+    atomic_fetch_add(&s->rejected_memory, 1);
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the replies in flight hold the server's reply memory (%zu MiB, "
+             "--max-reply-memory); retry shortly",
+             s->max_reply_bytes >> 20);
+    return send_error_x(s, c, r, openai, 503, NULL, msg, st->start, false);
+}
+
+/* POST /v1/embeddings and /embed, first half: parses, takes the reply's
+ * memory from the budget and submits the inputs (the connection waits,
+ * suspended, for finish_embed). */
+static enum MHD_Result start_embed(struct server *s, struct MHD_Connection *c, enum route r,
+                                   struct conn *st) {
+    const bool openai = r == R_OPENAI;
+    const size_t D = (size_t)s->dim;
+    struct srv_request *req = &st->req;
+    struct srv_error err;
+    if (srv_parse(openai ? SRV_API_OPENAI : SRV_API_TEI, st->body, st->len, &s->cfg->limits, req,
+                  &err))
+        return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
+    st->have_req = true;
+    if (openai && req->dimensions && req->dimensions != D) {
+        snprintf(err.message, sizeof err.message,
+                 "this model gives %zu dimensions; \"dimensions\" %zu is not supported", D,
+                 req->dimensions);
+        return send_error(s, c, r, openai, 400, "dimensions", err.message, st->start);
+    }
+    /* The vectors (n, D) and the reply text built from them (a float as at
+     * most 16 characters, base64 at 6 per float). */
+    if (!reserve_reply(s, st, req->n * D * (sizeof(float) + (req->base64 ? 6 : 16)) + 4096))
+        return send_over_budget(s, c, r, openai, st);
+    st->vecs = embd_malloc2(req->n, D * sizeof *st->vecs); /* (n, D) */
+    if (!st->vecs) return send_oom(s, c, r, openai, st->start);
+    /* The engine normalises, truncates or refuses, and counts the tokens of
+     * its one tokenization (the usage). */
+    st->opts = embd_embed_default_opts();
+    st->opts.normalize = openai ? s->cfg->normalize : req->normalize == 1;
+    st->opts.truncate = req->truncate;
+    enum embd_status es = submit_inputs(s, c, st, req, st->vecs, &st->opts, &st->info);
+    if (es != EMBD_OK) return embed_failed(s, c, r, openai, st, es);
+    return MHD_YES;
+}
+
+/* Second half: the answer, once the engine is done. */
+static enum MHD_Result finish_embed(struct server *s, struct MHD_Connection *c, enum route r,
                                     struct conn *st) {
     const bool openai = r == R_OPENAI;
     const size_t D = (size_t)s->dim;
-    struct srv_request req;
-    struct srv_error err;
-    if (srv_parse(openai ? SRV_API_OPENAI : SRV_API_TEI, st->body, st->len, &s->cfg->limits, &req,
-                  &err))
-        return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
-    if (openai && req.dimensions && req.dimensions != D) {
-        snprintf(err.message, sizeof err.message,
-                 "this model gives %zu dimensions; \"dimensions\" %zu is not supported", D,
-                 req.dimensions);
-        srv_request_free(&req);
-        return send_error(s, c, r, openai, 400, "dimensions", err.message, st->start);
-    }
-    float *vecs = embd_malloc2(req.n, D * sizeof *vecs); /* (n, D) */
-    if (!vecs) {
-        srv_request_free(&req);
-        return send_oom(s, c, r, openai, st->start);
-    }
-    /* The engine normalises, truncates or refuses, and counts the tokens of
-     * its one tokenization (the usage). */
-    struct embd_embed_opts opts = embd_embed_default_opts();
-    opts.normalize = openai ? s->cfg->normalize : req.normalize == 1;
-    opts.truncate = req.truncate;
-    struct embd_embed_info info = {0};
-    char msg[512];
-    enum embd_status es = embed_inputs(s, c, &req, vecs, &opts, &info, msg, sizeof msg);
-    if (es != EMBD_OK) {
-        if (es == EMBD_ERR_BUSY) atomic_fetch_add(&s->rejected_busy, 1);
-        if (es == EMBD_ERR_TOO_LONG)
-            snprintf(msg, sizeof msg,
-                     "input %zu has %zu tokens; the model takes at most %zu (send truncate: "
-                     "true, or start the server with --auto-truncate)",
-                     info.bad_input, info.bad_tokens, s->cfg->limits.max_tokens);
-        embd_free(vecs);
-        srv_request_free(&req);
-        if (es == EMBD_ERR_CANCELLED && atomic_load(&s->cancel_all))
-            return send_error(s, c, r, openai, 503, NULL,
-                              "the server is shutting down (--shutdown-timeout passed)", st->start);
-        return send_error(s, c, r, openai, http_status_of(es),
-                          es == EMBD_ERR_TOO_LONG ? (openai ? "input" : "inputs") : NULL, msg,
-                          st->start);
-    }
-    const size_t n_tokens = info.total_tokens;
+    const struct srv_request *req = &st->req;
+    if (st->es != EMBD_OK) return embed_failed(s, c, r, openai, st, st->es);
+    const size_t n_tokens = st->info.total_tokens;
+    const float *vecs = st->vecs;
 
     struct embd_buf b = {0};
-    embd_buf_reserve(&b, req.n * D * (req.base64 ? 6 : 14) + 256);
+    embd_buf_reserve(&b, req->n * D * (req->base64 ? 6 : 14) + 256);
     if (openai) {
         embd_buf_str(&b, "{\"object\":\"list\",\"data\":[");
-        for (size_t i = 0; i < req.n && !b.oom; i++) {
+        for (size_t i = 0; i < req->n && !b.oom; i++) {
             embd_buf_printf(
                 &b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", i ? "," : "", i);
-            if (req.base64) {
+            if (req->base64) {
                 buf_base64_string(&b, (const unsigned char *)(vecs + i * D), D * sizeof *vecs);
             } else {
                 embd_buf_put(&b, "[", 1);
@@ -515,7 +608,7 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
                         n_tokens);
     } else {
         embd_buf_put(&b, "[", 1);
-        for (size_t i = 0; i < req.n && !b.oom; i++) {
+        for (size_t i = 0; i < req->n && !b.oom; i++) {
             embd_buf_str(&b, i ? ",[" : "[");
             for (size_t d = 0; d < D; d++) {
                 if (d) embd_buf_put(&b, ",", 1);
@@ -525,47 +618,46 @@ static enum MHD_Result handle_embed(struct server *s, struct MHD_Connection *c, 
         }
         embd_buf_put(&b, "]", 1);
     }
-    embd_free(vecs);
-    srv_request_free(&req);
+    embd_free(st->vecs); /* the reply is all that is kept */
+    st->vecs = NULL;
     char tokens_hdr[32];
     snprintf(tokens_hdr, sizeof tokens_hdr, "%zu", n_tokens);
     return send_buf(s, c, r, openai, 200, &b, "application/json", "x-embd-tokens", tokens_hdr,
                     st->start);
 }
 
-static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
+/* POST /search, first half: the query is submitted to the scheduler. */
+static enum MHD_Result start_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
     if (!s->store)
         return send_error(s, c, R_SEARCH, false, 404, NULL,
                           "no store: start the server with --store PATH|URL to enable /search",
                           st->start);
-    struct srv_request req;
     struct srv_error err;
-    if (srv_parse(SRV_API_SEARCH, st->body, st->len, &s->cfg->limits, &req, &err))
+    if (srv_parse(SRV_API_SEARCH, st->body, st->len, &s->cfg->limits, &st->req, &err))
         return send_error(s, c, R_SEARCH, false, err.status, err.param, err.message, st->start);
+    st->have_req = true;
     const size_t D = (size_t)s->dim;
-    float *q = embd_malloc2(D, sizeof *q);                           /* (D) */
-    struct embd_store_hit *hits = embd_malloc2(req.k, sizeof *hits); /* (k) */
-    if (!q || !hits) {
-        embd_free(q);
-        embd_free(hits);
-        srv_request_free(&req);
-        return send_oom(s, c, R_SEARCH, false, st->start);
-    }
-    struct srv_input query = {.text = req.query, .len = req.query_len};
-    const struct srv_request one = {.inputs = &query, .n = 1};
-    const struct embd_embed_opts opts = embd_embed_default_opts(); /* the model's normalisation */
+    st->vecs = embd_malloc2(D, sizeof *st->vecs); /* (D) */
+    if (!st->vecs) return send_oom(s, c, R_SEARCH, false, st->start);
+    st->query = (struct srv_input){.text = st->req.query, .len = st->req.query_len};
+    const struct srv_request one = {.inputs = &st->query, .n = 1};
+    st->opts = embd_embed_default_opts(); /* the model's normalisation */
+    enum embd_status es = submit_inputs(s, c, st, &one, st->vecs, &st->opts, &st->info);
+    if (es != EMBD_OK) return embed_failed(s, c, R_SEARCH, false, st, es);
+    return MHD_YES;
+}
+
+/* Second half: the store is searched with the query's vector. */
+static enum MHD_Result finish_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    if (st->es != EMBD_OK) return embed_failed(s, c, R_SEARCH, false, st, st->es);
+    const struct srv_request *req = &st->req;
+    struct embd_store_hit *hits = embd_malloc2(req->k, sizeof *hits); /* (k) */
+    if (!hits) return send_oom(s, c, R_SEARCH, false, st->start);
     char msg[512];
-    enum embd_status es = embed_inputs(s, c, &one, q, &opts, NULL, msg, sizeof msg);
-    if (es != EMBD_OK) {
-        embd_free(q);
-        embd_free(hits);
-        srv_request_free(&req);
-        return send_error(s, c, R_SEARCH, false, http_status_of(es), NULL, msg, st->start);
-    }
     struct embd_buf b = {0};
     pthread_mutex_lock(&s->store_mu);
     size_t n_hits = 0;
-    es = embd_vstore_search(s->store, q, req.k, false, hits, &n_hits);
+    enum embd_status es = embd_vstore_search(s->store, st->vecs, req->k, false, hits, &n_hits);
     if (es == EMBD_OK) {
         embd_buf_str(&b, "{\"hits\":[");
         for (size_t i = 0; i < n_hits; i++) {
@@ -581,9 +673,7 @@ static enum MHD_Result handle_search(struct server *s, struct MHD_Connection *c,
     }
     if (es != EMBD_OK) snprintf(msg, sizeof msg, "store: %s", embd_last_error());
     pthread_mutex_unlock(&s->store_mu);
-    embd_free(q);
     embd_free(hits);
-    srv_request_free(&req);
     if (es != EMBD_OK) {
         embd_free(b.p);
         return send_error(s, c, R_SEARCH, false, es == EMBD_ERR_NOMEM ? 503 : 500, NULL, msg,
@@ -725,9 +815,27 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
                     "embd_http_rejected_busy_total %llu\n"
                     "# HELP embd_http_cancelled_total Requests taken off the queue because their "
                     "client hung up.\n# TYPE embd_http_cancelled_total counter\n"
-                    "embd_http_cancelled_total %llu\n",
+                    "embd_http_cancelled_total %llu\n"
+                    "# HELP embd_http_rejected_memory_total Requests refused with 503 because "
+                    "the replies in flight held --max-reply-memory.\n"
+                    "# TYPE embd_http_rejected_memory_total counter\n"
+                    "embd_http_rejected_memory_total %llu\n"
+                    "# HELP embd_http_reply_bytes Reply memory in flight (vectors and reply "
+                    "text).\n# TYPE embd_http_reply_bytes gauge\nembd_http_reply_bytes %zu\n"
+                    "# HELP embd_http_connections_refused_total Connections answered 503 and "
+                    "closed at once (--max-connections, --max-connections-per-client).\n"
+                    "# TYPE embd_http_connections_refused_total counter\n"
+                    "embd_http_connections_refused_total %llu\n"
+                    "# HELP embd_http_connections_timed_out_total Connections closed because "
+                    "their request headers were not in within --header-timeout.\n"
+                    "# TYPE embd_http_connections_timed_out_total counter\n"
+                    "embd_http_connections_timed_out_total %llu\n",
                     atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy),
-                    (unsigned long long)atomic_load(&s->cancelled));
+                    (unsigned long long)atomic_load(&s->cancelled),
+                    (unsigned long long)atomic_load(&s->rejected_memory),
+                    (size_t)atomic_load(&s->reply_bytes),
+                    (unsigned long long)atomic_load(&s->rejected_conns),
+                    (unsigned long long)atomic_load(&s->closed_slow));
     if (b.oom) { /* answered with send_oom's 503 (counted there) instead */
         atomic_fetch_sub(&s->responses[R_METRICS][0], 1);
         atomic_fetch_sub(&s->latency_count[R_METRICS], 1);
@@ -843,22 +951,147 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
         return send_error(s, c, r, openai, 415, NULL,
                           "the request body must be JSON (Content-Type: application/json)",
                           st->start);
+    /* Held until the request completes (on_completed), engine wait included. */
     int active = atomic_fetch_add(&s->active, 1);
-    enum MHD_Result ret;
+    st->active = true;
+    st->route = r;
     if ((size_t)active >= s->cfg->max_concurrent) {
         atomic_fetch_add(&s->rejected_busy, 1);
         char msg[160];
         snprintf(msg, sizeof msg,
                  "too many requests at once (%zu, --max-concurrent-requests); retry shortly",
                  s->cfg->max_concurrent);
-        ret = send_error(s, c, r, openai, 429, NULL, msg, st->start);
-    } else if (r == R_SEARCH) {
-        ret = handle_search(s, c, st);
-    } else {
-        ret = handle_embed(s, c, r, st);
+        return send_error(s, c, r, openai, 429, NULL, msg, st->start);
     }
-    atomic_fetch_sub(&s->active, 1);
-    return ret;
+    return r == R_SEARCH ? start_search(s, c, st) : start_embed(s, c, r, st);
+}
+
+/* The slot of a connection, or NULL (refused, or not tracked). */
+static struct slot *slot_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void slot_deadline(struct server *s, struct slot *sl, double deadline) {
+    if (!sl) return;
+    pthread_mutex_lock(&s->conn_mu);
+    sl->deadline = deadline;
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* Answers a connection that is refused as soon as it is accepted: a 503
+ * with Retry-After written straight to the new socket (a few hundred bytes
+ * into an empty send buffer), then the socket is shut down, so that
+ * libmicrohttpd closes it at once. */
+static void refuse_connection(int fd, const char *why) {
+    char body[300], msg[600];
+    int bl = snprintf(body, sizeof body,
+                      "{\"error\":\"%s; retry shortly\",\"error_type\":\"Overloaded\"}", why);
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                     bl, body);
+    if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* the client is gone already: nothing to tell it */
+    }
+    shutdown(fd, SHUT_RDWR);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: a connection opens (it takes a slot, or is
+ * refused with 503 when the server is at --max-connections or its client at
+ * --max-connections-per-client) or closes (its slot is freed). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    struct server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        struct slot *sl = *socket_context;
+        if (!sl) return;
+        pthread_mutex_lock(&s->conn_mu);
+        sl->used = false;
+        pthread_mutex_unlock(&s->conn_mu);
+        *socket_context = NULL;
+        return;
+    }
+    *socket_context = NULL;
+    const union MHD_ConnectionInfo *fi =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ai =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!fi) return; /* NEVER */
+    unsigned char addr[16] = {0}, len = 0;
+    const struct sockaddr *sa = ai ? ai->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET) {
+        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        len = 4;
+    } else if (sa && sa->sa_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        len = 16;
+    }
+    pthread_mutex_lock(&s->conn_mu);
+    size_t same = 0;
+    struct slot *free_slot = NULL;
+    for (size_t i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->used) {
+            if (!free_slot) free_slot = sl;
+        } else if (len && sl->addr_len == len && !memcmp(sl->addr, addr, len)) {
+            same++;
+        }
+    }
+    const bool over_client = len && same >= s->per_client;
+    if (free_slot && !over_client) {
+        *free_slot = (struct slot){.used = true,
+                                   .fd = fi->connect_fd,
+                                   .addr_len = len,
+                                   .deadline = embd_now() + s->header_timeout};
+        memcpy(free_slot->addr, addr, sizeof addr);
+        *socket_context = free_slot;
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+    if (*socket_context) return;
+    atomic_fetch_add(&s->rejected_conns, 1);
+    char why[160];
+    if (over_client)
+        snprintf(why, sizeof why,
+                 "this client has %zu connections open (--max-connections-per-client)", same);
+    else
+        snprintf(why, sizeof why, "the server has %zu connections open (--max-connections)",
+                 s->n_slots);
+    refuse_connection(fi->connect_fd, why);
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: a request line has arrived; its headers must
+ * follow within --header-timeout. Returns the request's initial state
+ * (none). */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c) {
+    (void)uri;
+    struct server *s = cls;
+    struct slot *sl = slot_of(c);
+    if (sl) {
+        pthread_mutex_lock(&s->conn_mu);
+        double d = embd_now() + s->header_timeout;
+        if (!sl->deadline || d < sl->deadline) sl->deadline = d;
+        pthread_mutex_unlock(&s->conn_mu);
+    }
+    return NULL;
+}
+
+/* Closes the connections whose headers are late (called by the watchdog):
+ * their sockets are shut down, which libmicrohttpd sees as the client
+ * leaving. */
+static void close_slow(struct server *s) {
+    double now = embd_now();
+    pthread_mutex_lock(&s->conn_mu);
+    for (size_t i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->used && sl->deadline > 0 && now > sl->deadline) {
+            shutdown(sl->fd, SHUT_RDWR);
+            sl->deadline = 0;
+            atomic_fetch_add(&s->closed_slow, 1);
+        }
+    }
+    pthread_mutex_unlock(&s->conn_mu);
 }
 
 struct framing {
@@ -963,7 +1196,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         enum route r = route_of(url);
         return send_oom(s, c, r, r == R_OPENAI || !strncmp(url, "/v1/", 4), embd_now());
     }
+    if (st && st->phase == PH_DONE) { /* resumed by on_embedded: answer */
+        st->phase = PH_BODY;
+        return st->route == R_SEARCH ? finish_search(s, c, st) : finish_embed(s, c, st->route, st);
+    }
+    if (st && st->phase == PH_WAIT) return MHD_YES; /* NEVER: suspended connections get no call */
     if (!st) {
+        struct slot *sl = slot_of(c);
+        if (!sl) return MHD_NO;  /* refused at accept (503 written): close */
+        slot_deadline(s, sl, 0); /* the headers are in */
         st = embd_calloc(1, sizeof *st);
         if (!st) {
             *con_cls = &oom_conn;
@@ -1024,8 +1265,24 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     struct server *s = cls;
     struct conn *st = *con_cls;
+    /* Kept alive: idle up to --idle-timeout (libmicrohttpd's), and the next
+     * request's headers in by --header-timeout after that at the latest. */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        slot_deadline(s, slot_of(c), embd_now() + s->idle_timeout + s->header_timeout);
     if (!st) return;
     if (st != &oom_conn) {
+        if (st->phase == PH_WAIT) { /* NEVER: the engine still writes into it; left */
+            *con_cls = NULL;
+            return;
+        }
+        if (st->have_req) srv_request_free(&st->req);
+        embd_free(st->vecs);
+        embd_free(st->texts);
+        embd_free(st->lens);
+        embd_free(st->ids);
+        embd_free(st->ss);
+        if (st->reserved) atomic_fetch_sub(&s->reply_bytes, st->reserved);
+        if (st->active) atomic_fetch_sub(&s->active, 1);
         embd_free(st->body);
         embd_free(st);
     }
@@ -1131,9 +1388,25 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     pthread_mutex_init(&s->store_mu, NULL);
     pthread_mutex_init(&s->health_mu, NULL);
     pthread_mutex_init(&s->watch_mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    s->n_slots = cfg->max_connections ? cfg->max_connections : 1024;
+    s->per_client = cfg->max_client_connections ? cfg->max_client_connections : 128;
+    s->header_timeout = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10;
+    s->idle_timeout = cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 15;
+    s->max_reply_bytes = cfg->max_reply_bytes ? cfg->max_reply_bytes : (size_t)128 << 20;
+    const unsigned threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 2;
+    s->slots = embd_calloc(s->n_slots, sizeof *s->slots);
+    /* Large replies in their own mappings, given back to the system when
+     * freed (glibc's default threshold grows with each one freed, after which
+     * they come from the heap and stay resident). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     int rc = 1;
     bool watchdog = false;
     struct MHD_Daemon *d = NULL;
+    if (!s->slots) {
+        fprintf(stderr, "embd: serve: out of memory\n");
+        goto done;
+    }
     size_t n_ids = 0;
     if (cfg->api_key && !*cfg->api_key) { /* never turn authentication off by accident */
         fprintf(stderr, "embd: serve: the API key is empty\n");
@@ -1159,12 +1432,16 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     int port = 0;
     int fd = open_listener(cfg, where, sizeof where, &port);
     if (fd < 0) goto done;
+    /* Event-driven: a few threads (epoll) serve every connection; a request
+     * waiting for the engine is suspended, not holding a thread. */
     d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_USE_ITC | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(1u << 20), MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
+        threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->idle_timeout, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(s->n_slots + 256), MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
     if (!d) {
         close(fd);
         fprintf(stderr, "embd: serve: cannot start the HTTP server on %s\n", where);
@@ -1241,6 +1518,8 @@ done:
         pthread_join(s->watchdog, NULL);
     }
     pthread_mutex_destroy(&s->watch_mu);
+    pthread_mutex_destroy(&s->conn_mu);
+    embd_free(s->slots);
     pthread_mutex_destroy(&s->store_mu);
     pthread_mutex_destroy(&s->health_mu);
     embd_free(s);

@@ -1,12 +1,12 @@
-/* server.h — `embd serve`: an HTTP server (libmicrohttpd, one thread per
- * connection) on top of a shared engine (embd_sched). Endpoints:
- *   POST /v1/embeddings  OpenAI embeddings (errors {"error":{message,type,param,code}})
- *   POST /embed, POST /  text-embeddings-inference embed (errors {"error","error_type"});
- *                        huggingface_hub's InferenceClient posts to the server's URL itself
- *   POST /search         {"query","k"} -> {"hits":[{rank,id,score,text}]} with a store
- *   GET  /health         200 when a real forward pass works, else 503 (no key needed)
- *   GET  /info           model, dimension, limits, device, version
- *   GET  /metrics        Prometheus text: the engine's metrics and the server's */
+/* server.h — `embd serve`: an HTTP server (libmicrohttpd, event-driven:
+ * a small epoll thread pool, requests suspended while the engine works) on top of a shared engine
+ * (embd_sched). Endpoints: POST /v1/embeddings  OpenAI embeddings (errors
+ * {"error":{message,type,param,code}}) POST /embed, POST /  text-embeddings-inference embed (errors
+ * {"error","error_type"}); huggingface_hub's InferenceClient posts to the server's URL itself POST
+ * /search         {"query","k"} -> {"hits":[{rank,id,score,text}]} with a store GET  /health 200
+ * when a real forward pass works, else 503 (no key needed) GET  /info           model, dimension,
+ * limits, device, version GET  /metrics        Prometheus text: the engine's metrics and the
+ * server's */
 #ifndef EMBD_SERVER_H
 #define EMBD_SERVER_H
 
@@ -23,6 +23,21 @@ struct srv_config {
     size_t max_concurrent; /* requests being answered at once (429 above) */
     int queue_timeout_ms;  /* wait for room in the engine's queue, then 429 */
     int shutdown_timeout_s;
+    /* Connections (0: the default in brackets). Over max_connections [1024]
+     * or max_client_connections per client address [128; SIZE_MAX: no
+     * limit], a new connection is answered 503 with Retry-After and closed.
+     * A request's headers must be in within header_timeout_s [10] of the
+     * connection opening or the request line arriving; a kept-alive
+     * connection may idle idle_timeout_s [15]. http_threads [2] serve every
+     * connection (epoll; a request waiting for the engine holds none). */
+    size_t max_connections;
+    size_t max_client_connections;
+    int header_timeout_s;
+    int idle_timeout_s;
+    int http_threads;
+    /* Memory of the replies in flight (their vectors and text), counted when
+     * a request is admitted [128 MiB]; over it, 503 with Retry-After. */
+    size_t max_reply_bytes;
     struct srv_limits limits;
     const char *model_name; /* served model name (OpenAI `model`, /info) */
     const char *model_dir;
