@@ -301,7 +301,7 @@ static enum MHD_Result send_error_x(struct server *s, struct MHD_Connection *c, 
         embd_buf_printf(&b, ",\"error_type\":\"%s\"}", tei_type(code));
     }
     const char *hdr = NULL, *val = NULL;
-    if (code == 429) {
+    if (code == 429 || code == 503) { /* overloaded, over a budget, shutting down */
         hdr = "Retry-After";
         val = "1";
     } else if (code == 401) {
