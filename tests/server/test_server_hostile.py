@@ -126,9 +126,12 @@ def attack_conns(s, port, mode):
     closed_late = None
     if mode == "slowloris":
         time.sleep(float(os.environ.get("EMBD_HOSTILE_HEADER_WAIT", 4)))
-        m = s.request("GET", "/metrics")[2].decode()
+        try:
+            m = s.request("GET", "/metrics")[2].decode()
+        except OSError as e:  # a server without the limits may reset it
+            m = f"/metrics failed: {e!r}"
         closed_late = [l for l in m.splitlines()
-                       if l.startswith("embd_http_connections_timed_out_total")]
+                       if l.startswith("embd_http_connections_timed_out_total")] or [m]
     stop.set()
     if th:
         th.join(3)
@@ -146,7 +149,7 @@ def attack_conns(s, port, mode):
     c.check(got503 >= N_CONNS - 128 - 5,  # all but --max-connections-per-client (128)
             f"{mode}: {got503} of {N_CONNS} over the per-client limit got 503")
     if mode == "slowloris":
-        c.check(closed_late and int(closed_late[0].split()[1]) >= 1,
+        c.check(closed_late[0].startswith("embd_http") and int(closed_late[0].split()[1]) >= 1,
                 f"trickling connections closed after --header-timeout: {closed_late}")
 
 
@@ -192,7 +195,8 @@ def attack_memory(s, port):
     c.check(st == 200, f"a normal request afterwards: {st}")
 
 
-args = ["--cache", "off", "--header-timeout", "2", *EXTRA]
+# EMBD_HOSTILE_BASE_ARGS replaces the first ones (to measure a build without them).
+args = os.environ.get("EMBD_HOSTILE_BASE_ARGS", "--cache off --header-timeout 2").split() + EXTRA
 if ONLY in ("", "conns"):
     for mode in ("idle", "slowloris"):
         with Server(M, *args) as s:
