@@ -1,0 +1,580 @@
+/* _embd.c — embd._embd, the CPython extension under the Python package: a
+ * thin layer over include/embd.h. It converts Python objects to what the
+ * library takes (texts as UTF-8 with their byte lengths), releases the GIL
+ * around every engine call and writes vectors straight into a float32
+ * buffer the caller owns (a NumPy array): no Python object per number.
+ *
+ * Engine(path, ...) holds a model, a context and a scheduler: every call
+ * from any Python thread goes through the scheduler, so that the texts of
+ * concurrent threads are batched together. Errors from the library raise
+ * the exception class that embd/_errors.py registers for the status
+ * (set_error_classes), with the status and the library's message. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "embd.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(size_t) == 8, "token counts are written as uint64");
+
+/* status -> exception class, from embd/_errors.py; NULL until registered. */
+static PyObject *error_classes;
+
+/* Raises the class registered for `status` with (status, message). */
+static PyObject *raise_status(enum embd_status status, const char *msg) {
+    PyObject *cls = NULL;
+    if (error_classes) {
+        PyObject *key = PyLong_FromLong((long)status);
+        if (!key) return NULL;
+        cls = PyDict_GetItemWithError(error_classes, key);
+        Py_DECREF(key);
+        if (!cls && PyErr_Occurred()) return NULL;
+    }
+    if (!cls) cls = PyExc_RuntimeError;
+    PyObject *args =
+        Py_BuildValue("(is)", (int)status, msg && *msg ? msg : embd_status_str(status));
+    if (!args) return NULL;
+    PyErr_SetObject(cls, args);
+    Py_DECREF(args);
+    return NULL;
+}
+
+/* The library's last error on this thread. Call right after the failing call,
+ * before the GIL is taken back by another embd call on this thread. */
+static PyObject *raise_last(enum embd_status status) {
+    return raise_status(status, embd_last_error());
+}
+
+/* ------------------------------------------------------------------------ */
+/* Texts                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* n texts as the library takes them; `refs` keeps the str objects alive
+ * (and their cached UTF-8) while the GIL is released. */
+struct texts {
+    Py_ssize_t n;
+    PyObject **refs;
+    const char **ptrs;
+    size_t *lens;
+};
+
+static void texts_free(struct texts *t) {
+    if (t->refs)
+        for (Py_ssize_t i = 0; i < t->n; i++)
+            Py_XDECREF(t->refs[i]);
+    PyMem_Free(t->refs);
+    PyMem_Free(t->ptrs);
+    PyMem_Free(t->lens);
+    memset(t, 0, sizeof *t);
+}
+
+/* A clear TypeError for an item that is not a str: input `index` (counted
+ * from `base`, the caller's position of the first item). */
+static int bad_item(PyObject *item, Py_ssize_t index) {
+    if (item == Py_None) {
+        PyErr_Format(PyExc_TypeError, "input %zd is None, not str", index);
+    } else if (PyBytes_Check(item) || PyByteArray_Check(item)) {
+        PyErr_Format(PyExc_TypeError,
+                     "input %zd is %s, not str: decode it first (e.g. .decode('utf-8'))", index,
+                     Py_TYPE(item)->tp_name);
+    } else {
+        PyErr_Format(PyExc_TypeError, "input %zd is %s, not str", index, Py_TYPE(item)->tp_name);
+    }
+    return -1;
+}
+
+/* The UTF-8 of str `s`, or -1 with a ValueError naming input `index` (a lone
+ * surrogate cannot be UTF-8: refused, never replaced or dropped). */
+static int utf8_of(PyObject *s, Py_ssize_t index, const char **p, size_t *len) {
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (!u) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            Py_ssize_t at = -1;
+            if (value) PyUnicodeEncodeError_GetStart(value, &at);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            PyErr_Format(PyExc_ValueError,
+                         "input %zd has a lone surrogate at character %zd: not valid Unicode, "
+                         "cannot be embedded (fix the text, or decode its bytes with "
+                         "errors='replace')",
+                         index, at);
+        }
+        return -1;
+    }
+    *p = u;
+    *len = (size_t)n;
+    return 0;
+}
+
+/* Reads a list or tuple of str into t. */
+static int texts_from(PyObject *seq, Py_ssize_t base, struct texts *t) {
+    memset(t, 0, sizeof *t);
+    if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "texts must be a list or tuple of str, not %s",
+                     Py_TYPE(seq)->tp_name);
+        return -1;
+    }
+    /* A list may change while we read it: take a tuple of its items. */
+    PyObject *tup = PySequence_Tuple(seq);
+    if (!tup) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(tup);
+    t->refs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *t->refs);
+    t->ptrs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *t->ptrs);
+    t->lens = PyMem_Calloc(n ? (size_t)n : 1, sizeof *t->lens);
+    if (!t->refs || !t->ptrs || !t->lens) {
+        Py_DECREF(tup);
+        texts_free(t);
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tup, i);
+        if (!PyUnicode_Check(item) || utf8_of(item, base + i, &t->ptrs[i], &t->lens[i])) {
+            if (!PyErr_Occurred()) bad_item(item, base + i);
+            Py_DECREF(tup);
+            texts_free(t);
+            return -1;
+        }
+        Py_INCREF(item);
+        t->refs[i] = item;
+    }
+    Py_DECREF(tup);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Engine                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD embd_model *model;
+    embd_ctx *ctx;
+    embd_sched *sched;
+    pid_t pid;  /* the process that made it: after a fork the child may not use it */
+    int active; /* calls running with the GIL released (close waits for none) */
+    PyObject *path;
+} Engine;
+
+/* -1 with an exception when the engine is closed or inherited through fork. */
+static int usable(Engine *e) {
+    if (!e->sched) {
+        raise_status(EMBD_ERR_INVALID_ARG, "the model is closed");
+        return -1;
+    }
+    if (e->pid != getpid()) {
+        raise_status(EMBD_ERR_INVALID_ARG,
+                     "this model was loaded in another process (before a fork); load it again "
+                     "in this process, or start workers with multiprocessing's 'spawn'");
+        return -1;
+    }
+    return 0;
+}
+
+static void engine_close_handles(Engine *e) {
+    /* After a fork the child has none of the parent's threads: freeing would
+     * wait for a worker that is not there. The child's copy is left alone. */
+    if (e->pid != getpid()) {
+        e->sched = NULL;
+        e->ctx = NULL;
+        e->model = NULL;
+        return;
+    }
+    if (e->sched) {
+        embd_sched *s = e->sched;
+        e->sched = NULL;
+        PyThreadState *ts = PyEval_SaveThread();
+        embd_sched_free(s);
+        PyEval_RestoreThread(ts);
+    }
+    embd_ctx_free(e->ctx);
+    embd_model_free(e->model);
+    e->ctx = NULL;
+    e->model = NULL;
+}
+
+static void Engine_dealloc(Engine *e) {
+    engine_close_handles(e);
+    Py_XDECREF(e->path);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+/* Engine(path, device=0, device_index=0, dtype=0, threads=0, max_batch_tokens=0,
+ *        cache_bytes=0, cache_dir=None, normalize=True, max_seq_length=0) */
+static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {
+        "path",        "device",    "device_index", "dtype",          "threads", "max_batch_tokens",
+        "cache_bytes", "cache_dir", "normalize",    "max_seq_length", NULL};
+    const char *path, *cache_dir = NULL;
+    int device = 0, device_index = 0, dtype = 0, threads = 0, mbt = 0, normalize = 1, msl = 0;
+    unsigned long long cache_bytes = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iiiiiKzpi", names, &path, &device, &device_index,
+                                     &dtype, &threads, &mbt, &cache_bytes, &cache_dir, &normalize,
+                                     &msl))
+        return -1;
+    if (e->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised");
+        return -1;
+    }
+    struct embd_model_params mp = embd_model_default_params();
+    mp.max_seq_length = msl;
+    struct embd_ctx_params cp = embd_ctx_default_params();
+    cp.device = (enum embd_device)device;
+    cp.device_index = device_index;
+    cp.dtype = (enum embd_dtype)dtype;
+    cp.n_threads = threads;
+    cp.max_batch_tokens = mbt;
+    cp.cache_bytes = (size_t)cache_bytes;
+    cp.cache_dir = cache_dir;
+    cp.normalize = normalize != 0;
+    enum embd_status s;
+    embd_model *model = NULL;
+    embd_ctx *ctx = NULL;
+    embd_sched *sched = NULL;
+    char msg[1024] = "";
+    PyThreadState *ts = PyEval_SaveThread();
+    s = embd_model_load(path, mp, &model);
+    if (s == EMBD_OK) s = embd_ctx_new(model, cp, &ctx);
+    if (s == EMBD_OK) s = embd_sched_new(ctx, embd_sched_default_params(), &sched);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    if (s != EMBD_OK) {
+        embd_ctx_free(ctx);
+        embd_model_free(model);
+        raise_status(s, msg);
+        return -1;
+    }
+    e->model = model;
+    e->ctx = ctx;
+    e->sched = sched;
+    e->pid = getpid();
+    e->path = PyUnicode_FromString(path);
+    return e->path ? 0 : -1;
+}
+
+/* A writable C-contiguous buffer of `count` items of `itemsize` bytes. */
+static int get_out(PyObject *obj, Py_buffer *view, size_t count, Py_ssize_t itemsize,
+                   const char *formats, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT))
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (view->itemsize != itemsize || !strchr(formats, *f) || f[1] ||
+        (size_t)view->len != count * (size_t)itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous array of %zu items of %s", what,
+                     count, itemsize == 4 ? "float32" : "uint64");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0)
+ * -> total tokens. out: float32 (n, D); counts: uint64 (n) or None. */
+static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {"texts",  "out",    "normalize", "truncate",
+                            "prefix", "counts", "base",      NULL};
+    PyObject *seq, *out, *counts = Py_None, *prefix_obj = Py_None;
+    int normalize = -1, truncate = 1;
+    Py_ssize_t base = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|ipOOn", names, &seq, &out, &normalize, &truncate,
+                                     &prefix_obj, &counts, &base))
+        return NULL;
+    if (usable(e)) return NULL;
+    if (normalize < -1 || normalize > 1)
+        return PyErr_Format(PyExc_ValueError, "normalize must be -1, 0 or 1");
+    const char *prefix = NULL;
+    if (prefix_obj != Py_None) {
+        Py_ssize_t plen;
+        if (!PyUnicode_Check(prefix_obj))
+            return PyErr_Format(PyExc_TypeError, "prefix must be str or None, not %s",
+                                Py_TYPE(prefix_obj)->tp_name);
+        if (!(prefix = PyUnicode_AsUTF8AndSize(prefix_obj, &plen))) return NULL;
+        if (strlen(prefix) != (size_t)plen)
+            return PyErr_Format(PyExc_ValueError, "prefix must not contain NUL characters");
+    }
+    struct texts t;
+    if (texts_from(seq, base, &t)) return NULL;
+    size_t n = (size_t)t.n, dim = (size_t)embd_model_dim(e->model);
+    Py_buffer ov = {0}, cv = {0};
+    PyObject *ret = NULL;
+    if (get_out(out, &ov, n * dim, 4, "f", "out")) goto done;
+    if (counts != Py_None && get_out(counts, &cv, n, 8, "QLK", "counts")) goto done;
+    struct embd_embed_opts opts = embd_embed_default_opts();
+    opts.normalize = normalize;
+    opts.truncate = truncate != 0;
+    opts.prefix = prefix;
+    struct embd_embed_info info = {0};
+    info.n_tokens = cv.buf ? (size_t *)cv.buf : NULL;
+    enum embd_status s = EMBD_OK;
+    char msg[1024] = "";
+    if (n) {
+        e->active++;
+        PyThreadState *ts = PyEval_SaveThread();
+        s = embd_sched_embed_opts(e->sched, t.ptrs, t.lens, n, ov.buf, NULL, &opts, &info);
+        if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+        PyEval_RestoreThread(ts);
+        e->active--;
+    }
+    if (s == EMBD_ERR_TOO_LONG) {
+        /* (status, message, index, tokens) for embd.TooLongError */
+        PyObject *key = PyLong_FromLong((long)s), *cls = NULL;
+        if (key && error_classes) cls = PyDict_GetItemWithError(error_classes, key);
+        Py_XDECREF(key);
+        PyObject *a = Py_BuildValue("(isnn)", (int)s, msg, (Py_ssize_t)info.bad_input + base,
+                                    (Py_ssize_t)info.bad_tokens);
+        if (a && !PyErr_Occurred()) PyErr_SetObject(cls ? cls : PyExc_ValueError, a);
+        Py_XDECREF(a);
+    } else if (s != EMBD_OK) {
+        raise_status(s, msg);
+    } else {
+        ret = PyLong_FromSize_t(info.total_tokens);
+    }
+done:
+    if (ov.obj) PyBuffer_Release(&ov);
+    if (cv.obj) PyBuffer_Release(&cv);
+    texts_free(&t);
+    return ret;
+}
+
+/* One str (index `index` in messages) as UTF-8. */
+static int one_text(PyObject *obj, const char **p, size_t *len) {
+    if (!PyUnicode_Check(obj)) return bad_item(obj, 0);
+    return utf8_of(obj, 0, p, len);
+}
+
+/* tokenize(text) -> list of ids ([CLS] ... [SEP], truncated as the model). */
+static PyObject *Engine_tokenize(Engine *e, PyObject *arg) {
+    const char *p = NULL;
+    size_t len = 0;
+    if (usable(e) || one_text(arg, &p, &len)) return NULL;
+    size_t cap = (size_t)embd_model_max_tokens(e->model), n = 0;
+    int32_t *ids = PyMem_Malloc(cap * sizeof *ids);
+    if (!ids) return PyErr_NoMemory();
+    enum embd_status s;
+    char msg[1024] = "";
+    e->active++;
+    PyThreadState *ts = PyEval_SaveThread();
+    s = embd_tokenize(e->model, p, len, ids, cap, &n);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    e->active--;
+    PyObject *list = NULL;
+    if (s != EMBD_OK) {
+        raise_status(s, msg);
+    } else if ((list = PyList_New((Py_ssize_t)n))) {
+        for (size_t i = 0; i < n; i++) {
+            PyObject *v = PyLong_FromLong(ids[i]);
+            if (!v) {
+                Py_CLEAR(list);
+                break;
+            }
+            PyList_SET_ITEM(list, (Py_ssize_t)i, v);
+        }
+    }
+    PyMem_Free(ids);
+    return list;
+}
+
+/* count_tokens(text) -> ids without truncation ([CLS] and [SEP] included). */
+static PyObject *Engine_count_tokens(Engine *e, PyObject *arg) {
+    const char *p = NULL;
+    size_t len = 0, n = 0;
+    if (usable(e) || one_text(arg, &p, &len)) return NULL;
+    enum embd_status s;
+    char msg[1024] = "";
+    e->active++;
+    PyThreadState *ts = PyEval_SaveThread();
+    s = embd_count_tokens(e->model, p, len, &n);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    e->active--;
+    if (s != EMBD_OK) return raise_status(s, msg);
+    return PyLong_FromSize_t(n);
+}
+
+static PyObject *Engine_metrics(Engine *e, PyObject *unused) {
+    if (usable(e)) return NULL;
+    size_t need = embd_metrics_render(e->ctx, NULL, 0);
+    char *buf = PyMem_Malloc(need + 1);
+    if (!buf) return PyErr_NoMemory();
+    size_t got = embd_metrics_render(e->ctx, buf, need + 1);
+    PyObject *r = PyUnicode_FromStringAndSize(buf, (Py_ssize_t)(got < need ? got : need));
+    PyMem_Free(buf);
+    return r;
+}
+
+static PyObject *Engine_stats(Engine *e, PyObject *unused) {
+    if (usable(e)) return NULL;
+    struct embd_ctx_stats st;
+    embd_ctx_get_stats(e->ctx, &st);
+    return Py_BuildValue("{sKsKsKsdsdsKsKsK}", "inputs", (unsigned long long)st.inputs, "tokens",
+                         (unsigned long long)st.tokens, "batches", (unsigned long long)st.batches,
+                         "tokenize_sec", st.tokenize_sec, "forward_sec", st.forward_sec,
+                         "cache_hits", (unsigned long long)st.cache_hits, "cache_misses",
+                         (unsigned long long)st.cache_misses, "cache_evictions",
+                         (unsigned long long)st.cache_evictions);
+}
+
+/* info() -> dict of what the engine runs: dim, max_tokens, vocab_size,
+ * pooling, normalizes, fingerprint, device, dtype, fallback, fallback_message,
+ * max_batch_tokens. */
+static PyObject *Engine_info(Engine *e, PyObject *unused) {
+    if (usable(e)) return NULL;
+    const char *why = "";
+    enum embd_fallback fb = embd_ctx_fallback(e->ctx, &why);
+    return Py_BuildValue(
+        "{sisisisssOsKsssssssssi}", "dim", embd_model_dim(e->model), "max_tokens",
+        embd_model_max_tokens(e->model), "vocab_size", embd_model_vocab_size(e->model), "pooling",
+        embd_model_pooling(e->model), "normalizes",
+        embd_model_normalizes(e->model) ? Py_True : Py_False, "fingerprint",
+        (unsigned long long)embd_model_fingerprint(e->model), "device", embd_ctx_backend(e->ctx),
+        "dtype", embd_dtype_str(embd_ctx_dtype(e->ctx)), "fallback", embd_fallback_str(fb),
+        "fallback_message", why ? why : "", "max_batch_tokens", embd_ctx_max_batch_tokens(e->ctx));
+}
+
+static PyObject *Engine_close(Engine *e, PyObject *unused) {
+    if (e->active)
+        return raise_status(EMBD_ERR_BUSY, "the model is in use by another thread; close it "
+                                           "when its calls have returned");
+    engine_close_handles(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_get_closed(Engine *e, void *unused) {
+    return PyBool_FromLong(e->sched == NULL);
+}
+
+static PyObject *Engine_get_forked(Engine *e, void *unused) {
+    return PyBool_FromLong(e->sched != NULL && e->pid != getpid());
+}
+
+static PyObject *Engine_get_path(Engine *e, void *unused) {
+    if (!e->path) Py_RETURN_NONE;
+    Py_INCREF(e->path);
+    return e->path;
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"embed_into", (PyCFunction)(void (*)(void))Engine_embed_into, METH_VARARGS | METH_KEYWORDS,
+     "embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0)"},
+    {"tokenize", (PyCFunction)Engine_tokenize, METH_O, "tokenize(text) -> list of ids"},
+    {"count_tokens", (PyCFunction)Engine_count_tokens, METH_O, "count_tokens(text) -> int"},
+    {"metrics", (PyCFunction)Engine_metrics, METH_NOARGS, "Prometheus text"},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters since the engine was made"},
+    {"info", (PyCFunction)Engine_info, METH_NOARGS, "what the engine runs"},
+    {"close", (PyCFunction)Engine_close, METH_NOARGS, "frees the engine now"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"closed", (getter)Engine_get_closed, NULL, "closed", NULL},
+    {"forked", (getter)Engine_get_forked, NULL, "inherited through fork", NULL},
+    {"path", (getter)Engine_get_path, NULL, "the model path or name as given", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "embd._embd.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A model, a context and a scheduler (internal; see embd.Model)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Module functions                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* resolve(name, cache_dir=None) -> the model's directory. */
+static PyObject *mod_resolve(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"name", "cache_dir", NULL};
+    const char *name, *cache_dir = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", names, &name, &cache_dir)) return NULL;
+    size_t need = 0;
+    enum embd_status s = embd_model_resolve(name, cache_dir, NULL, 0, &need);
+    if (s != EMBD_ERR_BUFFER_TOO_SMALL) return raise_last(s);
+    char *buf = PyMem_Malloc(need);
+    if (!buf) return PyErr_NoMemory();
+    s = embd_model_resolve(name, cache_dir, buf, need, &need);
+    PyObject *r = s == EMBD_OK ? PyUnicode_DecodeFSDefault(buf) : raise_last(s);
+    PyMem_Free(buf);
+    return r;
+}
+
+static PyObject *mod_set_error_classes(PyObject *self, PyObject *dict) {
+    if (!PyDict_Check(dict)) return PyErr_Format(PyExc_TypeError, "a dict");
+    Py_INCREF(dict);
+    Py_XSETREF(error_classes, dict);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_status_str(PyObject *self, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if (s == -1 && PyErr_Occurred()) return NULL;
+    return PyUnicode_FromString(embd_status_str((enum embd_status)s));
+}
+
+static PyObject *mod_system_info(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(embd_system_info());
+}
+
+static PyObject *mod_device_report(PyObject *self, PyObject *unused) {
+    size_t need = embd_device_report(NULL, 0);
+    char *buf = PyMem_Malloc(need + 1);
+    if (!buf) return PyErr_NoMemory();
+    size_t got = embd_device_report(buf, need + 1);
+    PyObject *r = PyUnicode_FromStringAndSize(buf, (Py_ssize_t)(got < need ? got : need));
+    PyMem_Free(buf);
+    return r;
+}
+
+static PyObject *mod_log_configure(PyObject *self, PyObject *args) {
+    const char *level = NULL, *format = NULL;
+    if (!PyArg_ParseTuple(args, "zz", &level, &format)) return NULL;
+    enum embd_status s = embd_log_configure(level, format);
+    if (s != EMBD_OK) return raise_last(s);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"resolve", (PyCFunction)(void (*)(void))mod_resolve, METH_VARARGS | METH_KEYWORDS,
+     "resolve(name, cache_dir=None) -> model directory"},
+    {"set_error_classes", mod_set_error_classes, METH_O, "status -> exception class"},
+    {"status_str", mod_status_str, METH_O, "embd_status_str"},
+    {"system_info", mod_system_info, METH_NOARGS, "embd_system_info"},
+    {"device_report", mod_device_report, METH_NOARGS, "embd_device_report"},
+    {"log_configure", mod_log_configure, METH_VARARGS, "log_configure(level, format)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "embd._embd", "The embd engine (internal; see the embd package)", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__embd(void);
+PyMODINIT_FUNC PyInit__embd(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0 ||
+        PyModule_AddStringConstant(m, "VERSION", EMBD_VERSION) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
