@@ -10,13 +10,25 @@
 
 Errors are embd.Error subclasses carrying the engine's status and message.
 """
-from . import _embd
-from ._errors import (BackendError, BusyError, CancelledError, DeadlineError, Error, FileError,
-                      InternalError, InvalidArgumentError, ModelFormatError, OutOfMemoryError,
-                      Status, TooLongError, UnsupportedError)
-from ._model import Model
-from ._registry import DenseModelDescription, Device, ModelSource, PoolingType
-from ._text_embedding import ModelNotFoundError, TextEmbedding
+import os as _os
+
+# OpenMP threads that spin after each parallel region cost a lot when the
+# engine's scheduler thread hands results to the calling thread on a busy
+# machine (single-text calls took 50-300 ms instead of 4 ms on 2 shared
+# cores; BENCHMARKS.md, "Python"). Sleeping at once is as fast for batches.
+# Read by libgomp when the extension loads it, so set before the import;
+# a value the user set wins.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "passive"
+
+from . import _embd  # noqa: E402
+from ._errors import (  # noqa: E402
+    BackendError, BusyError, CancelledError, DeadlineError, Error, FileError, InternalError,
+    InvalidArgumentError, ModelFormatError, OutOfMemoryError, Status, TooLongError,
+    UnsupportedError)
+from ._model import Model  # noqa: E402
+from ._registry import DenseModelDescription, Device, ModelSource, PoolingType  # noqa: E402
+from ._text_embedding import ModelNotFoundError, TextEmbedding  # noqa: E402
 
 __version__ = _embd.VERSION
 

@@ -130,3 +130,56 @@ def run_pytest(path):
     if rc == 5:  # no tests collected
         return 1
     return int(rc)
+
+
+def tiny_model(dst, src_name=BGE, H=32, L=1, NH=2, I=64, seed=0):
+    """A tiny random BERT (H 32, one layer) with `src_name`'s tokenizer and
+    pooling, in dst: fast enough for tests that make thousands of calls."""
+    from safetensors.numpy import save_file
+    src = need_model(src_name)
+    os.makedirs(os.path.join(dst, "1_Pooling"), exist_ok=True)
+    for name in os.listdir(src):
+        p = os.path.join(src, name)
+        if os.path.isfile(p) and name not in ("config.json", "model.safetensors"):
+            with open(p, "rb") as f, open(os.path.join(dst, name), "wb") as g:
+                g.write(f.read())
+    for sub in ("1_Pooling", "2_Normalize"):
+        if os.path.isdir(os.path.join(src, sub)):
+            os.makedirs(os.path.join(dst, sub), exist_ok=True)
+    with open(os.path.join(src, "1_Pooling", "config.json")) as f:
+        pool = json.load(f)
+    pool["word_embedding_dimension"] = H
+    with open(os.path.join(dst, "1_Pooling", "config.json"), "w") as f:
+        json.dump(pool, f)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg.update(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I)
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    rng = np.random.default_rng(seed)
+    V, P, TV = cfg["vocab_size"], cfg["max_position_embeddings"], cfg["type_vocab_size"]
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    t = {"embeddings.word_embeddings.weight": w(V, H),
+         "embeddings.position_embeddings.weight": w(P, H),
+         "embeddings.token_type_embeddings.weight": w(TV, H),
+         "embeddings.LayerNorm.weight": 1 + w(H), "embeddings.LayerNorm.bias": w(H)}
+    for l in range(L):
+        p = f"encoder.layer.{l}."
+        for m in ("query", "key", "value"):
+            t[p + f"attention.self.{m}.weight"] = w(H, H)
+            t[p + f"attention.self.{m}.bias"] = w(H)
+        t[p + "attention.output.dense.weight"] = w(H, H)
+        t[p + "attention.output.dense.bias"] = w(H)
+        t[p + "attention.output.LayerNorm.weight"] = 1 + w(H)
+        t[p + "attention.output.LayerNorm.bias"] = w(H)
+        t[p + "intermediate.dense.weight"] = w(I, H)
+        t[p + "intermediate.dense.bias"] = w(I)
+        t[p + "output.dense.weight"] = w(H, I)
+        t[p + "output.dense.bias"] = w(H)
+        t[p + "output.LayerNorm.weight"] = 1 + w(H)
+        t[p + "output.LayerNorm.bias"] = w(H)
+    save_file(t, os.path.join(dst, "model.safetensors"))
+    return dst

@@ -1,0 +1,122 @@
+"""embd.Model, the native API: embed (options, token counts), tokenize and
+count_tokens equal to `embd tokenize`, what the model runs on, metrics and
+stats, the embedding cache settings, errors carrying the engine's status."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pyembd_test import BGE, MINILM, need_model, run_cli  # noqa: E402
+
+import embd  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    with embd.Model(need_model(MINILM)) as m:
+        yield m
+
+
+def test_describe(model):
+    assert model.dimension == 384 and model.max_tokens == 256
+    assert model.pooling == "mean" and model.normalizes
+    assert model.device in ("cpu", "cuda")
+    assert model.dtype in ("fp32", "fp16", "bf16")
+    label, msg = model.fallback
+    assert isinstance(label, str) and isinstance(msg, str)
+    assert "dim=384" in repr(model)
+    assert embd.__version__ == "0.1.0"
+    assert "cores" in embd.system_info().lower() or embd.system_info()
+
+
+def test_embed_shapes_and_tokens(model):
+    texts = ["a cat sat on the mat", "fast text embeddings", ""]
+    x, counts = model.embed(texts, return_tokens=True)
+    assert x.shape == (3, 384) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert counts.dtype == np.uint64 and list(counts) == [len(model.tokenize(t)) for t in texts]
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-6)
+    v, n = model.embed("a cat sat on the mat", return_tokens=True)
+    assert v.shape == (384,) and n == 8 and np.array_equal(v, x[0])
+    # a tuple, a generator and a NumPy array of str give the same rows
+    assert np.array_equal(model.embed(tuple(texts)), x)
+    assert np.array_equal(model.embed(t for t in texts), x)
+    assert np.array_equal(model.embed(np.array(texts)), x)
+    raw = model.embed(texts, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), x, atol=1e-6)
+    _, pc = model.embed(texts, prefix="query: ", return_tokens=True)
+    assert list(pc) == [c + 2 for c in counts]  # "query" and ":"
+
+
+def test_tokenize_equals_cli(model):
+    texts = ["Hello, world!", "ünïcödé 日本語", "a\x00b", "x " * 400]
+    p = run_cli(["tokenize", "-m", model.path, "--input-format", "jsonl"],
+                stdin="".join(json.dumps({"text": t}) + "\n" for t in texts))
+    want = [json.loads(line)["ids"] for line in p.stdout.decode().splitlines()]
+    assert model.tokenize(texts) == want
+    assert model.tokenize(texts[0]) == want[0] == [101, 7592, 1010, 2088, 999, 102]
+    assert model.count_tokens(texts[3]) == 402 and len(want[3]) == 256
+    assert model.count_tokens(texts[:2]) == [len(want[0]), len(want[1])]
+
+
+def test_metrics_and_stats(model):
+    model.embed(["metrics please"])
+    text = model.metrics()
+    assert "embd_" in text and "# TYPE" in text
+    st = model.stats()
+    assert st["inputs"] >= 1 and st["tokens"] >= 1 and st["batches"] >= 1
+
+
+def test_cache_settings(tmp_path):
+    path = need_model(BGE)
+    texts = ["cached text one", "cached text two"]
+    with embd.Model(path, cache="off") as off:
+        want = off.embed(texts)
+        off.embed(texts)
+        assert off.stats()["cache_hits"] == 0
+    with embd.Model(path, cache="mem") as mem:
+        assert np.array_equal(mem.embed(texts), want)
+        assert np.array_equal(mem.embed(texts), want)
+        assert mem.stats()["cache_hits"] == 2
+    disk = tmp_path / "cache"
+    with embd.Model(path, cache=str(disk)) as d1:
+        d1.embed(texts)
+    with embd.Model(path, cache=disk) as d2:  # a new process would see the same
+        assert np.array_equal(d2.embed(texts), want)
+        assert d2.stats()["cache_hits"] == 2
+    with pytest.raises(ValueError):
+        embd.Model(path, cache=-1)
+    with pytest.raises(TypeError):
+        embd.Model(path, cache=1.5)
+
+
+def test_device_cpu_and_cuda_refused_without_gpu():
+    path = need_model(BGE)
+    with embd.Model(path, device="cpu", threads=1) as m:
+        assert m.device == "cpu" and m.fallback == ("none", "")
+    try:
+        m = embd.Model(path, device="cuda")
+    except embd.UnsupportedError as e:
+        assert e.status == embd.Status.UNSUPPORTED and e.message
+    else:
+        assert m.device == "cuda"
+        m.close()
+    with pytest.raises(embd.UnsupportedError):
+        embd.Model(path, device="cpu", dtype="fp16")
+
+
+def test_errors_carry_status():
+    e = embd.InvalidArgumentError(embd.Status.INVALID_ARG, "bad thing")
+    assert isinstance(e, embd.Error) and isinstance(e, ValueError)
+    assert e.status == embd.Status.INVALID_ARG and str(e) == "bad thing"
+    assert issubclass(embd.OutOfMemoryError, MemoryError)
+    for cls in (embd.FileError, embd.ModelFormatError, embd.BackendError, embd.BusyError):
+        assert issubclass(cls, embd.Error)
+
+
+if __name__ == "__main__":
+    from pyembd_test import run_pytest
+    sys.exit(run_pytest(__file__))
