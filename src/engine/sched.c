@@ -396,9 +396,33 @@ static size_t round_budget(const embd_sched *s) {
     return t < full ? t : full;
 }
 
+/* Estimated tokens of r's inputs not yet handed to a round, counting up to
+ * `cap` at most (the caller only asks whether it is small). */
+static size_t est_remaining(const embd_sched *s, const struct sched_req *r, size_t cap) {
+    size_t t = 0;
+    for (size_t i = r->next; i < r->n && t <= cap; i++)
+        t += est_tokens(s, r, i);
+    return t;
+}
+
+/* Hands inputs [r->next, r->next + take) of r to the round as a piece. */
+static void take_piece(embd_sched *s, struct sched_req *r, size_t take, struct piece *pieces,
+                       size_t *np, double now_s) {
+    if (r->state == REQ_QUEUED) {
+        r->state = REQ_RUNNING;
+        embd_metrics_observe(embd_ctx_metrics(s->ctx), EMBD_H_QUEUE_SEC, now_s - r->enqueued);
+    }
+    pieces[(*np)++] = (struct piece){.r = r, .start = r->next, .count = take};
+    r->next += take;
+    s->queued -= take;
+}
+
 /* Drops the requests whose callers gave up (not started: cancel or
- * deadline; started: cancel), then takes a piece of every active request in
- * turn into pieces (cap of them). Returns the number of pieces. */
+ * deadline; started: cancel), then fills a round (at most cap pieces):
+ * first every request whose rest is short (a query: at most one input of
+ * the model's longest), whole, so that it never waits for its turn behind
+ * large ones, within half the round; then a piece of every other request in
+ * turn, each its share of what is left. Returns the number of pieces. */
 static size_t take_round(embd_sched *s, struct piece *pieces, size_t cap, struct sched_req **fire) {
     const struct timespec now = mono_now();
     const double now_s = embd_now();
@@ -413,8 +437,22 @@ static size_t take_round(embd_sched *s, struct piece *pieces, size_t cap, struct
     }
     if (!s->head) return 0;
     const size_t budget = round_budget(s);
-    const size_t share = budget / s->active ? budget / s->active : 1;
+    const size_t short_max = (size_t)s->max_tokens;
     size_t np = 0, tokens = 0, inputs = 0;
+    if (s->active > 1)
+        for (struct sched_req *r = s->head; r && np < cap; r = r->nxt) {
+            if (r->next >= r->n || r->n - r->next > s->max_batch_texts - inputs) continue;
+            const size_t rest = est_remaining(s, r, short_max);
+            if (rest > short_max || (np && tokens + rest > budget / 2)) continue;
+            inputs += r->n - r->next;
+            tokens += rest;
+            take_piece(s, r, r->n - r->next, pieces, &np, now_s);
+        }
+    size_t others = 0;
+    for (struct sched_req *r = s->head; r; r = r->nxt)
+        others += r->next < r->n;
+    const size_t left = budget > tokens ? budget - tokens : 0;
+    const size_t share = others && left / others ? left / others : 1;
     struct sched_req *r = s->turn ? s->turn : s->head, *after = NULL;
     for (size_t visited = 0; visited < s->active && np < cap; visited++) {
         if (r->next < r->n && (np == 0 || (tokens < budget && inputs < s->max_batch_texts))) {
@@ -425,21 +463,14 @@ static size_t take_round(embd_sched *s, struct piece *pieces, size_t cap, struct
                 t += e;
                 take++;
             }
-            if (r->state == REQ_QUEUED) {
-                r->state = REQ_RUNNING;
-                embd_metrics_observe(embd_ctx_metrics(s->ctx), EMBD_H_QUEUE_SEC,
-                                     now_s - r->enqueued);
-            }
-            pieces[np++] = (struct piece){.r = r, .start = r->next, .count = take};
-            r->next += take;
-            s->queued -= take;
+            take_piece(s, r, take, pieces, &np, now_s);
             tokens += t;
             inputs += take;
             after = r->nxt ? r->nxt : s->head;
         }
         r = r->nxt ? r->nxt : s->head;
     }
-    s->turn = after; /* the next round starts after the last request served */
+    if (after) s->turn = after; /* the next round starts after the last request served */
     pthread_cond_broadcast(&s->space);
     return np;
 }

@@ -429,6 +429,8 @@ static void watch_remove(struct server *s, struct watch *w) {
  * whose handler then answers (finish_embed, finish_search). Must not block. */
 static void on_embedded(void *user, enum embd_status es) {
     struct conn *st = user;
+    /* Counted here: a connection whose client is gone may never be answered. */
+    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&st->s->cancelled, 1);
     if (es != EMBD_OK) {
         const char *e = embd_last_error();
         snprintf(st->why, sizeof st->why, "%s", e && *e ? e : embd_status_str(es));
@@ -510,7 +512,6 @@ static enum MHD_Result embed_failed(struct server *s, struct MHD_Connection *c, 
                                     bool openai, struct conn *st, enum embd_status es) {
     const struct embd_embed_info *info = &st->info;
     if (es == EMBD_ERR_BUSY) atomic_fetch_add(&s->rejected_busy, 1);
-    if (es == EMBD_ERR_CANCELLED) atomic_fetch_add(&s->cancelled, 1);
     if (es == EMBD_ERR_CANCELLED && atomic_load(&s->cancel_all))
         return send_error(s, c, r, openai, 503, NULL,
                           "the server is shutting down (--shutdown-timeout passed)", st->start);
