@@ -521,6 +521,62 @@ EMBD_API void embd_ctx_trim(embd_ctx *ctx);
 EMBD_API enum embd_status embd_model_resolve(const char *name, const char *cache_dir, char *buf,
                                              size_t cap, size_t *needed);
 
+/* ------------------------------------------------------------------------ */
+/* Vector stores (the Python package's embd.Store)                          */
+/* ------------------------------------------------------------------------ */
+
+/* A vector store for one model's vectors: the embedded store (a directory)
+ * or PostgreSQL + pgvector (a postgresql:// URL), as `embd index` and
+ * `embd search` use them. Ids are unique (adding an id again replaces its
+ * record); the store records the model's fingerprint and dimension and
+ * refuses another model's. Used by one thread at a time. The same type and
+ * functions as src/store/vstore.h, whose add/flush/finish/count/close/kind
+ * are declared here too. */
+typedef struct embd_vstore embd_vstore;
+
+/* One search result; id and text are not NUL-terminated and stay valid
+ * until the next call on the store. */
+struct embd_search_hit {
+    float score; /* inner product with the query (cosine for a normalising model) */
+    const char *id;
+    size_t id_len;
+    const char *text;
+    size_t text_len;
+};
+
+/* Opens the store at `location` for `model`'s vectors; writable: create it
+ * when missing (or an empty directory) and take the writer lock. A torn
+ * record at the end of an embedded store (an interrupted write) is dropped
+ * with a warning in the log. Returns EMBD_OK, EMBD_ERR_INVALID_ARG (NULL
+ * arguments; no store there when read-only; a store of another model),
+ * EMBD_ERR_IO (files, locks, the server) or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_vstore_open_model(const char *location, const embd_model *model,
+                                                 bool writable, embd_vstore **out);
+
+/* Appends n records: ids[i] (id_lens[i] bytes, 1..4096), texts[i]
+ * (text_lens[i] bytes), vecs (n, D), all finite. *n_replaced (may be NULL)
+ * gets how many ids were already there. Durable after embd_vstore_flush. */
+EMBD_API enum embd_status embd_vstore_add(embd_vstore *s, const char *const *ids,
+                                          const size_t *id_lens, const char *const *texts,
+                                          const size_t *text_lens, const float *vecs, size_t n,
+                                          size_t *n_replaced);
+EMBD_API enum embd_status embd_vstore_flush(embd_vstore *s);
+/* After a bulk load: builds PostgreSQL's HNSW index (a no-op otherwise). */
+EMBD_API enum embd_status embd_vstore_finish(embd_vstore *s);
+EMBD_API enum embd_status embd_vstore_count(embd_vstore *s, size_t *n);
+EMBD_API void embd_vstore_close(embd_vstore *s); /* NULL is a no-op */
+/* "embedded" or "postgresql". */
+EMBD_API const char *embd_vstore_kind(const embd_vstore *s);
+
+/* Top-k by inner product with query (D), best first, into hits (k);
+ * *n_hits = min(k, records). exact: for PostgreSQL, score every row rather
+ * than use the HNSW index (the embedded store is always exact). Returns
+ * EMBD_OK, EMBD_ERR_INVALID_ARG (a non-finite query, k 0), EMBD_ERR_IO or
+ * EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_vstore_search_hits(embd_vstore *s, const float *query, size_t k,
+                                                  bool exact, struct embd_search_hit *hits,
+                                                  size_t *n_hits);
+
 #ifdef __cplusplus
 }
 #endif

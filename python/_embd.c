@@ -494,6 +494,230 @@ static PyTypeObject EngineType = {
 };
 
 /* ------------------------------------------------------------------------ */
+/* Store                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD embd_vstore *vs;
+    Engine *engine; /* the model the store is for */
+    pid_t pid;
+    int dim;
+} Store;
+
+static int store_usable(Store *st) {
+    if (!st->vs) {
+        raise_status(EMBD_ERR_INVALID_ARG, "the store is closed");
+        return -1;
+    }
+    if (st->pid != getpid()) {
+        raise_status(EMBD_ERR_INVALID_ARG, "this store was opened in another process (before a "
+                                           "fork); open it again in this process");
+        return -1;
+    }
+    return 0;
+}
+
+static void store_close_handle(Store *st) {
+    if (st->vs && st->pid == getpid()) {
+        embd_vstore *vs = st->vs;
+        st->vs = NULL;
+        PyThreadState *ts = PyEval_SaveThread();
+        embd_vstore_close(vs);
+        PyEval_RestoreThread(ts);
+    }
+    st->vs = NULL;
+}
+
+static void Store_dealloc(Store *st) {
+    store_close_handle(st);
+    Py_XDECREF(st->engine);
+    Py_TYPE(st)->tp_free((PyObject *)st);
+}
+
+/* Store(engine, location, writable=True) */
+static int Store_init(Store *st, PyObject *args, PyObject *kw) {
+    static char *names[] = {"engine", "location", "writable", NULL};
+    PyObject *eng;
+    const char *location;
+    int writable = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!s|p", names, &EngineType, &eng, &location,
+                                     &writable))
+        return -1;
+    Engine *e = (Engine *)eng;
+    if (usable(e)) return -1;
+    if (st->vs) {
+        PyErr_SetString(PyExc_RuntimeError, "Store is already initialised");
+        return -1;
+    }
+    embd_vstore *vs = NULL;
+    char msg[1024] = "";
+    PyThreadState *ts = PyEval_SaveThread();
+    enum embd_status s = embd_vstore_open_model(location, e->model, writable != 0, &vs);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    if (s != EMBD_OK) {
+        raise_status(s, msg);
+        return -1;
+    }
+    st->vs = vs;
+    st->pid = getpid();
+    st->dim = embd_model_dim(e->model);
+    Py_INCREF(eng);
+    Py_XSETREF(st->engine, e);
+    return 0;
+}
+
+/* add(ids, texts, vecs) -> replaced. vecs: float32 (n, D). */
+static PyObject *Store_add(Store *st, PyObject *args) {
+    PyObject *ids_obj, *texts_obj, *vecs;
+    if (!PyArg_ParseTuple(args, "OOO", &ids_obj, &texts_obj, &vecs)) return NULL;
+    if (store_usable(st)) return NULL;
+    struct texts ids, texts;
+    if (texts_from(ids_obj, 0, &ids)) return NULL;
+    if (texts_from(texts_obj, 0, &texts)) {
+        texts_free(&ids);
+        return NULL;
+    }
+    PyObject *ret = NULL;
+    Py_buffer vv = {0};
+    if (ids.n != texts.n) {
+        PyErr_Format(PyExc_ValueError, "%zd ids but %zd texts", ids.n, texts.n);
+        goto done;
+    }
+    size_t n = (size_t)ids.n, replaced = 0;
+    if (get_out(vecs, &vv, n * (size_t)st->dim, 4, "f", "vectors")) goto done;
+    char msg[1024] = "";
+    enum embd_status s = EMBD_OK;
+    if (n) {
+        PyThreadState *ts = PyEval_SaveThread();
+        s = embd_vstore_add(st->vs, ids.ptrs, ids.lens, texts.ptrs, texts.lens, vv.buf, n,
+                            &replaced);
+        if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+        PyEval_RestoreThread(ts);
+    }
+    ret = s == EMBD_OK ? PyLong_FromSize_t(replaced) : raise_status(s, msg);
+done:
+    if (vv.obj) PyBuffer_Release(&vv);
+    texts_free(&ids);
+    texts_free(&texts);
+    return ret;
+}
+
+/* search(query, k, exact=False) -> [(id, score, text), ...], best first. */
+static PyObject *Store_search(Store *st, PyObject *args) {
+    PyObject *q;
+    Py_ssize_t k;
+    int exact = 0;
+    if (!PyArg_ParseTuple(args, "On|p", &q, &k, &exact)) return NULL;
+    if (store_usable(st)) return NULL;
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be at least 1, not %zd", k);
+    Py_buffer qv = {0};
+    /* the query is read, not written; a read-only array is fine */
+    if (PyObject_GetBuffer(q, &qv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) return NULL;
+    const char *f = qv.format ? qv.format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (qv.itemsize != 4 || *f != 'f' || f[1] || qv.len != (Py_ssize_t)st->dim * 4) {
+        PyBuffer_Release(&qv);
+        return PyErr_Format(PyExc_ValueError, "the query must be a float32 vector of %d", st->dim);
+    }
+    struct embd_search_hit *hits = PyMem_Calloc((size_t)k, sizeof *hits);
+    if (!hits) {
+        PyBuffer_Release(&qv);
+        return PyErr_NoMemory();
+    }
+    size_t n = 0;
+    char msg[1024] = "";
+    PyThreadState *ts = PyEval_SaveThread();
+    enum embd_status s = embd_vstore_search_hits(st->vs, qv.buf, (size_t)k, exact != 0, hits, &n);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    PyBuffer_Release(&qv);
+    PyObject *list = NULL;
+    if (s != EMBD_OK) {
+        raise_status(s, msg);
+    } else if ((list = PyList_New((Py_ssize_t)n))) {
+        for (size_t i = 0; i < n; i++) {
+            PyObject *t = Py_BuildValue(
+                "(N d N)", PyUnicode_DecodeUTF8(hits[i].id, (Py_ssize_t)hits[i].id_len, "replace"),
+                (double)hits[i].score,
+                PyUnicode_DecodeUTF8(hits[i].text, (Py_ssize_t)hits[i].text_len, "replace"));
+            if (!t) {
+                Py_CLEAR(list);
+                break;
+            }
+            PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+        }
+    }
+    PyMem_Free(hits);
+    return list;
+}
+
+static PyObject *Store_count(Store *st, PyObject *unused) {
+    if (store_usable(st)) return NULL;
+    size_t n = 0;
+    enum embd_status s = embd_vstore_count(st->vs, &n);
+    if (s != EMBD_OK) return raise_last(s);
+    return PyLong_FromSize_t(n);
+}
+
+/* flush or finish, with the GIL released */
+static PyObject *store_call(Store *st, enum embd_status (*fn)(embd_vstore *)) {
+    if (store_usable(st)) return NULL;
+    char msg[1024] = "";
+    PyThreadState *ts = PyEval_SaveThread();
+    enum embd_status s = fn(st->vs);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    if (s != EMBD_OK) return raise_status(s, msg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Store_flush(Store *st, PyObject *unused) {
+    return store_call(st, embd_vstore_flush);
+}
+
+static PyObject *Store_finish(Store *st, PyObject *unused) {
+    return store_call(st, embd_vstore_finish);
+}
+
+static PyObject *Store_close(Store *st, PyObject *unused) {
+    store_close_handle(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Store_get_kind(Store *st, void *unused) {
+    if (!st->vs) Py_RETURN_NONE;
+    return PyUnicode_FromString(embd_vstore_kind(st->vs));
+}
+
+static PyMethodDef Store_methods[] = {
+    {"add", (PyCFunction)Store_add, METH_VARARGS, "add(ids, texts, vectors) -> replaced"},
+    {"search", (PyCFunction)Store_search, METH_VARARGS, "search(query, k, exact=False)"},
+    {"count", (PyCFunction)Store_count, METH_NOARGS, "live records"},
+    {"flush", (PyCFunction)Store_flush, METH_NOARGS, "make the records durable"},
+    {"finish", (PyCFunction)Store_finish, METH_NOARGS, "after a bulk load: build indexes"},
+    {"close", (PyCFunction)Store_close, METH_NOARGS, "close the store now"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Store_getset[] = {
+    {"kind", (getter)Store_get_kind, NULL, "'embedded' or 'postgresql'", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "embd._embd.Store",
+    .tp_basicsize = sizeof(Store),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A vector store (internal; see embd.Store)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Store_init,
+    .tp_dealloc = (destructor)Store_dealloc,
+    .tp_methods = Store_methods,
+    .tp_getset = Store_getset,
+};
+
+/* ------------------------------------------------------------------------ */
 /* Module functions                                                         */
 /* ------------------------------------------------------------------------ */
 
@@ -566,13 +790,16 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__embd(void);
 PyMODINIT_FUNC PyInit__embd(void) {
-    if (PyType_Ready(&EngineType) < 0) return NULL;
+    if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&StoreType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     Py_INCREF(&EngineType);
+    Py_INCREF(&StoreType);
     if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0 ||
+        PyModule_AddObject(m, "Store", (PyObject *)&StoreType) < 0 ||
         PyModule_AddStringConstant(m, "VERSION", EMBD_VERSION) < 0) {
         Py_DECREF(&EngineType);
+        Py_DECREF(&StoreType);
         Py_DECREF(m);
         return NULL;
     }

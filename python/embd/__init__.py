@@ -28,6 +28,7 @@ from ._errors import (  # noqa: E402
     UnsupportedError)
 from ._model import Model  # noqa: E402
 from ._registry import DenseModelDescription, Device, ModelSource, PoolingType  # noqa: E402
+from ._store import Hit, Store  # noqa: E402
 from ._text_embedding import ModelNotFoundError, TextEmbedding  # noqa: E402
 
 __version__ = _embd.VERSION
@@ -58,7 +59,7 @@ def log_configure(level=None, format=None):
 
 __all__ = [
     "BackendError", "BusyError", "CancelledError", "DeadlineError", "DenseModelDescription",
-    "Device", "Error", "FileError", "InternalError", "InvalidArgumentError", "Model",
+    "Device", "Error", "FileError", "Hit", "Store", "InternalError", "InvalidArgumentError", "Model",
     "ModelFormatError", "ModelNotFoundError", "ModelSource", "OutOfMemoryError", "PoolingType",
     "Status", "TextEmbedding", "TooLongError", "UnsupportedError", "device_report",
     "log_configure", "resolve_model", "system_info",
