@@ -399,12 +399,15 @@ embd_sched_embed_tokens_opts(embd_sched *sched, const int32_t *ids, const size_t
 typedef void (*embd_sched_done_fn)(void *user, enum embd_status status);
 
 /* Queues n texts like embd_sched_embed_opts and returns at once: EMBD_OK
- * when queued (done(user, status) is then called exactly once, after out and
+ * when taken (done(user, status) is then called exactly once, after out and
  * info are written, or the request failed, or was cancelled through
- * call->cancel), or an error, and done is not called: EMBD_ERR_BUSY when
- * the queue has no room now (call->queue_timeout_ms is not waited), or
- * EMBD_ERR_INVALID_ARG. texts, lens, out, info and *call->cancel must stay
- * valid until done is called. */
+ * call->cancel, or found no room in time), or an error, and done is not
+ * called: EMBD_ERR_BUSY when the queue has no room now and
+ * call->queue_timeout_ms is 0, or EMBD_ERR_INVALID_ARG. With a queue
+ * timeout (> 0, or < 0 for none; a NULL call waits forever) a request that
+ * finds the queue full waits for room, in arrival order, holding no thread,
+ * and done gets EMBD_ERR_BUSY if the timeout passes first. texts, lens, out,
+ * info and *call->cancel must stay valid until done is called. */
 EMBD_API enum embd_status embd_sched_submit(embd_sched *sched, const char *const *texts,
                                             const size_t *lens, size_t n, float *out,
                                             const struct embd_sched_call *call,

@@ -61,6 +61,8 @@ struct sched_req {
     struct timespec deadline;   /* CLOCK_MONOTONIC */
     embd_sched_done_fn done_fn; /* asynchronous: called when done; the request is owned */
     void *user;
+    bool room_forever;             /* asynchronous, waiting for room: no limit */
+    struct timespec room_deadline; /* ... else until then (CLOCK_MONOTONIC) */
     /* under the scheduler's mutex */
     enum req_state state;
     size_t next;     /* inputs handed to rounds so far */
@@ -88,13 +90,14 @@ struct embd_sched {
     size_t capacity;        /* inputs not yet run, at most (a larger request waits for none) */
     size_t max_batch_texts; /* inputs per round */
     pthread_mutex_t mu;
-    pthread_cond_t work;           /* the worker waits for requests */
-    pthread_cond_t space;          /* submitters wait for room */
-    pthread_cond_t done;           /* submitters wait for their results */
-    struct sched_req *head, *tail; /* the active requests, in arrival order */
-    struct sched_req *turn;        /* where the next round starts (NULL: the head) */
-    size_t queued;                 /* inputs not yet handed to a round */
-    size_t active;                 /* requests in the list */
+    pthread_cond_t work;                     /* the worker waits for requests */
+    pthread_cond_t space;                    /* submitters wait for room */
+    pthread_cond_t done;                     /* submitters wait for their results */
+    struct sched_req *head, *tail;           /* the active requests, in arrival order */
+    struct sched_req *turn;                  /* where the next round starts (NULL: the head) */
+    struct sched_req *wait_head, *wait_tail; /* asynchronous requests waiting for room */
+    size_t queued;                           /* inputs not yet handed to a round */
+    size_t active;                           /* requests in the list */
     bool stop;
     bool ran_since_trim;          /* work ran since the scratch was last released */
     bool hold;                    /* embd_sched_hold: the worker takes nothing */
@@ -384,15 +387,17 @@ static size_t est_tokens(const embd_sched *s, const struct sched_req *r, size_t 
 }
 
 /* The round's token budget: what the backend runs in about SCHED_ALONE_MS
- * for a request alone, SCHED_ROUND_MS for several, within one full batch and
- * never less than one input of the model's longest (a GPU's full batch runs
- * in well under either). */
+ * for a request alone, SCHED_ROUND_MS for several, within one full batch
+ * (a GPU's full batch runs in well under either). */
 static size_t round_budget(const embd_sched *s) {
     size_t full = (size_t)s->batch_tokens;
     if (s->tok_per_sec <= 0) return full;
     const double ms = s->active <= 1 ? SCHED_ALONE_MS : SCHED_ROUND_MS;
     size_t t = (size_t)(s->tok_per_sec * ms / 1000.0);
-    if (t < (size_t)s->max_tokens) t = (size_t)s->max_tokens;
+    /* Never below two inputs of the model's longest: smaller batches cost
+     * more in thread synchronisation than they save in waiting, most of all
+     * on a machine whose cores are shared with other work. */
+    if (t < 2 * (size_t)s->max_tokens) t = 2 * (size_t)s->max_tokens;
     return t < full ? t : full;
 }
 
@@ -495,13 +500,69 @@ static void settle_round(embd_sched *s, struct piece *pieces, size_t np, struct 
     }
 }
 
+/* Queues req (under the mutex). */
+static void enqueue(embd_sched *s, struct sched_req *req) {
+    req->state = REQ_QUEUED;
+    req->enqueued = embd_now();
+    list_push(s, req);
+    pthread_cond_signal(&s->work);
+}
+
+/* Asynchronous requests waiting for room (under the mutex): those whose
+ * caller gave up, or whose wait for room ran out (EMBD_ERR_BUSY), end (onto
+ * *fire); then, in arrival order, each is queued as soon as there is room. */
+static void admit_waiting(embd_sched *s, struct sched_req **fire) {
+    const struct timespec now = mono_now();
+    for (struct sched_req **pp = &s->wait_head, *r; (r = *pp);) {
+        enum embd_status gu = given_up(r, now);
+        if (gu == EMBD_OK && !r->room_forever && !ts_before(now, r->room_deadline)) {
+            gu = EMBD_ERR_BUSY;
+            set_error(r, gu, "the queue stayed full for the whole queue timeout; try later");
+        } else if (gu != EMBD_OK) {
+            set_given_up(r, gu);
+        }
+        if (gu == EMBD_OK) {
+            pp = &r->nxt;
+            continue;
+        }
+        *pp = r->nxt;
+        r->state = REQ_DONE;
+        r->nxt = *fire;
+        *fire = r;
+    }
+    s->wait_tail = NULL;
+    for (struct sched_req *r = s->wait_head; r; r = r->nxt)
+        s->wait_tail = r;
+    while (s->wait_head && (s->queued == 0 || s->queued + s->wait_head->n <= s->capacity)) {
+        struct sched_req *r = s->wait_head;
+        s->wait_head = r->nxt;
+        if (!s->wait_head) s->wait_tail = NULL;
+        enqueue(s, r);
+    }
+}
+
 static void *worker_main(void *arg) {
     embd_sched *s = arg;
     size_t cap = 64;
     struct piece *pieces = embd_malloc2(cap, sizeof *pieces);
     pthread_mutex_lock(&s->mu);
     for (;;) {
+        struct sched_req *fire = NULL;
+        admit_waiting(s, &fire);
+        if (fire) {
+            pthread_mutex_unlock(&s->mu);
+            fire_all(fire);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         while ((!s->head || s->hold) && !s->stop) {
+            if (s->wait_head) { /* look at the waiting requests again soon */
+                struct timespec tick;
+                clock_gettime(CLOCK_REALTIME, &tick);
+                tick = ts_add_ns(tick, 20000000L);
+                pthread_cond_timedwait(&s->work, &s->mu, &tick);
+                break;
+            }
             if (!s->ran_since_trim) {
                 pthread_cond_wait(&s->work, &s->mu);
                 continue;
@@ -519,7 +580,12 @@ static void *worker_main(void *arg) {
                 s->ran_since_trim = false;
             }
         }
-        if (!s->head) break;   /* stopping and drained */
+        if (!s->head && s->wait_head) continue; /* admitted at the top */
+        if (!s->head) {
+            if (s->stop) break; /* stopping and drained */
+            continue;
+        }
+        if (s->hold && !s->stop) continue;
         if (cap < s->active) { /* a piece per active request at most */
             struct piece *p = embd_realloc(pieces, s->active * sizeof *p);
             if (p) {
@@ -527,7 +593,6 @@ static void *worker_main(void *arg) {
                 cap = s->active;
             }
         }
-        struct sched_req *fire = NULL;
         size_t np = pieces ? take_round(s, pieces, cap, &fire) : 0;
         if (!pieces) { /* no memory for even the first round: fail what is queued */
             while (s->head) {
@@ -657,13 +722,6 @@ call_setup(struct sched_req *req, const struct embd_sched_call *call, struct tim
     return call;
 }
 
-/* Queues req (under the mutex). */
-static void enqueue(embd_sched *s, struct sched_req *req) {
-    req->state = REQ_QUEUED;
-    req->enqueued = embd_now();
-    list_push(s, req);
-    pthread_cond_signal(&s->work);
-}
 
 /* Queues req (n > 0) and waits for its result. */
 static enum embd_status submit(embd_sched *s, struct sched_req *req,
@@ -814,14 +872,29 @@ static enum embd_status submit_async(embd_sched *s, const struct sched_req *prot
     enum embd_status st = given_up(r, mono_now());
     if (st == EMBD_OK && s->stop)
         st = embd_error(EMBD_ERR_INVALID_ARG, "the scheduler is shutting down");
-    else if (st == EMBD_OK && s->queued && s->queued + r->n > s->capacity)
-        st = embd_error(EMBD_ERR_BUSY, "the queue is full (%zu of %zu texts); try later", s->queued,
-                        s->capacity);
     else if (st != EMBD_OK)
         st = embd_error(st, st == EMBD_ERR_CANCELLED
                                 ? "the request was cancelled before it ran"
                                 : "the request's deadline passed before it ran");
-    if (st == EMBD_OK) enqueue(s, r);
+    const bool full = s->wait_head || (s->queued && s->queued + r->n > s->capacity);
+    const int qt = call ? call->queue_timeout_ms : -1;
+    if (st == EMBD_OK && full && qt == 0) {
+        st = embd_error(EMBD_ERR_BUSY, "the queue is full (%zu of %zu texts); try later", s->queued,
+                        s->capacity);
+    } else if (st == EMBD_OK && full) { /* waits for room, in arrival order */
+        r->room_forever = qt < 0;
+        r->room_deadline = ts_add_ns(mono_now(), (long long)qt * 1000000LL);
+        r->state = REQ_QUEUED;
+        r->nxt = NULL;
+        if (s->wait_tail)
+            s->wait_tail->nxt = r;
+        else
+            s->wait_head = r;
+        s->wait_tail = r;
+        pthread_cond_signal(&s->work);
+    } else if (st == EMBD_OK) {
+        enqueue(s, r);
+    }
     pthread_mutex_unlock(&s->mu);
     if (st != EMBD_OK) embd_free(r);
     return st;

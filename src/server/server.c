@@ -475,7 +475,8 @@ static enum embd_status submit_inputs(struct server *s, struct MHD_Connection *c
     st->c = c;
     st->phase = PH_WAIT;
     watch_add(s, &st->w, c);
-    const struct embd_sched_call call = {.cancel = &st->w.cancel};
+    const struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
+                                         .cancel = &st->w.cancel};
     /* Suspended first: done may come before submit returns. */
     MHD_suspend_connection(c);
     enum embd_status es =

@@ -472,8 +472,32 @@ static void test_async_fair(embd_model *m) {
     embd_sched_hold(sched, true);
     CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 2, lo, NULL, NULL, NULL, on_done, &r1),
                  EMBD_OK);
-    CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 1, lo + 2 * D, NULL, NULL, NULL, on_done, &r2),
-                 EMBD_ERR_BUSY);
+    const struct embd_sched_call no_wait = {.queue_timeout_ms = 0};
+    CHECK_EQ_INT(
+        embd_sched_submit(sched, lt, NULL, 1, lo + 2 * D, &no_wait, NULL, NULL, on_done, &r2),
+        EMBD_ERR_BUSY);
+    /* With a queue timeout it waits for room: in time (r3), or not (r4, BUSY
+     * through its callback); cancelled while it waits (r5). */
+    struct async_rec r3 = {0}, r4 = {0}, r5 = {0};
+    float o3[64], o4[64], o5[64];
+    int flag5 = 0;
+    const struct embd_sched_call wait_long = {.queue_timeout_ms = 10000};
+    const struct embd_sched_call wait_short = {.queue_timeout_ms = 30};
+    const struct embd_sched_call wait_cancel = {.queue_timeout_ms = -1, .cancel = &flag5};
+    CHECK_EQ_INT(
+        embd_sched_submit(sched, &pool[7], NULL, 1, o3, &wait_long, NULL, NULL, on_done, &r3),
+        EMBD_OK);
+    CHECK_EQ_INT(
+        embd_sched_submit(sched, &pool[8], NULL, 1, o4, &wait_short, NULL, NULL, on_done, &r4),
+        EMBD_OK);
+    CHECK_EQ_INT(
+        embd_sched_submit(sched, &pool[9], NULL, 1, o5, &wait_cancel, NULL, NULL, on_done, &r5),
+        EMBD_OK);
+    embd_sched_cancel(&flag5);
+    CHECK(wait_calls(&r4) && wait_calls(&r5));
+    CHECK_EQ_INT(r4.st, EMBD_ERR_BUSY);
+    CHECK_EQ_INT(r5.st, EMBD_ERR_CANCELLED);
+    CHECK_EQ_INT(atomic_load(&r3.calls), 0); /* still waiting for room: the worker is held */
     CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 1, lo, NULL, NULL, NULL, NULL, NULL),
                  EMBD_ERR_INVALID_ARG);
     CHECK_EQ_INT(embd_sched_submit(sched, lt, NULL, 0, lo, NULL, NULL, NULL, on_done, &r2),
@@ -481,6 +505,9 @@ static void test_async_fair(embd_model *m) {
     embd_sched_hold(sched, false);
     CHECK(wait_calls(&r1));
     CHECK_EQ_INT(r1.st, EMBD_OK);
+    CHECK(wait_calls(&r3));
+    CHECK_EQ_INT(r3.st, EMBD_OK);
+    CHECK(close_to(o3, ref + 7 * D));
     CHECK_EQ_INT(atomic_load(&r2.calls), 0);
     /* Token ids, asynchronously, cut into pieces at sequence bounds. */
     int32_t ids[6];
