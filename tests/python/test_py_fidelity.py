@@ -69,6 +69,26 @@ def test_hub_name_in_python_and_cli(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.setenv("HF_HOME", os.path.dirname(cache))
     assert embd.resolve_model("sentence-transformers/all-MiniLM-L6-v2") == te.model.path
+    # cache_dir (fastembed's argument): the hub layout there, then cache_dir/ORG/NAME
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    assert embd.resolve_model(name, cache_dir=cache) == te.model.path
+    te2 = embd.TextEmbedding(name, cache_dir=cache)
+    assert np.array_equal(np.stack(list(te2.embed(texts))), want)
+    plain = tmp_path / "plain"
+    os.makedirs(plain / "sentence-transformers")
+    os.symlink(path, plain / name)
+    assert embd.resolve_model(name, cache_dir=str(plain)) == str(plain / name)
+    # without refs/main: the newest snapshot
+    repo = os.path.join(cache, "models--sentence-transformers--all-MiniLM-L6-v2")
+    os.remove(os.path.join(repo, "refs", "main"))
+    assert embd.resolve_model(name, cache_dir=cache) == te.model.path
+    with pytest.raises(embd.FileError) as e:
+        embd.resolve_model("no-org/no-model", cache_dir=cache)
+    assert str(tmp_path / "empty") in str(e.value) and "models--no-org--no-model" in str(e.value)
+    for bad in ("../x", "a/../../b", "a/b/c", "-a/b"):
+        with pytest.raises(embd.FileError):
+            embd.resolve_model(bad, cache_dir=cache)
 
 
 if __name__ == "__main__":
