@@ -394,10 +394,12 @@ static size_t round_budget(const embd_sched *s) {
     if (s->tok_per_sec <= 0) return full;
     const double ms = s->active <= 1 ? SCHED_ALONE_MS : SCHED_ROUND_MS;
     size_t t = (size_t)(s->tok_per_sec * ms / 1000.0);
-    /* Never below two inputs of the model's longest: smaller batches cost
-     * more in thread synchronisation than they save in waiting, most of all
-     * on a machine whose cores are shared with other work. */
-    if (t < 2 * (size_t)s->max_tokens) t = 2 * (size_t)s->max_tokens;
+    /* Never below a quarter of a full batch, nor two inputs of the model's
+     * longest: smaller batches cost more in thread synchronisation than they
+     * save in waiting, most of all on cores shared with other work (where a
+     * budget from the measured rate alone would shrink as the rate falls). */
+    size_t floor = full / 4 > 2 * (size_t)s->max_tokens ? full / 4 : 2 * (size_t)s->max_tokens;
+    if (t < floor) t = floor;
     return t < full ? t : full;
 }
 
