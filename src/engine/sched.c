@@ -724,7 +724,6 @@ call_setup(struct sched_req *req, const struct embd_sched_call *call, struct tim
     return call;
 }
 
-
 /* Queues req (n > 0) and waits for its result. */
 static enum embd_status submit(embd_sched *s, struct sched_req *req,
                                const struct embd_sched_call *call) {
