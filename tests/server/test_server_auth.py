@@ -14,16 +14,11 @@ import shutil
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-sys.path.insert(0, HERE)
-from common import Checker, model_dir, run, skip  # noqa: E402
-from server_fixture import Server  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import Server, minilm  # noqa: E402  (puts tests/e2e on the path)
+from common import run  # noqa: E402
 
-M = model_dir("all-MiniLM-L6-v2")
-if not M:
-    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
-c = Checker("server_auth")
+M, c = minilm("server_auth")
 tmp = tempfile.mkdtemp(prefix="embd-auth-")
 try:
     empty = os.path.join(tmp, "empty")

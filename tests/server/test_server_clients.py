@@ -21,11 +21,9 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-sys.path.insert(0, HERE)
-from common import Checker, model_dir, read_jsonl, run, skip  # noqa: E402
-from server_fixture import Server  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import Server, minilm  # noqa: E402  (puts tests/e2e on the path)
+from common import model_dir, read_jsonl, run, skip  # noqa: E402
 
 try:
     import openai
@@ -41,10 +39,7 @@ TEXTS = [
     "x",
 ]
 
-M = model_dir("all-MiniLM-L6-v2")
-if not M:
-    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
-c = Checker("server_clients")
+M, c = minilm("server_clients")
 
 
 def embd_embed(texts, *extra):

@@ -27,15 +27,10 @@ import threading
 import time
 from urllib.parse import urlparse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-sys.path.insert(0, HERE)
-from common import Checker, model_dir, skip  # noqa: E402
-from server_fixture import Server  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import Server, minilm  # noqa: E402  (puts tests/e2e on the path)
 
-M = model_dir("all-MiniLM-L6-v2")
-if not M:
-    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
+M, c = minilm("server_hostile")
 FULL = os.environ.get("EMBD_HOSTILE_FULL") == "1"
 ONLY = os.environ.get("EMBD_HOSTILE_ONLY", "")
 N_CONNS = int(os.environ.get("EMBD_HOSTILE_CONNS", 5000 if FULL else 400))
@@ -44,7 +39,6 @@ EXTRA = os.environ.get("EMBD_HOSTILE_SERVER_ARGS", "").split()
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if soft < N_CONNS + 200:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, N_CONNS + 500), hard))
-c = Checker("server_hostile")
 ATTACKER, CLIENT = "127.0.0.2", "127.0.0.1"
 QUERY = json.dumps({"input": "how do I install a package on debian"}).encode()
 

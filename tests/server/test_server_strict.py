@@ -21,16 +21,10 @@ import sys
 import time
 from urllib.parse import urlparse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
-sys.path.insert(0, HERE)
-from common import Checker, model_dir, skip  # noqa: E402
-from server_fixture import Server  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import Server, minilm  # noqa: E402  (puts tests/e2e on the path)
 
-M = model_dir("all-MiniLM-L6-v2")
-if not M:
-    skip("EMBD_TEST_MODELS has no all-MiniLM-L6-v2")
-c = Checker("server_strict_http")
+M, c = minilm("server_strict_http")
 
 
 def exchange(port, raw, wait=2.0):
