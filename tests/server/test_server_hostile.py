@@ -183,8 +183,13 @@ def attack_memory(s, port):
           f"{got503} answered 503; after they went {after/1024:.0f} MiB "
           f"({(after-base)/base*100:+.1f}%)")
     c.check(got503 >= 1, "no client was answered 503 over --max-reply-memory")
-    c.check(peak - base <= 200 * 1024, f"RSS peak +{(peak-base)/1024:.0f} MiB > 200 MiB")
-    c.check(after <= base * 1.10, f"RSS after {after/1024:.0f} MiB vs base {base/1024:.0f} MiB")
+    limit = 400 if os.environ.get("EMBD_TEST_SANITIZED") == "1" else 200  # ASan's shadow, quarantine
+    c.check(peak - base <= limit * 1024, f"RSS peak +{(peak-base)/1024:.0f} MiB > {limit} MiB")
+    # AddressSanitizer's allocator keeps freed memory (its quarantine), so the
+    # return to the baseline is only checked in a normal build.
+    if os.environ.get("EMBD_TEST_SANITIZED") != "1":
+        c.check(after <= base * 1.10,
+                f"RSS after {after/1024:.0f} MiB vs base {base/1024:.0f} MiB")
     st, _, _ = s.request("POST", "/v1/embeddings", QUERY)
     c.check(st == 200, f"a normal request afterwards: {st}")
 
