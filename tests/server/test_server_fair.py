@@ -25,7 +25,7 @@ from server_fixture import Server, minilm  # noqa: E402
 M, c = minilm("server_fair")
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-BIG = [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(40)) + f" {i}" for i in range(150)]
+BIG = [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(40)) + f" {i}" for i in range(400)]
 
 
 def post(s, path, body):
