@@ -1,6 +1,7 @@
 /* engine.c — contexts: device choice, tokenization, packing texts into
  * token-budget batches (no padding), running the backend, stats. */
 #include "backend/backend.h"
+#include "backend/cpu/isa.h"
 #include "backend/cuda/plugin.h"
 #include "engine/cache.h"
 #include "engine/engine.h"
@@ -815,12 +816,33 @@ enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids, const size
     return embd_embed_tokens_ex(ctx, ids, seq_start, n, out, NULL, NULL);
 }
 
-static char system_info[512];
+static char system_info[1024];
 
+/* "cpu: ..." lines: the model, the features the kernels use, the kernel set
+ * the CPU backend runs and why (isa.h), and the low-precision modes. */
 static void system_info_init(void) {
+    const embd_cpu_features *f = embd_cpu_features_get();
+    enum embd_cpu_isa isa;
+    char why[160], bf16_why[96] = "", int8_why[96] = "";
+    const bool isa_ok = embd_cpu_isa_choose(&isa, why, sizeof why);
+    const bool bf16 = embd_cpu_can_bf16(bf16_why, sizeof bf16_why);
+    const bool int8 = embd_cpu_can_int8(int8_why, sizeof int8_why);
     snprintf(system_info, sizeof system_info,
-             "cpu: %d online cores\nblas: %s\ncuda: a plugin (libembd-cuda.so), loaded on demand\n",
-             online_cores(), openblas_get_config());
+             "cpu: %s (family %d model %d), %d online cores\n"
+             "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
+             "cpu kernels: %s (%s)\n"
+             "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"
+             "blas: %s\ncuda: a plugin (libembd-cuda.so), loaded on demand\n",
+             f->model, f->family, f->model_id, online_cores(), f->avx2 ? " avx2" : "",
+             f->fma ? " fma" : "", f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
+             f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",
+             f->avx512_bf16 ? " avx512_bf16" : "", f->avx512_vnni ? " avx512_vnni" : "",
+             f->avx_vnni ? " avx_vnni" : "", f->amx_bf16 ? " amx_bf16" : "",
+             f->amx_int8 ? " amx_int8" : "",
+             f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
+             isa_ok ? embd_cpu_isa_name(isa) : "refused", why, bf16 ? "yes" : "no (",
+             bf16 ? "" : bf16_why, bf16 ? "" : ")", int8 ? "yes" : "no (", int8 ? "" : int8_why,
+             int8 ? "" : ")", openblas_get_config());
 }
 
 const char *embd_system_info(void) {

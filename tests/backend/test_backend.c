@@ -5,6 +5,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_math.h"
+#include "backend/cpu/isa.h"
 #include "backend/cpu/ref.h"
 #include "model/model.h"
 #include "rand_model.h"
@@ -490,19 +491,143 @@ static void test_bad_init(void) {
     rand_model_free(&rm);
 }
 
-int main(void) {
+/* One packed GEMM (embd_cpu_gemm) against a double-precision product, on
+ * shapes that reach every tile: rows past a tile and a block, an odd number
+ * of 16-column panels (the AVX-512 tile's 16-wide edge), few rows (the split
+ * by columns) and many (by rows); with and without a bias. Returns the
+ * outputs of the last shape in *last (T * N floats, the caller frees) so
+ * that kernel sets can be compared bit for bit. */
+static void test_gemm_shapes(const char *isa, float **last, size_t *last_n) {
+    static const int shapes[][3] = {
+        {1, 16, 16},     {5, 48, 32},      {13, 80, 384}, {47, 384, 48},
+        {49, 1152, 384}, {300, 384, 1536}, {7, 24, 40}}; /* T, N, K; the last not a multiple of 16
+                                                          */
+    const int ns = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int si = 0; si < ns; si++) {
+        const int T = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *W = malloc((size_t)N * K * sizeof(float)),
+              *in = malloc((size_t)T * K * sizeof(float));
+        float *bias = malloc((size_t)N * sizeof(float)), *out = out_alloc(T, N);
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            W[i] = 0.5f * rm_uniform();
+        for (size_t i = 0; i < (size_t)T * K; i++)
+            in[i] = rm_uniform();
+        for (int i = 0; i < N; i++)
+            bias[i] = rm_uniform();
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            embd_cpu_gemm *g = embd_cpu_gemm_new(W, N, K, 2);
+            CHECK(g != NULL);
+            if (!g) break;
+            const int packed = N % 16 == 0 && K % 16 == 0;
+            CHECK(!strcmp(embd_cpu_gemm_isa(g), packed ? isa : "baseline"));
+            embd_cpu_gemm_run(g, out, in, T, with_bias ? bias : NULL);
+            double worst = 0;
+            for (int t = 0; t < T; t++)
+                for (int n = 0; n < N; n++) {
+                    double ref = with_bias ? bias[n] : 0.0, mag = fabs(ref);
+                    for (int k = 0; k < K; k++) {
+                        ref += (double)in[(size_t)t * K + k] * W[(size_t)n * K + k];
+                        mag += fabs((double)in[(size_t)t * K + k] * W[(size_t)n * K + k]);
+                    }
+                    double err = fabs(out[(size_t)t * N + n] - ref) / (mag + 1e-30);
+                    worst = err > worst ? err : worst;
+                }
+            CHECK(guard_intact(out, T, N));
+            /* fp32 sums of K products: at most about K rounding units of
+             * the sum of their magnitudes */
+            CHECK_MSG(worst <= (double)K * 6e-8,
+                      "gemm %s T=%d N=%d K=%d: error %.3g of the magnitude", isa, T, N, K, worst);
+            embd_cpu_gemm_free(g);
+        }
+        if (si == ns - 2) {
+            *last_n = (size_t)T * N;
+            *last = malloc(*last_n * sizeof(float));
+            memcpy(*last, out, *last_n * sizeof(float));
+        }
+        free(W);
+        free(in);
+        free(bias);
+        free(out);
+    }
+}
+
+/* The kernel sets: each that the CPU has runs the GEMM shapes; the packed
+ * GEMM of AVX-512 must give the AVX2 one's outputs bit for bit (the same FMA
+ * chain per output). Those the CPU lacks are named as skipped. (The whole
+ * backend against the reference runs once per set as its own CTest test:
+ * test_backend ISA.) */
+static void test_isas(void) {
+    static const char *const isas[] = {"avx512", "avx2", "baseline"};
+    float *outs[3] = {NULL, NULL, NULL};
+    size_t n_out[3] = {0, 0, 0};
+    for (int i = 0; i < 3; i++) {
+        setenv("EMBD_CPU_ISA", isas[i], 1);
+        enum embd_cpu_isa isa;
+        char why[160];
+        if (!embd_cpu_isa_choose(&isa, why, sizeof why)) {
+            printf("kernel set %s: SKIPPED (%s)\n", isas[i], why);
+            continue;
+        }
+        printf("kernel set %s: runs (%s)\n", isas[i], embd_cpu_features_get()->model);
+        rm_seed(4242);
+        test_gemm_shapes(isas[i], &outs[i], &n_out[i]);
+    }
+    unsetenv("EMBD_CPU_ISA");
+    if (outs[0] && outs[1]) {
+        CHECK(n_out[0] == n_out[1]);
+        CHECK(memcmp(outs[0], outs[1], n_out[0] * sizeof(float)) == 0);
+        printf("packed GEMM: avx512 and avx2 outputs identical\n");
+    }
+    for (int i = 0; i < 3; i++)
+        free(outs[i]);
+}
+
+/* A bad EMBD_CPU_ISA is refused with the reason, not ignored. */
+static void test_isa_env(void) {
+    rand_model rm;
+    CHECK(rand_model_make(&rm, 10, 16, 2, 32, 1, 8, EMBD_POOL_MEAN, true, 3) == 0);
+    embd_backend_params p = {.n_threads = 1, .dtype = EMBD_DTYPE_FP32, .max_batch_tokens = 8};
+    embd_backend *be = NULL;
+    setenv("EMBD_CPU_ISA", "avx9000", 1);
+    CHECK_EQ_INT(embd_backend_cpu_ops.init(&be, &rm.model, &p), EMBD_ERR_UNSUPPORTED);
+    CHECK(be == NULL);
+    CHECK(strstr(embd_last_error(), "EMBD_CPU_ISA=avx9000") != NULL);
+    unsetenv("EMBD_CPU_ISA");
+    rand_model_free(&rm);
+}
+
+int main(int argc, char **argv) {
+    /* test_backend ISA: the fast backend's checks with one kernel set only
+     * (CTest runs one per set; skipped where the CPU lacks it) */
+    if (argc > 1) {
+        setenv("EMBD_CPU_ISA", argv[1], 1);
+        enum embd_cpu_isa isa;
+        char why[160];
+        if (!embd_cpu_isa_choose(&isa, why, sizeof why)) TEST_SKIP("%s", why);
+        printf("kernel set %s (%s) on %s\n", argv[1], why, embd_cpu_features_get()->model);
+        float *last = NULL;
+        size_t n = 0;
+        test_gemm_shapes(argv[1], &last, &n);
+        free(last);
+        test_cpu_vs_ref_small();
+        test_cpu_vs_ref_minilm();
+        return test_summary("test_backend (one kernel set)");
+    }
     test_known_answers();
     test_fast_math();
     test_batch_check();
     test_bad_init();
+    test_isa_env();
     test_faults();
+    test_isas();
     test_cpu_vs_ref_small();
-    /* the baseline (non-AVX2) loops too, where the AVX2 ones ran above */
+    test_cpu_vs_ref_minilm();
+    /* the baseline loops with the packed GEMM's choice left to the CPU (a
+     * test hook older than EMBD_CPU_ISA) */
     if (embd_backend_cpu_force_baseline(true)) {
         printf("again with the baseline x86-64 loops:\n");
         test_cpu_vs_ref_small();
     }
     embd_backend_cpu_force_baseline(false);
-    test_cpu_vs_ref_minilm();
     return test_summary("test_backend");
 }

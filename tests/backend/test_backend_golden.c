@@ -4,6 +4,7 @@
  * under test. Skips (77) without $EMBD_TEST_MODELS/all-MiniLM-L6-v2 or the
  * fixtures ($EMBD_SRC). */
 #include "backend/backend.h"
+#include "backend/cpu/isa.h"
 #include "model/model.h"
 #include "golden_ids.h"
 #include "test.h"
@@ -114,6 +115,13 @@ static void check_backend(const struct embd_backend_ops *ops, const struct embd_
 int main(void) {
     const char *models = getenv("EMBD_TEST_MODELS"), *src = getenv("EMBD_SRC");
     if (!models || !src) TEST_SKIP("EMBD_TEST_MODELS or EMBD_SRC not set");
+    /* with EMBD_CPU_ISA (CTest runs one per kernel set): skipped where the
+     * CPU lacks the set */
+    enum embd_cpu_isa isa;
+    char why[160];
+    if (!embd_cpu_isa_choose(&isa, why, sizeof why)) TEST_SKIP("%s", why);
+    printf("cpu kernel set %s (%s) on %s\n", embd_cpu_isa_name(isa), why,
+           embd_cpu_features_get()->model);
     char dir[4096], ids_path[4096], npy_path[4096];
     snprintf(dir, sizeof dir, "%s/all-MiniLM-L6-v2", models);
     snprintf(ids_path, sizeof ids_path, "%s/tests/fixtures/golden/all-MiniLM-L6-v2/ids.jsonl", src);

@@ -22,6 +22,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_math.h"
+#include "backend/cpu/isa.h"
 #include "model/model.h"
 #include "util/util.h"
 
@@ -31,6 +32,7 @@
 #include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -39,22 +41,32 @@
 #define EMBD_HAVE_PACKED 0
 #endif
 
-/* Hot loops are compiled twice, for the baseline x86-64 the library is built
- * for and for AVX2+FMA, and the backend picks one at init from what the CPU
- * has: each such function is written once as an always-inline body and
- * wrapped by DEFINE_DISPATCHED. (GCC's target_clones("arch=haswell") would
- * test for an Intel Haswell by name and miss AMD CPUs with the same ISA.) */
+/* Hot loops are compiled three times, for the baseline x86-64 the library is
+ * built for, for AVX2+FMA and for AVX-512 (F/BW/VL/DQ, 512-bit vectors), and
+ * the backend picks one at init (isa.h: cpuid, the OS's XGETBV state, and
+ * EMBD_CPU_ISA): each such function is written once as an always-inline body
+ * and wrapped by DEFINE_DISPATCHED. (GCC's target_clones("arch=haswell")
+ * would test for an Intel Haswell by name and miss AMD CPUs with the same
+ * ISA.) */
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512                                                                              \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
 #define EMBD_HAVE_DISPATCH 1
 #define DEFINE_DISPATCHED(name, params, args)                                                      \
-    __attribute__((target("avx2,fma"))) static void name##_avx2 params {                           \
+    TARGET_AVX512 static void name##_avx512 params {                                               \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    TARGET_AVX2 static void name##_avx2 params {                                                   \
         name##_body args;                                                                          \
     }                                                                                              \
     static void name##_base params {                                                               \
         name##_body args;                                                                          \
     }                                                                                              \
     static void name params {                                                                      \
-        if (cpu_has_avx2)                                                                          \
+        if (cpu_isa == EMBD_CPU_ISA_AVX512)                                                        \
+            name##_avx512 args;                                                                    \
+        else if (cpu_isa == EMBD_CPU_ISA_AVX2)                                                     \
             name##_avx2 args;                                                                      \
         else                                                                                       \
             name##_base args;                                                                      \
@@ -68,40 +80,36 @@
 #endif
 #define BODY static inline __attribute__((always_inline)) void
 
-/* Whether the AVX2+FMA versions run; set by cpu_init (the same on every call
- * unless a test forces the baseline). */
-static int cpu_has_avx2;
+/* The kernel set the dispatched loops run; set by cpu_init (the same on
+ * every call unless EMBD_CPU_ISA or a test changes it between inits). The
+ * matrix products follow the backend's own choice (embd_backend.isa). */
+static enum embd_cpu_isa cpu_isa;
 static int cpu_force_baseline;
-
-/* Whether this CPU can run the AVX2+FMA versions. */
-static int cpu_supports_avx2(void) {
-#if EMBD_HAVE_DISPATCH
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
-/* Whether this CPU can run the packed GEMM (AVX2+FMA, whatever the build's
- * baseline). */
-static int cpu_supports_packed(void) {
-#if EMBD_HAVE_PACKED
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
 
 bool embd_backend_cpu_force_baseline(bool on) {
     cpu_force_baseline = on;
-    return cpu_supports_avx2();
+    return EMBD_HAVE_DISPATCH && embd_cpu_isa_best() >= EMBD_CPU_ISA_AVX2;
+}
+
+/* The kernel set a backend initialised now runs, and why (isa.h); false with
+ * the reason for a bad EMBD_CPU_ISA. Without dispatch (not x86-64, or a
+ * build for AVX2 and up) the loops are the build's own, but the packed GEMM
+ * still follows the CPU. */
+static bool cpu_choose_isa(enum embd_cpu_isa *isa, char *why, size_t n) {
+    if (!embd_cpu_isa_choose(isa, why, n)) return false;
+    if (cpu_force_baseline) {
+        *isa = EMBD_CPU_ISA_BASELINE;
+        snprintf(why, n, "forced by a test");
+    }
+    return true;
 }
 
 struct embd_backend {
     const struct embd_model *model;
-    int nt;      /* threads */
-    float *wqkv; /* (L, 3H, H) Q, K, V weights stacked per layer */
-    float *bqkv; /* (L, 3H) */
+    int nt;                /* threads */
+    enum embd_cpu_isa isa; /* the kernel set of the packed GEMM (see cpu_choose_isa) */
+    float *wqkv;           /* (L, 3H, H) Q, K, V weights stacked per layer */
+    float *bqkv;           /* (L, 3H) */
     /* the packed path (AVX2+FMA, H and I multiples of 16): per layer the four
      * weights in panel layout (see pack_panels), in one allocation */
     float *packed;
@@ -126,6 +134,7 @@ struct embd_backend {
 /* The packed GEMM's tile: 6 rows x 16 columns, blocks of 48 rows (see pk_gemm). */
 #define PK_MR 6
 #define PK_NR 16
+#define PK_MR512 12 /* the AVX-512 tile's rows: 12 x 32 */
 #define PK_MC 48
 
 /* Rounds a float count up to a multiple of 16 (64 bytes). */
@@ -177,11 +186,11 @@ static enum embd_status cpu_reserve(embd_backend *be, int T, int max_len) {
     }
     if (max_len > be->cap_len) {
         /* K^T (HS, len16), then scores (len, len16) for the loops and BLAS,
-         * or for the packed path V (len, HS), scores (6, len16) and 6 sums;
+         * or for the packed path V (len, HS), scores (12, len16) and 12 sums;
          * len16 = len rounded up to 16 */
         const size_t l16 = round16((size_t)max_len);
         const size_t sc = round16((size_t)max_len * l16);
-        const size_t sc_pk = round16((size_t)max_len * HS) + round16(PK_MR * l16) + 16;
+        const size_t sc_pk = round16((size_t)max_len * HS) + round16(PK_MR512 * l16) + 16;
         size_t stride = round16(HS * l16) + (sc > sc_pk ? sc : sc_pk);
         float *att = embd_malloc2((size_t)be->nt * stride, sizeof(float));
         if (!att)
@@ -216,6 +225,7 @@ static inline void layernorm_row(float *y, const float *x, const float *g, const
 }
 
 enum epilogue {
+    EPI_NONE,          /* nothing (embd_cpu_gemm without a bias) */
     EPI_BIAS,          /* out += b */
     EPI_BIAS_GELU,     /* out = gelu(out + b) */
     EPI_BIAS_RESID_LN, /* x = LayerNorm(x + out + b) (out is clobbered) */
@@ -228,6 +238,8 @@ BODY epilogue_rows_body(float *out, const float *bias, enum epilogue epi, float 
     for (int r = r0; r < r1; r++) {
         float *o = out + (size_t)r * N;
         switch (epi) {
+        case EPI_NONE:
+            break;
         case EPI_BIAS:
 #pragma omp simd
             for (int c = 0; c < N; c++)
@@ -287,8 +299,7 @@ static void pack_panels(float *dst, const float *const src[], int rows_each, int
 
 #if EMBD_HAVE_PACKED
 /* r[0..7] = the 8 x 8 block held in r, transposed (row i becomes column i). */
-__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
-transpose8_regs(__m256 r[8]) {
+TARGET_AVX2 static inline __attribute__((always_inline)) void transpose8_regs(__m256 r[8]) {
     __m256 u[8];
     /* pairs of rows interleaved, then groups of four, then the 128-bit halves */
     for (int i = 0; i < 8; i += 2) {
@@ -310,8 +321,7 @@ transpose8_regs(__m256 r[8]) {
 }
 
 /* d (8, 8), rows ldd apart = s (8, 8), rows lds apart, transposed. */
-__attribute__((target("avx2,fma"))) static void transpose8(float *d, size_t ldd, const float *s,
-                                                           size_t lds) {
+TARGET_AVX2 static void transpose8(float *d, size_t ldd, const float *s, size_t lds) {
     __m256 r[8];
     for (int i = 0; i < 8; i++)
         r[i] = _mm256_loadu_ps(s + (size_t)i * lds);
@@ -327,8 +337,7 @@ __attribute__((target("avx2,fma"))) static void transpose8(float *d, size_t ldd,
  * floats apart, in order, each store's last 2 lanes overwritten by the next;
  * the last store of a micro-panel writes 2 floats past it, so dst needs 2
  * floats of room after the block (see cpu_init's abuf). */
-__attribute__((target("avx2,fma"))) static void pack_rows(float *dst, const float *in, size_t lda,
-                                                          int r0, int mc, int K) {
+TARGET_AVX2 static void pack_rows(float *dst, const float *in, size_t lda, int r0, int mc, int K) {
     for (int i = 0; i < mc; i += PK_MR) {
         float *d = dst + (size_t)i * K;
         const int mr = mc - i < PK_MR ? mc - i : PK_MR;
@@ -349,7 +358,7 @@ __attribute__((target("avx2,fma"))) static void pack_rows(float *dst, const floa
  * k is ar[r][k * ks]: a packed micro-panel (ar[r] = a + r, ks = 6) or rows
  * of a matrix in place (ks = 1). Rows past mr are computed (the callers
  * point them at row 0), not stored. */
-__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+TARGET_AVX2 static inline __attribute__((always_inline)) void
 pk_tile_body(const float *const ar[PK_MR], size_t ks, const float *b, size_t ldb, int K, float *c,
              size_t ldc, int mr, const float *bias, int gelu) {
     const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
@@ -410,9 +419,8 @@ pk_tile_body(const float *const ar[PK_MR], size_t ks, const float *b, size_t ldb
 }
 
 /* The tile on a packed micro-panel a (K, 6). */
-__attribute__((target("avx2,fma"))) static void pk_tile(const float *a, const float *b, size_t ldb,
-                                                        int K, float *c, size_t ldc, int mr,
-                                                        const float *bias, int gelu) {
+TARGET_AVX2 static void pk_tile(const float *a, const float *b, size_t ldb, int K, float *c,
+                                size_t ldc, int mr, const float *bias, int gelu) {
     const float *const ar[PK_MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};
     pk_tile_body(ar, PK_MR, b, ldb, K, c, ldc, mr, bias, gelu);
 }
@@ -421,25 +429,171 @@ __attribute__((target("avx2,fma"))) static void pk_tile(const float *a, const fl
  * packing) times b (K, 16), rows ldb apart; no bias. For attention, whose
  * short K (the head size, or the sequence length) makes packing cost as
  * much as the tile. */
-__attribute__((target("avx2,fma"))) static void pk_tile_rows(const float *a, size_t lda,
-                                                             const float *b, size_t ldb, int K,
-                                                             float *c, size_t ldc, int mr) {
+TARGET_AVX2 static void pk_tile_rows(const float *a, size_t lda, const float *b, size_t ldb, int K,
+                                     float *c, size_t ldc, int mr) {
     const float *ar[PK_MR];
     for (int r = 0; r < PK_MR; r++)
         ar[r] = a + (size_t)(r < mr ? r : 0) * lda;
     pk_tile_body(ar, 1, b, ldb, K, c, ldc, mr, NULL, 0);
 }
 
+/* The AVX-512 tiles: MR (12 or 6) rows x NV (2 or 1) panels of 16 columns,
+ * the two panels at b0 and b1 (rows ldb floats apart), 24 zmm accumulators
+ * at most. Rows as in pk_tile_body (rows past mr computed, not stored). Each
+ * output is the same fp32 FMA chain over k in order as in the AVX2 tile,
+ * then the same bias and GELU, so the products are the AVX2 ones bit for
+ * bit; only fewer instructions issue per FMA (on CPUs with two 512-bit FMA
+ * units, twice the FMAs per cycle). */
+TARGET_AVX512 static inline __attribute__((always_inline)) void
+pk512_body(const float *const ar[PK_MR512], size_t ks, const float *b0, const float *b1, size_t ldb,
+           int K, float *c, size_t ldc, int mr, const float *bias, int gelu, const int MR,
+           const int NV) {
+    __m512 acc[PK_MR512][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+        acc[r][0] = _mm512_setzero_ps();
+        acc[r][1] = _mm512_setzero_ps();
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < K; k++) {
+        const __m512 w0 = _mm512_loadu_ps(b0 + (size_t)k * ldb);
+        const __m512 w1 = NV > 1 ? _mm512_loadu_ps(b1 + (size_t)k * ldb) : w0;
+        const size_t o = (size_t)k * ks;
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+            const __m512 x = _mm512_set1_ps(ar[r][o]);
+            acc[r][0] = _mm512_fmadd_ps(x, w0, acc[r][0]);
+            if (NV > 1) acc[r][1] = _mm512_fmadd_ps(x, w1, acc[r][1]);
+        }
+    }
+    if (bias) {
+        const __m512 bb0 = _mm512_loadu_ps(bias);
+        const __m512 bb1 = NV > 1 ? _mm512_loadu_ps(bias + PK_NR) : bb0;
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+            acc[r][0] = _mm512_add_ps(acc[r][0], bb0);
+            if (NV > 1) acc[r][1] = _mm512_add_ps(acc[r][1], bb1);
+        }
+    }
+    if (!gelu) {
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+            if (r >= mr) break;
+            _mm512_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
+            if (NV > 1) _mm512_storeu_ps(c + (size_t)r * ldc + PK_NR, acc[r][1]);
+        }
+        return;
+    }
+    float t[PK_MR512][2 * PK_NR] __attribute__((aligned(64)));
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+        _mm512_store_ps(t[r], acc[r][0]);
+        if (NV > 1) _mm512_store_ps(t[r] + PK_NR, acc[r][1]);
+    }
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+#pragma omp simd
+        for (int j = 0; j < NV * PK_NR; j++)
+            cr[j] = embd_fast_gelu(t[r][j]);
+    }
+}
+
+/* The AVX-512 tile on packed micro-panels: rows 0-5 from the micro-panel at
+ * a (K, 6), rows 6-11 (MR 12) from the next one; nv panels. */
+#define PK512_PACKED(MR, NV)                                                                       \
+    TARGET_AVX512 static void pk512_packed_##MR##_##NV(                                            \
+        const float *a, const float *b0, const float *b1, size_t ldb, int K, float *c, size_t ldc, \
+        int mr, const float *bias, int gelu) {                                                     \
+        const float *a2 = a + (size_t)PK_MR * K;                                                   \
+        const float *const ar[PK_MR512] = {a,  a + 1,  a + 2,  a + 3,  a + 4,  a + 5,              \
+                                           a2, a2 + 1, a2 + 2, a2 + 3, a2 + 4, a2 + 5};            \
+        pk512_body(ar, PK_MR, b0, b1, ldb, K, c, ldc, mr, bias, gelu, MR, NV);                     \
+    }
+PK512_PACKED(12, 2)
+PK512_PACKED(12, 1)
+PK512_PACKED(6, 2)
+PK512_PACKED(6, 1)
+
+/* The AVX-512 tile on rows of a matrix in place (a, rows lda apart; rows
+ * past mr read row 0), no bias: see pk_tile_rows. */
+#define PK512_ROWS(MR, NV)                                                                         \
+    TARGET_AVX512 static void pk512_rows_##MR##_##NV(const float *a, size_t lda, const float *b0,  \
+                                                     const float *b1, size_t ldb, int K, float *c, \
+                                                     size_t ldc, int mr) {                         \
+        const float *ar[PK_MR512];                                                                 \
+        for (int r = 0; r < PK_MR512; r++)                                                         \
+            ar[r] = a + (size_t)(r < mr ? r : 0) * lda;                                            \
+        pk512_body(ar, 1, b0, b1, ldb, K, c, ldc, mr, NULL, 0, MR, NV);                            \
+    }
+PK512_ROWS(12, 2)
+PK512_ROWS(12, 1)
+PK512_ROWS(6, 2)
+PK512_ROWS(6, 1)
+
+/* Rows the tile of a kernel set covers: 12 for AVX-512, 6 for AVX2. */
+static int pk_rows_per_tile(enum embd_cpu_isa isa) {
+    return isa == EMBD_CPU_ISA_AVX512 ? PK_MR512 : PK_MR;
+}
+
+/* c (mr, 16 np) = rows [0, mr) of a (in place, rows lda apart; mr at most
+ * pk_rows_per_tile) times the np panels of 16 columns of b, panel p at
+ * b + p * pstride with rows ldb apart; no bias. */
+static void pk_rows_panels(enum embd_cpu_isa isa, const float *a, size_t lda, const float *b,
+                           size_t pstride, size_t ldb, int K, float *c, size_t ldc, int mr,
+                           int np) {
+    if (isa == EMBD_CPU_ISA_AVX512) {
+        for (int p = 0; p < np; p += 2) {
+            const float *b0 = b + (size_t)p * pstride, *b1 = b0 + pstride;
+            float *cp = c + (size_t)p * PK_NR;
+            if (p + 1 < np) {
+                if (mr > PK_MR)
+                    pk512_rows_12_2(a, lda, b0, b1, ldb, K, cp, ldc, mr);
+                else
+                    pk512_rows_6_2(a, lda, b0, b1, ldb, K, cp, ldc, mr);
+            } else if (mr > PK_MR)
+                pk512_rows_12_1(a, lda, b0, b0, ldb, K, cp, ldc, mr);
+            else
+                pk512_rows_6_1(a, lda, b0, b0, ldb, K, cp, ldc, mr);
+        }
+        return;
+    }
+    for (int p = 0; p < np; p++)
+        pk_tile_rows(a, lda, b + (size_t)p * pstride, ldb, K, c + (size_t)p * PK_NR, ldc, mr);
+}
+
 /* Rows [r0, r1) and 16-column panels [p0, p1) of out = in B + bias, then
  * GELU if asked: in (T, K) with rows lda apart, out's rows ldc apart; panel p
  * of B is (K, 16) at b + p * pstride, its rows ldb apart (packed weights:
  * pstride K * 16, ldb 16). bias may be NULL; abuf holds PK_MC * K floats. */
-static void pk_gemm(float *out, size_t ldc, const float *in, size_t lda, const float *b,
-                    size_t pstride, size_t ldb, int r0, int r1, int p0, int p1, int K,
-                    const float *bias, int gelu, float *abuf) {
+static void pk_gemm(enum embd_cpu_isa isa, float *out, size_t ldc, const float *in, size_t lda,
+                    const float *b, size_t pstride, size_t ldb, int r0, int r1, int p0, int p1,
+                    int K, const float *bias, int gelu, float *abuf) {
     for (int m0 = r0; m0 < r1; m0 += PK_MC) {
         const int mc = r1 - m0 < PK_MC ? r1 - m0 : PK_MC;
         pack_rows(abuf, in, lda, m0, mc, K);
+        if (isa == EMBD_CPU_ISA_AVX512) {
+            for (int p = p0; p < p1; p += 2) {
+                const float *b0 = b + p * pstride, *b1 = b0 + pstride;
+                const float *bp = bias ? bias + p * PK_NR : NULL;
+                const int two = p + 1 < p1;
+                for (int i = 0; i < mc; i += PK_MR512) {
+                    const int mr = mc - i < PK_MR512 ? mc - i : PK_MR512;
+                    const float *a = abuf + (size_t)i * K;
+                    float *c = out + (size_t)(m0 + i) * ldc + p * PK_NR;
+                    /* rows 6-11 exist (zero past mc) only when mr > 6 */
+                    if (mr > PK_MR) {
+                        if (two)
+                            pk512_packed_12_2(a, b0, b1, ldb, K, c, ldc, mr, bp, gelu);
+                        else
+                            pk512_packed_12_1(a, b0, b0, ldb, K, c, ldc, mr, bp, gelu);
+                    } else if (two)
+                        pk512_packed_6_2(a, b0, b1, ldb, K, c, ldc, mr, bp, gelu);
+                    else
+                        pk512_packed_6_1(a, b0, b0, ldb, K, c, ldc, mr, bp, gelu);
+                }
+            }
+            continue;
+        }
         for (int p = p0; p < p1; p++)
             for (int i = 0; i < mc; i += PK_MR)
                 pk_tile(abuf + (size_t)i * K, b + p * pstride, ldb, K,
@@ -458,7 +612,7 @@ static void pk_gemm(float *out, size_t ldc, const float *in, size_t lda, const f
 static void linear(embd_backend *be, float *out, const float *in, const float *W, const float *Wp,
                    int T, int K, int N, const float *bias, enum epilogue epi, float *x,
                    const float *g, const float *beta) {
-    const float eps = be->model->hp.ln_eps;
+    const float eps = be->model ? be->model->hp.ln_eps : 0.0f; /* no model: embd_cpu_gemm */
     const int nt = be->nt;
 #if EMBD_HAVE_PACKED
     if (Wp) {
@@ -479,16 +633,19 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
 #pragma omp for schedule(dynamic, 1) nowait
                 for (int bi = 0; bi < nb; bi++) {
                     const int m0 = bi * PK_MC, m1 = T - m0 < PK_MC ? T : m0 + PK_MC;
-                    pk_gemm(out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, m0, m1, 0,
-                            np, K, bias, gelu, abuf);
+                    pk_gemm(be->isa, out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR,
+                            m0, m1, 0, np, K, bias, gelu, abuf);
                     if (ln) epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, m0, m1, N);
                 }
             } else {
-                const int p0 = (int)((int64_t)np * tid / nth);
-                const int p1 = (int)((int64_t)np * (tid + 1) / nth);
+                /* in pairs of panels for the AVX-512 tile (32 columns) */
+                const int pg = be->isa == EMBD_CPU_ISA_AVX512 ? 2 : 1, ng = (np + pg - 1) / pg;
+                const int p0 = pg * (int)((int64_t)ng * tid / nth);
+                int p1 = pg * (int)((int64_t)ng * (tid + 1) / nth);
+                p1 = p1 < np ? p1 : np;
                 if (p1 > p0)
-                    pk_gemm(out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, 0, T, p0,
-                            p1, K, bias, gelu, abuf);
+                    pk_gemm(be->isa, out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, 0,
+                            T, p0, p1, K, bias, gelu, abuf);
                 if (ln) {
 #pragma omp barrier
 #pragma omp for schedule(static)
@@ -644,12 +801,12 @@ DEFINE_DISPATCHED(softmax_unnorm, (float *s, int R, int len, size_t ld, float sc
  * few cache sets) and 64-byte aligned; then per block of 6 queries, read in
  * place: scores (6, len16) = Q K^T, their softmax, ctx = scores V, scaled by
  * the rows' sums. */
-static void attend_head_pk(float *ctx, const float *qkv, float *scratch, int len, int H, int HS,
-                           int h) {
+static void attend_head_pk(enum embd_cpu_isa isa, float *ctx, const float *qkv, float *scratch,
+                           int len, int H, int HS, int h) {
     const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
     const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
     float *kt = scratch, *v = kt + round16((size_t)HS * l16);
-    float *s = v + round16((size_t)len * HS), *sums = s + round16(PK_MR * l16);
+    float *s = v + round16((size_t)len * HS), *sums = s + round16(PK_MR512 * l16);
     int j = 0;
     for (; j + 8 <= len; j += 8)
         for (int d = 0; d < HS; d += 8)
@@ -664,15 +821,14 @@ static void attend_head_pk(float *ctx, const float *qkv, float *scratch, int len
     for (int t = 0; t < len; t++)
         memcpy(v + (size_t)t * HS, V + (size_t)t * ld, (size_t)HS * sizeof(float));
     const float scale = 1.0f / sqrtf((float)HS);
-    for (int i = 0; i < len; i += PK_MR) {
-        const int mr = len - i < PK_MR ? len - i : PK_MR;
-        for (size_t p = 0; p < l16 / PK_NR; p++)
-            pk_tile_rows(Q + (size_t)i * ld, ld, kt + p * PK_NR, l16, HS, s + p * PK_NR, l16, mr);
+    const int mrt = pk_rows_per_tile(isa);
+    for (int i = 0; i < len; i += mrt) {
+        const int mr = len - i < mrt ? len - i : mrt;
+        pk_rows_panels(isa, Q + (size_t)i * ld, ld, kt, PK_NR, l16, HS, s, l16, mr,
+                       (int)(l16 / PK_NR));
         softmax_unnorm(s, mr, len, l16, scale, sums);
         float *o = ctx + (size_t)i * H + (size_t)h * HS;
-        for (int p = 0; p < HS / PK_NR; p++)
-            pk_tile_rows(s, l16, v + (size_t)p * PK_NR, (size_t)HS, len, o + (size_t)p * PK_NR,
-                         (size_t)H, mr);
+        pk_rows_panels(isa, s, l16, v, PK_NR, (size_t)HS, len, o, (size_t)H, mr, HS / PK_NR);
         for (int r = 0; r < mr; r++) {
             float *orow = o + (size_t)r * H;
             const float f = sums[r];
@@ -699,8 +855,8 @@ static void attention(embd_backend *be, const embd_batch *batch) {
         float *scratch = be->att + (size_t)tid * be->att_stride;
 #if EMBD_HAVE_PACKED
         if (pk) {
-            attend_head_pk(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch, len, H,
-                           HS, h);
+            attend_head_pk(be->isa, be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
+                           len, H, HS, h);
             continue;
         }
 #else
@@ -797,14 +953,23 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     embd_backend *be = embd_calloc(1, sizeof(*be));
     if (!be) return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory");
     be->model = model;
-    cpu_has_avx2 = cpu_supports_avx2() && !cpu_force_baseline;
+    char why[160];
+    if (!cpu_choose_isa(&be->isa, why, sizeof why)) {
+        embd_free(be);
+        return embd_error(EMBD_ERR_UNSUPPORTED, "cpu backend: %s", why);
+    }
+#if EMBD_HAVE_PACKED
+    cpu_isa = EMBD_HAVE_DISPATCH ? be->isa : EMBD_CPU_ISA_BASELINE;
+#else
+    be->isa = EMBD_CPU_ISA_BASELINE;
+#endif
     be->nt = params->n_threads >= 1 ? params->n_threads : omp_get_num_procs();
     /* every GEMM is split across OpenMP threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);
 
     const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
-    const bool packed = EMBD_HAVE_PACKED && cpu_supports_packed() && !cpu_force_baseline &&
-                        H % PK_NR == 0 && I % PK_NR == 0;
+    const bool packed =
+        EMBD_HAVE_PACKED && be->isa >= EMBD_CPU_ISA_AVX2 && H % PK_NR == 0 && I % PK_NR == 0;
     be->bqkv = embd_malloc2(L * 3 * H + 1, sizeof(float));
     if (packed) {
         /* (3H, H) + (H, H) + (I, H) + (H, I) per layer, 64-byte aligned */
@@ -965,3 +1130,79 @@ const struct embd_backend_ops embd_backend_cpu_ops = {
     .is_dead = NULL,   /* host code: no sticky device errors */
     .mem_stats = NULL, /* no device memory */
 };
+
+/* ------------------------------------------------------------------------ */
+/* One matrix product on its own (cpu.h): a backend with no model whose only
+ * state is the packed weight and the per-thread activation blocks. */
+
+struct embd_cpu_gemm {
+    embd_backend be; /* model NULL: linear() then needs no LayerNorm epsilon */
+    float *w;        /* W (N, K) as given */
+    float *wp;       /* W packed (see pack_panels), 64-byte aligned, or NULL */
+    void *wp_mem;
+    int N, K;
+};
+
+embd_cpu_gemm *embd_cpu_gemm_new(const float *W, int N, int K, int n_threads) {
+    if (!W || N < 1 || K < 1) {
+        embd_error(EMBD_ERR_INVALID_ARG, "cpu gemm: bad arguments");
+        return NULL;
+    }
+    embd_cpu_gemm *g = embd_calloc(1, sizeof(*g));
+    if (!g) {
+        embd_error(EMBD_ERR_NOMEM, "cpu gemm: out of memory");
+        return NULL;
+    }
+    char why[160];
+    if (!cpu_choose_isa(&g->be.isa, why, sizeof why)) {
+        embd_free(g);
+        embd_error(EMBD_ERR_UNSUPPORTED, "cpu gemm: %s", why);
+        return NULL;
+    }
+#if EMBD_HAVE_PACKED
+    cpu_isa = EMBD_HAVE_DISPATCH ? g->be.isa : EMBD_CPU_ISA_BASELINE;
+#else
+    g->be.isa = EMBD_CPU_ISA_BASELINE;
+#endif
+    g->be.nt = n_threads >= 1 ? n_threads : omp_get_num_procs();
+    g->N = N;
+    g->K = K;
+    g->w = embd_malloc2((size_t)N * K, sizeof(float));
+    if (!g->w) goto nomem;
+    memcpy(g->w, W, (size_t)N * K * sizeof(float));
+    if (EMBD_HAVE_PACKED && g->be.isa >= EMBD_CPU_ISA_AVX2 && N % PK_NR == 0 && K % PK_NR == 0) {
+        g->wp_mem = embd_malloc2((size_t)N * K + 16, sizeof(float));
+        g->be.pk_maxk = K;
+        g->be.abuf = embd_malloc2((size_t)g->be.nt * (PK_MC * (size_t)K + 16), sizeof(float));
+        if (!g->wp_mem || !g->be.abuf) goto nomem;
+        g->wp = (float *)(((uintptr_t)g->wp_mem + 63) & ~(uintptr_t)63);
+        const float *src[1] = {W};
+        pack_panels(g->wp, src, N, N, K);
+    } else {
+        g->be.isa = EMBD_CPU_ISA_BASELINE;
+    }
+    openblas_set_num_threads(1);
+    return g;
+nomem:
+    embd_cpu_gemm_free(g);
+    embd_error(EMBD_ERR_NOMEM, "cpu gemm: out of memory for a (%d, %d) weight", N, K);
+    return NULL;
+}
+
+void embd_cpu_gemm_run(embd_cpu_gemm *g, float *out, const float *in, int T, const float *bias) {
+    if (!g || !out || !in || T < 1) return;
+    linear(&g->be, out, in, g->w, g->wp, T, g->K, g->N, bias, bias ? EPI_BIAS : EPI_NONE, NULL,
+           NULL, NULL);
+}
+
+const char *embd_cpu_gemm_isa(const embd_cpu_gemm *g) {
+    return g ? embd_cpu_isa_name(g->be.isa) : "?";
+}
+
+void embd_cpu_gemm_free(embd_cpu_gemm *g) {
+    if (!g) return;
+    embd_free(g->w);
+    embd_free(g->wp_mem);
+    embd_free(g->be.abuf);
+    embd_free(g);
+}

@@ -1,4 +1,5 @@
-/* cpu.h — internals of the fast CPU backend that tests reach. */
+/* cpu.h — internals of the fast CPU backend that tests, benchmarks and
+ * `embd doctor` reach. */
 #ifndef EMBD_BACKEND_CPU_CPU_H
 #define EMBD_BACKEND_CPU_CPU_H
 
@@ -9,5 +10,24 @@
  * choice either way). Returns whether the AVX2+FMA loops are compiled in and
  * supported by this CPU. */
 bool embd_backend_cpu_force_baseline(bool on);
+
+/* One of the backend's matrix products on its own, for benchmarks and
+ * tests: out (T, N) = in (T, K) W^T + bias through the packed GEMM of the
+ * kernel set the backend would pick now (EMBD_CPU_ISA included), W packed
+ * once by _new, on n_threads OpenMP threads (< 1: all cores); OpenBLAS when
+ * the kernel set is the baseline or N or K is not a multiple of 16. */
+typedef struct embd_cpu_gemm embd_cpu_gemm;
+
+/* NULL on out of memory, bad sizes or a bad EMBD_CPU_ISA (embd_last_error
+ * says which). W is copied. */
+embd_cpu_gemm *embd_cpu_gemm_new(const float *W, int N, int K, int n_threads);
+
+/* in (T, K) and out (T, N), row-major; bias (N) may be NULL. T >= 1. */
+void embd_cpu_gemm_run(embd_cpu_gemm *g, float *out, const float *in, int T, const float *bias);
+
+/* "avx512", "avx2" or "baseline" (then OpenBLAS runs). */
+const char *embd_cpu_gemm_isa(const embd_cpu_gemm *g);
+
+void embd_cpu_gemm_free(embd_cpu_gemm *g);
 
 #endif

@@ -1,0 +1,202 @@
+/* isa.c — see isa.h. */
+#include "backend/cpu/isa.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#define EMBD_X86 1
+#else
+#define EMBD_X86 0
+#endif
+
+static embd_cpu_features features;
+static pthread_once_t features_once = PTHREAD_ONCE_INIT;
+
+#if EMBD_X86
+/* XCR0, the register state the OS saves; only when OSXSAVE says XGETBV may
+ * run (else 0). */
+static uint64_t read_xcr0(int osxsave) {
+    if (!osxsave) return 0;
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+static void features_read(void) {
+    embd_cpu_features *f = &features;
+    snprintf(f->model, sizeof f->model, "unknown");
+#if EMBD_X86
+    unsigned a, b, c, d;
+    const unsigned max_leaf = __get_cpuid_max(0, NULL);
+    if (max_leaf < 1) return;
+    __cpuid(1, a, b, c, d);
+    const int base_family = (int)((a >> 8) & 15), ext_family = (int)((a >> 20) & 255);
+    const int base_model = (int)((a >> 4) & 15), ext_model = (int)((a >> 16) & 15);
+    f->family = base_family == 15 ? base_family + ext_family : base_family;
+    f->model_id =
+        base_family == 6 || base_family == 15 ? (ext_model << 4) | base_model : base_model;
+    f->stepping = (int)(a & 15);
+    f->fma = (c >> 12) & 1;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    const uint64_t xcr0 = read_xcr0(osxsave);
+    f->os_ymm = avx && (xcr0 & 0x6) == 0x6;
+    f->os_zmm = f->os_ymm && (xcr0 & 0xE0) == 0xE0;
+    f->os_amx = (xcr0 & 0x60000) == 0x60000;
+    if (max_leaf >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        f->avx2 = (b >> 5) & 1;
+        f->avx512f = (b >> 16) & 1;
+        f->avx512dq = (b >> 17) & 1;
+        f->avx512bw = (b >> 30) & 1;
+        f->avx512vl = (b >> 31) & 1;
+        f->avx512_vnni = (c >> 11) & 1;
+        f->amx_bf16 = (d >> 22) & 1;
+        f->amx_int8 = (d >> 25) & 1;
+        const unsigned sub = a;
+        if (sub >= 1) {
+            __cpuid_count(7, 1, a, b, c, d);
+            f->avx_vnni = (a >> 4) & 1;
+            f->avx512_bf16 = (a >> 5) & 1;
+        }
+    }
+    /* the brand string: leaves 0x80000002-4, 16 bytes each */
+    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
+        char s[49];
+        for (unsigned i = 0; i < 3; i++) {
+            unsigned r[4];
+            __cpuid(0x80000002u + i, r[0], r[1], r[2], r[3]);
+            memcpy(s + 16 * i, r, 16);
+        }
+        s[48] = '\0';
+        const char *p = s;
+        while (*p == ' ')
+            p++;
+        size_t len = strlen(p);
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len) snprintf(f->model, sizeof f->model, "%.*s", (int)len, p);
+    }
+#endif
+}
+
+const embd_cpu_features *embd_cpu_features_get(void) {
+    pthread_once(&features_once, features_read);
+    return &features;
+}
+
+static bool can_run(enum embd_cpu_isa isa, char *why, size_t n) {
+    const embd_cpu_features *f = embd_cpu_features_get();
+    switch (isa) {
+    case EMBD_CPU_ISA_BASELINE:
+        return true;
+    case EMBD_CPU_ISA_AVX2:
+        if (!EMBD_X86) {
+            snprintf(why, n, "not an x86-64 CPU");
+            return false;
+        }
+        if (!f->avx2 || !f->fma) {
+            snprintf(why, n, "the CPU lacks %s", !f->avx2 ? "AVX2" : "FMA");
+            return false;
+        }
+        if (!f->os_ymm) {
+            snprintf(why, n, "the OS does not save the AVX (ymm) registers");
+            return false;
+        }
+        return true;
+    case EMBD_CPU_ISA_AVX512:
+        if (!can_run(EMBD_CPU_ISA_AVX2, why, n)) return false;
+        if (!f->avx512f || !f->avx512bw || !f->avx512vl || !f->avx512dq) {
+            snprintf(why, n, "the CPU lacks AVX-512 %s",
+                     !f->avx512f    ? "F"
+                     : !f->avx512bw ? "BW"
+                     : !f->avx512vl ? "VL"
+                                    : "DQ");
+            return false;
+        }
+        if (!f->os_zmm) {
+            snprintf(why, n, "the OS does not save the AVX-512 (zmm and opmask) registers");
+            return false;
+        }
+        return true;
+    }
+    snprintf(why, n, "unknown kernel set");
+    return false;
+}
+
+enum embd_cpu_isa embd_cpu_isa_best(void) {
+    char why[128];
+    if (can_run(EMBD_CPU_ISA_AVX512, why, sizeof why)) return EMBD_CPU_ISA_AVX512;
+    if (can_run(EMBD_CPU_ISA_AVX2, why, sizeof why)) return EMBD_CPU_ISA_AVX2;
+    return EMBD_CPU_ISA_BASELINE;
+}
+
+const char *embd_cpu_isa_name(enum embd_cpu_isa isa) {
+    switch (isa) {
+    case EMBD_CPU_ISA_BASELINE:
+        return "baseline";
+    case EMBD_CPU_ISA_AVX2:
+        return "avx2";
+    case EMBD_CPU_ISA_AVX512:
+        return "avx512";
+    }
+    return "?";
+}
+
+bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n) {
+    const char *env = getenv("EMBD_CPU_ISA");
+    char lack[128];
+    if (env && *env) {
+        enum embd_cpu_isa want;
+        if (!strcmp(env, "avx512"))
+            want = EMBD_CPU_ISA_AVX512;
+        else if (!strcmp(env, "avx2"))
+            want = EMBD_CPU_ISA_AVX2;
+        else if (!strcmp(env, "baseline"))
+            want = EMBD_CPU_ISA_BASELINE;
+        else {
+            snprintf(why, n, "EMBD_CPU_ISA=%.40s is not one of avx512, avx2, baseline", env);
+            return false;
+        }
+        if (!can_run(want, lack, sizeof lack)) {
+            snprintf(why, n, "EMBD_CPU_ISA=%s, but %s", env, lack);
+            return false;
+        }
+        *isa = want;
+        snprintf(why, n, "forced by EMBD_CPU_ISA");
+        return true;
+    }
+    *isa = embd_cpu_isa_best();
+    if (*isa == EMBD_CPU_ISA_AVX512)
+        snprintf(why, n, "the CPU has AVX-512 F/BW/VL/DQ and the OS saves the zmm registers");
+    else if (*isa == EMBD_CPU_ISA_AVX2) {
+        can_run(EMBD_CPU_ISA_AVX512, lack, sizeof lack);
+        snprintf(why, n, "AVX2+FMA; not AVX-512: %s", lack);
+    } else {
+        can_run(EMBD_CPU_ISA_AVX2, lack, sizeof lack);
+        snprintf(why, n, "not AVX2: %s", lack);
+    }
+    return true;
+}
+
+bool embd_cpu_can_bf16(char *why, size_t n) {
+    if (!can_run(EMBD_CPU_ISA_AVX512, why, n)) return false;
+    if (!embd_cpu_features_get()->avx512_bf16) {
+        snprintf(why, n, "the CPU lacks AVX512_BF16");
+        return false;
+    }
+    return true;
+}
+
+bool embd_cpu_can_int8(char *why, size_t n) {
+    if (!can_run(EMBD_CPU_ISA_AVX512, why, n)) return false;
+    if (!embd_cpu_features_get()->avx512_vnni) {
+        snprintf(why, n, "the CPU lacks AVX512_VNNI");
+        return false;
+    }
+    return true;
+}
