@@ -1,0 +1,409 @@
+/* lowp.c — the reduced-precision GEMMs of lowp.h: bf16 (AVX512_BF16) and
+ * int8 (AVX512_VNNI), out = in W^T + bias (then GELU), for x86-64 CPUs with
+ * AVX-512. The library is built for baseline x86-64, so every kernel here
+ * carries its own target attribute; callers check embd_cpu_can_bf16 /
+ * embd_cpu_can_int8 (isa.h) before they call. Elsewhere embd_lowp_pack
+ * returns NULL.
+ *
+ * The design is that of cpu.c's packed fp32 GEMM (pk_gemm), with groups of k
+ * in place of single k:
+ *
+ *   W is packed once into panels of 16 columns. One 32-bit cell holds one
+ *   column's group of g consecutive k (g = 2 bf16, or 4 int8), and one zmm
+ *   holds the 16 columns' cells of one group:
+ *     bf16: (N/16, K/2, 16) cells of 2 bf16   [p][kg][j] = W[16p + j][2kg .. 2kg+1]
+ *     int8: (N/16, K/4, 16) cells of 4 int8   [p][kg][j] = q(W[16p + j][4kg .. 4kg+3])
+ *   int8 also keeps per column its scale (max |w| / 127) and 128 times the
+ *   sum of its int8 weights (the correction for the activations' u8 offset).
+ *
+ *   The activations are converted per block of EMBD_LOWP_MC rows into the
+ *   caller's scratch: bf16 pairs, or per row int8 + 128 (u8) with the row's
+ *   scale; laid out as micro-panels of LOWP_MR rows, (K/g, LOWP_MR) cells
+ *   each, so that the tile reads one cell per row per group and broadcasts it.
+ *
+ *   A register tile of up to 12 rows x 32 columns (two panels; 24
+ *   accumulators of the 32 zmm) runs the whole of K: per group, two panel
+ *   loads and per row one broadcast and two VDPBF16PS or VPDPBUSD. The
+ *   panels (K = 384: 24 KiB bf16, 12 KiB int8) stay in L1 across the
+ *   block's micro-panels, the block in L2. An odd panel at the column edge
+ *   gets a 16-column tile, a block's last rows a tile of fewer rows (one
+ *   specialisation per row count, so a single query computes one row).
+ *
+ *   The accumulators go through a small staging buffer to one epilogue
+ *   shared by every tile shape: bias (int8: the correction, then the scales,
+ *   first), GELU, store. Each output is one chain over k in order and one
+ *   epilogue, so a row's results do not depend on which tile, block or
+ *   thread computed it (lowp.h's determinism).
+ *
+ * Shapes: T rows of activations, K inputs, N outputs (columns); g as above. */
+#include "backend/cpu/lowp.h"
+#include "backend/cpu/cpu_math.h"
+#include "util/util.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LOWP_X86 1
+#else
+#define LOWP_X86 0
+#endif
+
+#define LOWP_NR 16 /* columns per panel (one zmm of fp32 or int32) */
+#define LOWP_MR 12 /* rows per tile (and per micro-panel) */
+
+/* A block is a whole number of micro-panels. */
+_Static_assert(EMBD_LOWP_MC % LOWP_MR == 0, "EMBD_LOWP_MC must be a multiple of LOWP_MR");
+
+struct embd_lowp_weight {
+    enum embd_lowp_kind kind;
+    int N, K;
+    int kg;          /* groups of k: K / 2 (bf16) or K / 4 (int8) */
+    size_t bytes;    /* of mem */
+    void *mem;       /* the one allocation; the fields below point into it */
+    uint32_t *cells; /* (N/16, kg, 16) panels, 64-byte aligned (see the top) */
+    float *scale;    /* int8: (N) per column, max |w| / 127; NULL for bf16 */
+    int32_t *corr;   /* int8: (N) 128 * the sum of the column's int8 weights */
+};
+
+/* Round-to-nearest-even fp32 -> bf16, as VCVTNE2PS2BF16 rounds (which also
+ * flushes denormals to zero; here they are kept: weights are packed once,
+ * and no model has denormal weights that matter). NaN stays a quiet NaN. */
+static uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* Packs W (N, K) as bf16 cells: panel p, group kg, column j holds W[16p + j]
+ * at k = 2kg (low half) and 2kg + 1 (high half). */
+static void pack_bf16(embd_lowp_weight *w, const float *W) {
+    const int N = w->N, K = w->K, kg = w->kg;
+    for (int n = 0; n < N; n++) {
+        const float *row = W + (size_t)n * K;
+        uint32_t *d = w->cells + (size_t)(n / LOWP_NR) * kg * LOWP_NR + n % LOWP_NR;
+        for (int g = 0; g < kg; g++)
+            d[(size_t)g * LOWP_NR] =
+                (uint32_t)bf16_round(row[2 * g]) | (uint32_t)bf16_round(row[2 * g + 1]) << 16;
+    }
+}
+
+/* Packs W (N, K) as int8 cells, per column (row of W) symmetric: scale =
+ * max |w| / 127, q = round(w * 127 / max |w|), byte e of a cell is k =
+ * 4kg + e. A column of zeros gets scale 0 and q 0; one with a NaN or an
+ * infinity scale NaN (its outputs are NaN). */
+static void pack_int8(embd_lowp_weight *w, const float *W) {
+    const int N = w->N, K = w->K, kg = w->kg;
+    for (int n = 0; n < N; n++) {
+        const float *row = W + (size_t)n * K;
+        float amax = 0.0f;
+        int finite = 1;
+        for (int k = 0; k < K; k++) {
+            const float a = fabsf(row[k]);
+            finite &= a <= 3.4028234663852886e38f; /* false for NaN and inf */
+            amax = a > amax ? a : amax;
+        }
+        const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
+        w->scale[n] = finite ? amax / 127.0f : NAN;
+        uint32_t *d = w->cells + (size_t)(n / LOWP_NR) * kg * LOWP_NR + n % LOWP_NR;
+        int32_t sum = 0;
+        for (int g = 0; g < kg; g++) {
+            uint32_t cell = 0;
+            for (int e = 0; e < 4; e++) {
+                float q = nearbyintf(row[4 * g + e] * inv);
+                q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+                sum += (int32_t)q;
+                cell |= (uint32_t)(uint8_t)(int8_t)q << (8 * e);
+            }
+            d[(size_t)g * LOWP_NR] = cell;
+        }
+        w->corr[n] = 128 * sum;
+    }
+}
+
+embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K) {
+    if (!LOWP_X86 || !W || N <= 0 || K <= 0 || N % LOWP_NR || K % 4 ||
+        (kind != EMBD_LOWP_BF16 && kind != EMBD_LOWP_INT8))
+        return NULL;
+    embd_lowp_weight *w = embd_calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->kind = kind;
+    w->N = N;
+    w->K = K;
+    w->kg = kind == EMBD_LOWP_BF16 ? K / 2 : K / 4;
+    /* cells (N * kg 32-bit words) at a 64-byte boundary, then the int8
+     * scales and corrections; overflow-free for N, K < 2^31 on 64-bit size_t */
+    const size_t cells = (size_t)N * (size_t)w->kg * sizeof(uint32_t);
+    const size_t extra = kind == EMBD_LOWP_INT8 ? (size_t)N * (sizeof(float) + sizeof(int32_t)) : 0;
+    w->bytes = cells + extra + 63;
+    w->mem = embd_malloc(w->bytes);
+    if (!w->mem) {
+        embd_free(w);
+        return NULL;
+    }
+    w->cells = (uint32_t *)(((uintptr_t)w->mem + 63) & ~(uintptr_t)63);
+    if (kind == EMBD_LOWP_INT8) {
+        w->scale = (float *)((char *)w->cells + cells);
+        w->corr = (int32_t *)(w->scale + N);
+        pack_int8(w, W);
+    } else {
+        pack_bf16(w, W);
+    }
+    return w;
+}
+
+void embd_lowp_free(embd_lowp_weight *w) {
+    if (!w) return;
+    embd_free(w->mem);
+    embd_free(w);
+}
+
+size_t embd_lowp_bytes(const embd_lowp_weight *w) {
+    return w ? sizeof *w + w->bytes : 0;
+}
+
+/* The block's micro-panels (EMBD_LOWP_MC / LOWP_MR of (kg, LOWP_MR) cells),
+ * then EMBD_LOWP_MC row scales (int8), rounded up to 64 bytes. */
+size_t embd_lowp_scratch_bytes(const embd_lowp_weight *w) {
+    const size_t cells = (size_t)EMBD_LOWP_MC * w->kg * sizeof(uint32_t);
+    return (cells + EMBD_LOWP_MC * sizeof(float) + 63) & ~(size_t)63;
+}
+
+#if LOWP_X86
+
+/* GCC vectorises the GELU loop 16 wide only when told to prefer 512-bit
+ * vectors; Clang has no such target attribute (and uses the intrinsics as
+ * written either way). */
+#if defined(__clang__)
+#define LOWP_TARGET                                                                                \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,avx2,fma")))
+#else
+#define LOWP_TARGET                                                                                \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,avx2,fma,"     \
+                          "prefer-vector-width=512")))
+#endif
+#define LOWP_INLINE static inline __attribute__((always_inline))
+
+/* The mask of the first n lanes (none for n <= 0, all for n >= 16). */
+static inline __mmask16 lanes(int n) {
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* Converts rows [m0, m0 + mc) of in (T, K), rows lda floats apart, to bf16
+ * (round to nearest even, denormals to zero: VCVTNE2PS2BF16) in dst's
+ * micro-panels: row i, pair g (k = 2g, 2g + 1) at dst[(i / 12) * kg * 12 +
+ * g * 12 + i % 12]. Rows past mc in the last micro-panel are not written
+ * (the tiles for the last rows do not read them). */
+LOWP_TARGET static void act_bf16(uint32_t *dst, const float *in, size_t lda, int m0, int mc,
+                                 int K) {
+    const int kg = K / 2;
+    for (int i = 0; i < mc; i++) {
+        const float *x = in + (size_t)(m0 + i) * lda;
+        uint32_t *d = dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
+        for (int k = 0; k < K; k += 32) {
+            /* 32 floats (fewer at the end: K is a multiple of 4) to 16 pairs */
+            const int n = K - k < 32 ? K - k : 32;
+            const __m512 lo = _mm512_maskz_loadu_ps(lanes(n), x + k);
+            const __m512 hi = _mm512_maskz_loadu_ps(lanes(n - 16), x + k + 16);
+            uint32_t t[16] __attribute__((aligned(64)));
+            _mm512_store_si512(t, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            for (int j = 0; j < n / 2; j++)
+                d[(size_t)(k / 2 + j) * LOWP_MR] = t[j];
+        }
+    }
+}
+
+/* Quantises rows [m0, m0 + mc) of in (T, K) per row: scale = max |x| / 127,
+ * q = round(x * (127 / max |x|)) in [-127, 127] (nearest even, the default
+ * MXCSR rounding), stored as q + 128 (u8, for VPDPBUSD) in dst's
+ * micro-panels like act_bf16 with quads of k (k = 4g .. 4g + 3, byte e is
+ * k = 4g + e); the scales to rscale[0, mc). A row of zeros gets scale 0 (its
+ * outputs are the bias), one with a NaN or an infinity scale NaN. */
+LOWP_TARGET static void act_int8(uint32_t *dst, float *rscale, const float *in, size_t lda, int m0,
+                                 int mc, int K) {
+    const int kg = K / 4;
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    const __m512 fmax = _mm512_set1_ps(3.4028234663852886e38f);
+    for (int i = 0; i < mc; i++) {
+        const float *x = in + (size_t)(m0 + i) * lda;
+        uint32_t *d = dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
+        __m512 vmax = _mm512_setzero_ps();
+        __mmask16 bad = 0; /* lanes that saw a NaN or an infinity */
+        for (int k = 0; k < K; k += 16) {
+            const __m512 a = _mm512_and_ps(_mm512_maskz_loadu_ps(lanes(K - k), x + k), absmask);
+            bad |= _mm512_cmp_ps_mask(a, fmax, _CMP_NLE_UQ);
+            vmax = _mm512_max_ps(vmax, a);
+        }
+        const float amax = _mm512_reduce_max_ps(vmax);
+        const float inv = !bad && amax > 0.0f ? 127.0f / amax : 0.0f;
+        rscale[i] = bad ? NAN : amax / 127.0f;
+        const __m512 vinv = _mm512_set1_ps(inv);
+        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        const __m512i off = _mm512_set1_epi32(128);
+        for (int k = 0; k < K; k += 16) {
+            const int n = K - k < 16 ? K - k : 16;
+            const __m512 a = _mm512_maskz_loadu_ps(lanes(n), x + k);
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(a, vinv));
+            q = _mm512_add_epi32(_mm512_max_epi32(_mm512_min_epi32(q, hi), lo), off);
+            uint32_t t[4] __attribute__((aligned(16)));
+            _mm_store_si128((__m128i *)t, _mm512_cvtepi32_epi8(q)); /* 16 u8 = 4 quads */
+            for (int j = 0; j < n / 4; j++)
+                d[(size_t)(k / 4 + j) * LOWP_MR] = t[j];
+        }
+    }
+}
+
+/* acc += a . b per 32-bit lane: bf16 pairs (VDPBF16PS, fp32 sums), or u8
+ * quads of a times s8 quads of b (VPDPBUSD, int32 sums, kept in a __m512's
+ * bits). */
+LOWP_TARGET LOWP_INLINE __m512 lowp_dot(int int8, __m512 acc, __m512i a, __m512i b) {
+    if (int8) return _mm512_castsi512_ps(_mm512_dpbusd_epi32(_mm512_castps_si512(acc), a, b));
+    return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+/* t (mr, 16 * np), rows 32 apart = the micro-panel a (kg, 12) times the
+ * panels b0 and b1 (kg, 16) (np = 2; np = 1: b0 alone), as fp32 (bf16) or
+ * int32 (int8) sums over all of k. mr and np are constants in each copy, so
+ * that the accumulators (mr x np zmm) stay in registers. */
+LOWP_TARGET LOWP_INLINE void tile_body(int int8, int mr, int np, float *t, const uint32_t *a,
+                                       const uint32_t *b0, const uint32_t *b1, int kg) {
+    __m512 acc[LOWP_MR][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++)
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int g = 0; g < kg; g++) {
+        const __m512i w0 = _mm512_load_si512(b0 + (size_t)g * LOWP_NR);
+        const __m512i w1 = np == 2 ? _mm512_load_si512(b1 + (size_t)g * LOWP_NR) : w0;
+        const uint32_t *ag = a + (size_t)g * LOWP_MR;
+#pragma GCC unroll 12
+        for (int r = 0; r < mr; r++) {
+            const __m512i x = _mm512_set1_epi32((int)ag[r]);
+            acc[r][0] = lowp_dot(int8, acc[r][0], x, w0);
+            if (np == 2) acc[r][1] = lowp_dot(int8, acc[r][1], x, w1);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) {
+        _mm512_store_ps(t + r * 2 * LOWP_NR, acc[r][0]);
+        if (np == 2) _mm512_store_ps(t + r * 2 * LOWP_NR + LOWP_NR, acc[r][1]);
+    }
+}
+
+/* One copy of tile_body per row count (1 to 12), for np panels. */
+#define LOWP_TILE_CASE(m)                                                                          \
+    case m:                                                                                        \
+        tile_body(int8, m, np, t, a, b0, b1, kg);                                                  \
+        break;
+#define LOWP_DEFINE_TILE(name, int8_, np_)                                                         \
+    LOWP_TARGET static void name(int mr, float *t, const uint32_t *a, const uint32_t *b0,          \
+                                 const uint32_t *b1, int kg) {                                     \
+        const int int8 = int8_, np = np_;                                                          \
+        switch (mr) {                                                                              \
+            LOWP_TILE_CASE(1)                                                                      \
+            LOWP_TILE_CASE(2)                                                                      \
+            LOWP_TILE_CASE(3)                                                                      \
+            LOWP_TILE_CASE(4)                                                                      \
+            LOWP_TILE_CASE(5)                                                                      \
+            LOWP_TILE_CASE(6)                                                                      \
+            LOWP_TILE_CASE(7)                                                                      \
+            LOWP_TILE_CASE(8)                                                                      \
+            LOWP_TILE_CASE(9)                                                                      \
+            LOWP_TILE_CASE(10)                                                                     \
+            LOWP_TILE_CASE(11)                                                                     \
+            LOWP_TILE_CASE(12)                                                                     \
+        }                                                                                          \
+    }
+LOWP_DEFINE_TILE(tile_bf16_1, 0, 1)
+LOWP_DEFINE_TILE(tile_bf16_2, 0, 2)
+LOWP_DEFINE_TILE(tile_int8_1, 1, 1)
+LOWP_DEFINE_TILE(tile_int8_2, 1, 2)
+
+/* c (mr, 16 * np), rows ldc apart = the tile's sums in t (rows 32 apart)
+ * made into outputs, then GELU if asked. bf16: sum + bias. int8: (sum -
+ * corr) as fp32, times (column scale x row scale), plus bias. bias, cscale
+ * and corr point at the tile's first column, rscale at its first row; bias
+ * may be NULL. The one epilogue of every tile shape (see the top). */
+LOWP_TARGET static void epilogue(int int8, float *c, size_t ldc, float *t, int mr, int np,
+                                 const float *bias, const float *cscale, const int32_t *corr,
+                                 const float *rscale, int gelu) {
+    for (int r = 0; r < mr; r++) {
+        for (int h = 0; h < np; h++) {
+            float *tv = t + r * 2 * LOWP_NR + h * LOWP_NR;
+            __m512 v = _mm512_load_ps(tv);
+            if (int8) {
+                const __m512i s = _mm512_sub_epi32(_mm512_castps_si512(v),
+                                                   _mm512_loadu_si512(corr + h * LOWP_NR));
+                const __m512 sc =
+                    _mm512_mul_ps(_mm512_loadu_ps(cscale + h * LOWP_NR), _mm512_set1_ps(rscale[r]));
+                v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), sc);
+            }
+            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + h * LOWP_NR));
+            float *cr = c + (size_t)r * ldc + h * LOWP_NR;
+            if (!gelu) {
+                _mm512_storeu_ps(cr, v);
+                continue;
+            }
+            _mm512_store_ps(tv, v);
+#pragma omp simd
+            for (int j = 0; j < LOWP_NR; j++)
+                cr[j] = embd_fast_gelu(tv[j]);
+        }
+    }
+}
+
+void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in, size_t lda,
+                    int r0, int r1, int c0, int c1, const float *bias, int gelu, void *scratch) {
+    EMBD_ASSERT(c0 % LOWP_NR == 0 && c1 % LOWP_NR == 0 && c0 >= 0 && c1 <= w->N && r0 >= 0);
+    EMBD_ASSERT(((uintptr_t)scratch & 63) == 0);
+    if (r1 <= r0 || c1 <= c0) return;
+    const int int8 = w->kind == EMBD_LOWP_INT8, kg = w->kg, K = w->K;
+    const size_t pstride = (size_t)kg * LOWP_NR; /* cells per panel */
+    const size_t mstride = (size_t)kg * LOWP_MR; /* cells per micro-panel */
+    uint32_t *abuf = scratch;
+    float *rscale = (float *)(abuf + (size_t)EMBD_LOWP_MC * kg);
+    /* the staging buffer of a tile's sums, (12, 32) */
+    float t[LOWP_MR * 2 * LOWP_NR] __attribute__((aligned(64)));
+    for (int m0 = r0; m0 < r1; m0 += EMBD_LOWP_MC) {
+        const int mc = r1 - m0 < EMBD_LOWP_MC ? r1 - m0 : EMBD_LOWP_MC;
+        if (int8)
+            act_int8(abuf, rscale, in, lda, m0, mc, K);
+        else
+            act_bf16(abuf, in, lda, m0, mc, K);
+        /* pairs of panels, the last one alone when their count is odd; the
+         * micro-panels of the block inside, so that the pair stays in L1 */
+        for (int c = c0; c < c1; c += 2 * LOWP_NR) {
+            const int np = c1 - c >= 2 * LOWP_NR ? 2 : 1;
+            const uint32_t *b0 = w->cells + (size_t)(c / LOWP_NR) * pstride;
+            const uint32_t *b1 = b0 + pstride;
+            for (int i = 0; i < mc; i += LOWP_MR) {
+                const int mr = mc - i < LOWP_MR ? mc - i : LOWP_MR;
+                const uint32_t *a = abuf + (size_t)(i / LOWP_MR) * mstride;
+                if (int8) {
+                    if (np == 2)
+                        tile_int8_2(mr, t, a, b0, b1, kg);
+                    else
+                        tile_int8_1(mr, t, a, b0, b1, kg);
+                } else {
+                    if (np == 2)
+                        tile_bf16_2(mr, t, a, b0, b1, kg);
+                    else
+                        tile_bf16_1(mr, t, a, b0, b1, kg);
+                }
+                epilogue(int8, out + (size_t)(m0 + i) * ldc + c, ldc, t, mr, np,
+                         bias ? bias + c : NULL, int8 ? w->scale + c : NULL,
+                         int8 ? w->corr + c : NULL, rscale + i, gelu);
+            }
+        }
+    }
+}
+
+#else /* not x86-64 with GCC or Clang: embd_lowp_pack returns NULL */
+
+void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in, size_t lda,
+                    int r0, int r1, int c0, int c1, const float *bias, int gelu, void *scratch) {
+    EMBD_ASSERT(!"embd_lowp_gemm without an x86-64 build");
+}
+
+#endif
