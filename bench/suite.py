@@ -16,6 +16,17 @@ medians:
   st                 sentence-transformers encode (batch 32, torch threads =
                      --threads), model loaded and warmed up
 
+Every row records the CPU model, its flags (avx2, fma, avx512f/bw/vl/dq,
+avx512_bf16, avx512_vnni, avx_vnni, amx) and the kernel set embd ran
+(`embd doctor`'s "cpu kernels:" line, under --isa's EMBD_CPU_ISA); the
+BENCHMARKS.md section has one table per kernel set (AVX-512, AVX2), so runs
+on different machines or with --isa avx2 and avx512 merge side by side. The
+roofline of a row: torch's fp32 F.linear rate on the model's four linear
+shapes at --roofline-tokens tokens, --threads threads, median of 7, measured
+in the same run; embd's useful model FLOP/s end to end (per token
+2*(4*H*H + 2*H*I)*L plus attention 4*len*H*L, from the real token counts,
+over embd's whole process time) is given as a share of it.
+
 Peak RSS per run comes from GNU time (%M) around the process. Vectors of each
 peer are compared with sentence-transformers' (cosine, min and mean). Also:
 tokenizer throughput on one thread (bench/bench_tokenize against Hugging Face
@@ -31,12 +42,12 @@ and the section of BENCHMARKS.md between <!-- bench/run:begin --> and
 usage: bench/suite.py --embd BIN --bench-tokenize BIN --onnx-root DIR
        [--models all-MiniLM-L6-v2,bge-small-random] [--sizes 1000,10000]
        [--runs 3] [--big-runs 3] [--fastembed-runs 1] [--sorted-runs N] [--threads N]
-       [--budget-min 240]
+       [--budget-min 240] [--isa avx2|avx512] [--roofline-tokens 2048]
        [--no-write]
        bench/suite.py --report A.json [B.json ...]   (table and plot only, from
        one run's results.json, or from several runs made at different times,
        merged: a later run's rows replace an earlier one's of the same model
-       and size)
+       and size on the same kernel set)
 """
 import argparse
 import calendar
@@ -79,6 +90,58 @@ def token_counts(model_dir, texts):
     return [len(e.ids) for e in tok.encode_batch(texts)]
 
 
+def model_dims(model_dir):
+    """(H, I, L) of a BERT-style config.json."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        c = json.load(f)
+    return c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+
+
+def useful_flops(model_dir, counts):
+    """The model FLOPs a forward pass needs for sequences of these token
+    counts, without padding: per token 2*(4*H*H + 2*H*I)*L for the linear
+    layers plus 4*len*H*L for attention (scores and the weighted sum)."""
+    H, I, L = model_dims(model_dir)
+    return sum(n * 2 * (4 * H * H + 2 * H * I) * L + 4 * n * n * H * L for n in counts)
+
+
+def roofline(model_dir, threads, tokens, reps):
+    """torch's fp32 F.linear rate (GFLOP/s, median of reps) on the model's
+    four linear shapes at `tokens` tokens, and the four together (total FLOPs
+    over total time)."""
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    H, I, _ = model_dims(model_dir)
+    shapes = []
+    for op, k, n in (("qkv", H, 3 * H), ("out", H, H), ("up", H, I), ("down", I, H)):
+        x, w = torch.randn(tokens, k), torch.randn(n, k) / k ** 0.5
+        with torch.no_grad():
+            F.linear(x, w)
+            t0 = time.perf_counter()
+            F.linear(x, w)
+            iters = max(1, int(0.05 / max(time.perf_counter() - t0, 1e-6)))
+            rates = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    F.linear(x, w)
+                rates.append(2 * tokens * k * n * iters / (time.perf_counter() - t0) / 1e9)
+        shapes.append({"op": op, "K": k, "N": n, "gflops": statistics.median(rates)})
+    flops = sum(2 * tokens * s["K"] * s["N"] for s in shapes)
+    secs = sum(2 * tokens * s["K"] * s["N"] / (s["gflops"] * 1e9) for s in shapes)
+    conf = torch.__config__.show()
+    blas = next((l.split("=", 1)[1].strip(" ,") for l in conf.replace(",", "\n").splitlines()
+                 if "BLAS_INFO=" in l), "?")
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        cap = "?"
+    return {"tokens": tokens, "threads": threads, "torch": torch.__version__, "blas": blas,
+            "cpu_capability": cap, "shapes": shapes, "gflops": flops / secs / 1e9,
+            "reps": reps}
+
+
 def worker(a):
     texts = read_texts(a.texts)
     t0 = time.perf_counter()
@@ -108,6 +171,9 @@ def worker(a):
         secs = time.perf_counter() - t0
         vecs = np.empty_like(got)
         vecs[order] = got
+    elif a.engine == "roofline":
+        print(json.dumps(roofline(a.model, a.threads, a.tokens, a.reps)))
+        return
     elif a.engine == "tok-hf":
         from tokenizers import Tokenizer
         tok = Tokenizer.from_file(os.path.join(a.model, "tokenizer.json"))
@@ -148,12 +214,17 @@ def timed(cmd, env=None, stdin=None):
     return wall, rss, p.stdout
 
 
+def embd_env(a):
+    """The environment of embd's runs: EMBD_CPU_ISA from --isa."""
+    return dict(os.environ, EMBD_CPU_ISA=a.isa) if a.isa else None
+
+
 def run_engine(a, engine, model_dir, files, out):
     """One timed run: {'secs', 'rss_mib', 'load_s'?}."""
     if engine == "embd":
         cmd = [a.embd, "embed", "-m", model_dir, "-i", files["jsonl"], "-o", out or "/dev/null",
                "--format", "npy", "--cache", "off", "-q", "--threads", str(a.threads)]
-        wall, rss, _ = timed(cmd)
+        wall, rss, _ = timed(cmd, env=embd_env(a))
         return {"secs": wall, "rss_mib": rss}
     onnx = os.path.join(a.onnx_root, os.path.basename(os.path.normpath(model_dir)))
     cmd = [sys.executable, os.path.abspath(__file__), "worker", "--engine", engine, "--model",
@@ -192,9 +263,49 @@ def machine():
         pass
     with open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) / 1048576
-    flags = open("/proc/cpuinfo").read()
-    isa = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f" {x}" in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem, 1), "isa": isa}
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem, 1), "isa": cpu_flags()}
+
+
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16",
+         "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags():
+    """The flags of FLAGS this CPU has (/proc/cpuinfo)."""
+    have = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                break
+    return [x for x in FLAGS if x in have]
+
+
+def isa_of_flags(flags, forced=None):
+    """The kernel set embd picks on a CPU with these flags (isa.c's rule),
+    or the forced one."""
+    if forced:
+        return forced
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"} <= set(flags):
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= set(flags) else "baseline"
+
+
+def embd_kernels(a, flags):
+    """(kernel set, how it was known): `embd doctor`'s "cpu kernels: SET
+    (why)" line under embd's environment, else derived from the flags and
+    --isa."""
+    try:
+        p = subprocess.run([a.embd, "doctor"], env=embd_env(a), capture_output=True, text=True,
+                           timeout=120)
+        for line in (p.stdout + p.stderr).splitlines():
+            if line.startswith("cpu kernels:"):
+                v = line.split(":", 1)[1].strip()
+                return v.split()[0], f"embd doctor: {v}"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return isa_of_flags(flags, a.isa), "derived from the CPU flags" + (
+        f" and EMBD_CPU_ISA={a.isa}" if a.isa else "")
 
 
 def versions():
@@ -225,8 +336,12 @@ def bench_sizes(a, texts, tmp, res, t_start):
         files = write_inputs(texts, tmp, n)
         for model_dir in models:
             name = os.path.basename(model_dir)
-            tok_n = sum(token_counts(model_dir, texts[:n]))
+            counts = token_counts(model_dir, texts[:n])
+            tok_n = sum(counts)
             prev = [r for r in res["runs"] if r["model"] == name and r["docs"] < n]
+            stamp = {"cpu": res["machine"]["cpu"], "cores": res["machine"]["cores"],
+                     "flags": res["machine"]["isa"], "isa": res["kernels"],
+                     "useful_gflop": useful_flops(model_dir, counts) / 1e9}
             if prev:
                 # Predicted from the previous size: time grows with the tokens.
                 need = sum((statistics.median(r["secs"]) + r["load_med"] + 5) * capped_runs(
@@ -239,7 +354,9 @@ def bench_sizes(a, texts, tmp, res, t_start):
                                           f"min of the --budget-min left")
                     continue
             rows = {e: {"model": name, "docs": n, "tokens": tok_n, "engine": e, "secs": [],
-                        "rss_mib": [], "load_s": [], "load": []} for e in ENGINES}
+                        "rss_mib": [], "load_s": [], "load": [], **stamp} for e in ENGINES}
+            if name in res.get("roofline", {}):
+                rows["embd"]["roofline"] = res["roofline"][name]
             vec = {}
             for r in range(runs):
                 k = r % len(ENGINES)
@@ -266,6 +383,23 @@ def bench_sizes(a, texts, tmp, res, t_start):
             json.dump(res, open(os.path.join(a.results, "results.json"), "w"), indent=1)
 
 
+def bench_roofline(a):
+    """{model name: roofline(...)} for every model, each in a worker process."""
+    out = {}
+    for name in a.models.split(","):
+        model_dir = os.path.join(a.models_dir, name)
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "worker", "--engine",
+                            "roofline", "--model", model_dir, "--texts", "-", "--threads",
+                            str(a.threads), "--tokens", str(a.roofline_tokens), "--reps", "7"],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"embd: the torch roofline of {name} failed: {p.stderr.strip()[-2000:]}")
+        out[name] = json.loads(p.stdout.strip().splitlines()[-1])
+        print(f"bench: {name} roofline (torch F.linear, T={a.roofline_tokens}): "
+              f"{out[name]['gflops']:.0f} GFLOP/s", file=sys.stderr, flush=True)
+    return out
+
+
 def bench_tokenizer(a, texts, tmp, res):
     model_dir = os.path.join(a.models_dir, a.models.split(",")[0])
     path = os.path.join(tmp, "tok.bin")
@@ -290,11 +424,14 @@ def bench_cold(a, res):
     model_dir = os.path.join(a.models_dir, "all-MiniLM-L6-v2")
     cmd = [a.embd, "embed", "-m", model_dir, "-o", "/dev/null", "--format", "npy", "--cache",
            "off", "-q"]
-    subprocess.run(cmd, input="hello world\n", text=True, check=True, capture_output=True)
+    env = embd_env(a)
+    subprocess.run(cmd, input="hello world\n", text=True, check=True, capture_output=True,
+                   env=env)
     walls = []
     for _ in range(5):
         t0 = time.perf_counter()
-        subprocess.run(cmd, input="hello world\n", text=True, check=True, capture_output=True)
+        subprocess.run(cmd, input="hello world\n", text=True, check=True, capture_output=True,
+                       env=env)
         walls.append(time.perf_counter() - t0)
     res["cold_start_s"] = walls
 
@@ -316,24 +453,43 @@ def run_line(r):
             f"{r['load_min']:.1f} to {r['load_max']:.1f} (1-min) at the starts of the runs**)")
 
 
+ISA_TITLE = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": "baseline x86-64"}
+
+
+def isa_order(isas):
+    """Kernel sets, widest first."""
+    rank = {k: i for i, k in enumerate(ISA_TITLE)}
+    return sorted(isas, key=lambda k: (rank.get(k, len(rank)), k))
+
+
+def roofline_line(r):
+    """What torch's matmul rate was, and embd's useful rate against it."""
+    f = r["roofline"]
+    shapes = ", ".join(f"{s['op']} {s['gflops']:.0f}" for s in f["shapes"])
+    useful = r["useful_gflop"] / statistics.median(r["secs"])
+    return (f"{r['model']}: torch {f['torch']} F.linear fp32 ({f['blas']}, CPU capability "
+            f"{f['cpu_capability']}), T = {f['tokens']}, {f['threads']} threads, median of "
+            f"{f['reps']}: {shapes}; the four together **{f['gflops']:.0f} GFLOP/s**. embd end "
+            f"to end at {r['docs']} documents: {useful:.1f} useful GFLOP/s = "
+            f"**{100 * useful / f['gflops']:.0f}% of it** (target ≥ 80%).")
+
+
 def table(res):
-    m, v = res["machine"], res["versions"]
+    v = res["versions"]
     L = []
-    machine_line = (f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), "
-                    f"{m['mem_gib']} GiB. The machine is shared with other jobs, so the "
-                    f"absolute rates are pessimistic; the ratios come from interleaved runs "
-                    f"under the same load. Threads: {res['threads']} for every engine. fp32 "
-                    f"everywhere.")
+    general = (f"The machine is shared with other jobs, so the absolute rates are pessimistic; "
+               f"the ratios come from interleaved runs under the same load. Threads: "
+               f"{res['threads']} for every engine. fp32 everywhere.")
     if res.get("parts"):
         L.append(f"Merged by `bench/suite.py --report` from {len(res['parts'])} runs of the "
-                 f"suite on this machine; each row's engines ran interleaved in one of them:")
+                 f"suite; each row's engines ran interleaved in one of them:")
         L.append("")
         for part in res["parts"]:
             L.append(f"- {run_line(part)}: {', '.join(part['sizes'])}")
         L.append("")
-        L.append(machine_line)
+        L.append(general)
     else:
-        L.append(f"Generated by {run_line(res)}. {machine_line}")
+        L.append(f"Generated by {run_line(res)}. {general}")
     L.append("")
     L.append(f"Peers: fastembed {v['fastembed']} (onnxruntime {v['onnxruntime']}) on an ONNX "
              f"export of the same weights (`bench/export_onnx.py`), sentence-transformers "
@@ -341,25 +497,52 @@ def table(res):
              f"Debian package descriptions in the corpus's order. embd is timed from process "
              f"start to exit (model load included); the peers with their model loaded and "
              f"warmed up. Speed-up = peer's median time / embd's median time (> 1: embd is "
-             f"faster). Cosine: against sentence-transformers' vectors of the same texts.")
-    L.append("")
-    L.append("| model | docs (tokens) | engine | runs | median s | docs/s | tokens/s | "
-             "embd speed-up | target | peak RSS MiB | cosine to ST min / mean |")
-    L.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
-    for row in res["runs"]:
-        med = statistics.median(row["secs"])
-        embd = next(r for r in res["runs"] if r["model"] == row["model"]
-                    and r["docs"] == row["docs"] and r["engine"] == "embd")
-        sp = med / statistics.median(embd["secs"])
-        tgt = ""
-        if row["engine"] in TARGET:
-            t = TARGET[row["engine"]]
-            tgt = f"≥ {t}x: {'met' if sp >= t else 'NOT met'}"
-        L.append(f"| {row['model']} | {row['docs']} ({row['tokens']}) | {LABEL[row['engine']]} | "
-                 f"{len(row['secs'])} | {med:.2f} | {row['docs'] / med:.1f} | "
-                 f"{row['tokens'] / med:.0f} | "
-                 f"{'—' if row['engine'] == 'embd' else f'{sp:.2f}x'} | {tgt} | "
-                 f"{max(row['rss_mib']):.0f} | {row['cos_min']:.7f} / {row['cos_mean']:.7f} |")
+             f"faster). Cosine: against sentence-transformers' vectors of the same texts. "
+             f"Useful GFLOP/s: the model's FLOPs for these texts without padding (per token "
+             f"2·(4·H² + 2·H·I)·L, plus 4·len·H·L for attention) over the median time; the "
+             f"share is of the roofline, torch's fp32 matmul rate on the model's four linear "
+             f"shapes measured in the same run. One table per kernel set embd ran (`embd "
+             f"doctor`'s \"cpu kernels\", EMBD_CPU_ISA from `--isa`), each with its CPU.")
+    for isa in isa_order({r["isa"] for r in res["runs"]}):
+        rows = [r for r in res["runs"] if r["isa"] == isa]
+        cpus = sorted({(r["cpu"], r["cores"], tuple(r["flags"])) for r in rows})
+        L.append("")
+        L.append(f"### {ISA_TITLE.get(isa, isa)}: embd's {isa} kernels")
+        L.append("")
+        L.append("Machine: " + "; ".join(f"{c}, {n} cores ({', '.join(fl)})"
+                                         for c, n, fl in cpus) + ".")
+        roof = [r for r in rows if r["engine"] == "embd" and r.get("roofline")]
+        if roof:
+            L.append("")
+            L.append("Roofline, measured in the same run:")
+            L.append("")
+            for r in roof:
+                L.append(f"- {roofline_line(r)}")
+        L.append("")
+        L.append("| model | docs (tokens) | engine | runs | median s | docs/s | tokens/s | "
+                 "embd speed-up | target | peak RSS MiB | cosine to ST min / mean | "
+                 "useful GFLOP/s (% of roofline) |")
+        L.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: |")
+        for row in rows:
+            med = statistics.median(row["secs"])
+            embd = next(r for r in rows if r["model"] == row["model"]
+                        and r["docs"] == row["docs"] and r["engine"] == "embd")
+            sp = med / statistics.median(embd["secs"])
+            tgt = ""
+            if row["engine"] in TARGET:
+                t = TARGET[row["engine"]]
+                tgt = f"≥ {t}x: {'met' if sp >= t else 'NOT met'}"
+            useful = "—"
+            if row.get("useful_gflop"):
+                useful = f"{row['useful_gflop'] / med:.1f}"
+                if embd.get("roofline"):
+                    useful += f" ({100 * row['useful_gflop'] / med / embd['roofline']['gflops']:.0f}%)"
+            L.append(f"| {row['model']} | {row['docs']} ({row['tokens']}) | "
+                     f"{LABEL[row['engine']]} | {len(row['secs'])} | {med:.2f} | "
+                     f"{row['docs'] / med:.1f} | {row['tokens'] / med:.0f} | "
+                     f"{'—' if row['engine'] == 'embd' else f'{sp:.2f}x'} | {tgt} | "
+                     f"{max(row['rss_mib']):.0f} | {row['cos_min']:.7f} / "
+                     f"{row['cos_mean']:.7f} | {useful} |")
     for s in res["skipped"]:
         L.append("")
         L.append(f"Skipped: {s}.")
@@ -399,12 +582,14 @@ def plot(res, path):
         return
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models):
-        for e in ENGINES:
-            rows = sorted((r for r in res["runs"] if r["model"] == model and r["engine"] == e),
-                          key=lambda r: r["docs"])
-            ax.plot([r["docs"] for r in rows],
-                    [r["docs"] / statistics.median(r["secs"]) for r in rows],
-                    marker="o", label=LABEL[e])
+        isas = isa_order({r["isa"] for r in res["runs"]})
+        for isa, style in zip(isas, ("-", "--", ":", "-.")):
+            for e in ENGINES:
+                rows = sorted((r for r in res["runs"] if r["model"] == model
+                               and r["engine"] == e and r["isa"] == isa), key=lambda r: r["docs"])
+                ax.plot([r["docs"] for r in rows],
+                        [r["docs"] / statistics.median(r["secs"]) for r in rows], style,
+                        marker="o", label=f"{LABEL[e]} ({ISA_TITLE.get(isa, isa)})")
         ax.set_xscale("log")
         sizes = sorted({r["docs"] for r in res["runs"] if r["model"] == model})
         ax.set_xticks(sizes, [str(x) for x in sizes])
@@ -443,6 +628,7 @@ def main():
         ap.add_argument("--out")
         ap.add_argument("--threads", type=int, default=os.cpu_count())
         ap.add_argument("--reps", type=int, default=3)
+        ap.add_argument("--tokens", type=int, default=2048)
         return worker(ap.parse_args())
     home = os.environ.get("EMBD_HOME", os.path.expanduser("~/.cache/embd"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -483,6 +669,12 @@ def main():
     ap.add_argument("--budget-min", type=float, default=240,
                     help="skip a size whose predicted time would overrun this many minutes "
                     "from the start (default: %(default)s)")
+    ap.add_argument("--isa", choices=("avx2", "avx512"),
+                    help="the kernel set embd runs (EMBD_CPU_ISA for its runs; default: "
+                    "embd's own choice); recorded in every row either way")
+    ap.add_argument("--roofline-tokens", type=int, default=2048,
+                    help="tokens of torch's matmul roofline on each model's linear shapes, a "
+                    "typical packed batch (default: %(default)s)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"),
                     help="folder for results.json and throughput.png (default: %(default)s)")
     ap.add_argument("--no-write", action="store_true",
@@ -503,9 +695,15 @@ def main():
     os.makedirs(a.results, exist_ok=True)
     texts = [json.loads(l)["text"] for l in open(a.corpus, encoding="utf-8")]
     t_start = time.time()
-    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "t_start": t_start, "machine": machine(),
-           "versions": versions(), "threads": a.threads, "load_before": os.getloadavg(),
-           "runs": [], "skipped": [], "argv": os.environ.get("BENCH_ARGS", " ".join(sys.argv[1:]))}
+    m = machine()
+    kernels, how = embd_kernels(a, m["isa"])
+    print(f"bench: {m['cpu']} ({', '.join(m['isa'])}); embd kernels: {kernels} ({how})",
+          file=sys.stderr, flush=True)
+    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "t_start": t_start,
+           "machine": m, "kernels": kernels, "kernels_how": how, "versions": versions(),
+           "threads": a.threads, "load_before": os.getloadavg(), "runs": [], "skipped": [],
+           "argv": os.environ.get("BENCH_ARGS", " ".join(sys.argv[1:]))}
+    res["roofline"] = bench_roofline(a)
     with tempfile.TemporaryDirectory() as tmp:
         bench_cold(a, res)
         bench_tokenizer(a, texts, tmp, res)
@@ -521,6 +719,13 @@ def main():
 def load_results(path):
     """A results.json, with what a run stopped early did not write filled in."""
     res = json.load(open(path))
+    m = res["machine"]
+    for r in res["runs"]:
+        # Runs before the kernel sets were recorded: the machine's, from its flags.
+        r.setdefault("cpu", m["cpu"])
+        r.setdefault("cores", m["cores"])
+        r.setdefault("flags", m["isa"])
+        r.setdefault("isa", isa_of_flags(r["flags"]))
     res.setdefault("load_after", os.getloadavg())
     loads = [x for r in res["runs"] for x in r["load"]] or [res["load_before"][0]]
     res["load_min"], res["load_max"] = min(loads), max(loads)
@@ -533,36 +738,56 @@ def load_results(path):
     return res
 
 
+def size_name(r):
+    return f"{r['model']} at {r['docs']} documents, {r['isa']}"
+
+
+def expand(p):
+    """A merged result as the runs it was made from, each with its rows."""
+    if not p.get("parts"):
+        return [p]
+    out = []
+    for meta in p["parts"]:
+        q = {k: v for k, v in p.items() if k not in ("runs", "skipped", "parts")}
+        q.update({k: v for k, v in meta.items() if k != "sizes"})
+        q["runs"] = [r for r in p["runs"] if size_name(r) in meta["sizes"]
+                     or f"{r['model']} at {r['docs']} documents" in meta["sizes"]]
+        q["skipped"] = []
+        out.append(q)
+    out[-1]["skipped"] = p["skipped"]
+    return out
+
+
 def merge_results(parts):
-    """One result from several runs, in the order given: a later run's rows for
-    a model and size replace all of an earlier run's rows for it (the engines
-    of a row stay from one interleaved run); the tokenizer and cold start come
-    from the last run that measured them."""
-    if len({json.dumps(p["machine"], sort_keys=True) for p in parts}) > 1:
-        sys.exit("bench/suite.py: --report: the runs were made on different machines")
-    for p in parts:
-        if p.get("parts"):
-            sys.exit("bench/suite.py: --report: a merged result can not be merged again; "
-                     "give the runs it was made from")
+    """One result from several runs, in the order given (a merged result
+    counts as the runs it was made from): a later run's rows for a model,
+    size and kernel set replace all of an earlier run's rows for it (the
+    engines of a row stay from one interleaved run); the tokenizer and cold
+    start come from the last run that measured them. Rows keep their own CPU,
+    so runs from different machines sit in their kernel set's table."""
+    parts = [q for p in parts for q in expand(p)]
     res = {k: v for k, v in parts[-1].items() if k not in ("runs", "skipped")}
     runs, skipped, meta = [], [], []
+    key = lambda r: (r["model"], r["docs"], r["isa"])  # noqa: E731
     for p in parts:
-        got = {(r["model"], r["docs"]) for r in p["runs"]}
-        runs = [r for r in runs if (r["model"], r["docs"]) not in got] + p["runs"]
+        got = {key(r) for r in p["runs"]}
+        runs = [r for r in runs if key(r) not in got] + p["runs"]
         skipped = [x for x in skipped if not any(x.startswith(f"{m} at {d} documents")
-                                                 for m, d in got)] + p["skipped"]
+                                                 for m, d, _ in got)] + p["skipped"]
         for k in ("tokenizer", "cold_start_s"):
             if k in p:
                 res[k] = p[k]
     for p in parts:
         mine = {id(r) for r in p["runs"]}
-        kept = sorted({(r["model"], r["docs"]) for r in runs if id(r) in mine},
-                      key=lambda k: (k[1], k[0]))
+        kept = sorted({key(r) for r in runs if id(r) in mine}, key=lambda k: (k[2], k[1], k[0]))
         if kept:
             meta.append({k: p[k] for k in ("argv", "date", "total_min", "load_before",
                                            "load_after", "load_min", "load_max")})
-            meta[-1]["sizes"] = [f"{m} at {d} documents" for m, d in kept]
-    res["runs"] = sorted(runs, key=lambda r: (r["docs"], r["model"], ENGINES.index(r["engine"])))
+            meta[-1]["sizes"] = [f"{m} at {d} documents, {i}" for m, d, i in kept]
+    res["runs"] = sorted(runs, key=lambda r: (isa_order(["avx512", "avx2", "baseline",
+                                                         r["isa"]]).index(r["isa"]),
+                                              r["docs"], r["model"],
+                                              ENGINES.index(r["engine"])))
     res["skipped"] = skipped
     res["parts"] = meta
     return res
