@@ -522,8 +522,10 @@ static bool dnnl_load(const char *path, char *why, size_t n) {
         dnnl.have_matmul = m && dnnl.engine_create(&dnnl.eng, 1, 0) == 0 &&
                            dnnl.stream_create(&dnnl.stream, dnnl.eng, 1) == 0;
     }
-    if (!dnnl.have_matmul)
+    if (!dnnl.have_matmul && v->major < 3)
         say("skip", "matmul primitive: only wired in for oneDNN 3.x (its C API changed)");
+    else if (!dnnl.have_matmul)
+        say("skip", "matmul primitive: no CPU engine (a SYCL build needs a SYCL CPU device)");
     return true;
 }
 
@@ -555,7 +557,7 @@ typedef struct {
 
 static bool dnnl_prep_mm(problem *p, int rows, int threads, int dt, char *why, size_t n) {
     if (!dnnl.have_matmul) {
-        snprintf(why, n, "matmul primitive: oneDNN 3.x only here");
+        snprintf(why, n, "matmul primitive: no oneDNN 3.x CPU engine");
         return false;
     }
     dnnl_mm *m = calloc(1, sizeof *m);
