@@ -81,7 +81,8 @@ if [ -z "$report" ]; then
 		dnnl-pypi)
 			# Thread count from the affinity: 1t pinned to one core, lib on all.
 			env LD_LIBRARY_PATH="$venv/lib" taskset -c 0 "$bin" --lib dnnl --path "$venv/lib/libdnnl.so.3" \
-				--tag "PyPI onednn" --modes 1t "${common[@]}" 2>/dev/null | sed "s/^{/{\"round\": $r, \"config\": \"$c\", /"
+				--tag "PyPI onednn" --modes 1t "${common[@]}" 2>/dev/null | grep '^{' |
+				sed "s/^{/{\"round\": $r, \"config\": \"$c\", /"
 			cmd=(env LD_LIBRARY_PATH="$venv/lib" "$bin" --lib dnnl --path "$venv/lib/libdnnl.so.3" --tag "PyPI onednn" --modes lib)
 			;;
 		dnnl-gomp) cmd=("$bin" --lib dnnl --path "$gomp/lib/libdnnl.so.3" --tag "PyPI onednn-cpu-gomp") ;;
