@@ -1,0 +1,58 @@
+/* lowp.h — reduced-precision matrix products for the CPU backend's opt-in
+ * --dtype bf16 and --dtype int8: out = in W^T + bias (then GELU if asked),
+ * in and out fp32, W packed once at load.
+ *
+ *   bf16: W rounded to bf16 (round to nearest even), the activations too,
+ *         products summed in fp32 (AVX512_BF16's VDPBF16PS).
+ *   int8: W per output channel symmetric int8 (scale = max |w| / 127), the
+ *         activations per row (token) symmetric int8 at run time, products
+ *         summed in int32 (AVX512_VNNI's VPDPBUSD, with the u8 offset's
+ *         correction), then scaled back to fp32.
+ *
+ * Callers check embd_cpu_can_bf16 / embd_cpu_can_int8 (isa.h) first; these
+ * functions assume the instructions are there. */
+#ifndef EMBD_BACKEND_CPU_LOWP_H
+#define EMBD_BACKEND_CPU_LOWP_H
+
+#include <stddef.h>
+
+enum embd_lowp_kind {
+    EMBD_LOWP_BF16 = 1,
+    EMBD_LOWP_INT8 = 2,
+};
+
+/* Rows per block the GEMM packs/quantises the activations in (the unit of
+ * the per-thread scratch). */
+#define EMBD_LOWP_MC 48
+
+typedef struct embd_lowp_weight embd_lowp_weight;
+
+/* Packs W (N, K), row-major fp32, for kind. N a multiple of 16 and K of 4.
+ * NULL on out of memory or bad sizes, and on a build that is not x86-64 with
+ * GCC or Clang (no kernels there). The packed layouts are described at the
+ * top of lowp.c. */
+embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K);
+
+/* Frees a packed weight; NULL is a no-op. */
+void embd_lowp_free(embd_lowp_weight *w);
+
+/* The packed weight's size in bytes (for the load's memory report). */
+size_t embd_lowp_bytes(const embd_lowp_weight *w);
+
+/* Bytes of per-thread scratch one embd_lowp_gemm call needs (a block of
+ * EMBD_LOWP_MC activation rows in the packed format, plus their scales). */
+size_t embd_lowp_scratch_bytes(const embd_lowp_weight *w);
+
+/* Rows [r0, r1) and columns [c0, c1) of out = in W^T + bias, then GELU (the
+ * erf form, embd_fast_gelu) if gelu: in (T, K) with rows lda floats apart,
+ * out with rows ldc floats apart; c0 and c1 multiples of 16; bias (N) may be
+ * NULL; scratch is 64-byte aligned, embd_lowp_scratch_bytes(w) bytes. Each
+ * output is written once; nothing outside the rows and columns is touched.
+ * Deterministic: a row's result does not depend on r0, r1, c0, c1 or the
+ * other rows. A row of zeros gives the bias (int8: scale 0, no NaN); a row
+ * with a NaN or an infinity gives NaN or infinities (int8: NaN in all its
+ * outputs). Threads running at once each pass their own scratch. */
+void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in, size_t lda,
+                    int r0, int r1, int c0, int c1, const float *bias, int gelu, void *scratch);
+
+#endif
