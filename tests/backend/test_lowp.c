@@ -2,10 +2,10 @@
  *
  * Each kind is checked two ways on random inputs of the models' shapes:
  *   - against a double-precision product of the SAME quantised inputs (W and
- *     the activations rounded to bf16, or quantised to int8 the way lowp.h
+ *     the activations rounded to bf16, or quantised (int8 weights, u8 activations) the way lowp.h
  *     says), where the only error left is the kernel's fp32 arithmetic, so
  *     the tolerance is tight (and any slip in the layouts, the rounding, the
- *     offset correction or the scales shows);
+ *     zero point or the scales shows);
  *   - against the fp32 product, where the error is the quantisation's, with
  *     bounds from what bf16 and int8 can do.
  * Also: exact values that pin the rounding (bf16 ties to even, int8 round
@@ -80,6 +80,34 @@ static float ref_int8(int8_t *q, const float *v, int n) {
     return amax / 127.0f;
 }
 
+/* Asymmetric u8 of an activation row as lowp.h specifies: lo, hi its min
+ * and max, scale = (hi - lo) / 255, q = round((v - lo) * (255 / (hi - lo)))
+ * in [0, 255] (fp32 arithmetic, nearest even); scale 0, q 0 and min lo for a
+ * constant row; scale and min NaN for one with a NaN or an infinity. Returns
+ * the scale, the min in *lo_out. */
+static float ref_u8(uint8_t *q, float *lo_out, const float *v, int n) {
+    float lo = INFINITY, hi = -INFINITY;
+    int finite = 1;
+    for (int i = 0; i < n; i++) {
+        finite &= isfinite(v[i]) != 0;
+        lo = fminf(lo, v[i]);
+        hi = fmaxf(hi, v[i]);
+    }
+    const float range = hi - lo;
+    if (!finite || !isfinite(range)) {
+        memset(q, 0, (size_t)n);
+        *lo_out = NAN;
+        return NAN;
+    }
+    const float inv = range > 0.0f ? 255.0f / range : 0.0f;
+    for (int i = 0; i < n; i++) {
+        float r = nearbyintf((v[i] - lo) * inv);
+        q[i] = (uint8_t)(r > 255.0f ? 255.0f : r < 0.0f ? 0.0f : r);
+    }
+    *lo_out = lo;
+    return range / 255.0f;
+}
+
 static double gelu_d(double x) {
     return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
 }
@@ -93,7 +121,8 @@ typedef struct {
     float *bias; /* (N) */
     double *p32; /* (T, N) x W^T in double, from the fp32 inputs */
     double *pq;  /* (T, N) the same from the quantised inputs (the kind's) */
-    double *mag; /* (T, N) the kind's error scale: bf16 sum of |products|, int8 |pq| */
+    double *mag; /* (T, N) the kind's error scale: bf16 sum of |products|, int8 the
+                    sum of |its two terms| */
     enum embd_lowp_kind kind;
     int outliers; /* x has outlier channels (see problem_make) */
     embd_lowp_weight *w;
@@ -104,7 +133,10 @@ static void problem_refs(problem *p) {
     const int T = p->T, K = p->K, N = p->N;
     float *xq = malloc((size_t)T * K * sizeof(float)), *wq = malloc((size_t)N * K * sizeof(float));
     float *rs = malloc((size_t)T * sizeof(float)), *cs = malloc((size_t)N * sizeof(float));
+    float *rmin = malloc((size_t)(T > 0 ? T : 1) * sizeof(float));
+    double *wsum = malloc((size_t)N * sizeof(double));
     int8_t *q8 = malloc((size_t)(K > 0 ? K : 1));
+    uint8_t *u8 = malloc((size_t)(K > 0 ? K : 1));
     /* the quantised inputs as floats (int8: the integers), and the scales */
     for (int t = 0; t < T; t++) {
         const float *xr = p->x + (size_t)t * p->lda;
@@ -112,9 +144,9 @@ static void problem_refs(problem *p) {
             for (int k = 0; k < K; k++)
                 xq[(size_t)t * K + k] = ref_bf16(xr[k]);
         } else {
-            rs[t] = ref_int8(q8, xr, K);
+            rs[t] = ref_u8(u8, &rmin[t], xr, K);
             for (int k = 0; k < K; k++)
-                xq[(size_t)t * K + k] = q8[k];
+                xq[(size_t)t * K + k] = u8[k];
         }
     }
     for (int n = 0; n < N; n++) {
@@ -124,8 +156,11 @@ static void problem_refs(problem *p) {
                 wq[(size_t)n * K + k] = ref_bf16(wr[k]);
         } else {
             cs[n] = ref_int8(q8, wr, K);
-            for (int k = 0; k < K; k++)
+            wsum[n] = 0;
+            for (int k = 0; k < K; k++) {
                 wq[(size_t)n * K + k] = q8[k];
+                wsum[n] += q8[k];
+            }
         }
     }
     for (int t = 0; t < T; t++)
@@ -135,7 +170,7 @@ static void problem_refs(problem *p) {
             double s32 = 0, sq = 0, sabs = 0;
             for (int k = 0; k < K; k++) {
                 s32 += (double)xr[k] * wr[k];
-                sq += (double)a[k] * b[k]; /* exact: bf16 x bf16 or int8 x int8 */
+                sq += (double)a[k] * b[k]; /* exact: bf16 x bf16 or u8 x int8 */
                 sabs += fabs((double)a[k] * b[k]);
             }
             const size_t o = (size_t)t * N + n;
@@ -144,15 +179,21 @@ static void problem_refs(problem *p) {
                 p->pq[o] = sq;
                 p->mag[o] = sabs;
             } else {
-                p->pq[o] = sq * (double)cs[n] * (double)rs[t];
-                p->mag[o] = fabs(p->pq[o]);
+                /* x is about min + q scale: the zero point's term */
+                const double t1 = sq * (double)cs[n] * (double)rs[t];
+                const double t2 = (double)rmin[t] * wsum[n] * (double)cs[n];
+                p->pq[o] = t1 + t2;
+                p->mag[o] = fabs(t1) + fabs(t2);
             }
         }
     free(xq);
     free(wq);
     free(rs);
     free(cs);
+    free(rmin);
+    free(wsum);
     free(q8);
+    free(u8);
 }
 
 /* A problem of the given shape for kind: x standard normal (with a few
@@ -263,8 +304,9 @@ static void run_case(problem *p, int r0, int r1, int c0, int c1, int use_bias, i
              * (mag), and 2e-6 x mag leaves 60 times that while a truncating
              * or wrongly paired conversion errs by 1e-4 of it and more.
              * int8: the integer sum is exact; converting it, the two scales'
-             * product, the product and the bias add are four fp32
-             * roundings, 2^-24 each of the product (mag) or the result.
+             * product, the zero point's term (the scaled weight sum and its
+             * product with the min), the fused add and the bias add are
+             * fp32 roundings, 2^-24 each of a term (mag) or the result.
              * GELU: its slope is at most 1.13 and embd_fast_gelu's own
              * error is about 2e-7 x |x| plus a few ulps. */
             double tol = kind == EMBD_LOWP_BF16 ? 2e-6 * p->mag[i] + 1e-6 * fabs(b) + 1e-30
@@ -504,11 +546,12 @@ static void test_exact(enum embd_lowp_kind kind) {
         }
         exact_case(kind, x, wv, want, "rounding");
     } else {
-        /* the row's max is 127 and every column's max 127 (or 63.5: scale
-         * 0.5): scales 1 (and 0.5), q = x rounded half to even: 2.5 -> 2,
-         * -2.5 -> -2, 3.5 -> 4 */
-        const float x[4] = {127.0f, 2.5f, -2.5f, 3.5f};
-        const float xq[4] = {127.0f, 2.0f, -2.0f, 4.0f};
+        /* the row runs from -128 to 127: scale 1, min -128, q = x + 128
+         * rounded half to even: -125.5 -> q 2.5 -> 2 (x' -126), -124.5 ->
+         * q 3.5 -> 4 (x' -124); every column's max 127 (or 63.5: scale
+         * 0.5); the zero point's term restores the min exactly */
+        const float x[4] = {-128.0f, 127.0f, -125.5f, -124.5f};
+        const float xq[4] = {-128.0f, 127.0f, -126.0f, -124.0f};
         float wv[16], want[16];
         for (int j = 0; j < 16; j++) {
             /* columns 0-7: w 127 (q 127, scale 1); 8-15: w -63.5 (q -127,
@@ -540,7 +583,7 @@ static void test_pack(enum embd_lowp_kind kind) {
     embd_fault_alloc_after(-1);
     embd_lowp_weight *w = embd_lowp_pack(kind, W, 32, 8);
     CHECK(w != NULL);
-    /* bf16: 2 bytes a weight; int8: 1, plus a scale and a correction a column */
+    /* bf16: 2 bytes a weight; int8: 1, plus a scale and a scaled sum a column */
     const size_t min = kind == EMBD_LOWP_BF16 ? 32 * 8 * 2 : 32 * 8 + 32 * 8;
     CHECK(embd_lowp_bytes(w) >= min && embd_lowp_bytes(w) < min + 1024);
     CHECK(embd_lowp_scratch_bytes(w) >=

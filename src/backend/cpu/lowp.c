@@ -13,13 +13,16 @@
  *   holds the 16 columns' cells of one group:
  *     bf16: (N/16, K/2, 16) cells of 2 bf16   [p][kg][j] = W[16p + j][2kg .. 2kg+1]
  *     int8: (N/16, K/4, 16) cells of 4 int8   [p][kg][j] = q(W[16p + j][4kg .. 4kg+3])
- *   int8 also keeps per column its scale (max |w| / 127) and 128 times the
- *   sum of its int8 weights (the correction for the activations' u8 offset).
+ *   int8 also keeps per column its scale (max |w| / 127) and the sum of its
+ *   int8 weights times that scale (for the activations' zero point).
  *
  *   The activations are converted per block of EMBD_LOWP_MC rows into the
- *   caller's scratch: bf16 pairs, or per row int8 + 128 (u8) with the row's
- *   scale; laid out as micro-panels of LOWP_MR rows, (K/g, LOWP_MR) cells
- *   each, so that the tile reads one cell per row per group and broadcasts it.
+ *   caller's scratch: bf16 pairs, or per row asymmetric u8 (the row's min to
+ *   its max in 255 steps: a row's values are rarely symmetric about zero,
+ *   GELU's outputs least of all, and on the real model this halves the
+ *   error of symmetric int8) with the row's scale and min; laid out as micro-panels of LOWP_MR
+ * rows, (K/g, LOWP_MR) cells each, so that the tile reads one cell per row per group and broadcasts
+ * it.
  *
  *   A register tile of up to 12 rows x 32 columns (two panels; 24
  *   accumulators of the 32 zmm) runs the whole of K: per group, two panel
@@ -30,8 +33,8 @@
  *   specialisation per row count, so a single query computes one row).
  *
  *   The accumulators go through a small staging buffer to one epilogue
- *   shared by every tile shape: bias (int8: the correction, then the scales,
- *   first), GELU, store. Each output is one chain over k in order and one
+ *   shared by every tile shape: bias (int8: the scales and the zero point's
+ *   term first), GELU, store. Each output is one chain over k in order and one
  *   epilogue, so a row's results do not depend on which tile, block or
  *   thread computed it (lowp.h's determinism).
  *
@@ -64,7 +67,7 @@ struct embd_lowp_weight {
     void *mem;       /* the one allocation; the fields below point into it */
     uint32_t *cells; /* (N/16, kg, 16) panels, 64-byte aligned (see the top) */
     float *scale;    /* int8: (N) per column, max |w| / 127; NULL for bf16 */
-    int32_t *corr;   /* int8: (N) 128 * the sum of the column's int8 weights */
+    float *wsum;     /* int8: (N) the sum of the column's int8 weights x its scale */
 };
 
 /* Round-to-nearest-even fp32 -> bf16, as VCVTNE2PS2BF16 rounds (which also
@@ -119,7 +122,7 @@ static void pack_int8(embd_lowp_weight *w, const float *W) {
             }
             d[(size_t)g * LOWP_NR] = cell;
         }
-        w->corr[n] = 128 * sum;
+        w->wsum[n] = (float)sum * w->scale[n];
     }
 }
 
@@ -134,9 +137,9 @@ embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N
     w->K = K;
     w->kg = kind == EMBD_LOWP_BF16 ? K / 2 : K / 4;
     /* cells (N * kg 32-bit words) at a 64-byte boundary, then the int8
-     * scales and corrections; overflow-free for N, K < 2^31 on 64-bit size_t */
+     * scales and scaled sums; overflow-free for N, K < 2^31 on 64-bit size_t */
     const size_t cells = (size_t)N * (size_t)w->kg * sizeof(uint32_t);
-    const size_t extra = kind == EMBD_LOWP_INT8 ? (size_t)N * (sizeof(float) + sizeof(int32_t)) : 0;
+    const size_t extra = kind == EMBD_LOWP_INT8 ? (size_t)N * 2 * sizeof(float) : 0;
     w->bytes = cells + extra + 63;
     w->mem = embd_malloc(w->bytes);
     if (!w->mem) {
@@ -146,7 +149,7 @@ embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N
     w->cells = (uint32_t *)(((uintptr_t)w->mem + 63) & ~(uintptr_t)63);
     if (kind == EMBD_LOWP_INT8) {
         w->scale = (float *)((char *)w->cells + cells);
-        w->corr = (int32_t *)(w->scale + N);
+        w->wsum = w->scale + N;
         pack_int8(w, W);
     } else {
         pack_bf16(w, W);
@@ -165,10 +168,11 @@ size_t embd_lowp_bytes(const embd_lowp_weight *w) {
 }
 
 /* The block's micro-panels (EMBD_LOWP_MC / LOWP_MR of (kg, LOWP_MR) cells),
- * then EMBD_LOWP_MC row scales (int8), rounded up to 64 bytes. */
+ * then EMBD_LOWP_MC row scales and EMBD_LOWP_MC row minima (int8), rounded up
+ * to 64 bytes. */
 size_t embd_lowp_scratch_bytes(const embd_lowp_weight *w) {
     const size_t cells = (size_t)EMBD_LOWP_MC * w->kg * sizeof(uint32_t);
-    return (cells + EMBD_LOWP_MC * sizeof(float) + 63) & ~(size_t)63;
+    return (cells + 2 * EMBD_LOWP_MC * sizeof(float) + 63) & ~(size_t)63;
 }
 
 #if LOWP_X86
@@ -215,38 +219,45 @@ LOWP_TARGET static void act_bf16(uint32_t *dst, const float *in, size_t lda, int
     }
 }
 
-/* Quantises rows [m0, m0 + mc) of in (T, K) per row: scale = max |x| / 127,
- * q = round(x * (127 / max |x|)) in [-127, 127] (nearest even, the default
- * MXCSR rounding), stored as q + 128 (u8, for VPDPBUSD) in dst's
- * micro-panels like act_bf16 with quads of k (k = 4g .. 4g + 3, byte e is
- * k = 4g + e); the scales to rscale[0, mc). A row of zeros gets scale 0 (its
- * outputs are the bias), one with a NaN or an infinity scale NaN. */
-LOWP_TARGET static void act_int8(uint32_t *dst, float *rscale, const float *in, size_t lda, int m0,
-                                 int mc, int K) {
+/* Quantises rows [m0, m0 + mc) of in (T, K) per row, asymmetric: with lo
+ * and hi the row's min and max, scale = (hi - lo) / 255 and q = round((x -
+ * lo) * (255 / (hi - lo))) in [0, 255] (nearest even, the default MXCSR
+ * rounding; fp32 arithmetic), so x is about lo + q * scale; stored as u8 in
+ * dst's micro-panels like act_bf16 with quads of k (k = 4g .. 4g + 3, byte e
+ * is k = 4g + e); the scales to rscale[0, mc), the minima to rmin[0, mc). A
+ * row whose values are all equal (zeros included) gets scale 0, q 0 and its
+ * value as min (its outputs are exact up to the weights' rounding); one with
+ * a NaN or an infinity, or whose range overflows fp32, scale and min NaN. */
+LOWP_TARGET static void act_int8(uint32_t *dst, float *rscale, float *rmin, const float *in,
+                                 size_t lda, int m0, int mc, int K) {
     const int kg = K / 4;
-    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     const __m512 fmax = _mm512_set1_ps(3.4028234663852886e38f);
     for (int i = 0; i < mc; i++) {
         const float *x = in + (size_t)(m0 + i) * lda;
         uint32_t *d = dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
-        __m512 vmax = _mm512_setzero_ps();
+        __m512 vmax = _mm512_set1_ps(-INFINITY), vmin = _mm512_set1_ps(INFINITY);
         __mmask16 bad = 0; /* lanes that saw a NaN or an infinity */
         for (int k = 0; k < K; k += 16) {
-            const __m512 a = _mm512_and_ps(_mm512_maskz_loadu_ps(lanes(K - k), x + k), absmask);
-            bad |= _mm512_cmp_ps_mask(a, fmax, _CMP_NLE_UQ);
-            vmax = _mm512_max_ps(vmax, a);
+            const __mmask16 m = lanes(K - k);
+            const __m512 a = _mm512_maskz_loadu_ps(m, x + k);
+            const __m512 aa = _mm512_abs_ps(a);
+            bad |= _mm512_mask_cmp_ps_mask(m, aa, fmax, _CMP_NLE_UQ);
+            vmax = _mm512_mask_max_ps(vmax, m, vmax, a);
+            vmin = _mm512_mask_min_ps(vmin, m, vmin, a);
         }
-        const float amax = _mm512_reduce_max_ps(vmax);
-        const float inv = !bad && amax > 0.0f ? 127.0f / amax : 0.0f;
-        rscale[i] = bad ? NAN : amax / 127.0f;
-        const __m512 vinv = _mm512_set1_ps(inv);
-        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-        const __m512i off = _mm512_set1_epi32(128);
+        const float hi = _mm512_reduce_max_ps(vmax), lo = _mm512_reduce_min_ps(vmin);
+        const float range = hi - lo; /* >= 0; inf when it overflows */
+        const int ok = !bad && range <= 3.4028234663852886e38f;
+        const float inv = ok && range > 0.0f ? 255.0f / range : 0.0f;
+        rscale[i] = ok ? range / 255.0f : NAN;
+        rmin[i] = ok ? lo : NAN;
+        const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo);
+        const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
         for (int k = 0; k < K; k += 16) {
             const int n = K - k < 16 ? K - k : 16;
             const __m512 a = _mm512_maskz_loadu_ps(lanes(n), x + k);
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(a, vinv));
-            q = _mm512_add_epi32(_mm512_max_epi32(_mm512_min_epi32(q, hi), lo), off);
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(a, vlo), vinv));
+            q = _mm512_max_epi32(_mm512_min_epi32(q, top), zero);
             uint32_t t[4] __attribute__((aligned(16)));
             _mm_store_si128((__m128i *)t, _mm512_cvtepi32_epi8(q)); /* 16 u8 = 4 quads */
             for (int j = 0; j < n / 4; j++)
@@ -321,23 +332,24 @@ LOWP_DEFINE_TILE(tile_int8_1, 1, 1)
 LOWP_DEFINE_TILE(tile_int8_2, 1, 2)
 
 /* c (mr, 16 * np), rows ldc apart = the tile's sums in t (rows 32 apart)
- * made into outputs, then GELU if asked. bf16: sum + bias. int8: (sum -
- * corr) as fp32, times (column scale x row scale), plus bias. bias, cscale
- * and corr point at the tile's first column, rscale at its first row; bias
- * may be NULL. The one epilogue of every tile shape (see the top). */
+ * made into outputs, then GELU if asked. bf16: sum + bias. int8: sum as fp32
+ * times (column scale x row scale), plus row min x the column's scaled
+ * weight sum, plus bias. bias, cscale and wsum point at the tile's first
+ * column, rscale and rmin at its first row; bias may be NULL. The one
+ * epilogue of every tile shape (see the top). */
 LOWP_TARGET static void epilogue(int int8, float *c, size_t ldc, float *t, int mr, int np,
-                                 const float *bias, const float *cscale, const int32_t *corr,
-                                 const float *rscale, int gelu) {
+                                 const float *bias, const float *cscale, const float *wsum,
+                                 const float *rscale, const float *rmin, int gelu) {
     for (int r = 0; r < mr; r++) {
         for (int h = 0; h < np; h++) {
             float *tv = t + r * 2 * LOWP_NR + h * LOWP_NR;
             __m512 v = _mm512_load_ps(tv);
             if (int8) {
-                const __m512i s = _mm512_sub_epi32(_mm512_castps_si512(v),
-                                                   _mm512_loadu_si512(corr + h * LOWP_NR));
                 const __m512 sc =
                     _mm512_mul_ps(_mm512_loadu_ps(cscale + h * LOWP_NR), _mm512_set1_ps(rscale[r]));
-                v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), sc);
+                const __m512 zp =
+                    _mm512_mul_ps(_mm512_loadu_ps(wsum + h * LOWP_NR), _mm512_set1_ps(rmin[r]));
+                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_castps_si512(v)), sc, zp);
             }
             if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + h * LOWP_NR));
             float *cr = c + (size_t)r * ldc + h * LOWP_NR;
@@ -362,13 +374,13 @@ void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const flo
     const size_t pstride = (size_t)kg * LOWP_NR; /* cells per panel */
     const size_t mstride = (size_t)kg * LOWP_MR; /* cells per micro-panel */
     uint32_t *abuf = scratch;
-    float *rscale = (float *)(abuf + (size_t)EMBD_LOWP_MC * kg);
+    float *rscale = (float *)(abuf + (size_t)EMBD_LOWP_MC * kg), *rmin = rscale + EMBD_LOWP_MC;
     /* the staging buffer of a tile's sums, (12, 32) */
     float t[LOWP_MR * 2 * LOWP_NR] __attribute__((aligned(64)));
     for (int m0 = r0; m0 < r1; m0 += EMBD_LOWP_MC) {
         const int mc = r1 - m0 < EMBD_LOWP_MC ? r1 - m0 : EMBD_LOWP_MC;
         if (int8)
-            act_int8(abuf, rscale, in, lda, m0, mc, K);
+            act_int8(abuf, rscale, rmin, in, lda, m0, mc, K);
         else
             act_bf16(abuf, in, lda, m0, mc, K);
         /* pairs of panels, the last one alone when their count is odd; the
@@ -393,7 +405,7 @@ void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const flo
                 }
                 epilogue(int8, out + (size_t)(m0 + i) * ldc + c, ldc, t, mr, np,
                          bias ? bias + c : NULL, int8 ? w->scale + c : NULL,
-                         int8 ? w->corr + c : NULL, rscale + i, gelu);
+                         int8 ? w->wsum + c : NULL, rscale + i, rmin + i, gelu);
             }
         }
     }

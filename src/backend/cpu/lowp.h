@@ -5,9 +5,9 @@
  *   bf16: W rounded to bf16 (round to nearest even), the activations too,
  *         products summed in fp32 (AVX512_BF16's VDPBF16PS).
  *   int8: W per output channel symmetric int8 (scale = max |w| / 127), the
- *         activations per row (token) symmetric int8 at run time, products
- *         summed in int32 (AVX512_VNNI's VPDPBUSD, with the u8 offset's
- *         correction), then scaled back to fp32.
+ *         activations per row (token) asymmetric u8 at run time (the row's
+ *         min to max in 255 steps), products summed in int32 (AVX512_VNNI's
+ *         VPDPBUSD), then scaled back to fp32 with the zero point's term.
  *
  * Callers check embd_cpu_can_bf16 / embd_cpu_can_int8 (isa.h) first; these
  * functions assume the instructions are there. */
@@ -51,7 +51,8 @@ size_t embd_lowp_scratch_bytes(const embd_lowp_weight *w);
  * Deterministic: a row's result does not depend on r0, r1, c0, c1 or the
  * other rows. A row of zeros gives the bias (int8: scale 0, no NaN); a row
  * with a NaN or an infinity gives NaN or infinities (int8: NaN in all its
- * outputs). Threads running at once each pass their own scratch. */
+ * outputs, as when its range max - min overflows fp32). Threads running at once each pass their own
+ * scratch. */
 void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in, size_t lda,
                     int r0, int r1, int c0, int c1, const float *bias, int gelu, void *scratch);
 
