@@ -135,8 +135,10 @@ enum embd_device {
 enum embd_dtype {
     EMBD_DTYPE_AUTO = 0, /* fp32 on the CPU, fp16 on the GPU */
     EMBD_DTYPE_FP32,
-    EMBD_DTYPE_FP16,
-    EMBD_DTYPE_BF16,
+    EMBD_DTYPE_FP16, /* the GPU only */
+    EMBD_DTYPE_BF16, /* the GPU (compute capability 8.0+), or the CPU with AVX512_BF16 */
+    EMBD_DTYPE_INT8, /* the CPU only, with AVX512_VNNI: int8 weights per output channel,
+                        activations quantised per token at run time */
 };
 
 struct embd_ctx_params {

@@ -9,7 +9,7 @@ from . import _embd
 from ._errors import InvalidArgumentError
 
 _DEVICES = {"auto": 0, "cpu": 1, "cuda": 2}
-_DTYPES = {"auto": 0, "fp32": 1, "fp16": 2, "bf16": 3}
+_DTYPES = {"auto": 0, "fp32": 1, "fp16": 2, "bf16": 3, "int8": 4}
 _MEM_CACHE = 64 << 20
 
 
@@ -80,7 +80,8 @@ class Model:
     the Hugging Face cache or under cache_dir (embd_model_resolve). device:
     'auto' (a usable GPU, else the CPU with one log line saying why), 'cpu',
     'cuda' or 'cuda:N' (an error when no usable GPU). dtype: 'auto' (fp32 on
-    the CPU, fp16 on a GPU), 'fp32', 'fp16', 'bf16'. threads: CPU threads
+    the CPU, fp16 on a GPU), 'fp32', 'fp16' (GPU), 'bf16' (GPU, or a CPU with
+    AVX512_BF16), 'int8' (a CPU with AVX512_VNNI). threads: CPU threads
     (None: all cores). cache: the embedding cache: 'mem' (64 MiB in memory),
     'off' or None, a size in bytes, or a directory (an LMDB disk cache shared by
     processes, plus 64 MiB in memory).
@@ -96,7 +97,7 @@ class Model:
             raise TypeError(f"path_or_name must be str or a path, not {type(path_or_name).__name__}")
         dev, index = _parse_device(device)
         if dtype not in _DTYPES:
-            raise ValueError(f"dtype {dtype!r}: use 'auto', 'fp32', 'fp16' or 'bf16'")
+            raise ValueError(f"dtype {dtype!r}: use 'auto', 'fp32', 'fp16', 'bf16' or 'int8'")
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise ValueError(f"threads must be None or an int >= 0, not {threads!r}")
         cache_bytes, disk = _parse_cache(cache)

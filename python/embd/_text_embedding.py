@@ -69,7 +69,7 @@ class TextEmbedding:
     logged (logger "embd", warning). cuda=Device.AUTO (the default, as in
     fastembed 0.9) takes a usable GPU, else the CPU. threads: CPU threads.
     kwargs: specific_model_path (a model directory to load instead), dtype
-    ('auto', 'fp32', 'fp16', 'bf16'), cache (the embedding cache, as
+    ('auto', 'fp32', 'fp16', 'bf16', 'int8'), cache (the embedding cache, as
     embd.Model), max_batch_tokens, query_prompt / passage_prompt (override the
     model's). fastembed's other keyword arguments (local_files_only,
     enable_cpu_mem_arena, ...) are accepted and have no effect.

@@ -18,7 +18,9 @@
 const struct cli_opt cli_common_opts[] = {
     {"model", 'm', true, "DIR", NULL, "model directory, or ORG/NAME in the Hugging Face cache"},
     {"device", 0, true, "DEV", "auto", "auto, cpu, cuda or cuda:N"},
-    {"dtype", 0, true, "TYPE", "auto", "auto, fp32, fp16 or bf16 (the CPU computes in fp32)"},
+    {"dtype", 0, true, "TYPE", "auto",
+     "auto, fp32, fp16, bf16 or int8. auto: fp16 on a GPU, fp32 on the CPU. The CPU also runs "
+     "bf16 (AVX512_BF16) and int8 (AVX512_VNNI) when asked; fp16 is GPU only, int8 CPU only"},
     {"threads", 0, true, "N", "0", "CPU threads; 0 = all cores"},
     {"quiet", 'q', false, NULL, NULL, "no progress or summary on stderr"},
     {"config", 0, true, "FILE", NULL, "JSON file of options, e.g. {\"device\": \"cpu\"}"},
@@ -394,19 +396,21 @@ int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
                 cli_source(a, "device", src, sizeof src));
         return 2;
     }
-    static const char *const dtypes[] = {"auto", "fp32", "fp16", "bf16"};
-    _Static_assert(EMBD_DTYPE_AUTO == 0 && EMBD_DTYPE_BF16 == 3, "dtypes[] is enum embd_dtype");
+    static const char *const dtypes[] = {"auto", "fp32", "fp16", "bf16", "int8"};
+    _Static_assert(EMBD_DTYPE_AUTO == 0 && EMBD_DTYPE_INT8 == 4, "dtypes[] is enum embd_dtype");
     int dtype = 0;
-    if (cli_get_choice(a, "dtype", dtypes, 4, &dtype)) return 2;
+    if (cli_get_choice(a, "dtype", dtypes, 5, &dtype)) return 2;
     p->dtype = (enum embd_dtype)dtype;
     const char *dt = dtypes[dtype];
-    if (p->device == EMBD_DEVICE_CPU &&
-        (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)) {
+    if ((p->device == EMBD_DEVICE_CPU && p->dtype == EMBD_DTYPE_FP16) ||
+        (p->device == EMBD_DEVICE_CUDA && p->dtype == EMBD_DTYPE_INT8)) {
         char s1[4200], s2[4200];
-        cli_err("%s: --dtype %s%s conflicts with --device cpu%s: the CPU computes in fp32 (use "
-                "--dtype fp32 or auto)",
-                a->cmd, dt, cli_source(a, "dtype", s1, sizeof s1),
-                cli_source(a, "device", s2, sizeof s2));
+        cli_err(
+            "%s: --dtype %s%s conflicts with --device %s%s: %s", a->cmd, dt,
+            cli_source(a, "dtype", s1, sizeof s1), dev, cli_source(a, "device", s2, sizeof s2),
+            p->dtype == EMBD_DTYPE_FP16
+                ? "the CPU computes in fp32, bf16 or int8 (use --dtype fp32, bf16, int8 or auto)"
+                : "int8 runs on the CPU only (use --device cpu or auto)");
         return 2;
     }
     long threads = 0;

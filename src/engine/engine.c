@@ -139,7 +139,7 @@ static embd_backend_params cpu_backend_params(const embd_ctx *ctx) {
     embd_backend_params bp = {
         .n_threads = ctx->n_threads,
         .device_index = ctx->params.device_index,
-        .dtype = EMBD_DTYPE_FP32,
+        .dtype = EMBD_DTYPE_FP32, /* the CPU path of ctx_pick_backend sets bf16 or int8 */
         .max_batch_tokens = batch_budget(ctx, false),
     };
     return bp;
@@ -163,7 +163,11 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
     enum embd_status st;
     ctx->ops = ctx->start_ops = &embd_backend_cpu_ops;
     ctx->dtype = EMBD_DTYPE_FP32;
-    if (p->device != EMBD_DEVICE_CPU) {
+    /* int8 is a CPU mode: device auto goes straight to the CPU */
+    if (p->device == EMBD_DEVICE_CUDA && p->dtype == EMBD_DTYPE_INT8)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "dtype int8 runs on the CPU only (use --device cpu or auto)");
+    if (p->device != EMBD_DEVICE_CPU && p->dtype != EMBD_DTYPE_INT8) {
         char why[512];
         enum embd_fallback r =
             embd_cuda_check(ctx->model, p->device_index, p->dtype, why, sizeof why);
@@ -192,11 +196,17 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
         ctx->fallback = r;
         ctx->auto_cpu_reason = r;
     }
-    if (p->dtype == EMBD_DTYPE_FP16 || p->dtype == EMBD_DTYPE_BF16)
+    if (p->dtype == EMBD_DTYPE_FP16)
         return embd_error(EMBD_ERR_UNSUPPORTED,
-                          "dtype %s: the CPU backend computes in fp32; use --dtype fp32 or auto",
-                          p->dtype == EMBD_DTYPE_FP16 ? "fp16" : "bf16");
+                          "dtype fp16: the CPU backend computes in fp32, bf16 or int8; use "
+                          "--dtype fp32 or auto");
     embd_backend_params bp = cpu_backend_params(ctx);
+    if (p->dtype == EMBD_DTYPE_BF16 || p->dtype == EMBD_DTYPE_INT8) {
+        /* opt-in reduced precision on the CPU; the backend refuses it where
+         * the CPU lacks the instructions */
+        bp.dtype = p->dtype;
+        ctx->dtype = p->dtype;
+    }
     ctx->batch_tokens = bp.max_batch_tokens;
     return ctx->ops->init(&ctx->be, ctx->model, &bp);
 }
@@ -337,10 +347,8 @@ enum embd_fallback embd_ctx_fallback(const embd_ctx *ctx, const char **msg) {
 
 const char *embd_dtype_str(enum embd_dtype dtype) {
     static const char *const names[] = {
-        [EMBD_DTYPE_AUTO] = "auto",
-        [EMBD_DTYPE_FP32] = "fp32",
-        [EMBD_DTYPE_FP16] = "fp16",
-        [EMBD_DTYPE_BF16] = "bf16",
+        [EMBD_DTYPE_AUTO] = "auto", [EMBD_DTYPE_FP32] = "fp32", [EMBD_DTYPE_FP16] = "fp16",
+        [EMBD_DTYPE_BF16] = "bf16", [EMBD_DTYPE_INT8] = "int8",
     };
     return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }

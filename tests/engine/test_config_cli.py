@@ -3,14 +3,18 @@
 - a bad value names where it came from (a flag, EMBD_* or --config FILE);
 - a mistyped EMBD_* variable gets a warning naming the setting meant;
 - an unknown config key, and conflicting options (--device cpu with
-  --dtype fp16/bf16; --cache off with --cache-mem, --cache off/mem with
+  --dtype fp16, --device cuda with --dtype int8; --cache off with --cache-mem, --cache off/mem with
   --cache-map-size, both on the command line) exit 2 with one line;
 - `embd doctor -m DIR` starts a context with the requested device and dtype
   and says what would run; device auto on the CPU names the fallback reason
-  the metrics count; a device that cannot run the model exits 1.
+  the metrics count; a device that cannot run the model exits 1;
+- --dtype bf16 / int8 on the CPU run where it has AVX512_BF16 / AVX512_VNNI
+  (and AVX-512 is not switched off) and exit 1 naming the instructions
+  where it has not.
 """
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -24,6 +28,17 @@ def one_error(p, code, *needles):
     lines = err.splitlines()
     return (p.returncode == code and len(lines) == 1 and lines[0].startswith("embd: ")
             and all(n in lines[0] for n in needles))
+
+
+def cpu_has(flag):
+    """Whether /proc/cpuinfo lists the flag (and the OS keeps the AVX-512
+    state, which the kernel's flags already reflect)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^flags\s*:(.*)$", f.read(), re.M)
+    except OSError:
+        return False
+    return bool(m) and flag in m.group(1).split() and "avx512f" in m.group(1).split()
 
 
 def main():
@@ -71,9 +86,23 @@ def main():
         p = run(["embed", *m, "--device", "cpu", "--dtype", "fp16"], stdin=text)
         c.check(one_error(p, 2, "--dtype fp16 conflicts with --device cpu"),
                 f"cpu + fp16: {p.stderr!r}")
-        p = run(["embed", *m, "--device", "cpu"], stdin=text, env={"EMBD_DTYPE": "bf16"})
-        c.check(one_error(p, 2, "--dtype bf16 (from EMBD_DTYPE) conflicts with --device cpu"),
-                f"cpu + bf16 from env: {p.stderr!r}")
+        p = run(["embed", *m, "--device", "cuda"], stdin=text, env={"EMBD_DTYPE": "int8"})
+        c.check(one_error(p, 2, "--dtype int8 (from EMBD_DTYPE) conflicts with --device cuda"),
+                f"cuda + int8 from env: {p.stderr!r}")
+        # The CPU's reduced precisions: they run where the CPU has the
+        # instructions, and are refused with the reason where it has not.
+        for dtype, flag in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni")):
+            p = run(["embed", *m, "--device", "cpu", "-q"], stdin=text, env={"EMBD_DTYPE": dtype})
+            if cpu_has(flag):
+                c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'),
+                        f"cpu + {dtype}: {p.stderr!r}")
+                p = run(["embed", *m, "--device", "cpu", "--dtype", dtype], stdin=text,
+                        env={"EMBD_CPU_ISA": "avx2"})
+                c.check(one_error(p, 1, f"dtype {dtype} runs on the avx512 kernel set"),
+                        f"cpu + {dtype} with EMBD_CPU_ISA=avx2: {p.stderr!r}")
+            else:
+                c.check(one_error(p, 1, f"dtype {dtype}", flag.upper()),
+                        f"cpu + {dtype} without {flag}: {p.stderr!r}")
         p = run(["embed", *m, *config({"device": "cpu", "dtype": "fp16"})], stdin=text)
         c.check(one_error(p, 2, "conflicts with --device cpu (from --config"),
                 f"conflict in the config file: {p.stderr!r}")
@@ -114,8 +143,15 @@ def main():
     p = run(["doctor", *m, "--device", "cuda:9"])
     c.check(one_error(p, 1, "doctor: device cuda:9 cannot run this model")
             and "cannot run this model" in p.stdout.decode(), f"doctor cuda:9: {p.stderr!r}")
-    p = run(["doctor", *m, "--device", "cpu", "--dtype", "bf16"])
+    p = run(["doctor", *m, "--device", "cpu", "--dtype", "fp16"])
     c.check(one_error(p, 2, "conflicts with --device cpu"), f"doctor conflict: {p.stderr!r}")
+    p = run(["doctor", *m, "--device", "cpu", "--dtype", "int8"])
+    if cpu_has("avx512_vnni"):
+        c.check(p.returncode == 0 and "run: device cpu, dtype int8 -> cpu" in p.stdout.decode(),
+                f"doctor cpu int8: {p.stdout!r} {p.stderr!r}")
+    else:
+        c.check(p.returncode == 1 and "AVX512_VNNI" in p.stdout.decode() + p.stderr.decode(),
+                f"doctor cpu int8 without VNNI: {p.stdout!r} {p.stderr!r}")
     p = run(["doctor", "--device", "cuda"])
     c.check(p.returncode == 0 and "give -m to check it" in p.stdout.decode(), "doctor without -m")
     c.done()

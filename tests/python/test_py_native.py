@@ -24,7 +24,7 @@ def test_describe(model):
     assert model.dimension == 384 and model.max_tokens == 256
     assert model.pooling == "mean" and model.normalizes
     assert model.device in ("cpu", "cuda")
-    assert model.dtype in ("fp32", "fp16", "bf16")
+    assert model.dtype in ("fp32", "fp16", "bf16", "int8")
     label, msg = model.fallback
     assert isinstance(label, str) and isinstance(msg, str)
     assert "dim=384" in repr(model)
@@ -120,3 +120,37 @@ def test_errors_carry_status():
 if __name__ == "__main__":
     from pyembd_test import run_pytest
     sys.exit(run_pytest(__file__))
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.parametrize("dtype,flag,floor", [("bf16", "avx512_bf16", 0.999),
+                                              ("int8", "avx512_vnni", 0.99)])
+def test_cpu_reduced_precision(model, dtype, flag, floor):
+    """dtype='bf16' / 'int8' on the CPU: close to fp32 where the CPU has the
+    instructions, refused with them named where it has not."""
+    texts = ["a cat sat on the mat", "apt-get installs Debian packages",
+             "Übermäßige Größe: ½ € — 東京 🙂", "x"]
+    flags = _cpu_flags()
+    if flag not in flags or "avx512f" not in flags:
+        with pytest.raises(embd.UnsupportedError, match=flag.upper()):
+            embd.Model(need_model(MINILM), device="cpu", dtype=dtype, cache="off")
+        return
+    with embd.Model(need_model(MINILM), device="cpu", dtype="fp32", cache="off") as ref, \
+            embd.Model(need_model(MINILM), device="cpu", dtype=dtype, cache="off") as low:
+        assert low.dtype == dtype and low.device == "cpu"
+        a, b = ref.embed(texts), low.embed(texts)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cos.min() >= floor, cos
+        assert not np.array_equal(a, b)  # it did run in reduced precision
+        # a text alone gives the same bits as in the batch
+        np.testing.assert_array_equal(low.embed(texts[1:2])[0], b[1])

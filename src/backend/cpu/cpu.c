@@ -23,6 +23,7 @@
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_math.h"
 #include "backend/cpu/isa.h"
+#include "backend/cpu/lowp.h"
 #include "model/model.h"
 #include "util/util.h"
 
@@ -116,6 +117,12 @@ struct embd_backend {
     float *pk_qkv, *pk_o, *pk_i, *pk_f; /* layer 0's; layer l is + l * pk_layer */
     size_t pk_layer;
     int pk_maxk; /* max(H, I): the longest K of a packed GEMM */
+    /* --dtype bf16 or int8 (lowp.h): per layer Q|K|V, O, FFN in, FFN out,
+     * (L * 4) packed weights, and per-thread scratch; else NULL */
+    enum embd_dtype dtype; /* EMBD_DTYPE_FP32, _BF16 or _INT8 */
+    embd_lowp_weight **lowp;
+    void *lowp_mem, *lowp_scratch; /* lowp_scratch: lowp_mem 64-byte aligned */
+    size_t lowp_stride;            /* bytes of lowp_scratch per thread */
     float *abuf; /* (nt, PK_MC * max(H, I)) packed activation blocks, per thread */
     /* token scratch, for up to cap_tok tokens; one allocation at `tok_mem` */
     void *tok_mem;
@@ -604,24 +611,50 @@ static void pk_gemm(enum embd_cpu_isa isa, float *out, size_t ldc, const float *
 
 #endif
 
+/* A weight of a linear layer in the forms the backend may hold: w (N, K) as
+ * loaded, wp packed for pk_gemm, wl packed in bf16 or int8 (lowp.h); the
+ * last two may be NULL. */
+typedef struct {
+    const float *w, *wp;
+    const embd_lowp_weight *wl;
+} lin_w;
+
+/* Rows [r0, r1) and columns [c0, c1) (multiples of 16) of out (T, N) = in
+ * (T, K) W^T + bias, GELU if asked, through the packed GEMM (Wp) or the
+ * reduced-precision one (Wl). */
+static void gemm_part(embd_backend *be, float *out, const float *in, lin_w W, int K, int N, int r0,
+                      int r1, int c0, int c1, const float *bias, int gelu, int tid) {
+    if (W.wl) {
+        embd_lowp_gemm(W.wl, out, (size_t)N, in, (size_t)K, r0, r1, c0, c1, bias, gelu,
+                       (char *)be->lowp_scratch + (size_t)tid * be->lowp_stride);
+        return;
+    }
+#if EMBD_HAVE_PACKED
+    float *abuf = be->abuf + (size_t)tid * ((size_t)PK_MC * be->pk_maxk + 16);
+    pk_gemm(be->isa, out, (size_t)N, in, (size_t)K, W.wp, (size_t)K * PK_NR, PK_NR, r0, r1,
+            c0 / PK_NR, c1 / PK_NR, K, bias, gelu, abuf);
+#else
+    (void)be, (void)out, (void)in, (void)K, (void)N, (void)r0, (void)r1, (void)c0, (void)c1;
+    (void)bias, (void)gelu, (void)tid;
+#endif
+}
+
 /* out (T, N) = in (T, K) W^T, W (N, K), then the epilogue; all threads. With
- * Wp (W packed, see pk_gemm) the packed GEMM runs, else OpenBLAS. The GEMM is
- * split by rows when there are enough of them (each thread then runs its own
- * rows' epilogue at once), else by columns of W (small batches are bound by
- * reading W, which this way is read once) followed by a barrier. */
-static void linear(embd_backend *be, float *out, const float *in, const float *W, const float *Wp,
-                   int T, int K, int N, const float *bias, enum epilogue epi, float *x,
-                   const float *g, const float *beta) {
+ * W packed (wp, see pk_gemm; or wl, lowp.h) the packed GEMM runs, else
+ * OpenBLAS. The GEMM is split by rows when there are enough of them (each
+ * thread then runs its own rows' epilogue at once), else by columns of W
+ * (small batches are bound by reading W, which this way is read once)
+ * followed by a barrier. */
+static void linear(embd_backend *be, float *out, const float *in, lin_w W, int T, int K, int N,
+                   const float *bias, enum epilogue epi, float *x, const float *g,
+                   const float *beta) {
     const float eps = be->model ? be->model->hp.ln_eps : 0.0f; /* no model: embd_cpu_gemm */
     const int nt = be->nt;
-#if EMBD_HAVE_PACKED
-    if (Wp) {
+    if (W.wp || W.wl) {
         const int np = N / PK_NR, gelu = epi == EPI_BIAS_GELU, ln = epi == EPI_BIAS_RESID_LN;
-        const size_t astride = (size_t)PK_MC * be->pk_maxk + 16;
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            float *abuf = be->abuf + (size_t)tid * astride;
             /* by rows when each thread gets several blocks (else the split
              * by columns keeps every thread busy) */
             if (T >= 4 * PK_MC * nth) {
@@ -633,19 +666,18 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
 #pragma omp for schedule(dynamic, 1) nowait
                 for (int bi = 0; bi < nb; bi++) {
                     const int m0 = bi * PK_MC, m1 = T - m0 < PK_MC ? T : m0 + PK_MC;
-                    pk_gemm(be->isa, out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR,
-                            m0, m1, 0, np, K, bias, gelu, abuf);
+                    gemm_part(be, out, in, W, K, N, m0, m1, 0, N, bias, gelu, tid);
                     if (ln) epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, m0, m1, N);
                 }
             } else {
-                /* in pairs of panels for the AVX-512 tile (32 columns) */
-                const int pg = be->isa == EMBD_CPU_ISA_AVX512 ? 2 : 1, ng = (np + pg - 1) / pg;
+                /* in pairs of panels (32 columns) for the AVX-512 tiles */
+                const int pg = be->isa == EMBD_CPU_ISA_AVX512 || W.wl ? 2 : 1;
+                const int ng = (np + pg - 1) / pg;
                 const int p0 = pg * (int)((int64_t)ng * tid / nth);
                 int p1 = pg * (int)((int64_t)ng * (tid + 1) / nth);
                 p1 = p1 < np ? p1 : np;
                 if (p1 > p0)
-                    pk_gemm(be->isa, out, (size_t)N, in, (size_t)K, Wp, (size_t)K * PK_NR, PK_NR, 0,
-                            T, p0, p1, K, bias, gelu, abuf);
+                    gemm_part(be, out, in, W, K, N, 0, T, p0 * PK_NR, p1 * PK_NR, bias, gelu, tid);
                 if (ln) {
 #pragma omp barrier
 #pragma omp for schedule(static)
@@ -656,9 +688,6 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
         }
         return;
     }
-#else
-    (void)Wp;
-#endif
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -666,7 +695,7 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
             int r0 = (int)((int64_t)T * tid / nth), r1 = (int)((int64_t)T * (tid + 1) / nth);
             if (r1 > r0) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, N, K, 1.0f,
-                            in + (size_t)r0 * K, K, W, K, 0.0f, out + (size_t)r0 * N, N);
+                            in + (size_t)r0 * K, K, W.w, K, 0.0f, out + (size_t)r0 * N, N);
                 epilogue_rows(out, bias, epi, x, g, beta, eps, r0, r1, N);
             }
         } else {
@@ -677,7 +706,7 @@ static void linear(embd_backend *be, float *out, const float *in, const float *W
             if (c1 > N) c1 = N;
             if (c1 > c0)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, in, K,
-                            W + (size_t)c0 * K, K, 0.0f, out + c0, N);
+                            W.w + (size_t)c0 * K, K, 0.0f, out + c0, N);
 #pragma omp barrier
 #pragma omp for schedule(static)
             for (int r = 0; r < T; r++)
@@ -846,7 +875,8 @@ static void attention(embd_backend *be, const embd_batch *batch) {
     const int H = hp->H, NH = hp->NH, HS = H / NH;
     const int tasks = batch->n_seq * NH;
     const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
-    const int pk = be->packed && HS % PK_NR == 0;
+    /* the packed attention needs no packed weights, only the tiles */
+    const int pk = be->isa >= EMBD_CPU_ISA_AVX2 && HS % PK_NR == 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
     for (int task = 0; task < tasks; task++) {
         const int s = task / NH, h = task % NH;
@@ -933,7 +963,62 @@ static void cpu_free(embd_backend *be) {
     embd_free(be->bqkv);
     embd_free(be->packed);
     embd_free(be->abuf);
+    if (be->lowp) {
+        for (size_t i = 0; i < 4 * (size_t)be->model->hp.L; i++)
+            embd_lowp_free(be->lowp[i]);
+        embd_free(be->lowp);
+    }
+    embd_free(be->lowp_mem);
     embd_free(be);
+}
+
+/* Packs every layer's Q|K|V (stacked), O, FFN in and FFN out in be->dtype
+ * (lowp.h), drops the fp32 pages they came from, and allocates each thread's
+ * scratch for embd_lowp_gemm. */
+static enum embd_status cpu_pack_lowp(embd_backend *be, const struct embd_model *model) {
+    const embd_hparams *hp = &model->hp;
+    const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
+    const enum embd_lowp_kind kind = be->dtype == EMBD_DTYPE_BF16 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
+    be->lowp = embd_calloc(4 * L + 1, sizeof(*be->lowp));
+    float *qkv = embd_malloc2(3 * H * H, sizeof(float));
+    if (!be->lowp || !qkv) {
+        embd_free(qkv);
+        return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
+    }
+    size_t scratch = 0;
+    for (size_t l = 0; l < L; l++) {
+        const embd_layer_weights *lw = &model->w.layers[l];
+        memcpy(qkv, lw->q_w, H * H * sizeof(float));
+        memcpy(qkv + H * H, lw->k_w, H * H * sizeof(float));
+        memcpy(qkv + 2 * H * H, lw->v_w, H * H * sizeof(float));
+        embd_lowp_weight **w = be->lowp + 4 * l;
+        w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H);
+        w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H);
+        w[2] = embd_lowp_pack(kind, lw->i_w, (int)I, (int)H);
+        w[3] = embd_lowp_pack(kind, lw->f_w, (int)H, (int)I);
+        for (int i = 0; i < 4; i++) {
+            if (!w[i]) {
+                embd_free(qkv);
+                return embd_error(EMBD_ERR_NOMEM,
+                                  "cpu backend: out of memory packing the weights in %s",
+                                  embd_dtype_str(be->dtype));
+            }
+            const size_t b = embd_lowp_scratch_bytes(w[i]);
+            scratch = b > scratch ? b : scratch;
+        }
+        const float *src[6] = {lw->q_w, lw->k_w, lw->v_w, lw->o_w, lw->i_w, lw->f_w};
+        const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
+        for (int i = 0; i < 6; i++)
+            embd_model_drop_weight_pages(model, src[i], len[i]);
+    }
+    embd_free(qkv);
+    be->lowp_stride = (scratch + 63) & ~(size_t)63;
+    be->lowp_mem = embd_malloc2((size_t)be->nt * be->lowp_stride + 64, 1);
+    if (!be->lowp_mem)
+        return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory for the %s scratch",
+                          embd_dtype_str(be->dtype));
+    be->lowp_scratch = (void *)(((uintptr_t)be->lowp_mem + 63) & ~(uintptr_t)63);
+    return EMBD_OK;
 }
 
 /* Packs Q/K/V of every layer into one (3H, H) weight and (3H) bias each, and
@@ -948,15 +1033,39 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     if (hp->H < 1 || hp->NH < 1 || hp->H % hp->NH || hp->I < 1 || hp->L < 0 || hp->P < 1 ||
         hp->V < 1 || hp->TV < 1)
         return embd_error(EMBD_ERR_INVALID_ARG, "cpu backend: bad model dimensions");
-    if (params->dtype != EMBD_DTYPE_FP32 && params->dtype != EMBD_DTYPE_AUTO)
-        return embd_error(EMBD_ERR_UNSUPPORTED, "cpu backend: only fp32 is supported");
+    enum embd_dtype dtype = params->dtype == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP32 : params->dtype;
+    if (dtype != EMBD_DTYPE_FP32 && dtype != EMBD_DTYPE_BF16 && dtype != EMBD_DTYPE_INT8)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "cpu backend: dtype %s is not supported on the CPU (fp32, bf16 or int8)",
+                          embd_dtype_str(dtype));
+    char why[160];
+    if (dtype != EMBD_DTYPE_FP32) {
+        const bool ok = dtype == EMBD_DTYPE_BF16 ? embd_cpu_can_bf16(why, sizeof why)
+                                                 : embd_cpu_can_int8(why, sizeof why);
+        if (!ok)
+            return embd_error(EMBD_ERR_UNSUPPORTED, "cpu backend: dtype %s: %s",
+                              embd_dtype_str(dtype), why);
+        if (hp->H % 16 || hp->I % 16)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "cpu backend: dtype %s needs the hidden and intermediate sizes to "
+                              "be multiples of 16 (this model: %d and %d); use fp32",
+                              embd_dtype_str(dtype), hp->H, hp->I);
+    }
     embd_backend *be = embd_calloc(1, sizeof(*be));
     if (!be) return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory");
     be->model = model;
-    char why[160];
+    be->dtype = dtype;
     if (!cpu_choose_isa(&be->isa, why, sizeof why)) {
         embd_free(be);
         return embd_error(EMBD_ERR_UNSUPPORTED, "cpu backend: %s", why);
+    }
+    if (dtype != EMBD_DTYPE_FP32 && (!EMBD_HAVE_DISPATCH || be->isa != EMBD_CPU_ISA_AVX512)) {
+        const enum embd_cpu_isa isa = be->isa;
+        embd_free(be);
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "cpu backend: dtype %s runs on the avx512 kernel set, and %s was chosen "
+                          "(EMBD_CPU_ISA); use fp32 or unset EMBD_CPU_ISA",
+                          embd_dtype_str(dtype), embd_cpu_isa_name(isa));
     }
 #if EMBD_HAVE_PACKED
     cpu_isa = EMBD_HAVE_DISPATCH ? be->isa : EMBD_CPU_ISA_BASELINE;
@@ -968,10 +1077,14 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     openblas_set_num_threads(1);
 
     const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
-    const bool packed =
-        EMBD_HAVE_PACKED && be->isa >= EMBD_CPU_ISA_AVX2 && H % PK_NR == 0 && I % PK_NR == 0;
+    const bool lowp = dtype != EMBD_DTYPE_FP32;
+    const bool packed = !lowp && EMBD_HAVE_PACKED && be->isa >= EMBD_CPU_ISA_AVX2 &&
+                        H % PK_NR == 0 && I % PK_NR == 0;
     be->bqkv = embd_malloc2(L * 3 * H + 1, sizeof(float));
-    if (packed) {
+    if (lowp) {
+        st = cpu_pack_lowp(be, model);
+        if (st != EMBD_OK) goto fail;
+    } else if (packed) {
         /* (3H, H) + (H, H) + (I, H) + (H, I) per layer, 64-byte aligned */
         be->pk_layer = 4 * H * H + 2 * I * H;
         be->pk_maxk = (int)(H > I ? H : I);
@@ -981,7 +1094,7 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     } else {
         be->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
     }
-    if (!be->bqkv || (packed ? !be->packed || !be->abuf : !be->wqkv)) {
+    if (!be->bqkv || (!lowp && (packed ? !be->packed || !be->abuf : !be->wqkv))) {
         st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
         goto fail;
     }
@@ -1008,7 +1121,7 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
             const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
             for (int i = 0; i < 6; i++)
                 embd_model_drop_weight_pages(model, src[i], len[i]);
-        } else {
+        } else if (!lowp) {
             float *w = be->wqkv + l * 3 * H * H;
             memcpy(w, lw->q_w, H * H * sizeof(float));
             memcpy(w + H * H, lw->k_w, H * H * sizeof(float));
@@ -1030,9 +1143,9 @@ fail:
  * projection + LN1 and the FFN + LN2 on those n_seq rows, gathered in
  * be->tmp and written back to their places in x (pool reads only them).
  * Scratch: ctx_c in be->ctx, the dense outputs in be->big (after the
- * attention has read it) and be->ctx. Wp are the packed weights or NULL. */
+ * attention has read it) and be->ctx. */
 static void cls_last_layer(embd_backend *be, const embd_batch *batch, const embd_layer_weights *lw,
-                           const float *p_o, const float *pi, const float *pf) {
+                           lin_w wo, lin_w wi, lin_w wf) {
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H, NH = hp->NH, HS = H / NH, I = hp->I, n = batch->n_seq;
     float *ctx_c = be->ctx, *x_c = be->tmp;
@@ -1049,12 +1162,11 @@ static void cls_last_layer(embd_backend *be, const embd_batch *batch, const embd
         memcpy(x_c + (size_t)s * H, be->x + (size_t)batch->seq_start[s] * H,
                (size_t)H * sizeof(float));
     /* x_c = LN1(x_c + ctx_c Wo^T + bo) */
-    linear(be, be->big, ctx_c, lw->o_w, p_o, n, H, H, lw->o_b, EPI_BIAS_RESID_LN, x_c, lw->ln1_g,
-           lw->ln1_b);
+    linear(be, be->big, ctx_c, wo, n, H, H, lw->o_b, EPI_BIAS_RESID_LN, x_c, lw->ln1_g, lw->ln1_b);
     /* big (n, I) = gelu(x_c Wi^T + bi) */
-    linear(be, be->big, x_c, lw->i_w, pi, n, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
+    linear(be, be->big, x_c, wi, n, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
     /* x_c = LN2(x_c + big Wf^T + bf) */
-    linear(be, be->ctx, be->big, lw->f_w, pf, n, I, H, lw->f_b, EPI_BIAS_RESID_LN, x_c, lw->ln2_g,
+    linear(be, be->ctx, be->big, wf, n, I, H, lw->f_b, EPI_BIAS_RESID_LN, x_c, lw->ln2_g,
            lw->ln2_b);
     for (int s = 0; s < n; s++)
         memcpy(be->x + (size_t)batch->seq_start[s] * H, x_c + (size_t)s * H,
@@ -1089,28 +1201,36 @@ static enum embd_status cpu_embed(embd_backend *be, float *out, const embd_batch
     const int cls = hp->pooling == EMBD_POOL_CLS;
     for (int l = 0; l < hp->L; l++) {
         const embd_layer_weights *lw = &m->w.layers[l];
-        const float *wqkv = be->wqkv ? be->wqkv + (size_t)l * 3 * H * H : NULL;
         const float *bqkv = be->bqkv + (size_t)l * 3 * H;
-        const size_t po = (size_t)l * be->pk_layer;
-        const float *pq = be->packed ? be->pk_qkv + po : NULL,
-                    *pf = be->packed ? be->pk_f + po : NULL;
-        const float *p_o = be->packed ? be->pk_o + po : NULL,
-                    *pi = be->packed ? be->pk_i + po : NULL;
+        lin_w wq = {be->wqkv ? be->wqkv + (size_t)l * 3 * H * H : NULL, NULL, NULL};
+        lin_w wo = {lw->o_w, NULL, NULL}, wi = {lw->i_w, NULL, NULL}, wf = {lw->f_w, NULL, NULL};
+        if (be->packed) {
+            const size_t po = (size_t)l * be->pk_layer;
+            wq.wp = be->pk_qkv + po;
+            wo.wp = be->pk_o + po;
+            wi.wp = be->pk_i + po;
+            wf.wp = be->pk_f + po;
+        } else if (be->lowp) {
+            wq.wl = be->lowp[4 * l];
+            wo.wl = be->lowp[4 * l + 1];
+            wi.wl = be->lowp[4 * l + 2];
+            wf.wl = be->lowp[4 * l + 3];
+        }
         /* big (T, 3H) = x Wqkv^T + bqkv */
-        linear(be, be->big, be->x, wqkv, pq, T, H, 3 * H, bqkv, EPI_BIAS, NULL, NULL, NULL);
+        linear(be, be->big, be->x, wq, T, H, 3 * H, bqkv, EPI_BIAS, NULL, NULL, NULL);
         if (cls && l == hp->L - 1) {
-            cls_last_layer(be, batch, lw, p_o, pi, pf);
+            cls_last_layer(be, batch, lw, wo, wi, wf);
             break;
         }
         attention(be, batch);
         /* x = LN1(x + ctx Wo^T + bo) */
-        linear(be, be->tmp, be->ctx, lw->o_w, p_o, T, H, H, lw->o_b, EPI_BIAS_RESID_LN, be->x,
-               lw->ln1_g, lw->ln1_b);
+        linear(be, be->tmp, be->ctx, wo, T, H, H, lw->o_b, EPI_BIAS_RESID_LN, be->x, lw->ln1_g,
+               lw->ln1_b);
         /* big (T, I) = gelu(x Wi^T + bi) */
-        linear(be, be->big, be->x, lw->i_w, pi, T, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
+        linear(be, be->big, be->x, wi, T, H, I, lw->i_b, EPI_BIAS_GELU, NULL, NULL, NULL);
         /* x = LN2(x + big Wf^T + bf) */
-        linear(be, be->tmp, be->big, lw->f_w, pf, T, I, H, lw->f_b, EPI_BIAS_RESID_LN, be->x,
-               lw->ln2_g, lw->ln2_b);
+        linear(be, be->tmp, be->big, wf, T, I, H, lw->f_b, EPI_BIAS_RESID_LN, be->x, lw->ln2_g,
+               lw->ln2_b);
     }
     pool(be, out, batch, normalize && hp->normalize);
     return EMBD_OK;
@@ -1191,8 +1311,8 @@ nomem:
 
 void embd_cpu_gemm_run(embd_cpu_gemm *g, float *out, const float *in, int T, const float *bias) {
     if (!g || !out || !in || T < 1) return;
-    linear(&g->be, out, in, g->w, g->wp, T, g->K, g->N, bias, bias ? EPI_BIAS : EPI_NONE, NULL,
-           NULL, NULL);
+    const lin_w w = {g->w, g->wp, NULL};
+    linear(&g->be, out, in, w, T, g->K, g->N, bias, bias ? EPI_BIAS : EPI_NONE, NULL, NULL, NULL);
 }
 
 const char *embd_cpu_gemm_isa(const embd_cpu_gemm *g) {
