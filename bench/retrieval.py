@@ -23,13 +23,16 @@ Sets:
   full   every eligible package, searched among all of them.
 
 Engines:
-  embd   vectors from `embd embed --format npy` (release build).
+  embd   vectors from `embd embed --format npy` (release build); with
+         --dtypes fp32,bf16,int8 one run per --dtype (engines embd-fp32,
+         embd-bf16, ...), and each one's cosine to embd-fp32 per document
+         and per query (min, 0.1th percentile, mean) in "cosine_to_fp32".
   st     sentence-transformers (global python3 with torch), normalised
          like the model's own Normalize module; the reference.
 
 usage: bench/retrieval.py --model DIR [--set slice|full] [--engine embd|st|both]
        [--embd BIN] [--corpus FILE] [--out metrics.json] [--threads N]
-       [--device cpu|cuda|auto] [--ld-library-path DIRS]
+       [--device cpu|cuda|auto] [--dtypes fp32,bf16,int8] [--ld-library-path DIRS]
 """
 import argparse
 import hashlib
@@ -93,7 +96,7 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def embed_embd(binary, model, texts, threads=0, extra_env=None, device="cpu"):
+def embed_embd(binary, model, texts, threads=0, extra_env=None, device="cpu", dtype=None):
     """(n, D) float32 vectors from `embd embed`, texts passed as JSONL."""
     tmp = tempfile.mkdtemp(prefix="embd-retrieval-")
     inp, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.npy")
@@ -103,7 +106,10 @@ def embed_embd(binary, model, texts, threads=0, extra_env=None, device="cpu"):
                 f.write(json.dumps({"text": t}) + "\n")
         env = dict(os.environ, **(extra_env or {}))
         cmd = [binary, "embed", "-m", model, "-i", inp, "-o", out, "--format", "npy", "-q",
-               "--input-format", "jsonl", "--threads", str(threads), "--device", device]
+               "--input-format", "jsonl", "--threads", str(threads), "--device", device,
+               "--cache", "off"]
+        if dtype:
+            cmd += ["--dtype", dtype]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             raise RuntimeError("embd embed failed (%d): %s" % (p.returncode, p.stderr.strip()))
@@ -144,18 +150,30 @@ def metrics(q, d, block=1024):
     }
 
 
-def run_engine(engine, a, titles, texts):
+def cosines(a, b):
+    c = (a.astype(np.float64) * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return {"min": round(float(c.min()), 6), "p0.1": round(float(np.percentile(c, 0.1)), 6),
+            "mean": round(float(c.mean()), 6)}
+
+
+def run_engine(engine, a, titles, texts, keep=None):
     t0 = time.perf_counter()
-    if engine == "embd":
+    if engine.startswith("embd"):
         env = {"LD_LIBRARY_PATH": a.ld_library_path} if a.ld_library_path else None
-        dv = embed_embd(a.embd, a.model, texts, a.threads, env, a.device)
-        qv = embed_embd(a.embd, a.model, titles, a.threads, env, a.device)
+        dtype = engine.split("-", 1)[1] if "-" in engine else None
+        dv = embed_embd(a.embd, a.model, texts, a.threads, env, a.device, dtype)
+        qv = embed_embd(a.embd, a.model, titles, a.threads, env, a.device, dtype)
+        if keep is not None:
+            keep[engine] = (dv, qv)
     else:
         dv = embed_st(a.model, texts)
         qv = embed_st(a.model, titles)
     el = time.perf_counter() - t0
     m = metrics(qv, dv)
     m["embed_seconds"] = round(el, 1)
+    if keep is not None and engine != "embd-fp32" and "embd-fp32" in keep and engine in keep:
+        rdv, rqv = keep["embd-fp32"]
+        m["cosine_to_fp32"] = {"documents": cosines(rdv, dv), "queries": cosines(rqv, qv)}
     return m
 
 
@@ -171,6 +189,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu",
                     help="embd's --device (cpu, cuda, auto); sentence-transformers stays on the CPU")
+    ap.add_argument("--dtypes", help="embd's --dtype per run, comma-separated (fp32 first), "
+                    "e.g. fp32,bf16,int8; default: one run with embd's default")
     ap.add_argument("--ld-library-path", help="LD_LIBRARY_PATH for the embd processes only")
     ap.add_argument("--out", help="write the metrics as JSON here")
     a = ap.parse_args()
@@ -188,18 +208,30 @@ def main():
         "model": os.path.basename(os.path.normpath(a.model)),
         "engines": {},
     }
-    engines = ["embd", "st"] if a.engine == "both" else [a.engine]
+    embds = ["embd-" + d.strip() for d in a.dtypes.split(",")] if a.dtypes else ["embd"]
+    if a.dtypes and embds[0] != "embd-fp32" and len(embds) > 1:
+        ap.error("--dtypes: put fp32 first (the others are compared with it)")
+    engines = (embds + ["st"] if a.engine == "both" else embds if a.engine == "embd" else ["st"])
+    keep = {}
     for e in engines:
-        res["engines"][e] = run_engine(e, a, titles, texts)
+        res["engines"][e] = run_engine(e, a, titles, texts, keep)
         if e == "st":
             import sentence_transformers
             import torch
             res["engines"][e]["versions"] = {"sentence-transformers": sentence_transformers.__version__,
                                             "torch": torch.__version__}
         print("%-5s %s" % (e, json.dumps(res["engines"][e])), file=sys.stderr)
-    if len(engines) == 2:
-        res["max_abs_diff"] = {k: abs(res["engines"]["embd"][k] - res["engines"]["st"][k])
-                               for k in ("recall@1", "recall@10", "mrr@10")}
+    if "st" in res["engines"]:
+        for e in embds:
+            if e in res["engines"]:
+                key = "max_abs_diff" if e == "embd" else "max_abs_diff_" + e
+                res[key] = {k: abs(res["engines"][e][k] - res["engines"]["st"][k])
+                            for k in ("recall@1", "recall@10", "mrr@10")}
+    if len(embds) > 1:
+        base = res["engines"]["embd-fp32"]
+        for e in embds[1:]:
+            res["engines"][e]["diff_to_fp32"] = {
+                k: round(res["engines"][e][k] - base[k], 4) for k in ("recall@1", "recall@10", "mrr@10")}
     txt = json.dumps(res, indent=2)
     if a.out:
         with open(a.out, "w") as f:

@@ -833,8 +833,17 @@ static void system_info_init(void) {
     enum embd_cpu_isa isa;
     char why[160], bf16_why[96] = "", int8_why[96] = "";
     const bool isa_ok = embd_cpu_isa_choose(&isa, why, sizeof why);
-    const bool bf16 = embd_cpu_can_bf16(bf16_why, sizeof bf16_why);
-    const bool int8 = embd_cpu_can_int8(int8_why, sizeof int8_why);
+    bool bf16 = embd_cpu_can_bf16(bf16_why, sizeof bf16_why);
+    bool int8 = embd_cpu_can_int8(int8_why, sizeof int8_why);
+    /* both run on the avx512 kernel set only (cpu.c refuses them otherwise) */
+    if (!isa_ok || isa != EMBD_CPU_ISA_AVX512) {
+        char off[96];
+        snprintf(off, sizeof off, "they run on the avx512 kernel set, and %s %s",
+                 isa_ok ? embd_cpu_isa_name(isa) : "none", isa_ok ? "runs" : "is usable");
+        if (bf16) snprintf(bf16_why, sizeof bf16_why, "%s", off);
+        if (int8) snprintf(int8_why, sizeof int8_why, "%s", off);
+        bf16 = int8 = false;
+    }
     snprintf(system_info, sizeof system_info,
              "cpu: %s (family %d model %d), %d online cores\n"
              "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
