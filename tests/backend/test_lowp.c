@@ -95,7 +95,8 @@ static float ref_u8(uint8_t *q, float *lo_out, const float *v, int n) {
     }
     const float range = hi - lo;
     if (!finite || !isfinite(range)) {
-        memset(q, 0, (size_t)n);
+        for (int i = 0; i < n; i++)
+            q[i] = 0;
         *lo_out = NAN;
         return NAN;
     }
