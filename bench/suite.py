@@ -69,13 +69,15 @@ LOWP_DTYPES = ("bf16", "int8")  # embd's reduced precisions on the CPU (--dtypes
 
 
 def engines_of(a):
-    """The engines of this run: ENGINES, then embd-bf16 / embd-int8 for --dtypes."""
+    """The engines of this run: ENGINES, embd-python with --python, then
+    embd-bf16 / embd-int8 for --dtypes."""
     extra = [d.strip() for d in (a.dtypes or "").split(",") if d.strip() and d.strip() != "fp32"]
-    return ENGINES + ["embd-" + d for d in extra]
+    return ENGINES + (["embd-python"] if a.python else []) + ["embd-" + d for d in extra]
 
 
 def engine_rank(e):
-    return ENGINES.index(e) if e in ENGINES else len(ENGINES) + LOWP_DTYPES.index(e[5:])
+    order = ENGINES + ["embd-python"] + ["embd-" + d for d in LOWP_DTYPES]
+    return order.index(e) if e in order else len(order)
 
 
 def label(e):
@@ -192,6 +194,20 @@ def worker(a):
         secs = time.perf_counter() - t0
         vecs = np.empty_like(got)
         vecs[order] = got
+    elif a.engine == "embd-python":
+        # the Python package with fastembed's API, from the build tree
+        # (--pypath), in process: what a fastembed user gets by changing
+        # the import; no embedding cache (the texts are embedded twice)
+        sys.path.insert(0, a.pypath)
+        import embd
+        m = embd.TextEmbedding(os.path.basename(os.path.normpath(a.model)),
+                               specific_model_path=a.model, threads=a.threads, cache="off",
+                               cuda=False)
+        list(m.embed(texts[:32]))
+        load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        vecs = np.array(list(m.embed(texts)))
+        secs = time.perf_counter() - t0
     elif a.engine == "tok-hf":
         from tokenizers import Tokenizer
         tok = Tokenizer.from_file(os.path.join(a.model, "tokenizer.json"))
@@ -239,7 +255,7 @@ def embd_env(a):
 
 def run_engine(a, engine, model_dir, files, out):
     """One timed run: {'secs', 'rss_mib', 'load_s'?}."""
-    if engine == "embd" or engine.startswith("embd-"):
+    if engine == "embd" or engine.startswith("embd-") and engine != "embd-python":
         cmd = [a.embd, "embed", "-m", model_dir, "-i", files["jsonl"], "-o", out or "/dev/null",
                "--format", "npy", "--cache", "off", "-q", "--threads", str(a.threads)]
         if engine != "embd":
@@ -249,6 +265,8 @@ def run_engine(a, engine, model_dir, files, out):
     onnx = os.path.join(a.onnx_root, os.path.basename(os.path.normpath(model_dir)))
     cmd = [sys.executable, os.path.abspath(__file__), "worker", "--engine", engine, "--model",
            model_dir, "--onnx", onnx, "--texts", files["bin"], "--threads", str(a.threads)]
+    if engine == "embd-python":
+        cmd += ["--pypath", a.python]
     if out:
         cmd += ["--out", out]
     wall, rss, stdout = timed(cmd)
@@ -463,7 +481,8 @@ def bench_cold(a, res):
 
 LABEL = {"embd": "embd", "fastembed": "fastembed (defaults, corpus order)",
          "fastembed-sorted": "fastembed (length-sorted input)",
-         "st": "sentence-transformers (batch 32)"}
+         "st": "sentence-transformers (batch 32)",
+         "embd-python": "embd (Python, `embd.TextEmbedding`, in process)"}
 TARGET = {"fastembed": 3.0, "fastembed-sorted": 1.5, "st": 2.0}
 # issue 20: ≥ 1.5x sentence-transformers with embd's AVX-512 kernels (2x with
 # AVX2); embd's bf16 / int8 rows ≥ 2.5x sentence-transformers' fp32
@@ -563,7 +582,7 @@ def table(res):
             t = target_of(row["engine"], isa)
             if t:
                 tgt = f"≥ {t}x: {'met' if sp >= t else 'NOT met'}"
-            lowp = row["engine"].startswith("embd-")
+            lowp = row["engine"].startswith("embd-") and row["engine"] != "embd-python"
             if lowp:
                 st = next((r for r in rows if r["model"] == row["model"]
                            and r["docs"] == row["docs"] and r["engine"] == "st"), None)
@@ -662,6 +681,7 @@ def main():
         ap.add_argument("--engine", required=True)
         ap.add_argument("--model", required=True)
         ap.add_argument("--onnx")
+        ap.add_argument("--pypath")
         ap.add_argument("--texts", required=True)
         ap.add_argument("--out")
         ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -707,6 +727,9 @@ def main():
     ap.add_argument("--budget-min", type=float, default=240,
                     help="skip a size whose predicted time would overrun this many minutes "
                     "from the start (default: %(default)s)")
+    ap.add_argument("--python", metavar="DIR",
+                    help="also time embd's Python package (fastembed's API) from DIR, the "
+                         "build tree's python/ folder (bench/run passes build/release/python)")
     ap.add_argument("--dtypes", default="",
                     help="embd's reduced precisions to time as well, e.g. bf16,int8 (rows "
                          "'embd --dtype X' against sentence-transformers' fp32)")
