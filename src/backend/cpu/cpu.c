@@ -50,8 +50,15 @@
  * would test for an Intel Haswell by name and miss AMD CPUs with the same
  * ISA.) */
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
+/* GCC vectorises the plain loops 16 wide only when told to prefer 512-bit
+ * vectors; Clang has no such target attribute (it would ignore the whole
+ * attribute) and takes the width from the types and intrinsics. */
+#if defined(__clang__)
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#else
 #define TARGET_AVX512                                                                              \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
+#endif
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
 #define EMBD_HAVE_DISPATCH 1
 #define DEFINE_DISPATCHED(name, params, args)                                                      \

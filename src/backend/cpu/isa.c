@@ -65,7 +65,7 @@ static void features_read(void) {
         }
     }
     /* the brand string: leaves 0x80000002-4, 16 bytes each */
-    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
+    if ((unsigned int)__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
         char s[49];
         for (unsigned i = 0; i < 3; i++) {
             unsigned r[4];
