@@ -979,6 +979,23 @@ static void cpu_free(embd_backend *be) {
     embd_free(be);
 }
 
+/* dst (3H, H) = the layer's Q, K and V weights stacked. */
+static void stack_qkv(float *dst, const embd_layer_weights *lw, size_t H) {
+    memcpy(dst, lw->q_w, H * H * sizeof(float));
+    memcpy(dst + H * H, lw->k_w, H * H * sizeof(float));
+    memcpy(dst + 2 * H * H, lw->v_w, H * H * sizeof(float));
+}
+
+/* Drops the pages of the layer's six fp32 weight matrices (once they are
+ * packed in another form, the backend no longer reads them). */
+static void drop_layer_pages(const struct embd_model *model, const embd_layer_weights *lw, size_t H,
+                             size_t I) {
+    const float *src[6] = {lw->q_w, lw->k_w, lw->v_w, lw->o_w, lw->i_w, lw->f_w};
+    const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
+    for (int i = 0; i < 6; i++)
+        embd_model_drop_weight_pages(model, src[i], len[i]);
+}
+
 /* Packs every layer's Q|K|V (stacked), O, FFN in and FFN out in be->dtype
  * (lowp.h), drops the fp32 pages they came from, and allocates each thread's
  * scratch for embd_lowp_gemm. */
@@ -995,9 +1012,7 @@ static enum embd_status cpu_pack_lowp(embd_backend *be, const struct embd_model 
     size_t scratch = 0;
     for (size_t l = 0; l < L; l++) {
         const embd_layer_weights *lw = &model->w.layers[l];
-        memcpy(qkv, lw->q_w, H * H * sizeof(float));
-        memcpy(qkv + H * H, lw->k_w, H * H * sizeof(float));
-        memcpy(qkv + 2 * H * H, lw->v_w, H * H * sizeof(float));
+        stack_qkv(qkv, lw, H);
         embd_lowp_weight **w = be->lowp + 4 * l;
         w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H);
         w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H);
@@ -1013,10 +1028,7 @@ static enum embd_status cpu_pack_lowp(embd_backend *be, const struct embd_model 
             const size_t b = embd_lowp_scratch_bytes(w[i]);
             scratch = b > scratch ? b : scratch;
         }
-        const float *src[6] = {lw->q_w, lw->k_w, lw->v_w, lw->o_w, lw->i_w, lw->f_w};
-        const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
-        for (int i = 0; i < 6; i++)
-            embd_model_drop_weight_pages(model, src[i], len[i]);
+        drop_layer_pages(model, lw, H, I);
     }
     embd_free(qkv);
     be->lowp_stride = (scratch + 63) & ~(size_t)63;
@@ -1124,15 +1136,9 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
             pack_panels(be->pk_o + o, &lw->o_w, (int)H, (int)H, (int)H);
             pack_panels(be->pk_i + o, &lw->i_w, (int)I, (int)I, (int)H);
             pack_panels(be->pk_f + o, &lw->f_w, (int)H, (int)H, (int)I);
-            const float *src[6] = {lw->q_w, lw->k_w, lw->v_w, lw->o_w, lw->i_w, lw->f_w};
-            const size_t len[6] = {H * H, H * H, H * H, H * H, I * H, H * I};
-            for (int i = 0; i < 6; i++)
-                embd_model_drop_weight_pages(model, src[i], len[i]);
+            drop_layer_pages(model, lw, H, I);
         } else if (!lowp) {
-            float *w = be->wqkv + l * 3 * H * H;
-            memcpy(w, lw->q_w, H * H * sizeof(float));
-            memcpy(w + H * H, lw->k_w, H * H * sizeof(float));
-            memcpy(w + 2 * H * H, lw->v_w, H * H * sizeof(float));
+            stack_qkv(be->wqkv + l * 3 * H * H, lw, H);
         }
     }
     int T = params->max_batch_tokens >= 1 ? params->max_batch_tokens : 1;
