@@ -101,6 +101,10 @@ EMBD_API int embd_model_vocab_size(const embd_model *model);
 EMBD_API const char *embd_model_pooling(const embd_model *model);
 /* Whether the model ends in an L2 normalisation (sentence-transformers Normalize). */
 EMBD_API bool embd_model_normalizes(const embd_model *model);
+/* Whether the model is a cross-encoder (reranker; BertForSequenceClassification
+ * with one label, e.g. cross-encoder/ms-marco-MiniLM-L-6-v2): it scores
+ * (query, document) pairs with embd_rerank, and embd_embed refuses it. */
+EMBD_API bool embd_model_is_reranker(const embd_model *model);
 /* A 64-bit fingerprint of the weights, the tokenizer and the configuration. */
 EMBD_API uint64_t embd_model_fingerprint(const embd_model *model);
 
@@ -280,6 +284,35 @@ EMBD_API enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids
                                                const struct embd_embed_opts *opts,
                                                struct embd_embed_info *info);
 
+/* Options of one reranking call (embd_rerank). Start from
+ * embd_rerank_default_opts(). */
+struct embd_rerank_opts {
+    bool raw_scores; /* true: the classifier's logit; false: after the activation the
+                        model's config names (sentence-transformers' CrossEncoder:
+                        sigmoid for one label unless config.json says Identity).
+                        Default false */
+    bool truncate;   /* true: a pair longer than embd_model_max_tokens is cut as Hugging
+                        Face's longest_first does; false: the call fails with
+                        EMBD_ERR_TOO_LONG and embd_embed_info names the pair.
+                        Default true */
+};
+
+EMBD_API struct embd_rerank_opts embd_rerank_default_opts(void);
+
+/* Scores n pairs with a cross-encoder: pair i is queries[i] and docs[i]
+ * (qlens, dlens: lengths in bytes, or NULL for NUL-terminated texts),
+ * encoded as the tokenizer's pair template says ([CLS] query [SEP] doc
+ * [SEP], token types 0 then 1). scores (n) gets one score per pair, in
+ * input order (higher is more relevant); info (may be NULL) the tokens of
+ * each pair. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_UNSUPPORTED
+ * (not a one-label cross-encoder), EMBD_ERR_TOO_LONG, EMBD_ERR_NOMEM or
+ * EMBD_ERR_BACKEND. Not cached. */
+EMBD_API enum embd_status embd_rerank(embd_ctx *ctx, const char *const *queries,
+                                      const size_t *qlens, const char *const *docs,
+                                      const size_t *dlens, size_t n, float *scores,
+                                      const struct embd_rerank_opts *opts,
+                                      struct embd_embed_info *info);
+
 /* Counters since the context was created. */
 struct embd_ctx_stats {
     uint64_t inputs;          /* inputs embedded */
@@ -424,6 +457,25 @@ EMBD_API enum embd_status embd_sched_submit_tokens(embd_sched *sched, const int3
                                                    const struct embd_embed_opts *opts,
                                                    struct embd_embed_info *info,
                                                    embd_sched_done_fn done, void *user);
+
+/* Like embd_rerank through the scheduler, for one query (query_len bytes)
+ * and n documents: the pairs of requests queued together (whatever their
+ * queries) share forward passes, in the same fair rounds as embeddings, and
+ * count toward the same queue. scores (n). Returns what embd_sched_embed_opts
+ * and embd_rerank return. */
+EMBD_API enum embd_status embd_sched_rerank(embd_sched *sched, const char *query, size_t query_len,
+                                            const char *const *docs, const size_t *lens, size_t n,
+                                            float *scores, const struct embd_sched_call *call,
+                                            const struct embd_rerank_opts *opts,
+                                            struct embd_embed_info *info);
+
+/* Like embd_sched_submit for a rerank (as embd_sched_rerank); query, docs,
+ * lens, scores and info must stay valid until done is called. */
+EMBD_API enum embd_status
+embd_sched_submit_rerank(embd_sched *sched, const char *query, size_t query_len,
+                         const char *const *docs, const size_t *lens, size_t n, float *scores,
+                         const struct embd_sched_call *call, const struct embd_rerank_opts *opts,
+                         struct embd_embed_info *info, embd_sched_done_fn done, void *user);
 
 /* Seconds since the scheduler last embedded something successfully, or
  * -1 when it has not yet: a health signal that costs no forward pass (a

@@ -43,6 +43,10 @@ enum embd_status embd_batch_check(const embd_batch *batch, const struct embd_mod
             return embd_error(EMBD_ERR_INVALID_ARG,
                               "batch: token %d has id %d, outside the vocabulary [0, %d)", t,
                               (int)id, V);
+        if (batch->type_ids && (batch->type_ids[t] < 0 || batch->type_ids[t] >= model->hp.TV))
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "batch: token %d has type id %d, outside [0, %d)", t,
+                              (int)batch->type_ids[t], model->hp.TV);
     }
     return EMBD_OK;
 }

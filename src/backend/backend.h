@@ -23,6 +23,7 @@ typedef struct {
     int n_tok;                /* T */
     const int32_t *ids;       /* (T) token ids, each in [0, V) */
     const int32_t *seq_start; /* (n+1) seq_start[0] = 0, seq_start[n] = T, each length in [1, P] */
+    const int32_t *type_ids;  /* (T) token type ids, each in [0, TV), or NULL: all 0 */
 } embd_batch;
 
 typedef struct {
@@ -70,8 +71,9 @@ extern const struct embd_backend_ops embd_backend_cpu_ops;
 /* The CPU reference: plain loops, fp32, one thread; the yardstick for the others. */
 extern const struct embd_backend_ops embd_backend_ref_ops;
 
-/* Checks a batch against the model's limits (ids in range, lengths in [1, P],
- * seq_start monotone). Returns EMBD_OK or EMBD_ERR_INVALID_ARG with a message. */
+/* Checks a batch against the model's limits (ids and type ids in range,
+ * lengths in [1, P], seq_start monotone). Returns EMBD_OK or EMBD_ERR_INVALID_ARG with a message.
+ */
 enum embd_status embd_batch_check(const embd_batch *batch, const struct embd_model *model);
 
 #endif

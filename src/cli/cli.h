@@ -188,6 +188,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
+int cmd_rerank(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif

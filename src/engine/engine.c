@@ -373,6 +373,10 @@ int embd_ctx_dim(const embd_ctx *ctx) {
     return ctx->model->hp.H;
 }
 
+const embd_model *embd_ctx_model(const embd_ctx *ctx) {
+    return ctx->model;
+}
+
 int embd_ctx_max_tokens(const embd_ctx *ctx) {
     return ctx->model->hp.max_tokens;
 }
@@ -441,11 +445,13 @@ static void l2_rows(float *out, size_t n, size_t D) {
     }
 }
 
-/* Runs the backend over inputs [0, n) given as packed ids, in batches of at
- * most max_batch_tokens tokens, writing out (n, D) in input order,
- * L2-normalised when c->l2. */
 static enum embd_status run_batches(embd_ctx *ctx, const struct call *c, const int32_t *ids,
                                     const int32_t *seq_start, size_t n, float *out) {
+    return embd_ctx_run_tokens(ctx, ids, NULL, seq_start, n, c->l2, out);
+}
+
+enum embd_status embd_ctx_run_tokens(embd_ctx *ctx, const int32_t *ids, const int32_t *types,
+                                     const int32_t *seq_start, size_t n, bool l2, float *out) {
     const int D = ctx->model->hp.H;
     const size_t budget = (size_t)ctx->batch_tokens;
     /* The backends normalise for models that end in Normalize; a call that
@@ -466,14 +472,15 @@ static enum embd_status run_batches(embd_ctx *ctx, const struct call *c, const i
             .n_tok = ss[j - i],
             .ids = ids + seq_start[i],
             .seq_start = ss,
+            .type_ids = types ? types + seq_start[i] : NULL,
         };
         double t0 = embd_now();
-        enum embd_status st = ctx_embed_batch(ctx, out + i * (size_t)D, &b, c->l2 && model_l2);
+        enum embd_status st = ctx_embed_batch(ctx, out + i * (size_t)D, &b, l2 && model_l2);
         double dt = embd_now() - t0;
         ctx->stats.forward_sec += dt;
         embd_free(ss);
         if (st != EMBD_OK) return st;
-        if (c->l2 && !model_l2) l2_rows(out + i * (size_t)D, j - i, (size_t)D);
+        if (l2 && !model_l2) l2_rows(out + i * (size_t)D, j - i, (size_t)D);
         embd_metrics_observe(&ctx->metrics, EMBD_H_INFERENCE_SEC, dt);
         embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_INPUTS, (double)b.n_seq);
         embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
@@ -726,6 +733,15 @@ done:
     return st;
 }
 
+/* A cross-encoder scores pairs; its [CLS] state is no sentence embedding. */
+static enum embd_status refuse_reranker(const embd_ctx *ctx) {
+    if (!embd_model_is_reranker(ctx->model)) return EMBD_OK;
+    return embd_error(EMBD_ERR_UNSUPPORTED,
+                      "%s is a cross-encoder (reranker): it scores query-document pairs "
+                      "(embd rerank, /rerank) and makes no embeddings",
+                      ctx->model->dir);
+}
+
 enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts, const size_t *lens,
                                size_t n, float *out, const struct embd_embed_opts *opts,
                                struct embd_embed_info *info) {
@@ -737,6 +753,7 @@ enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts, const si
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: NULL argument");
     struct call c;
     enum embd_status st = call_resolve(ctx, opts, &c);
+    if (st == EMBD_OK) st = refuse_reranker(ctx);
     if (st != EMBD_OK || n == 0) return st;
     if (n > (size_t)INT32_MAX / (size_t)ctx->model->hp.max_tokens)
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
@@ -775,6 +792,7 @@ enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids, const s
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: NULL argument");
     struct call c;
     enum embd_status st = call_resolve(ctx, opts, &c);
+    if (st == EMBD_OK) st = refuse_reranker(ctx);
     if (st != EMBD_OK || n == 0) return st;
     if (opts && opts->prefix && opts->prefix[0])
         return embd_error(EMBD_ERR_INVALID_ARG,

@@ -52,8 +52,13 @@ struct sched_req {
     const int32_t *ids;       /* token inputs instead of texts: ids (T) or NULL */
     const size_t *seq_start;  /* (n+1) with ids */
     size_t n;
-    float *out; /* (n, D) */
+    float *out; /* (n, D), or (n) scores of a rerank */
     struct embd_embed_opts opts;
+    /* a rerank: the texts are documents scored against one query */
+    bool rerank;
+    const char *query;
+    size_t query_len;
+    struct embd_rerank_opts ropts;
     struct embd_embed_info *info; /* the caller's, or NULL */
     size_t *ntok;                 /* (n) token counts: info->n_tokens, or NULL */
     const int *cancel;            /* the caller's flag, or NULL */
@@ -272,6 +277,22 @@ static void run_piece(embd_sched *s, struct piece *p) {
                                          r->out + p->start * D, &r->opts, &info);
             embd_free(ss);
         }
+    } else if (r->rerank) {
+        const char **qs = embd_malloc2(p->count, sizeof *qs);
+        size_t *qlens = embd_malloc2(p->count, sizeof *qlens);
+        if (!qs || !qlens) {
+            p->st = embd_error(EMBD_ERR_NOMEM, "out of memory running a request");
+        } else {
+            for (size_t k = 0; k < p->count; k++) {
+                qs[k] = r->query;
+                qlens[k] = r->query_len;
+            }
+            const size_t *lens = r->lens ? r->lens + p->start : NULL;
+            p->st = embd_rerank(s->ctx, qs, qlens, r->texts + p->start, lens, p->count,
+                                r->out + p->start, &r->ropts, &info);
+        }
+        embd_free(qs);
+        embd_free(qlens);
     } else {
         const size_t *lens = r->lens ? r->lens + p->start : NULL;
         p->st = embd_embed_ex(s->ctx, r->texts + p->start, lens, p->count, r->out + p->start * D,
@@ -284,8 +305,8 @@ static void run_piece(embd_sched *s, struct piece *p) {
     snprintf(r->err, sizeof r->err, "%s", embd_last_error());
     if (p->st == EMBD_ERR_TOO_LONG) {
         const size_t bad = p->start + info.bad_input;
-        snprintf(r->err, sizeof r->err, "input %zu has %zu tokens; the model takes at most %d", bad,
-                 info.bad_tokens, s->max_tokens);
+        snprintf(r->err, sizeof r->err, "%s %zu has %zu tokens; the model takes at most %d",
+                 r->rerank ? "pair" : "input", bad, info.bad_tokens, s->max_tokens);
         if (r->info) {
             r->info->bad_input = bad;
             r->info->bad_tokens = info.bad_tokens;
@@ -293,9 +314,14 @@ static void run_piece(embd_sched *s, struct piece *p) {
     }
 }
 
-/* Whether two requests' options give the same vectors and refusals, so
- * that their texts may share one embedding call. */
-static bool same_opts(const struct embd_embed_opts *a, const struct embd_embed_opts *b) {
+/* Whether two requests' options give the same vectors (or scores) and
+ * refusals, so that their texts may share one embedding (or rerank) call. */
+static bool same_opts(const struct sched_req *ra, const struct sched_req *rb) {
+    if (ra->rerank != rb->rerank) return false;
+    if (ra->rerank)
+        return ra->ropts.raw_scores == rb->ropts.raw_scores &&
+               ra->ropts.truncate == rb->ropts.truncate;
+    const struct embd_embed_opts *a = &ra->opts, *b = &rb->opts;
     if (a->normalize != b->normalize || a->truncate != b->truncate) return false;
     if (!a->prefix || !b->prefix) return a->prefix == b->prefix;
     return strcmp(a->prefix, b->prefix) == 0;
@@ -306,12 +332,13 @@ static bool same_opts(const struct embd_embed_opts *a, const struct embd_embed_o
  * that fails and there are several pieces (or memory for it is short), each
  * piece runs alone, so that one bad text fails only its own request. */
 static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct piece *first) {
-    const size_t D = (size_t)s->dim;
+    const bool rerank = first->r->rerank;
+    const size_t D = rerank ? 1 : (size_t)s->dim; /* floats per row */
     const struct embd_embed_opts opts = first->r->opts;
     size_t total = 0;
     for (size_t k = 0; k < np; k++) {
         struct piece *p = &pieces[k];
-        if (p->r->ids || p->grouped || !same_opts(&p->r->opts, &opts)) continue;
+        if (p->r->ids || p->grouped || !same_opts(p->r, first->r)) continue;
         p->grouped = true;
         total += p->count;
     }
@@ -320,14 +347,16 @@ static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct pie
     size_t *lens = embd_malloc2(total, sizeof *lens);          /* (total) sorted by length */
     size_t *ntok = embd_malloc2(total, sizeof *ntok);          /* (total) sorted by length */
     float *out = embd_malloc2(total * D, sizeof *out);         /* (total, D) sorted by length */
+    const char **qs = rerank ? embd_malloc2(total, sizeof *qs) : NULL;  /* (total) queries */
+    size_t *qlens = rerank ? embd_malloc2(total, sizeof *qlens) : NULL; /* (total) */
     struct embd_embed_info info = {.n_tokens = ntok};
     enum embd_status st = EMBD_ERR_NOMEM;
-    if (rows && texts && lens && ntok && out) {
+    if (rows && texts && lens && ntok && out && (!rerank || (qs && qlens))) {
         size_t j = 0;
         bool sorted = true;
         for (size_t k = 0; k < np; k++) {
             struct piece *p = &pieces[k];
-            if (!p->grouped || p->r->ids || !same_opts(&p->r->opts, &opts) || p->st != EMBD_OK)
+            if (!p->grouped || p->r->ids || !same_opts(p->r, first->r) || p->st != EMBD_OK)
                 continue;
             for (size_t i = p->start; i < p->start + p->count; i++, j++) {
                 rows[j] = (struct text_row){p->r->texts[i], text_len(p->r, i), p, i};
@@ -339,8 +368,14 @@ static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct pie
         for (j = 0; j < total; j++) {
             texts[j] = rows[j].text;
             lens[j] = rows[j].len;
+            if (rerank) {
+                qs[j] = rows[j].p->r->query;
+                qlens[j] = rows[j].p->r->query_len;
+            }
         }
-        st = embd_embed_ex(s->ctx, texts, lens, total, out, &opts, &info);
+        st = rerank
+                 ? embd_rerank(s->ctx, qs, qlens, texts, lens, total, out, &first->r->ropts, &info)
+                 : embd_embed_ex(s->ctx, texts, lens, total, out, &opts, &info);
     }
     if (st == EMBD_OK) {
         for (size_t j = 0; j < total; j++) {
@@ -352,7 +387,7 @@ static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct pie
     } else {
         for (size_t k = 0; k < np; k++) {
             struct piece *p = &pieces[k];
-            if (p->grouped && !p->r->ids && same_opts(&p->r->opts, &opts) && p->st == EMBD_OK)
+            if (p->grouped && !p->r->ids && same_opts(p->r, first->r) && p->st == EMBD_OK)
                 run_piece(s, p);
         }
     }
@@ -361,6 +396,8 @@ static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct pie
     embd_free(lens);
     embd_free(ntok);
     embd_free(out);
+    embd_free(qs);
+    embd_free(qlens);
 }
 
 /* Runs a round's pieces: token pieces one by one, text pieces in groups of
@@ -383,6 +420,7 @@ static void run_round(embd_sched *s, struct piece *pieces, size_t np) {
  * the model's longest. */
 static size_t est_tokens(const embd_sched *s, const struct sched_req *r, size_t i) {
     size_t t = r->ids ? r->seq_start[i + 1] - r->seq_start[i] : text_len(r, i) / 4 + 2;
+    if (r->rerank) t += r->query_len / 4 + 1;
     return t < (size_t)s->max_tokens ? t : (size_t)s->max_tokens;
 }
 
@@ -926,5 +964,52 @@ enum embd_status embd_sched_submit_tokens(embd_sched *s, const int32_t *ids,
     if (n == 0) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_submit_tokens: no inputs");
     struct sched_req req = {.ids = ids, .seq_start = seq_start};
     req_init(&req, n, out, opts, info);
+    return submit_async(s, &req, call, done, user);
+}
+
+/* A rerank request: docs scored against query into scores (n). */
+static enum embd_status rerank_req(embd_sched *s, const char *query, size_t query_len,
+                                   const char *const *docs, const size_t *lens, size_t n,
+                                   float *scores, const struct embd_rerank_opts *opts,
+                                   struct embd_embed_info *info, struct sched_req *req) {
+    if (info) info->total_tokens = info->bad_input = info->bad_tokens = 0;
+    enum embd_status st = check_texts(s, docs, n, scores);
+    if (st != EMBD_OK) return st;
+    if (!query && query_len)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_rerank: NULL query");
+    if (!embd_model_is_reranker(embd_ctx_model(s->ctx)))
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "the model is not a cross-encoder (reranker): it does not score pairs");
+    *req = (struct sched_req){.texts = docs,
+                              .lens = lens,
+                              .rerank = true,
+                              .query = query ? query : "",
+                              .query_len = query_len};
+    req_init(req, n, scores, NULL, info);
+    req->ropts = opts ? *opts : embd_rerank_default_opts();
+    return EMBD_OK;
+}
+
+enum embd_status embd_sched_rerank(embd_sched *s, const char *query, size_t query_len,
+                                   const char *const *docs, const size_t *lens, size_t n,
+                                   float *scores, const struct embd_sched_call *call,
+                                   const struct embd_rerank_opts *opts,
+                                   struct embd_embed_info *info) {
+    struct sched_req req;
+    enum embd_status st = rerank_req(s, query, query_len, docs, lens, n, scores, opts, info, &req);
+    if (st != EMBD_OK || n == 0) return st;
+    return submit(s, &req, call);
+}
+
+enum embd_status embd_sched_submit_rerank(embd_sched *s, const char *query, size_t query_len,
+                                          const char *const *docs, const size_t *lens, size_t n,
+                                          float *scores, const struct embd_sched_call *call,
+                                          const struct embd_rerank_opts *opts,
+                                          struct embd_embed_info *info, embd_sched_done_fn done,
+                                          void *user) {
+    struct sched_req req;
+    enum embd_status st = rerank_req(s, query, query_len, docs, lens, n, scores, opts, info, &req);
+    if (st != EMBD_OK) return st;
+    if (n == 0) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_submit_rerank: no inputs");
     return submit_async(s, &req, call, done, user);
 }

@@ -129,8 +129,48 @@ static const char *get_str(const cJSON *obj, const char *key, bool *bad) {
     return item->valuestring;
 }
 
+/* A cross-encoder's labels and activation: num_labels (or the size of
+ * id2label, as transformers counts them; 2 when neither is given) and the
+ * activation sentence-transformers applies to its scores: config.json's
+ * sentence_transformers.activation_fn (s-t 4+) or
+ * sbert_ce_default_activation_function (older), else sigmoid for one label
+ * and none for several, as CrossEncoder does. */
+static enum embd_status classifier_parse(const cJSON *root, const char *name, embd_hparams *h) {
+    enum embd_status st;
+    const cJSON *id2label = cJSON_GetObjectItemCaseSensitive(root, "id2label");
+    int labels = 2;
+    if (cJSON_IsObject(id2label)) labels = cJSON_GetArraySize(id2label);
+    if ((st = get_int(root, "num_labels", name, 1, 1 << 16, labels, &labels))) return st;
+    if (labels < 1 || labels > 1 << 16)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: %d labels", name, labels);
+    h->n_labels = labels;
+    h->sigmoid = labels == 1;
+    const cJSON *stc = cJSON_GetObjectItemCaseSensitive(root, "sentence_transformers");
+    const cJSON *fn =
+        cJSON_IsObject(stc) ? cJSON_GetObjectItemCaseSensitive(stc, "activation_fn") : NULL;
+    if (!fn) fn = cJSON_GetObjectItemCaseSensitive(root, "sbert_ce_default_activation_function");
+    if (!fn || cJSON_IsNull(fn)) return EMBD_OK;
+    if (!cJSON_IsString(fn))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "%s: the activation function is not a string",
+                          name);
+    const char *f = fn->valuestring, *dot = strrchr(f, '.');
+    const char *cls = dot ? dot + 1 : f;
+    if (strcmp(cls, "Sigmoid") == 0) {
+        h->sigmoid = true;
+    } else if (strcmp(cls, "Identity") == 0) {
+        h->sigmoid = false;
+    } else {
+        char pr_[96];
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "%s: activation function \"%s\" is not supported (Sigmoid, Identity)",
+                          name, embd_printable(pr_, sizeof pr_, f));
+    }
+    return EMBD_OK;
+}
+
 enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t len,
                                    const char *name) {
+    bool classifier = false;
     char pr_[96];
     cJSON *root = NULL;
     enum embd_status st = embd_json_parse(&root, json, len, name);
@@ -165,12 +205,15 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
                     embd_error(EMBD_ERR_MODEL_FORMAT, "%s: architectures holds a non-string", name);
                 goto fail;
             }
-            if (strcmp(a->valuestring, "BertModel") != 0 &&
-                strcmp(a->valuestring, "BertForMaskedLM") != 0 &&
-                strcmp(a->valuestring, "BertForPreTraining") != 0) {
+            if (strcmp(a->valuestring, "BertForSequenceClassification") == 0) {
+                classifier = true;
+            } else if (strcmp(a->valuestring, "BertModel") != 0 &&
+                       strcmp(a->valuestring, "BertForMaskedLM") != 0 &&
+                       strcmp(a->valuestring, "BertForPreTraining") != 0) {
                 st = embd_error(EMBD_ERR_UNSUPPORTED,
                                 "%s: architecture \"%s\" is not supported (BertModel, "
-                                "BertForMaskedLM, BertForPreTraining)",
+                                "BertForMaskedLM, BertForPreTraining, "
+                                "BertForSequenceClassification)",
                                 name, PR(a->valuestring));
                 goto fail;
             }
@@ -232,6 +275,9 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
         }
         h.ln_eps = (float)eps->valuedouble;
     }
+    h.n_labels = 0;
+    h.sigmoid = false;
+    if (classifier && (st = classifier_parse(root, name, &h))) goto fail;
     *hp = h;
     st = EMBD_OK;
 fail:

@@ -99,7 +99,7 @@ static void add_req(weight_req *r, size_t *n, const float **dst, int ndim, uint6
 static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, const char *file) {
     const embd_hparams *hp = &m->hp;
     uint64_t H = (uint64_t)hp->H, I = (uint64_t)hp->I;
-    size_t n_req = 5 + 16 * (size_t)hp->L, n = 0;
+    size_t n_req = 5 + 16 * (size_t)hp->L + (hp->n_labels ? 4 : 0), n = 0;
     enum embd_status s = EMBD_OK;
     weight_req *req = embd_calloc(n_req, sizeof *req);
     m->w.layers = embd_calloc((size_t)hp->L, sizeof *m->w.layers);
@@ -135,6 +135,13 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
         add_req(req, &n, &lw->f_b, 1, H, 0, "encoder.layer.%d.output.dense.bias", l);
         add_req(req, &n, &lw->ln2_g, 1, H, 0, "encoder.layer.%d.output.LayerNorm.weight", l);
         add_req(req, &n, &lw->ln2_b, 1, H, 0, "encoder.layer.%d.output.LayerNorm.bias", l);
+    }
+    if (hp->n_labels) {
+        const uint64_t C = (uint64_t)hp->n_labels;
+        add_req(req, &n, &w->pool_w, 2, H, H, "pooler.dense.weight", 0);
+        add_req(req, &n, &w->pool_b, 1, H, 0, "pooler.dense.bias", 0);
+        add_req(req, &n, &w->cls_w, 2, C, H, "classifier.weight", 0);
+        add_req(req, &n, &w->cls_b, 1, C, 0, "classifier.bias", 0);
     }
     EMBD_ASSERT(n == n_req);
 
@@ -362,6 +369,10 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
     }
     if ((s = read_config(tdir, hp))) goto fail;
     if ((s = read_pooling(dir, have_mods ? &mods : NULL, hp))) goto fail;
+    if (hp->n_labels) { /* a cross-encoder reads the [CLS] state, as is */
+        hp->pooling = EMBD_POOL_CLS;
+        hp->normalize = false;
+    }
     if ((s = read_max_tokens(tdir, params.max_seq_length, hp))) goto fail;
     if ((s = read_tokenizer(tdir, m))) goto fail;
 
@@ -421,6 +432,10 @@ const char *embd_model_pooling(const embd_model *model) {
 
 bool embd_model_normalizes(const embd_model *model) {
     return model && model->hp.normalize;
+}
+
+bool embd_model_is_reranker(const embd_model *model) {
+    return model && model->hp.n_labels > 0;
 }
 
 void embd_model_drop_weight_pages(const struct embd_model *m, const float *w, size_t n) {

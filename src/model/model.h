@@ -25,6 +25,9 @@ typedef struct {
     enum embd_pooling pooling;
     bool normalize; /* the model ends in a Normalize module */
     int max_tokens; /* effective truncation length, [CLS]/[SEP] included, <= P */
+    int n_labels;   /* 0: an embedding model; >= 1: a cross-encoder
+                       (BertForSequenceClassification) with that many outputs */
+    bool sigmoid;   /* a cross-encoder's default activation of its scores (else none) */
 } embd_hparams;
 
 typedef struct {
@@ -43,9 +46,12 @@ typedef struct {
 typedef struct {
     const float *word_emb;            /* (V, H) */
     const float *pos_emb;             /* (P, H) */
-    const float *type_emb;            /* (TV, H); only row 0 is used */
+    const float *type_emb;            /* (TV, H); row 0, or the batch's type ids */
     const float *emb_ln_g, *emb_ln_b; /* (H) */
     embd_layer_weights *layers;       /* [L] */
+    /* a cross-encoder's head: tanh(pool_w cls + pool_b), then cls_w . + cls_b */
+    const float *pool_w, *pool_b; /* (H, H), (H) bert.pooler.dense */
+    const float *cls_w, *cls_b;   /* (n_labels, H), (n_labels) classifier */
 } embd_weights;
 
 struct embd_model {

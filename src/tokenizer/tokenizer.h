@@ -32,6 +32,20 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
                                        int max_tokens, int32_t *ids, size_t cap, size_t *n,
                                        bool *truncated);
 
+/* Encodes a pair (a query and a document, for a cross-encoder) as the
+ * post-processor's pair template says ([CLS] a [SEP] b [SEP] for BERT), each
+ * id with its type id in types (0 for a and its tokens, 1 for b, as the
+ * template gives). When the pair has more than max_tokens ids, truncate cuts
+ * it as `tokenizers` does with strategy longest_first (the shorter side kept
+ * whole when the longer can give up enough, else both cut to half of what is
+ * left); without truncate it returns EMBD_ERR_TOO_LONG and *n the full count.
+ * EMBD_ERR_UNSUPPORTED when the tokenizer has no pair template. Writes at
+ * most cap ids and types; EMBD_ERR_BUFFER_TOO_SMALL when *n > cap. */
+enum embd_status embd_tokenizer_encode_pair(const embd_tokenizer *tok, const char *a, size_t alen,
+                                            const char *b, size_t blen, int max_tokens,
+                                            bool truncate, int32_t *ids, int32_t *types, size_t cap,
+                                            size_t *n, bool *truncated);
+
 /* Number of ids (the largest id + 1, added tokens included). */
 int embd_tokenizer_vocab_size(const embd_tokenizer *tok);
 

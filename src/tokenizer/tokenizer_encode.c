@@ -18,6 +18,7 @@ struct enc {
     const embd_tokenizer *tok;
     int32_t *ids; /* (cap) the caller's buffer: pre ids, pieces, post ids */
     size_t cap;
+    size_t off;    /* where the pieces start in ids (after the pre ids) */
     size_t n;      /* pieces of the sequence so far */
     size_t limit;  /* most pieces kept (max_tokens minus the special tokens) */
     int done;      /* the sequence is complete (or failed): stop reading */
@@ -32,7 +33,7 @@ struct enc {
 #define NO_RUN ((size_t)-1)
 
 static void emit(struct enc *e, int32_t id) {
-    size_t at = (size_t)e->tok->n_pre + e->n;
+    size_t at = e->off + e->n;
     if (e->n < e->limit && at < e->cap) e->ids[at] = id;
     e->n++;
 }
@@ -375,10 +376,37 @@ static void encode_text(struct enc *e, const char *s, size_t len) {
     if (!e->done) finish_word(e);
 }
 
+/* Encodes the pieces of one text (no special tokens) into ids[off ..],
+ * keeping at most `limit`; *n gets the count kept and *truncated whether
+ * more were seen. Writes only below cap. */
+static enum embd_status encode_pieces(const embd_tokenizer *tok, const char *text, size_t len,
+                                      size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
+                                      int *truncated) {
+    char *fixed = NULL;
+    if (len && !embd_utf8_valid(text, len)) {
+        enum embd_status st = utf8_repair(text, len, &fixed, &len);
+        if (st != EMBD_OK) return st;
+        text = fixed;
+    }
+    struct enc e = {.tok = tok,
+                    .ids = ids,
+                    .cap = cap,
+                    .off = off,
+                    .limit = limit,
+                    .st = EMBD_OK,
+                    .run = NO_RUN};
+    check_limit(&e);
+    if (!e.done) encode_text(&e, text, len);
+    embd_free(e.word);
+    embd_free(fixed);
+    *n = e.n;
+    *truncated = e.truncated;
+    return e.st;
+}
+
 enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *text, size_t len,
                                        int max_tokens, int32_t *ids, size_t cap, size_t *n,
                                        bool *truncated) {
-    char *fixed = NULL;
     if (n) *n = 0;
     if (truncated) *truncated = false;
     if (!tok || !n || (!text && len) || (!ids && cap))
@@ -388,28 +416,17 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
         return embd_error(EMBD_ERR_INVALID_ARG,
                           "tokenizer: max_tokens %d is less than the %d special tokens", max_tokens,
                           n_special);
-    if (len && !embd_utf8_valid(text, len)) {
-        enum embd_status st = utf8_repair(text, len, &fixed, &len);
-        if (st != EMBD_OK) return st;
-        text = fixed;
-    }
-    struct enc e = {.tok = tok,
-                    .ids = ids,
-                    .cap = cap,
-                    .limit = (size_t)(max_tokens - n_special),
-                    .st = EMBD_OK,
-                    .run = NO_RUN};
-    check_limit(&e);
-    if (!e.done) encode_text(&e, text, len);
-    embd_free(e.word);
-    embd_free(fixed);
-    if (e.st != EMBD_OK) return e.st;
-    size_t total = (size_t)n_special + e.n;
-    if (truncated) *truncated = e.truncated != 0;
+    size_t pieces;
+    int cut;
+    enum embd_status st = encode_pieces(tok, text, len, (size_t)(max_tokens - n_special), ids, cap,
+                                        (size_t)tok->n_pre, &pieces, &cut);
+    if (st != EMBD_OK) return st;
+    size_t total = (size_t)n_special + pieces;
+    if (truncated) *truncated = cut != 0;
     for (int i = 0; i < tok->n_pre; i++)
         if ((size_t)i < cap) ids[i] = tok->pre_ids[i];
     for (int i = 0; i < tok->n_post; i++) {
-        size_t at = (size_t)tok->n_pre + e.n + (size_t)i;
+        size_t at = (size_t)tok->n_pre + pieces + (size_t)i;
         if (at < cap) ids[at] = tok->post_ids[i];
     }
     *n = total;
@@ -417,4 +434,93 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
         return embd_error(EMBD_ERR_BUFFER_TOO_SMALL, "tokenizer: %zu ids do not fit in %zu", total,
                           cap);
     return EMBD_OK;
+}
+
+/* All the pieces of one text into *buf (grown as needed; *bcap its size). */
+static enum embd_status all_pieces(const embd_tokenizer *tok, const char *text, size_t len,
+                                   int32_t **buf, size_t *bcap, size_t *n) {
+    for (;;) {
+        int cut;
+        enum embd_status st =
+            encode_pieces(tok, text, len, (size_t)-1 / 2, *buf, *bcap, 0, n, &cut);
+        if (st != EMBD_OK || *n <= *bcap) return st;
+        int32_t *b = embd_realloc(*buf, *n * sizeof **buf);
+        if (!b) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        *buf = b;
+        *bcap = *n;
+    }
+}
+
+/* Hugging Face's longest_first: the pair's pieces n[0], n[1] cut to fit
+ * `budget` together, the shorter kept whole when the longer can make room,
+ * else both halved (the longer keeps the odd one). */
+static void longest_first(size_t n[2], size_t budget) {
+    if (n[0] + n[1] <= budget) return;
+    const int swap = n[0] > n[1];
+    size_t a = swap ? n[1] : n[0], b;
+    if (a > budget) {
+        b = a;
+    } else {
+        b = a > budget - a ? a : budget - a;
+    }
+    if (a + b > budget) {
+        a = budget / 2;
+        b = a + budget % 2;
+    }
+    const size_t lim0 = swap ? b : a, lim1 = swap ? a : b;
+    if (n[0] > lim0) n[0] = lim0;
+    if (n[1] > lim1) n[1] = lim1;
+}
+
+enum embd_status embd_tokenizer_encode_pair(const embd_tokenizer *tok, const char *a, size_t alen,
+                                            const char *b, size_t blen, int max_tokens,
+                                            bool truncate, int32_t *ids, int32_t *types, size_t cap,
+                                            size_t *n, bool *truncated) {
+    if (n) *n = 0;
+    if (truncated) *truncated = false;
+    if (!tok || !n || (!a && alen) || (!b && blen) || (!ids && cap) || (!types && cap))
+        return embd_error(EMBD_ERR_INVALID_ARG, "tokenizer: NULL argument");
+    if (!tok->n_pair)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "tokenizer.json: the post_processor has no pair template");
+    const size_t n_special = (size_t)tok->n_pair - 2;
+    if (max_tokens < 0 || (size_t)max_tokens < n_special)
+        return embd_error(EMBD_ERR_INVALID_ARG,
+                          "tokenizer: max_tokens %d is less than the %zu special tokens of a pair",
+                          max_tokens, n_special);
+    int32_t *seg[2] = {NULL, NULL};
+    size_t segcap[2] = {0, 0}, len[2];
+    enum embd_status st = all_pieces(tok, a, alen, &seg[0], &segcap[0], &len[0]);
+    if (st == EMBD_OK) st = all_pieces(tok, b, blen, &seg[1], &segcap[1], &len[1]);
+    if (st != EMBD_OK) goto done;
+    const size_t budget = (size_t)max_tokens - n_special, full = len[0] + len[1];
+    if (full > budget) {
+        if (!truncate) {
+            *n = full + n_special; /* the count without truncation */
+            st = embd_error(EMBD_ERR_TOO_LONG,
+                            "tokenizer: the pair has %zu tokens; the model takes at most %d",
+                            full + n_special, max_tokens);
+            goto done;
+        }
+        longest_first(len, budget);
+        if (truncated) *truncated = true;
+    }
+    size_t k = 0;
+    for (int i = 0; i < tok->n_pair; i++) {
+        const struct tok_pair_item *it = &tok->pair[i];
+        if (it->seq < 0) {
+            if (k < cap) ids[k] = it->id, types[k] = it->type;
+            k++;
+            continue;
+        }
+        for (size_t j = 0; j < len[it->seq]; j++, k++)
+            if (k < cap) ids[k] = seg[it->seq][j], types[k] = it->type;
+    }
+    *n = k;
+    if (k > cap)
+        st = embd_error(EMBD_ERR_BUFFER_TOO_SMALL, "tokenizer: %zu ids do not fit in %zu", k, cap);
+done:
+    embd_free(seg[0]);
+    embd_free(seg[1]);
+    return st;
 }

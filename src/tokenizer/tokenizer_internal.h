@@ -54,6 +54,14 @@ struct embd_tokenizer {
     /* post-processor: ids before and after the sequence */
     int32_t pre_ids[8], post_ids[8];
     int n_pre, n_post;
+    /* ... and the pair template: special ids (seq -1) and the places of
+     * sequences A (seq 0) and B (seq 1), each with its type id, in order */
+    struct tok_pair_item {
+        int32_t id;
+        int8_t seq;
+        uint8_t type;
+    } pair[16];
+    int n_pair;
 
     uint8_t ascii_class[128];
     uint8_t ascii_lower[128];

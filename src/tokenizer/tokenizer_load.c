@@ -287,6 +287,55 @@ static enum embd_status template_special(const cJSON *specials, const char *name
     return EMBD_OK;
 }
 
+/* TemplateProcessing's "pair" template: special tokens and sequences A and B
+ * once each, every entry with its type_id. A missing template leaves the
+ * tokenizer without pair encoding (embd_tokenizer_encode_pair refuses). */
+static enum embd_status load_pair_template(embd_tokenizer *tok, const cJSON *pair,
+                                           const cJSON *specials) {
+    if (!pair || cJSON_IsNull(pair)) return EMBD_OK;
+    if (!cJSON_IsArray(pair))
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: TemplateProcessing 'pair' is not an array");
+    int seen[2] = {0, 0};
+    for (const cJSON *e = pair->child; e; e = e->next) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(e, "SpecialToken");
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(e, "Sequence");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(s ? s : q, "id");
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s ? s : q, "type_id");
+        if (!cJSON_IsString(id) ||
+            (ty && (!cJSON_IsNumber(ty) || ty->valuedouble < 0 || ty->valuedouble > 255)))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: bad TemplateProcessing 'pair' entry");
+        const uint8_t type = ty ? (uint8_t)ty->valueint : 0;
+        if (q) {
+            const int which = strcmp(id->valuestring, "A") == 0   ? 0
+                              : strcmp(id->valuestring, "B") == 0 ? 1
+                                                                  : -1;
+            if (which < 0 || seen[which] || tok->n_pair >= 16)
+                return embd_error(EMBD_ERR_UNSUPPORTED,
+                                  "tokenizer.json: TemplateProcessing 'pair' must hold sequences "
+                                  "A and B once each");
+            seen[which] = 1;
+            tok->pair[tok->n_pair++] = (struct tok_pair_item){0, (int8_t)which, type};
+            continue;
+        }
+        int32_t ids[8];
+        int n = 0;
+        enum embd_status st = template_special(specials, id->valuestring, ids, &n);
+        if (st) return st;
+        for (int i = 0; i < n; i++) {
+            if (tok->n_pair >= 16)
+                return embd_error(EMBD_ERR_UNSUPPORTED,
+                                  "tokenizer.json: TemplateProcessing 'pair' is too long");
+            tok->pair[tok->n_pair++] = (struct tok_pair_item){ids[i], -1, type};
+        }
+    }
+    if (!seen[0] || !seen[1])
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: TemplateProcessing 'pair' lacks sequence A or B");
+    return EMBD_OK;
+}
+
 static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
     enum embd_status st;
     if (!p || cJSON_IsNull(p)) return EMBD_OK;
@@ -302,6 +351,13 @@ static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
             return embd_error(EMBD_ERR_MODEL_FORMAT,
                               "tokenizer.json: BertProcessing needs cls and sep as [token, id]");
         tok->n_pre = tok->n_post = 1;
+        const struct tok_pair_item bert[5] = {{tok->pre_ids[0], -1, 0},
+                                              {0, 0, 0},
+                                              {tok->post_ids[0], -1, 0},
+                                              {0, 1, 1},
+                                              {tok->post_ids[0], -1, 1}};
+        memcpy(tok->pair, bert, sizeof bert);
+        tok->n_pair = 5;
         return EMBD_OK;
     }
     if (strcmp(type, "TemplateProcessing") != 0)
@@ -337,7 +393,7 @@ static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
     if (!seen_seq)
         return embd_error(EMBD_ERR_MODEL_FORMAT,
                           "tokenizer.json: TemplateProcessing 'single' has no sequence");
-    return EMBD_OK;
+    return load_pair_template(tok, cJSON_GetObjectItemCaseSensitive(p, "pair"), specials);
 }
 
 static void init_ascii(embd_tokenizer *tok) {
@@ -417,6 +473,14 @@ enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, siz
     for (int i = 0; i < tok->n_pre + tok->n_post; i++) {
         int32_t id = i < tok->n_pre ? tok->pre_ids[i] : tok->post_ids[i - tok->n_pre];
         if (id > max_id || id_off[id] < 0) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "tokenizer.json: post_processor id %d is not a token", (int)id);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < tok->n_pair; i++) {
+        int32_t id = tok->pair[i].id;
+        if (tok->pair[i].seq < 0 && (id > max_id || id_off[id] < 0)) {
             st = embd_error(EMBD_ERR_MODEL_FORMAT,
                             "tokenizer.json: post_processor id %d is not a token", (int)id);
             goto fail;

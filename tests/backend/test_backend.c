@@ -73,6 +73,7 @@ static void batch_make(test_batch *tb, const int *lens, int n, int V) {
     tb->b.n_tok = tb->starts[n];
     tb->b.ids = tb->ids;
     tb->b.seq_start = tb->starts;
+    tb->b.type_ids = NULL;
 }
 
 static void batch_free(test_batch *tb) {

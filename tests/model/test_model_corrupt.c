@@ -393,8 +393,8 @@ static void test_config(void) {
     EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "relative_key");
     put("config.json", "{\"model_type\":\"roberta\",\"hidden_act\":\"gelu\"}");
     EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "roberta");
-    put("config.json", "{\"architectures\":[\"BertForSequenceClassification\"]}");
-    EXPECT(EMBD_ERR_UNSUPPORTED, "BertForSequenceClassification");
+    put("config.json", "{\"architectures\":[\"BertForTokenClassification\"]}");
+    EXPECT(EMBD_ERR_UNSUPPORTED, "BertForTokenClassification");
     put("config.json", "{\"hidden_act\":\"gelu\"}");
     EXPECT(EMBD_ERR_MODEL_FORMAT, "config.json", "missing key hidden_size");
     CFG("\"layer_norm_eps\":-1", EMBD_OK, ""); /* the first of two keys wins: 1e-12 */
@@ -419,6 +419,26 @@ static void test_config(void) {
                        "\"num_attention_heads\":2,\"intermediate_size\":16,"
                        "\"max_position_embeddings\":16,\"vocab_size\":32}");
     EXPECT(EMBD_OK, "");
+    /* a cross-encoder: its head's tensors must be there; its activation known */
+#define CE(extra, ...)                                                                             \
+    do {                                                                                           \
+        c = tiny_config_json(&cfg, extra);                                                         \
+        char *ce = malloc(strlen(c) + 64);                                                         \
+        sprintf(ce, "{\"architectures\":[\"BertForSequenceClassification\"]%s",                    \
+                strstr(c, "],") + 1);                                                              \
+        put("config.json", ce);                                                                    \
+        free(ce);                                                                                  \
+        free(c);                                                                                   \
+        EXPECT(__VA_ARGS__);                                                                       \
+    } while (0)
+    CE("\"num_labels\":1", EMBD_ERR_MODEL_FORMAT, "model.safetensors",
+       "missing tensor pooler.dense.weight");
+    CE("\"num_labels\":0", EMBD_ERR_MODEL_FORMAT, "config.json", "num_labels");
+    CE("\"sentence_transformers\":{\"activation_fn\":\"torch.nn.modules.activation.Tanh\"}",
+       EMBD_ERR_UNSUPPORTED, "config.json", "Tanh");
+    CE("\"sbert_ce_default_activation_function\":7", EMBD_ERR_MODEL_FORMAT, "config.json",
+       "activation function");
+#undef CE
     /* the config disagrees with the weights: the message names the tensor */
     CFG("\"zzz\":0", EMBD_OK, "");
     cfg.I = 20;

@@ -908,7 +908,7 @@ static void attention(embd_backend *be, const embd_batch *batch) {
     }
 }
 
-/* x (T, H) = LayerNorm(word[id] + pos[position] + type[0]) for every token. */
+/* x (T, H) = LayerNorm(word[id] + pos[position] + type[type id]) for every token. */
 static void embed_tokens(embd_backend *be, const embd_batch *batch) {
     const struct embd_model *m = be->model;
     const int H = m->hp.H, T = batch->n_tok;
@@ -919,7 +919,7 @@ static void embed_tokens(embd_backend *be, const embd_batch *batch) {
     for (int t = 0; t < T; t++) {
         const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
         const float *pe = m->w.pos_emb + (size_t)be->pos[t] * H;
-        const float *te = m->w.type_emb;
+        const float *te = m->w.type_emb + (batch->type_ids ? (size_t)batch->type_ids[t] * H : 0);
         float *xr = be->x + (size_t)t * H;
 #pragma omp simd
         for (int c = 0; c < H; c++)

@@ -169,12 +169,13 @@ static enum embd_status ref_embed(embd_backend *be, float *out, const embd_batch
         goto done;
     }
 
-    /* embeddings: word + position (restarting at 0 in each sequence) + type 0 */
+    /* embeddings: word + position (restarting at 0 in each sequence) + type */
     for (int s = 0; s < n; s++) {
         for (int t = batch->seq_start[s]; t < batch->seq_start[s + 1]; t++) {
             const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
             const float *pe = m->w.pos_emb + (size_t)(t - batch->seq_start[s]) * H;
-            const float *te = m->w.type_emb;
+            const float *te =
+                m->w.type_emb + (batch->type_ids ? (size_t)batch->type_ids[t] * H : 0);
             for (int c = 0; c < H; c++)
                 x[(size_t)t * H + c] = we[c] + pe[c] + te[c];
         }

@@ -335,8 +335,8 @@ static enum embd_status upload_weights(embd_backend *be) {
     const embd_weights *w = &be->m->w;
     const size_t H = (size_t)hp->H, I = (size_t)hp->I, es = be->es;
     /* sizes, in order of carving */
-    const size_t emb =
-        align256((size_t)hp->V * H * 4) + align256((size_t)hp->P * H * 4) + 3 * align256(H * 4);
+    const size_t emb = align256((size_t)hp->V * H * 4) + align256((size_t)hp->P * H * 4) +
+                       align256((size_t)hp->TV * H * 4) + 2 * align256(H * 4);
     const size_t per_layer = align256(3 * H * H * es) + align256(3 * H * es) +
                              align256(H * H * es) + align256(H * es) + align256(I * H * es) +
                              align256(I * es) + align256(H * I * es) + align256(H * es) +
@@ -374,8 +374,8 @@ static enum embd_status upload_weights(embd_backend *be) {
         UP(EMBD_DTYPE_FP32, d, w->word_emb, (size_t)hp->V * H);
         d = take((size_t)hp->P * H * 4), be->pos = (const float *)d;
         UP(EMBD_DTYPE_FP32, d, w->pos_emb, (size_t)hp->P * H);
-        d = take(H * 4), be->type = (const float *)d;
-        UP(EMBD_DTYPE_FP32, d, w->type_emb, H);
+        d = take((size_t)hp->TV * H * 4), be->type = (const float *)d;
+        UP(EMBD_DTYPE_FP32, d, w->type_emb, (size_t)hp->TV * H);
         d = take(H * 4), be->emb_g = (const float *)d;
         UP(EMBD_DTYPE_FP32, d, w->emb_ln_g, H);
         d = take(H * 4), be->emb_b = (const float *)d;
@@ -517,20 +517,22 @@ static enum embd_status ensure_scratch(embd_backend *be, int want) {
  * seq_start (n+1) rebased to 0. Writes out (n, H). */
 template <typename T>
 static enum embd_status forward(embd_backend *be, float *out, const int32_t *ids,
-                                const int32_t *seq_start, int n, int Tn, bool normalize) {
+                                const int32_t *types, const int32_t *seq_start, int n, int Tn,
+                                bool normalize) {
     const embd_hparams *hp = &be->m->hp;
     const int H = hp->H, I = hp->I, C = be->cap;
     const cudaStream_t s = be->stream;
     const struct lt_env env = {be->lt, s, be->ws, WORKSPACE_BYTES};
     enum embd_status st;
-    /* host ints: ids (C) | pos (C) | seq_start (C + 1) | pad | tiles (2C) */
+    /* host ints: ids (C) | pos and type (C) | seq_start (C + 1) | pad | tiles (2C);
+     * a token's position in its low EMBD_POS_BITS bits, its type id above */
     int *hids = be->hints, *hpos = be->hints + C, *hss = be->hints + 2 * C;
     int *htiles = be->hints + tiles_off((size_t)C);
     memcpy(hids, ids, (size_t)Tn * sizeof(int));
     for (int i = 0; i < n; i++) {
         hss[i] = seq_start[i];
         for (int t = seq_start[i]; t < seq_start[i + 1]; t++)
-            hpos[t] = t - seq_start[i];
+            hpos[t] = (t - seq_start[i]) | (types ? types[t] << EMBD_POS_BITS : 0);
     }
     hss[n] = seq_start[n];
     const int ntiles = make_tiles(htiles, hss, n);
@@ -607,7 +609,8 @@ static enum embd_status gpu_embed(embd_backend *be, float *out, const embd_batch
             ss = rebased;
         }
         st = BY_DTYPE(be->dt, forward, be, out + (size_t)i * H, batch->ids + batch->seq_start[i],
-                      ss, j - i, ss[j - i], normalize);
+                      batch->type_ids ? batch->type_ids + batch->seq_start[i] : NULL, ss, j - i,
+                      ss[j - i], normalize);
         host.free(rebased);
         if (st != EMBD_OK) return st;
         i = j;

@@ -88,7 +88,11 @@ __global__ void k_add_ln(float *x, const T *add, const float *g, const float *b,
     ln_row<T>(row, red, s, g, b, xr, xo + r * H, H, eps);
 }
 
-/* x (T, H) = LayerNorm(word[ids] + pos[pos] + type[0]); xo = x as T.
+/* A token's position (< 2^21, max_position_embeddings being at most 2^20)
+ * and its type id (< 2^10) share one int of the pos array. */
+#define EMBD_POS_BITS 21
+
+/* x (T, H) = LayerNorm(word[ids] + pos[position] + type[type id]); xo = x as T.
  * One block per token; dynamic shared memory H floats. */
 template <typename T>
 __global__ void k_embed_ln(float *x, T *xo, const int *ids, const int *pos, const float *word,
@@ -98,10 +102,11 @@ __global__ void k_embed_ln(float *x, T *xo, const int *ids, const int *pos, cons
     __shared__ float red[32];
     const size_t t = blockIdx.x;
     const float *we = word + (size_t)ids[t] * H;
-    const float *pe = posemb + (size_t)pos[t] * H;
+    const float *pe = posemb + (size_t)(pos[t] & ((1 << EMBD_POS_BITS) - 1)) * H;
+    const float *te = type + (size_t)(pos[t] >> EMBD_POS_BITS) * H;
     float s = 0.0f;
     for (int c = threadIdx.x; c < H; c += blockDim.x) {
-        const float v = we[c] + pe[c] + type[c];
+        const float v = we[c] + pe[c] + te[c];
         row[c] = v;
         s += v;
     }
