@@ -344,6 +344,63 @@ done:
     return ret;
 }
 
+/* rerank_into(query, docs, out, raw_scores=False, truncate=True, base=0) -> total tokens.
+ * out: float32 (n); each doc scored against query by the cross-encoder. */
+static PyObject *Engine_rerank_into(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {"query", "docs", "out", "raw_scores", "truncate", "base", NULL};
+    PyObject *query_obj, *seq, *out;
+    int raw = 0, truncate = 1;
+    Py_ssize_t base = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|ppn", names, &query_obj, &seq, &out, &raw,
+                                     &truncate, &base))
+        return NULL;
+    if (usable(e)) return NULL;
+    if (!PyUnicode_Check(query_obj))
+        return PyErr_Format(PyExc_TypeError, "query must be str, not %s",
+                            Py_TYPE(query_obj)->tp_name);
+    Py_ssize_t qlen;
+    const char *query = PyUnicode_AsUTF8AndSize(query_obj, &qlen);
+    if (!query) return NULL;
+    struct texts t;
+    if (texts_from(seq, base, &t)) return NULL;
+    size_t n = (size_t)t.n;
+    Py_buffer ov = {0};
+    PyObject *ret = NULL;
+    if (get_out(out, &ov, n, 4, "f", "out")) goto done;
+    struct embd_rerank_opts opts = embd_rerank_default_opts();
+    opts.raw_scores = raw != 0;
+    opts.truncate = truncate != 0;
+    struct embd_embed_info info = {0};
+    enum embd_status s = EMBD_OK;
+    char msg[1024] = "";
+    if (n) {
+        e->active++;
+        PyThreadState *ts = PyEval_SaveThread();
+        s = embd_sched_rerank(e->sched, query, (size_t)qlen, t.ptrs, t.lens, n, ov.buf, NULL, &opts,
+                              &info);
+        if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+        PyEval_RestoreThread(ts);
+        e->active--;
+    }
+    if (s == EMBD_ERR_TOO_LONG) {
+        PyObject *key = PyLong_FromLong((long)s), *cls = NULL;
+        if (key && error_classes) cls = PyDict_GetItemWithError(error_classes, key);
+        Py_XDECREF(key);
+        PyObject *a = Py_BuildValue("(isnn)", (int)s, msg, (Py_ssize_t)info.bad_input + base,
+                                    (Py_ssize_t)info.bad_tokens);
+        if (a && !PyErr_Occurred()) PyErr_SetObject(cls ? cls : PyExc_ValueError, a);
+        Py_XDECREF(a);
+    } else if (s != EMBD_OK) {
+        raise_status(s, msg);
+    } else {
+        ret = PyLong_FromSize_t(info.total_tokens);
+    }
+done:
+    if (ov.obj) PyBuffer_Release(&ov);
+    texts_free(&t);
+    return ret;
+}
+
 /* One str (index `index` in messages) as UTF-8. */
 static int one_text(PyObject *obj, const char **p, size_t *len) {
     if (!PyUnicode_Check(obj)) return bad_item(obj, 0);
@@ -425,19 +482,20 @@ static PyObject *Engine_stats(Engine *e, PyObject *unused) {
 
 /* info() -> dict of what the engine runs: dim, max_tokens, vocab_size,
  * pooling, normalizes, fingerprint, device, dtype, fallback, fallback_message,
- * max_batch_tokens. */
+ * max_batch_tokens, reranker. */
 static PyObject *Engine_info(Engine *e, PyObject *unused) {
     if (usable(e)) return NULL;
     const char *why = "";
     enum embd_fallback fb = embd_ctx_fallback(e->ctx, &why);
     return Py_BuildValue(
-        "{sisisisssOsKsssssssssi}", "dim", embd_model_dim(e->model), "max_tokens",
+        "{sisisisssOsKsssssssssisO}", "dim", embd_model_dim(e->model), "max_tokens",
         embd_model_max_tokens(e->model), "vocab_size", embd_model_vocab_size(e->model), "pooling",
         embd_model_pooling(e->model), "normalizes",
         embd_model_normalizes(e->model) ? Py_True : Py_False, "fingerprint",
         (unsigned long long)embd_model_fingerprint(e->model), "device", embd_ctx_backend(e->ctx),
         "dtype", embd_dtype_str(embd_ctx_dtype(e->ctx)), "fallback", embd_fallback_str(fb),
-        "fallback_message", why ? why : "", "max_batch_tokens", embd_ctx_max_batch_tokens(e->ctx));
+        "fallback_message", why ? why : "", "max_batch_tokens", embd_ctx_max_batch_tokens(e->ctx),
+        "reranker", embd_model_is_reranker(e->model) ? Py_True : Py_False);
 }
 
 static PyObject *Engine_close(Engine *e, PyObject *unused) {
@@ -465,6 +523,8 @@ static PyObject *Engine_get_path(Engine *e, void *unused) {
 static PyMethodDef Engine_methods[] = {
     {"embed_into", (PyCFunction)(void (*)(void))Engine_embed_into, METH_VARARGS | METH_KEYWORDS,
      "embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0)"},
+    {"rerank_into", (PyCFunction)(void (*)(void))Engine_rerank_into, METH_VARARGS | METH_KEYWORDS,
+     "rerank_into(query, docs, out, raw_scores=False, truncate=True, base=0) -> tokens"},
     {"tokenize", (PyCFunction)Engine_tokenize, METH_O, "tokenize(text) -> list of ids"},
     {"count_tokens", (PyCFunction)Engine_count_tokens, METH_O, "count_tokens(text) -> int"},
     {"metrics", (PyCFunction)Engine_metrics, METH_NOARGS, "Prometheus text"},

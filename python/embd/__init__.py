@@ -30,6 +30,7 @@ from ._model import Model  # noqa: E402
 from ._registry import DenseModelDescription, Device, ModelSource, PoolingType  # noqa: E402
 from ._store import Hit, Store  # noqa: E402
 from ._text_embedding import ModelNotFoundError, TextEmbedding  # noqa: E402
+from ._text_cross_encoder import TextCrossEncoder  # noqa: E402
 
 __version__ = _embd.VERSION
 
@@ -61,6 +62,6 @@ __all__ = [
     "BackendError", "BusyError", "CancelledError", "DeadlineError", "DenseModelDescription",
     "Device", "Error", "FileError", "Hit", "Store", "InternalError", "InvalidArgumentError", "Model",
     "ModelFormatError", "ModelNotFoundError", "ModelSource", "OutOfMemoryError", "PoolingType",
-    "Status", "TextEmbedding", "TooLongError", "UnsupportedError", "device_report",
+    "Status", "TextCrossEncoder", "TextEmbedding", "TooLongError", "UnsupportedError", "device_report",
     "log_configure", "resolve_model", "system_info",
 ]

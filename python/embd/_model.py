@@ -144,6 +144,21 @@ class Model:
                 return out, int(counts[0])
         return (out, counts) if return_tokens else out
 
+    def rerank(self, query, documents, *, raw_scores=False, truncate=True):
+        """Scores documents against query with a cross-encoder (a model for
+        which is_reranker is True): a float32 (n,) array, in input order
+        (higher is more relevant). raw_scores: the classifier's logits rather
+        than the activation the model's config names (sigmoid for most). truncate: cut
+        a pair longer than the model takes (True, as sentence-transformers'
+        CrossEncoder does) or raise embd.TooLongError naming the document.
+        Documents of calls from several threads are batched together."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be str, not {type(query).__name__}")
+        items = [documents] if isinstance(documents, str) else _as_texts(documents)
+        out = np.empty(len(items), dtype=np.float32)
+        self._engine().rerank_into(query, items, out, bool(raw_scores), bool(truncate))
+        return out
+
     def tokenize(self, text):
         """The token ids of a str ([CLS] ... [SEP], truncated as the model
         does), or a list of those for a list of str."""
@@ -170,6 +185,12 @@ class Model:
     def max_tokens(self):
         """Tokens per input after truncation, [CLS] and [SEP] included."""
         return self._info["max_tokens"]
+
+    @property
+    def is_reranker(self):
+        """True for a cross-encoder (BertForSequenceClassification): it scores
+        pairs with rerank() and does not embed."""
+        return self._info["reranker"]
 
     @property
     def pooling(self):
