@@ -117,6 +117,17 @@ EMBD_API uint64_t embd_model_fingerprint(const embd_model *model);
 EMBD_API enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t len,
                                         int32_t *ids, size_t cap, size_t *n_ids);
 
+/* Tokenizes a pair (a query and a document) as a cross-encoder sees it:
+ * the tokenizer's pair template ([CLS] a [SEP] b [SEP] for BERT) with each
+ * id's token type in types (0, then 1), cut to embd_model_max_tokens with
+ * Hugging Face's longest_first truncation. Writes at most `cap` ids and
+ * types and sets *n_ids to the count; EMBD_ERR_BUFFER_TOO_SMALL if that is
+ * more than cap; EMBD_ERR_UNSUPPORTED when the tokenizer has no pair
+ * template. Thread-safe. */
+EMBD_API enum embd_status embd_tokenize_pair(const embd_model *model, const char *a, size_t alen,
+                                             const char *b, size_t blen, int32_t *ids,
+                                             int32_t *types, size_t cap, size_t *n_ids);
+
 /* Counts the ids embd_tokenize would give without truncation ([CLS] and
  * [SEP] included), so that a caller can refuse, rather than truncate, a text
  * longer than embd_model_max_tokens. Thread-safe. Returns EMBD_OK,

@@ -344,6 +344,43 @@ done:
     return ret;
 }
 
+/* tokenize_pair(a, b) -> (ids, type_ids): the pair as a cross-encoder sees it. */
+static PyObject *Engine_tokenize_pair(Engine *e, PyObject *args) {
+    PyObject *ao, *bo;
+    if (!PyArg_ParseTuple(args, "UU", &ao, &bo)) return NULL;
+    if (usable(e)) return NULL;
+    Py_ssize_t al, bl;
+    const char *a = PyUnicode_AsUTF8AndSize(ao, &al),
+               *b = a ? PyUnicode_AsUTF8AndSize(bo, &bl) : NULL;
+    if (!a || !b) return NULL;
+    size_t cap = (size_t)embd_model_max_tokens(e->model), n = 0;
+    int32_t *ids = PyMem_Malloc(2 * cap * sizeof *ids);
+    if (!ids) return PyErr_NoMemory();
+    enum embd_status s =
+        embd_tokenize_pair(e->model, a, (size_t)al, b, (size_t)bl, ids, ids + cap, cap, &n);
+    PyObject *ret = NULL, *li = NULL, *lt = NULL;
+    if (s != EMBD_OK) {
+        raise_last(s);
+        goto done;
+    }
+    if (!(li = PyList_New((Py_ssize_t)n)) || !(lt = PyList_New((Py_ssize_t)n))) goto done;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromLong(ids[i]), *y = x ? PyLong_FromLong(ids[cap + i]) : NULL;
+        if (!x || !y) {
+            Py_XDECREF(x);
+            goto done;
+        }
+        PyList_SET_ITEM(li, (Py_ssize_t)i, x);
+        PyList_SET_ITEM(lt, (Py_ssize_t)i, y);
+    }
+    ret = PyTuple_Pack(2, li, lt);
+done:
+    Py_XDECREF(li);
+    Py_XDECREF(lt);
+    PyMem_Free(ids);
+    return ret;
+}
+
 /* rerank_into(query, docs, out, raw_scores=False, truncate=True, base=0) -> total tokens.
  * out: float32 (n); each doc scored against query by the cross-encoder. */
 static PyObject *Engine_rerank_into(Engine *e, PyObject *args, PyObject *kw) {
@@ -526,6 +563,8 @@ static PyMethodDef Engine_methods[] = {
     {"rerank_into", (PyCFunction)(void (*)(void))Engine_rerank_into, METH_VARARGS | METH_KEYWORDS,
      "rerank_into(query, docs, out, raw_scores=False, truncate=True, base=0) -> tokens"},
     {"tokenize", (PyCFunction)Engine_tokenize, METH_O, "tokenize(text) -> list of ids"},
+    {"tokenize_pair", (PyCFunction)Engine_tokenize_pair, METH_VARARGS,
+     "tokenize_pair(a, b) -> (ids, type_ids)"},
     {"count_tokens", (PyCFunction)Engine_count_tokens, METH_O, "count_tokens(text) -> int"},
     {"metrics", (PyCFunction)Engine_metrics, METH_NOARGS, "Prometheus text"},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters since the engine was made"},

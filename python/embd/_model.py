@@ -167,6 +167,12 @@ class Model:
             return eng.tokenize(text)
         return [eng.tokenize(t) for t in _as_texts(text)]
 
+    def tokenize_pair(self, query, document):
+        """The ids and token type ids of a (query, document) pair as a
+        cross-encoder sees it ([CLS] query [SEP] document [SEP], cut with
+        Hugging Face's longest_first to max_tokens): (ids, type_ids)."""
+        return self._engine().tokenize_pair(query, document)
+
     def count_tokens(self, text):
         """Tokens of a str without truncation ([CLS] and [SEP] included), or a
         list of counts for a list of str."""

@@ -461,6 +461,16 @@ enum embd_status embd_tokenize(const embd_model *model, const char *text, size_t
                                  n_ids, NULL);
 }
 
+enum embd_status embd_tokenize_pair(const embd_model *model, const char *a, size_t alen,
+                                    const char *b, size_t blen, int32_t *ids, int32_t *types,
+                                    size_t cap, size_t *n_ids) {
+    if (n_ids) *n_ids = 0;
+    if (!model || !n_ids || (!a && alen) || (!b && blen) || (cap && (!ids || !types)))
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_tokenize_pair: NULL argument");
+    return embd_tokenizer_encode_pair(model->tok, a ? a : "", alen, b ? b : "", blen,
+                                      model->hp.max_tokens, true, ids, types, cap, n_ids, NULL);
+}
+
 enum embd_status embd_count_tokens(const embd_model *model, const char *text, size_t len,
                                    size_t *n_tokens) {
     if (n_tokens) *n_tokens = 0;
