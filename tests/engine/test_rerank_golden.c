@@ -37,7 +37,7 @@ struct pair {
 };
 
 static struct pair pairs[MAXPAIRS];
-static int n_pairs;
+static int n_pairs, n_sched;
 
 static char *dup_str(const cJSON *s, size_t *len) {
     if (!cJSON_IsString(s)) return NULL;
@@ -134,7 +134,7 @@ struct thread_arg {
 /* Reranks pairs first, first + step, ... one request each (their queries differ). */
 static void *rerank_thread(void *p) {
     struct thread_arg *a = p;
-    for (int i = a->first; i < n_pairs && a->st == EMBD_OK; i += a->step) {
+    for (int i = a->first; i < n_sched && a->st == EMBD_OK; i += a->step) {
         const char *doc = pairs[i].doc;
         a->st = embd_sched_rerank(a->sched, pairs[i].query, pairs[i].qlen, &doc, &pairs[i].dlen, 1,
                                   a->out + i, NULL, NULL, NULL);
@@ -227,10 +227,14 @@ int main(void) {
     check_scores("scores (sigmoid)", got, gold, n_pairs);
     CHECK(info.total_tokens > 0);
 
+    /* With a kernel set forced (the ctest variants), the scores are what is
+     * under test: the rest runs once, on the default kernels. */
+    const bool every = getenv("EMBD_CPU_ISA") == NULL;
     struct embd_rerank_opts raw = embd_rerank_default_opts();
     raw.raw_scores = true;
-    CHECK(embd_rerank(ctx, qs, ql, ds, dl, (size_t)n_pairs, alt, &raw, NULL) == EMBD_OK);
-    check_scores("raw logits", alt, gold_raw, n_pairs);
+    CHECK(!every || embd_rerank(ctx, qs, ql, ds, dl, (size_t)n_pairs, alt, &raw, NULL) == EMBD_OK);
+    if (every) check_scores("raw logits", alt, gold_raw, n_pairs);
+    if (!every) goto out;
 
     /* a pair alone scores as in the batch */
     double alone = 0;
@@ -267,7 +271,9 @@ int main(void) {
     CHECK(embd_embed(ctx, &t, NULL, 1, vec) == EMBD_ERR_UNSUPPORTED);
     CHECK(strstr(embd_last_error(), "cross-encoder") != NULL);
 
-    /* the scheduler: 3 threads, one pair per request, queries differing */
+    /* the scheduler: 3 threads, one pair per request, queries differing (the
+     * first 60 pairs) */
+    n_sched = 60 < n_pairs ? 60 : n_pairs;
     embd_sched *sched = NULL;
     CHECK(embd_sched_new(ctx, embd_sched_default_params(), &sched) == EMBD_OK);
     pthread_t th[3];
@@ -280,9 +286,8 @@ int main(void) {
         pthread_join(th[k], NULL);
         CHECK_MSG(ta[k].st == EMBD_OK, "thread %d: %s", k, embd_status_str(ta[k].st));
     }
-    check_scores("scheduler, 3 threads", alt, gold, n_pairs);
+    check_scores("scheduler, 3 threads", alt, gold, n_sched);
     embd_sched_free(sched);
-    embd_ctx_free(ctx);
 
     /* an embedder does not rerank */
     snprintf(path, sizeof path, "%s/all-MiniLM-L6-v2", models);
@@ -295,6 +300,8 @@ int main(void) {
         embd_model_free(e);
     }
 
+out:
+    embd_ctx_free(ctx);
     for (int i = 0; i < n_pairs; i++) {
         free(pairs[i].query);
         free(pairs[i].doc);
