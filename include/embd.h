@@ -105,6 +105,15 @@ EMBD_API bool embd_model_normalizes(const embd_model *model);
  * with one label, e.g. cross-encoder/ms-marco-MiniLM-L-6-v2): it scores
  * (query, document) pairs with embd_rerank, and embd_embed refuses it. */
 EMBD_API bool embd_model_is_reranker(const embd_model *model);
+/* The prompt the model declares under `name` in
+ * config_sentence_transformers.json ("prompts": {"query": "query: ", ...}),
+ * or NULL when it declares none of that name. Valid as long as the model. */
+EMBD_API const char *embd_model_prompt(const embd_model *model, const char *name);
+/* The i-th prompt name (0 <= i < embd_model_prompt_count), or NULL. */
+EMBD_API const char *embd_model_prompt_name(const embd_model *model, int i);
+EMBD_API int embd_model_prompt_count(const embd_model *model);
+/* config_sentence_transformers.json's default_prompt_name, or NULL. */
+EMBD_API const char *embd_model_default_prompt_name(const embd_model *model);
 /* A 64-bit fingerprint of the weights, the tokenizer and the configuration. */
 EMBD_API uint64_t embd_model_fingerprint(const embd_model *model);
 
@@ -254,6 +263,12 @@ struct embd_embed_opts {
                            Default true */
     const char *prefix; /* NULL: the context's prefix; otherwise this one, prepended to
                            every text of the call ("" for none). Default NULL */
+    int dimensions;     /* 0: all D components. 1..D: Matryoshka truncation: the first
+                           `dimensions` components of each vector, L2-normalised again
+                           when the call's vectors are normalised; out is then
+                           (n, dimensions). Allowed for every model, as
+                           sentence-transformers' truncate_dim (meaningful for models
+                           trained for it). Default 0 */
 };
 
 EMBD_API struct embd_embed_opts embd_embed_default_opts(void);
@@ -269,7 +284,8 @@ struct embd_embed_info {
     size_t bad_tokens;   /* ... and its token count without truncation */
 };
 
-/* Like embd_embed, with per-call options (opts NULL: the defaults) and
+/* Like embd_embed, with per-call options (opts NULL: the defaults; out is
+ * (n, opts->dimensions) when that is set) and
  * per-input token counts (info may be NULL). Each text is tokenized once;
  * the cache key covers the options that change a vector (normalisation,
  * prefix). Returns what embd_embed returns, and EMBD_ERR_TOO_LONG when

@@ -679,3 +679,17 @@ int cli_cache_params(const struct cli_args *a, struct embd_ctx_params *p) {
     p->cache_map_bytes = (size_t)map_mib << 20;
     return 0;
 }
+
+int cli_prompt_prefix(const embd_model *model, const char *name, const char **prefix) {
+    *prefix = NULL;
+    if (!name) return 0;
+    if ((*prefix = embd_model_prompt(model, name))) return 0;
+    char names[512] = "";
+    size_t at = 0;
+    for (int i = 0; i < embd_model_prompt_count(model) && at < sizeof names; i++)
+        at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", i ? ", " : "",
+                               embd_model_prompt_name(model, i));
+    cli_err("the model declares no prompt named \"%s\" (%s%s)", name,
+            at ? "its prompts: " : "config_sentence_transformers.json has none", at ? names : "");
+    return 2;
+}

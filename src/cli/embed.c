@@ -18,6 +18,11 @@ static const struct cli_opt embed_opts[] = {
     CLI_OPT_TEXT_FIELD,
     {"format", 0, true, "FMT", "jsonl", "jsonl or npy (float32, shape (n, dim))"},
     {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
+    {"prompt-name", 0, true, "NAME", NULL,
+     "prepend the model's prompt of that name (config_sentence_transformers.json), e.g. "
+     "query; not with --prefix"},
+    {"dimensions", 0, true, "N", "0",
+     "Matryoshka: keep the first N components (normalised again); 0 = all"},
     {"no-normalize", 0, false, NULL, NULL, "skip the model's L2 normalisation"},
     CLI_OPT_MAX_BATCH_TOKENS,
     {"cache", 0, true, "MODE", "mem",
@@ -169,11 +174,28 @@ int cmd_embed(int argc, char **argv) {
     cp.max_batch_tokens = (int)mbt;
     cp.normalize = !cli_flag(&a, "no-normalize");
     cp.prefix = cli_get(&a, "prefix");
+    long dims = 0;
+    if ((rc = cli_get_int(&a, "dimensions", 0, 1L << 20, &dims))) goto done;
+    const char *prompt_name = cli_get(&a, "prompt-name");
+    if (prompt_name && cp.prefix) {
+        cli_err("embed: --prompt-name and --prefix both add a prefix: give one");
+        rc = 2;
+        goto done;
+    }
     if ((rc = cli_engine_open(&a, cp, &eng))) goto done;
+    struct embd_embed_opts eo = embd_embed_default_opts();
+    if ((rc = cli_prompt_prefix(eng.model, prompt_name, &eo.prefix))) goto done;
+    if (dims > embd_model_dim(eng.model)) {
+        cli_err("embed: --dimensions %ld is more than the model's %d", dims,
+                embd_model_dim(eng.model));
+        rc = 2;
+        goto done;
+    }
+    eo.dimensions = (int)dims;
     rc = 1;
     if (cli_reader_open(&in, cli_get(&a, "input"), &input)) goto done;
     in_open = true;
-    const int D = embd_model_dim(eng.model);
+    const int D = dims ? (int)dims : embd_model_dim(eng.model);
     if (sink_open(&out, cli_get(&a, "output"), npy, D)) goto done;
     out_open = true;
 
@@ -204,7 +226,8 @@ int cmd_embed(int argc, char **argv) {
             goto done;
         }
         if (n == 0) break;
-        if (embd_embed(eng.ctx, (const char *const *)texts, lens, n, vecs) != EMBD_OK) {
+        if (embd_embed_ex(eng.ctx, (const char *const *)texts, lens, n, vecs, &eo, NULL) !=
+            EMBD_OK) {
             cli_err("inputs %zu..%zu: %s", total, total + n - 1, embd_last_error());
             for (size_t i = 0; i < n; i++)
                 free(texts[i]), texts[i] = NULL;

@@ -404,7 +404,7 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
 /* ---------------------------------------------------------------------- */
 
 struct embd_embed_opts embd_embed_default_opts(void) {
-    struct embd_embed_opts o = {.normalize = -1, .truncate = true, .prefix = NULL};
+    struct embd_embed_opts o = {.normalize = -1, .truncate = true, .prefix = NULL, .dimensions = 0};
     return o;
 }
 
@@ -414,6 +414,7 @@ struct call {
     size_t prefix_len;
     bool l2;       /* the vectors are L2-normalised */
     bool truncate; /* long inputs are cut, else refused */
+    int dims;      /* components kept (Matryoshka), or 0 for all */
 };
 
 static enum embd_status call_resolve(const embd_ctx *ctx, const struct embd_embed_opts *o,
@@ -426,6 +427,12 @@ static enum embd_status call_resolve(const embd_ctx *ctx, const struct embd_embe
     c->l2 = o->normalize == 1 ||
             (o->normalize == -1 && ctx->params.normalize && embd_model_normalizes(ctx->model));
     c->truncate = o->truncate;
+    const int D = ctx->model->hp.H;
+    if (o->dimensions < 0 || o->dimensions > D)
+        return embd_error(EMBD_ERR_INVALID_ARG,
+                          "dimensions must be between 1 and the model's %d, not %d", D,
+                          o->dimensions);
+    c->dims = o->dimensions == D ? 0 : o->dimensions;
     c->prefix = o->prefix ? o->prefix : ctx->prefix;
     c->prefix_len = c->prefix ? strlen(c->prefix) : 0;
     if (!c->prefix_len) c->prefix = NULL;
@@ -443,6 +450,14 @@ static void l2_rows(float *out, size_t n, size_t D) {
         for (size_t c = 0; c < D; c++)
             o[c] *= inv;
     }
+}
+
+/* Matryoshka: the first `dims` components of each row of full (n, D) into
+ * out (n, dims), L2-normalised again when the call's vectors are. */
+static void keep_dims(float *out, const float *full, size_t n, size_t D, size_t dims, bool l2) {
+    for (size_t i = 0; i < n; i++)
+        memmove(out + i * dims, full + i * D, dims * sizeof *out);
+    if (l2) l2_rows(out, n, dims);
 }
 
 static enum embd_status run_batches(embd_ctx *ctx, const struct call *c, const int32_t *ids,
@@ -761,10 +776,18 @@ enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts, const si
         if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
     embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
     embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
-    uint32_t *words = embd_malloc2(n, sizeof *words); /* (n) token words */
-    if (!words) return embd_error(EMBD_ERR_NOMEM, "out of memory embedding %zu texts", n);
-    st = ctx->cache ? embed_cached(ctx, &c, texts, lens, n, out, words, info)
-                    : embed_texts(ctx, &c, texts, lens, n, out, words, info);
+    const size_t D = (size_t)ctx->model->hp.H;
+    uint32_t *words = embd_malloc2(n, sizeof *words);               /* (n) token words */
+    float *full = c.dims ? embd_malloc2(n * D, sizeof *full) : out; /* (n, D) */
+    if (!words || !full) {
+        embd_free(words);
+        if (full != out) embd_free(full);
+        return embd_error(EMBD_ERR_NOMEM, "out of memory embedding %zu texts", n);
+    }
+    st = ctx->cache ? embed_cached(ctx, &c, texts, lens, n, full, words, info)
+                    : embed_texts(ctx, &c, texts, lens, n, full, words, info);
+    if (st == EMBD_OK && c.dims) keep_dims(out, full, n, D, (size_t)c.dims, c.l2);
+    if (full != out) embd_free(full);
     if (st == EMBD_OK && info) {
         for (size_t i = 0; i < n; i++) {
             const size_t t = words[i] & ~EMBD_CACHE_TRUNCATED;
@@ -827,7 +850,12 @@ enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids, const s
     if (!ss) return embd_error(EMBD_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i <= n; i++)
         ss[i] = (int32_t)seq_start[i];
-    st = run_batches(ctx, &c, ids, ss, n, out);
+    const size_t D = (size_t)hp->H;
+    float *full = c.dims ? embd_malloc2(n * D, sizeof *full) : out; /* (n, D) */
+    st = full ? run_batches(ctx, &c, ids, ss, n, full)
+              : embd_error(EMBD_ERR_NOMEM, "out of memory embedding %zu inputs", n);
+    if (st == EMBD_OK && c.dims) keep_dims(out, full, n, D, (size_t)c.dims, c.l2);
+    if (full != out) embd_free(full);
     embd_free(ss);
     if (st == EMBD_OK && info) {
         for (size_t i = 0; i < n; i++)

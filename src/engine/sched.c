@@ -260,11 +260,17 @@ static size_t text_len(const struct sched_req *r, size_t i) {
     return r->lens ? r->lens[i] : strlen(r->texts[i]);
 }
 
+/* Floats per row of r's output: D, the Matryoshka dimensions, or 1 (a score). */
+static size_t row_width(const embd_sched *s, const struct sched_req *r) {
+    if (r->rerank) return 1;
+    return r->opts.dimensions > 0 ? (size_t)r->opts.dimensions : (size_t)s->dim;
+}
+
 /* Runs one piece alone (token ids, or texts after a shared call failed);
  * records its status and the error of its request. */
 static void run_piece(embd_sched *s, struct piece *p) {
     struct sched_req *r = p->r;
-    const size_t D = (size_t)s->dim;
+    const size_t D = row_width(s, r);
     struct embd_embed_info info = {.n_tokens = r->ntok ? r->ntok + p->start : NULL};
     if (r->ids) {
         size_t *ss = embd_malloc2(p->count + 1, sizeof *ss); /* rebased to the piece */
@@ -322,7 +328,9 @@ static bool same_opts(const struct sched_req *ra, const struct sched_req *rb) {
         return ra->ropts.raw_scores == rb->ropts.raw_scores &&
                ra->ropts.truncate == rb->ropts.truncate;
     const struct embd_embed_opts *a = &ra->opts, *b = &rb->opts;
-    if (a->normalize != b->normalize || a->truncate != b->truncate) return false;
+    if (a->normalize != b->normalize || a->truncate != b->truncate ||
+        a->dimensions != b->dimensions)
+        return false;
     if (!a->prefix || !b->prefix) return a->prefix == b->prefix;
     return strcmp(a->prefix, b->prefix) == 0;
 }
@@ -333,7 +341,7 @@ static bool same_opts(const struct sched_req *ra, const struct sched_req *rb) {
  * piece runs alone, so that one bad text fails only its own request. */
 static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct piece *first) {
     const bool rerank = first->r->rerank;
-    const size_t D = rerank ? 1 : (size_t)s->dim; /* floats per row */
+    const size_t D = row_width(s, first->r);
     const struct embd_embed_opts opts = first->r->opts;
     size_t total = 0;
     for (size_t k = 0; k < np; k++) {

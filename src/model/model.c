@@ -320,7 +320,91 @@ void embd_model_free(embd_model *model) {
     embd_free(model->owned);
     embd_free(model->w.layers);
     embd_free(model->dir);
+    for (int i = 0; i < model->n_prompts; i++) {
+        embd_free(model->prompt_names[i]);
+        embd_free(model->prompt_texts[i]);
+    }
+    embd_free(model->prompt_names);
+    embd_free(model->prompt_texts);
+    embd_free(model->default_prompt);
     embd_free(model);
+}
+
+/* config_sentence_transformers.json (optional): "prompts" {name: text} and
+ * "default_prompt_name", which must name one of them, as
+ * sentence-transformers checks. */
+static enum embd_status read_prompts(const char *dir, embd_model *m) {
+    static const char name[] = "config_sentence_transformers.json";
+    char *buf = NULL;
+    size_t len;
+    cJSON *root = NULL;
+    enum embd_status s = read_json_file(dir, name, true, MAX_SMALL_JSON, &buf, &len);
+    if (s || !buf) return s;
+    if ((s = embd_json_parse(&root, buf, len, name))) goto done;
+    s = EMBD_ERR_MODEL_FORMAT;
+    if (!cJSON_IsObject(root)) {
+        embd_error(s, "%s: not a JSON object", name);
+        goto done;
+    }
+    const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(root, "prompts");
+    const cJSON *def = cJSON_GetObjectItemCaseSensitive(root, "default_prompt_name");
+    if (prompts && !cJSON_IsNull(prompts) && !cJSON_IsObject(prompts)) {
+        embd_error(s, "%s: prompts is not an object", name);
+        goto done;
+    }
+    const int n = cJSON_IsObject(prompts) ? cJSON_GetArraySize(prompts) : 0;
+    m->prompt_names = embd_calloc((size_t)(n ? n : 1), sizeof *m->prompt_names);
+    m->prompt_texts = embd_calloc((size_t)(n ? n : 1), sizeof *m->prompt_texts);
+    if (!m->prompt_names || !m->prompt_texts) goto nomem;
+    for (const cJSON *p = n ? prompts->child : NULL; p; p = p->next) {
+        if (!cJSON_IsString(p)) {
+            char pr_[96];
+            embd_error(s, "%s: prompt \"%s\" is not a string", name,
+                       embd_printable(pr_, sizeof pr_, p->string));
+            goto done;
+        }
+        const int i = m->n_prompts;
+        if (!(m->prompt_names[i] = embd_strdup(p->string))) goto nomem;
+        if (!(m->prompt_texts[i] = embd_strdup(p->valuestring))) {
+            embd_free(m->prompt_names[i]);
+            goto nomem;
+        }
+        m->n_prompts++;
+    }
+    if (def && !cJSON_IsNull(def)) {
+        if (!cJSON_IsString(def) || !embd_model_prompt(m, def->valuestring)) {
+            embd_error(s, "%s: default_prompt_name is not one of the prompts", name);
+            goto done;
+        }
+        if (!(m->default_prompt = embd_strdup(def->valuestring))) goto nomem;
+    }
+    s = EMBD_OK;
+    goto done;
+nomem:
+    s = embd_error(EMBD_ERR_NOMEM, "out of memory reading %s", name);
+done:
+    cJSON_Delete(root);
+    embd_free(buf);
+    return s;
+}
+
+const char *embd_model_prompt(const embd_model *model, const char *name) {
+    if (!model || !name) return NULL;
+    for (int i = 0; i < model->n_prompts; i++)
+        if (strcmp(model->prompt_names[i], name) == 0) return model->prompt_texts[i];
+    return NULL;
+}
+
+const char *embd_model_prompt_name(const embd_model *model, int i) {
+    return model && i >= 0 && i < model->n_prompts ? model->prompt_names[i] : NULL;
+}
+
+int embd_model_prompt_count(const embd_model *model) {
+    return model ? model->n_prompts : 0;
+}
+
+const char *embd_model_default_prompt_name(const embd_model *model) {
+    return model ? model->default_prompt : NULL;
 }
 
 enum embd_status embd_model_load(const char *dir, struct embd_model_params params,
@@ -375,6 +459,7 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
     }
     if ((s = read_max_tokens(tdir, params.max_seq_length, hp))) goto fail;
     if ((s = read_tokenizer(tdir, m))) goto fail;
+    if ((s = read_prompts(dir, m))) goto fail;
 
     if (!(st_path = embd_path_join(tdir, "model.safetensors"))) {
         s = embd_error(EMBD_ERR_NOMEM, "out of memory");

@@ -60,6 +60,10 @@ struct embd_model {
     embd_tokenizer *tok;
     char *dir;            /* the model directory as given */
     uint64_t fingerprint; /* weights + config + tokenizer */
+    /* config_sentence_transformers.json: prompts by name, and the default */
+    char **prompt_names, **prompt_texts; /* (n_prompts) */
+    int n_prompts;
+    char *default_prompt; /* a name among them, or NULL */
     /* storage (owned by the loader) */
     void *map; /* mmap of model.safetensors */
     size_t map_len;
