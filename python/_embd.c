@@ -276,16 +276,18 @@ static int get_out(PyObject *obj, Py_buffer *view, size_t count, Py_ssize_t item
     return 0;
 }
 
-/* embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0)
- * -> total tokens. out: float32 (n, D); counts: uint64 (n) or None. */
+/* embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0,
+ *            dimensions=0) -> total tokens. out: float32 (n, D) (D = dimensions when
+ * set); counts: uint64 (n) or None. */
 static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
-    static char *names[] = {"texts",  "out",    "normalize", "truncate",
-                            "prefix", "counts", "base",      NULL};
+    static char *names[] = {"texts",  "out",  "normalize",  "truncate", "prefix",
+                            "counts", "base", "dimensions", NULL};
     PyObject *seq, *out, *counts = Py_None, *prefix_obj = Py_None;
     int normalize = -1, truncate = 1;
     Py_ssize_t base = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|ipOOn", names, &seq, &out, &normalize, &truncate,
-                                     &prefix_obj, &counts, &base))
+    int dims = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|ipOOni", names, &seq, &out, &normalize,
+                                     &truncate, &prefix_obj, &counts, &base, &dims))
         return NULL;
     if (usable(e)) return NULL;
     if (normalize < -1 || normalize > 1)
@@ -302,7 +304,7 @@ static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
     }
     struct texts t;
     if (texts_from(seq, base, &t)) return NULL;
-    size_t n = (size_t)t.n, dim = (size_t)embd_model_dim(e->model);
+    size_t n = (size_t)t.n, dim = dims > 0 ? (size_t)dims : (size_t)embd_model_dim(e->model);
     Py_buffer ov = {0}, cv = {0};
     PyObject *ret = NULL;
     if (get_out(out, &ov, n * dim, 4, "f", "out")) goto done;
@@ -311,6 +313,7 @@ static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
     opts.normalize = normalize;
     opts.truncate = truncate != 0;
     opts.prefix = prefix;
+    opts.dimensions = dims;
     struct embd_embed_info info = {0};
     info.n_tokens = cv.buf ? (size_t *)cv.buf : NULL;
     enum embd_status s = EMBD_OK;

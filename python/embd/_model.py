@@ -123,21 +123,40 @@ class Model:
         return eng
 
     # -- embedding -------------------------------------------------------------
-    def embed(self, texts, *, normalize=None, truncate=True, prefix=None, return_tokens=False):
+    def embed(self, texts, *, normalize=None, truncate=True, prefix=None, return_tokens=False,
+              prompt_name=None, dimensions=None):
         """Embeds texts: a str gives a (D,) float32 array, a list (or any
         iterable) of str an (n, D) one, in order. normalize: None as the model
         (L2 when it ends in a Normalize module), True or False. truncate: cut
         inputs longer than the model takes (True, as sentence-transformers
         does) or raise embd.TooLongError naming the input. prefix: prepended to
         every text ("query: "). return_tokens: also return each input's token
-        count (uint64 (n,) or an int for a str)."""
+        count (uint64 (n,) or an int for a str). prompt_name: the model's
+        declared prompt of that name as the prefix (not with prefix).
+        dimensions: Matryoshka: the first N components, L2-normalised again
+        when the vectors are normalised: (n, N)."""
+        if prompt_name is not None:
+            if prefix is not None:
+                raise ValueError("give prefix or prompt_name, not both")
+            if prompt_name not in self.prompts:
+                raise ValueError(f"the model declares no prompt {prompt_name!r} "
+                                 f"(its prompts: {sorted(self.prompts) or 'none'})")
+            prefix = self.prompts[prompt_name]
+        dim = self.dimension
+        if dimensions is not None:
+            if isinstance(dimensions, bool) or not isinstance(dimensions, int) or \
+                    not 1 <= dimensions <= self.dimension:
+                raise ValueError(f"dimensions must be an int in [1, {self.dimension}], not "
+                                 f"{dimensions!r}")
+            dim = dimensions
         single = isinstance(texts, str)
         items = [texts] if single else _as_texts(texts)
         n = len(items)
-        out = np.empty((n, self.dimension), dtype=np.float32)
+        out = np.empty((n, dim), dtype=np.float32)
         counts = np.empty(n, dtype=np.uint64) if return_tokens else None
         norm = -1 if normalize is None else (1 if normalize else 0)
-        self._engine().embed_into(items, out, norm, bool(truncate), prefix, counts)
+        self._engine().embed_into(items, out, norm, bool(truncate), prefix, counts, 0,
+                                  dim if dimensions is not None else 0)
         if single:
             out = out[0]
             if return_tokens:

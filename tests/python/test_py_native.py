@@ -117,6 +117,34 @@ def test_errors_carry_status():
         assert issubclass(cls, embd.Error)
 
 
+
+def test_dimensions_and_prompt_name(model, tmp_path):
+    texts = ["a cat sat on the mat", "fast text embeddings"]
+    full = model.embed(texts)
+    d = model.embed(texts, dimensions=64)
+    want = full[:, :64] / np.linalg.norm(full[:, :64], axis=1, keepdims=True)
+    assert d.shape == (2, 64) and np.abs(d - want).max() < 1e-6
+    raw = model.embed(texts, normalize=False)
+    assert np.array_equal(model.embed(texts, normalize=False, dimensions=10), raw[:, :10])
+    for bad in (0, 385, -1, 2.0, True):
+        with pytest.raises(ValueError):
+            model.embed(texts, dimensions=bad)
+    # a model folder declaring prompts: links to the real one plus the file
+    src = model.path
+    for name in os.listdir(src):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(src, name), tmp_path / name)
+    (tmp_path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": None}))
+    with embd.Model(str(tmp_path)) as pm:
+        assert pm.prompts == {"query": "query: "}
+        assert np.array_equal(pm.embed(texts, prompt_name="query"),
+                              pm.embed(texts, prefix="query: "))
+        with pytest.raises(ValueError):
+            pm.embed(texts, prompt_name="passage")
+        with pytest.raises(ValueError):
+            pm.embed(texts, prompt_name="query", prefix="x")
+
 if __name__ == "__main__":
     from pyembd_test import run_pytest
     sys.exit(run_pytest(__file__))
