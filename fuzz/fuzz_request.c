@@ -1,14 +1,15 @@
 /* fuzz_request.c — the server's request bodies (src/server/request.c):
  * srv_parse for every endpoint (OpenAI /v1/embeddings, TEI /embed,
- * /search), with the vocabulary size of the real model when
+ * /search, TEI /rerank, Cohere/Jina /v1/rerank), with the vocabulary size of the real model when
  * $EMBD_TEST_MODELS/all-MiniLM-L6-v2 (or $EMBD_FUZZ_MODEL) loads (token
  * counts of texts are the engine's: tests/engine/test_embed_opts.c).
  *
- * Input: byte 0 picks the endpoint (% 3) and, in bit 2, --auto-truncate;
- * the rest is the body. Checks: a refusal has a 4xx/5xx status and a
- * message; an accepted request respects every limit (inputs, characters,
- * token ids in range, token lists no longer than max_tokens, k), its texts
- * are non-empty UTF-8 (a "\u0000" inside them included). */
+ * Input: byte 0 picks the endpoint (% 3; with bit 4 set, a rerank: bit 5
+ * picks /v1/rerank over /rerank) and, in bit 2, --auto-truncate; the rest
+ * is the body. Checks: a refusal has a 4xx/5xx status and a message; an
+ * accepted request respects every limit (inputs, characters, token ids in
+ * range, token lists no longer than max_tokens, k, candidates, top_n), its
+ * texts are non-empty UTF-8 (a "\u0000" inside them included). */
 #include "fuzz.h"
 #include "server/request.h"
 #include "util/text.h"
@@ -44,6 +45,7 @@ static size_t utf8_chars(const char *s, size_t len) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     enum srv_api api = (enum srv_api)(data[0] % 3);
+    if (data[0] & 16) api = data[0] & 32 ? SRV_API_RERANK : SRV_API_TEI_RERANK;
     struct srv_limits lim = {
         .max_inputs = 8,
         .max_input_chars = 64,
@@ -69,11 +71,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(body);
         return 0;
     }
-    if (api == SRV_API_SEARCH) {
+    if (api == SRV_API_SEARCH || api == SRV_API_TEI_RERANK || api == SRV_API_RERANK) {
         FUZZ_CHECK(req.query && req.query_len > 0);
         FUZZ_CHECK(embd_utf8_valid(req.query, req.query_len));
         FUZZ_CHECK(utf8_chars(req.query, req.query_len) <= lim.max_input_chars);
+    }
+    if (api == SRV_API_SEARCH) {
         FUZZ_CHECK(req.k >= 1 && req.k <= lim.max_k);
+        FUZZ_CHECK(req.rerank ? req.candidates >= req.k && req.candidates <= lim.max_k &&
+                                    req.candidates <= lim.max_inputs
+                              : req.candidates == 0);
+        FUZZ_CHECK(req.n == 0 && !req.inputs);
+    } else if (api == SRV_API_TEI_RERANK || api == SRV_API_RERANK) {
+        FUZZ_CHECK(req.n >= 1 && req.n <= lim.max_inputs && !req.tokens);
+        FUZZ_CHECK(req.top_n <= req.n && (api == SRV_API_RERANK || req.top_n == 0));
+        for (size_t i = 0; i < req.n; i++) {
+            const struct srv_input *in = &req.inputs[i];
+            FUZZ_CHECK(in->text && !in->ids && in->len > 0);
+            FUZZ_CHECK(embd_utf8_valid(in->text, in->len));
+            FUZZ_CHECK(utf8_chars(in->text, in->len) <= lim.max_input_chars);
+        }
     } else {
         FUZZ_CHECK(req.n >= 1 && req.n <= lim.max_inputs);
         for (size_t i = 0; i < req.n; i++) {

@@ -150,7 +150,8 @@ for i, (rid, text) in enumerate(((b"doc1", b"first"), (b"doc2", b"second"))):
 put("store", "raw_log_bad_hash", bytes([2, 1]) + raw)
 put("store", "foreign_meta", bytes([1, 1]) + struct.pack("<H", 30) + b'{"format": "other", "dim": 2}x')
 
-# ---- server request bodies: byte 0 = endpoint (0 OpenAI, 1 TEI, 2 search) | 4 auto-truncate | 8 prefix
+# ---- server request bodies: byte 0 = endpoint (0 OpenAI, 1 TEI, 2 search; 16 TEI /rerank,
+#      48 /v1/rerank) | 4 auto-truncate | 8 prefix
 reqs = [
     (0, {"input": "hello world", "model": "all-MiniLM-L6-v2"}),
     (0, {"input": ["first text", "second text"], "encoding_format": "base64", "dimensions": 384, "user": "u"}),
@@ -162,6 +163,17 @@ reqs = [
     (9, {"inputs": "word " * 30, "truncate": False}),
     (2, {"query": "a text editor", "k": 5}),
     (2, {"query": "caf\u00e9 \u4e2d\u6587"}),
+    (2, {"query": "a text editor", "k": 3, "rerank": True, "candidates": 8}),
+    (2, {"query": "a text editor", "rerank": True}),
+    (2, {"query": "a text editor", "k": 3, "candidates": 5}),
+    (16, {"query": "What is Deep Learning?", "texts": ["Deep Learning is ...", "cheese"],
+          "raw_scores": True, "return_text": True, "truncate": True, "truncation_direction": "Right"}),
+    (20, {"query": "q", "texts": ["a", "", 3]}),
+    (16, {"query": "", "texts": []}),
+    (48, {"model": "rerank", "query": "What is Deep Learning?", "documents": ["a", {"text": "b"}, "c"],
+          "top_n": 2, "return_documents": True}),
+    (52, {"query": "q", "documents": [{"title": "no text"}], "top_n": 0}),
+    (48, {"query": "q", "documents": ["a", "b"], "top_n": 3, "truncate": False}),
 ]
 for i, (sel, body) in enumerate(reqs):
     put("request", f"body{i}", bytes([sel]) + json.dumps(body).encode())

@@ -1,5 +1,6 @@
-/* serve.c — `embd serve`: the OpenAI- and TEI-compatible HTTP server (see
- * src/server/server.h) on one shared engine. */
+/* serve.c — `embd serve`: the OpenAI-, TEI- and Cohere-compatible HTTP
+ * server (see src/server/server.h) on one shared engine, and a second one
+ * for a reranker beside the model (--reranker). */
 #include "cli.h"
 #include "server/server.h"
 #include "store/vstore.h"
@@ -27,16 +28,26 @@ static const struct cli_opt serve_opts[] = {
      "the model name in answers and /info (default: the model directory's name)"},
     {"store", 0, true, "PATH|URL", NULL,
      "a vector store (embd index) to answer POST /search from (an embedded store is scored "
-     "on the model's GPU, if it runs on one)"},
+     "on the model's GPU, if it runs on one); needs an embedding model"},
+    {"reranker", 0, true, "DIR", NULL,
+     "a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2) served beside the embedding "
+     "model, on its own engine with the same --device, --dtype, --threads and "
+     "--max-batch-tokens: POST /rerank, POST /v1/rerank and /search with \"rerank\": true. "
+     "Its metrics are the embd_reranker_* series. (A cross-encoder given as -m is served "
+     "alone: the rerank endpoints answer, the embedding endpoints answer 400)"},
+    {"reranker-name", 0, true, "NAME", NULL,
+     "the reranker's name in answers, /info and /v1/models (default: its directory's name)"},
     {"max-body-bytes", 0, true, "N", "2097152", "largest request body (413 above)"},
-    {"max-inputs", 0, true, "N", "2048", "inputs per request (413 above)"},
-    {"max-input-chars", 0, true, "N", "100000", "characters per input (413 above)"},
+    {"max-inputs", 0, true, "N", "2048",
+     "inputs per request, and documents per rerank (each a pair with the query; 413 above)"},
+    {"max-input-chars", 0, true, "N", "100000",
+     "characters per input, query or document (413 above)"},
     {"max-input-tokens", 0, true, "N", NULL,
-     "tokens per input, [CLS]/[SEP] included (default: the model's maximum); longer inputs "
-     "get 413 unless truncated"},
+     "tokens per input, [CLS]/[SEP] included (default: the model's maximum; a --reranker "
+     "beside takes its own maximum per pair); longer inputs get 413 unless truncated"},
     {"auto-truncate", 0, false, NULL, NULL,
-     "truncate inputs longer than --max-input-tokens instead of refusing them (a TEI request "
-     "may still say \"truncate\": false)"},
+     "truncate inputs (and query-document pairs) longer than the model takes instead of "
+     "refusing them (a request may still say \"truncate\": false)"},
     {"max-concurrent-requests", 0, true, "N", "512", "requests answered at once (429 above)"},
     {"max-connections", 0, true, "N", "1024",
      "open connections at once; a new one over it is answered 503 with Retry-After and closed"},
@@ -58,7 +69,8 @@ static const struct cli_opt serve_opts[] = {
     {"shutdown-timeout", 0, true, "S", "30",
      "on SIGTERM/SIGINT, seconds to let requests in flight finish; then they are cancelled "
      "(503) and embd exits 1 within a second (0 when all finished)"},
-    {"prefix", 0, true, "STR", NULL, "prepended to every text, e.g. \"query: \""},
+    {"prefix", 0, true, "STR", NULL,
+     "prepended to every text embedded, e.g. \"query: \" (not to reranked pairs)"},
     {"no-normalize", 0, false, NULL, NULL,
      "OpenAI answers without the model's L2 normalisation (TEI requests say \"normalize\")"},
     {"max-batch-tokens", 0, true, "N", "0",
@@ -70,15 +82,15 @@ static const struct cli_opt serve_opts[] = {
     {"cache-map-size", 0, true, "MIB", "4096", "the largest the disk cache may grow, in MiB"},
 };
 
-static const char *base_name(const char *dir) {
-    static char buf[256];
+/* The last component of dir, into buf (256 bytes). */
+static const char *base_name(const char *dir, char buf[256]) {
     size_t n = strlen(dir);
     while (n > 1 && dir[n - 1] == '/')
         n--;
     size_t b = n;
     while (b > 0 && dir[b - 1] != '/')
         b--;
-    snprintf(buf, sizeof buf, "%.*s", (int)(n - b), dir + b);
+    snprintf(buf, 256, "%.*s", (int)(n - b), dir + b);
     return buf;
 }
 
@@ -180,7 +192,9 @@ int cmd_serve(int argc, char **argv) {
                        "Serves embeddings over HTTP: POST /v1/embeddings (OpenAI), POST /embed "
                        "and POST / (text-embeddings-inference; huggingface_hub's InferenceClient "
                        "posts to the server's URL), POST /search (with --store), GET /health, "
-                       "GET /info and GET /metrics (Prometheus). Requests from every "
+                       "GET /info, GET /v1/models and GET /metrics (Prometheus). With a "
+                       "cross-encoder (as -m, or --reranker beside the embedding model): POST "
+                       "/rerank (TEI) and POST /v1/rerank (Cohere/Jina). Requests from every "
                        "connection are batched together. SIGTERM or SIGINT stops accepting, "
                        "lets the requests in flight finish and exits 0; those unfinished at "
                        "--shutdown-timeout are cancelled and it exits 1.");
@@ -192,6 +206,11 @@ int cmd_serve(int argc, char **argv) {
     embd_ctx *ctx = NULL;
     embd_sched *sched = NULL;
     embd_vstore *store = NULL;
+    embd_model *rmodel = NULL; /* --reranker */
+    embd_ctx *rctx = NULL;
+    embd_sched *rsched = NULL;
+    struct srv_reranker rr = {0};
+    static char name_buf[256], rname_buf[256];
     struct srv_config cfg = {0};
     static char key[1024];
     bool keyed = false;
@@ -242,7 +261,30 @@ int cmd_serve(int argc, char **argv) {
             goto done;
         }
     }
-    if (embd_ctx_new(model, cp, &ctx) != EMBD_OK) {
+    const bool is_reranker = embd_model_is_reranker(model);
+    const char *rdir = cli_get(&a, "reranker");
+    char src[160];
+    if (is_reranker && rdir) {
+        cli_err("serve: -m %s is itself a cross-encoder (reranker); --reranker%s goes beside an "
+                "embedding model",
+                dir, cli_source(&a, "reranker", src, sizeof src));
+        rc = 2;
+        goto done;
+    }
+    if (is_reranker && cli_get(&a, "store")) {
+        cli_err("serve: -m %s is a cross-encoder (reranker): --store needs an embedding model "
+                "(serve the embedder with --store and --reranker %s)",
+                dir, dir);
+        rc = 2;
+        goto done;
+    }
+    /* The context of the reranker(s): no embedding cache (scores are not
+     * cached), no prefix. */
+    struct embd_ctx_params rcp = cp;
+    rcp.cache_bytes = 0;
+    rcp.cache_dir = NULL;
+    rcp.prefix = NULL;
+    if (embd_ctx_new(model, is_reranker ? rcp : cp, &ctx) != EMBD_OK) {
         cli_err("serve: %s", embd_last_error());
         rc = 1;
         goto done;
@@ -253,6 +295,37 @@ int cmd_serve(int argc, char **argv) {
         cli_err("serve: %s", embd_last_error());
         rc = 1;
         goto done;
+    }
+    if (rdir) {
+        if (embd_model_load(rdir, embd_model_default_params(), &rmodel) != EMBD_OK) {
+            cli_err("serve: cannot load reranker %s: %s", rdir, embd_last_error());
+            rc = 1;
+            goto done;
+        }
+        if (!embd_model_is_reranker(rmodel)) {
+            cli_err("serve: --reranker %s%s is not a cross-encoder (BertForSequenceClassification "
+                    "with one label, such as cross-encoder/ms-marco-MiniLM-L-6-v2)",
+                    rdir, cli_source(&a, "reranker", src, sizeof src));
+            rc = 2;
+            goto done;
+        }
+        if (embd_ctx_new(rmodel, rcp, &rctx) != EMBD_OK ||
+            embd_sched_new(rctx, sp, &rsched) != EMBD_OK) {
+            cli_err("serve: reranker: %s", embd_last_error());
+            rc = 1;
+            goto done;
+        }
+        rr = (struct srv_reranker){
+            .model = rmodel,
+            .ctx = rctx,
+            .sched = rsched,
+            .name = cli_get(&a, "reranker-name") ? cli_get(&a, "reranker-name")
+                                                 : base_name(rdir, rname_buf),
+            .dir = rdir,
+            .dtype = embd_dtype_str(embd_ctx_dtype(rctx)),
+            .max_batch_tokens = embd_ctx_max_batch_tokens(rctx),
+        };
+        cfg.reranker = &rr;
     }
     const char *store_path = cli_get(&a, "store");
     if (store_path) {
@@ -279,10 +352,10 @@ int cmd_serve(int argc, char **argv) {
     cfg.limits.auto_truncate = cli_flag(&a, "auto-truncate");
     cfg.limits.vocab = embd_model_vocab_size(model);
     cfg.limits.max_k = 1000;
-    cfg.model_name =
-        cli_get(&a, "served-model-name") ? cli_get(&a, "served-model-name") : base_name(dir);
+    cfg.model_name = cli_get(&a, "served-model-name") ? cli_get(&a, "served-model-name")
+                                                      : base_name(dir, name_buf);
     cfg.model_dir = dir;
-    cfg.normalize = embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
+    cfg.normalize = !is_reranker && embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
     cfg.dtype = embd_dtype_str(embd_ctx_dtype(ctx)); /* what --dtype (auto) gave */
     cfg.max_batch_tokens = embd_ctx_max_batch_tokens(ctx);
     rc = srv_run(&cfg, model, ctx, sched, store);
@@ -293,6 +366,9 @@ int cmd_serve(int argc, char **argv) {
         _exit(1);
     }
 done:
+    embd_sched_free(rsched);
+    embd_ctx_free(rctx);
+    embd_model_free(rmodel);
     embd_sched_free(sched);
     embd_vstore_close(store);
     embd_ctx_free(ctx);

@@ -189,6 +189,22 @@ static bool json_str_is(const json_t *v, const char *s, bool nocase) {
            (nocase ? strcasecmp(json_string_value(v), s) : strcmp(json_string_value(v), s)) == 0;
 }
 
+/* TEI's truncation_direction: "right" (any case) or absent; "left" is
+ * refused (embd truncates on the right, as sentence-transformers does). */
+static int check_direction(const json_t *root, struct srv_error *err) {
+    const json_t *dir = json_object_get(root, "truncation_direction");
+    if (!dir || json_is_null(dir)) return 0;
+    if (!json_is_string(dir) ||
+        (!json_str_is(dir, "right", true) && !json_str_is(dir, "left", true)))
+        return fail(err, 400, "truncation_direction",
+                    "\"truncation_direction\" must be \"right\" or \"left\"");
+    if (json_str_is(dir, "left", true))
+        return fail(err, 400, "truncation_direction",
+                    "truncation_direction \"left\" is not supported: embd truncates on the "
+                    "right, as sentence-transformers does");
+    return 0;
+}
+
 static int parse_openai(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
                         struct srv_error *err) {
     const json_t *model = json_object_get(root, "model");
@@ -227,17 +243,7 @@ static int parse_tei(const json_t *root, const struct srv_limits *lim, struct sr
     if (opt_bool(root, "truncate", lim->auto_truncate, &truncate, err)) return -1;
     req->normalize = normalize;
     req->truncate = truncate;
-    const json_t *dir = json_object_get(root, "truncation_direction");
-    if (dir && !json_is_null(dir)) {
-        if (!json_is_string(dir) ||
-            (!json_str_is(dir, "right", true) && !json_str_is(dir, "left", true)))
-            return fail(err, 400, "truncation_direction",
-                        "\"truncation_direction\" must be \"right\" or \"left\"");
-        if (json_str_is(dir, "left", true))
-            return fail(err, 400, "truncation_direction",
-                        "truncation_direction \"left\" is not supported: embd truncates on the "
-                        "right, as sentence-transformers does");
-    }
+    if (check_direction(root, err)) return -1;
     const json_t *prompt = json_object_get(root, "prompt_name");
     if (prompt && !json_is_null(prompt))
         return fail(err, 400, "prompt_name",
@@ -245,8 +251,10 @@ static int parse_tei(const json_t *root, const struct srv_limits *lim, struct sr
     return parse_inputs(json_object_get(root, "inputs"), "inputs", lim, req, err);
 }
 
-static int parse_search(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
-                        struct srv_error *err) {
+/* The "query" of a search or a rerank: a non-empty string within the
+ * characters limit. */
+static int parse_query(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
+                       struct srv_error *err) {
     const json_t *q = json_object_get(root, "query");
     if (!q) return fail(err, 400, "query", "missing field \"query\"");
     if (!json_is_string(q)) return fail(err, 400, "query", "\"query\" must be a string");
@@ -258,6 +266,112 @@ static int parse_search(const json_t *root, const struct srv_limits *lim, struct
         return fail(err, 413, "query",
                     "the query has %zu characters; the limit is %zu (--max-input-chars)", chars,
                     lim->max_input_chars);
+    return 0;
+}
+
+/* The documents of a rerank (TEI "texts", Cohere/Jina "documents") into
+ * req->inputs: a non-empty array of non-empty strings or, with objects,
+ * of {"text": string} objects too; each is a pair with the query, counted
+ * against max_inputs. */
+static int parse_documents(const json_t *v, const char *param, bool objects,
+                           const struct srv_limits *lim, struct srv_request *req,
+                           struct srv_error *err) {
+    const char *what = objects ? "strings or {\"text\": string} objects" : "strings";
+    if (!v) return fail(err, 400, param, "missing field \"%s\"", param);
+    if (!json_is_array(v))
+        return fail(err, 400, param, "\"%s\" must be an array of %s", param, what);
+    const size_t n = json_array_size(v);
+    if (n == 0) return fail(err, 400, param, "\"%s\" is an empty array", param);
+    if (n > lim->max_inputs)
+        return fail(err, 413, param,
+                    "%zu documents in one request; the limit is %zu (--max-inputs: each "
+                    "document is a pair with the query)",
+                    n, lim->max_inputs);
+    req->inputs = embd_calloc(n, sizeof *req->inputs);
+    if (!req->inputs) return fail(err, 503, NULL, "out of memory");
+    req->n = n;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(v, i, e) {
+        const json_t *t = e;
+        if (objects && json_is_object(e)) {
+            t = json_object_get(e, "text");
+            if (!t || !json_is_string(t))
+                return fail(err, 400, param, "\"%s\"[%zu] has no \"text\" string", param, i);
+        }
+        if (!json_is_string(t))
+            return fail(err, 400, param, "\"%s\"[%zu] is not a string (\"%s\" must hold %s)", param,
+                        i, param, what);
+        struct srv_input *in = &req->inputs[i];
+        in->text = json_string_value(t);
+        in->len = json_string_length(t);
+        if (in->len == 0) return fail(err, 400, param, "\"%s\"[%zu] is an empty string", param, i);
+        size_t chars = utf8_chars(in->text, in->len);
+        if (chars > lim->max_input_chars)
+            return fail(err, 413, param,
+                        "\"%s\"[%zu] has %zu characters; the limit is %zu (--max-input-chars)",
+                        param, i, chars, lim->max_input_chars);
+    }
+    return 0;
+}
+
+/* POST /rerank, text-embeddings-inference's shape: query, texts,
+ * raw_scores, return_text, truncate (default: --auto-truncate, i.e. false,
+ * as TEI), truncation_direction. */
+static int parse_tei_rerank(const json_t *root, const struct srv_limits *lim,
+                            struct srv_request *req, struct srv_error *err) {
+    int raw = 0, text = 0, truncate = 0;
+    if (parse_query(root, lim, req, err)) return -1;
+    if (opt_bool(root, "raw_scores", 0, &raw, err)) return -1;
+    if (opt_bool(root, "return_text", 0, &text, err)) return -1;
+    if (opt_bool(root, "truncate", lim->auto_truncate, &truncate, err)) return -1;
+    if (check_direction(root, err)) return -1;
+    req->raw_scores = raw;
+    req->return_text = text;
+    req->truncate = truncate;
+    req->normalize = -1;
+    return parse_documents(json_object_get(root, "texts"), "texts", false, lim, req, err);
+}
+
+/* POST /v1/rerank, Cohere's and Jina's shape: model, query, documents
+ * (strings or {"text"} objects), top_n, return_documents; and embd's
+ * truncate (default: --auto-truncate). Other Cohere fields
+ * (max_chunks_per_doc, rank_fields) are ignored. */
+static int parse_rerank(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
+                        struct srv_error *err) {
+    const json_t *model = json_object_get(root, "model");
+    if (model && !json_is_null(model)) {
+        if (!json_is_string(model)) return fail(err, 400, "model", "\"model\" must be a string");
+        req->model = embd_strndup(json_string_value(model), json_string_length(model));
+        if (!req->model) return fail(err, 503, NULL, "out of memory");
+    }
+    int docs = 0, truncate = 0;
+    if (parse_query(root, lim, req, err)) return -1;
+    if (opt_bool(root, "return_documents", 0, &docs, err)) return -1;
+    if (opt_bool(root, "truncate", lim->auto_truncate, &truncate, err)) return -1;
+    req->return_text = docs;
+    req->truncate = truncate;
+    req->normalize = -1;
+    if (parse_documents(json_object_get(root, "documents"), "documents", true, lim, req, err))
+        return -1;
+    const json_t *top = json_object_get(root, "top_n");
+    if (top && !json_is_null(top)) {
+        long long t;
+        if (!json_int(top, 1, (double)req->n, &t))
+            return fail(err, 400, "top_n",
+                        "\"top_n\" must be an integer from 1 to %zu (the number of documents)",
+                        req->n);
+        req->top_n = (size_t)t;
+    }
+    return 0;
+}
+
+/* The candidates a search reranks when its request does not say. */
+#define SEARCH_CANDIDATES 50
+
+static int parse_search(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
+                        struct srv_error *err) {
+    if (parse_query(root, lim, req, err)) return -1;
     req->k = 10;
     const json_t *k = json_object_get(root, "k");
     if (k && !json_is_null(k)) {
@@ -266,6 +380,29 @@ static int parse_search(const json_t *root, const struct srv_limits *lim, struct
             return fail(err, 400, "k", "\"k\" must be an integer from 1 to %zu", lim->max_k);
         req->k = (size_t)kk;
     }
+    int rerank = 0;
+    if (opt_bool(root, "rerank", 0, &rerank, err)) return -1;
+    req->rerank = rerank;
+    const json_t *cand = json_object_get(root, "candidates");
+    if (cand && !json_is_null(cand)) {
+        long long cc;
+        if (!rerank)
+            return fail(err, 400, "candidates",
+                        "\"candidates\" goes with \"rerank\": true (the hits reranked)");
+        if (!json_int(cand, (double)req->k, (double)lim->max_k, &cc))
+            return fail(err, 400, "candidates",
+                        "\"candidates\" must be an integer from k (%zu) to %zu", req->k,
+                        lim->max_k);
+        req->candidates = (size_t)cc;
+    } else if (rerank) {
+        req->candidates = req->k > SEARCH_CANDIDATES ? req->k : SEARCH_CANDIDATES;
+        if (req->candidates > lim->max_k) req->candidates = lim->max_k;
+    }
+    if (req->candidates > lim->max_inputs)
+        return fail(err, 413, "candidates",
+                    "%zu candidates to rerank; the limit is %zu (--max-inputs: each candidate "
+                    "is a pair with the query)",
+                    req->candidates, lim->max_inputs);
     req->truncate = true;
     req->normalize = -1;
     return 0;
@@ -304,6 +441,10 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
         rc = parse_openai(root, lim, req, err);
     else if (api == SRV_API_TEI)
         rc = parse_tei(root, lim, req, err);
+    else if (api == SRV_API_TEI_RERANK)
+        rc = parse_tei_rerank(root, lim, req, err);
+    else if (api == SRV_API_RERANK)
+        rc = parse_rerank(root, lim, req, err);
     else
         rc = parse_search(root, lim, req, err);
     if (rc) srv_request_free(req);

@@ -6,7 +6,11 @@
  * Inputs (OpenAI `input`, TEI `inputs`): a string, an array of strings, an
  * array of token ids (one tokenized input) or an array of such arrays. Token
  * ids are the model's own vocabulary ids, as `embd tokenize` prints them
- * ([CLS] and [SEP] included: nothing is added). */
+ * ([CLS] and [SEP] included: nothing is added).
+ *
+ * Reranking (TEI `texts`, Cohere/Jina `documents`): a query and an array of
+ * documents, each a string (or, for Cohere/Jina, an object {"text": str});
+ * every document is a pair with the query and counts as one input. */
 #ifndef EMBD_SERVER_REQUEST_H
 #define EMBD_SERVER_REQUEST_H
 
@@ -17,9 +21,11 @@
 #include <stdint.h>
 
 enum srv_api {
-    SRV_API_OPENAI, /* POST /v1/embeddings */
-    SRV_API_TEI,    /* POST /embed (and POST /, where huggingface_hub posts) */
-    SRV_API_SEARCH, /* POST /search */
+    SRV_API_OPENAI,     /* POST /v1/embeddings */
+    SRV_API_TEI,        /* POST /embed (and POST /, where huggingface_hub posts) */
+    SRV_API_SEARCH,     /* POST /search */
+    SRV_API_TEI_RERANK, /* POST /rerank (TEI) */
+    SRV_API_RERANK,     /* POST /v1/rerank (Cohere, Jina) */
 };
 
 struct srv_limits {
@@ -28,7 +34,7 @@ struct srv_limits {
     size_t max_tokens;      /* tokens per input, [CLS]/[SEP] included */
     bool auto_truncate;     /* truncate long inputs unless the request says otherwise */
     int vocab;              /* token ids must be in [0, vocab) */
-    size_t max_k;           /* hits per search */
+    size_t max_k;           /* hits per search, and candidates reranked per search */
 };
 
 struct srv_input {
@@ -48,10 +54,15 @@ struct srv_request {
     bool truncate;     /* cut inputs longer than max_tokens instead of refusing them */
     char *model;       /* OpenAI `model`, or NULL (owned) */
     size_t dimensions; /* OpenAI `dimensions`, 0 = not given */
-    const char *query; /* search */
+    const char *query; /* search and rerank (points into the parsed body) */
     size_t query_len;
     size_t k;
-    void *json; /* the parsed body (Jansson), which text inputs point into */
+    bool rerank;       /* search: rerank the store's top `candidates` hits */
+    size_t candidates; /* search: hits reranked (>= k); 0 without rerank */
+    bool raw_scores;   /* TEI rerank: the logits, without the model's activation */
+    bool return_text;  /* TEI return_text, Cohere/Jina return_documents */
+    size_t top_n;      /* Cohere/Jina top_n: results answered (1..n); 0 = all */
+    void *json;        /* the parsed body (Jansson), which text inputs point into */
 };
 
 struct srv_error {
@@ -70,7 +81,10 @@ void srv_json_init(void);
  * success fills *req (free with srv_request_free) and returns 0; else fills
  * *err and returns -1 (req needs no freeing). Checks: valid UTF-8, valid
  * JSON object, field types, non-empty inputs, input count, characters per
- * input, token id range and token input length (when !truncate). Texts
+ * input, token id range and token input length (when !truncate); for a
+ * rerank, a non-empty query and documents (the texts of `inputs`), their
+ * count (pairs) and characters, top_n in 1..n; for a search, k and
+ * candidates (k..max_k) in range. Texts
  * keep their length (a "\u0000" is a character). Token counts of texts and
  * their 413 come from the engine's one tokenization (embd_embed_ex). */
 int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_limits *limits,

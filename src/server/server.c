@@ -47,6 +47,8 @@ enum route {
     R_OPENAI,
     R_TEI,
     R_SEARCH,
+    R_RERANK,    /* TEI */
+    R_RERANK_V1, /* Cohere, Jina */
     R_HEALTH,
     R_INFO,
     R_METRICS,
@@ -54,30 +56,43 @@ enum route {
     R_OTHER,
     R_COUNT,
 };
-static const char *const route_names[R_COUNT] = {
-    "/v1/embeddings", "/embed", "/search", "/health", "/info", "/metrics", "/v1/models", "other"};
+static const char *const route_names[R_COUNT] = {"/v1/embeddings", "/embed",  "/search", "/rerank",
+                                                 "/v1/rerank",     "/health", "/info",   "/metrics",
+                                                 "/v1/models",     "other"};
 static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 501, 503};
 #define N_CODES ((int)(sizeof tracked_codes / sizeof tracked_codes[0]))
 
-struct server {
-    const struct srv_config *cfg;
+/* A model the server runs, its context and scheduler, and its health. */
+struct engine {
     embd_model *model;
     embd_ctx *ctx;
     embd_sched *sched;
-    embd_vstore *store;
-    pthread_mutex_t store_mu; /* a store handle is used by one thread at a time */
-    int dim;
-    int32_t health_ids[2]; /* [CLS] [SEP] */
+    bool rerank; /* a cross-encoder: it scores pairs and does not embed */
+    const char *name, *dir, *dtype;
+    int max_batch_tokens;
+    size_t max_tokens;     /* per input (per pair for a reranker) */
+    int32_t health_ids[2]; /* an embedder's health check: [CLS] [SEP] */
     size_t health_n;
-    pthread_mutex_t health_mu;
     double health_at; /* when the last forward-pass check ran */
     bool health_ok;
     char health_err[256];
-    atomic_int in_flight;    /* requests between their first callback and completion */
-    atomic_int active;       /* embedding and search requests being answered */
-    atomic_bool draining;    /* shutting down: new requests get 503 */
-    atomic_bool cancel_all;  /* shutdown's deadline passed: all work is cancelled */
-    atomic_ullong completed; /* requests completed (for the idle trim) */
+};
+
+struct server {
+    const struct srv_config *cfg;
+    struct engine main_e;  /* the model (-m) */
+    struct engine extra_e; /* the reranker beside it (cfg->reranker) */
+    struct engine *emb;    /* the embedder: &main_e, or NULL when the model is a reranker */
+    struct engine *rr;     /* the reranker: &main_e, &extra_e, or NULL */
+    embd_vstore *store;
+    pthread_mutex_t store_mu; /* a store handle is used by one thread at a time */
+    int dim;
+    pthread_mutex_t health_mu; /* the engines' health fields */
+    atomic_int in_flight;      /* requests between their first callback and completion */
+    atomic_int active;         /* embedding, rerank and search requests being answered */
+    atomic_bool draining;      /* shutting down: new requests get 503 */
+    atomic_bool cancel_all;    /* shutdown's deadline passed: all work is cancelled */
+    atomic_ullong completed;   /* requests completed (for the idle trim) */
     atomic_ullong responses[R_COUNT][N_CODES + 1];
     atomic_ullong rejected_busy;
     atomic_ullong rejected_memory; /* 503: the reply memory budget was spent */
@@ -132,13 +147,19 @@ struct conn {
     size_t reserved; /* bytes taken from the reply memory budget */
     struct srv_request req;
     bool have_req;
-    struct srv_input query;      /* search: the query as an input */
-    float *vecs;                 /* (n, D) */
-    const char **texts;          /* (n) */
-    size_t *lens;                /* (n) */
-    int32_t *ids;                /* (T) token inputs, back to back */
-    size_t *ss;                  /* (n + 1) */
-    struct embd_embed_opts opts; /* must outlive the submit */
+    struct srv_input query; /* search: the query as an input */
+    int stage;              /* search: 0 embedding the query, 1 reranking the hits */
+    float *vecs;            /* (n, D) */
+    float *scores;          /* (n) rerank scores */
+    struct cand *cands;     /* (n_cands) search hits to rerank */
+    size_t n_cands;
+    char *cand_mem;                /* their ids and texts */
+    struct embd_rerank_opts ropts; /* must outlive the submit */
+    const char **texts;            /* (n) */
+    size_t *lens;                  /* (n) */
+    int32_t *ids;                  /* (T) token inputs, back to back */
+    size_t *ss;                    /* (n + 1) */
+    struct embd_embed_opts opts;   /* must outlive the submit */
     struct embd_embed_info info;
     struct watch w;
     enum embd_status es;
@@ -151,6 +172,14 @@ struct conn {
     bool too_large;
     bool oom; /* the body could not be stored: answered 503 */
     double start;
+};
+
+/* A search hit kept for reranking (the store's own are valid only until
+ * its next call). */
+struct cand {
+    const char *id, *text; /* in conn.cand_mem */
+    size_t id_len, text_len;
+    float score; /* the store's (inner product) */
 };
 
 /* The state of a request whose own could not be allocated: it is answered
@@ -424,9 +453,10 @@ static void watch_remove(struct server *s, struct watch *w) {
     pthread_mutex_unlock(&s->watch_mu);
 }
 
-/* Called by the scheduler's worker when a request submitted by
- * submit_inputs is done: records its status and resumes its connection,
- * whose handler then answers (finish_embed, finish_search). Must not block. */
+/* Called by the scheduler's worker when a request submitted through
+ * wait_begin is done: records its status and resumes its connection, whose
+ * handler then answers (finish_embed, finish_search, finish_rerank). Must
+ * not block. */
 static void on_embedded(void *user, enum embd_status es) {
     struct conn *st = user;
     /* Counted here: a connection whose client is gone may never be answered. */
@@ -441,10 +471,41 @@ static void on_embedded(void *user, enum embd_status es) {
     MHD_resume_connection(st->c);
 }
 
-/* Submits the inputs of req (kept in st until the answer) to the scheduler,
- * embedding into out (n, D) with opts; the connection is suspended until
- * on_embedded resumes it. Returns EMBD_OK, or the status of a request
- * refused at once (the connection is not suspended then; st->why says why). */
+/* The first half of every submission to a scheduler: the connection is
+ * watched for its client hanging up and suspended (before the submit: the
+ * done callback, on_embedded, may come before the submit returns); *call
+ * gets the queue timeout and the cancel flag. */
+static void wait_begin(struct server *s, struct MHD_Connection *c, struct conn *st,
+                       struct embd_sched_call *call) {
+    st->s = s;
+    st->c = c;
+    st->phase = PH_WAIT;
+    watch_add(s, &st->w, c);
+    *call = (struct embd_sched_call){.queue_timeout_ms = s->cfg->queue_timeout_ms,
+                                     .cancel = &st->w.cancel};
+    MHD_suspend_connection(c);
+}
+
+/* The second half: a submission refused at once (es not EMBD_OK: the done
+ * callback will not come) resumes the connection, with st->why saying why.
+ * Returns es. */
+static enum embd_status wait_submitted(struct server *s, struct MHD_Connection *c, struct conn *st,
+                                       enum embd_status es) {
+    if (es != EMBD_OK) {
+        const char *e = embd_last_error();
+        snprintf(st->why, sizeof st->why, "%s", e && *e ? e : embd_status_str(es));
+        watch_remove(s, &st->w);
+        st->phase = PH_BODY;
+        MHD_resume_connection(c);
+    }
+    return es;
+}
+
+/* Submits the inputs of req (kept in st until the answer) to the embedder's
+ * scheduler, embedding into out (n, D) with opts; the connection is
+ * suspended until on_embedded resumes it. Returns EMBD_OK, or the status of
+ * a request refused at once (the connection is not suspended then; st->why
+ * says why). */
 static enum embd_status submit_inputs(struct server *s, struct MHD_Connection *c, struct conn *st,
                                       const struct srv_request *req, float *out,
                                       const struct embd_embed_opts *opts,
@@ -471,30 +532,33 @@ static enum embd_status submit_inputs(struct server *s, struct MHD_Connection *c
             st->lens[i] = req->inputs[i].len;
         }
     }
-    st->s = s;
-    st->c = c;
-    st->phase = PH_WAIT;
-    watch_add(s, &st->w, c);
-    const struct embd_sched_call call = {.queue_timeout_ms = s->cfg->queue_timeout_ms,
-                                         .cancel = &st->w.cancel};
-    /* Suspended first: done may come before submit returns. */
-    MHD_suspend_connection(c);
-    enum embd_status es =
-        req->tokens ? embd_sched_submit_tokens(s->sched, st->ids, st->ss, n, out, &call, opts, info,
-                                               on_embedded, st)
-                    : embd_sched_submit(s->sched, (const char *const *)st->texts, st->lens, n, out,
-                                        &call, opts, info, on_embedded, st);
-    if (es != EMBD_OK) {
-        const char *e = embd_last_error();
-        snprintf(st->why, sizeof st->why, "%s", e && *e ? e : embd_status_str(es));
-        watch_remove(s, &st->w);
-        st->phase = PH_BODY;
-        MHD_resume_connection(c);
-    }
-    return es;
+    struct embd_sched_call call;
+    wait_begin(s, c, st, &call);
+    embd_sched *sched = s->emb->sched;
+    return wait_submitted(s, c, st,
+                          req->tokens
+                              ? embd_sched_submit_tokens(sched, st->ids, st->ss, n, out, &call,
+                                                         opts, info, on_embedded, st)
+                              : embd_sched_submit(sched, (const char *const *)st->texts, st->lens,
+                                                  n, out, &call, opts, info, on_embedded, st));
 oom:
     snprintf(st->why, sizeof st->why, "out of memory");
     return EMBD_ERR_NOMEM;
+}
+
+/* Submits n documents (st->texts, st->lens, kept until the answer) to the
+ * reranker's scheduler, scored against query into st->scores (n) with
+ * st->ropts; as submit_inputs. */
+static enum embd_status submit_rerank(struct server *s, struct MHD_Connection *c, struct conn *st,
+                                      const char *query, size_t query_len, size_t n) {
+    struct embd_sched_call call;
+    st->info = (struct embd_embed_info){0};
+    wait_begin(s, c, st, &call);
+    return wait_submitted(s, c, st,
+                          embd_sched_submit_rerank(s->rr->sched, query, query_len,
+                                                   (const char *const *)st->texts, st->lens, n,
+                                                   st->scores, &call, &st->ropts, &st->info,
+                                                   on_embedded, st));
 }
 
 /* Takes bytes from the reply memory budget (--max-reply-memory): false when
@@ -516,15 +580,24 @@ static enum MHD_Result embed_failed(struct server *s, struct MHD_Connection *c, 
     if (es == EMBD_ERR_CANCELLED && atomic_load(&s->cancel_all))
         return send_error(s, c, r, openai, 503, NULL,
                           "the server is shutting down (--shutdown-timeout passed)", st->start);
-    if (es == EMBD_ERR_TOO_LONG)
+    const bool pairs = r == R_RERANK || r == R_RERANK_V1;
+    if (es == EMBD_ERR_TOO_LONG && pairs)
+        snprintf(st->why, sizeof st->why,
+                 "document %zu and the query have %zu tokens together; the reranker takes at "
+                 "most %zu (send truncate: true, or start the server with --auto-truncate)",
+                 info->bad_input, info->bad_tokens, s->rr->max_tokens);
+    else if (es == EMBD_ERR_TOO_LONG)
         snprintf(st->why, sizeof st->why,
                  "input %zu has %zu tokens; the model takes at most %zu (send truncate: "
                  "true, or start the server with --auto-truncate)",
                  info->bad_input, info->bad_tokens, s->cfg->limits.max_tokens);
-    return send_error(s, c, r, openai, http_status_of(es),
-                      es == EMBD_ERR_TOO_LONG && r != R_SEARCH ? (openai ? "input" : "inputs")
-                                                               : NULL,
-                      st->why, st->start);
+    const char *param = NULL;
+    if (es == EMBD_ERR_TOO_LONG && r != R_SEARCH)
+        param = r == R_RERANK_V1 ? "documents"
+                : r == R_RERANK  ? "texts"
+                : openai         ? "input"
+                                 : "inputs";
+    return send_error(s, c, r, openai, http_status_of(es), param, st->why, st->start);
 }
 
 /* 503 with Retry-After: the reply memory budget is spent. */
@@ -548,6 +621,14 @@ static enum MHD_Result start_embed(struct server *s, struct MHD_Connection *c, e
     const size_t D = (size_t)s->dim;
     struct srv_request *req = &st->req;
     struct srv_error err;
+    if (!s->emb) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "the model \"%.200s\" is a cross-encoder (reranker): it scores query-document "
+                 "pairs and gives no embeddings; use POST /rerank or POST /v1/rerank",
+                 s->cfg->model_name);
+        return send_error(s, c, r, openai, 400, NULL, msg, st->start);
+    }
     if (srv_parse(openai ? SRV_API_OPENAI : SRV_API_TEI, st->body, st->len, &s->cfg->limits, req,
                   &err))
         return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
@@ -628,7 +709,7 @@ static enum MHD_Result finish_embed(struct server *s, struct MHD_Connection *c, 
                     st->start);
 }
 
-/* POST /search, first half: the query is submitted to the scheduler. */
+/* POST /search, first half: the query is submitted to the embedder. */
 static enum MHD_Result start_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
     if (!s->store)
         return send_error(s, c, R_SEARCH, false, 404, NULL,
@@ -638,6 +719,11 @@ static enum MHD_Result start_search(struct server *s, struct MHD_Connection *c, 
     if (srv_parse(SRV_API_SEARCH, st->body, st->len, &s->cfg->limits, &st->req, &err))
         return send_error(s, c, R_SEARCH, false, err.status, err.param, err.message, st->start);
     st->have_req = true;
+    if (st->req.rerank && !s->rr)
+        return send_error(s, c, R_SEARCH, false, 400, "rerank",
+                          "\"rerank\": true needs a reranker: start the server with --reranker "
+                          "DIR (a cross-encoder)",
+                          st->start);
     const size_t D = (size_t)s->dim;
     st->vecs = embd_malloc2(D, sizeof *st->vecs); /* (D) */
     if (!st->vecs) return send_oom(s, c, R_SEARCH, false, st->start);
@@ -649,18 +735,103 @@ static enum MHD_Result start_search(struct server *s, struct MHD_Connection *c, 
     return MHD_YES;
 }
 
-/* Second half: the store is searched with the query's vector. */
+/* Hits (or documents) ranked by score. */
+struct ranked {
+    float score;
+    size_t index;
+};
+
+/* Best first; equal scores in input order (as `embd rerank`); NaN last. */
+static int ranked_cmp(const void *a, const void *b) {
+    const struct ranked *x = a, *y = b;
+    const bool xn = isnan(x->score), yn = isnan(y->score);
+    if (xn != yn) return xn ? 1 : -1;
+    if (!xn && x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* scores (n) ranked best first (embd_free it), or NULL when out of memory. */
+static struct ranked *rank_scores(const float *scores, size_t n) {
+    struct ranked *o = embd_malloc2(n ? n : 1, sizeof *o); /* (n) */
+    if (!o) return NULL;
+    for (size_t i = 0; i < n; i++)
+        o[i] = (struct ranked){scores[i], i};
+    qsort(o, n, sizeof *o, ranked_cmp);
+    return o;
+}
+
+/* Keeps the store's hits (whose memory is the store's until its next call)
+ * as st->cands; false when out of memory. */
+static bool keep_hits(struct conn *st, const struct embd_store_hit *hits, size_t n) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += hits[i].id_len + hits[i].text_len;
+    st->cands = embd_malloc2(n ? n : 1, sizeof *st->cands); /* (n) */
+    st->cand_mem = embd_malloc(bytes ? bytes : 1);
+    if (!st->cands || !st->cand_mem) return false;
+    char *p = st->cand_mem;
+    for (size_t i = 0; i < n; i++) {
+        if (hits[i].id_len) memcpy(p, hits[i].id, hits[i].id_len);
+        st->cands[i].id = p;
+        st->cands[i].id_len = hits[i].id_len;
+        p += hits[i].id_len;
+        if (hits[i].text_len) memcpy(p, hits[i].text, hits[i].text_len);
+        st->cands[i].text = p;
+        st->cands[i].text_len = hits[i].text_len;
+        p += hits[i].text_len;
+        st->cands[i].score = hits[i].score;
+    }
+    st->n_cands = n;
+    return true;
+}
+
+/* The answer of a reranked search: the top k candidates by the reranker's
+ * score ("score"), with the store's ("retrieval_score") and rank. */
+static enum MHD_Result answer_reranked(struct server *s, struct MHD_Connection *c,
+                                       struct conn *st) {
+    const size_t n = st->n_cands, k = st->req.k < n ? st->req.k : n;
+    struct ranked *order = rank_scores(st->scores, n);
+    if (!order) return send_oom(s, c, R_SEARCH, false, st->start);
+    struct embd_buf b = {0};
+    embd_buf_str(&b, "{\"hits\":[");
+    for (size_t j = 0; j < k; j++) {
+        const struct cand *h = &st->cands[order[j].index];
+        embd_buf_printf(&b, "%s{\"rank\":%zu,\"id\":", j ? "," : "", j + 1);
+        embd_buf_json_string(&b, h->id, h->id_len);
+        embd_buf_str(&b, ",\"score\":");
+        embd_buf_json_float(&b, order[j].score);
+        embd_buf_str(&b, ",\"retrieval_score\":");
+        embd_buf_json_float(&b, h->score);
+        embd_buf_printf(&b, ",\"retrieval_rank\":%zu,\"text\":", order[j].index + 1);
+        embd_buf_json_string(&b, h->text, h->text_len);
+        embd_buf_put(&b, "}", 1);
+    }
+    embd_buf_str(&b, "],\"reranker\":");
+    embd_buf_json_string(&b, s->rr->name, strlen(s->rr->name));
+    embd_buf_printf(&b, ",\"candidates\":%zu}", n);
+    embd_free(order);
+    return send_buf(s, c, R_SEARCH, false, 200, &b, "application/json", NULL, NULL, st->start);
+}
+
+/* Second half: the store is searched with the query's vector; with rerank,
+ * its top candidates go to the reranker (a third half, answer_reranked,
+ * answers). */
 static enum MHD_Result finish_search(struct server *s, struct MHD_Connection *c, struct conn *st) {
     if (st->es != EMBD_OK) return embed_failed(s, c, R_SEARCH, false, st, st->es);
+    if (st->stage == 1) return answer_reranked(s, c, st);
     const struct srv_request *req = &st->req;
-    struct embd_store_hit *hits = embd_malloc2(req->k, sizeof *hits); /* (k) */
+    const size_t want = req->rerank ? req->candidates : req->k;
+    struct embd_store_hit *hits = embd_malloc2(want, sizeof *hits); /* (want) */
     if (!hits) return send_oom(s, c, R_SEARCH, false, st->start);
     char msg[512];
     struct embd_buf b = {0};
+    bool kept = true;
     pthread_mutex_lock(&s->store_mu);
     size_t n_hits = 0;
-    enum embd_status es = embd_vstore_search(s->store, st->vecs, req->k, false, hits, &n_hits);
-    if (es == EMBD_OK) {
+    enum embd_status es = embd_vstore_search(s->store, st->vecs, want, false, hits, &n_hits);
+    if (es == EMBD_OK && req->rerank) {
+        kept = keep_hits(st, hits, n_hits);
+    } else if (es == EMBD_OK) {
         embd_buf_str(&b, "{\"hits\":[");
         for (size_t i = 0; i < n_hits; i++) {
             embd_buf_printf(&b, "%s{\"rank\":%zu,\"id\":", i ? "," : "", i + 1);
@@ -681,39 +852,169 @@ static enum MHD_Result finish_search(struct server *s, struct MHD_Connection *c,
         return send_error(s, c, R_SEARCH, false, es == EMBD_ERR_NOMEM ? 503 : 500, NULL, msg,
                           st->start);
     }
-    return send_buf(s, c, R_SEARCH, false, 200, &b, "application/json", NULL, NULL, st->start);
+    if (!req->rerank)
+        return send_buf(s, c, R_SEARCH, false, 200, &b, "application/json", NULL, NULL, st->start);
+    if (!kept) return send_oom(s, c, R_SEARCH, false, st->start);
+    st->stage = 1;
+    if (n_hits == 0) return answer_reranked(s, c, st);
+    /* The candidates, cut as they must be to fit the reranker beside the query. */
+    embd_free(st->texts); /* the query's, embedded */
+    embd_free(st->lens);
+    st->texts = embd_malloc2(n_hits, sizeof *st->texts);   /* (n) */
+    st->lens = embd_malloc2(n_hits, sizeof *st->lens);     /* (n) */
+    st->scores = embd_malloc2(n_hits, sizeof *st->scores); /* (n) */
+    if (!st->texts || !st->lens || !st->scores) return send_oom(s, c, R_SEARCH, false, st->start);
+    for (size_t i = 0; i < n_hits; i++) {
+        st->texts[i] = st->cands[i].text;
+        st->lens[i] = st->cands[i].text_len;
+    }
+    st->ropts = embd_rerank_default_opts(); /* the model's activation, truncated */
+    es = submit_rerank(s, c, st, req->query, req->query_len, n_hits);
+    if (es != EMBD_OK) return embed_failed(s, c, R_SEARCH, false, st, es);
+    return MHD_YES;
 }
 
-/* A real forward pass ([CLS] [SEP], not cached). A pass is reused for
- * cfg->health_interval_s (default 1 s); a failed check is not, so that a
- * passing failure (out of memory) does not leave the server reported
- * unhealthy. While embedding work flows, a round that succeeded within the
- * interval answers without a pass of its own, so that /health never waits
- * behind that work. */
-static bool check_health(struct server *s, char *why, size_t cap) {
-    pthread_mutex_lock(&s->health_mu);
+/* POST /rerank and /v1/rerank, first half: parses, takes the reply's memory
+ * from the budget and submits the pairs to the reranker (the connection
+ * waits, suspended, for finish_rerank). */
+static enum MHD_Result start_rerank(struct server *s, struct MHD_Connection *c, enum route r,
+                                    struct conn *st) {
+    const bool openai = r == R_RERANK_V1;
+    struct srv_request *req = &st->req;
+    struct srv_error err;
+    if (!s->rr) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "no reranker: the model \"%.200s\" embeds; start the server with --reranker "
+                 "DIR (a cross-encoder) beside it, or serve a cross-encoder with -m",
+                 s->cfg->model_name);
+        return send_error(s, c, r, openai, 404, NULL, msg, st->start);
+    }
+    if (srv_parse(openai ? SRV_API_RERANK : SRV_API_TEI_RERANK, st->body, st->len, &s->cfg->limits,
+                  req, &err))
+        return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
+    st->have_req = true;
+    const size_t n = req->n;
+    /* The scores, the order and the reply text (a result as at most 64
+     * characters, a text as at most 6 per byte escaped). */
+    size_t text_bytes = 0;
+    for (size_t i = 0; req->return_text && i < n; i++)
+        text_bytes += req->inputs[i].len;
+    if (!reserve_reply(s, st,
+                       n * (sizeof(float) + sizeof(struct ranked) + 64) + 6 * text_bytes + 4096))
+        return send_over_budget(s, c, r, openai, st);
+    st->scores = embd_malloc2(n, sizeof *st->scores); /* (n) */
+    st->texts = embd_malloc2(n, sizeof *st->texts);   /* (n) */
+    st->lens = embd_malloc2(n, sizeof *st->lens);     /* (n) */
+    if (!st->scores || !st->texts || !st->lens) return send_oom(s, c, r, openai, st->start);
+    for (size_t i = 0; i < n; i++) {
+        st->texts[i] = req->inputs[i].text;
+        st->lens[i] = req->inputs[i].len;
+    }
+    /* The engine applies the activation (or not), truncates or refuses, and
+     * counts the tokens of each pair (the usage). */
+    st->ropts = embd_rerank_default_opts();
+    st->ropts.raw_scores = req->raw_scores;
+    st->ropts.truncate = req->truncate;
+    enum embd_status es = submit_rerank(s, c, st, req->query, req->query_len, n);
+    if (es != EMBD_OK) return embed_failed(s, c, r, openai, st, es);
+    return MHD_YES;
+}
+
+/* Second half: the documents ranked best first (equal scores in input
+ * order), in TEI's shape or Cohere's. */
+static enum MHD_Result finish_rerank(struct server *s, struct MHD_Connection *c, enum route r,
+                                     struct conn *st) {
+    const bool openai = r == R_RERANK_V1;
+    const struct srv_request *req = &st->req;
+    if (st->es != EMBD_OK) return embed_failed(s, c, r, openai, st, st->es);
+    const size_t n = req->n, shown = req->top_n ? req->top_n : n;
+    struct ranked *order = rank_scores(st->scores, n);
+    if (!order) return send_oom(s, c, r, openai, st->start);
+    struct embd_buf b = {0};
+    embd_buf_str(&b, openai ? "{\"results\":[" : "[");
+    for (size_t j = 0; j < shown && !b.oom; j++) {
+        const struct srv_input *in = &req->inputs[order[j].index];
+        embd_buf_printf(&b, "%s{\"index\":%zu,\"%s\":", j ? "," : "", order[j].index,
+                        openai ? "relevance_score" : "score");
+        embd_buf_json_float(&b, order[j].score);
+        if (req->return_text) {
+            embd_buf_str(&b, openai ? ",\"document\":{\"text\":" : ",\"text\":");
+            embd_buf_json_string(&b, in->text, in->len);
+            if (openai) embd_buf_put(&b, "}", 1);
+        }
+        embd_buf_put(&b, "}", 1);
+    }
+    embd_buf_put(&b, "]", 1);
+    const size_t n_tokens = st->info.total_tokens;
+    if (openai) {
+        embd_buf_str(&b, ",\"model\":");
+        embd_buf_json_string(&b, s->rr->name, strlen(s->rr->name));
+        embd_buf_printf(&b, ",\"usage\":{\"total_tokens\":%zu}}", n_tokens);
+    }
+    embd_free(order);
+    char tokens_hdr[32];
+    snprintf(tokens_hdr, sizeof tokens_hdr, "%zu", n_tokens);
+    return send_buf(s, c, r, openai, 200, &b, "application/json", "x-embd-tokens", tokens_hdr,
+                    st->start);
+}
+
+/* A real forward pass of one engine ([CLS] [SEP] for an embedder, the
+ * pair of two empty texts for a reranker; not cached), under health_mu.
+ * A pass is reused for cfg->health_interval_s (default 1 s); a failed check
+ * is not, so that a passing failure (out of memory) does not leave the
+ * server reported unhealthy. While work flows, a round that succeeded
+ * within the interval answers without a pass of its own, so that /health
+ * never waits behind that work. */
+static bool check_engine(struct server *s, struct engine *e) {
     double t = embd_now();
     double interval = s->cfg->health_interval_s > 0 ? s->cfg->health_interval_s : 1.0;
-    double age = embd_sched_last_ok_age(s->sched);
-    if (s->health_ok && age >= 0 && age < interval) s->health_at = t;
-    if (!s->health_ok || t - s->health_at >= interval) {
-        float *v = embd_malloc2((size_t)s->dim, sizeof *v); /* (D) */
-        size_t ss[2] = {0, s->health_n};
-        enum embd_status es =
-            v ? embd_sched_embed_tokens(s->sched, s->health_ids, ss, 1, v, 10000) : EMBD_ERR_NOMEM;
-        s->health_ok = es == EMBD_OK;
-        for (int d = 0; s->health_ok && d < s->dim; d++)
-            if (!isfinite(v[d])) s->health_ok = false;
-        if (es != EMBD_OK)
-            snprintf(s->health_err, sizeof s->health_err, "the model cannot embed: %s",
-                     v ? embd_last_error() : "out of memory");
-        else if (!s->health_ok)
-            snprintf(s->health_err, sizeof s->health_err, "the model gives non-finite values");
-        embd_free(v);
-        s->health_at = embd_now();
+    double age = embd_sched_last_ok_age(e->sched);
+    if (e->health_ok && age >= 0 && age < interval) e->health_at = t;
+    if (!e->health_ok || t - e->health_at >= interval) {
+        enum embd_status es;
+        if (e->rerank) {
+            float score = NAN;
+            const char *doc = "";
+            const size_t doc_len = 0;
+            const struct embd_sched_call call = {.queue_timeout_ms = 10000};
+            es = embd_sched_rerank(e->sched, "", 0, &doc, &doc_len, 1, &score, &call, NULL, NULL);
+            e->health_ok = es == EMBD_OK && isfinite(score);
+            if (es != EMBD_OK)
+                snprintf(e->health_err, sizeof e->health_err, "the reranker cannot score: %s",
+                         embd_last_error());
+        } else {
+            float *v = embd_malloc2((size_t)s->dim, sizeof *v); /* (D) */
+            size_t ss[2] = {0, e->health_n};
+            es = v ? embd_sched_embed_tokens(e->sched, e->health_ids, ss, 1, v, 10000)
+                   : EMBD_ERR_NOMEM;
+            e->health_ok = es == EMBD_OK;
+            for (int d = 0; e->health_ok && d < s->dim; d++)
+                if (!isfinite(v[d])) e->health_ok = false;
+            if (es != EMBD_OK)
+                snprintf(e->health_err, sizeof e->health_err, "the model cannot embed: %s",
+                         v ? embd_last_error() : "out of memory");
+            embd_free(v);
+        }
+        if (es == EMBD_OK && !e->health_ok)
+            snprintf(e->health_err, sizeof e->health_err, "the %s gives non-finite values",
+                     e->rerank ? "reranker" : "model");
+        e->health_at = embd_now();
     }
-    bool ok = s->health_ok;
-    snprintf(why, cap, "%s", s->health_err);
+    return e->health_ok;
+}
+
+/* Whether every engine passes its check (check_engine); why (cap bytes)
+ * gets the first failure's reason. */
+static bool check_health(struct server *s, char *why, size_t cap) {
+    pthread_mutex_lock(&s->health_mu);
+    bool ok = check_engine(s, &s->main_e);
+    const struct engine *bad = ok ? NULL : &s->main_e;
+    if (ok && s->rr == &s->extra_e && !check_engine(s, &s->extra_e)) {
+        ok = false;
+        bad = &s->extra_e;
+    }
+    snprintf(why, cap, "%s", bad ? bad->health_err : "");
     pthread_mutex_unlock(&s->health_mu);
     return ok;
 }
@@ -727,31 +1028,51 @@ static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
     return send_buf(s, c, R_HEALTH, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
+/* The reranker in /info: its name, files, limits and where it runs. */
+static void buf_reranker(struct embd_buf *b, const struct engine *e) {
+    embd_buf_str(b, "{\"model_id\":");
+    embd_buf_json_string(b, e->name, strlen(e->name));
+    embd_buf_str(b, ",\"model_dir\":");
+    embd_buf_json_string(b, e->dir, strlen(e->dir));
+    embd_buf_printf(b,
+                    ",\"model_fingerprint\":\"%016llx\",\"model_dtype\":\"%s\","
+                    "\"max_input_length\":%zu,\"device\":\"%s\",\"dtype\":\"%s\","
+                    "\"max_batch_tokens\":%d}",
+                    (unsigned long long)embd_model_fingerprint(e->model), e->dtype, e->max_tokens,
+                    embd_ctx_backend(e->ctx), embd_dtype_str(embd_ctx_dtype(e->ctx)),
+                    e->max_batch_tokens);
+}
+
 static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, struct conn *st) {
     const struct srv_config *cfg = s->cfg;
+    const struct engine *m = &s->main_e;
     struct embd_buf b = {0};
     embd_buf_str(&b, "{\"model_id\":");
     embd_buf_json_string(&b, cfg->model_name, strlen(cfg->model_name));
     embd_buf_str(&b, ",\"model_dir\":");
     embd_buf_json_string(&b, cfg->model_dir, strlen(cfg->model_dir));
+    embd_buf_printf(&b, ",\"model_fingerprint\":\"%016llx\",\"model_dtype\":\"%s\",",
+                    (unsigned long long)embd_model_fingerprint(m->model), cfg->dtype);
+    if (m->rerank) /* TEI's ModelType::Reranker */
+        embd_buf_str(&b, "\"model_type\":{\"reranker\":{}},");
+    else
+        embd_buf_printf(&b, "\"model_type\":{\"embedding\":{\"pooling\":\"%s\"}},",
+                        embd_model_pooling(m->model));
     embd_buf_printf(&b,
-                    ",\"model_fingerprint\":\"%016llx\",\"model_dtype\":\"%s\","
-                    "\"model_type\":{\"embedding\":{\"pooling\":\"%s\"}},\"dim\":%d,"
+                    "\"dim\":%d,"
                     "\"max_input_length\":%zu,\"normalize\":%s,\"device\":\"%s\","
                     "\"max_client_batch_size\":%zu,\"max_input_chars\":%zu,\"max_body_bytes\":%zu,"
                     "\"max_concurrent_requests\":%zu,\"max_batch_tokens\":%d,\"auto_truncate\":%s,"
                     "\"auth\":%s,\"version\":\"%s\",\"backend\":\"embd\"",
-                    (unsigned long long)embd_model_fingerprint(s->model), cfg->dtype,
-                    embd_model_pooling(s->model), s->dim, cfg->limits.max_tokens,
-                    cfg->normalize ? "true" : "false", embd_ctx_backend(s->ctx),
-                    cfg->limits.max_inputs, cfg->limits.max_input_chars, cfg->max_body_bytes,
-                    cfg->max_concurrent, cfg->max_batch_tokens,
+                    s->dim, cfg->limits.max_tokens, cfg->normalize ? "true" : "false",
+                    embd_ctx_backend(m->ctx), cfg->limits.max_inputs, cfg->limits.max_input_chars,
+                    cfg->max_body_bytes, cfg->max_concurrent, cfg->max_batch_tokens,
                     cfg->limits.auto_truncate ? "true" : "false",
                     cfg->api_key && *cfg->api_key ? "true" : "false", EMBD_VERSION);
     /* the precision in use now, and why the CPU runs (device auto found no GPU, or it died) */
     const char *fb_msg;
-    enum embd_fallback fb = embd_ctx_fallback(s->ctx, &fb_msg);
-    embd_buf_printf(&b, ",\"dtype\":\"%s\",\"fallback\":", embd_dtype_str(embd_ctx_dtype(s->ctx)));
+    enum embd_fallback fb = embd_ctx_fallback(m->ctx, &fb_msg);
+    embd_buf_printf(&b, ",\"dtype\":\"%s\",\"fallback\":", embd_dtype_str(embd_ctx_dtype(m->ctx)));
     if (fb == EMBD_FALLBACK_NONE) {
         embd_buf_str(&b, "null");
     } else {
@@ -759,6 +1080,11 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
         embd_buf_json_string(&b, fb_msg, strlen(fb_msg));
         embd_buf_put(&b, "}", 1);
     }
+    embd_buf_str(&b, ",\"reranker\":");
+    if (s->rr)
+        buf_reranker(&b, s->rr);
+    else
+        embd_buf_str(&b, "null");
     if (s->store) {
         size_t n = 0;
         pthread_mutex_lock(&s->store_mu);
@@ -776,13 +1102,47 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
     return send_buf(s, c, R_INFO, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
+/* Appends a rendering of engine metrics (text, len bytes) with every
+ * metric name's "embd_" prefix made "embd_reranker_": the reranker's own
+ * series beside the embedder's. */
+static void put_reranker_metrics(struct embd_buf *b, const char *text, size_t len) {
+    static const char *const heads[] = {"# HELP embd_", "# TYPE embd_", "embd_"};
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        size_t skip = 0;
+        for (size_t h = 0; h < sizeof heads / sizeof heads[0] && !skip; h++) {
+            size_t hl = strlen(heads[h]);
+            if ((size_t)(next - p) >= hl && !memcmp(p, heads[h], hl)) {
+                embd_buf_put(b, heads[h], hl);
+                embd_buf_str(b, "reranker_");
+                skip = hl;
+            }
+        }
+        embd_buf_put(b, p + skip, (size_t)(next - p) - skip);
+        p = next;
+    }
+}
+
 static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c, struct conn *st) {
     struct embd_buf b = {0};
-    size_t need = embd_metrics_render(s->ctx, NULL, 0);
+    size_t need = embd_metrics_render(s->main_e.ctx, NULL, 0);
     embd_buf_reserve(&b, need + 4096);
     if (!b.oom) {
-        embd_metrics_render(s->ctx, b.p, need + 1);
+        embd_metrics_render(s->main_e.ctx, b.p, need + 1);
         b.len = need;
+    }
+    if (s->rr == &s->extra_e) { /* the reranker beside: embd_reranker_* */
+        size_t rneed = embd_metrics_render(s->extra_e.ctx, NULL, 0);
+        char *r = embd_malloc(rneed + 1);
+        if (r) {
+            size_t got = embd_metrics_render(s->extra_e.ctx, r, rneed + 1);
+            put_reranker_metrics(&b, r, got < rneed ? got : rneed);
+        } else {
+            b.oom = true;
+        }
+        embd_free(r);
     }
     /* Counted before rendering, so that the answer includes itself. */
     count_response(s, R_METRICS, 200, st->start);
@@ -852,29 +1212,37 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
 /* ---------------------------------------------------------------------- */
 
 /* One model in the OpenAI shape. */
-static void buf_model(struct embd_buf *b, const struct server *s) {
+static void buf_model(struct embd_buf *b, const struct server *s, const char *name) {
     embd_buf_str(b, "{\"id\":");
-    embd_buf_json_string(b, s->cfg->model_name, strlen(s->cfg->model_name));
+    embd_buf_json_string(b, name, strlen(name));
     embd_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"embd\"}",
                     (long long)s->started);
 }
 
-/* GET /v1/models (the served model, in a list) and GET /v1/models/ID (it,
- * or 404 in the OpenAI shape), as OpenAI clients call them to list and check
- * models. */
+/* GET /v1/models (the served models, in a list: the model, and the
+ * reranker beside it) and GET /v1/models/ID (one, or 404 in the OpenAI
+ * shape), as OpenAI clients call them to list and check models. */
 static enum MHD_Result handle_models(struct server *s, struct MHD_Connection *c, const char *url,
                                      struct conn *st) {
     struct embd_buf b = {0};
+    const char *main_name = s->cfg->model_name;
+    const char *extra = s->rr == &s->extra_e ? s->extra_e.name : NULL;
+    const char *id = url + strlen("/v1/models/");
     if (!strcmp(url, "/v1/models")) {
         embd_buf_str(&b, "{\"object\":\"list\",\"data\":[");
-        buf_model(&b, s);
+        buf_model(&b, s, main_name);
+        if (extra) {
+            embd_buf_put(&b, ",", 1);
+            buf_model(&b, s, extra);
+        }
         embd_buf_str(&b, "]}");
-    } else if (!strcmp(url + strlen("/v1/models/"), s->cfg->model_name)) {
-        buf_model(&b, s);
+    } else if (!strcmp(id, main_name) || (extra && !strcmp(id, extra))) {
+        buf_model(&b, s, id);
     } else {
-        char msg[400];
-        snprintf(msg, sizeof msg, "no model \"%.200s\" here; this server serves \"%.150s\"",
-                 url + strlen("/v1/models/"), s->cfg->model_name);
+        char msg[500];
+        snprintf(msg, sizeof msg,
+                 "no model \"%.200s\" here; this server serves \"%.120s\"%s%.120s%s", id, main_name,
+                 extra ? " and \"" : "", extra ? extra : "", extra ? "\"" : "");
         return send_error(s, c, R_MODELS, true, 404, "model", msg, st->start);
     }
     return send_buf(s, c, R_MODELS, true, 200, &b, "application/json", NULL, NULL, st->start);
@@ -884,6 +1252,8 @@ static enum route route_of(const char *url) {
     if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings")) return R_OPENAI;
     if (!strcmp(url, "/embed") || !strcmp(url, "/")) return R_TEI;
     if (!strcmp(url, "/search")) return R_SEARCH;
+    if (!strcmp(url, "/rerank")) return R_RERANK;
+    if (!strcmp(url, "/v1/rerank")) return R_RERANK_V1;
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/info")) return R_INFO;
     if (!strcmp(url, "/metrics")) return R_METRICS;
@@ -925,10 +1295,11 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
         return send_error(s, c, r, openai, 503, NULL, "the server is shutting down", st->start);
     if (st->oom) return send_oom(s, c, r, openai, st->start);
     if (r == R_OTHER) {
-        char msg[200];
+        char msg[240];
         snprintf(msg, sizeof msg,
-                 "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /search, "
-                 "GET /v1/models, GET /health, GET /info and GET /metrics");
+                 "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /rerank, "
+                 "POST /v1/rerank, POST /search, GET /v1/models, GET /health, GET /info and GET "
+                 "/metrics");
         return send_error(s, c, r, openai, 404, NULL, msg, st->start);
     }
     if (r != R_HEALTH && !authorized(s, c))
@@ -965,7 +1336,9 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
                  s->cfg->max_concurrent);
         return send_error(s, c, r, openai, 429, NULL, msg, st->start);
     }
-    return r == R_SEARCH ? start_search(s, c, st) : start_embed(s, c, r, st);
+    if (r == R_SEARCH) return start_search(s, c, st);
+    if (r == R_RERANK || r == R_RERANK_V1) return start_rerank(s, c, r, st);
+    return start_embed(s, c, r, st);
 }
 
 /* The slot of a connection, or NULL (refused, or not tracked). */
@@ -1200,7 +1573,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (st && st->phase == PH_DONE) { /* resumed by on_embedded: answer */
         st->phase = PH_BODY;
-        return st->route == R_SEARCH ? finish_search(s, c, st) : finish_embed(s, c, st->route, st);
+        if (st->route == R_SEARCH) return finish_search(s, c, st);
+        if (st->route == R_RERANK || st->route == R_RERANK_V1)
+            return finish_rerank(s, c, st->route, st);
+        return finish_embed(s, c, st->route, st);
     }
     if (st && st->phase == PH_WAIT) return MHD_YES; /* NEVER: suspended connections get no call */
     if (!st) {
@@ -1279,6 +1655,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         }
         if (st->have_req) srv_request_free(&st->req);
         embd_free(st->vecs);
+        embd_free(st->scores);
+        embd_free(st->cands);
+        embd_free(st->cand_mem);
         embd_free(st->texts);
         embd_free(st->lens);
         embd_free(st->ids);
@@ -1382,9 +1761,30 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     }
     s->cfg = cfg;
     s->started = time(NULL);
-    s->model = model;
-    s->ctx = ctx;
-    s->sched = sched;
+    s->main_e = (struct engine){.model = model,
+                                .ctx = ctx,
+                                .sched = sched,
+                                .rerank = embd_model_is_reranker(model),
+                                .name = cfg->model_name,
+                                .dir = cfg->model_dir,
+                                .dtype = cfg->dtype,
+                                .max_batch_tokens = cfg->max_batch_tokens,
+                                .max_tokens = cfg->limits.max_tokens};
+    s->emb = s->main_e.rerank ? NULL : &s->main_e;
+    s->rr = s->main_e.rerank ? &s->main_e : NULL;
+    const struct srv_reranker *rc_cfg = cfg->reranker;
+    if (rc_cfg) {
+        s->extra_e = (struct engine){.model = rc_cfg->model,
+                                     .ctx = rc_cfg->ctx,
+                                     .sched = rc_cfg->sched,
+                                     .rerank = true,
+                                     .name = rc_cfg->name ? rc_cfg->name : "reranker",
+                                     .dir = rc_cfg->dir ? rc_cfg->dir : "",
+                                     .dtype = rc_cfg->dtype ? rc_cfg->dtype : "auto",
+                                     .max_batch_tokens = rc_cfg->max_batch_tokens,
+                                     .max_tokens = (size_t)embd_model_max_tokens(rc_cfg->model)};
+        s->rr = &s->extra_e;
+    }
     s->store = store;
     s->dim = embd_model_dim(model);
     pthread_mutex_init(&s->store_mu, NULL);
@@ -1414,11 +1814,26 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         fprintf(stderr, "embd: serve: the API key is empty\n");
         goto done;
     }
-    if (embd_tokenize(model, "", 0, s->health_ids, 2, &n_ids) != EMBD_OK || n_ids == 0) {
-        fprintf(stderr, "embd: serve: cannot tokenize the health check: %s\n", embd_last_error());
+    if (rc_cfg && (s->main_e.rerank || !embd_model_is_reranker(rc_cfg->model))) {
+        fprintf(stderr, "embd: serve: %s\n",
+                s->main_e.rerank ? "the model is a reranker: a second reranker goes beside an "
+                                   "embedding model only"
+                                 : "the reranker is not a cross-encoder");
         goto done;
     }
-    s->health_n = n_ids;
+    if (store && !s->emb) {
+        fprintf(stderr, "embd: serve: the model is a reranker: a store needs an embedding model "
+                        "(serve the embedder with --store and --reranker DIR)\n");
+        goto done;
+    }
+    if (s->emb) {
+        if (embd_tokenize(model, "", 0, s->main_e.health_ids, 2, &n_ids) != EMBD_OK || n_ids == 0) {
+            fprintf(stderr, "embd: serve: cannot tokenize the health check: %s\n",
+                    embd_last_error());
+            goto done;
+        }
+        s->main_e.health_n = n_ids;
+    }
     /* Fail before listening if the model cannot run. */
     char why[256];
     if (!check_health(s, why, sizeof why)) {
@@ -1449,8 +1864,17 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         fprintf(stderr, "embd: serve: cannot start the HTTP server on %s\n", where);
         goto done;
     }
-    fprintf(stderr, "embd: serving %s (dim %d, %s, max %zu tokens%s) on %s\n", cfg->model_name,
-            s->dim, embd_ctx_backend(ctx), cfg->limits.max_tokens,
+    char beside[300] = "";
+    if (s->rr == &s->extra_e)
+        snprintf(beside, sizeof beside, ", reranker %.200s (%s, max %zu tokens)", s->extra_e.name,
+                 embd_ctx_backend(s->extra_e.ctx), s->extra_e.max_tokens);
+    char what[32];
+    if (s->main_e.rerank)
+        snprintf(what, sizeof what, "reranker");
+    else
+        snprintf(what, sizeof what, "dim %d", s->dim);
+    fprintf(stderr, "embd: serving %s (%s, %s, max %zu tokens%s%s) on %s\n", cfg->model_name, what,
+            embd_ctx_backend(ctx), cfg->limits.max_tokens, beside,
             cfg->api_key && *cfg->api_key ? ", API key required" : "", where);
     fflush(stderr);
     if (cfg->on_listen) cfg->on_listen(cfg->on_listen_arg, port);

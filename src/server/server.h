@@ -1,12 +1,22 @@
-/* server.h — `embd serve`: an HTTP server (libmicrohttpd, event-driven:
- * a small epoll thread pool, requests suspended while the engine works) on top of a shared engine
- * (embd_sched). Endpoints: POST /v1/embeddings  OpenAI embeddings (errors
- * {"error":{message,type,param,code}}) POST /embed, POST /  text-embeddings-inference embed (errors
- * {"error","error_type"}); huggingface_hub's InferenceClient posts to the server's URL itself POST
- * /search         {"query","k"} -> {"hits":[{rank,id,score,text}]} with a store GET  /health 200
- * when a real forward pass works, else 503 (no key needed) GET  /info           model, dimension,
- * limits, device, version GET  /metrics        Prometheus text: the engine's metrics and the
- * server's */
+/* server.h — `embd serve`: an HTTP server (libmicrohttpd, event-driven: a
+ * small epoll thread pool, requests suspended while the engine works) on top
+ * of shared engines (embd_sched). Endpoints:
+ *   POST /v1/embeddings  OpenAI embeddings (errors {"error":{message,type,param,code}})
+ *   POST /embed, POST /  text-embeddings-inference embed (errors {"error","error_type"});
+ *                        huggingface_hub's InferenceClient posts to the server's URL itself
+ *   POST /rerank         TEI rerank {"query","texts"} -> [{"index","score"}] best first
+ *   POST /v1/rerank      Cohere/Jina rerank {"query","documents","top_n"} ->
+ *                        {"results":[{"index","relevance_score"}],"model","usage"} (OpenAI errors)
+ *   POST /search         {"query","k"[,"rerank","candidates"]} -> {"hits":[{rank,id,score,text}]}
+ *                        with a store
+ *   GET  /health         200 when a real forward pass works (each model's), else 503 (no key)
+ *   GET  /info           model, dimension, limits, device, reranker, version
+ *   GET  /v1/models      the served models (OpenAI)
+ *   GET  /metrics        Prometheus text: the engines' metrics and the server's
+ * The model may be an embedder or a cross-encoder (reranker): a reranker
+ * answers the rerank endpoints, and the embedding endpoints answer 400. A
+ * reranker beside an embedder (srv_config.reranker) gets its own context and
+ * scheduler. */
 #ifndef EMBD_SERVER_H
 #define EMBD_SERVER_H
 
@@ -14,6 +24,18 @@
 #include "server/request.h"
 
 struct embd_vstore;
+
+/* A cross-encoder served beside the embedding model, with its own context,
+ * used only through its own scheduler. */
+struct srv_reranker {
+    embd_model *model; /* embd_model_is_reranker */
+    embd_ctx *ctx;
+    embd_sched *sched;
+    const char *name;     /* served name (Cohere `model`, /info, /v1/models) */
+    const char *dir;      /* for /info */
+    const char *dtype;    /* for /info */
+    int max_batch_tokens; /* for /info */
+};
 
 struct srv_config {
     const char *host;
@@ -44,6 +66,10 @@ struct srv_config {
     bool normalize;       /* OpenAI answers: L2-normalise (the model's default) */
     const char *dtype;    /* for /info */
     int max_batch_tokens; /* for /info */
+    /* A reranker beside the model (which must then be an embedder), for
+     * /rerank, /v1/rerank and /search's rerank; NULL: none (a model that is
+     * itself a reranker answers the rerank endpoints). */
+    const struct srv_reranker *reranker;
     /* Optional (tests): called once the server answers, with the port it
      * listens on; how long a passing /health check is reused (0: 1 s). */
     void (*on_listen)(void *arg, int port);
@@ -76,8 +102,9 @@ enum {
  * half a second more. Returns 1 after printing why when it cannot start
  * (e.g. the port is taken). Each request
  * passes its own options (normalisation, truncation) to the engine; the
- * context's prefix applies to every text. ctx must be used only through
- * sched. store may be NULL (no /search). */
+ * context's prefix applies to every text embedded. ctx must be used only
+ * through sched. store may be NULL (no /search); it needs a model that
+ * embeds. */
 int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
             struct embd_vstore *store);
 

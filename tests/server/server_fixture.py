@@ -27,6 +27,28 @@ def minilm(test_name):
     return m, Checker(test_name)
 
 
+def reranker_dir():
+    """A cross-encoder folder: $EMBD_TEST_MODELS/ce-minilm-l6-random, else one
+    made now by scripts/make-random-model (seed 0) in a temporary folder
+    removed at exit; exits 77 (skipped) when neither works."""
+    m = model_dir("ce-minilm-l6-random")
+    if m:
+        return m
+    import atexit
+    import shutil
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="embd-ce-")
+    atexit.register(shutil.rmtree, tmp, True)
+    out = os.path.join(tmp, "ce-minilm-l6-random")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
+                          "make-random-model")
+    p = subprocess.run([script, "ce-minilm-l6", out, "--seed", "0"], capture_output=True)
+    if p.returncode != 0 or not os.path.isfile(os.path.join(out, "config.json")):
+        skip("no ce-minilm-l6-random in EMBD_TEST_MODELS and scripts/make-random-model could "
+             "not make one: " + p.stderr.decode(errors="replace").strip()[-200:])
+    return out
+
+
 class Server:
     def __init__(self, model, *args, env=None, timeout=60):
         e = {k: v for k, v in os.environ.items() if not k.startswith("EMBD_") or
