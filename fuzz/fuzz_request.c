@@ -5,11 +5,14 @@
  * counts of texts are the engine's: tests/engine/test_embed_opts.c).
  *
  * Input: byte 0 picks the endpoint (% 3; with bit 4 set, a rerank: bit 5
- * picks /v1/rerank over /rerank) and, in bit 2, --auto-truncate; the rest
- * is the body. Checks: a refusal has a 4xx/5xx status and a message; an
+ * picks /v1/rerank over /rerank), in bit 2 --auto-truncate and in bit 6 a
+ * model that declares no prompts (else "query" and "passage"); the rest is
+ * the body. Checks: a refusal has a 4xx/5xx status and a message; an
  * accepted request respects every limit (inputs, characters, token ids in
- * range, token lists no longer than max_tokens, k, candidates, top_n), its
- * texts are non-empty UTF-8 (a "\u0000" inside them included). */
+ * range, token lists no longer than max_tokens, k, candidates, top_n,
+ * dimensions 1..D and none for a search or a rerank, a prompt the model
+ * declares and only with texts), its texts are non-empty UTF-8 (a "\u0000"
+ * inside them included). */
 #include "fuzz.h"
 #include "server/request.h"
 #include "util/text.h"
@@ -46,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     enum srv_api api = (enum srv_api)(data[0] % 3);
     if (data[0] & 16) api = data[0] & 32 ? SRV_API_RERANK : SRV_API_TEI_RERANK;
+    static const char *const prompts[] = {"query", "passage"};
     struct srv_limits lim = {
         .max_inputs = 8,
         .max_input_chars = 64,
@@ -53,6 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         .auto_truncate = (data[0] & 4) != 0,
         .vocab = model ? embd_model_vocab_size(model) : 30522,
         .max_k = 20,
+        .dim = model ? (size_t)embd_model_dim(model) : 384,
+        .prompts = prompts,
+        .n_prompts = data[0] & 64 ? 0 : 2,
     };
     /* An exact-size copy of the body, so that ASan sees a read past its end. */
     size_t len = size - 1;
@@ -71,6 +78,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(body);
         return 0;
     }
+    FUZZ_CHECK(req.dimensions <= lim.dim);
+    FUZZ_CHECK(req.prompt >= -1 && req.prompt < (int)lim.n_prompts);
+    if (api != SRV_API_OPENAI && api != SRV_API_TEI) FUZZ_CHECK(req.dimensions == 0);
+    if (api == SRV_API_TEI_RERANK || api == SRV_API_RERANK) FUZZ_CHECK(req.prompt == -1);
+    if (req.prompt >= 0) FUZZ_CHECK(!req.tokens);
     if (api == SRV_API_SEARCH || api == SRV_API_TEI_RERANK || api == SRV_API_RERANK) {
         FUZZ_CHECK(req.query && req.query_len > 0);
         FUZZ_CHECK(embd_utf8_valid(req.query, req.query_len));

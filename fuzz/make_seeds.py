@@ -151,7 +151,8 @@ put("store", "raw_log_bad_hash", bytes([2, 1]) + raw)
 put("store", "foreign_meta", bytes([1, 1]) + struct.pack("<H", 30) + b'{"format": "other", "dim": 2}x')
 
 # ---- server request bodies: byte 0 = endpoint (0 OpenAI, 1 TEI, 2 search; 16 TEI /rerank,
-#      48 /v1/rerank) | 4 auto-truncate | 8 prefix
+#      48 /v1/rerank) | 4 auto-truncate | 8 prefix | 64 a model without prompts (else
+#      "query" and "passage")
 reqs = [
     (0, {"input": "hello world", "model": "all-MiniLM-L6-v2"}),
     (0, {"input": ["first text", "second text"], "encoding_format": "base64", "dimensions": 384, "user": "u"}),
@@ -174,9 +175,23 @@ reqs = [
           "top_n": 2, "return_documents": True}),
     (52, {"query": "q", "documents": [{"title": "no text"}], "top_n": 0}),
     (48, {"query": "q", "documents": ["a", "b"], "top_n": 3, "truncate": False}),
+    # Matryoshka dimensions and named prompts (issue 22, items 4 and 5).
+    (0, {"input": ["a", "b"], "dimensions": 64, "prompt_name": "query", "encoding_format": "base64"}),
+    (1, {"inputs": "What is Deep Learning?", "dimensions": 1, "prompt_name": "passage",
+         "normalize": False}),
+    (1, {"inputs": [[101, 7592, 102]], "dimensions": 384}),
+    (1, {"inputs": [[101, 7592, 102]], "prompt_name": "query"}),
+    (0, {"input": "a", "dimensions": 385}),
+    (1, {"inputs": "a", "dimensions": 0.5}),
+    (0, {"input": "a", "dimensions": "64", "prompt_name": ["query"]}),
+    (64, {"inputs": "a", "prompt_name": "query"}),  # 64 % 3: TEI
+    (1, {"inputs": "a", "prompt_name": "QUERY"}),
+    (2, {"query": "a text editor", "prompt_name": "query", "k": 2}),
+    (2, {"query": "a text editor", "dimensions": 64}),
 ]
 for i, (sel, body) in enumerate(reqs):
     put("request", f"body{i}", bytes([sel]) + json.dumps(body).encode())
 put("request", "trailing_data", bytes([0]) + b'{"input": "x"} {"input": "y"}')
 put("request", "escaped_nul", bytes([1]) + b'{"inputs": ["ok", "a\\u0000b", "\\ud83d\\ude00"]}')
 put("request", "bad_utf8", bytes([2]) + b'{"query": "\xc3\x28"}')
+put("request", "prompt_name_nul", bytes([1]) + b'{"inputs": "a", "prompt_name": "query\\u0000x"}')

@@ -70,7 +70,14 @@ static const struct cli_opt serve_opts[] = {
      "on SIGTERM/SIGINT, seconds to let requests in flight finish; then they are cancelled "
      "(503) and embd exits 1 within a second (0 when all finished)"},
     {"prefix", 0, true, "STR", NULL,
-     "prepended to every text embedded, e.g. \"query: \" (not to reranked pairs)"},
+     "prepended to every text embedded, e.g. \"query: \" (not to reranked pairs, nor to "
+     "token-id inputs); a request's \"prompt_name\" replaces it; not with "
+     "--default-prompt-name"},
+    {"default-prompt-name", 0, true, "NAME", NULL,
+     "the model's prompt (config_sentence_transformers.json \"prompts\") prepended to the "
+     "texts of every request that names none; a request's \"prompt_name\" replaces it (as "
+     "text-embeddings-inference's --default-prompt-name). Without it no prompt applies by "
+     "default, even one the file's default_prompt_name names; not with --prefix"},
     {"no-normalize", 0, false, NULL, NULL,
      "OpenAI answers without the model's L2 normalisation (TEI requests say \"normalize\")"},
     {"max-batch-tokens", 0, true, "N", "0",
@@ -210,6 +217,7 @@ int cmd_serve(int argc, char **argv) {
     embd_ctx *rctx = NULL;
     embd_sched *rsched = NULL;
     struct srv_reranker rr = {0};
+    const char **prompt_names = NULL; /* (n_prompts) the model's, for limits.prompts */
     static char name_buf[256], rname_buf[256];
     struct srv_config cfg = {0};
     static char key[1024];
@@ -261,9 +269,39 @@ int cmd_serve(int argc, char **argv) {
             goto done;
         }
     }
+    /* The server's default prompt: --prefix, or the text of the model's
+     * prompt named by --default-prompt-name (one or the other, as TEI's
+     * --default-prompt and --default-prompt-name). */
+    const char *dpn = cli_get(&a, "default-prompt-name");
+    char src[160];
+    if (dpn && cp.prefix) {
+        cli_err("serve: give --prefix or --default-prompt-name%s, not both (a request's "
+                "\"prompt_name\" replaces either)",
+                cli_source(&a, "default-prompt-name", src, sizeof src));
+        rc = 2;
+        goto done;
+    }
+    if (dpn) {
+        cp.prefix = embd_model_prompt(model, dpn);
+        if (!cp.prefix) {
+            char names[512] = "";
+            size_t at = 0;
+            for (int i = 0; i < embd_model_prompt_count(model) && at < sizeof names; i++) {
+                int w = snprintf(names + at, sizeof names - at, "%s%s", i ? ", " : "",
+                                 embd_model_prompt_name(model, i));
+                at += w > 0 ? (size_t)w : 0;
+            }
+            cli_err("serve: --default-prompt-name %s%s: the model declares no prompt of that "
+                    "name (%s%s)",
+                    dpn, cli_source(&a, "default-prompt-name", src, sizeof src),
+                    at ? "its prompts: " : "its config_sentence_transformers.json declares none",
+                    names);
+            rc = 2;
+            goto done;
+        }
+    }
     const bool is_reranker = embd_model_is_reranker(model);
     const char *rdir = cli_get(&a, "reranker");
-    char src[160];
     if (is_reranker && rdir) {
         cli_err("serve: -m %s is itself a cross-encoder (reranker); --reranker%s goes beside an "
                 "embedding model",
@@ -352,6 +390,21 @@ int cmd_serve(int argc, char **argv) {
     cfg.limits.auto_truncate = cli_flag(&a, "auto-truncate");
     cfg.limits.vocab = embd_model_vocab_size(model);
     cfg.limits.max_k = 1000;
+    cfg.limits.dim = (size_t)embd_model_dim(model);
+    /* The prompt names a request may give ("prompt_name"). */
+    const int n_prompts = embd_model_prompt_count(model);
+    prompt_names = calloc(n_prompts > 0 ? (size_t)n_prompts : 1, sizeof *prompt_names);
+    if (!prompt_names) {
+        cli_err("serve: out of memory");
+        rc = 1;
+        goto done;
+    }
+    for (int i = 0; i < n_prompts; i++)
+        prompt_names[i] = embd_model_prompt_name(model, i);
+    cfg.limits.prompts = prompt_names;
+    cfg.limits.n_prompts = n_prompts > 0 ? (size_t)n_prompts : 0;
+    cfg.prefix = cp.prefix;
+    cfg.default_prompt_name = dpn;
     cfg.model_name = cli_get(&a, "served-model-name") ? cli_get(&a, "served-model-name")
                                                       : base_name(dir, name_buf);
     cfg.model_dir = dir;
@@ -366,6 +419,7 @@ int cmd_serve(int argc, char **argv) {
         _exit(1);
     }
 done:
+    free(prompt_names);
     embd_sched_free(rsched);
     embd_ctx_free(rctx);
     embd_model_free(rmodel);

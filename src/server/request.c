@@ -205,6 +205,83 @@ static int check_direction(const json_t *root, struct srv_error *err) {
     return 0;
 }
 
+/* The longest prefix of s (len bytes of valid UTF-8) of at most max bytes
+ * that ends on a character boundary. */
+static size_t utf8_cut(const char *s, size_t len, size_t max) {
+    if (len <= max) return len;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+/* `dimensions` (OpenAI's field; also TEI's shape here): absent or null for
+ * all D components, else an integer from 1 to the model's D. */
+static int parse_dimensions(const json_t *root, const struct srv_limits *lim,
+                            struct srv_request *req, struct srv_error *err) {
+    const json_t *v = json_object_get(root, "dimensions");
+    if (!v || json_is_null(v)) return 0;
+    const double hi = lim->dim ? (double)lim->dim : 1e9;
+    long long d;
+    if (json_int(v, 1, hi, &d)) {
+        req->dimensions = (size_t)d;
+        return 0;
+    }
+    const double x = json_is_number(v) ? json_number_value(v) : 0;
+    if (isfinite(x) && x == floor(x) && x > hi)
+        return fail(err, 400, "dimensions",
+                    "\"dimensions\" %.17g is more than the model's %zu dimensions (send 1 to "
+                    "%zu, or leave it out for all of them)",
+                    json_number_value(v), lim->dim, lim->dim);
+    return fail(err, 400, "dimensions",
+                "\"dimensions\" must be an integer from 1 to %zu (the model's dimension)",
+                lim->dim);
+}
+
+/* `prompt_name` (TEI's field; also the OpenAI shape's and /search's here):
+ * absent or null for the server's default, else one of the prompts the model
+ * declares (limits->prompts), as req->prompt. */
+static int parse_prompt(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
+                        struct srv_error *err) {
+    const json_t *v = json_object_get(root, "prompt_name");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v))
+        return fail(err, 400, "prompt_name", "\"prompt_name\" must be a string");
+    for (size_t i = 0; i < lim->n_prompts; i++)
+        if (lim->prompts[i] && json_str_is(v, lim->prompts[i], false)) {
+            req->prompt = (int)i;
+            return 0;
+        }
+    const char *name = json_string_value(v);
+    const size_t shown = utf8_cut(name, json_string_length(v), 100);
+    if (lim->n_prompts == 0)
+        return fail(err, 400, "prompt_name",
+                    "unknown prompt_name \"%.*s\": the model declares no prompts (its "
+                    "config_sentence_transformers.json has none); leave \"prompt_name\" out",
+                    (int)shown, name);
+    char names[300];
+    size_t at = 0;
+    for (size_t i = 0; i < lim->n_prompts && at < sizeof names; i++) {
+        const char *p = lim->prompts[i] ? lim->prompts[i] : "";
+        int w = snprintf(names + at, sizeof names - at, "%s\"%.*s\"", i ? ", " : "",
+                         (int)utf8_cut(p, strlen(p), 60), p);
+        at += w > 0 ? (size_t)w : 0;
+    }
+    if (at >= sizeof names) /* cut short: say so */
+        memcpy(names + sizeof names - 6, ", ...", 6);
+    return fail(err, 400, "prompt_name", "unknown prompt_name \"%.*s\": the model declares %s",
+                (int)shown, name, names);
+}
+
+/* A prompt is prepended to texts: token-id inputs, embedded as given, take
+ * none. */
+static int check_prompt_texts(const struct srv_request *req, struct srv_error *err) {
+    if (req->prompt >= 0 && req->tokens)
+        return fail(err, 400, "prompt_name",
+                    "\"prompt_name\" applies to text inputs; token-id inputs are embedded as "
+                    "given (tokenize the prompt with the text instead)");
+    return 0;
+}
+
 static int parse_openai(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
                         struct srv_error *err) {
     const json_t *model = json_object_get(root, "model");
@@ -221,19 +298,14 @@ static int parse_openai(const json_t *root, const struct srv_limits *lim, struct
                         "\"encoding_format\" must be \"float\" or \"base64\"");
         req->base64 = json_str_is(fmt, "base64", false);
     }
-    const json_t *dims = json_object_get(root, "dimensions");
-    if (dims && !json_is_null(dims)) {
-        long long d;
-        if (!json_int(dims, 1, 1e9, &d))
-            return fail(err, 400, "dimensions", "\"dimensions\" must be a positive integer");
-        req->dimensions = (size_t)d;
-    }
+    if (parse_dimensions(root, lim, req, err) || parse_prompt(root, lim, req, err)) return -1;
     const json_t *user = json_object_get(root, "user");
     if (user && !json_is_null(user) && !json_is_string(user))
         return fail(err, 400, "user", "\"user\" must be a string");
     req->normalize = -1;
     req->truncate = lim->auto_truncate;
-    return parse_inputs(json_object_get(root, "input"), "input", lim, req, err);
+    if (parse_inputs(json_object_get(root, "input"), "input", lim, req, err)) return -1;
+    return check_prompt_texts(req, err);
 }
 
 static int parse_tei(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
@@ -244,11 +316,9 @@ static int parse_tei(const json_t *root, const struct srv_limits *lim, struct sr
     req->normalize = normalize;
     req->truncate = truncate;
     if (check_direction(root, err)) return -1;
-    const json_t *prompt = json_object_get(root, "prompt_name");
-    if (prompt && !json_is_null(prompt))
-        return fail(err, 400, "prompt_name",
-                    "\"prompt_name\" is not supported: start the server with --prefix instead");
-    return parse_inputs(json_object_get(root, "inputs"), "inputs", lim, req, err);
+    if (parse_dimensions(root, lim, req, err) || parse_prompt(root, lim, req, err)) return -1;
+    if (parse_inputs(json_object_get(root, "inputs"), "inputs", lim, req, err)) return -1;
+    return check_prompt_texts(req, err);
 }
 
 /* The "query" of a search or a rerank: a non-empty string within the
@@ -372,6 +442,12 @@ static int parse_rerank(const json_t *root, const struct srv_limits *lim, struct
 static int parse_search(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
                         struct srv_error *err) {
     if (parse_query(root, lim, req, err)) return -1;
+    const json_t *dims = json_object_get(root, "dimensions");
+    if (dims && !json_is_null(dims))
+        return fail(err, 400, "dimensions",
+                    "/search does not take \"dimensions\": the store holds the model's full "
+                    "vectors, so the query is embedded with all of them");
+    if (parse_prompt(root, lim, req, err)) return -1;
     req->k = 10;
     const json_t *k = json_object_get(root, "k");
     if (k && !json_is_null(k)) {
@@ -413,6 +489,7 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
     memset(req, 0, sizeof *req);
     memset(err, 0, sizeof *err);
     req->api = api;
+    req->prompt = -1;
     if (len == 0) return fail(err, 400, NULL, "the request body is empty; send a JSON object");
     if (!embd_utf8_valid(body, len)) return fail(err, 400, NULL, "the request body is not UTF-8");
     srv_json_init();

@@ -10,7 +10,14 @@
  *
  * Reranking (TEI `texts`, Cohere/Jina `documents`): a query and an array of
  * documents, each a string (or, for Cohere/Jina, an object {"text": str});
- * every document is a pair with the query and counts as one input. */
+ * every document is a pair with the query and counts as one input.
+ *
+ * Embedding options: `dimensions` (OpenAI's field, also taken by TEI's shape:
+ * Matryoshka truncation to the first N components, 1..the model's D) and
+ * `prompt_name` (TEI's field, also taken by the OpenAI shape and /search:
+ * one of the prompts the model declares, prepended to every text; not with
+ * token-id inputs, which are embedded as given). /search refuses
+ * `dimensions`: its store holds full vectors. */
 #ifndef EMBD_SERVER_REQUEST_H
 #define EMBD_SERVER_REQUEST_H
 
@@ -29,12 +36,16 @@ enum srv_api {
 };
 
 struct srv_limits {
-    size_t max_inputs;      /* inputs per request (413 above) */
-    size_t max_input_chars; /* Unicode characters per text input (413 above) */
-    size_t max_tokens;      /* tokens per input, [CLS]/[SEP] included */
-    bool auto_truncate;     /* truncate long inputs unless the request says otherwise */
-    int vocab;              /* token ids must be in [0, vocab) */
-    size_t max_k;           /* hits per search, and candidates reranked per search */
+    size_t max_inputs;          /* inputs per request (413 above) */
+    size_t max_input_chars;     /* Unicode characters per text input (413 above) */
+    size_t max_tokens;          /* tokens per input, [CLS]/[SEP] included */
+    bool auto_truncate;         /* truncate long inputs unless the request says otherwise */
+    int vocab;                  /* token ids must be in [0, vocab) */
+    size_t max_k;               /* hits per search, and candidates reranked per search */
+    size_t dim;                 /* the model's dimension D: `dimensions` must be in [1, D] */
+    const char *const *prompts; /* (n_prompts) the prompt names the model declares
+                                   (embd_model_prompt_name), for `prompt_name` */
+    size_t n_prompts;
 };
 
 struct srv_input {
@@ -53,7 +64,8 @@ struct srv_request {
     int normalize;     /* TEI normalize: 1, 0; -1 = not given (OpenAI: the model's default) */
     bool truncate;     /* cut inputs longer than max_tokens instead of refusing them */
     char *model;       /* OpenAI `model`, or NULL (owned) */
-    size_t dimensions; /* OpenAI `dimensions`, 0 = not given */
+    size_t dimensions; /* `dimensions` (Matryoshka), 1..limits->dim; 0 = not given (all D) */
+    int prompt;        /* `prompt_name`: its index in limits->prompts; -1 = not given */
     const char *query; /* search and rerank (points into the parsed body) */
     size_t query_len;
     size_t k;

@@ -612,13 +612,21 @@ static enum MHD_Result send_over_budget(struct server *s, struct MHD_Connection 
     return send_error_x(s, c, r, openai, 503, NULL, msg, st->start, false);
 }
 
+/* The text of the prompt a request names ("prompt_name"), which replaces
+ * the server's default (the context's prefix: --prefix or
+ * --default-prompt-name); NULL when it names none (the default applies). */
+static const char *request_prompt(const struct server *s, const struct srv_request *req) {
+    const struct srv_limits *lim = &s->cfg->limits;
+    if (req->prompt < 0 || (size_t)req->prompt >= lim->n_prompts || !s->emb) return NULL;
+    return embd_model_prompt(s->emb->model, lim->prompts[req->prompt]);
+}
+
 /* POST /v1/embeddings and /embed, first half: parses, takes the reply's
  * memory from the budget and submits the inputs (the connection waits,
  * suspended, for finish_embed). */
 static enum MHD_Result start_embed(struct server *s, struct MHD_Connection *c, enum route r,
                                    struct conn *st) {
     const bool openai = r == R_OPENAI;
-    const size_t D = (size_t)s->dim;
     struct srv_request *req = &st->req;
     struct srv_error err;
     if (!s->emb) {
@@ -633,23 +641,22 @@ static enum MHD_Result start_embed(struct server *s, struct MHD_Connection *c, e
                   &err))
         return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
     st->have_req = true;
-    if (openai && req->dimensions && req->dimensions != D) {
-        snprintf(err.message, sizeof err.message,
-                 "this model gives %zu dimensions; \"dimensions\" %zu is not supported", D,
-                 req->dimensions);
-        return send_error(s, c, r, openai, 400, "dimensions", err.message, st->start);
-    }
-    /* The vectors (n, D) and the reply text built from them (a float as at
-     * most 16 characters, base64 at 6 per float). */
+    /* The vectors (n, D), D being the request's "dimensions" when it gives
+     * them, and the reply text built from them (a float as at most 16
+     * characters, base64 at 6 per float). */
+    const size_t D = req->dimensions ? req->dimensions : (size_t)s->dim;
     if (!reserve_reply(s, st, req->n * D * (sizeof(float) + (req->base64 ? 6 : 16)) + 4096))
         return send_over_budget(s, c, r, openai, st);
     st->vecs = embd_malloc2(req->n, D * sizeof *st->vecs); /* (n, D) */
     if (!st->vecs) return send_oom(s, c, r, openai, st->start);
-    /* The engine normalises, truncates or refuses, and counts the tokens of
-     * its one tokenization (the usage). */
+    /* The engine normalises, truncates or refuses, keeps the first D
+     * components (normalised again), prepends the prompt, and counts the
+     * tokens of its one tokenization (the usage). */
     st->opts = embd_embed_default_opts();
     st->opts.normalize = openai ? s->cfg->normalize : req->normalize == 1;
     st->opts.truncate = req->truncate;
+    st->opts.dimensions = (int)req->dimensions;
+    st->opts.prefix = request_prompt(s, req);
     enum embd_status es = submit_inputs(s, c, st, req, st->vecs, &st->opts, &st->info);
     if (es != EMBD_OK) return embed_failed(s, c, r, openai, st, es);
     return MHD_YES;
@@ -659,8 +666,8 @@ static enum MHD_Result start_embed(struct server *s, struct MHD_Connection *c, e
 static enum MHD_Result finish_embed(struct server *s, struct MHD_Connection *c, enum route r,
                                     struct conn *st) {
     const bool openai = r == R_OPENAI;
-    const size_t D = (size_t)s->dim;
     const struct srv_request *req = &st->req;
+    const size_t D = req->dimensions ? req->dimensions : (size_t)s->dim; /* per vector */
     if (st->es != EMBD_OK) return embed_failed(s, c, r, openai, st, st->es);
     const size_t n_tokens = st->info.total_tokens;
     const float *vecs = st->vecs;
@@ -729,7 +736,8 @@ static enum MHD_Result start_search(struct server *s, struct MHD_Connection *c, 
     if (!st->vecs) return send_oom(s, c, R_SEARCH, false, st->start);
     st->query = (struct srv_input){.text = st->req.query, .len = st->req.query_len};
     const struct srv_request one = {.inputs = &st->query, .n = 1};
-    st->opts = embd_embed_default_opts(); /* the model's normalisation */
+    st->opts = embd_embed_default_opts(); /* the model's normalisation, all D components */
+    st->opts.prefix = request_prompt(s, &st->req);
     enum embd_status es = submit_inputs(s, c, st, &one, st->vecs, &st->opts, &st->info);
     if (es != EMBD_OK) return embed_failed(s, c, R_SEARCH, false, st, es);
     return MHD_YES;
@@ -1043,6 +1051,42 @@ static void buf_reranker(struct embd_buf *b, const struct engine *e) {
                     e->max_batch_tokens);
 }
 
+/* A string, or null for NULL. */
+static void buf_json_string_or_null(struct embd_buf *b, const char *str) {
+    if (str)
+        embd_buf_json_string(b, str, strlen(str));
+    else
+        embd_buf_str(b, "null");
+}
+
+/* The embedder's prompts in /info: "prompts" (name: text, as
+ * config_sentence_transformers.json declares them), "default_prompt_name"
+ * (--default-prompt-name: applied to the texts of a request that names no
+ * prompt), "default_prompt" (the text applied then: that prompt's, or
+ * --prefix) and "model_default_prompt_name" (the file's default_prompt_name,
+ * applied only when the server is started with it). */
+static void buf_prompts(struct embd_buf *b, const struct server *s) {
+    const embd_model *m = s->emb->model;
+    embd_buf_str(b, ",\"prompts\":{");
+    bool first = true;
+    for (int i = 0; i < embd_model_prompt_count(m); i++) {
+        const char *name = embd_model_prompt_name(m, i);
+        const char *text = name ? embd_model_prompt(m, name) : NULL;
+        if (!name || !text) continue;
+        if (!first) embd_buf_put(b, ",", 1);
+        first = false;
+        embd_buf_json_string(b, name, strlen(name));
+        embd_buf_put(b, ":", 1);
+        embd_buf_json_string(b, text, strlen(text));
+    }
+    embd_buf_str(b, "},\"default_prompt_name\":");
+    buf_json_string_or_null(b, s->cfg->default_prompt_name);
+    embd_buf_str(b, ",\"default_prompt\":");
+    buf_json_string_or_null(b, s->cfg->prefix && *s->cfg->prefix ? s->cfg->prefix : NULL);
+    embd_buf_str(b, ",\"model_default_prompt_name\":");
+    buf_json_string_or_null(b, embd_model_default_prompt_name(m));
+}
+
 static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, struct conn *st) {
     const struct srv_config *cfg = s->cfg;
     const struct engine *m = &s->main_e;
@@ -1080,6 +1124,8 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
         embd_buf_json_string(&b, fb_msg, strlen(fb_msg));
         embd_buf_put(&b, "}", 1);
     }
+    if (s->emb) /* the prompts a request may name, and the one applied when it names none */
+        buf_prompts(&b, s);
     embd_buf_str(&b, ",\"reranker\":");
     if (s->rr)
         buf_reranker(&b, s->rr);

@@ -10,7 +10,7 @@
  *   POST /search         {"query","k"[,"rerank","candidates"]} -> {"hits":[{rank,id,score,text}]}
  *                        with a store
  *   GET  /health         200 when a real forward pass works (each model's), else 503 (no key)
- *   GET  /info           model, dimension, limits, device, reranker, version
+ *   GET  /info           model, dimension, prompts, limits, device, reranker, version
  *   GET  /v1/models      the served models (OpenAI)
  *   GET  /metrics        Prometheus text: the engines' metrics and the server's
  * The model may be an embedder or a cross-encoder (reranker): a reranker
@@ -63,7 +63,13 @@ struct srv_config {
     struct srv_limits limits;
     const char *model_name; /* served model name (OpenAI `model`, /info) */
     const char *model_dir;
-    bool normalize;       /* OpenAI answers: L2-normalise (the model's default) */
+    bool normalize; /* OpenAI answers: L2-normalise (the model's default) */
+    /* The prompt applied to the texts of a request that names none (its
+     * "prompt_name" replaces it), for /info: the context's prefix (--prefix,
+     * or the text of --default-prompt-name's prompt), and that name; NULL:
+     * none. limits.prompts lists the names a request may give. */
+    const char *prefix;
+    const char *default_prompt_name;
     const char *dtype;    /* for /info */
     int max_batch_tokens; /* for /info */
     /* A reranker beside the model (which must then be an embedder), for
@@ -101,8 +107,10 @@ enum {
  * SRV_RUN_CANCELLED, or SRV_RUN_ABANDONED when they have not stopped within
  * half a second more. Returns 1 after printing why when it cannot start
  * (e.g. the port is taken). Each request
- * passes its own options (normalisation, truncation) to the engine; the
- * context's prefix applies to every text embedded. ctx must be used only
+ * passes its own options (normalisation, truncation, dimensions) to the
+ * engine; the context's prefix (the server's default prompt) applies to
+ * every text embedded, except those of a request that names a prompt of the
+ * model's ("prompt_name"), whose text replaces it. ctx must be used only
  * through sched. store may be NULL (no /search); it needs a model that
  * embeds. */
 int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd_sched *sched,
