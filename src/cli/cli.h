@@ -98,9 +98,11 @@ struct cli_engine {
  * or 2 (error printed); cli_engine_close frees what it opened either way. */
 int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e);
 void cli_engine_close(struct cli_engine *e);
-/* The prefix of the model's prompt `name` (NULL: *prefix = NULL). Returns 0,
- * or 2 after a usage error naming the prompts the model declares. */
-int cli_prompt_prefix(const embd_model *model, const char *name, const char **prefix);
+/* The text of the model's prompt named by option `opt` (e.g. "prompt-name";
+ * not given: *prefix = NULL). Returns 0, or 2 after a usage error naming
+ * the option, where it came from and the prompts the model declares. */
+int cli_prompt_prefix(const struct cli_args *a, const char *opt, const embd_model *model,
+                      const char **prefix);
 /* Context params from --device, --dtype and --threads. Returns 0 or 2. */
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p);
 /* Sets the cache fields of *p from --cache, --cache-mem and --cache-map-size

@@ -680,16 +680,21 @@ int cli_cache_params(const struct cli_args *a, struct embd_ctx_params *p) {
     return 0;
 }
 
-int cli_prompt_prefix(const embd_model *model, const char *name, const char **prefix) {
+int cli_prompt_prefix(const struct cli_args *a, const char *opt, const embd_model *model,
+                      const char **prefix) {
+    const char *name = cli_get(a, opt);
     *prefix = NULL;
     if (!name) return 0;
     if ((*prefix = embd_model_prompt(model, name))) return 0;
-    char names[512] = "";
+    char names[512] = "", src[160];
     size_t at = 0;
-    for (int i = 0; i < embd_model_prompt_count(model) && at < sizeof names; i++)
-        at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", i ? ", " : "",
-                               embd_model_prompt_name(model, i));
-    cli_err("the model declares no prompt named \"%s\" (%s%s)", name,
-            at ? "its prompts: " : "config_sentence_transformers.json has none", at ? names : "");
+    for (int i = 0; i < embd_model_prompt_count(model) && at < sizeof names; i++) {
+        int w = snprintf(names + at, sizeof names - at, "%s%s", i ? ", " : "",
+                         embd_model_prompt_name(model, i));
+        at += w > 0 ? (size_t)w : 0;
+    }
+    cli_err("%s: --%s %s%s: the model declares no prompt of that name (%s%s)", a->cmd, opt, name,
+            cli_source(a, opt, src, sizeof src),
+            at ? "its prompts: " : "its config_sentence_transformers.json declares none", names);
     return 2;
 }

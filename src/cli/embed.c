@@ -184,7 +184,7 @@ int cmd_embed(int argc, char **argv) {
     }
     if ((rc = cli_engine_open(&a, cp, &eng))) goto done;
     struct embd_embed_opts eo = embd_embed_default_opts();
-    if ((rc = cli_prompt_prefix(eng.model, prompt_name, &eo.prefix))) goto done;
+    if ((rc = cli_prompt_prefix(&a, "prompt-name", eng.model, &eo.prefix))) goto done;
     if (dims > embd_model_dim(eng.model)) {
         cli_err("embed: --dimensions %ld is more than the model's %d", dims,
                 embd_model_dim(eng.model));

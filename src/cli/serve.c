@@ -281,25 +281,7 @@ int cmd_serve(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if (dpn) {
-        cp.prefix = embd_model_prompt(model, dpn);
-        if (!cp.prefix) {
-            char names[512] = "";
-            size_t at = 0;
-            for (int i = 0; i < embd_model_prompt_count(model) && at < sizeof names; i++) {
-                int w = snprintf(names + at, sizeof names - at, "%s%s", i ? ", " : "",
-                                 embd_model_prompt_name(model, i));
-                at += w > 0 ? (size_t)w : 0;
-            }
-            cli_err("serve: --default-prompt-name %s%s: the model declares no prompt of that "
-                    "name (%s%s)",
-                    dpn, cli_source(&a, "default-prompt-name", src, sizeof src),
-                    at ? "its prompts: " : "its config_sentence_transformers.json declares none",
-                    names);
-            rc = 2;
-            goto done;
-        }
-    }
+    if (dpn && (rc = cli_prompt_prefix(&a, "default-prompt-name", model, &cp.prefix))) goto done;
     const bool is_reranker = embd_model_is_reranker(model);
     const char *rdir = cli_get(&a, "reranker");
     if (is_reranker && rdir) {
