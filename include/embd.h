@@ -144,6 +144,60 @@ EMBD_API enum embd_status embd_tokenize_pair(const embd_model *model, const char
 EMBD_API enum embd_status embd_count_tokens(const embd_model *model, const char *text, size_t len,
                                             size_t *n_tokens);
 
+/* For a server's POST /tokenize: tokenizes one text as embd_tokenize does
+ * and gives each id's offsets as Hugging Face `tokenizers` does
+ * (Encoding::get_offsets): [starts[i], stops[i]) is the byte range of `text`
+ * the token came from. The normalizer's changes map back to the original bytes: a lowercased,
+ * accent-stripped or decomposed character gives its own bytes (accents dropped
+ * by strip_accents, control characters and NULs dropped by clean_text belong to
+ * no token, but lie inside a word's range when inside the word), a CJK
+ * character its own; pieces of one character (Hangul jamo) share its range; an
+ * [UNK] for a word (too long, or no piece fits) spans the word; an added token
+ * matched in the text ("[SEP]" typed in it) spans its match, with the
+ * whitespace around it that its lstrip / rstrip take in. A special token the
+ * template adds ([CLS], [SEP]) gets 0..0 and special[i] = 1 (0 for every other
+ * token, a typed "[SEP]" too). Invalid UTF-8 is read as U+FFFD per maximal
+ * invalid subpart, as embd_tokenize does, and the offsets still refer to `text`
+ * as given: such a U+FFFD spans the 1 to 3 bytes it replaces (clean_text drops
+ * it, so it lies inside a word or between tokens); stops never exceed len and a
+ * range never starts or ends inside a valid character. add_special_tokens
+ * false: no [CLS]/[SEP], as `tokenizers`' add_special_tokens=False (truncation
+ * then keeps embd_model_max_tokens pieces). truncate false: no truncation at
+ * all (as TEI's /tokenize). ids, starts, stops and special hold cap entries
+ * each; starts, stops and special may each be NULL. *n_ids gets the full count;
+ * EMBD_ERR_BUFFER_TOO_SMALL when it is more than cap (with truncate, cap =
+ * embd_model_max_tokens is always enough; without, call again with *n_ids).
+ * Thread-safe. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_BUFFER_TOO_SMALL
+ * or EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_tokenize_offsets(const embd_model *model, const char *text,
+                                                size_t len, bool add_special_tokens, bool truncate,
+                                                int32_t *ids, size_t *starts, size_t *stops,
+                                                uint8_t *special, size_t cap, size_t *n_ids);
+
+/* The string of token `id` as the tokenizer spells it ("[CLS]", "hello",
+ * "##ing"; Hugging Face's Encoding.tokens), or NULL for an id that is not a
+ * token. Valid as long as the model. */
+EMBD_API const char *embd_model_token(const embd_model *model, int32_t id);
+
+/* Turns ids back into text exactly as Hugging Face's
+ * tokenizer.decode(ids, skip_special_tokens) does with the model's
+ * tokenizer.json decoder (for the servers' POST /decode). WordPiece: a piece
+ * starting with the prefix ("##") joins the previous one, any other piece
+ * but the first gets a space before it, and with "cleanup" each piece goes
+ * through clean_up_tokenization (" ." -> ".", " 's" -> "'s", ...); no
+ * decoder: the tokens joined by spaces. skip_special_tokens drops the added
+ * tokens marked special ([CLS], [SEP], [PAD], [MASK] and [UNK] too). Writes
+ * at most cap bytes into buf, NUL-terminated when cap > 0; *len gets the
+ * text's full length without the NUL. Returns EMBD_OK;
+ * EMBD_ERR_BUFFER_TOO_SMALL when len + 1 > cap (cap 0 sizes it);
+ * EMBD_ERR_INVALID_ARG for a NULL argument or an id that is not a token
+ * (the message names its position; `tokenizers` would skip it);
+ * EMBD_ERR_UNSUPPORTED for a decoder other than WordPiece (the message names
+ * it); EMBD_ERR_NOMEM. Thread-safe. */
+EMBD_API enum embd_status embd_detokenize(const embd_model *model, const int32_t *ids, size_t n,
+                                          bool skip_special_tokens, char *buf, size_t cap,
+                                          size_t *len);
+
 /* ------------------------------------------------------------------------ */
 /* Contexts                                                                 */
 /* ------------------------------------------------------------------------ */

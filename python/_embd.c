@@ -497,6 +497,144 @@ static PyObject *Engine_count_tokens(Engine *e, PyObject *arg) {
     return PyLong_FromSize_t(n);
 }
 
+/* tokenize_offsets(text, add_special_tokens=True) -> (ids, offsets): the ids
+ * as tokenize gives them (or without [CLS]/[SEP]) and each token's
+ * (start, stop) in characters of text ((0, 0) for [CLS] and [SEP]), as
+ * Hugging Face's Encoding.offsets. */
+static PyObject *Engine_tokenize_offsets(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {"text", "add_special_tokens", NULL};
+    PyObject *obj;
+    int special = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", names, &obj, &special)) return NULL;
+    const char *p = NULL;
+    size_t len = 0;
+    if (usable(e) || one_text(obj, &p, &len)) return NULL;
+    size_t cap = (size_t)embd_model_max_tokens(e->model), n = 0;
+    int32_t *ids = PyMem_Malloc(cap * sizeof *ids);
+    size_t *starts = PyMem_Malloc(2 * cap * sizeof *starts), *stops = starts ? starts + cap : NULL;
+    if (!ids || !starts) {
+        PyMem_Free(ids);
+        PyMem_Free(starts);
+        return PyErr_NoMemory();
+    }
+    enum embd_status s;
+    char msg[1024] = "";
+    e->active++;
+    PyThreadState *ts = PyEval_SaveThread();
+    s = embd_tokenize_offsets(e->model, p, len, special != 0, true, ids, starts, stops, NULL, cap,
+                              &n);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    PyEval_RestoreThread(ts);
+    e->active--;
+    PyObject *ret = NULL, *li = NULL, *lo = NULL;
+    if (s != EMBD_OK) {
+        raise_status(s, msg);
+        goto done;
+    }
+    if (!(li = PyList_New((Py_ssize_t)n)) || !(lo = PyList_New((Py_ssize_t)n))) goto done;
+    /* bytes to characters: a cursor over the UTF-8, restarted if an offset
+     * goes back (they do not, but for [CLS]/[SEP] at 0) */
+    size_t bpos = 0, cpos = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t ch[2];
+        for (int k = 0; k < 2; k++) {
+            size_t want = k ? stops[i] : starts[i];
+            if (want < bpos) bpos = cpos = 0;
+            for (; bpos < want && bpos < len; bpos++)
+                if (((unsigned char)p[bpos] & 0xC0) != 0x80) cpos++;
+            ch[k] = cpos;
+        }
+        PyObject *x = PyLong_FromLong(ids[i]),
+                 *y = x ? Py_BuildValue("(nn)", (Py_ssize_t)ch[0], (Py_ssize_t)ch[1]) : NULL;
+        if (!x || !y) {
+            Py_XDECREF(x);
+            goto done;
+        }
+        PyList_SET_ITEM(li, (Py_ssize_t)i, x);
+        PyList_SET_ITEM(lo, (Py_ssize_t)i, y);
+    }
+    ret = PyTuple_Pack(2, li, lo);
+done:
+    Py_XDECREF(li);
+    Py_XDECREF(lo);
+    PyMem_Free(ids);
+    PyMem_Free(starts);
+    return ret;
+}
+
+/* decode(ids, skip_special_tokens=True) -> str, as Hugging Face's
+ * tokenizer.decode. */
+static PyObject *Engine_decode(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {"ids", "skip_special_tokens", NULL};
+    PyObject *obj;
+    int skip = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", names, &obj, &skip)) return NULL;
+    if (usable(e)) return NULL;
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj))
+        return PyErr_Format(PyExc_TypeError, "ids must be a sequence of int, not %s",
+                            Py_TYPE(obj)->tp_name);
+    PyObject *seq = PySequence_Fast(obj, "ids must be a sequence of int");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int32_t *ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *ids);
+    char small[4096], *buf = small;
+    PyObject *ret = NULL;
+    if (!ids) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyBool_Check(it) || !PyIndex_Check(it)) {
+            PyErr_Format(PyExc_TypeError, "ids[%zd] must be an int, not %s", i,
+                         Py_TYPE(it)->tp_name);
+            goto done;
+        }
+        PyObject *v = PyNumber_Index(it);
+        long long x = v ? PyLong_AsLongLong(v) : -1;
+        Py_XDECREF(v);
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_OverflowError)) goto done;
+        const int over = PyErr_Occurred() != NULL;
+        if (over || x < INT32_MIN || x > INT32_MAX) {
+            char m[128];
+            PyErr_Clear();
+            if (over)
+                snprintf(m, sizeof m, "decode: the id at position %zd is not a token", i);
+            else
+                snprintf(m, sizeof m, "decode: id %lld at position %zd is not a token", x, i);
+            raise_status(EMBD_ERR_INVALID_ARG, m);
+            goto done;
+        }
+        ids[i] = (int32_t)x;
+    }
+    size_t len = 0;
+    enum embd_status s;
+    char msg[1024] = "";
+    e->active++;
+    PyThreadState *ts = PyEval_SaveThread();
+    s = embd_detokenize(e->model, ids, (size_t)n, skip != 0, buf, sizeof small, &len);
+    if (s == EMBD_ERR_BUFFER_TOO_SMALL && (buf = PyMem_RawMalloc(len + 1)) != NULL)
+        s = embd_detokenize(e->model, ids, (size_t)n, skip != 0, buf, len + 1, &len);
+    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", buf ? embd_last_error() : "out of memory");
+    PyEval_RestoreThread(ts);
+    e->active--;
+    if (!buf) {
+        buf = small;
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (s != EMBD_OK) {
+        raise_status(s, msg);
+        goto done;
+    }
+    ret = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
+done:
+    if (buf != small) PyMem_RawFree(buf);
+    PyMem_Free(ids);
+    Py_DECREF(seq);
+    return ret;
+}
+
 static PyObject *Engine_metrics(Engine *e, PyObject *unused) {
     if (usable(e)) return NULL;
     size_t need = embd_metrics_render(e->ctx, NULL, 0);
@@ -569,6 +707,11 @@ static PyMethodDef Engine_methods[] = {
     {"tokenize_pair", (PyCFunction)Engine_tokenize_pair, METH_VARARGS,
      "tokenize_pair(a, b) -> (ids, type_ids)"},
     {"count_tokens", (PyCFunction)Engine_count_tokens, METH_O, "count_tokens(text) -> int"},
+    {"tokenize_offsets", (PyCFunction)(void (*)(void))Engine_tokenize_offsets,
+     METH_VARARGS | METH_KEYWORDS,
+     "tokenize_offsets(text, add_special_tokens=True) -> (ids, offsets in characters)"},
+    {"decode", (PyCFunction)(void (*)(void))Engine_decode, METH_VARARGS | METH_KEYWORDS,
+     "decode(ids, skip_special_tokens=True) -> str"},
     {"metrics", (PyCFunction)Engine_metrics, METH_NOARGS, "Prometheus text"},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters since the engine was made"},
     {"info", (PyCFunction)Engine_info, METH_NOARGS, "what the engine runs"},

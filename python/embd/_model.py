@@ -262,3 +262,20 @@ class Model:
     def __repr__(self):
         state = "closed" if self._eng.closed else self._info["device"]
         return f"embd.Model({self.name!r}, dim={self.dimension}, {state})"
+
+    def tokenize_offsets(self, text, add_special_tokens=True):
+        """The ids of a str as tokenize() gives them (add_special_tokens
+        False: without [CLS] and [SEP]), and each token's (start, stop) in
+        characters of text, as Hugging Face's Encoding.offsets: text[start:stop]
+        is what the token came from; (0, 0) for [CLS] and [SEP]; a word's
+        [UNK] spans the word. Returns (ids, offsets)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        return self._engine().tokenize_offsets(text, bool(add_special_tokens))
+
+    def decode(self, ids, skip_special_tokens=True):
+        """The text of a sequence of ids, exactly as Hugging Face's
+        tokenizer.decode(ids, skip_special_tokens) gives it with the model's
+        tokenizer.json (WordPiece: "##" pieces joined, clean_up_tokenization).
+        An id that is not a token raises ValueError naming its position."""
+        return self._engine().decode(ids, bool(skip_special_tokens))

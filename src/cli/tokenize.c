@@ -1,5 +1,6 @@
 /* tokenize.c — `embd tokenize`: the ids the model sees for each input
- * ([CLS] ... [SEP], after truncation), one JSONL line per input. */
+ * ([CLS] ... [SEP], after truncation), one JSONL line per input; with
+ * --offsets also each token's string and byte range in the input. */
 #include "cli.h"
 #include "util/text.h"
 
@@ -11,6 +12,9 @@ static const struct cli_opt tokenize_opts[] = {
     CLI_OPT_OUTPUT,
     CLI_OPT_INPUT_FORMAT,
     CLI_OPT_TEXT_FIELD,
+    {"offsets", 0, false, NULL, NULL,
+     "also \"tokens\" (each id's string) and \"offsets\" ([start,stop] byte ranges)"},
+    {"no-special", 0, false, NULL, NULL, "without the special tokens ([CLS], [SEP])"},
 };
 
 static const char tokenize_usage[] = "embd tokenize -m DIR [-i FILE|-] [-o FILE|-] [options]";
@@ -18,7 +22,15 @@ static const char tokenize_about[] =
     "Writes the token ids of each input, as the model sees them ([CLS] ... [SEP],\n"
     "truncated to the model's max length): one {\"index\":i,\"ids\":[...]} per line.\n"
     "A NUL in a text (a NUL byte in a plain line, \\u0000 in JSONL) is a character:\n"
-    "the BERT normalizer drops it, as Hugging Face tokenizers does.";
+    "the BERT normalizer drops it, as Hugging Face tokenizers does.\n"
+    "--offsets adds \"tokens\":[\"[CLS]\",\"hello\",\"##s\",...] and\n"
+    "\"offsets\":[[0,0],[0,5],...]: each token's [start,stop) in bytes of the text's\n"
+    "UTF-8 (as the line holds it, or as the JSONL string decodes), as Hugging Face\n"
+    "tokenizers' offsets (these count characters in Python): [0,0] for [CLS] and\n"
+    "[SEP]; a word's [UNK] spans the word; invalid UTF-8 is read as U+FFFD per\n"
+    "invalid sequence and the offsets count the input's own bytes.\n"
+    "--no-special leaves out [CLS] and [SEP] (add_special_tokens=False; the\n"
+    "truncation then keeps the model's max length in word pieces).";
 
 int cmd_tokenize(int argc, char **argv) {
     struct cli_args a;
@@ -31,6 +43,8 @@ int cmd_tokenize(int argc, char **argv) {
     FILE *out = NULL;
     bool out_owned = false;
     int32_t *ids = NULL;
+    size_t *starts = NULL, *stops = NULL;
+    const bool offsets = cli_flag(&a, "offsets"), special = !cli_flag(&a, "no-special");
     struct embd_buf line = {0};
     struct cli_input input;
     if ((rc = cli_input_opts(&a, &input))) goto done;
@@ -41,7 +55,9 @@ int cmd_tokenize(int argc, char **argv) {
     if (!(out = cli_open_file(cli_get(&a, "output"), true, &out_owned))) goto done;
     size_t cap = (size_t)embd_model_max_tokens(model);
     ids = malloc(cap * sizeof *ids);
-    if (!ids) {
+    starts = malloc(cap * sizeof *starts);
+    stops = malloc(cap * sizeof *stops);
+    if (!ids || !starts || !stops) {
         cli_err("out of memory");
         goto done;
     }
@@ -49,13 +65,28 @@ int cmd_tokenize(int argc, char **argv) {
     int r;
     while ((r = cli_reader_next(&in)) == 1) {
         size_t n = 0;
-        if (embd_tokenize(model, in.text, in.text_len, ids, cap, &n) != EMBD_OK) {
+        enum embd_status st = offsets || !special
+                                  ? embd_tokenize_offsets(model, in.text, in.text_len, special,
+                                                          true, ids, starts, stops, NULL, cap, &n)
+                                  : embd_tokenize(model, in.text, in.text_len, ids, cap, &n);
+        if (st != EMBD_OK) {
             cli_err("input %zu: %s", index, embd_last_error());
             goto done;
         }
         embd_buf_printf(&line, "{\"index\":%zu,\"ids\":[", index);
         for (size_t i = 0; i < n; i++)
             embd_buf_printf(&line, i ? ",%d" : "%d", ids[i]);
+        if (offsets) {
+            embd_buf_str(&line, "],\"tokens\":[");
+            for (size_t i = 0; i < n; i++) {
+                const char *t = embd_model_token(model, ids[i]);
+                if (i) embd_buf_put(&line, ",", 1);
+                embd_buf_json_string(&line, t ? t : "", t ? strlen(t) : 0);
+            }
+            embd_buf_str(&line, "],\"offsets\":[");
+            for (size_t i = 0; i < n; i++)
+                embd_buf_printf(&line, i ? ",[%zu,%zu]" : "[%zu,%zu]", starts[i], stops[i]);
+        }
         embd_buf_put(&line, "]}\n", 3);
         if (cli_write_buf(out, &line)) goto done;
         index++;
@@ -73,6 +104,8 @@ done:
     }
     embd_buf_free(&line);
     free(ids);
+    free(starts);
+    free(stops);
     if (in_open) cli_reader_close(&in);
     embd_model_free(model);
     cli_args_free(&a);

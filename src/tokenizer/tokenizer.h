@@ -32,6 +32,27 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
                                        int max_tokens, int32_t *ids, size_t cap, size_t *n,
                                        bool *truncated);
 
+/* Like embd_tokenizer_encode, and also the offsets of each id as Hugging Face
+ * `tokenizers` gives them (Encoding::get_offsets): [starts[i], stops[i]) is the
+ * byte range of the caller's text the token came from, after the normalizer's
+ * alignments (a lowercased or accent-stripped character maps to its original
+ * bytes; a word-level [UNK] spans the word; an added token matched in the text
+ * spans its match, and the whitespace its lstrip / rstrip take in), and
+ * special[i] is 1 for a token the post-processor added ([CLS], [SEP]; range
+ * 0..0), else 0. Where the text is not valid UTF-8, an invalid sequence read as
+ * U+FFFD spans its own bytes (the maximal subpart it replaces), so ranges refer
+ * to the text as given. add_special false: no post-processor tokens, and at
+ * most max_tokens pieces (as `tokenizers` truncates with
+ * add_special_tokens=False). Any of starts, stops and special may be NULL;
+ * max_tokens INT_MAX does not truncate in practice. Tracks the offsets only
+ * here: embd_tokenizer_encode stays as it is. Same returns as
+ * embd_tokenizer_encode. */
+enum embd_status embd_tokenizer_encode_offsets(const embd_tokenizer *tok, const char *text,
+                                               size_t len, int max_tokens, bool add_special,
+                                               int32_t *ids, size_t *starts, size_t *stops,
+                                               uint8_t *special, size_t cap, size_t *n,
+                                               bool *truncated);
+
 /* Encodes a pair (a query and a document, for a cross-encoder) as the
  * post-processor's pair template says ([CLS] a [SEP] b [SEP] for BERT), each
  * id with its type id in types (0 for a and its tokens, 1 for b, as the
@@ -51,6 +72,25 @@ int embd_tokenizer_vocab_size(const embd_tokenizer *tok);
 
 /* The id of a token string (vocabulary or added token), or -1. */
 int32_t embd_tokenizer_token_id(const embd_tokenizer *tok, const char *token);
+
+/* The string of token `id` (the added token's content, else the vocabulary
+ * token: "[CLS]", "hello", "##ing"), or NULL for an id out of range or
+ * without one. Valid as long as the tokenizer. */
+const char *embd_tokenizer_id_to_token(const embd_tokenizer *tok, int32_t id);
+
+/* Decodes ids to text as Hugging Face's Tokenizer.decode(ids,
+ * skip_special_tokens) does with the tokenizer.json's decoder: each id's
+ * string (skip_special dropping the added tokens marked special, and any
+ * token spelled as one), then the decoder: WordPiece (the prefix removed from
+ * a continuing piece, a space before any other piece but the first, and with
+ * cleanup the clean_up_tokenization replacements on each piece), or none
+ * (the strings joined by spaces). Writes at most cap bytes, NUL-terminated
+ * when cap > 0; *len gets the full length without the NUL, and
+ * EMBD_ERR_BUFFER_TOO_SMALL is returned when len + 1 > cap (cap 0 sizes it).
+ * An id that is not a token: EMBD_ERR_INVALID_ARG naming its position. A
+ * decoder type other than WordPiece: EMBD_ERR_UNSUPPORTED naming it. */
+enum embd_status embd_tokenizer_decode(const embd_tokenizer *tok, const int32_t *ids, size_t n,
+                                       bool skip_special, char *buf, size_t cap, size_t *len);
 
 /* A hash of everything that decides the ids (for the model fingerprint). */
 uint64_t embd_tokenizer_fingerprint(const embd_tokenizer *tok);

@@ -27,7 +27,12 @@ struct tok_table {
 struct tok_added {
     uint32_t off, len; /* content in pool */
     int32_t id;
+    uint8_t special;        /* "special": true (skip_special_tokens drops it when decoding) */
+    uint8_t lstrip, rstrip; /* its offsets take in the whitespace before / after it */
 };
+
+/* The decoder of tokenizer.json (decoding only; never changes the ids). */
+enum { TOK_DEC_NONE = 0, TOK_DEC_WORDPIECE, TOK_DEC_UNSUPPORTED };
 
 /* ASCII classes after BertNormalizer + BertPreTokenizer. */
 enum { TOK_ASCII_DROP = 0, TOK_ASCII_SPACE = 1, TOK_ASCII_PUNCT = 2, TOK_ASCII_WORD = 3 };
@@ -68,6 +73,17 @@ struct embd_tokenizer {
 
     int vocab_size;
     uint64_t fingerprint;
+
+    /* decoding: each id's string (the added token's content, else the vocab
+     * token's), as an offset in pool or UINT32_MAX where the id has none;
+     * whether skip_special_tokens drops it; the decoder */
+    uint32_t *id_str;    /* (vocab_size) */
+    uint8_t *id_special; /* (vocab_size) */
+    size_t max_token_len;
+    int dec_kind;      /* TOK_DEC_* */
+    int dec_cleanup;   /* WordPiece: clean_up_tokenization on each token */
+    char *dec_prefix;  /* WordPiece: the continuing-subword prefix ("##") */
+    char dec_type[64]; /* TOK_DEC_UNSUPPORTED: the type, for the message */
 };
 
 /* Looks up [s, s+len) in a table; returns the id or -1. */

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Ids above this are refused as corrupt (the largest real vocabularies hold
@@ -245,7 +246,8 @@ static enum embd_status load_added(embd_tokenizer *tok, const cJSON *added, int3
             return embd_error(EMBD_ERR_MODEL_FORMAT,
                               "tokenizer.json: added token '%.40s' has a non-boolean flag", c);
         /* lstrip / rstrip only move whitespace from the neighbouring text into
-         * the token's span; whitespace yields no ids, so they change nothing. */
+         * the token's span; whitespace yields no ids, so they change nothing
+         * but the offsets (encode_text_track). */
         if (single)
             return embd_error(EMBD_ERR_UNSUPPORTED,
                               "tokenizer.json: added token '%.40s' with single_word", c);
@@ -258,7 +260,12 @@ static enum embd_status load_added(embd_tokenizer *tok, const cJSON *added, int3
         size_t len = strlen(c);
         uint32_t off = pool_add(tok, c, len);
         if (id_off[id] < 0) id_off[id] = (int32_t)off;
-        tok->added[tok->n_added++] = (struct tok_added){.off = off, .len = (uint32_t)len, .id = id};
+        tok->added[tok->n_added++] = (struct tok_added){.off = off,
+                                                        .len = (uint32_t)len,
+                                                        .id = id,
+                                                        .special = special != 0,
+                                                        .lstrip = lstrip != 0,
+                                                        .rstrip = rstrip != 0};
         tok->added_first[(unsigned char)c[0]] = 1;
     }
     return EMBD_OK;
@@ -396,6 +403,65 @@ static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
     return load_pair_template(tok, cJSON_GetObjectItemCaseSensitive(p, "pair"), specials);
 }
 
+/* The decoder (for embd_tokenizer_decode only): WordPiece or none. Any other
+ * type, or a WordPiece decoder with bad fields, loads (ids do not depend on
+ * it) and makes decoding refuse with EMBD_ERR_UNSUPPORTED. */
+static enum embd_status load_decoder(embd_tokenizer *tok, const cJSON *d) {
+    tok->dec_kind = TOK_DEC_NONE;
+    if (!d || cJSON_IsNull(d)) return EMBD_OK;
+    const char *type = json_type(d);
+    snprintf(tok->dec_type, sizeof tok->dec_type, "%s", type ? type : "(none)");
+    tok->dec_kind = TOK_DEC_UNSUPPORTED;
+    if (!type || strcmp(type, "WordPiece") != 0) return EMBD_OK;
+    const cJSON *pfx = cJSON_GetObjectItemCaseSensitive(d, "prefix");
+    int cleanup = json_bool(d, "cleanup", 1);
+    if ((pfx && !cJSON_IsString(pfx)) || cleanup < 0) {
+        snprintf(tok->dec_type, sizeof tok->dec_type, "WordPiece (with a bad prefix or cleanup)");
+        return EMBD_OK;
+    }
+    const char *prefix = pfx ? pfx->valuestring : "##";
+    size_t plen = strlen(prefix);
+    tok->dec_prefix = embd_malloc(plen + 1);
+    if (!tok->dec_prefix) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    memcpy(tok->dec_prefix, prefix, plen + 1);
+    tok->dec_cleanup = cleanup;
+    tok->dec_kind = TOK_DEC_WORDPIECE;
+    return EMBD_OK;
+}
+
+/* Each id's string for decoding (an added token's content first, as
+ * `tokenizers` looks it up) and whether skip_special_tokens drops it: the
+ * special added tokens, and any token spelled as one of them. */
+static enum embd_status init_decoding(embd_tokenizer *tok, const int32_t *id_off, int max_id) {
+    size_t n = (size_t)max_id + 1;
+    tok->id_str = embd_malloc2(n, sizeof(*tok->id_str));
+    tok->id_special = embd_calloc(n, 1);
+    if (!tok->id_str || !tok->id_special)
+        return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; i < n; i++)
+        tok->id_str[i] = id_off[i] < 0 ? UINT32_MAX : (uint32_t)id_off[i];
+    for (int i = 0; i < tok->n_added; i++)
+        tok->id_str[tok->added[i].id] = tok->added[i].off;
+    for (int i = 0; i < tok->n_added; i++) {
+        const struct tok_added *a = &tok->added[i];
+        if (!a->special) continue;
+        const char *s = tok->pool + a->off;
+        tok->id_special[a->id] = 1;
+        int32_t v = tok_table_find(tok, &tok->full, s, a->len);
+        if (v >= 0 && tok->id_str[v] == (uint32_t)id_off[v]) tok->id_special[v] = 1;
+        for (int j = 0; j < tok->n_added; j++)
+            if (tok->added[j].len == a->len &&
+                memcmp(tok->pool + tok->added[j].off, s, a->len) == 0)
+                tok->id_special[tok->added[j].id] = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (tok->id_str[i] == UINT32_MAX) continue;
+        size_t l = strlen(tok->pool + tok->id_str[i]);
+        if (l > tok->max_token_len) tok->max_token_len = l;
+    }
+    return EMBD_OK;
+}
+
 static void init_ascii(embd_tokenizer *tok) {
     for (uint32_t c = 0; c < 128; c++) {
         uint8_t cls = TOK_ASCII_WORD;
@@ -489,6 +555,8 @@ enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, siz
     init_ascii(tok);
     tok->vocab_size = max_id + 1;
     tok->fingerprint = compute_fingerprint(tok, id_off, max_id);
+    if ((st = init_decoding(tok, id_off, max_id))) goto fail;
+    if ((st = load_decoder(tok, cJSON_GetObjectItemCaseSensitive(root, "decoder")))) goto fail;
     embd_free(id_off);
     cJSON_Delete(root);
     *out = tok;
@@ -506,6 +574,9 @@ void embd_tokenizer_free(embd_tokenizer *tok) {
     embd_free(tok->cont.slots);
     embd_free(tok->added);
     embd_free(tok->pool);
+    embd_free(tok->id_str);
+    embd_free(tok->id_special);
+    embd_free(tok->dec_prefix);
     embd_free(tok);
 }
 

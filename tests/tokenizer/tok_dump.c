@@ -11,9 +11,18 @@
  *       reference that test_tok_codepoints.py builds with tokenizers.
  *   tok_dump --bench TOKENIZER_JSON MAX_TOKENS REPEAT < input
  *       Encodes all texts REPEAT times and prints texts/s and tokens/s.
+ *   tok_dump --offsets TOKENIZER_JSON MAX_TOKENS [--no-special] < input
+ *       Like the first form, each id as "id:start:stop:special" (the byte
+ *       offsets of embd_tokenizer_encode_offsets); --no-special: without the
+ *       post-processor's tokens (add_special_tokens=False).
+ *   tok_dump --decode TOKENIZER_JSON [--keep-special] < input
+ *       Each input line holds space-separated ids; prints the text
+ *       embd_tokenizer_decode gives (skip_special_tokens true, false with
+ *       --keep-special) as a JSON string, or "!" and the status number.
  * Exit status 0, or 1 on any error (message on stderr). */
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_internal.h"
+#include "util/text.h"
 #include "util/util.h"
 
 #include <stdio.h>
@@ -166,21 +175,85 @@ static void print_codepoints(void) {
     }
 }
 
+static void put_stdout(void *ctx, const char *bytes, size_t n) {
+    fwrite(bytes, 1, n, (FILE *)ctx);
+}
+
+/* --decode: lines of ids to decoded text. */
+static int decode_lines(const char *path, bool skip) {
+    char *json = NULL, *line = NULL;
+    size_t json_len, line_cap = 0, ids_cap = 0, buf_cap = 0;
+    int32_t *ids = NULL;
+    char *buf = NULL;
+    embd_tokenizer *tok = NULL;
+    int rc = 1;
+    if (embd_read_file(path, (size_t)1 << 30, &json, &json_len) != EMBD_OK ||
+        embd_tokenizer_load(&tok, json, json_len) != EMBD_OK) {
+        fprintf(stderr, "tok_dump: %s\n", embd_last_error());
+        goto done;
+    }
+    while (getline(&line, &line_cap, stdin) >= 0) {
+        size_t n = 0;
+        char *p = line, *end;
+        for (;;) {
+            long long v = strtoll(p, &end, 10);
+            if (end == p) break;
+            if (n == ids_cap) {
+                ids_cap = ids_cap ? ids_cap * 2 : 1024;
+                ids = realloc(ids, ids_cap * sizeof *ids);
+            }
+            ids[n++] = (int32_t)v;
+            p = end;
+        }
+        size_t len = 0;
+        enum embd_status st = embd_tokenizer_decode(tok, ids, n, skip, buf, buf_cap, &len);
+        if (st == EMBD_ERR_BUFFER_TOO_SMALL) {
+            buf_cap = len + 1;
+            buf = realloc(buf, buf_cap);
+            st = embd_tokenizer_decode(tok, ids, n, skip, buf, buf_cap, &len);
+        }
+        if (st != EMBD_OK) {
+            printf("!%d %s\n", (int)st, embd_last_error());
+            continue;
+        }
+        embd_json_string(put_stdout, stdout, buf, len);
+        printf("\n");
+    }
+    rc = 0;
+done:
+    free(ids);
+    free(buf);
+    free(line);
+    embd_free(json);
+    embd_tokenizer_free(tok);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--codepoints") == 0) {
         print_codepoints();
         return 0;
     }
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "--decode") == 0)
+        return decode_lines(argv[2], !(argc == 4 && strcmp(argv[3], "--keep-special") == 0));
     int bench = argc == 5 && strcmp(argv[1], "--bench") == 0;
-    if (!bench && argc != 3) {
-        fprintf(stderr, "usage: tok_dump TOKENIZER_JSON MAX_TOKENS < input\n"
-                        "       tok_dump --codepoints\n"
-                        "       tok_dump --bench TOKENIZER_JSON MAX_TOKENS REPEAT < input\n");
+    int offs = (argc == 4 || argc == 5) && strcmp(argv[1], "--offsets") == 0;
+    bool add_special = !(offs && argc == 5 && strcmp(argv[4], "--no-special") == 0);
+    if (!bench && !offs && argc != 3) {
+        fprintf(stderr,
+                "usage: tok_dump TOKENIZER_JSON MAX_TOKENS < input\n"
+                "       tok_dump --codepoints\n"
+                "       tok_dump --bench TOKENIZER_JSON MAX_TOKENS REPEAT < input\n"
+                "       tok_dump --offsets TOKENIZER_JSON MAX_TOKENS [--no-special] < input\n"
+                "       tok_dump --decode TOKENIZER_JSON [--keep-special] < input\n");
         return 1;
     }
-    const char *path = argv[1 + bench];
-    int max_tokens = atoi(argv[2 + bench]);
+    const char *path = argv[1 + (bench || offs)];
+    int max_tokens = atoi(argv[2 + (bench || offs)]);
     int repeat = bench ? atoi(argv[4]) : 1;
+    size_t *starts = embd_malloc2((size_t)max_tokens + 1, sizeof(size_t));
+    size_t *stops = embd_malloc2((size_t)max_tokens + 1, sizeof(size_t));
+    uint8_t *special = embd_malloc((size_t)max_tokens + 1);
     char *json = NULL, *line = NULL;
     size_t json_len, line_cap = 0;
     embd_tokenizer *tok = NULL;
@@ -219,15 +292,24 @@ int main(int argc, char **argv) {
     for (int r = 0; r < repeat; r++) {
         for (size_t i = 0; i < n_texts; i++) {
             size_t n;
-            if (embd_tokenizer_encode(tok, texts[i], lens[i], max_tokens, ids, (size_t)max_tokens,
-                                      &n, NULL) != EMBD_OK) {
+            enum embd_status st = offs ? embd_tokenizer_encode_offsets(
+                                             tok, texts[i], lens[i], max_tokens, add_special, ids,
+                                             starts, stops, special, (size_t)max_tokens, &n, NULL)
+                                       : embd_tokenizer_encode(tok, texts[i], lens[i], max_tokens,
+                                                               ids, (size_t)max_tokens, &n, NULL);
+            if (st != EMBD_OK) {
                 fprintf(stderr, "tok_dump: text %zu: %s\n", i + 1, embd_last_error());
                 goto done;
             }
             total_ids += n;
             if (bench) continue;
-            for (size_t j = 0; j < n; j++)
-                printf(j ? " %d" : "%d", (int)ids[j]);
+            for (size_t j = 0; j < n; j++) {
+                if (offs)
+                    printf(j ? " %d:%zu:%zu:%d" : "%d:%zu:%zu:%d", (int)ids[j], starts[j], stops[j],
+                           (int)special[j]);
+                else
+                    printf(j ? " %d" : "%d", (int)ids[j]);
+            }
             printf("\n");
         }
     }
@@ -244,6 +326,9 @@ done:
     free(lens);
     free(line);
     embd_free(ids);
+    embd_free(starts);
+    embd_free(stops);
+    embd_free(special);
     embd_free(json);
     embd_tokenizer_free(tok);
     return rc;
