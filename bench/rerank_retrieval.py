@@ -25,7 +25,6 @@ usage: bench/rerank_retrieval.py --model DIR --reranker DIR [--corpus FILE]
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,15 +32,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rerank import cpu_name  # noqa: E402
 from retrieval import load_eligible, select, slice_sha256  # noqa: E402
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def summary(ranks):

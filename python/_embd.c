@@ -276,6 +276,23 @@ static int get_out(PyObject *obj, Py_buffer *view, size_t count, Py_ssize_t item
     return 0;
 }
 
+/* The result of an embedding or rerank call: the total tokens, or the
+ * exception: embd.TooLongError with (status, message, index, tokens) for
+ * EMBD_ERR_TOO_LONG (index counted from `base`), else the status's class. */
+static PyObject *call_result(enum embd_status s, const char *msg,
+                             const struct embd_embed_info *info, Py_ssize_t base) {
+    if (s == EMBD_OK) return PyLong_FromSize_t(info->total_tokens);
+    if (s != EMBD_ERR_TOO_LONG) return raise_status(s, msg);
+    PyObject *key = PyLong_FromLong((long)s), *cls = NULL;
+    if (key && error_classes) cls = PyDict_GetItemWithError(error_classes, key);
+    Py_XDECREF(key);
+    PyObject *a = Py_BuildValue("(isnn)", (int)s, msg, (Py_ssize_t)info->bad_input + base,
+                                (Py_ssize_t)info->bad_tokens);
+    if (a && !PyErr_Occurred()) PyErr_SetObject(cls ? cls : PyExc_ValueError, a);
+    Py_XDECREF(a);
+    return NULL;
+}
+
 /* embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0,
  *            dimensions=0) -> total tokens. out: float32 (n, D) (D = dimensions when
  * set); counts: uint64 (n) or None. */
@@ -326,20 +343,7 @@ static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
         PyEval_RestoreThread(ts);
         e->active--;
     }
-    if (s == EMBD_ERR_TOO_LONG) {
-        /* (status, message, index, tokens) for embd.TooLongError */
-        PyObject *key = PyLong_FromLong((long)s), *cls = NULL;
-        if (key && error_classes) cls = PyDict_GetItemWithError(error_classes, key);
-        Py_XDECREF(key);
-        PyObject *a = Py_BuildValue("(isnn)", (int)s, msg, (Py_ssize_t)info.bad_input + base,
-                                    (Py_ssize_t)info.bad_tokens);
-        if (a && !PyErr_Occurred()) PyErr_SetObject(cls ? cls : PyExc_ValueError, a);
-        Py_XDECREF(a);
-    } else if (s != EMBD_OK) {
-        raise_status(s, msg);
-    } else {
-        ret = PyLong_FromSize_t(info.total_tokens);
-    }
+    ret = call_result(s, msg, &info, base);
 done:
     if (ov.obj) PyBuffer_Release(&ov);
     if (cv.obj) PyBuffer_Release(&cv);
@@ -422,19 +426,7 @@ static PyObject *Engine_rerank_into(Engine *e, PyObject *args, PyObject *kw) {
         PyEval_RestoreThread(ts);
         e->active--;
     }
-    if (s == EMBD_ERR_TOO_LONG) {
-        PyObject *key = PyLong_FromLong((long)s), *cls = NULL;
-        if (key && error_classes) cls = PyDict_GetItemWithError(error_classes, key);
-        Py_XDECREF(key);
-        PyObject *a = Py_BuildValue("(isnn)", (int)s, msg, (Py_ssize_t)info.bad_input + base,
-                                    (Py_ssize_t)info.bad_tokens);
-        if (a && !PyErr_Occurred()) PyErr_SetObject(cls ? cls : PyExc_ValueError, a);
-        Py_XDECREF(a);
-    } else if (s != EMBD_OK) {
-        raise_status(s, msg);
-    } else {
-        ret = PyLong_FromSize_t(info.total_tokens);
-    }
+    ret = call_result(s, msg, &info, base);
 done:
     if (ov.obj) PyBuffer_Release(&ov);
     texts_free(&t);

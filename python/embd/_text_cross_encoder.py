@@ -16,8 +16,7 @@ import itertools
 
 import numpy as np
 
-from ._errors import FileError
-from ._text_embedding import ModelNotFoundError, TextEmbedding, _iter_texts, _wants_cuda
+from ._text_embedding import TextEmbedding, _iter_texts, _resolve_first, _wants_cuda
 
 # fastembed's names of the BERT cross-encoders it lists, and where the
 # same weights are on the Hugging Face hub (what users have in their cache).
@@ -77,16 +76,9 @@ class TextCrossEncoder:
     def _find_path(self, specific):
         if specific is not None:
             return str(specific)
-        from . import _embd
         known = _known(self.model_name)
-        names = [self.model_name] + ([known["hf"]] if known else [])
-        first = None
-        for name in names:
-            try:
-                return _embd.resolve(name, self.cache_dir)
-            except FileError as e:
-                first = first or e
-        raise ModelNotFoundError(first.status, first.message) from None
+        return _resolve_first([self.model_name] + ([known["hf"]] if known else []),
+                              self.cache_dir)
 
     def _load(self):
         if self._model is None:

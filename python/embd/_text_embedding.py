@@ -106,14 +106,7 @@ class TextEmbedding:
         if self._entry and self._entry.desc.sources.hf and \
                 self._entry.desc.sources.hf.lower() != self.model_name.lower():
             names.append(self._entry.desc.sources.hf)
-        from . import _embd
-        first = None
-        for name in names:
-            try:
-                return _embd.resolve(name, self.cache_dir)
-            except FileError as e:
-                first = first or e
-        raise ModelNotFoundError(first.status, first.message) from None
+        return _resolve_first(names, self.cache_dir)
 
     def _load(self):
         if self._model is not None:
@@ -260,6 +253,19 @@ class TextEmbedding:
             model._engine().embed_into(batch, out, norm, True, prefix or None, None, base)
             base += len(batch)
             yield from out
+
+
+def _resolve_first(names, cache_dir):
+    """The directory of the first of names found (embd_model_resolve), else
+    ModelNotFoundError with the first name's message."""
+    from . import _embd
+    first = None
+    for name in names:
+        try:
+            return _embd.resolve(name, cache_dir)
+        except FileError as e:
+            first = first or e
+    raise ModelNotFoundError(first.status, first.message) from None
 
 
 def _iter_texts(documents):
