@@ -65,6 +65,8 @@ enum embd_status embd_tokenizer_decode(const embd_tokenizer *tok, const int32_t 
             return embd_error(EMBD_ERR_INVALID_ARG,
                               "decode: id %lld at position %zu is not a token (ids are 0 .. %d)",
                               (long long)ids[i], i, tok->vocab_size - 1);
+    if (tok->dec_kind == TOK_DEC_CHAIN)
+        return tok_uni_decode(tok, ids, n, skip_special, buf, cap, len);
     if (tok->dec_kind == TOK_DEC_UNSUPPORTED)
         return embd_error(EMBD_ERR_UNSUPPORTED,
                           "decode: tokenizer.json decoder '%s' is not supported (only WordPiece)",

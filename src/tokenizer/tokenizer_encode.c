@@ -684,6 +684,11 @@ static enum embd_status encode_pieces(const embd_tokenizer *tok, const char *tex
         if (st != EMBD_OK) return st;
         text = fixed;
     }
+    if (tok->uni) { /* SentencePiece: tokenizer_unigram.c */
+        enum embd_status st = tok_uni_encode(tok, text, len, limit, ids, cap, off, n, truncated);
+        embd_free(fixed);
+        return st;
+    }
     struct enc e = {.tok = tok,
                     .ids = ids,
                     .cap = cap,
@@ -706,6 +711,9 @@ static __attribute__((noinline)) enum embd_status
 encode_pieces_track(const embd_tokenizer *tok, const char *text, size_t len, size_t limit,
                     int32_t *ids, size_t cap, size_t off, size_t *n, int *truncated,
                     const struct offs_out *o) {
+    if (tok->uni)
+        return embd_error(EMBD_ERR_UNSUPPORTED,
+                          "tokenizer: offsets are not supported for the Unigram model");
     char *fixed = NULL;
     struct rep_site *sites = NULL;
     size_t nsites = 0;

@@ -31,8 +31,13 @@ struct tok_added {
     uint8_t lstrip, rstrip; /* its offsets take in the whitespace before / after it */
 };
 
-/* The decoder of tokenizer.json (decoding only; never changes the ids). */
-enum { TOK_DEC_NONE = 0, TOK_DEC_WORDPIECE, TOK_DEC_UNSUPPORTED };
+/* The decoder of tokenizer.json (decoding only; never changes the ids).
+ * TOK_DEC_CHAIN: the SentencePiece decoders (tokenizer_unigram.c). */
+enum { TOK_DEC_NONE = 0, TOK_DEC_WORDPIECE, TOK_DEC_UNSUPPORTED, TOK_DEC_CHAIN };
+
+/* The Unigram model with its normalizers, pre-tokenizers and decoders
+ * (tokenizer_unigram.c). */
+struct tok_uni;
 
 /* ASCII classes after BertNormalizer + BertPreTokenizer. */
 enum { TOK_ASCII_DROP = 0, TOK_ASCII_SPACE = 1, TOK_ASCII_PUNCT = 2, TOK_ASCII_WORD = 3 };
@@ -84,7 +89,37 @@ struct embd_tokenizer {
     int dec_cleanup;   /* WordPiece: clean_up_tokenization on each token */
     char *dec_prefix;  /* WordPiece: the continuing-subword prefix ("##") */
     char dec_type[64]; /* TOK_DEC_UNSUPPORTED: the type, for the message */
+
+    /* the SentencePiece Unigram model, or NULL for WordPiece (everything
+     * above that is WordPiece's or BERT's is then unused) */
+    struct tok_uni *uni;
 };
+
+/* Helpers of tokenizer_load.c that tokenizer_unigram.c shares. */
+struct cJSON;
+enum embd_status tok_table_init(struct tok_table *t, size_t n);
+/* Inserts a key already in the pool; with `replace`, a key already present
+ * takes the new id (returns 0), else returns 1 and keeps the old one. */
+int tok_table_insert(const struct embd_tokenizer *tok, struct tok_table *t, uint32_t off,
+                     uint32_t len, int32_t id, int replace);
+int tok_json_bool(const struct cJSON *obj, const char *name, int def);
+const char *tok_json_type(const struct cJSON *obj);
+
+/* tokenizer_unigram.c. tok_uni_load reads the Unigram model's vocabulary
+ * (into tok->pool, tok->full and id_off, as load_model does for WordPiece,
+ * with room for the added tokens), the normalizer and the pre-tokenizer;
+ * tok_uni_encode is encode_pieces for it (valid UTF-8 in); the decoder is
+ * read by tok_uni_load_decoder and run by tok_uni_decode. */
+enum embd_status tok_uni_load(embd_tokenizer *tok, const struct cJSON *root,
+                              const struct cJSON *added, int32_t **id_off, int *max_id);
+void tok_uni_free(struct tok_uni *u);
+enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, size_t len,
+                                size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
+                                int *truncated);
+uint64_t tok_uni_fingerprint(const embd_tokenizer *tok, uint64_t h);
+enum embd_status tok_uni_load_decoder(embd_tokenizer *tok, const struct cJSON *d);
+enum embd_status tok_uni_decode(const embd_tokenizer *tok, const int32_t *ids, size_t n,
+                                bool skip_special, char *buf, size_t cap, size_t *len);
 
 /* Looks up [s, s+len) in a table; returns the id or -1. */
 int32_t tok_table_find(const struct embd_tokenizer *tok, const struct tok_table *t, const char *s,

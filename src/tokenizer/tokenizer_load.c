@@ -30,23 +30,28 @@ int32_t tok_table_find(const struct embd_tokenizer *tok, const struct tok_table 
 }
 
 /* Inserts a key (already in the pool at `off`). Returns 0, or 1 if the key is
- * already present. The table must have a free slot. */
-static int tok_table_insert(const struct embd_tokenizer *tok, struct tok_table *t, uint32_t off,
-                            uint32_t len, int32_t id) {
+ * already present (with `replace`, it then takes the new id and 0 is
+ * returned). The table must have a free slot. */
+int tok_table_insert(const struct embd_tokenizer *tok, struct tok_table *t, uint32_t off,
+                     uint32_t len, int32_t id, int replace) {
     const char *s = tok->pool + off;
     uint64_t h = tok_hash(s, len);
     uint32_t i = (uint32_t)h & t->mask;
     for (;; i = (i + 1) & t->mask) {
         struct tok_slot *sl = &t->slots[i];
         if (sl->id < 0) break;
-        if (sl->hash == h && sl->len == len && memcmp(tok->pool + sl->off, s, len) == 0) return 1;
+        if (sl->hash == h && sl->len == len && memcmp(tok->pool + sl->off, s, len) == 0) {
+            if (!replace) return 1;
+            sl->id = id;
+            return 0;
+        }
     }
     t->slots[i] = (struct tok_slot){.hash = h, .off = off, .len = len, .id = id};
     if (len > t->max_len) t->max_len = len;
     return 0;
 }
 
-static enum embd_status tok_table_init(struct tok_table *t, size_t n) {
+enum embd_status tok_table_init(struct tok_table *t, size_t n) {
     size_t cap = 16;
     while (cap < n * 2)
         cap *= 2;
@@ -80,6 +85,14 @@ static int json_bool(const cJSON *obj, const char *name, int def) {
 static const char *json_type(const cJSON *obj) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "type");
     return cJSON_IsString(t) ? t->valuestring : NULL;
+}
+
+int tok_json_bool(const struct cJSON *obj, const char *name, int def) {
+    return json_bool(obj, name, def);
+}
+
+const char *tok_json_type(const struct cJSON *obj) {
+    return json_type(obj);
 }
 
 static enum embd_status load_normalizer(embd_tokenizer *tok, const cJSON *n) {
@@ -206,13 +219,13 @@ static enum embd_status load_model(embd_tokenizer *tok, const cJSON *m, const cJ
         }
         uint32_t off = pool_add(tok, e->string, len);
         id_off[id] = (int32_t)off;
-        if (tok_table_insert(tok, &tok->full, off, (uint32_t)len, id) != 0) {
+        if (tok_table_insert(tok, &tok->full, off, (uint32_t)len, id, 0) != 0) {
             st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: vocab token '%.40s' repeats",
                             e->string);
             goto fail;
         }
         if (plen && len >= plen && memcmp(e->string, prefix, plen) == 0)
-            tok_table_insert(tok, &tok->cont, off + (uint32_t)plen, (uint32_t)(len - plen), id);
+            tok_table_insert(tok, &tok->cont, off + (uint32_t)plen, (uint32_t)(len - plen), id, 0);
     }
     tok->unk_id = tok_table_find(tok, &tok->full, unk->valuestring, strlen(unk->valuestring));
     if (tok->unk_id < 0) {
@@ -367,6 +380,24 @@ static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
         tok->n_pair = 5;
         return EMBD_OK;
     }
+    if (strcmp(type, "RobertaProcessing") == 0) {
+        /* <s> A </s>, and <s> A </s> </s> B </s> for a pair, every type id 0
+         * (trim_offsets and add_prefix_space only move offsets) */
+        const cJSON *cls = cJSON_GetObjectItemCaseSensitive(p, "cls");
+        const cJSON *sep = cJSON_GetObjectItemCaseSensitive(p, "sep");
+        if (cJSON_GetArraySize(cls) != 2 || cJSON_GetArraySize(sep) != 2 ||
+            json_id(cJSON_GetArrayItem(cls, 1), &tok->pre_ids[0]) != 0 ||
+            json_id(cJSON_GetArrayItem(sep, 1), &tok->post_ids[0]) != 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: RobertaProcessing needs cls and sep as [token, id]");
+        tok->n_pre = tok->n_post = 1;
+        const int32_t c = tok->pre_ids[0], e = tok->post_ids[0];
+        const struct tok_pair_item roberta[6] = {{c, -1, 0}, {0, 0, 0}, {e, -1, 0},
+                                                 {e, -1, 0}, {0, 1, 0}, {e, -1, 0}};
+        memcpy(tok->pair, roberta, sizeof roberta);
+        tok->n_pair = 6;
+        return EMBD_OK;
+    }
     if (strcmp(type, "TemplateProcessing") != 0)
         return embd_error(EMBD_ERR_UNSUPPORTED,
                           "tokenizer.json: unsupported post_processor type '%s'", type);
@@ -412,7 +443,8 @@ static enum embd_status load_decoder(embd_tokenizer *tok, const cJSON *d) {
     const char *type = json_type(d);
     snprintf(tok->dec_type, sizeof tok->dec_type, "%s", type ? type : "(none)");
     tok->dec_kind = TOK_DEC_UNSUPPORTED;
-    if (!type || strcmp(type, "WordPiece") != 0) return EMBD_OK;
+    if (type && strcmp(type, "WordPiece") != 0) return tok_uni_load_decoder(tok, d);
+    if (!type) return EMBD_OK;
     const cJSON *pfx = cJSON_GetObjectItemCaseSensitive(d, "prefix");
     int cleanup = json_bool(d, "cleanup", 1);
     if ((pfx && !cJSON_IsString(pfx)) || cleanup < 0) {
@@ -489,6 +521,7 @@ static uint64_t compute_fingerprint(const embd_tokenizer *tok, const int32_t *id
     h = embd_hash64(h, tok->prefix, strlen(tok->prefix) + 1);
     h = embd_hash64(h, tok->pre_ids, sizeof(tok->pre_ids[0]) * (size_t)tok->n_pre);
     h = embd_hash64(h, tok->post_ids, sizeof(tok->post_ids[0]) * (size_t)tok->n_post);
+    if (tok->uni) h = tok_uni_fingerprint(tok, h);
     for (int i = 0; i <= max_id; i++) {
         if (id_off[i] < 0) continue;
         const char *s = tok->pool + id_off[i];
@@ -527,13 +560,18 @@ enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, siz
         st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: added_tokens is not an array");
         goto fail;
     }
-    if ((st = load_normalizer(tok, cJSON_GetObjectItemCaseSensitive(root, "normalizer"))))
-        goto fail;
-    if ((st = load_pretokenizer(tok, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"))))
-        goto fail;
-    if ((st = load_model(tok, cJSON_GetObjectItemCaseSensitive(root, "model"), added, &id_off,
-                         &max_id)))
-        goto fail;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *mtype = cJSON_IsObject(model) ? json_type(model) : NULL;
+    if (mtype && strcmp(mtype, "Unigram") == 0) {
+        /* the SentencePiece pipeline: its own normalizers and pre-tokenizers */
+        if ((st = tok_uni_load(tok, root, added, &id_off, &max_id))) goto fail;
+    } else {
+        if ((st = load_normalizer(tok, cJSON_GetObjectItemCaseSensitive(root, "normalizer"))))
+            goto fail;
+        if ((st = load_pretokenizer(tok, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"))))
+            goto fail;
+        if ((st = load_model(tok, model, added, &id_off, &max_id))) goto fail;
+    }
     if ((st = load_added(tok, added, id_off))) goto fail;
     if ((st = load_post(tok, cJSON_GetObjectItemCaseSensitive(root, "post_processor")))) goto fail;
     for (int i = 0; i < tok->n_pre + tok->n_post; i++) {
@@ -577,6 +615,7 @@ void embd_tokenizer_free(embd_tokenizer *tok) {
     embd_free(tok->id_str);
     embd_free(tok->id_special);
     embd_free(tok->dec_prefix);
+    tok_uni_free(tok->uni);
     embd_free(tok);
 }
 

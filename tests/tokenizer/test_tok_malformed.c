@@ -118,7 +118,9 @@ static void test_malformed(void) {
     expect("model no type", "{\"model\":{\"vocab\":{\"a\":0}}}", EMBD_ERR_MODEL_FORMAT, "type");
     expect("bpe", "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}", EMBD_ERR_UNSUPPORTED,
            "BPE");
-    expect("unigram", "{\"model\":{\"type\":\"Unigram\"}}", EMBD_ERR_UNSUPPORTED, "Unigram");
+    expect("unigram", "{\"model\":{\"type\":\"Unigram\"}}", EMBD_ERR_MODEL_FORMAT,
+           "Unigram vocab");
+    expect("bpe", "{\"model\":{\"type\":\"BPE\"}}", EMBD_ERR_UNSUPPORTED, "BPE");
     expect("no vocab", "{\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\"}}",
            EMBD_ERR_MODEL_FORMAT, "vocab");
     expect("vocab array",
@@ -161,8 +163,11 @@ static void test_malformed(void) {
     expect("pretok type", "{\"pre_tokenizer\":{\"type\":\"Metaspace\"}," MODEL("\"[UNK]\":0"),
            EMBD_ERR_UNSUPPORTED, "Metaspace");
     expect("post type",
+           "{\"post_processor\":{\"type\":\"ByteLevel\"}," MODEL("\"[UNK]\":0"),
+           EMBD_ERR_UNSUPPORTED, "ByteLevel");
+    expect("roberta without ids",
            "{\"post_processor\":{\"type\":\"RobertaProcessing\"}," MODEL("\"[UNK]\":0"),
-           EMBD_ERR_UNSUPPORTED, "RobertaProcessing");
+           EMBD_ERR_MODEL_FORMAT, "RobertaProcessing");
     expect("bert post bad",
            "{\"post_processor\":{\"type\":\"BertProcessing\",\"sep\":3}," MODEL("\"[UNK]\":0"),
            EMBD_ERR_MODEL_FORMAT, "BertProcessing");

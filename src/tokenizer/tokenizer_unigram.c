@@ -1,0 +1,1435 @@
+/* tokenizer_unigram.c — the SentencePiece side of tokenizer.json, with exact
+ * Hugging Face `tokenizers` parity: the Unigram model (Viterbi over a byte
+ * trie of the pieces, unknown characters fused into one unk, byte fallback),
+ * the normalizers these models use (Precompiled: SentencePiece's
+ * precompiled_charsmap, a double-array trie and a table of replacement
+ * strings; NFC / NFD / NFKC / NFKD; Lowercase; Strip; Prepend; Replace, with
+ * a string or a run regex such as " {2,}"; Sequence), the pre-tokenizers
+ * (Metaspace, WhitespaceSplit, Sequence) and, for decoding, the decoders
+ * (Metaspace, ByteFallback, Fuse, Strip, Replace, Sequence).
+ *
+ * Encoding one text: the added tokens are found in the raw text (leftmost
+ * longest, their lstrip / rstrip taking in the whitespace around them); each
+ * stretch of text between them goes through the normalizers (one pass per
+ * normalizer over the stretch), the pre-tokenizers (recursively, each piece
+ * into the next) and the model, whose ids go straight into the caller's
+ * buffer; the work stops as soon as the truncated sequence is complete.
+ * The WordPiece path (tokenizer_encode.c) is not touched: encode_pieces
+ * hands a Unigram tokenizer over here once per text. */
+#include "tokenizer/tokenizer_internal.h"
+#include "util/util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+/* ------------------------------------------------------------------ */
+/* Data */
+
+/* A node of the byte trie of the pieces; the children of a node are
+ * nodes[child .. child + nchild), sorted by label. */
+struct uni_node {
+    uint32_t child;
+    int32_t id; /* the piece that ends here, or -1 */
+    uint16_t nchild;
+    uint8_t label;
+};
+
+/* SentencePiece's precompiled_charsmap: a Darts double array whose leaves
+ * point into a block of NUL-terminated replacement strings. */
+struct charsmap {
+    uint32_t *array; /* (n) */
+    size_t n;
+    char *norm; /* (norm_len) the replacement strings */
+    size_t norm_len;
+    uint8_t ascii_child[128]; /* 1 where the trie has a key starting with that byte */
+};
+
+enum {
+    NS_PRECOMPILED,
+    NS_NFC,
+    NS_NFD,
+    NS_NFKC,
+    NS_NFKD,
+    NS_LOWERCASE,
+    NS_STRIP,
+    NS_PREPEND,
+    NS_REPLACE,     /* a string pattern */
+    NS_REPLACE_RUN, /* a regex: one character repeated at least run_min times */
+};
+
+struct norm_step {
+    int kind;
+    int left, right;     /* Strip */
+    char *pat, *content; /* Replace (pattern, content), Prepend (content) */
+    size_t plen, clen;
+    uint32_t run_cp; /* NS_REPLACE_RUN: the character ... */
+    size_t run_min;  /* ... and the least repeat count that matches */
+    struct charsmap cm;
+};
+
+enum { PT_WHITESPACE_SPLIT, PT_METASPACE };
+enum { PREPEND_NEVER, PREPEND_ALWAYS, PREPEND_FIRST };
+
+#define UNI_MAX_PRE 8
+
+struct pre_step {
+    int kind;
+    char rep[8]; /* Metaspace: the replacement character, UTF-8, and its length */
+    size_t rlen;
+    int prepend; /* PREPEND_* */
+    int split;
+};
+
+/* Decoders (embd_tokenizer_decode) */
+enum { DC_METASPACE, DC_BYTE_FALLBACK, DC_FUSE, DC_STRIP, DC_REPLACE };
+
+struct dec_step {
+    int kind;
+    char rep[8]; /* Metaspace: the replacement character */
+    size_t rlen;
+    int prepend;         /* Metaspace: PREPEND_* */
+    char *pat, *content; /* Replace: string pattern, content; Strip: content */
+    size_t plen, clen;
+    int start, stop; /* Strip */
+};
+
+#define UNI_MAX_DEC 8
+
+struct tok_uni {
+    double *score; /* (n_vocab) the pieces' scores */
+    int n_vocab;
+    double min_score;
+    int32_t unk_id; /* -1 when the model has none */
+    int byte_fallback;
+    int32_t byte_id[256]; /* the id of "<0xNN>", or -1 */
+
+    struct uni_node *nodes; /* (n_nodes) nodes[0] is the root */
+    uint32_t n_nodes;
+    uint32_t root[256]; /* the root's child for each byte, 0 when none */
+
+    struct norm_step *norm; /* (n_norm) */
+    int n_norm;
+    struct pre_step pre[UNI_MAX_PRE];
+    int n_pre;
+
+    struct dec_step dec[UNI_MAX_DEC];
+    int n_dec;
+
+    uint64_t norm_hash; /* of the normalizer and pre-tokenizer JSON, for the fingerprint */
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers */
+
+static size_t put_utf8(char *out, uint32_t cp) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* One code point of valid UTF-8 at s; *len gets its byte count. */
+static uint32_t get_utf8(const unsigned char *s, size_t *len) {
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *len = 1;
+        return c;
+    }
+    if (c < 0xE0) {
+        *len = 2;
+        return ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
+    }
+    if (c < 0xF0) {
+        *len = 3;
+        return ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
+    }
+    *len = 4;
+    return ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
+}
+
+static size_t utf8_len(unsigned char c) {
+    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+
+/* A growable byte buffer. */
+struct ubuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int ubuf_reserve(struct ubuf *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *p = embd_realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* Appends (room must have been reserved). */
+static inline void ubuf_put(struct ubuf *b, const char *s, size_t n) {
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static char *dup_bytes(const char *s, size_t n) {
+    char *d = embd_malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+/* ------------------------------------------------------------------ */
+/* The precompiled charsmap */
+
+static inline int da_has_leaf(uint32_t u) {
+    return (u >> 8) & 1;
+}
+static inline uint32_t da_value(uint32_t u) {
+    return u & 0x7FFFFFFFu;
+}
+static inline uint32_t da_label(uint32_t u) {
+    return u & 0x800000FFu;
+}
+static inline size_t da_offset(uint32_t u) {
+    return ((size_t)(u >> 10)) << ((u & (1u << 9)) >> 6);
+}
+
+/* Standard base64 with padding, as the base64 crate's STANDARD engine reads
+ * it. Returns the byte count or -1. */
+static long base64_decode(const char *s, size_t n, unsigned char *out) {
+    if (n % 4) return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4], pad = 0;
+        for (int j = 0; j < 4; j++) {
+            char c = s[i + j];
+            v[j] = c >= 'A' && c <= 'Z'   ? c - 'A'
+                   : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                   : c >= '0' && c <= '9' ? c - '0' + 52
+                   : c == '+'             ? 62
+                   : c == '/'             ? 63
+                   : c == '='             ? -2
+                                          : -1;
+            if (v[j] == -1) return -1;
+            if (v[j] == -2) {
+                if (i + 4 != n || j < 2) return -1;
+                pad++;
+                v[j] = 0;
+            } else if (pad) {
+                return -1; /* data after padding */
+            }
+        }
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        out[k++] = (unsigned char)(w >> 16);
+        if (pad < 2) out[k++] = (unsigned char)(w >> 8);
+        if (pad < 1) out[k++] = (unsigned char)w;
+        /* canonical: the bits under the padding are zero */
+        if ((pad == 1 && (w & 0xFF)) || (pad == 2 && (w & 0xFFFF))) return -1;
+    }
+    return (long)k;
+}
+
+/* The first (shortest) key of the trie that is a prefix of k[0..len), as
+ * spm_precompiled's transform: the index of its replacement, or -1. The
+ * search stops at a NUL byte. Bounds are checked (and were validated when
+ * the charsmap was read). */
+static long cm_first(const struct charsmap *cm, const unsigned char *k, size_t len) {
+    const uint32_t *a = cm->array;
+    size_t pos = da_offset(a[0]);
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = k[i];
+        if (!c) break;
+        pos ^= c;
+        if (pos >= cm->n) return -1;
+        uint32_t u = a[pos];
+        if (da_label(u) != c) return -1;
+        pos ^= da_offset(u);
+        if (da_has_leaf(u)) return pos < cm->n ? (long)da_value(a[pos]) : -1;
+    }
+    return -1;
+}
+
+/* The replacement string at index v: up to the next NUL. */
+static const char *cm_string(const struct charsmap *cm, size_t v, size_t *len) {
+    const char *s = cm->norm + v;
+    const char *z = v < cm->norm_len ? memchr(s, 0, cm->norm_len - v) : NULL;
+    *len = z ? (size_t)(z - s) : cm->norm_len - v;
+    return s;
+}
+
+/* Reads and checks a charsmap: [u32 trie bytes][trie][replacement strings].
+ * Every node reachable from the root is visited: each read a search can
+ * make must lie in the array, and each leaf must point at the start of a
+ * UTF-8 character of the strings (valid UTF-8 as a whole), so that no input
+ * can make a search leave the data. */
+static enum embd_status charsmap_load(struct charsmap *cm, const char *b64) {
+    size_t n64 = strlen(b64);
+    unsigned char *raw = embd_malloc(n64 / 4 * 3 + 3);
+    uint8_t *seen = NULL;
+    size_t *stack = NULL;
+    enum embd_status st = EMBD_OK;
+    if (!raw) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    long nraw = base64_decode(b64, n64, raw);
+    if (nraw < 0) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                        "tokenizer.json: Precompiled precompiled_charsmap is not base64");
+        goto done;
+    }
+    if (nraw < 4) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                        "tokenizer.json: Precompiled precompiled_charsmap is too short");
+        goto done;
+    }
+    uint32_t tbytes =
+        (uint32_t)raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
+    if (tbytes % 4 || tbytes < 4 || (size_t)tbytes > (size_t)nraw - 4) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                        "tokenizer.json: Precompiled precompiled_charsmap has a bad trie size "
+                        "(%u bytes in %ld)",
+                        tbytes, nraw);
+        goto done;
+    }
+    cm->n = tbytes / 4;
+    cm->array = embd_malloc2(cm->n, sizeof *cm->array);
+    cm->norm_len = (size_t)nraw - 4 - tbytes;
+    cm->norm = embd_malloc(cm->norm_len + 1);
+    seen = embd_calloc(cm->n, 1);
+    stack = embd_malloc2(cm->n, sizeof *stack);
+    if (!cm->array || !cm->norm || !seen || !stack) {
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < cm->n; i++) {
+        const unsigned char *q = raw + 4 + 4 * i;
+        cm->array[i] =
+            (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+    }
+    memcpy(cm->norm, raw + 4 + tbytes, cm->norm_len);
+    cm->norm[cm->norm_len] = 0;
+    if (!embd_utf8_valid(cm->norm, cm->norm_len)) {
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: Precompiled precompiled_charsmap "
+                                               "replacement strings are not valid UTF-8");
+        goto done;
+    }
+    size_t root = da_offset(cm->array[0]), sp = 0;
+    if (root >= cm->n) goto bad;
+    stack[sp++] = root;
+    seen[root] = 1;
+    while (sp) {
+        size_t p = stack[--sp];
+        for (unsigned c = 1; c < 256; c++) {
+            size_t q = p ^ c;
+            if (q >= cm->n) goto bad;
+            uint32_t u = cm->array[q];
+            if (da_label(u) != c) continue;
+            size_t ch = q ^ da_offset(u);
+            if (ch >= cm->n) goto bad;
+            if (p == root && c < 128) cm->ascii_child[c] = 1;
+            if (da_has_leaf(u)) {
+                size_t v = da_value(cm->array[ch]);
+                if (v > cm->norm_len ||
+                    (v < cm->norm_len && ((unsigned char)cm->norm[v] & 0xC0) == 0x80))
+                    goto bad;
+            }
+            if (!seen[ch]) {
+                seen[ch] = 1;
+                stack[sp++] = ch;
+            }
+        }
+    }
+    goto done;
+bad:
+    st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                    "tokenizer.json: Precompiled precompiled_charsmap: malformed trie");
+done:
+    embd_free(raw);
+    embd_free(seen);
+    embd_free(stack);
+    return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* Loading: the normalizers */
+
+static enum embd_status norm_add(struct tok_uni *u, const cJSON *n);
+
+static enum embd_status norm_step_new(struct tok_uni *u, struct norm_step **out) {
+    struct norm_step *s = embd_realloc(u->norm, (size_t)(u->n_norm + 1) * sizeof *s);
+    if (!s) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    u->norm = s;
+    *out = &s[u->n_norm++];
+    memset(*out, 0, sizeof **out);
+    return EMBD_OK;
+}
+
+/* A regex pattern of Replace: only one character (literal or escaped)
+ * followed by +, {n,} or {n} with n >= 1 ... is understood ({n} alone is
+ * not: it matches runs in pieces). Returns 0 and fills the step, or -1. */
+static int parse_run_regex(const char *re, struct norm_step *s) {
+    const unsigned char *p = (const unsigned char *)re;
+    uint32_t cp;
+    size_t l;
+    if (!*p) return -1;
+    if (*p == '\\') {
+        p++;
+        if (!*p || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))
+            return -1; /* \s, \d, \1 ...: a class or reference, not a literal */
+        cp = get_utf8(p, &l);
+    } else {
+        if (strchr(".[](){}|^$*+?", *p)) return -1;
+        if (!embd_utf8_valid((const char *)p, strlen((const char *)p))) return -1;
+        cp = get_utf8(p, &l);
+    }
+    p += l;
+    if (p[0] == '+' && !p[1]) {
+        s->run_min = 1;
+    } else if (p[0] == '{') {
+        char *end;
+        unsigned long v = strtoul((const char *)p + 1, &end, 10);
+        if (end == (const char *)p + 1 || strcmp(end, ",}") != 0 || v < 1 || v > 1000000) return -1;
+        s->run_min = v;
+    } else {
+        return -1;
+    }
+    s->run_cp = cp;
+    return 0;
+}
+
+static enum embd_status norm_add(struct tok_uni *u, const cJSON *n) {
+    enum embd_status st;
+    const char *type = tok_json_type(n);
+    if (!type) return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: normalizer has no type");
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
+        if (!cJSON_IsArray(list))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: normalizer Sequence without a normalizers array");
+        for (const cJSON *e = list->child; e; e = e->next)
+            if ((st = norm_add(u, e))) return st;
+        return EMBD_OK;
+    }
+    static const struct {
+        const char *name;
+        int kind;
+    } simple[] = {{"NFC", NS_NFC},
+                  {"NFD", NS_NFD},
+                  {"NFKC", NS_NFKC},
+                  {"NFKD", NS_NFKD},
+                  {"Lowercase", NS_LOWERCASE}};
+    for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++) {
+        if (strcmp(type, simple[i].name) != 0) continue;
+        struct norm_step *s = NULL;
+        if ((st = norm_step_new(u, &s))) return st;
+        s->kind = simple[i].kind;
+        return EMBD_OK;
+    }
+    struct norm_step *s = NULL;
+    if (strcmp(type, "Precompiled") == 0) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(n, "precompiled_charsmap");
+        if (!cJSON_IsString(m))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Precompiled without a precompiled_charsmap string");
+        if ((st = norm_step_new(u, &s))) return st;
+        s->kind = NS_PRECOMPILED;
+        return charsmap_load(&s->cm, m->valuestring);
+    }
+    if (strcmp(type, "Strip") == 0) {
+        int l = tok_json_bool(n, "strip_left", 0), r = tok_json_bool(n, "strip_right", 0);
+        if (l < 0 || r < 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Strip normalizer option is not a boolean");
+        if ((st = norm_step_new(u, &s))) return st;
+        s->kind = NS_STRIP;
+        s->left = l;
+        s->right = r;
+        return EMBD_OK;
+    }
+    if (strcmp(type, "Prepend") == 0) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(n, "prepend");
+        if (!cJSON_IsString(p))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Prepend normalizer without a prepend string");
+        if ((st = norm_step_new(u, &s))) return st;
+        s->kind = NS_PREPEND;
+        s->clen = strlen(p->valuestring);
+        if (!(s->content = dup_bytes(p->valuestring, s->clen)))
+            return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        return EMBD_OK;
+    }
+    if (strcmp(type, "Replace") == 0) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(n, "pattern");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(n, "content");
+        const cJSON *ps = cJSON_GetObjectItemCaseSensitive(pat, "String");
+        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
+        if (!cJSON_IsString(c) || !(cJSON_IsString(ps) || cJSON_IsString(pr)))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Replace normalizer needs a String or Regex pattern "
+                              "and a content string");
+        if ((st = norm_step_new(u, &s))) return st;
+        s->clen = strlen(c->valuestring);
+        if (!(s->content = dup_bytes(c->valuestring, s->clen)))
+            return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        if (ps) {
+            s->kind = NS_REPLACE;
+            s->plen = strlen(ps->valuestring);
+            if (!s->plen)
+                return embd_error(EMBD_ERR_UNSUPPORTED,
+                                  "tokenizer.json: Replace normalizer with an empty pattern");
+            if (!(s->pat = dup_bytes(ps->valuestring, s->plen)))
+                return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+            return EMBD_OK;
+        }
+        s->kind = NS_REPLACE_RUN;
+        if (strchr(s->content, '$') || parse_run_regex(pr->valuestring, s) != 0)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer.json: Replace normalizer with regex '%.60s' is not "
+                              "supported (only a character repeated: ' {2,}', 'x+')",
+                              pr->valuestring);
+        return EMBD_OK;
+    }
+    return embd_error(EMBD_ERR_UNSUPPORTED,
+                      "tokenizer.json: unsupported normalizer type '%s' for a Unigram model", type);
+}
+
+/* ------------------------------------------------------------------ */
+/* Loading: the pre-tokenizers */
+
+/* prepend_scheme (or the older add_prefix_space) of a Metaspace. */
+static int read_prepend(const cJSON *p, int *out) {
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
+    if (ps && !cJSON_IsNull(ps)) {
+        if (!cJSON_IsString(ps)) return -1;
+        if (strcmp(ps->valuestring, "always") == 0)
+            *out = PREPEND_ALWAYS;
+        else if (strcmp(ps->valuestring, "first") == 0)
+            *out = PREPEND_FIRST;
+        else if (strcmp(ps->valuestring, "never") == 0)
+            *out = PREPEND_NEVER;
+        else
+            return -1;
+        return 0;
+    }
+    int a = tok_json_bool(p, "add_prefix_space", 1);
+    if (a < 0) return -1;
+    *out = a ? PREPEND_ALWAYS : PREPEND_NEVER;
+    return 0;
+}
+
+/* The replacement character of a Metaspace (one character). */
+static int read_replacement(const cJSON *p, char rep[8], size_t *rlen) {
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "replacement");
+    if (!r) {
+        memcpy(rep, "\xe2\x96\x81", 3);
+        *rlen = 3;
+        return 0;
+    }
+    if (!cJSON_IsString(r) || !r->valuestring[0]) return -1;
+    size_t l = strlen(r->valuestring);
+    if (l != utf8_len((unsigned char)r->valuestring[0]) || l > 4) return -1;
+    memcpy(rep, r->valuestring, l);
+    *rlen = l;
+    return 0;
+}
+
+static enum embd_status pre_add(struct tok_uni *u, const cJSON *p) {
+    enum embd_status st;
+    const char *type = tok_json_type(p);
+    if (!type)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: pre_tokenizer has no type");
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
+        if (!cJSON_IsArray(list))
+            return embd_error(
+                EMBD_ERR_MODEL_FORMAT,
+                "tokenizer.json: pre_tokenizer Sequence without a pretokenizers array");
+        for (const cJSON *e = list->child; e; e = e->next)
+            if ((st = pre_add(u, e))) return st;
+        return EMBD_OK;
+    }
+    if (u->n_pre >= UNI_MAX_PRE)
+        return embd_error(EMBD_ERR_UNSUPPORTED, "tokenizer.json: more than %d pre-tokenizers",
+                          UNI_MAX_PRE);
+    struct pre_step *s = &u->pre[u->n_pre];
+    memset(s, 0, sizeof *s);
+    if (strcmp(type, "WhitespaceSplit") == 0) {
+        s->kind = PT_WHITESPACE_SPLIT;
+        u->n_pre++;
+        return EMBD_OK;
+    }
+    if (strcmp(type, "Metaspace") == 0) {
+        s->kind = PT_METASPACE;
+        s->split = tok_json_bool(p, "split", 1);
+        if (read_replacement(p, s->rep, &s->rlen) != 0 || read_prepend(p, &s->prepend) != 0 ||
+            s->split < 0)
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Metaspace pre-tokenizer with a bad replacement, "
+                              "prepend_scheme, add_prefix_space or split");
+        /* "first" looks at where the piece starts in the original text;
+         * after another pre-tokenizer that needs the alignments */
+        if (s->prepend == PREPEND_FIRST && u->n_pre > 0)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer.json: Metaspace with prepend_scheme 'first' after "
+                              "another pre-tokenizer");
+        u->n_pre++;
+        return EMBD_OK;
+    }
+    return embd_error(EMBD_ERR_UNSUPPORTED,
+                      "tokenizer.json: unsupported pre_tokenizer type '%s' for a Unigram model",
+                      type);
+}
+
+/* ------------------------------------------------------------------ */
+/* Loading: the model */
+
+struct key_ref {
+    uint32_t off, len;
+};
+
+/* Sorts the keys with a merge sort (qsort's comparator would need a global,
+ * and the loader may run on several threads). */
+static void sort_keys(const char *pool, struct key_ref *k, struct key_ref *tmp, size_t n) {
+    if (n < 2) return;
+    size_t h = n / 2;
+    sort_keys(pool, k, tmp, h);
+    sort_keys(pool, k + h, tmp, n - h);
+    size_t i = 0, j = h, o = 0;
+    while (i < h && j < n) {
+        const struct key_ref *x = &k[i], *y = &k[j];
+        size_t l = x->len < y->len ? x->len : y->len;
+        int c = memcmp(pool + x->off, pool + y->off, l);
+        if (!c) c = x->len < y->len ? -1 : x->len > y->len;
+        tmp[o++] = c <= 0 ? k[i++] : k[j++];
+    }
+    while (i < h)
+        tmp[o++] = k[i++];
+    while (j < n)
+        tmp[o++] = k[j++];
+    memcpy(k, tmp, n * sizeof *k);
+}
+
+/* The trie of the pieces, from the keys sorted: nodes are made in
+ * breadth-first order, each holding the range of keys under it. */
+static enum embd_status build_trie(embd_tokenizer *tok, struct tok_uni *u, struct key_ref *k,
+                                   size_t n) {
+    struct key_ref *tmp = embd_malloc2(n ? n : 1, sizeof *tmp);
+    if (!tmp) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    sort_keys(tok->pool, k, tmp, n);
+    embd_free(tmp);
+    /* node count: the distinct non-empty prefixes, plus the root */
+    size_t count = 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t lcp = 0;
+        if (i) {
+            const char *a = tok->pool + k[i - 1].off, *b = tok->pool + k[i].off;
+            size_t m = k[i - 1].len < k[i].len ? k[i - 1].len : k[i].len;
+            while (lcp < m && a[lcp] == b[lcp])
+                lcp++;
+        }
+        count += k[i].len - lcp;
+    }
+    if (count >= UINT32_MAX / 2)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: vocabulary too large");
+    u->nodes = embd_calloc(count, sizeof *u->nodes);
+    uint32_t *lo = embd_malloc2(count, sizeof *lo), *hi = embd_malloc2(count, sizeof *hi);
+    uint32_t *depth = embd_malloc2(count, sizeof *depth);
+    if (!u->nodes || !lo || !hi || !depth) {
+        embd_free(lo);
+        embd_free(hi);
+        embd_free(depth);
+        return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    u->nodes[0].id = -1;
+    lo[0] = 0;
+    hi[0] = (uint32_t)n;
+    depth[0] = 0;
+    uint32_t made = 1;
+    for (uint32_t v = 0; v < made; v++) {
+        uint32_t a = lo[v], b = hi[v], d = depth[v];
+        /* keys that end here (sorted first) */
+        while (a < b && k[a].len == d) {
+            if (d) u->nodes[v].id = tok_table_find(tok, &tok->full, tok->pool + k[a].off, d);
+            a++;
+        }
+        u->nodes[v].child = made;
+        while (a < b) {
+            unsigned char c = (unsigned char)tok->pool[k[a].off + d];
+            uint32_t e = a + 1;
+            while (e < b && (unsigned char)tok->pool[k[e].off + d] == c)
+                e++;
+            if (made >= count) { /* cannot happen: count is exact */
+                embd_free(lo);
+                embd_free(hi);
+                embd_free(depth);
+                return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer: trie build failed");
+            }
+            struct uni_node *ch = &u->nodes[made];
+            ch->label = c;
+            ch->id = -1;
+            lo[made] = a;
+            hi[made] = e;
+            depth[made] = d + 1;
+            made++;
+            u->nodes[v].nchild++;
+            a = e;
+        }
+    }
+    u->n_nodes = made;
+    for (uint32_t i = 0; i < u->nodes[0].nchild; i++) {
+        const struct uni_node *ch = &u->nodes[u->nodes[0].child + i];
+        u->root[ch->label] = u->nodes[0].child + i;
+    }
+    embd_free(lo);
+    embd_free(hi);
+    embd_free(depth);
+    return EMBD_OK;
+}
+
+enum embd_status tok_uni_load(embd_tokenizer *tok, const cJSON *root, const cJSON *added,
+                              int32_t **id_off_out, int *max_id_out) {
+    enum embd_status st;
+    int32_t *id_off = NULL;
+    struct key_ref *keys = NULL;
+    struct tok_uni *u = embd_calloc(1, sizeof *u);
+    if (!u) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    tok->uni = u;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(m, "vocab");
+    if (!cJSON_IsArray(vocab) || !vocab->child)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: Unigram vocab missing or empty");
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(m, "unk_id");
+    u->byte_fallback = tok_json_bool(m, "byte_fallback", 0);
+    if (u->byte_fallback < 0)
+        return embd_error(EMBD_ERR_MODEL_FORMAT,
+                          "tokenizer.json: Unigram byte_fallback is not a boolean");
+    /* sizes: pieces, pool bytes (with the added tokens) */
+    size_t n = 0, bytes = 1;
+    for (const cJSON *e = vocab->child; e; e = e->next) {
+        const cJSON *piece = cJSON_GetArrayItem(e, 0), *score = cJSON_GetArrayItem(e, 1);
+        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 2 || !cJSON_IsString(piece) ||
+            !cJSON_IsNumber(score) || !isfinite(score->valuedouble))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Unigram vocab entry %zu is not [piece, score]", n);
+        bytes += strlen(piece->valuestring) + 1;
+        n++;
+    }
+    if (n >= (1u << 24))
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: Unigram vocab too large");
+    int max_id = (int)n - 1;
+    for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
+        const cJSON *idv = cJSON_GetObjectItemCaseSensitive(a, "id");
+        if (!cJSON_IsString(c) || !c->valuestring[0] || !cJSON_IsNumber(idv) ||
+            !(idv->valuedouble >= 0 && idv->valuedouble < (1 << 24)) ||
+            idv->valuedouble != floor(idv->valuedouble))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: added token without a content string or a valid id");
+        if ((int)idv->valuedouble > max_id) max_id = (int)idv->valuedouble;
+        bytes += strlen(c->valuestring) + 1;
+    }
+    if (bytes >= UINT32_MAX)
+        return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: vocabulary too large");
+    if (unk && !cJSON_IsNull(unk)) {
+        if (!cJSON_IsNumber(unk) || !(unk->valuedouble >= 0 && unk->valuedouble < (double)n) ||
+            unk->valuedouble != floor(unk->valuedouble))
+            return embd_error(EMBD_ERR_MODEL_FORMAT,
+                              "tokenizer.json: Unigram unk_id is not a vocab index");
+        u->unk_id = (int32_t)unk->valuedouble;
+    } else {
+        u->unk_id = -1;
+    }
+    tok->pool = embd_malloc(bytes);
+    id_off = embd_malloc2((size_t)max_id + 1, sizeof *id_off);
+    u->score = embd_malloc2(n, sizeof *u->score);
+    keys = embd_malloc2(n, sizeof *keys);
+    if (!tok->pool || !id_off || !u->score || !keys) {
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i <= max_id; i++)
+        id_off[i] = -1;
+    tok->prefix = tok->pool + tok->pool_len; /* "" (no WordPiece prefix) */
+    tok->pool[tok->pool_len++] = 0;
+    if ((st = tok_table_init(&tok->full, n)) != EMBD_OK) goto fail;
+    if ((st = tok_table_init(&tok->cont, 1)) != EMBD_OK) goto fail;
+    u->n_vocab = (int)n;
+    u->min_score = INFINITY;
+    size_t i = 0;
+    for (const cJSON *e = vocab->child; e; e = e->next, i++) {
+        const char *piece = e->child->valuestring;
+        double sc = e->child->next->valuedouble;
+        size_t len = strlen(piece);
+        uint32_t off = (uint32_t)tok->pool_len;
+        memcpy(tok->pool + off, piece, len + 1);
+        tok->pool_len += len + 1;
+        id_off[i] = (int32_t)off;
+        u->score[i] = sc;
+        if (sc < u->min_score) u->min_score = sc;
+        /* a piece that repeats: the last one is its id, as tokenizers' map */
+        tok_table_insert(tok, &tok->full, off, (uint32_t)len, (int32_t)i, 1);
+        keys[i] = (struct key_ref){off, (uint32_t)len};
+    }
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        u->byte_id[b] = tok_table_find(tok, &tok->full, name, 6);
+    }
+    if ((st = build_trie(tok, u, keys, n)) != EMBD_OK) goto fail;
+    embd_free(keys);
+    keys = NULL;
+    tok->unk_id = u->unk_id;
+    tok->max_chars = 0;
+
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    if (norm && !cJSON_IsNull(norm) && (st = norm_add(u, norm)) != EMBD_OK) goto fail;
+    if (pre && !cJSON_IsNull(pre) && (st = pre_add(u, pre)) != EMBD_OK) goto fail;
+    /* the fingerprint covers the normalizer and pre-tokenizer as written */
+    char *js = cJSON_PrintUnformatted(norm ? norm : root);
+    char *jp = cJSON_PrintUnformatted(pre ? pre : root);
+    if (!js || !jp) {
+        cJSON_free(js);
+        cJSON_free(jp);
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        goto fail;
+    }
+    u->norm_hash = embd_hash64(embd_hash64(7, js, strlen(js)), jp, strlen(jp));
+    cJSON_free(js);
+    cJSON_free(jp);
+    *id_off_out = id_off;
+    *max_id_out = max_id;
+    return EMBD_OK;
+fail:
+    embd_free(keys);
+    embd_free(id_off);
+    return st;
+}
+
+void tok_uni_free(struct tok_uni *u) {
+    if (!u) return;
+    for (int i = 0; i < u->n_norm; i++) {
+        embd_free(u->norm[i].pat);
+        embd_free(u->norm[i].content);
+        embd_free(u->norm[i].cm.array);
+        embd_free(u->norm[i].cm.norm);
+    }
+    for (int i = 0; i < u->n_dec; i++) {
+        embd_free(u->dec[i].pat);
+        embd_free(u->dec[i].content);
+    }
+    embd_free(u->norm);
+    embd_free(u->nodes);
+    embd_free(u->score);
+    embd_free(u);
+}
+
+uint64_t tok_uni_fingerprint(const embd_tokenizer *tok, uint64_t h) {
+    const struct tok_uni *u = tok->uni;
+    int32_t opts[] = {u->n_vocab, u->unk_id, u->byte_fallback};
+    h = embd_hash64(h, opts, sizeof opts);
+    h = embd_hash64(h, u->score, (size_t)u->n_vocab * sizeof *u->score);
+    return embd_hash64(h, &u->norm_hash, sizeof u->norm_hash);
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoding */
+
+struct uenc {
+    const embd_tokenizer *tok;
+    const struct tok_uni *u;
+    int32_t *ids;
+    size_t cap, off, n, limit;
+    int done, truncated;
+    enum embd_status st;
+    struct ubuf nb[2];           /* the normalizers, back and forth */
+    struct ubuf pb[UNI_MAX_PRE]; /* each pre-tokenizer's rewritten text */
+    double *score;               /* (vcap) Viterbi: best score ending at each byte */
+    int32_t *from, *vid;         /* (vcap) where that best piece starts, its id */
+    size_t vcap;
+    uint32_t *path; /* (vcap) the best path's ends, backwards */
+};
+
+static void uemit(struct uenc *e, int32_t id) {
+    size_t at = e->off + e->n;
+    if (e->n < e->limit && at < e->cap) e->ids[at] = id;
+    e->n++;
+}
+
+static void ucheck_limit(struct uenc *e) {
+    if (e->n > e->limit) {
+        e->n = e->limit;
+        e->truncated = 1;
+        e->done = 1;
+    }
+}
+
+static void unomem(struct uenc *e) {
+    e->st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    e->done = 1;
+}
+
+/* The pieces of one string of fused unknown characters (or a piece whose
+ * id is the unk id): its id if it is a piece, else its bytes' <0xNN> when
+ * the model falls back to bytes and has them all, else unk. */
+static void emit_unk_run(struct uenc *e, const char *s, size_t len) {
+    const struct tok_uni *u = e->u;
+    int32_t id = tok_table_find(e->tok, &e->tok->full, s, len);
+    if (id >= 0) {
+        uemit(e, id);
+        return;
+    }
+    if (u->byte_fallback) {
+        size_t i = 0;
+        while (i < len && u->byte_id[(unsigned char)s[i]] >= 0)
+            i++;
+        if (i == len) {
+            for (i = 0; i < len; i++)
+                uemit(e, u->byte_id[(unsigned char)s[i]]);
+            return;
+        }
+    }
+    uemit(e, u->unk_id);
+}
+
+static int viterbi_reserve(struct uenc *e, size_t n) {
+    if (n + 1 <= e->vcap) return 0;
+    size_t cap = e->vcap ? e->vcap : 256;
+    while (cap < n + 1)
+        cap *= 2;
+    double *s = embd_realloc(e->score, cap * sizeof *s);
+    if (s) e->score = s;
+    int32_t *f = s ? embd_realloc(e->from, cap * sizeof *f) : NULL;
+    if (f) e->from = f;
+    int32_t *v = f ? embd_realloc(e->vid, cap * sizeof *v) : NULL;
+    if (v) e->vid = v;
+    uint32_t *p = v ? embd_realloc(e->path, cap * sizeof *p) : NULL;
+    if (p) e->path = p;
+    if (!p) return -1;
+    e->vcap = cap;
+    return 0;
+}
+
+/* The Unigram model on one piece, as tokenizers' encode_optimized: for each
+ * character start in order, every piece of the trie starting there relaxes
+ * the best path to its end (a later candidate wins only when strictly
+ * better); a character that no one-character piece covers gets the unk
+ * candidate (min score - 10). The best path is read back; consecutive unk
+ * nodes are fused into one string. */
+static void uni_piece(struct uenc *e, const char *s, size_t n) {
+    const struct tok_uni *u = e->u;
+    const unsigned char *b = (const unsigned char *)s;
+    if (n > INT32_MAX - 1) {
+        e->st = embd_error(EMBD_ERR_INVALID_ARG, "tokenizer: a word of %zu bytes is too long", n);
+        e->done = 1;
+        return;
+    }
+    if (viterbi_reserve(e, n) != 0) {
+        unomem(e);
+        return;
+    }
+    double *score = e->score;
+    int32_t *from = e->from, *vid = e->vid;
+    for (size_t i = 0; i <= n; i++) {
+        score[i] = 0.0;
+        from[i] = -1;
+    }
+    const double unk_score = u->min_score - 10.0;
+    const struct uni_node *nodes = u->nodes;
+    size_t pos = 0;
+    while (pos < n) {
+        const double base = score[pos];
+        const size_t mblen = utf8_len(b[pos]);
+        int single = 0;
+        uint32_t v = u->root[b[pos]];
+        size_t j = pos + 1;
+        while (v) {
+            const struct uni_node *nd = &nodes[v];
+            if (nd->id >= 0) {
+                const double cand = u->score[nd->id] + base;
+                if (from[j] < 0 || cand > score[j]) {
+                    score[j] = cand;
+                    from[j] = (int32_t)pos;
+                    vid[j] = nd->id;
+                }
+                if (j - pos == mblen) single = 1;
+            }
+            if (j >= n || !nd->nchild) break;
+            /* the child labelled b[j] */
+            const unsigned char c = b[j];
+            uint32_t lo = nd->child, hi = nd->child + nd->nchild, next = 0;
+            if (nd->nchild <= 8) {
+                for (uint32_t k = lo; k < hi; k++)
+                    if (nodes[k].label == c) {
+                        next = k;
+                        break;
+                    }
+            } else {
+                while (lo < hi) {
+                    uint32_t mid = (lo + hi) / 2;
+                    if (nodes[mid].label < c)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                if (lo < nd->child + nd->nchild && nodes[lo].label == c) next = lo;
+            }
+            v = next;
+            j++;
+        }
+        if (!single) {
+            if (u->unk_id < 0) {
+                e->st = embd_error(EMBD_ERR_INVALID_ARG,
+                                   "tokenizer: the text has a character that no piece covers and "
+                                   "the Unigram model has no unk_id");
+                e->done = 1;
+                return;
+            }
+            const size_t k = pos + mblen;
+            const double cand = unk_score + base;
+            if (from[k] < 0 || cand > score[k]) {
+                score[k] = cand;
+                from[k] = (int32_t)pos;
+                vid[k] = u->unk_id;
+            }
+        }
+        pos += mblen;
+    }
+    /* back from the end */
+    size_t np = 0;
+    for (size_t end = n; end > 0; end = (size_t)from[end])
+        e->path[np++] = (uint32_t)end;
+    size_t start = 0;
+    while (np) {
+        size_t end = e->path[--np];
+        int32_t id = vid[end];
+        if (id != u->unk_id || u->unk_id < 0) {
+            uemit(e, id);
+            start = end;
+            continue;
+        }
+        while (np && vid[e->path[np - 1]] == u->unk_id) /* fuse the unk run */
+            end = e->path[--np];
+        emit_unk_run(e, s + start, end - start);
+        start = end;
+    }
+}
+
+/* The pre-tokenizers from `level` on, then the model, on one piece.
+ * `at_zero`: the piece starts the caller's text (Metaspace "first"). */
+static void pretok(struct uenc *e, int level, const char *s, size_t n, int at_zero) {
+    const struct tok_uni *u = e->u;
+    if (e->done || !n) return;
+    if (level == u->n_pre) {
+        uni_piece(e, s, n);
+        ucheck_limit(e);
+        return;
+    }
+    const struct pre_step *ps = &u->pre[level];
+    const unsigned char *b = (const unsigned char *)s;
+    if (ps->kind == PT_WHITESPACE_SPLIT) {
+        size_t i = 0;
+        while (i < n && !e->done) {
+            size_t l;
+            while (i < n && tok_is_whitespace(get_utf8(b + i, &l)))
+                i += l;
+            size_t a = i;
+            while (i < n && !tok_is_whitespace(get_utf8(b + i, &l)))
+                i += l;
+            if (i > a) pretok(e, level + 1, s + a, i - a, at_zero && a == 0);
+        }
+        return;
+    }
+    /* Metaspace: ' ' becomes the replacement, which is prepended when asked
+     * and the piece does not start with it; then a new piece begins at each
+     * replacement (MergedWithNext). */
+    struct ubuf *o = &e->pb[level];
+    o->len = 0;
+    if (ubuf_reserve(o, n * ps->rlen + ps->rlen) != 0) {
+        unomem(e);
+        return;
+    }
+    const int starts = b[0] == ' ' || (n >= ps->rlen && memcmp(s, ps->rep, ps->rlen) == 0);
+    if (!starts && (ps->prepend == PREPEND_ALWAYS || (ps->prepend == PREPEND_FIRST && at_zero)))
+        ubuf_put(o, ps->rep, ps->rlen);
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] == ' ')
+            ubuf_put(o, ps->rep, ps->rlen);
+        else
+            o->p[o->len++] = (char)b[i];
+    }
+    if (!ps->split) {
+        pretok(e, level + 1, o->p, o->len, at_zero);
+        return;
+    }
+    const char *t = o->p;
+    const size_t tl = o->len, rl = ps->rlen;
+    size_t a = 0;
+    for (size_t i = 1; i + rl <= tl && !e->done; i++) {
+        if (t[i] == ps->rep[0] && memcmp(t + i, ps->rep, rl) == 0) {
+            pretok(e, level + 1, t + a, i - a, at_zero && a == 0);
+            a = i;
+            i += rl - 1;
+        }
+    }
+    if (!e->done) pretok(e, level + 1, t + a, tl - a, at_zero && a == 0);
+}
+
+/* ---- the normalizers, each one pass from `in` to `o` ---- */
+
+/* The end of the extended grapheme cluster that starts at s[0] (utf8proc's
+ * rules, which are Unicode's). */
+static size_t grapheme_end(const unsigned char *s, size_t n) {
+    size_t l;
+    utf8proc_int32_t state = 0;
+    uint32_t c1 = get_utf8(s, &l);
+    size_t j = l;
+    while (j < n) {
+        uint32_t c2 = get_utf8(s + j, &l);
+        if (utf8proc_grapheme_break_stateful((utf8proc_int32_t)c1, (utf8proc_int32_t)c2, &state))
+            break;
+        c1 = c2;
+        j += l;
+    }
+    return j;
+}
+
+/* Precompiled, as tokenizers runs it: each grapheme under 6 bytes whose
+ * first (shortest) trie prefix matches is replaced whole by that prefix's
+ * string; otherwise each character is replaced by its own match, if any. */
+static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n, struct ubuf *o) {
+    const unsigned char *b = (const unsigned char *)in;
+    size_t i = 0;
+    while (i < n) {
+        /* an ASCII character that starts no key, before ASCII (or the end):
+         * a grapheme alone (CR LF aside, which comes to the same), unchanged */
+        if (b[i] < 0x80 && !cm->ascii_child[b[i]] && (i + 1 == n || b[i + 1] < 0x80)) {
+            if (ubuf_reserve(o, 1) != 0) return -1;
+            o->p[o->len++] = (char)b[i++];
+            continue;
+        }
+        const size_t g = grapheme_end(b + i, n - i);
+        if (g < 6) {
+            long v = cm_first(cm, b + i, g);
+            if (v >= 0) {
+                size_t rl;
+                const char *r = cm_string(cm, (size_t)v, &rl);
+                if (ubuf_reserve(o, rl) != 0) return -1;
+                ubuf_put(o, r, rl);
+                i += g;
+                continue;
+            }
+        }
+        const size_t end = i + g;
+        while (i < end) {
+            size_t l = utf8_len(b[i]);
+            long v = cm_first(cm, b + i, l);
+            size_t rl = l;
+            const char *r = in + i;
+            if (v >= 0) r = cm_string(cm, (size_t)v, &rl);
+            if (ubuf_reserve(o, rl) != 0) return -1;
+            ubuf_put(o, r, rl);
+            i += l;
+        }
+    }
+    return 0;
+}
+
+/* NFC / NFD / NFKC / NFKD with utf8proc. */
+static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
+    utf8proc_option_t opt = UTF8PROC_STABLE;
+    if (kind == NS_NFC || kind == NS_NFKC)
+        opt |= UTF8PROC_COMPOSE;
+    else
+        opt |= UTF8PROC_DECOMPOSE;
+    if (kind == NS_NFKC || kind == NS_NFKD) opt |= UTF8PROC_COMPAT;
+    /* ASCII is unchanged by all four */
+    size_t i = 0;
+    while (i < n && (unsigned char)in[i] < 0x80)
+        i++;
+    if (ubuf_reserve(o, i) != 0) return -1;
+    ubuf_put(o, in, i);
+    if (i == n) return 0;
+    utf8proc_uint8_t *r = NULL;
+    utf8proc_ssize_t rl =
+        utf8proc_map((const utf8proc_uint8_t *)in + i, (utf8proc_ssize_t)(n - i), &r, opt);
+    if (rl < 0) return -1;
+    if (ubuf_reserve(o, (size_t)rl) != 0) {
+        free(r);
+        return -1;
+    }
+    ubuf_put(o, (const char *)r, (size_t)rl);
+    free(r);
+    return 0;
+}
+
+static int norm_lowercase(const char *in, size_t n, struct ubuf *o) {
+    const unsigned char *b = (const unsigned char *)in;
+    if (ubuf_reserve(o, n + n / 2 + 8) != 0) return -1;
+    for (size_t i = 0; i < n;) {
+        if (b[i] < 0x80) {
+            o->p[o->len++] = (char)(b[i] >= 'A' && b[i] <= 'Z' ? b[i] + 32 : b[i]);
+            i++;
+            continue;
+        }
+        size_t l;
+        uint32_t lo[3];
+        int k = tok_lower(get_utf8(b + i, &l), lo);
+        if (ubuf_reserve(o, 12) != 0) return -1;
+        for (int j = 0; j < k; j++)
+            o->len += put_utf8(o->p + o->len, lo[j]);
+        i += l;
+    }
+    return 0;
+}
+
+static int norm_strip(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
+    const unsigned char *b = (const unsigned char *)in;
+    size_t a = 0, z = n, l;
+    if (s->left)
+        while (a < z && tok_is_whitespace(get_utf8(b + a, &l)))
+            a += l;
+    if (s->right)
+        while (z > a) {
+            size_t p = z - 1;
+            while (p > a && (b[p] & 0xC0) == 0x80)
+                p--;
+            if (!tok_is_whitespace(get_utf8(b + p, &l))) break;
+            z = p;
+        }
+    if (ubuf_reserve(o, z - a) != 0) return -1;
+    ubuf_put(o, in + a, z - a);
+    return 0;
+}
+
+/* Replace with a string pattern: every non-overlapping match, left to right. */
+static int norm_replace(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
+    size_t i = 0;
+    while (i < n) {
+        const char *m = NULL;
+        if (n - i >= s->plen) {
+            const char *p = in + i;
+            while ((p = memchr(p, s->pat[0], (size_t)(in + n - p))) != NULL) {
+                if ((size_t)(in + n - p) < s->plen) {
+                    p = NULL;
+                    break;
+                }
+                if (memcmp(p, s->pat, s->plen) == 0) break;
+                p++;
+            }
+            m = p;
+        }
+        size_t upto = m ? (size_t)(m - in) : n;
+        if (ubuf_reserve(o, upto - i + (m ? s->clen : 0)) != 0) return -1;
+        ubuf_put(o, in + i, upto - i);
+        if (!m) break;
+        ubuf_put(o, s->content, s->clen);
+        i = upto + s->plen;
+    }
+    return 0;
+}
+
+/* Replace with a run regex ("x{n,}", "x+"): each maximal run of the
+ * character at least run_min long becomes the content. */
+static int norm_replace_run(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
+    char c8[4];
+    const size_t cl = put_utf8(c8, s->run_cp);
+    size_t i = 0;
+    while (i < n) {
+        const char *p = in + i;
+        while ((p = memchr(p, c8[0], (size_t)(in + n - p))) != NULL &&
+               !((size_t)(in + n - p) >= cl && memcmp(p, c8, cl) == 0))
+            p++;
+        size_t upto = p ? (size_t)(p - in) : n;
+        if (ubuf_reserve(o, upto - i) != 0) return -1;
+        ubuf_put(o, in + i, upto - i);
+        if (!p) break;
+        size_t k = 0, j = upto;
+        while (j + cl <= n && memcmp(in + j, c8, cl) == 0) {
+            j += cl;
+            k++;
+        }
+        if (k >= s->run_min) {
+            if (ubuf_reserve(o, s->clen) != 0) return -1;
+            ubuf_put(o, s->content, s->clen);
+        } else {
+            if (ubuf_reserve(o, j - upto) != 0) return -1;
+            ubuf_put(o, in + upto, j - upto);
+        }
+        i = j;
+    }
+    return 0;
+}
+
+/* One stretch of text between added tokens: normalizers, pre-tokenizers,
+ * model. */
+static void uni_segment(struct uenc *e, const char *s, size_t n, int at_zero) {
+    const struct tok_uni *u = e->u;
+    const char *cur = s;
+    size_t len = n;
+    int w = 0;
+    for (int k = 0; k < u->n_norm && len; k++) {
+        const struct norm_step *ns = &u->norm[k];
+        struct ubuf *o = &e->nb[w];
+        o->len = 0;
+        int r = 0;
+        switch (ns->kind) {
+        case NS_PRECOMPILED:
+            r = norm_precompiled(&ns->cm, cur, len, o);
+            break;
+        case NS_NFC:
+        case NS_NFD:
+        case NS_NFKC:
+        case NS_NFKD:
+            r = norm_unicode(ns->kind, cur, len, o);
+            break;
+        case NS_LOWERCASE:
+            r = norm_lowercase(cur, len, o);
+            break;
+        case NS_STRIP:
+            r = norm_strip(ns, cur, len, o);
+            break;
+        case NS_PREPEND:
+            r = ubuf_reserve(o, len + ns->clen);
+            if (!r) {
+                ubuf_put(o, ns->content, ns->clen);
+                ubuf_put(o, cur, len);
+            }
+            break;
+        case NS_REPLACE:
+            r = norm_replace(ns, cur, len, o);
+            break;
+        default:
+            r = norm_replace_run(ns, cur, len, o);
+            break;
+        }
+        if (r) {
+            unomem(e);
+            return;
+        }
+        cur = o->p;
+        len = o->len;
+        w ^= 1;
+    }
+    pretok(e, 0, cur, len, at_zero);
+}
+
+/* The longest added token at s (leftmost-longest), or -1; *len its length. */
+static int match_added(const embd_tokenizer *tok, const char *s, size_t avail, size_t *len) {
+    int best = -1;
+    size_t best_len = 0;
+    for (int i = 0; i < tok->n_added; i++) {
+        size_t l = tok->added[i].len;
+        if (l > best_len && l <= avail && memcmp(tok->pool + tok->added[i].off, s, l) == 0) {
+            best = i;
+            best_len = l;
+        }
+    }
+    *len = best_len;
+    return best;
+}
+
+enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, size_t len,
+                                size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
+                                int *truncated) {
+    struct uenc e = {.tok = tok,
+                     .u = tok->uni,
+                     .ids = ids,
+                     .cap = cap,
+                     .off = off,
+                     .limit = limit,
+                     .st = EMBD_OK};
+    const unsigned char *b = (const unsigned char *)text;
+    ucheck_limit(&e);
+    size_t p = 0, seg = 0, l;
+    while (p < len && !e.done) {
+        if (!tok->added_first[b[p]]) {
+            p++;
+            continue;
+        }
+        size_t ml;
+        int a = match_added(tok, text + p, len - p, &ml);
+        if (a < 0) {
+            p++;
+            continue;
+        }
+        /* lstrip / rstrip: the whitespace around the token is its own (not
+         * before the end of the previous one) */
+        size_t start = p, stop = p + ml;
+        if (tok->added[a].lstrip)
+            while (start > seg) {
+                size_t q = start - 1;
+                while (q > seg && (b[q] & 0xC0) == 0x80)
+                    q--;
+                if (!tok_is_whitespace(get_utf8(b + q, &l))) break;
+                start = q;
+            }
+        if (tok->added[a].rstrip)
+            while (stop < len && tok_is_whitespace(get_utf8(b + stop, &l)))
+                stop += l;
+        if (seg < start) uni_segment(&e, text + seg, start - seg, seg == 0);
+        if (e.done) break;
+        uemit(&e, tok->added[a].id);
+        ucheck_limit(&e);
+        seg = stop;
+        p += ml;
+    }
+    if (!e.done && seg < len) uni_segment(&e, text + seg, len - seg, seg == 0);
+    for (int i = 0; i < 2; i++)
+        embd_free(e.nb[i].p);
+    for (int i = 0; i < UNI_MAX_PRE; i++)
+        embd_free(e.pb[i].p);
+    embd_free(e.score);
+    embd_free(e.from);
+    embd_free(e.vid);
+    embd_free(e.path);
+    *n = e.n;
+    *truncated = e.truncated;
+    return e.st;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding */
+
+enum embd_status tok_uni_load_decoder(embd_tokenizer *tok, const cJSON *d) {
+    (void)d;
+    tok->dec_kind = TOK_DEC_UNSUPPORTED;
+    return EMBD_OK;
+}
+
+enum embd_status tok_uni_decode(const embd_tokenizer *tok, const int32_t *ids, size_t n,
+                                bool skip_special, char *buf, size_t cap, size_t *len) {
+    (void)tok;
+    (void)ids;
+    (void)n;
+    (void)skip_special;
+    (void)buf;
+    (void)cap;
+    (void)len;
+    return embd_error(EMBD_ERR_UNSUPPORTED, "decode: not implemented");
+}
