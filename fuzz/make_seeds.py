@@ -151,8 +151,8 @@ put("store", "raw_log_bad_hash", bytes([2, 1]) + raw)
 put("store", "foreign_meta", bytes([1, 1]) + struct.pack("<H", 30) + b'{"format": "other", "dim": 2}x')
 
 # ---- server request bodies: byte 0 = endpoint (0 OpenAI, 1 TEI, 2 search; 16 TEI /rerank,
-#      48 /v1/rerank) | 4 auto-truncate | 8 prefix | 64 a model without prompts (else
-#      "query" and "passage")
+#      48 /v1/rerank; 128 TEI /tokenize, 160 TEI /decode) | 4 auto-truncate | 8 prefix |
+#      64 a model without prompts (else "query" and "passage")
 reqs = [
     (0, {"input": "hello world", "model": "all-MiniLM-L6-v2"}),
     (0, {"input": ["first text", "second text"], "encoding_format": "base64", "dimensions": 384, "user": "u"}),
@@ -188,6 +188,20 @@ reqs = [
     (1, {"inputs": "a", "prompt_name": "QUERY"}),
     (2, {"query": "a text editor", "prompt_name": "query", "k": 2}),
     (2, {"query": "a text editor", "dimensions": 64}),
+    # TEI's /tokenize and /decode (issue 22, item 4).
+    (128, {"inputs": "Héllo wörld [SEP] 東京 🚀!"}),
+    (128, {"inputs": ["a", "b c", "don't ."], "add_special_tokens": False, "prompt_name": "query"}),
+    (132, {"inputs": "word " * 12, "truncate": False}),  # never truncated
+    (128, {"inputs": ""}),
+    (128, {"inputs": [[101, 102]]}),
+    (192, {"inputs": "a", "prompt_name": "query"}),
+    (160, {"ids": [101, 7592, 2088, 102]}),
+    (160, {"ids": [[101, 7592, 102], [7592, 1010, 2088, 1012], [100, 0]],
+           "skip_special_tokens": False}),
+    (160, {"ids": [7592] * 40}),  # any length
+    (160, {"ids": [[1], []]}),
+    (160, {"ids": [30522]}),
+    (160, {"ids": [[1], 2], "skip_special_tokens": None}),
 ]
 for i, (sel, body) in enumerate(reqs):
     put("request", f"body{i}", bytes([sel]) + json.dumps(body).encode())
@@ -195,3 +209,4 @@ put("request", "trailing_data", bytes([0]) + b'{"input": "x"} {"input": "y"}')
 put("request", "escaped_nul", bytes([1]) + b'{"inputs": ["ok", "a\\u0000b", "\\ud83d\\ude00"]}')
 put("request", "bad_utf8", bytes([2]) + b'{"query": "\xc3\x28"}')
 put("request", "prompt_name_nul", bytes([1]) + b'{"inputs": "a", "prompt_name": "query\\u0000x"}')
+put("request", "tokenize_nul", bytes([128]) + b'{"inputs": ["a\\u0000b", "\\u00e9\\u0301 \\ud83d\\ude00"]}')

@@ -65,20 +65,21 @@ static bool json_int(const json_t *v, double lo, double hi, long long *out) {
     return true;
 }
 
-/* One token input from a JSON array of integers. */
+/* One token input from a JSON array of integers, of at most max_tokens ids
+ * (cut to them with truncate, else 413). */
 static int parse_ids(const json_t *arr, size_t index, bool nested, const struct srv_limits *lim,
-                     bool truncate, struct srv_input *in, const char *param,
+                     size_t max_tokens, bool truncate, struct srv_input *in, const char *param,
                      struct srv_error *err) {
     size_t n = json_array_size(arr);
     if (n == 0 && nested)
         return fail(err, 400, param, "\"%s\"[%zu] is an empty token list", param, index);
     if (n == 0) return fail(err, 400, param, "\"%s\" is empty", param);
-    if (n > lim->max_tokens && !truncate)
+    if (n > max_tokens && !truncate)
         return fail(err, 413, param,
                     "input %zu has %zu tokens; the model takes at most %zu (send truncate: true, "
                     "or start the server with --auto-truncate)",
-                    index, n, lim->max_tokens);
-    size_t keep = n > lim->max_tokens ? lim->max_tokens : n;
+                    index, n, max_tokens);
+    size_t keep = n > max_tokens ? max_tokens : n;
     in->ids = embd_malloc2(keep, sizeof *in->ids);
     if (!in->ids) return fail(err, 503, NULL, "out of memory");
     in->n_ids = keep;
@@ -91,8 +92,11 @@ static int parse_ids(const json_t *arr, size_t index, bool nested, const struct 
         if (!json_int(t, 0, (double)lim->vocab - 1, &id))
             return fail(err, 400, param,
                         "input %zu: token id %.17g is not an integer in [0, %d) (the model's "
-                        "vocabulary)",
-                        index, json_number_value(t), lim->vocab);
+                        "vocabulary)%s",
+                        index, json_number_value(t), lim->vocab,
+                        strcmp(param, "ids") ? ""
+                                             : "; embd refuses an id that is not a token, where "
+                                               "Hugging Face's decode skips it");
         if (j < keep) in->ids[j] = (int32_t)id;
     }
     return 0;
@@ -128,7 +132,9 @@ static int parse_inputs(const json_t *v, const char *param, const struct srv_lim
         if (!req->inputs) return fail(err, 503, NULL, "out of memory");
         req->n = n_inputs;
         req->tokens = !texts;
-        if (ids) return parse_ids(v, 0, false, lim, req->truncate, &req->inputs[0], param, err);
+        if (ids)
+            return parse_ids(v, 0, false, lim, lim->max_tokens, req->truncate, &req->inputs[0],
+                             param, err);
         size_t i;
         const json_t *e;
         json_array_foreach(v, i, e) {
@@ -146,7 +152,8 @@ static int parse_inputs(const json_t *v, const char *param, const struct srv_lim
                                 "\"%s\"[%zu] is not an array of token ids (an array of inputs "
                                 "must not mix types)",
                                 param, i);
-                if (parse_ids(e, i, true, lim, req->truncate, &req->inputs[i], param, err))
+                if (parse_ids(e, i, true, lim, lim->max_tokens, req->truncate, &req->inputs[i],
+                              param, err))
                     return -1;
             }
         }
@@ -436,6 +443,65 @@ static int parse_rerank(const json_t *root, const struct srv_limits *lim, struct
     return 0;
 }
 
+/* POST /tokenize, text-embeddings-inference's shape: inputs (a string or an
+ * array of strings: TEI takes no token ids here), add_special_tokens
+ * (default true), prompt_name. */
+static int parse_tokenize(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
+                          struct srv_error *err) {
+    int add = 1;
+    if (opt_bool(root, "add_special_tokens", 1, &add, err)) return -1;
+    req->add_special_tokens = add;
+    req->normalize = -1;
+    if (parse_prompt(root, lim, req, err)) return -1;
+    const json_t *v = json_object_get(root, "inputs");
+    if (v && !json_is_string(v) &&
+        !(json_is_array(v) && (json_array_size(v) == 0 || json_is_string(json_array_get(v, 0)))))
+        return fail(err, 400, "inputs", "\"inputs\" must be a string or an array of strings");
+    return parse_inputs(v, "inputs", lim, req, err);
+}
+
+/* POST /decode, text-embeddings-inference's shape: ids (an array of token
+ * ids, or an array of such arrays, each counted as an input), and
+ * skip_special_tokens (default true). The lists may be of any length (the
+ * body's limit bounds them); every id must be in the vocabulary. */
+static int parse_decode(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
+                        struct srv_error *err) {
+    int skip = 1;
+    if (opt_bool(root, "skip_special_tokens", 1, &skip, err)) return -1;
+    req->skip_special_tokens = skip;
+    req->normalize = -1;
+    const json_t *v = json_object_get(root, "ids");
+    if (!v) return fail(err, 400, "ids", "missing field \"ids\"");
+    const char *what = "\"ids\" must be an array of token ids or an array of token id arrays";
+    if (!json_is_array(v)) return fail(err, 400, "ids", "%s", what);
+    const size_t n = json_array_size(v);
+    if (n == 0) return fail(err, 400, "ids", "\"ids\" is an empty array");
+    const json_t *first = json_array_get(v, 0);
+    const bool lists = json_is_array(first);
+    if (!lists && !json_is_number(first)) return fail(err, 400, "ids", "%s", what);
+    const size_t n_inputs = lists ? n : 1;
+    if (n_inputs > lim->max_inputs)
+        return fail(err, 413, "ids",
+                    "%zu token lists in one request; the limit is %zu (--max-inputs)", n_inputs,
+                    lim->max_inputs);
+    req->inputs = embd_calloc(n_inputs, sizeof *req->inputs);
+    if (!req->inputs) return fail(err, 503, NULL, "out of memory");
+    req->n = n_inputs;
+    req->tokens = true;
+    if (!lists) return parse_ids(v, 0, false, lim, SIZE_MAX, false, &req->inputs[0], "ids", err);
+    size_t i;
+    const json_t *e;
+    json_array_foreach(v, i, e) {
+        if (!json_is_array(e))
+            return fail(err, 400, "ids",
+                        "\"ids\"[%zu] is not an array of token ids (an array of token lists "
+                        "must not mix types)",
+                        i);
+        if (parse_ids(e, i, true, lim, SIZE_MAX, false, &req->inputs[i], "ids", err)) return -1;
+    }
+    return 0;
+}
+
 /* The candidates a search reranks when its request does not say. */
 #define SEARCH_CANDIDATES 50
 
@@ -522,6 +588,10 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
         rc = parse_tei_rerank(root, lim, req, err);
     else if (api == SRV_API_RERANK)
         rc = parse_rerank(root, lim, req, err);
+    else if (api == SRV_API_TOKENIZE)
+        rc = parse_tokenize(root, lim, req, err);
+    else if (api == SRV_API_DECODE)
+        rc = parse_decode(root, lim, req, err);
     else
         rc = parse_search(root, lim, req, err);
     if (rc) srv_request_free(req);

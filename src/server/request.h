@@ -17,7 +17,14 @@
  * `prompt_name` (TEI's field, also taken by the OpenAI shape and /search:
  * one of the prompts the model declares, prepended to every text; not with
  * token-id inputs, which are embedded as given). /search refuses
- * `dimensions`: its store holds full vectors. */
+ * `dimensions`: its store holds full vectors.
+ *
+ * Tokenization (TEI's POST /tokenize and POST /decode): /tokenize takes
+ * `inputs` (a string or an array of strings, each non-empty, within the
+ * inputs and characters limits), `add_special_tokens` (default true) and
+ * `prompt_name`; /decode takes `ids` (an array of token ids, or an array of
+ * such arrays: each non-empty, each id in [0, vocab), no max_tokens) and
+ * `skip_special_tokens` (default true). */
 #ifndef EMBD_SERVER_REQUEST_H
 #define EMBD_SERVER_REQUEST_H
 
@@ -33,6 +40,8 @@ enum srv_api {
     SRV_API_SEARCH,     /* POST /search */
     SRV_API_TEI_RERANK, /* POST /rerank (TEI) */
     SRV_API_RERANK,     /* POST /v1/rerank (Cohere, Jina) */
+    SRV_API_TOKENIZE,   /* POST /tokenize (TEI) */
+    SRV_API_DECODE,     /* POST /decode (TEI) */
 };
 
 struct srv_limits {
@@ -69,12 +78,14 @@ struct srv_request {
     const char *query; /* search and rerank (points into the parsed body) */
     size_t query_len;
     size_t k;
-    bool rerank;       /* search: rerank the store's top `candidates` hits */
-    size_t candidates; /* search: hits reranked (>= k); 0 without rerank */
-    bool raw_scores;   /* TEI rerank: the logits, without the model's activation */
-    bool return_text;  /* TEI return_text, Cohere/Jina return_documents */
-    size_t top_n;      /* Cohere/Jina top_n: results answered (1..n); 0 = all */
-    void *json;        /* the parsed body (Jansson), which text inputs point into */
+    bool rerank;              /* search: rerank the store's top `candidates` hits */
+    size_t candidates;        /* search: hits reranked (>= k); 0 without rerank */
+    bool raw_scores;          /* TEI rerank: the logits, without the model's activation */
+    bool return_text;         /* TEI return_text, Cohere/Jina return_documents */
+    size_t top_n;             /* Cohere/Jina top_n: results answered (1..n); 0 = all */
+    bool add_special_tokens;  /* /tokenize: [CLS]/[SEP] added (TEI's default: true) */
+    bool skip_special_tokens; /* /decode: special tokens left out (TEI's default: true) */
+    void *json;               /* the parsed body (Jansson), which text inputs point into */
 };
 
 struct srv_error {
@@ -96,7 +107,8 @@ void srv_json_init(void);
  * input, token id range and token input length (when !truncate); for a
  * rerank, a non-empty query and documents (the texts of `inputs`), their
  * count (pairs) and characters, top_n in 1..n; for a search, k and
- * candidates (k..max_k) in range. Texts
+ * candidates (k..max_k) in range; for /tokenize, texts only (no token
+ * ids), for /decode, token-id lists of any length. Texts
  * keep their length (a "\u0000" is a character). Token counts of texts and
  * their 413 come from the engine's one tokenization (embd_embed_ex). */
 int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_limits *limits,

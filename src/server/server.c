@@ -49,6 +49,8 @@ enum route {
     R_SEARCH,
     R_RERANK,    /* TEI */
     R_RERANK_V1, /* Cohere, Jina */
+    R_TOKENIZE,  /* TEI */
+    R_DECODE,    /* TEI */
     R_HEALTH,
     R_INFO,
     R_METRICS,
@@ -56,9 +58,9 @@ enum route {
     R_OTHER,
     R_COUNT,
 };
-static const char *const route_names[R_COUNT] = {"/v1/embeddings", "/embed",  "/search", "/rerank",
-                                                 "/v1/rerank",     "/health", "/info",   "/metrics",
-                                                 "/v1/models",     "other"};
+static const char *const route_names[R_COUNT] = {
+    "/v1/embeddings", "/embed",  "/search", "/rerank",  "/v1/rerank", "/tokenize",
+    "/decode",        "/health", "/info",   "/metrics", "/v1/models", "other"};
 static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 501, 503};
 #define N_CODES ((int)(sizeof tracked_codes / sizeof tracked_codes[0]))
 
@@ -967,6 +969,207 @@ static enum MHD_Result finish_rerank(struct server *s, struct MHD_Connection *c,
                     st->start);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Tokenization (TEI's /tokenize and /decode)                              */
+/* ---------------------------------------------------------------------- */
+
+/* Answered on the HTTP thread, without the engine (no forward pass): the
+ * parser's limits (inputs, characters, body size) bound the work, and the
+ * reply text is taken from the reply memory budget as it grows. */
+
+/* Takes what the reply buffer holds beyond what the request has taken
+ * already from the reply memory budget; false when it is spent. */
+static bool reserve_growth(struct server *s, struct conn *st, const struct embd_buf *b) {
+    return b->cap <= st->reserved || reserve_reply(s, st, b->cap - st->reserved);
+}
+
+/* The answer to a tokenization whose tokenizer call failed: out of memory
+ * is 503, a bad id 400, what the tokenizer does not implement (a Unigram
+ * model's offsets, a decoder other than WordPiece's) 501. */
+static enum MHD_Result tok_failed(struct server *s, struct MHD_Connection *c, enum route r,
+                                  struct conn *st, enum embd_status es, size_t index) {
+    if (es == EMBD_ERR_NOMEM) return send_oom(s, c, r, false, st->start);
+    char msg[512];
+    const char *e = embd_last_error();
+    snprintf(msg, sizeof msg, "%s %zu: %s", r == R_DECODE ? "ids" : "input", index,
+             e && *e ? e : embd_status_str(es));
+    const int code = es == EMBD_ERR_INVALID_ARG ? 400 : es == EMBD_ERR_UNSUPPORTED ? 501 : 500;
+    return send_error(s, c, r, false, code, r == R_DECODE ? "ids" : "inputs", msg, st->start);
+}
+
+/* Token arrays for one text, grown as needed. */
+struct tok_scratch {
+    int32_t *ids;
+    size_t *starts, *stops;
+    uint8_t *special;
+    size_t cap;
+    char *text; /* the prompt and the input */
+    size_t text_cap;
+};
+
+static void tok_scratch_free(struct tok_scratch *t) {
+    embd_free(t->ids);
+    embd_free(t->starts);
+    embd_free(t->stops);
+    embd_free(t->special);
+    embd_free(t->text);
+}
+
+static bool tok_scratch_grow(struct tok_scratch *t, size_t n) {
+    if (n <= t->cap) return true;
+    embd_free(t->ids);
+    embd_free(t->starts);
+    embd_free(t->stops);
+    embd_free(t->special);
+    t->ids = embd_malloc2(n, sizeof *t->ids);         /* (n) */
+    t->starts = embd_malloc2(n, sizeof *t->starts);   /* (n) */
+    t->stops = embd_malloc2(n, sizeof *t->stops);     /* (n) */
+    t->special = embd_malloc2(n, sizeof *t->special); /* (n) */
+    t->cap = t->ids && t->starts && t->stops && t->special ? n : 0;
+    return t->cap != 0;
+}
+
+/* Tokenizes text (len bytes) whole, as TEI's /tokenize does (no
+ * truncation), into t; *n gets the count. */
+static enum embd_status tokenize_all(const embd_model *m, const char *text, size_t len,
+                                     bool special, struct tok_scratch *t, size_t *n) {
+    if (!tok_scratch_grow(t, len + 8)) return EMBD_ERR_NOMEM;
+    for (;;) {
+        enum embd_status es = embd_tokenize_offsets(m, text, len, special, false, t->ids, t->starts,
+                                                    t->stops, t->special, t->cap, n);
+        if (es != EMBD_ERR_BUFFER_TOO_SMALL || *n <= t->cap) return es;
+        if (!tok_scratch_grow(t, *n)) return EMBD_ERR_NOMEM;
+    }
+}
+
+/* POST /tokenize, text-embeddings-inference's shape: one list per input
+ * (a single string too) of {"id","text","special","start","stop"}. A token
+ * of the text has its [start, stop) byte range in the text tokenized (the
+ * prompt and the input) and that range's text; a special token added around
+ * it ([CLS], [SEP]) has its own string and null offsets. The text is the
+ * input with the prompt the request names, else the server's default
+ * prompt (an embedder's), before it, as /embed embeds it; nothing is
+ * truncated. Runs the model's tokenizer (a cross-encoder's too), not the
+ * engine. */
+static enum MHD_Result handle_tokenize(struct server *s, struct MHD_Connection *c,
+                                       struct conn *st) {
+    struct srv_request *req = &st->req;
+    struct srv_error err;
+    if (srv_parse(SRV_API_TOKENIZE, st->body, st->len, &s->cfg->limits, req, &err))
+        return send_error(s, c, R_TOKENIZE, false, err.status, err.param, err.message, st->start);
+    st->have_req = true;
+    const embd_model *m = s->main_e.model;
+    const struct srv_limits *lim = &s->cfg->limits;
+    const char *prompt = NULL;
+    if (req->prompt >= 0 && (size_t)req->prompt < lim->n_prompts)
+        prompt = embd_model_prompt(m, lim->prompts[req->prompt]);
+    else if (s->emb && s->cfg->prefix && *s->cfg->prefix)
+        prompt = s->cfg->prefix;
+    const size_t plen = prompt ? strlen(prompt) : 0;
+    struct tok_scratch t = {0};
+    struct embd_buf b = {0};
+    embd_buf_put(&b, "[", 1);
+    for (size_t i = 0; i < req->n && !b.oom; i++) {
+        const char *text = req->inputs[i].text;
+        size_t len = req->inputs[i].len;
+        if (plen) { /* the prompt, then the input */
+            if (plen + len > t.text_cap) {
+                embd_free(t.text);
+                t.text_cap = plen + len;
+                t.text = embd_malloc(t.text_cap);
+                if (!t.text) {
+                    tok_scratch_free(&t);
+                    embd_free(b.p);
+                    return send_oom(s, c, R_TOKENIZE, false, st->start);
+                }
+            }
+            memcpy(t.text, prompt, plen);
+            memcpy(t.text + plen, text, len);
+            text = t.text;
+            len += plen;
+        }
+        size_t n = 0;
+        enum embd_status es = tokenize_all(m, text, len, req->add_special_tokens, &t, &n);
+        if (es != EMBD_OK) {
+            tok_scratch_free(&t);
+            embd_free(b.p);
+            return tok_failed(s, c, R_TOKENIZE, st, es, i);
+        }
+        embd_buf_str(&b, i ? ",[" : "[");
+        for (size_t j = 0; j < n; j++) {
+            embd_buf_printf(&b, "%s{\"id\":%d,\"text\":", j ? "," : "", (int)t.ids[j]);
+            if (t.special[j]) {
+                const char *tok = embd_model_token(m, t.ids[j]);
+                embd_buf_json_string(&b, tok ? tok : "", tok ? strlen(tok) : 0);
+                embd_buf_str(&b, ",\"special\":true,\"start\":null,\"stop\":null}");
+            } else {
+                embd_buf_json_string(&b, text + t.starts[j], t.stops[j] - t.starts[j]);
+                embd_buf_printf(&b, ",\"special\":false,\"start\":%zu,\"stop\":%zu}", t.starts[j],
+                                t.stops[j]);
+            }
+        }
+        embd_buf_put(&b, "]", 1);
+        if (!b.oom && !reserve_growth(s, st, &b)) {
+            tok_scratch_free(&t);
+            embd_free(b.p);
+            return send_over_budget(s, c, R_TOKENIZE, false, st);
+        }
+    }
+    embd_buf_put(&b, "]", 1);
+    tok_scratch_free(&t);
+    return send_buf(s, c, R_TOKENIZE, false, 200, &b, "application/json", NULL, NULL, st->start);
+}
+
+/* POST /decode, text-embeddings-inference's shape: one string per token
+ * list (a single list too), as the tokenizer's decoder gives it
+ * (embd_detokenize). An id outside the vocabulary is 400 (refused by the
+ * parser: Hugging Face's decode would skip it). */
+static enum MHD_Result handle_decode(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    struct srv_request *req = &st->req;
+    struct srv_error err;
+    if (srv_parse(SRV_API_DECODE, st->body, st->len, &s->cfg->limits, req, &err))
+        return send_error(s, c, R_DECODE, false, err.status, err.param, err.message, st->start);
+    st->have_req = true;
+    const embd_model *m = s->main_e.model;
+    size_t cap = 4096;
+    char *text = embd_malloc(cap);
+    struct embd_buf b = {0};
+    embd_buf_put(&b, "[", 1);
+    for (size_t i = 0; i < req->n && text && !b.oom; i++) {
+        const struct srv_input *in = &req->inputs[i];
+        size_t len = 0;
+        enum embd_status es;
+        while ((es = embd_detokenize(m, in->ids, in->n_ids, req->skip_special_tokens, text, cap,
+                                     &len)) == EMBD_ERR_BUFFER_TOO_SMALL &&
+               len + 1 > cap) {
+            embd_free(text);
+            cap = len + 1;
+            text = embd_malloc(cap);
+            if (!text) break;
+        }
+        if (!text) break;
+        if (es != EMBD_OK) {
+            embd_free(text);
+            embd_free(b.p);
+            return tok_failed(s, c, R_DECODE, st, es, i);
+        }
+        if (i) embd_buf_put(&b, ",", 1);
+        embd_buf_json_string(&b, text, len);
+        if (!b.oom && !reserve_growth(s, st, &b)) {
+            embd_free(text);
+            embd_free(b.p);
+            return send_over_budget(s, c, R_DECODE, false, st);
+        }
+    }
+    if (!text) {
+        embd_free(b.p);
+        return send_oom(s, c, R_DECODE, false, st->start);
+    }
+    embd_free(text);
+    embd_buf_put(&b, "]", 1);
+    return send_buf(s, c, R_DECODE, false, 200, &b, "application/json", NULL, NULL, st->start);
+}
+
 /* A real forward pass of one engine ([CLS] [SEP] for an embedder, the
  * pair of two empty texts for a reranker; not cached), under health_mu.
  * A pass is reused for cfg->health_interval_s (default 1 s); a failed check
@@ -1300,6 +1503,8 @@ static enum route route_of(const char *url) {
     if (!strcmp(url, "/search")) return R_SEARCH;
     if (!strcmp(url, "/rerank")) return R_RERANK;
     if (!strcmp(url, "/v1/rerank")) return R_RERANK_V1;
+    if (!strcmp(url, "/tokenize")) return R_TOKENIZE;
+    if (!strcmp(url, "/decode")) return R_DECODE;
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/info")) return R_INFO;
     if (!strcmp(url, "/metrics")) return R_METRICS;
@@ -1341,11 +1546,11 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
         return send_error(s, c, r, openai, 503, NULL, "the server is shutting down", st->start);
     if (st->oom) return send_oom(s, c, r, openai, st->start);
     if (r == R_OTHER) {
-        char msg[240];
+        char msg[300];
         snprintf(msg, sizeof msg,
                  "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /rerank, "
-                 "POST /v1/rerank, POST /search, GET /v1/models, GET /health, GET /info and GET "
-                 "/metrics");
+                 "POST /v1/rerank, POST /search, POST /tokenize, POST /decode, GET /v1/models, "
+                 "GET /health, GET /info and GET /metrics");
         return send_error(s, c, r, openai, 404, NULL, msg, st->start);
     }
     if (r != R_HEALTH && !authorized(s, c))
@@ -1384,6 +1589,8 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     }
     if (r == R_SEARCH) return start_search(s, c, st);
     if (r == R_RERANK || r == R_RERANK_V1) return start_rerank(s, c, r, st);
+    if (r == R_TOKENIZE) return handle_tokenize(s, c, st);
+    if (r == R_DECODE) return handle_decode(s, c, st);
     return start_embed(s, c, r, st);
 }
 

@@ -9,6 +9,10 @@
  *                        {"results":[{"index","relevance_score"}],"model","usage"} (OpenAI errors)
  *   POST /search         {"query","k"[,"rerank","candidates"]} -> {"hits":[{rank,id,score,text}]}
  *                        with a store
+ *   POST /tokenize       TEI {"inputs","add_special_tokens","prompt_name"} ->
+ *                        [[{"id","text","special","start","stop"}]] (byte offsets)
+ *   POST /decode         TEI {"ids","skip_special_tokens"} -> ["text",...]
+ *                        (both on the HTTP threads, with the model's tokenizer: no engine)
  *   GET  /health         200 when a real forward pass works (each model's), else 503 (no key)
  *   GET  /info           model, dimension, prompts, limits, device, reranker, version
  *   GET  /v1/models      the served models (OpenAI)
