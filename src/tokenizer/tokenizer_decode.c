@@ -68,9 +68,12 @@ enum embd_status embd_tokenizer_decode(const embd_tokenizer *tok, const int32_t 
     if (tok->dec_kind == TOK_DEC_CHAIN)
         return tok_uni_decode(tok, ids, n, skip_special, buf, cap, len);
     if (tok->dec_kind == TOK_DEC_UNSUPPORTED)
-        return embd_error(EMBD_ERR_UNSUPPORTED,
-                          "decode: tokenizer.json decoder '%s' is not supported (only WordPiece)",
-                          tok->dec_type);
+        return embd_error(
+            EMBD_ERR_UNSUPPORTED,
+            "decode: tokenizer.json decoder '%s' is not supported (only WordPiece, and for "
+            "Unigram models Metaspace, ByteFallback, Fuse, Strip, Replace with a "
+            "string and Sequence)",
+            tok->dec_type);
     const int wp = tok->dec_kind == TOK_DEC_WORDPIECE;
     const char *prefix = wp ? tok->dec_prefix : "";
     const size_t plen = strlen(prefix);

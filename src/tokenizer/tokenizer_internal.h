@@ -110,8 +110,9 @@ const char *tok_json_type(const struct cJSON *obj);
  * with room for the added tokens), the normalizer and the pre-tokenizer;
  * tok_uni_encode is encode_pieces for it (valid UTF-8 in); the decoder is
  * read by tok_uni_load_decoder and run by tok_uni_decode. */
-enum embd_status tok_uni_load(embd_tokenizer *tok, const struct cJSON *root,
-                              const struct cJSON *added, int32_t **id_off, int *max_id);
+enum embd_status tok_uni_load(embd_tokenizer *tok, const char *json, size_t json_len,
+                              const struct cJSON *root, const struct cJSON *added, int32_t **id_off,
+                              int *max_id);
 void tok_uni_free(struct tok_uni *u);
 enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, size_t len,
                                 size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,

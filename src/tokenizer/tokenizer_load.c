@@ -564,7 +564,7 @@ enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, siz
     const char *mtype = cJSON_IsObject(model) ? json_type(model) : NULL;
     if (mtype && strcmp(mtype, "Unigram") == 0) {
         /* the SentencePiece pipeline: its own normalizers and pre-tokenizers */
-        if ((st = tok_uni_load(tok, root, added, &id_off, &max_id))) goto fail;
+        if ((st = tok_uni_load(tok, json, len, root, added, &id_off, &max_id))) goto fail;
     } else {
         if ((st = load_normalizer(tok, cJSON_GetObjectItemCaseSensitive(root, "normalizer"))))
             goto fail;

@@ -606,6 +606,201 @@ static enum embd_status pre_add(struct tok_uni *u, const cJSON *p) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Loading: the scores as tokenizers reads them */
+
+/* serde_json's f64 from its significand and decimal exponent, as it parses
+ * numbers without its float_roundtrip feature (tokenizers' build): the u64
+ * to f64, then one multiplication or division by a power of ten. This is
+ * not always the closest double (an ulp off for about a quarter of the
+ * scores of a real vocabulary), and the Viterbi ties follow it. */
+static double serde_f64_from_parts(const double pow10[309], int positive, uint64_t significand,
+                                   int32_t exponent) {
+    double f = (double)significand;
+    for (;;) {
+        uint32_t a = exponent < 0 ? (uint32_t)(-(int64_t)exponent) : (uint32_t)exponent;
+        if (a < 309) {
+            if (exponent >= 0)
+                f *= pow10[a];
+            else
+                f /= pow10[a];
+            break;
+        }
+        if (f == 0.0) break;
+        if (exponent >= 0) return positive ? INFINITY : -INFINITY;
+        f /= 1e308;
+        exponent += 308;
+    }
+    return positive ? f : -f;
+}
+
+#define SERDE_OVERFLOW(a, b)                                                                       \
+    ((a) >= UINT64_MAX / 10 && ((a) > UINT64_MAX / 10 || (b) > UINT64_MAX % 10))
+
+/* A JSON number's text as serde_json reads it into an f64 (the text was
+ * checked by cJSON). Returns the end of the number. */
+static const char *serde_number(const double pow10[309], const char *p, double *out) {
+    int positive = 1;
+    if (*p == '-') {
+        positive = 0;
+        p++;
+    }
+    uint64_t sig = 0;
+    int32_t exp = 0;
+    int is_float = 0;
+    if (*p == '0') {
+        p++;
+    } else {
+        while (*p >= '0' && *p <= '9') {
+            uint64_t d = (uint64_t)(*p - '0');
+            if (SERDE_OVERFLOW(sig, d)) { /* more digits only scale it */
+                is_float = 1;
+                while (*p >= '0' && *p <= '9') {
+                    exp++;
+                    p++;
+                }
+                break;
+            }
+            sig = sig * 10 + d;
+            p++;
+        }
+    }
+    if (*p == '.') {
+        is_float = 1;
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            uint64_t d = (uint64_t)(*p - '0');
+            if (SERDE_OVERFLOW(sig, d)) { /* the rest is dropped */
+                while (*p >= '0' && *p <= '9')
+                    p++;
+                break;
+            }
+            sig = sig * 10 + d;
+            exp--;
+            p++;
+        }
+    }
+    if (*p == 'e' || *p == 'E') {
+        is_float = 1;
+        p++;
+        int pe = 1;
+        if (*p == '+' || *p == '-') pe = *p++ == '+';
+        int64_t e = 0;
+        int over = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (!over) e = e * 10 + (*p - '0');
+            if (e > INT32_MAX) over = 1;
+            p++;
+        }
+        if (over) {
+            *out = sig && pe ? (positive ? INFINITY : -INFINITY) : (positive ? 0.0 : -0.0);
+            return p;
+        }
+        int64_t fe = pe ? (int64_t)exp + e : (int64_t)exp - e;
+        exp = fe > INT32_MAX ? INT32_MAX : fe < INT32_MIN ? INT32_MIN : (int32_t)fe;
+    }
+    if (!is_float) { /* an integer: u64 or i64, then as f64 */
+        if (positive || sig == 0)
+            *out = (double)sig;
+        else
+            *out =
+                sig <= (uint64_t)INT64_MAX + 1 ? (double)(-(int64_t)(sig - 1) - 1) : -(double)sig;
+        return p;
+    }
+    *out = serde_f64_from_parts(pow10, positive, sig, exp);
+    return p;
+}
+
+/* A minimal walk over JSON text that cJSON has already checked. */
+static const char *jw_ws(const char *p) {
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+static const char *jw_string_end(const char *p) { /* p at the opening quote */
+    for (p++; *p && *p != '"'; p++)
+        if (*p == '\\' && p[1]) p++;
+    return *p ? p + 1 : p;
+}
+
+static const char *jw_skip(const char *p) { /* any value */
+    p = jw_ws(p);
+    if (*p == '"') return jw_string_end(p);
+    if (*p != '{' && *p != '[') {
+        while (*p && !strchr(",]} \t\n\r", *p))
+            p++;
+        return p;
+    }
+    size_t depth = 0;
+    for (; *p; p++) {
+        if (*p == '"') {
+            p = jw_string_end(p) - 1;
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+        } else if (*p == '}' || *p == ']') {
+            if (--depth == 0) return p + 1;
+        }
+    }
+    return p;
+}
+
+/* Whether the JSON string at p (a key) is `want` (plain keys only: one with
+ * an escape never matches, nor do cJSON's lookups see it differently for
+ * the keys looked up here). */
+static int jw_key_is(const char *p, const char *want) {
+    size_t l = strlen(want);
+    return p[0] == '"' && strncmp(p + 1, want, l) == 0 && p[1 + l] == '"';
+}
+
+/* The value of member `key` of the object at p, or NULL. */
+static const char *jw_member(const char *p, const char *key) {
+    p = jw_ws(p);
+    if (*p != '{') return NULL;
+    p = jw_ws(p + 1);
+    while (*p == '"') {
+        int hit = jw_key_is(p, key);
+        p = jw_ws(jw_string_end(p));
+        if (*p != ':') return NULL;
+        p = jw_ws(p + 1);
+        if (hit) return p;
+        p = jw_ws(jw_skip(p));
+        if (*p != ',') return NULL;
+        p = jw_ws(p + 1);
+    }
+    return NULL;
+}
+
+/* The scores of model.vocab as tokenizers parses them. Returns 0, or -1
+ * when the text does not have the expected shape (then cJSON's values are
+ * kept). */
+static int serde_scores(const char *json, double *score, size_t n) {
+    double pow10[309]; /* serde_json's table: the correctly rounded powers */
+    for (int i = 0; i < 309; i++) {
+        char b[8];
+        snprintf(b, sizeof b, "1e%d", i);
+        pow10[i] = strtod(b, NULL);
+    }
+    const char *p = jw_member(json, "model");
+    p = p ? jw_member(p, "vocab") : NULL;
+    if (!p || *p != '[') return -1;
+    p = jw_ws(p + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (*p != '[') return -1;
+        p = jw_ws(p + 1);
+        if (*p != '"') return -1;
+        p = jw_ws(jw_string_end(p));
+        if (*p != ',') return -1;
+        p = jw_ws(p + 1);
+        if (*p != '-' && !(*p >= '0' && *p <= '9')) return -1;
+        p = jw_ws(serde_number(pow10, p, &score[i]));
+        if (*p != ']') return -1;
+        p = jw_ws(p + 1);
+        if (*p == ',') p = jw_ws(p + 1);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Loading: the model */
 
 struct key_ref {
@@ -711,8 +906,9 @@ static enum embd_status build_trie(embd_tokenizer *tok, struct tok_uni *u, struc
     return EMBD_OK;
 }
 
-enum embd_status tok_uni_load(embd_tokenizer *tok, const cJSON *root, const cJSON *added,
-                              int32_t **id_off_out, int *max_id_out) {
+enum embd_status tok_uni_load(embd_tokenizer *tok, const char *json, size_t json_len,
+                              const cJSON *root, const cJSON *added, int32_t **id_off_out,
+                              int *max_id_out) {
     enum embd_status st;
     int32_t *id_off = NULL;
     struct key_ref *keys = NULL;
@@ -794,6 +990,28 @@ enum embd_status tok_uni_load(embd_tokenizer *tok, const cJSON *root, const cJSO
         /* a piece that repeats: the last one is its id, as tokenizers' map */
         tok_table_insert(tok, &tok->full, off, (uint32_t)len, (int32_t)i, 1);
         keys[i] = (struct key_ref){off, (uint32_t)len};
+    }
+    /* the scores as tokenizers has them (cJSON's strtod rounds correctly,
+     * serde_json does not always) */
+    char *text = embd_malloc(json_len + 1); /* NUL-terminated for the walk */
+    if (!text) {
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        goto fail;
+    }
+    memcpy(text, json, json_len);
+    text[json_len] = 0;
+    int walked = serde_scores(text, u->score, n);
+    embd_free(text);
+    if (walked == 0) {
+        u->min_score = INFINITY;
+        for (i = 0; i < n; i++) {
+            if (!isfinite(u->score[i])) {
+                st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                                "tokenizer.json: Unigram score %zu is out of range", i);
+                goto fail;
+            }
+            if (u->score[i] < u->min_score) u->min_score = u->score[i];
+        }
     }
     for (int b = 0; b < 256; b++) {
         char name[8];
@@ -1168,10 +1386,12 @@ static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
     else
         opt |= UTF8PROC_DECOMPOSE;
     if (kind == NS_NFKC || kind == NS_NFKD) opt |= UTF8PROC_COMPAT;
-    /* ASCII is unchanged by all four */
+    /* ASCII is unchanged by all four, and the last ASCII character before
+     * other text may compose with what follows: it goes to utf8proc */
     size_t i = 0;
     while (i < n && (unsigned char)in[i] < 0x80)
         i++;
+    if (i < n && i > 0) i--;
     if (ubuf_reserve(o, i) != 0) return -1;
     ubuf_put(o, in, i);
     if (i == n) return 0;
@@ -1416,20 +1636,261 @@ enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, siz
 /* ------------------------------------------------------------------ */
 /* Decoding */
 
+/* One decoder of the chain; returns 0, -1 when it is not supported, -2 when
+ * out of memory. */
+static int dec_add(struct tok_uni *u, const cJSON *d) {
+    const char *type = tok_json_type(d);
+    if (!type) return -1;
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(d, "decoders");
+        if (!cJSON_IsArray(list)) return -1;
+        for (const cJSON *e = list->child; e; e = e->next) {
+            int r = dec_add(u, e);
+            if (r) return r;
+        }
+        return 0;
+    }
+    if (u->n_dec >= UNI_MAX_DEC) return -1;
+    struct dec_step *s = &u->dec[u->n_dec];
+    memset(s, 0, sizeof *s);
+    if (strcmp(type, "Metaspace") == 0) {
+        s->kind = DC_METASPACE;
+        if (read_replacement(d, s->rep, &s->rlen) != 0 || read_prepend(d, &s->prepend) != 0)
+            return -1;
+    } else if (strcmp(type, "ByteFallback") == 0) {
+        s->kind = DC_BYTE_FALLBACK;
+    } else if (strcmp(type, "Fuse") == 0) {
+        s->kind = DC_FUSE;
+    } else if (strcmp(type, "Strip") == 0) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "content");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(d, "start");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(d, "stop");
+        if (!cJSON_IsString(c) || !c->valuestring[0] ||
+            strlen(c->valuestring) != utf8_len((unsigned char)c->valuestring[0]) ||
+            !cJSON_IsNumber(a) || !cJSON_IsNumber(b) || !(a->valuedouble >= 0) ||
+            !(b->valuedouble >= 0) || a->valuedouble > 1e9 || b->valuedouble > 1e9)
+            return -1;
+        s->kind = DC_STRIP;
+        s->clen = strlen(c->valuestring);
+        if (!(s->content = dup_bytes(c->valuestring, s->clen))) return -2;
+        s->start = (int)a->valuedouble;
+        s->stop = (int)b->valuedouble;
+    } else if (strcmp(type, "Replace") == 0) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(d, "pattern");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "content");
+        const cJSON *ps = cJSON_GetObjectItemCaseSensitive(pat, "String");
+        if (!cJSON_IsString(ps) || !ps->valuestring[0] || !cJSON_IsString(c)) return -1;
+        s->kind = DC_REPLACE;
+        s->plen = strlen(ps->valuestring);
+        s->clen = strlen(c->valuestring);
+        s->pat = dup_bytes(ps->valuestring, s->plen);
+        s->content = dup_bytes(c->valuestring, s->clen);
+        if (!s->pat || !s->content) {
+            embd_free(s->pat);
+            embd_free(s->content);
+            s->pat = s->content = NULL;
+            return -2;
+        }
+    } else {
+        return -1;
+    }
+    u->n_dec++;
+    return 0;
+}
+
 enum embd_status tok_uni_load_decoder(embd_tokenizer *tok, const cJSON *d) {
-    (void)d;
     tok->dec_kind = TOK_DEC_UNSUPPORTED;
+    if (!tok->uni) return EMBD_OK; /* the chain decodes SentencePiece models only */
+    int r = dec_add(tok->uni, d);
+    if (r == -2) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    if (r == 0) tok->dec_kind = TOK_DEC_CHAIN;
     return EMBD_OK;
+}
+
+/* A list of owned strings (the tokens between two decoders). */
+struct strv {
+    char **s;
+    size_t *l;
+    size_t n, cap;
+};
+
+static int strv_push(struct strv *v, const char *s, size_t l) {
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 16;
+        char **a = embd_realloc(v->s, cap * sizeof *a);
+        if (!a) return -1;
+        v->s = a;
+        size_t *b = embd_realloc(v->l, cap * sizeof *b);
+        if (!b) return -1;
+        v->l = b;
+        v->cap = cap;
+    }
+    char *d = embd_malloc(l + 1);
+    if (!d) return -1;
+    memcpy(d, s, l);
+    d[l] = 0;
+    v->s[v->n] = d;
+    v->l[v->n++] = l;
+    return 0;
+}
+
+static void strv_free(struct strv *v) {
+    for (size_t i = 0; i < v->n; i++)
+        embd_free(v->s[i]);
+    embd_free(v->s);
+    embd_free(v->l);
+    memset(v, 0, sizeof *v);
+}
+
+/* "<0xNN>" as ByteFallback reads it (u8::from_str_radix of NN, which takes
+ * a leading '+'); the byte, or -1. */
+static int byte_token(const char *t, size_t l) {
+    if (l != 6 || memcmp(t, "<0x", 3) != 0 || t[5] != '>') return -1;
+    int v = 0, k = 3;
+    if (t[3] == '+') k = 4;
+    for (int i = k; i < 5; i++) {
+        char c = t[i];
+        int h = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* ByteFallback: a run of byte tokens becomes its text when it is valid
+ * UTF-8, else one U+FFFD per byte. */
+static int flush_bytes(struct strv *o, const char *b, size_t n) {
+    if (!n) return 0;
+    if (embd_utf8_valid(b, n)) return strv_push(o, b, n);
+    for (size_t i = 0; i < n; i++)
+        if (strv_push(o, "\xef\xbf\xbd", 3) != 0) return -1;
+    return 0;
+}
+
+static int dec_apply(const struct dec_step *d, const struct strv *in, struct strv *o) {
+    if (d->kind == DC_FUSE) {
+        size_t total = 0;
+        for (size_t i = 0; i < in->n; i++)
+            total += in->l[i];
+        char *j = embd_malloc(total + 1);
+        if (!j) return -1;
+        size_t k = 0;
+        for (size_t i = 0; i < in->n; i++) {
+            memcpy(j + k, in->s[i], in->l[i]);
+            k += in->l[i];
+        }
+        int r = strv_push(o, j, k);
+        embd_free(j);
+        return r;
+    }
+    if (d->kind == DC_BYTE_FALLBACK) {
+        char *b = embd_malloc(in->n + 1);
+        size_t nb = 0;
+        if (!b) return -1;
+        for (size_t i = 0; i < in->n; i++) {
+            int v = byte_token(in->s[i], in->l[i]);
+            if (v >= 0) {
+                b[nb++] = (char)v;
+                continue;
+            }
+            if (flush_bytes(o, b, nb) != 0 || strv_push(o, in->s[i], in->l[i]) != 0) {
+                embd_free(b);
+                return -1;
+            }
+            nb = 0;
+        }
+        int r = flush_bytes(o, b, nb);
+        embd_free(b);
+        return r;
+    }
+    for (size_t i = 0; i < in->n; i++) {
+        const char *t = in->s[i];
+        const size_t l = in->l[i];
+        struct ubuf w = {0};
+        if (ubuf_reserve(&w, l + 1) != 0) return -1;
+        if (d->kind == DC_METASPACE) {
+            for (size_t p = 0; p < l;) {
+                if (l - p >= d->rlen && memcmp(t + p, d->rep, d->rlen) == 0) {
+                    if (!(i == 0 && d->prepend != PREPEND_NEVER)) w.p[w.len++] = ' ';
+                    p += d->rlen;
+                } else {
+                    w.p[w.len++] = t[p++];
+                }
+            }
+        } else if (d->kind == DC_STRIP) {
+            /* up to `start` leading and `stop` trailing content characters,
+             * counted in characters */
+            size_t a = 0, z = l, nch = 0, cut = 0;
+            for (size_t p = 0; p < l; p += utf8_len((unsigned char)t[p]))
+                nch++;
+            for (int k = 0; k < d->start && a < l; k++) {
+                if (l - a >= d->clen && memcmp(t + a, d->content, d->clen) == 0) {
+                    a += d->clen;
+                    cut++;
+                } else {
+                    break;
+                }
+            }
+            for (size_t k = 0; k < (size_t)d->stop && k < nch - cut; k++) {
+                if (z - a >= d->clen && memcmp(t + z - d->clen, d->content, d->clen) == 0)
+                    z -= d->clen;
+                else
+                    break;
+            }
+            ubuf_put(&w, t + a, z - a);
+        } else { /* DC_REPLACE */
+            struct norm_step rs = {
+                .pat = d->pat, .plen = d->plen, .content = d->content, .clen = d->clen};
+            w.len = 0;
+            if (norm_replace(&rs, t, l, &w) != 0) {
+                embd_free(w.p);
+                return -1;
+            }
+        }
+        int r = strv_push(o, w.p ? w.p : "", w.len);
+        embd_free(w.p);
+        if (r) return -1;
+    }
+    return 0;
 }
 
 enum embd_status tok_uni_decode(const embd_tokenizer *tok, const int32_t *ids, size_t n,
                                 bool skip_special, char *buf, size_t cap, size_t *len) {
-    (void)tok;
-    (void)ids;
-    (void)n;
-    (void)skip_special;
-    (void)buf;
-    (void)cap;
-    (void)len;
-    return embd_error(EMBD_ERR_UNSUPPORTED, "decode: not implemented");
+    const struct tok_uni *u = tok->uni;
+    struct strv a = {0}, b = {0};
+    enum embd_status st = EMBD_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (skip_special && tok->id_special[ids[i]]) continue;
+        const char *t = tok->pool + tok->id_str[ids[i]];
+        if (strv_push(&a, t, strlen(t)) != 0) goto nomem;
+    }
+    for (int k = 0; k < u->n_dec; k++) {
+        if (dec_apply(&u->dec[k], &a, &b) != 0) goto nomem;
+        strv_free(&a);
+        a = b;
+        memset(&b, 0, sizeof b);
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        if (total < cap) {
+            size_t room = cap - 1 - (total < cap - 1 ? total : cap - 1);
+            memcpy(buf + total, a.s[i], a.l[i] < room ? a.l[i] : room);
+        }
+        total += a.l[i];
+    }
+    if (cap) buf[total < cap ? total : cap - 1] = 0;
+    *len = total;
+    if (total + 1 > cap)
+        st = embd_error(EMBD_ERR_BUFFER_TOO_SMALL, "decode: %zu bytes do not fit in %zu", total + 1,
+                        cap);
+    strv_free(&a);
+    strv_free(&b);
+    return st;
+nomem:
+    strv_free(&a);
+    strv_free(&b);
+    return embd_error(EMBD_ERR_NOMEM, "decode: out of memory");
 }

@@ -15,6 +15,10 @@
  *       Like the first form, each id as "id:start:stop:special" (the byte
  *       offsets of embd_tokenizer_encode_offsets); --no-special: without the
  *       post-processor's tokens (add_special_tokens=False).
+ *   tok_dump --pair TOKENIZER_JSON MAX_TOKENS < input
+ *       Input lines two by two (each as in the first form) are a pair (a, b):
+ *       prints embd_tokenizer_encode_pair's ids as "id:type", truncated
+ *       longest_first to MAX_TOKENS, or "!" and the status number.
  *   tok_dump --decode TOKENIZER_JSON [--keep-special] < input
  *       Each input line holds space-separated ids; prints the text
  *       embd_tokenizer_decode gives (skip_special_tokens true, false with
@@ -237,19 +241,21 @@ int main(int argc, char **argv) {
     if ((argc == 3 || argc == 4) && strcmp(argv[1], "--decode") == 0)
         return decode_lines(argv[2], !(argc == 4 && strcmp(argv[3], "--keep-special") == 0));
     int bench = argc == 5 && strcmp(argv[1], "--bench") == 0;
+    int pair = argc == 4 && strcmp(argv[1], "--pair") == 0;
     int offs = (argc == 4 || argc == 5) && strcmp(argv[1], "--offsets") == 0;
     bool add_special = !(offs && argc == 5 && strcmp(argv[4], "--no-special") == 0);
-    if (!bench && !offs && argc != 3) {
+    if (!bench && !offs && !pair && argc != 3) {
         fprintf(stderr,
                 "usage: tok_dump TOKENIZER_JSON MAX_TOKENS < input\n"
                 "       tok_dump --codepoints\n"
                 "       tok_dump --bench TOKENIZER_JSON MAX_TOKENS REPEAT < input\n"
                 "       tok_dump --offsets TOKENIZER_JSON MAX_TOKENS [--no-special] < input\n"
+                "       tok_dump --pair TOKENIZER_JSON MAX_TOKENS < input\n"
                 "       tok_dump --decode TOKENIZER_JSON [--keep-special] < input\n");
         return 1;
     }
-    const char *path = argv[1 + (bench || offs)];
-    int max_tokens = atoi(argv[2 + (bench || offs)]);
+    const char *path = argv[1 + (bench || offs || pair)];
+    int max_tokens = atoi(argv[2 + (bench || offs || pair)]);
     int repeat = bench ? atoi(argv[4]) : 1;
     size_t *starts = embd_malloc2((size_t)max_tokens + 1, sizeof(size_t));
     size_t *stops = embd_malloc2((size_t)max_tokens + 1, sizeof(size_t));
@@ -286,6 +292,25 @@ int main(int argc, char **argv) {
         }
         texts[n_texts] = text;
         lens[n_texts++] = (size_t)tl;
+    }
+    if (pair) {
+        int32_t *types = embd_malloc2((size_t)max_tokens + 1, sizeof(int32_t));
+        for (size_t i = 0; i + 1 < n_texts; i += 2) {
+            size_t n = 0;
+            enum embd_status st = embd_tokenizer_encode_pair(tok, texts[i], lens[i], texts[i + 1],
+                                                             lens[i + 1], max_tokens, true, ids,
+                                                             types, (size_t)max_tokens, &n, NULL);
+            if (st != EMBD_OK) {
+                printf("!%d\n", (int)st);
+                continue;
+            }
+            for (size_t j = 0; j < n; j++)
+                printf(j ? " %d:%d" : "%d:%d", (int)ids[j], (int)types[j]);
+            printf("\n");
+        }
+        embd_free(types);
+        rc = 0;
+        goto done;
     }
     double t0 = embd_now();
     size_t total_ids = 0;
