@@ -118,8 +118,7 @@ static void test_malformed(void) {
     expect("model no type", "{\"model\":{\"vocab\":{\"a\":0}}}", EMBD_ERR_MODEL_FORMAT, "type");
     expect("bpe", "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}", EMBD_ERR_UNSUPPORTED,
            "BPE");
-    expect("unigram", "{\"model\":{\"type\":\"Unigram\"}}", EMBD_ERR_MODEL_FORMAT,
-           "Unigram vocab");
+    expect("unigram", "{\"model\":{\"type\":\"Unigram\"}}", EMBD_ERR_MODEL_FORMAT, "Unigram vocab");
     expect("bpe", "{\"model\":{\"type\":\"BPE\"}}", EMBD_ERR_UNSUPPORTED, "BPE");
     expect("no vocab", "{\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\"}}",
            EMBD_ERR_MODEL_FORMAT, "vocab");
@@ -162,8 +161,7 @@ static void test_malformed(void) {
         EMBD_ERR_MODEL_FORMAT, "boolean");
     expect("pretok type", "{\"pre_tokenizer\":{\"type\":\"Metaspace\"}," MODEL("\"[UNK]\":0"),
            EMBD_ERR_UNSUPPORTED, "Metaspace");
-    expect("post type",
-           "{\"post_processor\":{\"type\":\"ByteLevel\"}," MODEL("\"[UNK]\":0"),
+    expect("post type", "{\"post_processor\":{\"type\":\"ByteLevel\"}," MODEL("\"[UNK]\":0"),
            EMBD_ERR_UNSUPPORTED, "ByteLevel");
     expect("roberta without ids",
            "{\"post_processor\":{\"type\":\"RobertaProcessing\"}," MODEL("\"[UNK]\":0"),

@@ -210,7 +210,7 @@ static void test_malformed(void) {
     expect("charsmap strings", PC("BAAAAAAAAAD/"), EMBD_ERR_MODEL_FORMAT, "UTF-8");
 #define P(p)                                                                                       \
     "{\"pre_tokenizer\":" p ",\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"a\",0]]}" \
-                            "}"
+    "}"
     expect("bert pretok", P("{\"type\":\"BertPreTokenizer\"}"), EMBD_ERR_UNSUPPORTED,
            "BertPreTokenizer");
     expect("bytelevel", P("{\"type\":\"ByteLevel\"}"), EMBD_ERR_UNSUPPORTED, "ByteLevel");
