@@ -684,11 +684,6 @@ static enum embd_status encode_pieces(const embd_tokenizer *tok, const char *tex
         if (st != EMBD_OK) return st;
         text = fixed;
     }
-    if (tok->uni) { /* SentencePiece: tokenizer_unigram.c */
-        enum embd_status st = tok_uni_encode(tok, text, len, limit, ids, cap, off, n, truncated);
-        embd_free(fixed);
-        return st;
-    }
     struct enc e = {.tok = tok,
                     .ids = ids,
                     .cap = cap,
@@ -703,6 +698,22 @@ static enum embd_status encode_pieces(const embd_tokenizer *tok, const char *tex
     *n = e.n;
     *truncated = e.truncated;
     return e.st;
+}
+
+/* encode_pieces for a SentencePiece tokenizer (tokenizer_unigram.c); a
+ * function of its own, so that the WordPiece one stays as it was. */
+static __attribute__((noinline)) enum embd_status
+encode_pieces_uni(const embd_tokenizer *tok, const char *text, size_t len, size_t limit,
+                  int32_t *ids, size_t cap, size_t off, size_t *n, int *truncated) {
+    char *fixed = NULL;
+    if (len && !embd_utf8_valid(text, len)) {
+        enum embd_status st = utf8_repair(text, len, &fixed, &len, NULL, NULL);
+        if (st != EMBD_OK) return st;
+        text = fixed;
+    }
+    enum embd_status st = tok_uni_encode(tok, text, len, limit, ids, cap, off, n, truncated);
+    embd_free(fixed);
+    return st;
 }
 
 /* encode_pieces with the offsets (a function of its own, so that the plain
@@ -768,7 +779,9 @@ static enum embd_status encode_one(const embd_tokenizer *tok, const char *text, 
     const size_t limit = (size_t)(max_tokens - n_special);
     enum embd_status st =
         o ? encode_pieces_track(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut, o)
-          : encode_pieces(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut);
+        : tok->uni
+            ? encode_pieces_uni(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut)
+            : encode_pieces(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut);
     if (st != EMBD_OK) return st;
     size_t total = (size_t)n_special + pieces;
     if (truncated) *truncated = cut != 0;
@@ -808,7 +821,8 @@ static enum embd_status all_pieces(const embd_tokenizer *tok, const char *text, 
     for (;;) {
         int cut;
         enum embd_status st =
-            encode_pieces(tok, text, len, (size_t)-1 / 2, *buf, *bcap, 0, n, &cut);
+            tok->uni ? encode_pieces_uni(tok, text, len, (size_t)-1 / 2, *buf, *bcap, 0, n, &cut)
+                     : encode_pieces(tok, text, len, (size_t)-1 / 2, *buf, *bcap, 0, n, &cut);
         if (st != EMBD_OK || *n <= *bcap) return st;
         int32_t *b = embd_realloc(*buf, *n * sizeof **buf);
         if (!b) return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");

@@ -191,6 +191,7 @@ static int ubuf_reserve(struct ubuf *b, size_t more) {
 
 /* Appends (room must have been reserved). */
 static inline void ubuf_put(struct ubuf *b, const char *s, size_t n) {
+    if (!n) return; /* b->p may still be NULL */
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
