@@ -118,6 +118,10 @@ enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, siz
                                 size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
                                 int *truncated);
 uint64_t tok_uni_fingerprint(const embd_tokenizer *tok, uint64_t h);
+/* The normalizers alone on valid UTF-8 (for tests: tok_dump --normalize);
+ * *out is embd_malloc'ed. */
+enum embd_status tok_uni_normalize(const embd_tokenizer *tok, const char *text, size_t len,
+                                   char **out, size_t *out_len);
 enum embd_status tok_uni_load_decoder(embd_tokenizer *tok, const struct cJSON *d);
 enum embd_status tok_uni_decode(const embd_tokenizer *tok, const int32_t *ids, size_t n,
                                 bool skip_special, char *buf, size_t cap, size_t *len);
@@ -134,5 +138,6 @@ int tok_is_punct(uint32_t cp);               /* BertPreTokenizer is_bert_punc */
 int tok_is_chinese(uint32_t cp);             /* BertNormalizer is_chinese_char */
 int tok_is_nonspacing(uint32_t cp);          /* category Mn as tokenizers sees it */
 int tok_lower(uint32_t cp, uint32_t out[3]); /* Rust char::to_lowercase; returns count */
+int tok_nf_keep(uint32_t cp, int compat);    /* left alone by tokenizers' NFD / NFKD */
 
 #endif

@@ -74,6 +74,13 @@ int tok_is_nonspacing(uint32_t cp) {
     return cp >= 0x300 && IN_TABLE(tok_mn_ranges, cp);
 }
 
+/* Code points that utf8proc decomposes under NFD (canonical) or NFKD
+ * (compat) and tokenizers' older normalization tables leave alone. */
+int tok_nf_keep(uint32_t cp, int compat) {
+    if (cp < 0x7FD) return 0;
+    return compat ? IN_TABLE(tok_nfkd_keep_ranges, cp) : IN_TABLE(tok_nfd_keep_ranges, cp);
+}
+
 /* Rust char::to_lowercase: one code point, except U+0130, whose lowercase is
  * two (i + combining dot above). */
 int tok_lower(uint32_t cp, uint32_t out[3]) {

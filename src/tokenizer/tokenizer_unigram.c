@@ -1379,14 +1379,30 @@ static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n,
     return 0;
 }
 
-/* NFC / NFD / NFKC / NFKD with utf8proc. */
+/* utf8proc_map of [in, in+n) appended to o. */
+static int map_append(const char *in, size_t n, utf8proc_option_t opt, struct ubuf *o) {
+    if (!n) return 0;
+    utf8proc_uint8_t *r = NULL;
+    utf8proc_ssize_t rl = utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)n, &r, opt);
+    if (rl < 0) return -1;
+    int ok = ubuf_reserve(o, (size_t)rl) == 0;
+    if (ok) ubuf_put(o, (const char *)r, (size_t)rl);
+    free(r);
+    return ok ? 0 : -1;
+}
+
+/* NFC / NFD / NFKC / NFKD with utf8proc, as tokenizers' tables have them:
+ * the characters those tables do not decompose (later Unicode versions,
+ * tok_nf_keep) stay as they are, each closing the text normalized before
+ * it (to them, a starter that composes with nothing). */
 static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
     utf8proc_option_t opt = UTF8PROC_STABLE;
     if (kind == NS_NFC || kind == NS_NFKC)
         opt |= UTF8PROC_COMPOSE;
     else
         opt |= UTF8PROC_DECOMPOSE;
-    if (kind == NS_NFKC || kind == NS_NFKD) opt |= UTF8PROC_COMPAT;
+    const int compat = kind == NS_NFKC || kind == NS_NFKD;
+    if (compat) opt |= UTF8PROC_COMPAT;
     /* ASCII is unchanged by all four, and the last ASCII character before
      * other text may compose with what follows: it goes to utf8proc */
     size_t i = 0;
@@ -1395,18 +1411,18 @@ static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
     if (i < n && i > 0) i--;
     if (ubuf_reserve(o, i) != 0) return -1;
     ubuf_put(o, in, i);
-    if (i == n) return 0;
-    utf8proc_uint8_t *r = NULL;
-    utf8proc_ssize_t rl =
-        utf8proc_map((const utf8proc_uint8_t *)in + i, (utf8proc_ssize_t)(n - i), &r, opt);
-    if (rl < 0) return -1;
-    if (ubuf_reserve(o, (size_t)rl) != 0) {
-        free(r);
-        return -1;
+    const unsigned char *b = (const unsigned char *)in;
+    size_t from = i;
+    while (i < n) {
+        size_t l = utf8_len(b[i]);
+        if (b[i] >= 0xDF && tok_nf_keep(get_utf8(b + i, &l), compat)) {
+            if (map_append(in + from, i - from, opt, o) != 0 || ubuf_reserve(o, l) != 0) return -1;
+            ubuf_put(o, in + i, l);
+            from = i + l;
+        }
+        i += l;
     }
-    ubuf_put(o, (const char *)r, (size_t)rl);
-    free(r);
-    return 0;
+    return map_append(in + from, n - from, opt, o);
 }
 
 static int norm_lowercase(const char *in, size_t n, struct ubuf *o) {
@@ -1507,16 +1523,17 @@ static int norm_replace_run(const struct norm_step *s, const char *in, size_t n,
     return 0;
 }
 
-/* One stretch of text between added tokens: normalizers, pre-tokenizers,
- * model. */
-static void uni_segment(struct uenc *e, const char *s, size_t n, int at_zero) {
-    const struct tok_uni *u = e->u;
+/* The normalizers on [s, s+n), back and forth between nb[0] and nb[1];
+ * *out gets the result (s itself when there are none). 0, or -1 when out
+ * of memory. */
+static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const char *s, size_t n,
+                           const char **out, size_t *out_len) {
     const char *cur = s;
     size_t len = n;
     int w = 0;
     for (int k = 0; k < u->n_norm && len; k++) {
         const struct norm_step *ns = &u->norm[k];
-        struct ubuf *o = &e->nb[w];
+        struct ubuf *o = &nb[w];
         o->len = 0;
         int r = 0;
         switch (ns->kind) {
@@ -1549,15 +1566,43 @@ static void uni_segment(struct uenc *e, const char *s, size_t n, int at_zero) {
             r = norm_replace_run(ns, cur, len, o);
             break;
         }
-        if (r) {
-            unomem(e);
-            return;
-        }
+        if (r) return -1;
         cur = o->p;
         len = o->len;
         w ^= 1;
     }
+    *out = cur;
+    *out_len = len;
+    return 0;
+}
+
+/* One stretch of text between added tokens: normalizers, pre-tokenizers,
+ * model. */
+static void uni_segment(struct uenc *e, const char *s, size_t n, int at_zero) {
+    const char *cur;
+    size_t len;
+    if (run_normalizers(e->u, e->nb, s, n, &cur, &len) != 0) {
+        unomem(e);
+        return;
+    }
     pretok(e, 0, cur, len, at_zero);
+}
+
+enum embd_status tok_uni_normalize(const embd_tokenizer *tok, const char *text, size_t len,
+                                   char **out, size_t *out_len) {
+    struct ubuf nb[2] = {{0}, {0}};
+    const char *cur;
+    size_t n;
+    enum embd_status st = EMBD_OK;
+    *out = NULL;
+    if (!tok->uni) return embd_error(EMBD_ERR_UNSUPPORTED, "tokenizer: not a Unigram model");
+    if (run_normalizers(tok->uni, nb, text, len, &cur, &n) != 0 || !(*out = dup_bytes(cur, n)))
+        st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+    else
+        *out_len = n;
+    embd_free(nb[0].p);
+    embd_free(nb[1].p);
+    return st;
 }
 
 /* The longest added token at s (leftmost-longest), or -1; *len its length. */

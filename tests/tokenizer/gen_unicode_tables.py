@@ -9,8 +9,15 @@ code point by code point, and writes range tables:
   punct    isolated by BertPreTokenizer                (ASCII punctuation and P*)
   mn       dropped by strip_accents                    (Mn as it sees it)
   lower    char::to_lowercase, single-code-point mappings (U+0130 is special-cased in C)
+  nfd_keep, nfkd_keep  code points that utf8proc (libutf8proc, through ctypes)
+           decomposes under NFD / NFKD, or reorders as a mark, and that
+           tokenizers' older normalization tables leave alone (characters of
+           later Unicode versions): the Unigram path's NFC/NFD/NFKC/NFKD pass
+           them through unchanged, as starters
 Usage: gen_unicode_tables.py > src/tokenizer/tokenizer_tables.h
 """
+import ctypes
+import ctypes.util
 import sys
 
 import tokenizers
@@ -22,7 +29,22 @@ low = N.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accen
 strip = N.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False)
 pt = P.BertPreTokenizer()
 
-control, punct, mn, lower = [], [], [], []
+libu = ctypes.CDLL(ctypes.util.find_library("utf8proc") or "libutf8proc.so.2")
+libu.utf8proc_NFD.restype = ctypes.c_void_p
+libu.utf8proc_NFKD.restype = ctypes.c_void_p
+libc = ctypes.CDLL(None)
+libc.free.argtypes = [ctypes.c_void_p]
+
+
+def u8(fn, ch):
+    p = fn(ch.encode())
+    out = ctypes.string_at(p).decode()
+    libc.free(p)
+    return out
+
+
+nfd, nfkd = N.NFD(), N.NFKD()
+control, punct, mn, lower, nfd_keep, nfkd_keep = [], [], [], [], [], []
 for c in range(0x110000):
     if 0xD800 <= c <= 0xDFFF:
         continue
@@ -33,6 +55,14 @@ for c in range(0x110000):
         punct.append(c)
     if strip.normalize_str(ch) == "":
         mn.append(c)
+    # (also the marks that utf8proc reorders and tokenizers takes for starters:
+    # U+0334, combining class 1, goes before them for one and not the other)
+    late = (u8(libu.utf8proc_NFD, ch + "\u0334") != ch + "\u0334" and
+            nfd.normalize_str(ch + "\u0334") == ch + "\u0334" and nfd.normalize_str(ch) == ch)
+    if c and (late or (nfd.normalize_str(ch) == ch and u8(libu.utf8proc_NFD, ch) != ch)):
+        nfd_keep.append(c)
+    if c and (late or (nfkd.normalize_str(ch) == ch and u8(libu.utf8proc_NFKD, ch) != ch)):
+        nfkd_keep.append(c)
     lo = low.normalize_str(ch)
     if lo != ch:
         if len(lo) == 1:
@@ -75,5 +105,7 @@ emit("tok_control_ranges", ranges(control))
 emit("tok_punct_ranges", ranges(punct))
 emit("tok_mn_ranges", ranges(mn))
 emit("tok_lower_map", lower)
+emit("tok_nfd_keep_ranges", ranges(nfd_keep))
+emit("tok_nfkd_keep_ranges", ranges(nfkd_keep))
 print()
 print("#endif")

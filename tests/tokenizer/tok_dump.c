@@ -19,6 +19,9 @@
  *       Input lines two by two (each as in the first form) are a pair (a, b):
  *       prints embd_tokenizer_encode_pair's ids as "id:type", truncated
  *       longest_first to MAX_TOKENS, or "!" and the status number.
+ *   tok_dump --normalize TOKENIZER_JSON < input
+ *       Each input line (as in the first form, valid UTF-8) through the
+ *       normalizers of a Unigram tokenizer: the result as a JSON string.
  *   tok_dump --decode TOKENIZER_JSON [--keep-special] < input
  *       Each input line holds space-separated ids; prints the text
  *       embd_tokenizer_decode gives (skip_special_tokens true, false with
@@ -233,11 +236,49 @@ done:
     return rc;
 }
 
+/* --normalize: lines of text to their normalized form (Unigram tokenizers). */
+static int normalize_lines(const char *path) {
+    char *json = NULL, *line = NULL;
+    size_t json_len, line_cap = 0;
+    embd_tokenizer *tok = NULL;
+    int rc = 1;
+    if (embd_read_file(path, (size_t)1 << 30, &json, &json_len) != EMBD_OK ||
+        embd_tokenizer_load(&tok, json, json_len) != EMBD_OK) {
+        fprintf(stderr, "tok_dump: %s\n", embd_last_error());
+        goto done;
+    }
+    ssize_t got;
+    while ((got = getline(&line, &line_cap, stdin)) >= 0) {
+        size_t l = (size_t)got;
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+            l--;
+        char *text = malloc(l + 1), *out = NULL;
+        long tl = json_string(line, l, text);
+        size_t n = 0;
+        if (tl < 0 || tok_uni_normalize(tok, text, (size_t)tl, &out, &n) != EMBD_OK) {
+            fprintf(stderr, "tok_dump: %s\n", tl < 0 ? "bad input line" : embd_last_error());
+            free(text);
+            goto done;
+        }
+        embd_json_string(put_stdout, stdout, out, n);
+        printf("\n");
+        embd_free(out);
+        free(text);
+    }
+    rc = 0;
+done:
+    free(line);
+    embd_free(json);
+    embd_tokenizer_free(tok);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--codepoints") == 0) {
         print_codepoints();
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "--normalize") == 0) return normalize_lines(argv[2]);
     if ((argc == 3 || argc == 4) && strcmp(argv[1], "--decode") == 0)
         return decode_lines(argv[2], !(argc == 4 && strcmp(argv[3], "--keep-special") == 0));
     int bench = argc == 5 && strcmp(argv[1], "--bench") == 0;
