@@ -120,7 +120,10 @@ struct tok_uni {
     int n_dec;
 
     uint64_t norm_hash; /* of the normalizer and pre-tokenizer JSON, for the fingerprint */
+    int chunkable;      /* long stretches may be encoded in chunks (uni_segment) */
 };
+
+static int chunkable(const struct tok_uni *u);
 
 /* ------------------------------------------------------------------ */
 /* Small helpers */
@@ -1029,6 +1032,7 @@ enum embd_status tok_uni_load(embd_tokenizer *tok, const char *json, size_t json
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     if (norm && !cJSON_IsNull(norm) && (st = norm_add(u, norm)) != EMBD_OK) goto fail;
     if (pre && !cJSON_IsNull(pre) && (st = pre_add(u, pre)) != EMBD_OK) goto fail;
+    u->chunkable = chunkable(u);
     /* the fingerprint covers the normalizer and pre-tokenizer as written */
     char *js = cJSON_PrintUnformatted(norm ? norm : root);
     char *jp = cJSON_PrintUnformatted(pre ? pre : root);
@@ -1527,7 +1531,7 @@ static int norm_replace_run(const struct norm_step *s, const char *in, size_t n,
  * *out gets the result (s itself when there are none). 0, or -1 when out
  * of memory. */
 static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const char *s, size_t n,
-                           const char **out, size_t *out_len) {
+                           int first, int last, const char **out, size_t *out_len) {
     const char *cur = s;
     size_t len = n;
     int w = 0;
@@ -1549,13 +1553,17 @@ static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const cha
         case NS_LOWERCASE:
             r = norm_lowercase(cur, len, o);
             break;
-        case NS_STRIP:
-            r = norm_strip(ns, cur, len, o);
+        case NS_STRIP: {
+            struct norm_step st = *ns; /* a chunk: only the text's own ends */
+            st.left &= first;
+            st.right &= last;
+            r = norm_strip(&st, cur, len, o);
             break;
+        }
         case NS_PREPEND:
             r = ubuf_reserve(o, len + ns->clen);
             if (!r) {
-                ubuf_put(o, ns->content, ns->clen);
+                if (first) ubuf_put(o, ns->content, ns->clen);
                 ubuf_put(o, cur, len);
             }
             break;
@@ -1576,16 +1584,83 @@ static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const cha
     return 0;
 }
 
-/* One stretch of text between added tokens: normalizers, pre-tokenizers,
- * model. */
-static void uni_segment(struct uenc *e, const char *s, size_t n, int at_zero) {
+/* One stretch of text between added tokens (or a chunk of it): normalizers,
+ * pre-tokenizers, model. */
+static void uni_chunk(struct uenc *e, const char *s, size_t n, int at_zero, int first, int last) {
     const char *cur;
     size_t len;
-    if (run_normalizers(e->u, e->nb, s, n, &cur, &len) != 0) {
+    if (run_normalizers(e->u, e->nb, s, n, first, last, &cur, &len) != 0) {
         unomem(e);
         return;
     }
     pretok(e, 0, cur, len, at_zero);
+}
+
+static int ascii_alnum(unsigned char c) {
+    return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z');
+}
+
+/* A long stretch goes in chunks of about UNI_CHUNK bytes, cut before a
+ * space between two ASCII letters or digits, when the tokenizer is one
+ * whose result is then the same (u->chunkable: the space stays a space
+ * that starts a piece, nothing reaches across it), so that a truncated
+ * encoding of a long text stops early. */
+#define UNI_CHUNK 8192
+
+static void uni_segment(struct uenc *e, const char *s, size_t n, int at_zero) {
+    if (!e->u->chunkable || n <= 2 * UNI_CHUNK) {
+        uni_chunk(e, s, n, at_zero, 1, 1);
+        return;
+    }
+    const unsigned char *b = (const unsigned char *)s;
+    size_t a = 0;
+    while (a < n && !e->done) {
+        size_t cut = n;
+        if (n - a > 2 * UNI_CHUNK)
+            for (size_t i = a + UNI_CHUNK; i + 1 < n; i++)
+                if (b[i] == ' ' && ascii_alnum(b[i - 1]) && ascii_alnum(b[i + 1])) {
+                    cut = i;
+                    break;
+                }
+        uni_chunk(e, s + a, cut - a, at_zero && a == 0, a == 0, cut == n);
+        a = cut;
+    }
+}
+
+/* Whether long stretches may go in chunks (uni_segment): the first
+ * pre-tokenizer cuts at spaces (WhitespaceSplit, or Metaspace with split),
+ * no Metaspace keeps the text whole, and every normalizer leaves a space
+ * between two ASCII letters or digits a space that nothing reaches across:
+ * Precompiled keeps ' ' and maps no letter or digit to something with a
+ * space or to nothing; no Replace touches or makes spaces (a run regex of
+ * spaces from two on is fine: the cut space is alone). */
+static int chunkable(const struct tok_uni *u) {
+    if (u->n_pre == 0) return 0;
+    if (u->pre[0].kind == PT_METASPACE && !u->pre[0].split) return 0;
+    for (int k = 0; k < u->n_pre; k++)
+        if (u->pre[k].kind == PT_METASPACE && !u->pre[k].split) return 0;
+    for (int k = 0; k < u->n_norm; k++) {
+        const struct norm_step *ns = &u->norm[k];
+        if (ns->kind == NS_PRECOMPILED) {
+            long v = cm_first(&ns->cm, (const unsigned char *)" ", 1);
+            size_t rl;
+            if (v >= 0 && (cm_string(&ns->cm, (size_t)v, &rl)[0] != ' ' || rl != 1)) return 0;
+            for (unsigned c = 0; c < 128; c++) {
+                if (!ascii_alnum((unsigned char)c)) continue;
+                unsigned char k1 = (unsigned char)c;
+                v = cm_first(&ns->cm, &k1, 1);
+                if (v < 0) continue;
+                const char *r = cm_string(&ns->cm, (size_t)v, &rl);
+                if (!rl || memchr(r, ' ', rl)) return 0;
+            }
+        } else if (ns->kind == NS_REPLACE) {
+            if (memchr(ns->pat, ' ', ns->plen) || memchr(ns->content, ' ', ns->clen)) return 0;
+        } else if (ns->kind == NS_REPLACE_RUN) {
+            if (ns->run_cp == ' ' && ns->run_min < 2) return 0;
+            if (ns->run_cp != ' ' && memchr(ns->content, ' ', ns->clen)) return 0;
+        }
+    }
+    return 1;
 }
 
 enum embd_status tok_uni_normalize(const embd_tokenizer *tok, const char *text, size_t len,
@@ -1596,7 +1671,8 @@ enum embd_status tok_uni_normalize(const embd_tokenizer *tok, const char *text, 
     enum embd_status st = EMBD_OK;
     *out = NULL;
     if (!tok->uni) return embd_error(EMBD_ERR_UNSUPPORTED, "tokenizer: not a Unigram model");
-    if (run_normalizers(tok->uni, nb, text, len, &cur, &n) != 0 || !(*out = dup_bytes(cur, n)))
+    if (run_normalizers(tok->uni, nb, text, len, 1, 1, &cur, &n) != 0 ||
+        !(*out = dup_bytes(cur, n)))
         st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
     else
         *out_len = n;

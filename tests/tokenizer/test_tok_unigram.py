@@ -327,6 +327,13 @@ def main():
                                                            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581\u2581"},
                                                            charsmap]}
     save("8k-rstrip-replace", x)
+    x = copy.deepcopy(v4)  # chunked like the real ones, with Strip, Prepend, NFKC, Lowercase
+    x["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Strip", "strip_left": True, "strip_right": True}, {"type": "NFKC"}, {"type": "Lowercase"},
+        charsmap, {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+        {"type": "Prepend", "prepend": "\u2581"}]}
+    x["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never", "split": True}
+    save("8k-chunk-norms", x)
     x = copy.deepcopy(base)  # a piece that repeats: the last one is its id
     x["model"]["vocab"].insert(10, ["\u2581the", -1.0])
     x["model"]["vocab"].insert(20, ["s", -30.0])
@@ -386,6 +393,20 @@ def main():
         elif sample:
             groups.append(("corpus sample", sample, ()))
         failed += compare(name, paths[name], 512, groups)
+    # long texts (encoded in chunks where the tokenizer allows it), whole and
+    # truncated
+    lr = random.Random(21)
+    pool_long = (en[::50] + translated[::20]) if (en or translated) else [s for s in small_adv if len(s) < 3000]
+    longs = [" ".join(lr.choice(pool_long) for _ in range(lr.randint(20, 200))) for _ in range(12)]
+    longs += ["word " * 5000 + "<mask> " + "mot " * 5000, ("ab " * 9000) + "\u00e9" * 100 + " cd" * 9000,
+              "a" * 20000 + " b" * 10000, ("x y  z\t" * 5000)]
+    longs += ["  \t " + t + "  \n" for t in longs[:4]]
+    for name in ("8k", "8k-v4", "8k-roberta-lstrip", "8k-nfkc-lower-strip", "8k-rstrip-replace", "8k-nosplit",
+                 "8k-chunk-norms", "bytefb-charsmap", "e5"):
+        if name in paths:
+            failed += compare(name, paths[name], 1000000, [("long texts", longs, ())])
+            if name in ("8k", "8k-chunk-norms", "e5"):
+                failed += compare(name, paths[name], 512, [("long texts", longs, ())])
     for m in (2, 3, 7, 64):
         failed += compare("8k-roberta-lstrip", paths["8k-roberta-lstrip"], m,
                           [("adversarial", small_adv[:800], raw[:50])])
