@@ -1,5 +1,7 @@
-/* tokenizer.h — BERT WordPiece tokenization with exact Hugging Face
- * `tokenizers` parity, read from a tokenizer.json. */
+/* tokenizer.h — tokenization with exact Hugging Face `tokenizers` parity,
+ * read from a tokenizer.json: BERT's WordPiece (tokenizer_encode.c) and
+ * SentencePiece's Unigram, as XLM-RoBERTa, multilingual-e5,
+ * paraphrase-multilingual and bge-m3 have it (tokenizer_unigram.c). */
 #ifndef EMBD_TOKENIZER_H
 #define EMBD_TOKENIZER_H
 
@@ -12,14 +14,22 @@
 typedef struct embd_tokenizer embd_tokenizer;
 
 /* Parses the contents of a tokenizer.json (`len` bytes, need not be
- * NUL-terminated). Supported: normalizer BertNormalizer (or null), pre_tokenizer
- * BertPreTokenizer, model WordPiece, post_processor TemplateProcessing or
- * BertProcessing, added_tokens. Anything else: EMBD_ERR_UNSUPPORTED naming it.
- * Malformed JSON or inconsistent fields: EMBD_ERR_MODEL_FORMAT. */
+ * NUL-terminated). Supported: model WordPiece with normalizer BertNormalizer
+ * (or null) and pre_tokenizer BertPreTokenizer (or null); model Unigram
+ * (unk_id, byte_fallback; scores read as tokenizers' serde_json reads them)
+ * with normalizers Precompiled (the precompiled_charsmap, checked), NFC, NFD,
+ * NFKC, NFKD, Lowercase, Strip, Prepend, Replace (a string, or a regex that
+ * is one character repeated: " {2,}", "x+") and Sequence, and pre-tokenizers
+ * Metaspace (prepend_scheme or add_prefix_space, split), WhitespaceSplit and
+ * Sequence; post_processor TemplateProcessing, BertProcessing or
+ * RobertaProcessing; added_tokens (not normalized, not single_word; lstrip /
+ * rstrip). Anything else: EMBD_ERR_UNSUPPORTED naming it. Malformed JSON or
+ * inconsistent fields: EMBD_ERR_MODEL_FORMAT. */
 enum embd_status embd_tokenizer_load(embd_tokenizer **out, const char *json, size_t len);
 void embd_tokenizer_free(embd_tokenizer *tok);
 
-/* Encodes one text: [CLS] wordpieces [SEP], truncated so the total is at most
+/* Encodes one text: the post-processor's template around its pieces ([CLS]
+ * pieces [SEP], <s> pieces </s>), truncated so the total is at most
  * max_tokens (>= 2; the special tokens are kept, the pieces cut from the end,
  * as `tokenizers` does with truncation max_length = max_tokens). Invalid UTF-8
  * is read as U+FFFD per maximal subpart (Python's decode("utf-8", "replace")).
@@ -46,7 +56,8 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
  * add_special_tokens=False). Any of starts, stops and special may be NULL;
  * max_tokens INT_MAX does not truncate in practice. Tracks the offsets only
  * here: embd_tokenizer_encode stays as it is. Same returns as
- * embd_tokenizer_encode. */
+ * embd_tokenizer_encode; EMBD_ERR_UNSUPPORTED for a Unigram tokenizer
+ * (offsets are WordPiece's only). */
 enum embd_status embd_tokenizer_encode_offsets(const embd_tokenizer *tok, const char *text,
                                                size_t len, int max_tokens, bool add_special,
                                                int32_t *ids, size_t *starts, size_t *stops,
@@ -84,11 +95,13 @@ const char *embd_tokenizer_id_to_token(const embd_tokenizer *tok, int32_t id);
  * token spelled as one), then the decoder: WordPiece (the prefix removed from
  * a continuing piece, a space before any other piece but the first, and with
  * cleanup the clean_up_tokenization replacements on each piece), or none
- * (the strings joined by spaces). Writes at most cap bytes, NUL-terminated
+ * (the strings joined by spaces), or for a Unigram tokenizer the
+ * SentencePiece decoders (Metaspace, ByteFallback, Fuse, Strip, Replace with a
+ * string, Sequence). Writes at most cap bytes, NUL-terminated
  * when cap > 0; *len gets the full length without the NUL, and
  * EMBD_ERR_BUFFER_TOO_SMALL is returned when len + 1 > cap (cap 0 sizes it).
  * An id that is not a token: EMBD_ERR_INVALID_ARG naming its position. A
- * decoder type other than WordPiece: EMBD_ERR_UNSUPPORTED naming it. */
+ * decoder other than those: EMBD_ERR_UNSUPPORTED naming it. */
 enum embd_status embd_tokenizer_decode(const embd_tokenizer *tok, const int32_t *ids, size_t n,
                                        bool skip_special, char *buf, size_t cap, size_t *len);
 
