@@ -167,8 +167,9 @@ EMBD_API enum embd_status embd_count_tokens(const embd_model *model, const char 
  * each; starts, stops and special may each be NULL. *n_ids gets the full count;
  * EMBD_ERR_BUFFER_TOO_SMALL when it is more than cap (with truncate, cap =
  * embd_model_max_tokens is always enough; without, call again with *n_ids).
- * Thread-safe. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_BUFFER_TOO_SMALL
- * or EMBD_ERR_NOMEM. */
+ * Thread-safe. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_BUFFER_TOO_SMALL,
+ * EMBD_ERR_NOMEM, or EMBD_ERR_UNSUPPORTED for a Unigram (SentencePiece)
+ * tokenizer, whose offsets are not implemented yet. */
 EMBD_API enum embd_status embd_tokenize_offsets(const embd_model *model, const char *text,
                                                 size_t len, bool add_special_tokens, bool truncate,
                                                 int32_t *ids, size_t *starts, size_t *stops,
@@ -184,16 +185,18 @@ EMBD_API const char *embd_model_token(const embd_model *model, int32_t id);
  * tokenizer.json decoder (for the servers' POST /decode). WordPiece: a piece
  * starting with the prefix ("##") joins the previous one, any other piece
  * but the first gets a space before it, and with "cleanup" each piece goes
- * through clean_up_tokenization (" ." -> ".", " 's" -> "'s", ...); no
- * decoder: the tokens joined by spaces. skip_special_tokens drops the added
- * tokens marked special ([CLS], [SEP], [PAD], [MASK] and [UNK] too). Writes
- * at most cap bytes into buf, NUL-terminated when cap > 0; *len gets the
- * text's full length without the NUL. Returns EMBD_OK;
- * EMBD_ERR_BUFFER_TOO_SMALL when len + 1 > cap (cap 0 sizes it);
+ * through clean_up_tokenization (" ." -> ".", " 's" -> "'s", ...);
+ * SentencePiece (Unigram) models: the Metaspace, ByteFallback, Fuse, Strip,
+ * Replace and Sequence decoders; no decoder: the tokens joined by spaces.
+ * skip_special_tokens drops the added tokens marked special ([CLS], [SEP],
+ * [PAD], [MASK] and [UNK] too). Writes at most cap bytes into buf,
+ * NUL-terminated when cap > 0; *len gets the text's full length without the
+ * NUL. Returns EMBD_OK; EMBD_ERR_BUFFER_TOO_SMALL when len + 1 > cap (cap 0
+ * sizes it);
  * EMBD_ERR_INVALID_ARG for a NULL argument or an id that is not a token
  * (the message names its position; `tokenizers` would skip it);
- * EMBD_ERR_UNSUPPORTED for a decoder other than WordPiece (the message names
- * it); EMBD_ERR_NOMEM. Thread-safe. */
+ * EMBD_ERR_UNSUPPORTED for another decoder (the message names it);
+ * EMBD_ERR_NOMEM. Thread-safe. */
 EMBD_API enum embd_status embd_detokenize(const embd_model *model, const int32_t *ids, size_t n,
                                           bool skip_special_tokens, char *buf, size_t cap,
                                           size_t *len);
