@@ -202,7 +202,7 @@ static inline void ubuf_put(struct ubuf *b, const char *s, size_t n) {
 static char *dup_bytes(const char *s, size_t n) {
     char *d = embd_malloc(n + 1);
     if (d) {
-        memcpy(d, s, n);
+        if (n) memcpy(d, s, n); /* s may be NULL for an empty text */
         d[n] = 0;
     }
     return d;
