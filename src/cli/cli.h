@@ -87,7 +87,9 @@ int cli_get_choice(const struct cli_args *a, const char *name, const char *const
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Loads the model named by the common options. Returns 0, 1 (runtime
- * error, printed) or 2 (usage error, printed). */
+ * error, printed) or 2 (usage error, printed). A hub name (ORG/NAME) not
+ * in the cache is an error that says how to pull it; nothing is downloaded
+ * here (see cli_pull_missing). */
 int cli_open_model(const struct cli_args *a, embd_model **model);
 /* The model a command embeds with and its context. */
 struct cli_engine {
@@ -187,6 +189,32 @@ void cli_progress_update(struct cli_progress *p, size_t done, long long bytes_do
 /* Seconds since cli_progress_init. */
 double cli_elapsed(const struct cli_progress *p);
 
+/* Whether name can be a hub repository id (ORG/NAME or NAME: parts of
+ * [A-Za-z0-9._-], not starting with '.' or '-', no ".."), as
+ * embd_model_resolve takes it (common.c). */
+bool cli_is_repo_id(const char *name);
+/* Downloads hub repository `repo` at `revision` (a branch, tag or commit)
+ * into the Hugging Face cache (cache_dir, or the one HF_HUB_CACHE / HF_HOME
+ * name): the files a sentence-transformers model needs, checked, then
+ * linked into snapshots/COMMIT/ (see pull.c). Progress and a summary on
+ * stderr unless quiet; the snapshot's folder into snapshot (cap bytes; may
+ * be NULL). Returns 0, or 1 (2 for a bad HF_ENDPOINT) after printing one
+ * "embd: pull: ..." line. */
+int cli_pull(const char *repo, const char *revision, const char *cache_dir, bool quiet,
+             char *snapshot, size_t cap);
+/* Option --pull of the commands that load models (embed, serve). */
+#define CLI_OPT_PULL                                                                               \
+    {                                                                                              \
+        "pull", 0, false, NULL, NULL,                                                              \
+            "when -m ORG/NAME is not in the Hugging Face cache, download it first (as embd "       \
+            "pull does); without it nothing is downloaded"                                         \
+    }
+/* With --pull (cli_flag(a, "pull")), pulls model `name` (main) when it is
+ * a hub name (ORG/NAME) that is neither a directory nor in the Hugging Face
+ * cache; without it, does nothing (cli_open_model then says how to pull).
+ * Returns 0, or 1 after printing the error. */
+int cli_pull_missing(const struct cli_args *a, const char *name);
+
 /* Subcommands. */
 int cmd_embed(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
@@ -195,5 +223,6 @@ int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_rerank(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 
 #endif

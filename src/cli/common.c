@@ -430,7 +430,12 @@ int cli_open_model(const struct cli_args *a, embd_model **model) {
     /* A directory, or a name (ORG/NAME) in the Hugging Face cache. */
     size_t need = 0;
     if (embd_model_resolve(dir, NULL, NULL, 0, &need) != EMBD_ERR_BUFFER_TOO_SMALL) {
-        cli_err("%s: %s", a->cmd, embd_last_error());
+        struct stat st;
+        if (cli_is_repo_id(dir) && stat(dir, &st) != 0) /* a name, not in the cache */
+            cli_err("%s: %s; or download it with `embd pull %s`%s", a->cmd, embd_last_error(), dir,
+                    find_long(a, "pull", 4) >= 0 ? " (or add --pull)" : "");
+        else
+            cli_err("%s: %s", a->cmd, embd_last_error());
         return 1;
     }
     enum embd_status s = embd_model_load(dir, embd_model_default_params(), model);
@@ -439,6 +444,24 @@ int cli_open_model(const struct cli_args *a, embd_model **model) {
         return 1;
     }
     return 0;
+}
+
+bool cli_is_repo_id(const char *name) {
+    size_t slashes = 0, part = 0;
+    for (const char *p = name; *p; p++) {
+        const char c = *p;
+        if (c == '/') {
+            if (part == 0) return false;
+            slashes++;
+            part = 0;
+            continue;
+        }
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok || (part == 0 && (c == '.' || c == '-')) || (c == '.' && p[1] == '.')) return false;
+        part++;
+    }
+    return part > 0 && slashes <= 1;
 }
 
 int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e) {

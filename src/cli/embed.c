@@ -25,6 +25,7 @@ static const struct cli_opt embed_opts[] = {
      "Matryoshka: keep the first N components (normalised again); 0 = all"},
     {"no-normalize", 0, false, NULL, NULL, "skip the model's L2 normalisation"},
     CLI_OPT_MAX_BATCH_TOKENS,
+    CLI_OPT_PULL,
     {"cache", 0, true, "MODE", "mem",
      "embedding cache: off, mem (in memory, this run) or a directory (on disk, LMDB: shared "
      "by processes, kept across runs, so an interrupted run resumes where it stopped)"},
@@ -182,7 +183,8 @@ int cmd_embed(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if ((rc = cli_engine_open(&a, cp, &eng))) goto done;
+    if ((rc = cli_pull_missing(&a, cli_get(&a, "model"))) || (rc = cli_engine_open(&a, cp, &eng)))
+        goto done;
     struct embd_embed_opts eo = embd_embed_default_opts();
     if ((rc = cli_prompt_prefix(&a, "prompt-name", eng.model, &eo.prefix))) goto done;
     if (dims > embd_model_dim(eng.model)) {

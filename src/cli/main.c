@@ -13,6 +13,7 @@ static void usage(FILE *f) {
                "  search     find the documents in a store nearest to a query\n"
                "  rerank     score documents against a query with a cross-encoder\n"
                "  serve      an OpenAI- and TEI-compatible embedding server over HTTP\n"
+               "  pull       download a model (ORG/NAME) from the Hugging Face hub into its cache\n"
                "  doctor     what this machine offers and which backend would run\n\n"
                "Run 'embd <command> --help' for a command's options. 'embd --version' prints\n"
                "the version.\n");
@@ -38,6 +39,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "search")) return cmd_search(argc - 1, argv + 1);
     if (!strcmp(cmd, "rerank")) return cmd_rerank(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pull")) return cmd_pull(argc - 1, argv + 1);
     if (!strcmp(cmd, "doctor")) return cmd_doctor(argc - 1, argv + 1);
     fprintf(stderr, "embd: unknown command \"%s\" (see embd --help)\n", cmd);
     return 2;

@@ -87,6 +87,9 @@ static const struct cli_opt serve_opts[] = {
      "processes and kept across restarts)"},
     {"cache-mem", 0, true, "MIB", "64", "in-memory cache budget in MiB"},
     {"cache-map-size", 0, true, "MIB", "4096", "the largest the disk cache may grow, in MiB"},
+    {"pull", 0, false, NULL, NULL,
+     "when -m (or --reranker) ORG/NAME is not in the Hugging Face cache, download it first "
+     "(as embd pull does); without it nothing is downloaded"},
 };
 
 /* The last component of dir, into buf (256 bytes). */
@@ -250,7 +253,7 @@ int cmd_serve(int argc, char **argv) {
     cp.prefix = cli_get(&a, "prefix"); /* each request asks for its own normalisation */
 
     const char *dir = cli_get(&a, "model");
-    if ((rc = cli_open_model(&a, &model))) goto done;
+    if ((rc = cli_pull_missing(&a, dir)) || (rc = cli_open_model(&a, &model))) goto done;
     if (max_tok) {
         if (max_tok > embd_model_max_tokens(model)) {
             cli_err("serve: --max-input-tokens %ld is more than the model takes (%d)", max_tok,
@@ -317,6 +320,7 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     if (rdir) {
+        if ((rc = cli_pull_missing(&a, rdir))) goto done;
         if (embd_model_load(rdir, embd_model_default_params(), &rmodel) != EMBD_OK) {
             cli_err("serve: cannot load reranker %s: %s", rdir, embd_last_error());
             rc = 1;
