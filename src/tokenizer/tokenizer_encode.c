@@ -447,16 +447,102 @@ static __attribute__((noinline)) void normalize_track(struct enc *e, uint32_t cp
     normalize_impl(e, cp, 1);
 }
 
+/* The BertNormalizer's output for one code point into out (at most
+ * TOK_NORM_MAX code points); returns their count. The same steps as
+ * normalize_impl, strip_cp and lower_cp, collected instead of streamed. */
+#define TOK_NORM_MAX 32
+static int bert_norm_cp(const embd_tokenizer *tok, uint32_t cp, uint32_t *out) {
+    if (tok->clean_text) {
+        if (cp == 0 || cp == 0xFFFD || tok_is_control(cp)) return 0;
+        if (tok_is_whitespace(cp)) cp = ' ';
+    }
+    uint32_t in[3] = {cp, 0, 0};
+    int n_in = 1, n = 0;
+    if (tok->handle_chinese && tok_is_chinese(cp)) in[0] = ' ', in[1] = cp, in[2] = ' ', n_in = 3;
+    for (int k = 0; k < n_in; k++) {
+        utf8proc_int32_t d[8];
+        int last = 0;
+        utf8proc_ssize_t nd = 1;
+        d[0] = (utf8proc_int32_t)in[k];
+        if (tok->strip_accents && in[k] != 0x11938)
+            nd = utf8proc_decompose_char(d[0], d, 8, UTF8PROC_DECOMPOSE, &last);
+        if (nd < 1 || nd > 8) nd = 1, d[0] = (utf8proc_int32_t)in[k];
+        for (utf8proc_ssize_t i = 0; i < nd; i++) {
+            uint32_t c = (uint32_t)d[i];
+            if (tok->strip_accents && tok_is_nonspacing(c)) continue;
+            uint32_t lo[3] = {c, 0, 0};
+            int nl = tok->lowercase ? tok_lower(c, lo) : 1;
+            for (int j = 0; j < nl && n < TOK_NORM_MAX; j++)
+                out[n++] = lo[j];
+        }
+    }
+    return n;
+}
+
+size_t tok_bert_normalize(const embd_tokenizer *tok, const char *s, size_t len, char *out,
+                          size_t cap) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t at = 0;
+    for (size_t p = 0, l; p < len; p += l) {
+        uint32_t cps[TOK_NORM_MAX];
+        const int n = bert_norm_cp(tok, utf8_get(u + p, &l), cps);
+        for (int i = 0; i < n; i++) {
+            if (cap - at < 4) return (size_t)-1;
+            at += utf8_put(out + at, cps[i]);
+        }
+    }
+    return at;
+}
+
+/* Whether the raw text at s (avail bytes of valid UTF-8) normalizes to a
+ * text that starts with want (wlen bytes); *raw its raw length then. */
+static int norm_prefix(const embd_tokenizer *tok, const unsigned char *s, size_t avail,
+                       const char *want, size_t wlen, size_t *raw) {
+    size_t got = 0, q = 0;
+    while (got < wlen) {
+        if (q >= avail) return 0;
+        size_t l;
+        uint32_t cps[TOK_NORM_MAX];
+        const int n = bert_norm_cp(tok, utf8_get(s + q, &l), cps);
+        q += l;
+        for (int i = 0; i < n; i++) {
+            char b[4];
+            size_t bl = utf8_put(b, cps[i]);
+            if (got + bl > wlen || memcmp(want + got, b, bl) != 0) return 0;
+            got += bl;
+        }
+    }
+    *raw = q;
+    return 1;
+}
+
 /* The longest added token at s (leftmost-longest, as tokenizers matches
- * them), or -1. Sets *len. */
+ * them), or -1. Sets *len to its length in s. Tokens matched in the raw text
+ * come first (tokenizers splits on them before normalizing); then those
+ * matched where the normalizer spells them. */
 static int match_added(const embd_tokenizer *tok, const char *s, size_t avail, size_t *len) {
     int best = -1;
     size_t best_len = 0;
     for (int i = 0; i < tok->n_added; i++) {
         size_t l = tok->added[i].len;
+        if (tok->added[i].normalized) continue;
         if (l > best_len && l <= avail && memcmp(tok->pool + tok->added[i].off, s, l) == 0) {
             best = i;
             best_len = l;
+        }
+    }
+    if (best < 0) {
+        size_t best_n = 0;
+        for (int i = 0; i < tok->n_added; i++) {
+            const struct tok_added *a = &tok->added[i];
+            size_t raw;
+            if (!a->normalized || a->nlen <= best_n) continue;
+            if (norm_prefix(tok, (const unsigned char *)s, avail, tok->pool + a->noff, a->nlen,
+                            &raw)) {
+                best = i;
+                best_n = a->nlen;
+                best_len = raw;
+            }
         }
     }
     *len = best_len;

@@ -23,12 +23,15 @@ struct tok_table {
     uint32_t max_len; /* longest key in bytes */
 };
 
-/* An added token matched in the raw text (normalized = false). */
+/* An added token: matched in the raw text (normalized = false), or where the
+ * normalizer's output spells it (normalized = true; WordPiece tokenizers). */
 struct tok_added {
     uint32_t off, len; /* content in pool */
     int32_t id;
     uint8_t special;        /* "special": true (skip_special_tokens drops it when decoding) */
     uint8_t lstrip, rstrip; /* its offsets take in the whitespace before / after it */
+    uint8_t normalized;     /* matched in the normalized text */
+    uint32_t noff, nlen;    /* normalized: its content normalized (in pool), as matched */
 };
 
 /* The decoder of tokenizer.json (decoding only; never changes the ids).
@@ -59,7 +62,8 @@ struct embd_tokenizer {
     /* added tokens, matched leftmost-longest in the raw text */
     struct tok_added *added; /* (n_added) */
     int n_added;
-    uint8_t added_first[256]; /* 1 where some added token starts with that byte */
+    uint8_t added_first[256]; /* 1 where some added token starts with that byte
+                                 (or, normalized = true, may start: see load_added) */
 
     /* post-processor: ids before and after the sequence */
     int32_t pre_ids[8], post_ids[8];
@@ -139,5 +143,11 @@ int tok_is_chinese(uint32_t cp);             /* BertNormalizer is_chinese_char *
 int tok_is_nonspacing(uint32_t cp);          /* category Mn as tokenizers sees it */
 int tok_lower(uint32_t cp, uint32_t out[3]); /* Rust char::to_lowercase; returns count */
 int tok_nf_keep(uint32_t cp, int compat);    /* left alone by tokenizers' NFD / NFKD */
+
+/* The BertNormalizer of `tok` applied to the valid UTF-8 s (len bytes), into
+ * out (cap bytes); returns the bytes written, or (size_t)-1 when cap is too
+ * small. For the normalized forms of added tokens (tokenizer_encode.c). */
+size_t tok_bert_normalize(const embd_tokenizer *tok, const char *s, size_t len, char *out,
+                          size_t cap);
 
 #endif

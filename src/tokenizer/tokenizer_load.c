@@ -193,6 +193,8 @@ static enum embd_status load_model(embd_tokenizer *tok, const cJSON *m, const cJ
                               "tokenizer.json: added token without a content string or a valid id");
         if (id > max_id) max_id = id;
         bytes += strlen(c->valuestring) + 1;
+        if (!cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(a, "normalized")))
+            bytes += 513; /* room for its normalized form (load_added) */
     }
     if (bytes >= UINT32_MAX)
         return embd_error(EMBD_ERR_MODEL_FORMAT, "tokenizer.json: vocabulary too large");
@@ -264,13 +266,19 @@ static enum embd_status load_added(embd_tokenizer *tok, const cJSON *added, int3
         if (single)
             return embd_error(EMBD_ERR_UNSUPPORTED,
                               "tokenizer.json: added token '%.40s' with single_word", c);
-        if (norm && !special)
-            return embd_error(EMBD_ERR_UNSUPPORTED,
-                              "tokenizer.json: added token '%.40s' with normalized = true", c);
-        if (norm)
-            return embd_error(EMBD_ERR_UNSUPPORTED,
-                              "tokenizer.json: special token '%.40s' with normalized = true", c);
         size_t len = strlen(c);
+        uint32_t noff = 0;
+        size_t nlen = 0;
+        if (norm) { /* matched as the normalizer spells it, as tokenizers does */
+            char buf[512];
+            nlen = tok_bert_normalize(tok, c, len, buf, sizeof buf);
+            if (nlen == (size_t)-1)
+                return embd_error(EMBD_ERR_UNSUPPORTED,
+                                  "tokenizer.json: added token '%.40s' (normalized = true) is too "
+                                  "long",
+                                  c);
+            if (nlen) noff = pool_add(tok, buf, nlen);
+        }
         uint32_t off = pool_add(tok, c, len);
         if (id_off[id] < 0) id_off[id] = (int32_t)off;
         tok->added[tok->n_added++] = (struct tok_added){.off = off,
@@ -278,8 +286,23 @@ static enum embd_status load_added(embd_tokenizer *tok, const cJSON *added, int3
                                                         .id = id,
                                                         .special = special != 0,
                                                         .lstrip = lstrip != 0,
-                                                        .rstrip = rstrip != 0};
-        tok->added_first[(unsigned char)c[0]] = 1;
+                                                        .rstrip = rstrip != 0,
+                                                        .normalized = norm != 0,
+                                                        .noff = noff,
+                                                        .nlen = (uint32_t)nlen};
+        if (norm && !nlen) continue; /* normalizes to nothing: never matched */
+        const unsigned char c0 = (unsigned char)(norm ? tok->pool[noff] : c[0]);
+        tok->added_first[c0] = 1;
+        if (norm) {
+            /* Raw characters that may normalize to its first one: an ASCII
+             * letter's capital, and (lowercasing, accents stripped) any
+             * non-ASCII character when it starts with a letter or is not
+             * ASCII itself. */
+            if (c0 >= 'a' && c0 <= 'z') tok->added_first[c0 - 'a' + 'A'] = 1;
+            if (c0 >= 0x80 || (c0 >= 'a' && c0 <= 'z'))
+                for (int b = 0xC0; b < 0x100; b++)
+                    tok->added_first[b] = 1;
+        }
     }
     return EMBD_OK;
 }

@@ -9,7 +9,9 @@ inside, before and after text (a character, not an end: BERT's clean_text
 drops it and keeps the rest), plus seeded random mixes. Run for the real
 all-MiniLM-L6-v2 tokenizer.json (max 256 and a few small maxima) and for
 variants written from it that flip lowercase / strip_accents / clean_text /
-handle_chinese_chars. The texts with U+0000 also go through `embd tokenize`
+handle_chinese_chars or match [UNK] in the normalized text, and for
+all-mpnet-base-v2's (normalized <unk>, <mask> with lstrip, RobertaProcessing)
+when $EMBD_TEST_MODELS has it. The texts with U+0000 also go through `embd tokenize`
 ($EMBD_BIN), as JSONL ("\u0000" escapes) and as lines (raw NUL bytes): the
 CLI's readers must hand the whole text to the tokenizer.
 Skips (77) if $EMBD_TEST_MODELS/all-MiniLM-L6-v2 is absent."""
@@ -94,6 +96,14 @@ def cases():
     r = random.Random(12345)
     for _ in range(3000):
         t.append("".join(r.choice(pool) for _ in range(r.randint(0, 40))))
+    # MPNet's added tokens: <unk> is matched in the normalized (lowercased,
+    # cleaned) text, <mask> strips the space before it, [UNK] is raw
+    t += ["<unk>", "<UNK>", "a<unk>b", "A <Unk> B", "<u\x01nk>", "<unk", "unk>", "<<unk>>",
+          "<s> hi </s>", "x <mask> y", "x<mask>y", "<MASK>", "[UNK] [unk] [Unk]", "<pad><pad>",
+          "\u00ab<\u00fcnk>\u00bb", "<\u00dcNK>", "<unk>\u0301", "\u0130<unk>", "<unk\u200b>"]
+    for _ in range(300):  # random words made of the specials' pieces
+        t.append("".join(r.choice(["<", ">", "unk", "UNK", "/s", "s", " ", "mask", "<unk>"])
+                         for _ in range(r.randint(1, 10))))
     for _ in range(300):  # random words made of the specials' pieces
         t.append("".join(r.choice(["[", "]", "SEP", "CLS", "MASK", "sep", " ", "x", "[SEP]"]) for _ in range(r.randint(1, 12))))
     return t
@@ -162,6 +172,19 @@ def run(tokenizer_json, max_tokens, texts, raw, big):
     return bad, len(strs)
 
 
+def normalized_unk(base, tmpdir):
+    """The tokenizer with [UNK] matched in the normalized text (as "[unk]")."""
+    with open(base, encoding="utf-8") as f:
+        tj = json.load(f)
+    for a in tj["added_tokens"]:
+        if a["content"] == "[UNK]":
+            a["normalized"] = True
+    p = os.path.join(tmpdir, "normalized-unk.json")
+    with open(p, "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False)
+    return p
+
+
 def variant(base, tmpdir, name, extra=(), **norm):
     d = json.load(open(base))
     d["normalizer"].update(norm)
@@ -224,7 +247,15 @@ with tempfile.TemporaryDirectory() as tmp:
         ("reorder vocab", variant(path, tmp, "v5", extra=REORDER_VOCAB), 256),
         ("clean_text=false handle_chinese_chars=false",
          variant(path, tmp, "v4", clean_text=False, handle_chinese_chars=False), 256),
+        ("[UNK] normalized=true", normalized_unk(path, tmp), 256),
     ]
+    # all-mpnet-base-v2's (scripts/fetch-model): <unk> normalized=true,
+    # <mask> lstrip, RobertaProcessing
+    mpnet = os.path.join(models, "all-mpnet-base-v2", "tokenizer.json")
+    if os.path.exists(mpnet):
+        configs.append(("all-mpnet-base-v2", mpnet, 384))
+    else:
+        print("note: %s absent (scripts/fetch-model all-mpnet-base-v2): not checked" % mpnet)
     for name, p, m in configs:
         bad, n = run(p, m, texts, raw, name in big_ones)
         print("%s: %d texts, %d mismatches" % (name, n, bad))

@@ -205,10 +205,27 @@ static void test_malformed(void) {
            "{\"added_tokens\":[{\"id\":0,\"content\":\"x\",\"single_word\":true,\"normalized\":"
            "false}]," MODEL("\"[UNK]\":0"),
            EMBD_ERR_UNSUPPORTED, "single_word");
+    /* normalized = true: matched as the normalizer spells it (here lowercased);
+     * a content too long for that is refused, one that normalizes to nothing
+     * is never matched */
     expect("added normalized",
-           "{\"added_tokens\":[{\"id\":0,\"content\":\"x\",\"normalized\":true}]," MODEL(
+           "{\"added_tokens\":[{\"id\":0,\"content\":\"X\",\"normalized\":true}]," MODEL(
                "\"[UNK]\":0"),
-           EMBD_ERR_UNSUPPORTED, "normalized");
+           EMBD_OK, "");
+    expect("added normalized to nothing",
+           "{\"added_tokens\":[{\"id\":0,\"content\":\"\\u0001\",\"normalized\":true}]," MODEL(
+               "\"[UNK]\":0"),
+           EMBD_OK, "");
+    {
+        char big[1200], json[1600];
+        memset(big, 'y', 600);
+        big[600] = 0;
+        snprintf(json, sizeof json,
+                 "{\"added_tokens\":[{\"id\":0,\"content\":\"%s\",\"normalized\":true}]," MODEL(
+                     "\"[UNK]\":0"),
+                 big);
+        expect("added normalized too long", json, EMBD_ERR_UNSUPPORTED, "too long");
+    }
     /* accepted oddities: a null normalizer, pre_tokenizer and post_processor */
     expect(
         "minimal",
