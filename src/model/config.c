@@ -168,6 +168,18 @@ static enum embd_status classifier_parse(const cJSON *root, const char *name, em
     return EMBD_OK;
 }
 
+/* The encoder families embd runs: config.json's model_type and the prefix of
+ * their architectures' class names. */
+static const struct arch_family {
+    const char *model_type, *prefix;
+    enum embd_arch arch;
+} families[] = {
+    {"bert", "Bert", EMBD_ARCH_BERT},
+    {"xlm-roberta", "XLMRoberta", EMBD_ARCH_ROBERTA},
+    {"roberta", "Roberta", EMBD_ARCH_ROBERTA},
+    {"mpnet", "MPNet", EMBD_ARCH_MPNET},
+};
+
 enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t len,
                                    const char *name) {
     bool classifier = false;
@@ -187,10 +199,17 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
         st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: model_type is not a string", name);
         goto fail;
     }
-    if (s && strcmp(s, "bert") != 0) {
-        st = embd_error(EMBD_ERR_UNSUPPORTED,
-                        "%s: model_type \"%s\" is not supported (only \"bert\")", name, PR(s));
-        goto fail;
+    const struct arch_family *fam = NULL;
+    if (s) {
+        for (size_t i = 0; i < sizeof families / sizeof families[0] && !fam; i++)
+            if (strcmp(s, families[i].model_type) == 0) fam = &families[i];
+        if (!fam) {
+            st = embd_error(EMBD_ERR_UNSUPPORTED,
+                            "%s: model_type \"%s\" is not supported (bert, xlm-roberta, roberta, "
+                            "mpnet)",
+                            name, PR(s));
+            goto fail;
+        }
     }
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     if (arch && !cJSON_IsNull(arch)) {
@@ -205,20 +224,31 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
                     embd_error(EMBD_ERR_MODEL_FORMAT, "%s: architectures holds a non-string", name);
                 goto fail;
             }
-            if (strcmp(a->valuestring, "BertForSequenceClassification") == 0) {
-                classifier = true;
-            } else if (strcmp(a->valuestring, "BertModel") != 0 &&
-                       strcmp(a->valuestring, "BertForMaskedLM") != 0 &&
-                       strcmp(a->valuestring, "BertForPreTraining") != 0) {
+            const struct arch_family *f = NULL;
+            bool cls = false;
+            for (size_t i = 0; i < sizeof families / sizeof families[0] && !f; i++) {
+                const size_t n = strlen(families[i].prefix);
+                const char *rest = a->valuestring + n;
+                if (strncmp(a->valuestring, families[i].prefix, n) != 0) continue;
+                if (strcmp(rest, "ForSequenceClassification") == 0)
+                    f = &families[i], cls = true;
+                else if (!strcmp(rest, "Model") || !strcmp(rest, "ForMaskedLM") ||
+                         (families[i].arch == EMBD_ARCH_BERT && !strcmp(rest, "ForPreTraining")))
+                    f = &families[i];
+            }
+            if (!f || (fam && f != fam)) {
                 st = embd_error(EMBD_ERR_UNSUPPORTED,
-                                "%s: architecture \"%s\" is not supported (BertModel, "
-                                "BertForMaskedLM, BertForPreTraining, "
-                                "BertForSequenceClassification)",
-                                name, PR(a->valuestring));
+                                "%s: architecture \"%s\" is not supported%s (BertModel, "
+                                "XLMRobertaModel, RobertaModel, MPNetModel, their ForMaskedLM "
+                                "and ForSequenceClassification, BertForPreTraining)",
+                                name, PR(a->valuestring), f ? " with this model_type" : "");
                 goto fail;
             }
+            fam = f;
+            classifier = classifier || cls;
         }
     }
+    if (!fam) fam = &families[0]; /* neither says: BERT, as before */
 
     s = get_str(root, "hidden_act", &bad);
     if (bad || !s) {
@@ -252,8 +282,42 @@ enum embd_status embd_config_parse(embd_hparams *hp, const char *json, size_t le
         (st = get_int(root, "intermediate_size", name, 1, 1 << 20, -1, &h.I)) ||
         (st = get_int(root, "max_position_embeddings", name, 2, 1 << 20, -1, &h.P)) ||
         (st = get_int(root, "vocab_size", name, 1, 10000000, -1, &h.V)) ||
-        (st = get_int(root, "type_vocab_size", name, 1, 1024, 2, &h.TV)))
+        (st = get_int(root, "type_vocab_size", name, 1, 1024, fam->arch == EMBD_ARCH_MPNET ? 0 : 2,
+                      &h.TV)))
         goto fail;
+    h.arch = fam->arch;
+    h.pos_offset = 0;
+    h.rel_buckets = 0;
+    if (fam->arch != EMBD_ARCH_BERT) {
+        /* RoBERTa-style positions start past the padding index */
+        int pad = 1;
+        if ((st = get_int(root, "pad_token_id", name, 0, 1 << 20, 1, &pad))) goto fail;
+        h.pos_offset = pad + 1;
+        if (h.P - h.pos_offset < 2) {
+            st = embd_error(EMBD_ERR_MODEL_FORMAT,
+                            "%s: max_position_embeddings (%d) leaves fewer than 2 positions past "
+                            "pad_token_id (%d)",
+                            name, h.P, pad);
+            goto fail;
+        }
+        h.P -= h.pos_offset;
+    }
+    if (fam->arch == EMBD_ARCH_MPNET) {
+        if (h.TV != 0) {
+            st = embd_error(EMBD_ERR_UNSUPPORTED, "%s: an MPNet model with token types", name);
+            goto fail;
+        }
+        h.TV = 1; /* no token type embedding: the loader supplies a zero row */
+        if ((st = get_int(root, "relative_attention_num_buckets", name, 2, 1024, 32,
+                          &h.rel_buckets)))
+            goto fail;
+        if (h.rel_buckets % 4 != 0) {
+            st = embd_error(EMBD_ERR_UNSUPPORTED,
+                            "%s: relative_attention_num_buckets %d is not a multiple of 4", name,
+                            h.rel_buckets);
+            goto fail;
+        }
+    }
     if (h.H % h.NH != 0) {
         st = embd_error(EMBD_ERR_MODEL_FORMAT,
                         "%s: num_attention_heads (%d) does not divide hidden_size (%d)", name, h.NH,

@@ -6,6 +6,7 @@
 #include "util/util.h"
 
 #include <limits.h>
+#include <math.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,13 +49,15 @@ typedef struct {
     const embd_st_tensor *t;
 } weight_req;
 
-/* Finds `name` in the file, trying the "bert." prefix and, for LayerNorm
- * parameters, the old gamma/beta names. */
-static const embd_st_tensor *find_weight(const embd_safetensors *st, const char *name) {
-    char alt[128];
+/* Finds `name` in the file, trying the architecture's prefix ("bert.",
+ * "roberta.", "mpnet.") and, for LayerNorm parameters, the old gamma/beta
+ * names. */
+static const embd_st_tensor *find_weight(const embd_safetensors *st, const char *prefix,
+                                         const char *name) {
+    char alt[160];
     const embd_st_tensor *t = embd_st_find(st, name);
     if (t) return t;
-    snprintf(alt, sizeof alt, "bert.%s", name);
+    snprintf(alt, sizeof alt, "%s%s", prefix, name);
     if ((t = embd_st_find(st, alt))) return t;
     size_t n = strlen(name);
     const char *old = NULL;
@@ -66,8 +69,77 @@ static const embd_st_tensor *find_weight(const embd_safetensors *st, const char 
     if (!old) return NULL;
     snprintf(alt, sizeof alt, "%.*s%s", (int)(n - cut), name, old);
     if ((t = embd_st_find(st, alt))) return t;
-    snprintf(alt, sizeof alt, "bert.%.*s%s", (int)(n - cut), name, old);
+    snprintf(alt, sizeof alt, "%s%.*s%s", prefix, (int)(n - cut), name, old);
     return embd_st_find(st, alt);
+}
+
+/* The tensor names of one encoder family (%d: the layer). */
+typedef struct {
+    const char *prefix; /* of the base model inside a task model's checkpoint */
+    const char *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b, *ln1_g, *ln1_b;
+    const char *pool_w, *pool_b, *cls_w, *cls_b; /* a cross-encoder's head */
+} arch_names;
+
+#define BERT_ATT "encoder.layer.%d.attention."
+static const arch_names bert_names = {
+    "bert.",
+    BERT_ATT "self.query.weight",
+    BERT_ATT "self.query.bias",
+    BERT_ATT "self.key.weight",
+    BERT_ATT "self.key.bias",
+    BERT_ATT "self.value.weight",
+    BERT_ATT "self.value.bias",
+    BERT_ATT "output.dense.weight",
+    BERT_ATT "output.dense.bias",
+    BERT_ATT "output.LayerNorm.weight",
+    BERT_ATT "output.LayerNorm.bias",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+    "classifier.weight",
+    "classifier.bias",
+};
+/* RobertaClassificationHead: dense, tanh, out_proj on the <s> state — the
+ * same arithmetic as BERT's pooler and classifier */
+static const arch_names roberta_names = {
+    "roberta.",
+    BERT_ATT "self.query.weight",
+    BERT_ATT "self.query.bias",
+    BERT_ATT "self.key.weight",
+    BERT_ATT "self.key.bias",
+    BERT_ATT "self.value.weight",
+    BERT_ATT "self.value.bias",
+    BERT_ATT "output.dense.weight",
+    BERT_ATT "output.dense.bias",
+    BERT_ATT "output.LayerNorm.weight",
+    BERT_ATT "output.LayerNorm.bias",
+    "classifier.dense.weight",
+    "classifier.dense.bias",
+    "classifier.out_proj.weight",
+    "classifier.out_proj.bias",
+};
+static const arch_names mpnet_names = {
+    "mpnet.",
+    BERT_ATT "attn.q.weight",
+    BERT_ATT "attn.q.bias",
+    BERT_ATT "attn.k.weight",
+    BERT_ATT "attn.k.bias",
+    BERT_ATT "attn.v.weight",
+    BERT_ATT "attn.v.bias",
+    BERT_ATT "attn.o.weight",
+    BERT_ATT "attn.o.bias",
+    BERT_ATT "LayerNorm.weight",
+    BERT_ATT "LayerNorm.bias",
+    "classifier.dense.weight",
+    "classifier.dense.bias",
+    "classifier.out_proj.weight",
+    "classifier.out_proj.bias",
+};
+#undef BERT_ATT
+
+static const arch_names *names_of(enum embd_arch a) {
+    return a == EMBD_ARCH_ROBERTA ? &roberta_names
+           : a == EMBD_ARCH_MPNET ? &mpnet_names
+                                  : &bert_names;
 }
 
 /* Formats a shape as "[d0, d1, ...]" into buf (truncated to cap). */
@@ -92,6 +164,39 @@ static void add_req(weight_req *r, size_t *n, const float **dst, int ndim, uint6
     q->t = NULL;
 }
 
+/* MPNet's bucket of the relative position d = key - query, as Hugging Face's
+ * MPNetEncoder.relative_position_bucket computes it (bidirectional,
+ * max_distance 128): half the buckets for keys before the query, half after;
+ * in each, exact distances below a quarter of the buckets, then
+ * logarithmic, in fp32 as torch computes them. */
+static int mpnet_bucket(int d, int buckets) {
+    const int half = buckets / 2, exact = half / 2;
+    int ret = 0, n = -d;
+    if (n < 0) ret += half, n = -n;
+    if (n < exact) return ret + n;
+    const float lg = logf((float)n / (float)exact) / (float)log(128.0 / exact);
+    int large = exact + (int)(lg * (float)(half - exact));
+    return ret + (large < half - 1 ? large : half - 1);
+}
+
+/* MPNet: a zero token-type row (the model has none) and att_bias (see
+ * model.h) from the bias table (buckets, NH). */
+static enum embd_status derive_mpnet(embd_model *m, const float *rel) {
+    embd_hparams *hp = &m->hp;
+    const size_t H = (size_t)hp->H, NH = (size_t)hp->NH, D = 2 * (size_t)hp->P - 1;
+    if (!(m->derived = embd_calloc(H + NH * D, sizeof(float))))
+        return embd_error(EMBD_ERR_NOMEM, "out of memory for the attention bias");
+    m->w.type_emb = m->derived;
+    float *bias = m->derived + H;
+    for (size_t k = 0; k < D; k++) {
+        const int b = mpnet_bucket((int)k - (hp->P - 1), hp->rel_buckets);
+        for (size_t h = 0; h < NH; h++)
+            bias[h * D + k] = rel[(size_t)b * NH + h];
+    }
+    m->w.att_bias = bias;
+    return EMBD_OK;
+}
+
 /* Points m->w at the tensors of `st` (which must stay mapped as long as the
  * model lives), converting half-precision and misaligned fp32 tensors into
  * one owned allocation. Errors: EMBD_ERR_MODEL_FORMAT (missing tensor, wrong
@@ -99,6 +204,8 @@ static void add_req(weight_req *r, size_t *n, const float **dst, int ndim, uint6
 static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, const char *file) {
     const embd_hparams *hp = &m->hp;
     uint64_t H = (uint64_t)hp->H, I = (uint64_t)hp->I;
+    const arch_names *an = names_of(hp->arch);
+    const bool mpnet = hp->arch == EMBD_ARCH_MPNET;
     size_t n_req = 5 + 16 * (size_t)hp->L + (hp->n_labels ? 4 : 0), n = 0;
     enum embd_status s = EMBD_OK;
     weight_req *req = embd_calloc(n_req, sizeof *req);
@@ -108,27 +215,30 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
         goto fail;
     }
     embd_weights *w = &m->w;
+    const float *rel_bias = NULL;
     add_req(req, &n, &w->word_emb, 2, (uint64_t)hp->V, H, "embeddings.word_embeddings.weight", 0);
-    add_req(req, &n, &w->pos_emb, 2, (uint64_t)hp->P, H, "embeddings.position_embeddings.weight",
-            0);
-    add_req(req, &n, &w->type_emb, 2, (uint64_t)hp->TV, H,
-            "embeddings.token_type_embeddings.weight", 0);
+    add_req(req, &n, &w->pos_emb, 2, (uint64_t)(hp->P + hp->pos_offset), H,
+            "embeddings.position_embeddings.weight", 0);
+    if (mpnet) /* no token types; in their place the relative attention bias */
+        add_req(req, &n, &rel_bias, 2, (uint64_t)hp->rel_buckets, (uint64_t)hp->NH,
+                "encoder.relative_attention_bias.weight", 0);
+    else
+        add_req(req, &n, &w->type_emb, 2, (uint64_t)hp->TV, H,
+                "embeddings.token_type_embeddings.weight", 0);
     add_req(req, &n, &w->emb_ln_g, 1, H, 0, "embeddings.LayerNorm.weight", 0);
     add_req(req, &n, &w->emb_ln_b, 1, H, 0, "embeddings.LayerNorm.bias", 0);
     for (int l = 0; l < hp->L; l++) {
         embd_layer_weights *lw = &w->layers[l];
-        add_req(req, &n, &lw->q_w, 2, H, H, "encoder.layer.%d.attention.self.query.weight", l);
-        add_req(req, &n, &lw->q_b, 1, H, 0, "encoder.layer.%d.attention.self.query.bias", l);
-        add_req(req, &n, &lw->k_w, 2, H, H, "encoder.layer.%d.attention.self.key.weight", l);
-        add_req(req, &n, &lw->k_b, 1, H, 0, "encoder.layer.%d.attention.self.key.bias", l);
-        add_req(req, &n, &lw->v_w, 2, H, H, "encoder.layer.%d.attention.self.value.weight", l);
-        add_req(req, &n, &lw->v_b, 1, H, 0, "encoder.layer.%d.attention.self.value.bias", l);
-        add_req(req, &n, &lw->o_w, 2, H, H, "encoder.layer.%d.attention.output.dense.weight", l);
-        add_req(req, &n, &lw->o_b, 1, H, 0, "encoder.layer.%d.attention.output.dense.bias", l);
-        add_req(req, &n, &lw->ln1_g, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.weight",
-                l);
-        add_req(req, &n, &lw->ln1_b, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.bias",
-                l);
+        add_req(req, &n, &lw->q_w, 2, H, H, an->q_w, l);
+        add_req(req, &n, &lw->q_b, 1, H, 0, an->q_b, l);
+        add_req(req, &n, &lw->k_w, 2, H, H, an->k_w, l);
+        add_req(req, &n, &lw->k_b, 1, H, 0, an->k_b, l);
+        add_req(req, &n, &lw->v_w, 2, H, H, an->v_w, l);
+        add_req(req, &n, &lw->v_b, 1, H, 0, an->v_b, l);
+        add_req(req, &n, &lw->o_w, 2, H, H, an->o_w, l);
+        add_req(req, &n, &lw->o_b, 1, H, 0, an->o_b, l);
+        add_req(req, &n, &lw->ln1_g, 1, H, 0, an->ln1_g, l);
+        add_req(req, &n, &lw->ln1_b, 1, H, 0, an->ln1_b, l);
         add_req(req, &n, &lw->i_w, 2, I, H, "encoder.layer.%d.intermediate.dense.weight", l);
         add_req(req, &n, &lw->i_b, 1, I, 0, "encoder.layer.%d.intermediate.dense.bias", l);
         add_req(req, &n, &lw->f_w, 2, H, I, "encoder.layer.%d.output.dense.weight", l);
@@ -138,10 +248,10 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
     }
     if (hp->n_labels) {
         const uint64_t C = (uint64_t)hp->n_labels;
-        add_req(req, &n, &w->pool_w, 2, H, H, "pooler.dense.weight", 0);
-        add_req(req, &n, &w->pool_b, 1, H, 0, "pooler.dense.bias", 0);
-        add_req(req, &n, &w->cls_w, 2, C, H, "classifier.weight", 0);
-        add_req(req, &n, &w->cls_b, 1, C, 0, "classifier.bias", 0);
+        add_req(req, &n, &w->pool_w, 2, H, H, an->pool_w, 0);
+        add_req(req, &n, &w->pool_b, 1, H, 0, an->pool_b, 0);
+        add_req(req, &n, &w->cls_w, 2, C, H, an->cls_w, 0);
+        add_req(req, &n, &w->cls_b, 1, C, 0, an->cls_b, 0);
     }
     EMBD_ASSERT(n == n_req);
 
@@ -149,7 +259,7 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
     size_t n_owned = 0;
     for (size_t i = 0; i < n; i++) {
         weight_req *q = &req[i];
-        const embd_st_tensor *t = q->t = find_weight(st, q->name);
+        const embd_st_tensor *t = q->t = find_weight(st, an->prefix, q->name);
         if (!t) {
             s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: missing tensor %s", file, q->name);
             goto fail;
@@ -205,6 +315,10 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
         at += count;
     }
     EMBD_ASSERT(at == n_owned);
+    /* Hugging Face numbers RoBERTa's and MPNet's positions from
+     * pad_token_id + 1: position 0 of a sequence reads that row. */
+    w->pos_emb += (size_t)hp->pos_offset * H;
+    if (mpnet && (s = derive_mpnet(m, rel_bias))) goto fail;
 fail:
     embd_free(req);
     return s;
@@ -212,9 +326,10 @@ fail:
 
 /* Mixes the hyper-parameters into a hash, field by field (no padding bytes). */
 static uint64_t hash_hparams(const embd_hparams *hp) {
-    int64_t f[11] = {hp->V,         hp->H,          hp->L,  hp->NH,
-                     hp->I,         hp->P,          hp->TV, (int64_t)hp->pooling,
-                     hp->normalize, hp->max_tokens, 0};
+    int64_t f[14] = {hp->V,          hp->H,          hp->L,  hp->NH,
+                     hp->I,          hp->P,          hp->TV, (int64_t)hp->pooling,
+                     hp->normalize,  hp->max_tokens, 0,      (int64_t)hp->arch,
+                     hp->pos_offset, hp->rel_buckets};
     memcpy(&f[10], &hp->ln_eps, sizeof hp->ln_eps);
     return embd_hash64(0x656d6264u, f, sizeof f);
 }
@@ -318,6 +433,7 @@ void embd_model_free(embd_model *model) {
     if (model->tok) embd_tokenizer_free(model->tok);
     if (model->map) munmap(model->map, model->map_len);
     embd_free(model->owned);
+    embd_free(model->derived);
     embd_free(model->w.layers);
     embd_free(model->dir);
     for (int i = 0; i < model->n_prompts; i++) {

@@ -13,13 +13,22 @@
 
 enum embd_pooling { EMBD_POOL_CLS, EMBD_POOL_MEAN };
 
+/* The encoder families. They share the post-LayerNorm transformer; they
+ * differ in tensor names, where positions start and MPNet's relative
+ * position bias. */
+enum embd_arch {
+    EMBD_ARCH_BERT,    /* BertModel */
+    EMBD_ARCH_ROBERTA, /* XLMRobertaModel, RobertaModel */
+    EMBD_ARCH_MPNET,   /* MPNetModel */
+};
+
 typedef struct {
     int V;        /* vocab_size */
     int H;        /* hidden_size */
     int L;        /* num_hidden_layers */
     int NH;       /* num_attention_heads (H % NH == 0) */
     int I;        /* intermediate_size */
-    int P;        /* max_position_embeddings */
+    int P;        /* usable positions: max_position_embeddings - pos_offset */
     int TV;       /* type_vocab_size (>= 1) */
     float ln_eps; /* layer_norm_eps */
     enum embd_pooling pooling;
@@ -28,6 +37,11 @@ typedef struct {
     int n_labels;   /* 0: an embedding model; >= 1: a cross-encoder
                        (BertForSequenceClassification) with that many outputs */
     bool sigmoid;   /* a cross-encoder's default activation of its scores (else none) */
+    enum embd_arch arch;
+    int pos_offset;  /* rows of position_embeddings before position 0 (RoBERTa, MPNet:
+                        pad_token_id + 1, as Hugging Face numbers positions); pos_emb
+                        already points past them */
+    int rel_buckets; /* MPNet: relative_attention_num_buckets; else 0 */
 } embd_hparams;
 
 typedef struct {
@@ -52,6 +66,10 @@ typedef struct {
     /* a cross-encoder's head: tanh(pool_w cls + pool_b), then cls_w . + cls_b */
     const float *pool_w, *pool_b; /* (H, H), (H) bert.pooler.dense */
     const float *cls_w, *cls_b;   /* (n_labels, H), (n_labels) classifier */
+    /* MPNet: the attention bias of every layer, by head and key - query
+     * distance: att_bias[h * (2P - 1) + (j - i) + P - 1] is added to head h's
+     * score of query i for key j (before the softmax). NULL for the others. */
+    const float *att_bias; /* (NH, 2P - 1) */
 } embd_weights;
 
 struct embd_model {
@@ -69,6 +87,7 @@ struct embd_model {
     size_t map_len;
     float *owned;     /* fp32 copies of tensors that were not fp32 (or misaligned) */
     size_t owned_len; /* floats in `owned` */
+    float *derived;   /* tensors the loader makes: MPNet's zero type row and att_bias */
 };
 
 /* Drops from this process's resident memory the whole pages of the weight w

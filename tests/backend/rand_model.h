@@ -40,6 +40,7 @@ typedef struct {
     struct embd_model model;
     float *storage;
     size_t used, cap;
+    float *bias; /* rand_model_add_bias's table, or NULL */
 } rand_model;
 
 static inline float *rm_take(rand_model *rm, size_t n, float amp, float center) {
@@ -99,7 +100,22 @@ static inline int rand_model_make(rand_model *rm, int V, int H, int NH, int I, i
     return rm->used == rm->cap ? 0 : -1;
 }
 
+/* Gives the model an MPNet-style relative attention bias (model.h,
+ * att_bias): for each head a table over key - query distances, uniform in
+ * [-2, 2) so that it changes which keys the softmax favours. Returns 0, or
+ * -1 if out of memory. */
+static inline int rand_model_add_bias(rand_model *rm) {
+    const embd_hparams *hp = &rm->model.hp;
+    const size_t n = (size_t)hp->NH * (2 * (size_t)hp->P - 1);
+    if (!(rm->bias = malloc(n * sizeof(float)))) return -1;
+    for (size_t i = 0; i < n; i++)
+        rm->bias[i] = 2.0f * rm_uniform();
+    rm->model.w.att_bias = rm->bias;
+    return 0;
+}
+
 static inline void rand_model_free(rand_model *rm) {
+    free(rm->bias);
     free(rm->storage);
     free(rm->model.w.layers);
     memset(rm, 0, sizeof(*rm));

@@ -178,14 +178,17 @@ done:
 
 static void test_cpu_vs_ref_small(void) {
     const enum embd_pooling pools[2] = {EMBD_POOL_CLS, EMBD_POOL_MEAN};
-    for (int pi = 0; pi < 2; pi++) {
-        for (int norm = 0; norm < 2; norm++) {
+    for (int combo = 0; combo < 8; combo++) {
+        const int pi = combo & 1, norm = (combo >> 1) & 1, bias = combo >> 2;
+        {
             rand_model rm;
             /* 2 heads of 16 (the packed attention where AVX2 runs) or 4 of 8
-             * (the loops for head sizes that are not a multiple of 16) */
+             * (the loops for head sizes that are not a multiple of 16); with
+             * and without MPNet's relative attention bias */
             const int NH = norm ? 2 : 4;
             CHECK(rand_model_make(&rm, 100, 32, NH, 64, 2, 64, pools[pi], norm,
                                   1000 + pi * 2 + norm) == 0);
+            if (bias) CHECK(rand_model_add_bias(&rm) == 0);
             for (int trial = 0; trial < 3; trial++) {
                 int lens[40], n = rm_int(1, 40);
                 for (int s = 0; s < n; s++)
@@ -194,8 +197,8 @@ static void test_cpu_vs_ref_small(void) {
                 test_batch tb;
                 batch_make(&tb, lens, n, 100);
                 char what[96];
-                snprintf(what, sizeof what, "H32/%d %s norm=%d trial %d", NH, pi ? "mean" : "cls",
-                         norm, trial);
+                snprintf(what, sizeof what, "H32/%d %s norm=%d%s trial %d", NH, pi ? "mean" : "cls",
+                         norm, bias ? " rel-bias" : "", trial);
                 check_pair(what, &rm.model, &tb, true, 1 + trial % 2);
                 /* the model normalises but the caller says no */
                 if (norm && trial == 0) {
@@ -213,13 +216,17 @@ static void test_cpu_vs_ref_small(void) {
  * quick), with a 512-token sequence next to short ones. */
 static void test_cpu_vs_ref_minilm(void) {
     const enum embd_pooling pools[2] = {EMBD_POOL_MEAN, EMBD_POOL_CLS};
-    for (int pi = 0; pi < 2; pi++) {
+    for (int pi = 0; pi < 3; pi++) {
         rand_model rm;
-        CHECK(rand_model_make(&rm, 1000, 384, 12, 1536, 2, 512, pools[pi], pi == 0, 77 + pi) == 0);
+        CHECK(rand_model_make(&rm, 1000, 384, 12, 1536, 2, 512, pools[pi & 1], pi != 1, 77 + pi) ==
+              0);
+        if (pi == 2) CHECK(rand_model_add_bias(&rm) == 0); /* as MPNet */
         int lens[5] = {512, 5, 1, 37, 130};
         test_batch tb;
-        batch_make(&tb, pi == 0 ? lens : lens + 1, pi == 0 ? 5 : 4, 1000);
-        check_pair(pi == 0 ? "H384 mean norm" : "H384 cls no-norm", &rm.model, &tb, true, 2);
+        batch_make(&tb, pi != 1 ? lens : lens + 1, pi != 1 ? 5 : 4, 1000);
+        static const char *const what[3] = {"H384 mean norm", "H384 cls no-norm",
+                                            "H384 mean norm rel-bias"};
+        check_pair(what[pi], &rm.model, &tb, true, 2);
         batch_free(&tb);
         rand_model_free(&rm);
     }

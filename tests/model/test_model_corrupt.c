@@ -391,8 +391,26 @@ static void test_config(void) {
     EXPECT(EMBD_ERR_UNSUPPORTED, "gelu_new");
     put("config.json", "{\"hidden_act\":\"gelu\",\"position_embedding_type\":\"relative_key\"}");
     EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "relative_key");
-    put("config.json", "{\"model_type\":\"roberta\",\"hidden_act\":\"gelu\"}");
-    EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "roberta");
+    put("config.json", "{\"model_type\":\"deberta-v2\",\"hidden_act\":\"gelu\"}");
+    EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "deberta-v2");
+    /* a family's architectures only with its own model_type */
+    put("config.json", "{\"model_type\":\"xlm-roberta\",\"architectures\":[\"BertModel\"]}");
+    EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "BertModel", "with this model_type");
+    put("config.json", "{\"architectures\":[\"MPNetForTokenClassification\"]}");
+    EXPECT(EMBD_ERR_UNSUPPORTED, "MPNetForTokenClassification");
+    put("config.json", "{\"architectures\":[\"ModernBertModel\"]}");
+    EXPECT(EMBD_ERR_UNSUPPORTED, "ModernBertModel");
+    /* RoBERTa's positions start past pad_token_id: 514 rows hold 512 */
+    put("config.json", "{\"model_type\":\"xlm-roberta\",\"hidden_act\":\"gelu\","
+                       "\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
+                       "\"intermediate_size\":16,\"max_position_embeddings\":3,"
+                       "\"pad_token_id\":1,\"vocab_size\":32}");
+    EXPECT(EMBD_ERR_MODEL_FORMAT, "config.json", "fewer than 2 positions past pad_token_id");
+    put("config.json", "{\"model_type\":\"mpnet\",\"hidden_act\":\"gelu\","
+                       "\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
+                       "\"intermediate_size\":16,\"max_position_embeddings\":18,"
+                       "\"relative_attention_num_buckets\":30,\"vocab_size\":32}");
+    EXPECT(EMBD_ERR_UNSUPPORTED, "config.json", "relative_attention_num_buckets 30");
     put("config.json", "{\"architectures\":[\"BertForTokenClassification\"]}");
     EXPECT(EMBD_ERR_UNSUPPORTED, "BertForTokenClassification");
     put("config.json", "{\"hidden_act\":\"gelu\"}");

@@ -742,12 +742,13 @@ static inline __attribute__((always_inline)) float exp_row(float *row, int len, 
     return sum;
 }
 
-/* ctx rows of one sequence, head h: softmax(Q K^T / sqrt(HS)) V, with qkv
- * (len, 3H) the sequence's Q|K|V rows and ctx (len, H) its context rows; for
- * the first nq queries only (nq = len: all; 1: the CLS row). kt is (HS, len)
- * scratch and sc (len) scratch. */
+/* ctx rows of one sequence, head h: softmax(Q K^T / sqrt(HS) + B) V, with
+ * qkv (len, 3H) the sequence's Q|K|V rows and ctx (len, H) its context rows;
+ * for the first nq queries only (nq = len: all; 1: the CLS row). kt is
+ * (HS, len) scratch and sc (len) scratch. bh: NULL (B = 0) or the head's
+ * relative bias, B[i][j] = bh[j - i] (see head_bias). */
 BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int len, int nq, int H,
-                      int HS, int h) {
+                      int HS, int h, const float *bh) {
     const size_t ld = 3 * (size_t)H;
     const float scale = 1.0f / sqrtf((float)HS);
     const float *K = qkv + H + (size_t)h * HS, *V = qkv + 2 * (size_t)H + (size_t)h * HS;
@@ -765,6 +766,12 @@ BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int le
             for (int j = 0; j < len; j++)
                 sc[j] += qd * k[j];
         }
+        if (bh) {
+            const float *b = bh - i;
+#pragma omp simd
+            for (int j = 0; j < len; j++)
+                sc[j] += b[j];
+        }
         const float inv = 1.0f / exp_row(sc, len, len, 1.0f);
         float *o = ctx + (size_t)i * H + (size_t)h * HS;
         for (int d = 0; d < HS; d++)
@@ -781,8 +788,27 @@ BODY attend_head_body(float *ctx, const float *qkv, float *kt, float *sc, int le
 
 DEFINE_DISPATCHED(attend_head,
                   (float *ctx, const float *qkv, float *kt, float *sc, int len, int nq, int H,
-                   int HS, int h),
-                  (ctx, qkv, kt, sc, len, nq, H, HS, h))
+                   int HS, int h, const float *bh),
+                  (ctx, qkv, kt, sc, len, nq, H, HS, h, bh))
+
+/* Rows r0.. of scores s (R rows ld apart, C columns) += the relative bias:
+ * s[r][j] += bh[j - (r0 + r)]. */
+static void add_bias_rows(float *s, int R, int C, size_t ld, const float *bh, int r0) {
+    for (int r = 0; r < R; r++) {
+        float *row = s + (size_t)r * ld;
+        const float *b = bh - (r0 + r);
+#pragma omp simd
+        for (int j = 0; j < C; j++)
+            row[j] += b[j];
+    }
+}
+
+/* Head h's row of the model's relative attention bias, positioned so that
+ * [j - i] is query i's bias for key j; NULL for a model without one. */
+static inline const float *head_bias(const embd_hparams *hp, const float *att_bias, int h) {
+    if (!att_bias) return NULL;
+    return att_bias + (size_t)h * (2 * (size_t)hp->P - 1) + (size_t)(hp->P - 1);
+}
 
 /* Each row of s (R, C), rows ld floats apart, = softmax(scale * row). */
 BODY softmax_rows_body(float *s, int R, int C, int ld, float scale) {
@@ -801,14 +827,15 @@ DEFINE_DISPATCHED(softmax_rows, (float *s, int R, int C, int ld, float scale), (
  * shorter ones use attend_head's loops, cheaper than a BLAS call's set-up. */
 #define ATT_GEMM_MIN 32
 
-/* As attend_head, through BLAS: S (len, len) = Q K^T / sqrt(HS), softmax by
- * rows, ctx = S V. s is (len, len) scratch. */
-static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, int H, int HS,
-                             int h) {
+/* As attend_head, through BLAS: S (len, len) = Q K^T / sqrt(HS) + B, softmax
+ * by rows, ctx = S V. s is (len, len) scratch. */
+static void attend_head_gemm(float *ctx, const float *qkv, float *s, int len, int H, int HS, int h,
+                             const float *bh) {
     const int ld = 3 * H;
     const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, HS, 1.0f / sqrtf((float)HS), Q,
                 ld, K, ld, 0.0f, s, len);
+    if (bh) add_bias_rows(s, len, len, (size_t)len, bh, 0);
     softmax_rows(s, len, len, len, 1.0f);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, HS, len, 1.0f, s, len, V, ld, 0.0f,
                 ctx + (size_t)h * HS, H);
@@ -838,7 +865,7 @@ DEFINE_DISPATCHED(softmax_unnorm, (float *s, int R, int len, size_t ld, float sc
  * place: scores (6, len16) = Q K^T, their softmax, ctx = scores V, scaled by
  * the rows' sums. */
 static void attend_head_pk(enum embd_cpu_isa isa, float *ctx, const float *qkv, float *scratch,
-                           int len, int H, int HS, int h) {
+                           int len, int H, int HS, int h, const float *bh) {
     const size_t ld = 3 * (size_t)H, l16 = round16((size_t)len);
     const float *Q = qkv + (size_t)h * HS, *K = Q + H, *V = Q + 2 * (size_t)H;
     float *kt = scratch, *v = kt + round16((size_t)HS * l16);
@@ -862,7 +889,17 @@ static void attend_head_pk(enum embd_cpu_isa isa, float *ctx, const float *qkv, 
         const int mr = len - i < mrt ? len - i : mrt;
         pk_rows_panels(isa, Q + (size_t)i * ld, ld, kt, PK_NR, l16, HS, s, l16, mr,
                        (int)(l16 / PK_NR));
-        softmax_unnorm(s, mr, len, l16, scale, sums);
+        if (bh) {
+            /* the bias is added to the scaled scores: scale first */
+            for (int r = 0; r < mr; r++) {
+                float *row = s + (size_t)r * l16;
+#pragma omp simd
+                for (int c = 0; c < len; c++)
+                    row[c] *= scale;
+            }
+            add_bias_rows(s, mr, len, l16, bh, i);
+        }
+        softmax_unnorm(s, mr, len, l16, bh ? 1.0f : scale, sums);
         float *o = ctx + (size_t)i * H + (size_t)h * HS;
         pk_rows_panels(isa, s, l16, v, PK_NR, (size_t)HS, len, o, (size_t)H, mr, HS / PK_NR);
         for (int r = 0; r < mr; r++) {
@@ -890,10 +927,11 @@ static void attention(embd_backend *be, const embd_batch *batch) {
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
         const int tid = omp_get_thread_num();
         float *scratch = be->att + (size_t)tid * be->att_stride;
+        const float *bh = head_bias(hp, be->model->w.att_bias, h);
 #if EMBD_HAVE_PACKED
         if (pk) {
             attend_head_pk(be->isa, be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
-                           len, H, HS, h);
+                           len, H, HS, h, bh);
             continue;
         }
 #else
@@ -901,10 +939,10 @@ static void attention(embd_backend *be, const embd_batch *batch) {
 #endif
         if (len >= ATT_GEMM_MIN)
             attend_head_gemm(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H,
-                             scratch + kt_len, len, H, HS, h);
+                             scratch + kt_len, len, H, HS, h, bh);
         else
             attend_head(be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
-                        scratch + kt_len, len, len, H, HS, h);
+                        scratch + kt_len, len, len, H, HS, h, bh);
     }
 }
 
@@ -1169,7 +1207,7 @@ static void cls_last_layer(embd_backend *be, const embd_batch *batch, const embd
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
         float *kt = be->att + (size_t)omp_get_thread_num() * be->att_stride;
         attend_head(ctx_c + (size_t)s * H, be->big + (size_t)t0 * 3 * H, kt, kt + kt_len, len, 1, H,
-                    HS, h);
+                    HS, h, head_bias(hp, be->model->w.att_bias, h));
     }
     for (int s = 0; s < n; s++)
         memcpy(x_c + (size_t)s * H, be->x + (size_t)batch->seq_start[s] * H,

@@ -69,12 +69,15 @@ void embd_ref_linear(float *out, const float *in, const float *W, const float *b
 }
 
 /* ctx (len, H) = multi-head self-attention of one sequence: for each head,
- * softmax(Q K^T / sqrt(HS)) V. q, k, v are (len, H); scores is (len) scratch. */
+ * softmax(Q K^T / sqrt(HS) + B) V, B the relative bias when the model has
+ * one (MPNet; see model.h, att_bias, P positions) and 0 otherwise. q, k, v
+ * are (len, H); scores is (len) scratch. */
 static void ref_attention(float *ctx, const float *q, const float *k, const float *v, float *scores,
-                          int len, int H, int NH) {
+                          int len, int H, int NH, const float *att_bias, int P) {
     const int HS = H / NH;
     const float scale = 1.0f / sqrtf((float)HS);
     for (int h = 0; h < NH; h++) {
+        const float *bh = att_bias ? att_bias + (size_t)h * (2 * (size_t)P - 1) : NULL;
         for (int i = 0; i < len; i++) {
             const float *qi = q + (size_t)i * H + h * HS;
             for (int j = 0; j < len; j++) {
@@ -83,6 +86,7 @@ static void ref_attention(float *ctx, const float *q, const float *k, const floa
                 for (int d = 0; d < HS; d++)
                     dot += qi[d] * kj[d];
                 scores[j] = dot * scale;
+                if (bh) scores[j] += bh[j - i + P - 1];
             }
             embd_ref_softmax(scores, len);
             float *out = ctx + (size_t)i * H + h * HS;
@@ -190,7 +194,8 @@ static enum embd_status ref_embed(embd_backend *be, float *out, const embd_batch
         for (int s = 0; s < n; s++) {
             size_t off = (size_t)batch->seq_start[s] * H;
             int len = batch->seq_start[s + 1] - batch->seq_start[s];
-            ref_attention(ctx + off, q + off, k + off, v + off, scores, len, H, hp->NH);
+            ref_attention(ctx + off, q + off, k + off, v + off, scores, len, H, hp->NH,
+                          m->w.att_bias, hp->P);
         }
         embd_ref_linear(tmp, ctx, lw->o_w, lw->o_b, T, H, H);
         for (size_t i = 0; i < (size_t)T * H; i++)

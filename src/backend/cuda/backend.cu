@@ -57,6 +57,7 @@ struct embd_backend {
     char *wmem;
     size_t wbytes;
     const float *word, *pos, *type, *emb_g, *emb_b; /* fp32 */
+    const float *att_bias; /* fp32 (NH, 2P - 1), MPNet's relative bias; NULL for the others */
     struct layer {
         const void *wqkv, *bqkv;        /* (3H, H), (3H) in dt */
         const void *wo, *bo;            /* (H, H), (H) */
@@ -285,7 +286,8 @@ static enum embd_status launch_attention(embd_backend *be, cudaStream_t s, const
     const int HS = H / NH;
     dim3 grid((unsigned)ntiles, (unsigned)NH);
     k_attention<T><<<grid, ATT_WARPS * 32, 0, s>>>((const T *)qkv, (T *)out, seq_start, tiles, H,
-                                                   HS, 1.0f / sqrtf((float)HS));
+                                                   HS, 1.0f / sqrtf((float)HS), be->att_bias,
+                                                   be->m ? be->m->hp.P : 0);
     CKL("k_attention");
     return EMBD_OK;
 }
@@ -335,13 +337,16 @@ static enum embd_status upload_weights(embd_backend *be) {
     const embd_weights *w = &be->m->w;
     const size_t H = (size_t)hp->H, I = (size_t)hp->I, es = be->es;
     /* sizes, in order of carving */
+    const size_t n_bias = w->att_bias ? (size_t)hp->NH * (2 * (size_t)hp->P - 1) : 0;
     const size_t emb = align256((size_t)hp->V * H * 4) + align256((size_t)hp->P * H * 4) +
-                       align256((size_t)hp->TV * H * 4) + 2 * align256(H * 4);
+                       align256((size_t)hp->TV * H * 4) + 2 * align256(H * 4) +
+                       align256(n_bias * 4);
     const size_t per_layer = align256(3 * H * H * es) + align256(3 * H * es) +
                              align256(H * H * es) + align256(H * es) + align256(I * H * es) +
                              align256(I * es) + align256(H * I * es) + align256(H * es) +
                              4 * align256(H * 4);
-    const size_t stage_n = 3 * H * H > I * H ? 3 * H * H : I * H;
+    size_t stage_n = 3 * H * H > I * H ? 3 * H * H : I * H;
+    if (stage_n < n_bias) stage_n = n_bias;
     be->wbytes = emb + (size_t)hp->L * per_layer;
     void *p = NULL;
     CK(dev_alloc(&p, be->wbytes));
@@ -380,6 +385,10 @@ static enum embd_status upload_weights(embd_backend *be) {
         UP(EMBD_DTYPE_FP32, d, w->emb_ln_g, H);
         d = take(H * 4), be->emb_b = (const float *)d;
         UP(EMBD_DTYPE_FP32, d, w->emb_ln_b, H);
+        if (n_bias) {
+            d = take(n_bias * 4), be->att_bias = (const float *)d;
+            UP(EMBD_DTYPE_FP32, d, w->att_bias, n_bias);
+        }
         for (int l = 0; l < hp->L; l++) {
             const embd_layer_weights *lw = &w->layers[l];
             struct embd_backend::layer *ly = &be->layers[l];

@@ -142,13 +142,15 @@ template <typename D, typename S> __global__ void k_convert(D *dst, const S *src
  * softmax is online in fp32 (running max m, running sum l). Each of the
  * ATT_WARPS warps owns ATT_Q / ATT_WARPS queries; lane j scores keys j and
  * j + 32 of the tile and accumulates output dims j and j + 32 (HS <= 64).
- * qkv (T, 3H) = [q | k | v] per token; out (T, H). */
+ * qkv (T, 3H) = [q | k | v] per token; out (T, H). bias: NULL, or (NH, 2P - 1)
+ * added to the scaled scores, bias[h (2P - 1) + key - query + P - 1] (MPNet's
+ * relative position bias). */
 enum { ATT_Q = 32, ATT_K = 64, ATT_WARPS = 4, ATT_QW = ATT_Q / ATT_WARPS, ATT_HS_MAX = 64 };
 
 template <typename T>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
     k_attention(const T *qkv, T *out, const int *seq_start, const int2 *tiles, int H, int HS,
-                float scale) {
+                float scale, const float *bias, int P) {
     __shared__ float sq[ATT_Q][ATT_HS_MAX + 1];
     __shared__ float sk[ATT_K][ATT_HS_MAX + 1];
     __shared__ float sv[ATT_K][ATT_HS_MAX + 1];
@@ -196,6 +198,11 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
                     const float qd = sq[r][d];
                     s0 += qd * sk[lane][d];
                     s1 += qd * sk[lane + 32][d];
+                }
+                if (bias) {
+                    const float *bh = bias + (size_t)h * (2 * P - 1) + (P - 1) + k0 - (q0 + r);
+                    if (lane < nk) s0 += bh[lane];
+                    if (lane + 32 < nk) s1 += bh[lane + 32];
                 }
                 s0 = lane < nk ? s0 : -CUDART_INF_F;
                 s1 = lane + 32 < nk ? s1 : -CUDART_INF_F;
