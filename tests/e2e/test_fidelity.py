@@ -84,9 +84,14 @@ def check_nul(c, name, model, fx, texts, gold):
         tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
         tok.enable_truncation(meta["max_seq_length"])
         tok.no_padding()
-        for t in NUL_TEXTS:  # the premise: the normalizer drops U+0000 and keeps the rest
-            c.check(tok.encode(t).ids == tok.encode(t.replace("\x00", "")).ids,
-                    f"{name}: tokenizers drops U+0000 from {t[:40]!r}")
+        drops = [tok.encode(t).ids == tok.encode(t.replace("\x00", "")).ids for t in NUL_TEXTS]
+        if not any(drops):
+            # SentencePiece charsmaps keep U+0000 (an <unk> of its own): then
+            # only the golden texts that hold NULs are checked (above)
+            print(f"note: {name}: tokenizers keeps U+0000 (no NUL-free twins to compare)")
+            return
+        for t, d in zip(NUL_TEXTS, drops):  # the premise: the normalizer drops U+0000
+            c.check(d, f"{name}: tokenizers drops U+0000 from {t[:40]!r}")
     variants = nul_variants(texts, gold_ids, tok)
     c.check(len(variants) >= 30, f"{name}: {len(variants)} NUL variants of golden texts")
     idx = [i for i, _ in variants]
@@ -118,6 +123,63 @@ def check_nul(c, name, model, fx, texts, gold):
                 f"{name}: texts with U+0000 ({fmt}) embed as their NUL-free twins")
 
 
+def same_ids(c, name, model, fx, texts_path):
+    """Rows whose golden ids (what sentence-transformers fed the model) equal
+    embd's. transformers 5 builds some tokenizers' pipelines from the class
+    (XLMRobertaTokenizer: WhitespaceSplit then Metaspace, no Replace) rather
+    than from tokenizer.json, which embd follows as Hugging Face `tokenizers`,
+    TEI and fastembed do; texts that differ only there (whitespace-only, say)
+    are left out of the vector checks, provided `tokenizers` confirms embd's
+    ids and they are few."""
+    gold_ids = [json.loads(line)["ids"] for line in open(os.path.join(fx, "ids.jsonl"))]
+    out = run(["tokenize", "-m", model, "-i", texts_path, "-q"], check=True)
+    mine = [json.loads(line)["ids"] for line in out.stdout.splitlines() if line.strip()]
+    c.check(len(mine) == len(gold_ids), f"{name}: embd tokenize gave {len(mine)} rows")
+    differ = [i for i, (a, b) in enumerate(zip(gold_ids, mine)) if a != b]
+    if not differ:
+        return np.ones(len(gold_ids), dtype=bool)
+    texts = [json.loads(line)["text"] for line in open(texts_path)]
+    c.check(Tokenizer is not None, f"{name}: {len(differ)} texts' ids differ and tokenizers is absent")
+    if Tokenizer is not None:
+        meta = json.load(open(os.path.join(fx, "meta.json")))
+        tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+        tok.enable_truncation(meta["max_seq_length"])
+        tok.no_padding()
+        for i in differ:
+            c.check(tok.encode(texts[i]).ids == mine[i],
+                    f"{name}: text {i} {texts[i][:40]!r}: embd's ids are not tokenizers' either")
+    c.check(len(differ) <= len(gold_ids) // 20,
+            f"{name}: {len(differ)} of {len(gold_ids)} texts tokenized otherwise by transformers")
+    print(f"note: {name}: {len(differ)} texts (e.g. {texts[differ[0]][:30]!r}) are tokenized "
+          f"otherwise by transformers {json.load(open(os.path.join(fx, 'meta.json')))['packages']['transformers']}"
+          f" than by tokenizer.json; left out of the vector checks")
+    keep = np.ones(len(gold_ids), dtype=bool)
+    keep[differ] = False
+    return keep
+
+
+def sample(c, name, model, fx, texts_path, gold):
+    lines = open(texts_path, encoding="utf-8").read().splitlines()
+    gold_ids = [json.loads(line)["ids"] for line in open(os.path.join(fx, "ids.jsonl"))]
+    rows = list(range(0, len(lines), 6))
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
+        f.write("".join(lines[i] + "\n" for i in rows))
+        path = f.name
+    try:
+        got = embed_npy(model, path).astype(np.float64)
+        out = run(["tokenize", "-m", model, "-i", path, "-q"], check=True)
+    finally:
+        os.unlink(path)
+    mine = [json.loads(line)["ids"] for line in out.stdout.splitlines() if line.strip()]
+    keep = [k for k, i in enumerate(rows) if k < len(mine) and mine[k] == gold_ids[i]]
+    c.check(len(keep) >= len(rows) * 9 // 10, f"{name}: {len(keep)} of {len(rows)} sampled ids equal")
+    cos = cosines(got[keep], gold[[rows[k] for k in keep]])
+    diff = np.abs(got[keep] - gold[[rows[k] for k in keep]]).max()
+    print(f"{name}: sample of {len(keep)} texts (sanitizer build), min cosine {cos.min():.9f}, "
+          f"max |difference| {diff:.3g}")
+    c.check(bool((cos >= MIN_COS).all()) and diff <= 1e-4, f"{name}: sampled texts match")
+
+
 def cosines(a, b):
     na = np.linalg.norm(a, axis=1)
     nb = np.linalg.norm(b, axis=1)
@@ -139,11 +201,19 @@ def main():
         tested += 1
         texts_path = os.path.join(fx, "texts.jsonl")
         gold = np.load(os.path.join(fx, "embeddings.npy")).astype(np.float64)
+        big = os.path.getsize(os.path.join(model, "model.safetensors")) > (200 << 20)
+        if big and os.environ.get("EMBD_TEST_SANITIZED"):
+            # ASan + UBSan run a 768-wide model about 20 times slower: every
+            # 6th text (all the kinds are spread through the list), no NULs
+            sample(c, name, model, fx, texts_path, gold)
+            continue
         got = embed_npy(model, texts_path).astype(np.float64)
         c.check(got.shape == gold.shape, f"{name}: shape {got.shape} != {gold.shape}")
         if got.shape != gold.shape:
             continue
         c.check(np.isfinite(got).all(), f"{name}: non-finite values")
+        keep = same_ids(c, name, model, fx, texts_path)
+        got, gold = got[keep], gold[keep]
         cos = cosines(got, gold)
         worst = int(np.argmin(cos))
         print(f"{name}: {len(cos)} texts, min cosine {cos.min():.9f} (text {worst}), "
@@ -159,7 +229,7 @@ def main():
         c.check(diff <= 1e-4, f"{name}: max abs difference {diff:.3g} > 1e-4")
 
         # --no-normalize: same direction; for a normalising model the raw norms differ from 1.
-        raw = embed_npy(model, texts_path, ["--no-normalize"]).astype(np.float64)
+        raw = embed_npy(model, texts_path, ["--no-normalize"]).astype(np.float64)[keep]
         c.check(bool((cosines(raw, gold) >= MIN_COS).all()), f"{name}: --no-normalize direction")
         norms = np.linalg.norm(raw, axis=1)
         gnorms = np.linalg.norm(gold, axis=1)
@@ -181,7 +251,7 @@ def main():
                 f"{name}: --prefix equals prepending")
 
         texts = [json.loads(line)["text"] for line in open(texts_path)]
-        check_nul(c, name, model, fx, texts, gold)
+        check_nul(c, name, model, fx, texts, np.load(os.path.join(fx, "embeddings.npy")).astype(np.float64))
     if tested == 0:
         skip("no golden fixture has its model under EMBD_TEST_MODELS")
     c.done()
