@@ -189,9 +189,8 @@ void cli_progress_update(struct cli_progress *p, size_t done, long long bytes_do
 /* Seconds since cli_progress_init. */
 double cli_elapsed(const struct cli_progress *p);
 
-/* Whether name can be a hub repository id (ORG/NAME or NAME: parts of
- * [A-Za-z0-9._-], not starting with '.' or '-', no ".."), as
- * embd_model_resolve takes it (common.c). */
+/* Whether name can be a hub model name, ORG/NAME[@REVISION] (util/hub.h),
+ * as embd_model_resolve takes it (common.c). */
 bool cli_is_repo_id(const char *name);
 /* Downloads hub repository `repo` at `revision` (a branch, tag or commit)
  * into the Hugging Face cache (cache_dir, or the one HF_HUB_CACHE / HF_HOME

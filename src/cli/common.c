@@ -2,6 +2,7 @@
  * defaults), the input reader, output and progress for the `embd`
  * subcommands. */
 #include "cli.h"
+#include "util/hub.h"
 #include "util/text.h"
 
 #include <cjson/cJSON.h>
@@ -16,7 +17,8 @@
 #include <unistd.h>
 
 const struct cli_opt cli_common_opts[] = {
-    {"model", 'm', true, "DIR", NULL, "model directory, or ORG/NAME in the Hugging Face cache"},
+    {"model", 'm', true, "DIR", NULL,
+     "model directory, or ORG/NAME[@REV] in the Hugging Face cache"},
     {"device", 0, true, "DEV", "auto", "auto, cpu, cuda or cuda:N"},
     {"dtype", 0, true, "TYPE", "auto",
      "auto, fp32, fp16, bf16 or int8. auto: fp16 on a GPU, fp32 on the CPU. The CPU also runs "
@@ -432,7 +434,7 @@ int cli_open_model(const struct cli_args *a, embd_model **model) {
     if (embd_model_resolve(dir, NULL, NULL, 0, &need) != EMBD_ERR_BUFFER_TOO_SMALL) {
         struct stat st;
         if (cli_is_repo_id(dir) && stat(dir, &st) != 0) /* a name, not in the cache */
-            cli_err("%s: %s; or download it with `embd pull %s`%s", a->cmd, embd_last_error(), dir,
+            cli_err("%s: %s%s", a->cmd, embd_last_error(),
                     find_long(a, "pull", 4) >= 0 ? " (or add --pull)" : "");
         else
             cli_err("%s: %s", a->cmd, embd_last_error());
@@ -447,21 +449,9 @@ int cli_open_model(const struct cli_args *a, embd_model **model) {
 }
 
 bool cli_is_repo_id(const char *name) {
-    size_t slashes = 0, part = 0;
-    for (const char *p = name; *p; p++) {
-        const char c = *p;
-        if (c == '/') {
-            if (part == 0) return false;
-            slashes++;
-            part = 0;
-            continue;
-        }
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-        if (!ok || (part == 0 && (c == '.' || c == '-')) || (c == '.' && p[1] == '.')) return false;
-        part++;
-    }
-    return part > 0 && slashes <= 1;
+    size_t n;
+    const char *rev;
+    return embd_hub_name_split(name, &n, &rev);
 }
 
 int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e) {

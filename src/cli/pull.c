@@ -20,6 +20,7 @@
  * there: a pull that is killed or fails leaves at most .incomplete files,
  * which nothing reads but the next pull. */
 #include "cli.h"
+#include "util/hub.h"
 #include "util/text.h"
 
 #include <cjson/cJSON.h>
@@ -135,17 +136,6 @@ static bool is_safe_path(const char *s, int max_parts) {
     return !start;
 }
 
-/* A git revision as the hub takes it (a branch, tag or commit; "refs/pr/1"). */
-static bool is_revision(const char *s) {
-    if (!*s || strlen(s) > 200 || *s == '/' || s[strlen(s) - 1] == '/') return false;
-    for (const char *p = s; *p; p++) {
-        if (!is_name_char(*p) && *p != '/') return false;
-        if (*p == '/' && p[1] == '/') return false;
-        if ((p == s || p[-1] == '/') && *p == '.') return false;
-    }
-    return true;
-}
-
 static bool is_hex(const char *s, size_t n) {
     if (strlen(s) != n) return false;
     for (size_t i = 0; i < n; i++)
@@ -209,20 +199,21 @@ static void sync_parent(const char *path) {
     }
 }
 
-/* The Hugging Face cache folder, found as huggingface_hub (and
- * embd_model_resolve) find it: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE,
- * HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
- * Returns 0, or 1 after printing the error. */
+/* The Hugging Face cache folder (embd_hub_cache_dir) into buf. Returns 0, or
+ * 1 after printing the error. */
 static int hub_cache(char *buf, size_t cap) {
-    const char *v;
-    if ((v = getenv("HF_HUB_CACHE")) && *v) return !pathf(buf, cap, "%s", v);
-    if ((v = getenv("HUGGINGFACE_HUB_CACHE")) && *v) return !pathf(buf, cap, "%s", v);
-    if ((v = getenv("HF_HOME")) && *v) return !pathf(buf, cap, "%s/hub", v);
-    if ((v = getenv("XDG_CACHE_HOME")) && *v) return !pathf(buf, cap, "%s/huggingface/hub", v);
-    if ((v = getenv("HOME")) && *v) return !pathf(buf, cap, "%s/.cache/huggingface/hub", v);
-    cli_err("pull: no Hugging Face cache: set HF_HUB_CACHE (or HF_HOME, or HOME), or give "
-            "--cache-dir");
-    return 1;
+    bool oom = false;
+    char *dir = embd_hub_cache_dir(&oom);
+    int rc = 1;
+    if (dir)
+        rc = !pathf(buf, cap, "%s", dir);
+    else if (oom)
+        cli_err("pull: out of memory");
+    else
+        cli_err("pull: no Hugging Face cache: set HF_HUB_CACHE (or HF_HOME, or HOME), or give "
+                "--cache-dir");
+    free(dir);
+    return rc;
 }
 
 /* Reads the first line of a small file into a new string without the
@@ -1178,8 +1169,14 @@ int cli_pull_missing(const struct cli_args *a, const char *name) {
         embd_model_resolve(name, NULL, NULL, 0, &need) == EMBD_ERR_BUFFER_TOO_SMALL)
         return 0;
     const bool quiet = cli_flag(a, "quiet");
+    size_t n;
+    const char *rev;
+    char repo[PULL_PATH];
+    if (!embd_hub_name_split(name, &n, &rev) || n >= sizeof repo) return 0;
+    memcpy(repo, name, n);
+    repo[n] = '\0';
     if (!quiet) fprintf(stderr, "%s is not in the Hugging Face cache: pulling it (--pull)\n", name);
-    return cli_pull(name, "main", NULL, quiet, NULL, 0) ? 1 : 0;
+    return cli_pull(repo, rev ? rev : "main", NULL, quiet, NULL, 0) ? 1 : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1193,7 +1190,7 @@ static const struct cli_opt pull_opts[] = {
      "~/.cache/huggingface/hub; where -m ORG/NAME looks)"},
 };
 
-static const char pull_usage[] = "embd pull ORG/NAME [--revision REV] [--cache-dir DIR]";
+static const char pull_usage[] = "embd pull ORG/NAME[@REV] [--revision REV] [--cache-dir DIR]";
 static const char pull_about[] =
     "Downloads the files a sentence-transformers model needs (config.json,\n"
     "tokenizer.json and the other tokenizer files, modules.json,\n"
@@ -1268,6 +1265,21 @@ int cmd_pull(int argc, char **argv) {
     }
     if (!name) name = m;
     const char *rev = cli_get(&a, "revision");
+    char repo[PULL_PATH];
+    size_t n_repo = 0;
+    const char *at_rev = NULL;
+    if (name && embd_hub_name_split(name, &n_repo, &at_rev) && at_rev && n_repo < sizeof repo) {
+        /* ORG/NAME@REV, as -m takes it */
+        if (strcmp(rev, "main") != 0 && strcmp(rev, at_rev) != 0) {
+            cli_err("pull: two revisions named: %s and --revision %s", name, rev);
+            rc = 2;
+            goto done;
+        }
+        memcpy(repo, name, n_repo);
+        repo[n_repo] = '\0';
+        name = repo;
+        rev = at_rev;
+    }
     if (!name || !*name) {
         cli_err("pull: no model: give ORG/NAME (see embd pull --help)");
         rc = 2;
@@ -1276,7 +1288,7 @@ int cmd_pull(int argc, char **argv) {
                 "'-')",
                 name);
         rc = 2;
-    } else if (!is_revision(rev)) {
+    } else if (!embd_hub_revision_ok(rev)) {
         cli_err("pull: --revision \"%s\" is not a branch, tag or commit name", rev);
         rc = 2;
     } else {

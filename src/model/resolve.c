@@ -6,6 +6,7 @@
  *     ROOT/models--ORG--NAME/refs/main          the commit hash of "main"
  *     ROOT/models--ORG--NAME/snapshots/HASH/    the files (links into blobs/)
  */
+#include "util/hub.h"
 #include "util/util.h"
 
 #include <dirent.h>
@@ -22,38 +23,29 @@ static bool is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Whether `name` can be a hub repository id: one or two parts split by '/',
- * each of [A-Za-z0-9._-], not starting with '.' or '-' and without "..", so
- * that a name never reaches outside the cache folder it is joined to. */
-static bool is_repo_id(const char *name) {
-    size_t slashes = 0, part = 0;
-    for (const char *p = name; *p; p++) {
-        char c = *p;
-        if (c == '/') {
-            if (part == 0) return false;
-            slashes++;
-            part = 0;
-            continue;
-        }
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok) return false;
-        if (part == 0 && (c == '.' || c == '-')) return false;
-        if (c == '.' && p[1] == '.') return false;
-        part++;
-    }
-    return part > 0 && slashes <= 1;
+static bool is_hex40(const char *s) {
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f'))) return false;
+    return n == 40;
 }
 
-/* The snapshot of repo folder `repo` (ROOT/models--ORG--NAME) that "main"
- * names in refs/main; without refs/main, the most recently modified
- * snapshot. A new string (embd_free it), or NULL when there is none (or on
- * an allocation failure, which *oom says). */
-static char *pick_snapshot(const char *repo, bool *oom) {
-    char *snaps = embd_path_join(repo, "snapshots"), *refp = embd_path_join(repo, "refs/main");
-    char *out = NULL, *ref = NULL;
+/* The snapshot of repo folder `repo` (ROOT/models--ORG--NAME) for revision
+ * `rev`: a commit hash names its snapshot folder, a branch or tag the commit
+ * in refs/REV. For "main" without refs/main (a cache copied by hand), the
+ * most recently modified snapshot. A new string (embd_free it), or NULL when
+ * there is none (or on an allocation failure, which *oom says). */
+static char *pick_snapshot(const char *repo, const char *rev, bool *oom) {
+    char *snaps = embd_path_join(repo, "snapshots"), *refs = embd_path_join(repo, "refs");
+    char *refp = NULL, *out = NULL, *ref = NULL;
     size_t len = 0;
-    if (!snaps || !refp) goto oom;
+    if (!snaps || !refs || !(refp = embd_path_join(refs, rev))) goto oom;
+    if (is_hex40(rev)) {
+        if (!(out = embd_path_join(snaps, rev))) goto oom;
+        if (is_dir(out)) goto done;
+        embd_free(out);
+        out = NULL;
+    }
     if (embd_read_file(refp, 256, &ref, &len) == EMBD_OK) {
         while (len && (ref[len - 1] == '\n' || ref[len - 1] == '\r' || ref[len - 1] == ' '))
             ref[--len] = '\0';
@@ -64,6 +56,7 @@ static char *pick_snapshot(const char *repo, bool *oom) {
             out = NULL;
         }
     }
+    if (strcmp(rev, "main") != 0) goto done;
     DIR *d = opendir(snaps);
     if (!d) goto done;
     double best = -1;
@@ -95,30 +88,8 @@ oom:
 done:
     embd_free(ref);
     embd_free(snaps);
+    embd_free(refs);
     embd_free(refp);
-    return out;
-}
-
-/* The Hugging Face hub cache folder, as huggingface_hub finds it: HF_HUB_CACHE
- * (or the older HUGGINGFACE_HUB_CACHE), else HF_HOME/hub, else
- * XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. A new
- * string, or NULL (no HOME, or out of memory: *oom). */
-static char *hub_cache(bool *oom) {
-    const char *v;
-    char *out = NULL;
-    if ((v = getenv("HF_HUB_CACHE")) && *v)
-        out = embd_strdup(v);
-    else if ((v = getenv("HUGGINGFACE_HUB_CACHE")) && *v)
-        out = embd_strdup(v);
-    else if ((v = getenv("HF_HOME")) && *v)
-        out = embd_path_join(v, "hub");
-    else if ((v = getenv("XDG_CACHE_HOME")) && *v)
-        out = embd_path_join(v, "huggingface/hub");
-    else if ((v = getenv("HOME")) && *v)
-        out = embd_path_join(v, ".cache/huggingface/hub");
-    else
-        return NULL;
-    if (!out) *oom = true;
     return out;
 }
 
@@ -143,7 +114,11 @@ enum embd_status embd_model_resolve(const char *name, const char *cache_dir, cha
     int r = stat(name, &st);
     if (r == 0 && S_ISDIR(st.st_mode)) return give(name, buf, cap, needed);
     int err = r == 0 ? ENOTDIR : errno;
-    if (!is_repo_id(name)) return embd_error(EMBD_ERR_IO, "model %s: %s", name, strerror(err));
+    size_t nl;
+    const char *rev;
+    if (!embd_hub_name_split(name, &nl, &rev))
+        return embd_error(EMBD_ERR_IO, "model %s: %s", name, strerror(err));
+    if (!rev) rev = "main";
 
     bool oom = false;
     enum embd_status s;
@@ -151,11 +126,10 @@ enum embd_status embd_model_resolve(const char *name, const char *cache_dir, cha
     struct embd_buf looked = {0};
     int n_roots = 0;
     /* models--ORG--NAME */
-    size_t nl = strlen(name);
     if (!(repo_dir = embd_malloc(nl + 16))) goto oom;
     memcpy(repo_dir, "models--", 8);
     char *w = repo_dir + 8;
-    for (const char *p = name; *p; p++) {
+    for (const char *p = name; p < name + nl; p++) {
         if (*p == '/') {
             *w++ = '-';
             *w++ = '-';
@@ -165,16 +139,19 @@ enum embd_status embd_model_resolve(const char *name, const char *cache_dir, cha
     }
     *w = '\0';
 
-    roots[n_roots] = hub_cache(&oom);
+    roots[n_roots] = embd_hub_cache_dir(&oom);
     if (oom) goto oom;
     if (roots[n_roots]) n_roots++;
     if (cache_dir && *cache_dir) {
         if (!(roots[n_roots++] = embd_strdup(cache_dir))) goto oom;
-        /* cache_dir/ORG/NAME as a plain directory, too */
-        if (!(roots[n_roots++] = embd_path_join(cache_dir, name))) goto oom;
+        /* cache_dir/ORG/NAME as a plain directory, too (no revision there) */
+        if (!(roots[n_roots] = embd_malloc(strlen(cache_dir) + nl + 2))) goto oom;
+        snprintf(roots[n_roots], strlen(cache_dir) + nl + 2, "%s/%.*s", cache_dir, (int)nl, name);
+        n_roots++;
     }
     for (int i = 0; i < n_roots && !found; i++) {
         bool plain = cache_dir && *cache_dir && i == n_roots - 1;
+        if (plain && name[nl] == '@') continue;
         if (plain) {
             if (is_dir(roots[i])) {
                 if (!(found = embd_strdup(roots[i]))) goto oom;
@@ -185,8 +162,10 @@ enum embd_status embd_model_resolve(const char *name, const char *cache_dir, cha
         }
         char *repo = embd_path_join(roots[i], repo_dir);
         if (!repo) goto oom;
-        if (is_dir(repo)) found = pick_snapshot(repo, &oom);
-        if (!found) embd_buf_printf(&looked, "%s%s/snapshots/", looked.len ? ", " : "", repo);
+        if (is_dir(repo)) found = pick_snapshot(repo, rev, &oom);
+        if (!found)
+            embd_buf_printf(&looked, "%s%s/snapshots/ (revision %s)", looked.len ? ", " : "", repo,
+                            rev);
         embd_free(repo);
         if (oom) goto oom;
     }
@@ -196,8 +175,8 @@ enum embd_status embd_model_resolve(const char *name, const char *cache_dir, cha
     } else {
         s = embd_error(EMBD_ERR_IO,
                        "model %s: not a directory and not in the Hugging Face cache (looked in "
-                       "%s); fetch it with `huggingface-cli download %s` (HF_HUB_CACHE or HF_HOME "
-                       "choose the cache) or give the model's directory",
+                       "%s; HF_HUB_CACHE or HF_HOME choose the cache); download it with `embd "
+                       "pull %s` (or huggingface_hub) or give the model's directory",
                        name, looked.p ? looked.p : "no cache: HOME is not set", name);
     }
     goto done;
