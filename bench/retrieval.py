@@ -232,9 +232,14 @@ def main():
         for e in embds[1:]:
             res["engines"][e]["diff_to_fp32"] = {
                 k: round(res["engines"][e][k] - base[k], 4) for k in ("recall@1", "recall@10", "mrr@10")}
+    write_result(res, a.out)
+
+
+def write_result(res, out):
+    """Prints the result as JSON, and writes it to out when given."""
     txt = json.dumps(res, indent=2)
-    if a.out:
-        with open(a.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             f.write(txt + "\n")
     print(txt)
 

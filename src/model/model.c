@@ -81,18 +81,15 @@ typedef struct {
 } arch_names;
 
 #define BERT_ATT "encoder.layer.%d.attention."
+/* BERT's and RoBERTa's attention tensors (q_w .. ln1_b) */
+#define BERT_ATT_NAMES                                                                             \
+    BERT_ATT "self.query.weight", BERT_ATT "self.query.bias", BERT_ATT "self.key.weight",          \
+        BERT_ATT "self.key.bias", BERT_ATT "self.value.weight", BERT_ATT "self.value.bias",        \
+        BERT_ATT "output.dense.weight", BERT_ATT "output.dense.bias",                              \
+        BERT_ATT "output.LayerNorm.weight", BERT_ATT "output.LayerNorm.bias"
 static const arch_names bert_names = {
     "bert.",
-    BERT_ATT "self.query.weight",
-    BERT_ATT "self.query.bias",
-    BERT_ATT "self.key.weight",
-    BERT_ATT "self.key.bias",
-    BERT_ATT "self.value.weight",
-    BERT_ATT "self.value.bias",
-    BERT_ATT "output.dense.weight",
-    BERT_ATT "output.dense.bias",
-    BERT_ATT "output.LayerNorm.weight",
-    BERT_ATT "output.LayerNorm.bias",
+    BERT_ATT_NAMES,
     "pooler.dense.weight",
     "pooler.dense.bias",
     "classifier.weight",
@@ -102,16 +99,7 @@ static const arch_names bert_names = {
  * same arithmetic as BERT's pooler and classifier */
 static const arch_names roberta_names = {
     "roberta.",
-    BERT_ATT "self.query.weight",
-    BERT_ATT "self.query.bias",
-    BERT_ATT "self.key.weight",
-    BERT_ATT "self.key.bias",
-    BERT_ATT "self.value.weight",
-    BERT_ATT "self.value.bias",
-    BERT_ATT "output.dense.weight",
-    BERT_ATT "output.dense.bias",
-    BERT_ATT "output.LayerNorm.weight",
-    BERT_ATT "output.LayerNorm.bias",
+    BERT_ATT_NAMES,
     "classifier.dense.weight",
     "classifier.dense.bias",
     "classifier.out_proj.weight",
@@ -134,6 +122,7 @@ static const arch_names mpnet_names = {
     "classifier.out_proj.weight",
     "classifier.out_proj.bias",
 };
+#undef BERT_ATT_NAMES
 #undef BERT_ATT
 
 static const arch_names *names_of(enum embd_arch a) {
