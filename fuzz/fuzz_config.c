@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     embd_modules_free(&mods);
 
     int max_len = -1;
-    st = embd_sbert_config_parse(&max_len, json, size, "sentence_bert_config.json");
+    st = embd_sbert_config_parse(&max_len, NULL, json, size, "sentence_bert_config.json");
     if (st == EMBD_OK) FUZZ_CHECK(max_len >= 0);
 
     max_len = -1;

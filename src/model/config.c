@@ -510,8 +510,10 @@ fail:
     return st;
 }
 
-enum embd_status embd_sbert_config_parse(int *out, const char *json, size_t len, const char *name) {
+enum embd_status embd_sbert_config_parse(int *out, bool *lower, const char *json, size_t len,
+                                         const char *name) {
     *out = 0;
+    if (lower) *lower = false;
     cJSON *root = NULL;
     enum embd_status st = embd_json_parse(&root, json, len, name);
     if (st) return st;
@@ -520,6 +522,10 @@ enum embd_status embd_sbert_config_parse(int *out, const char *json, size_t len,
         goto fail;
     }
     st = get_int(root, "max_seq_length", name, 2, 1 << 30, 0, out);
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(root, "do_lower_case");
+    if (!st && dl && !cJSON_IsNull(dl) && !cJSON_IsBool(dl))
+        st = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: do_lower_case is not a boolean", name);
+    if (!st && lower) *lower = cJSON_IsTrue(dl);
 fail:
     cJSON_Delete(root);
     return st;

@@ -110,8 +110,10 @@ enum embd_status embd_modules_parse(embd_st_modules *mods, const char *json, siz
 void embd_modules_free(embd_st_modules *mods);
 
 /* Reads max_seq_length from sentence_bert_config.json text into *out (0 when
- * absent or null). Errors: EMBD_ERR_MODEL_FORMAT. */
-enum embd_status embd_sbert_config_parse(int *out, const char *json, size_t len, const char *name);
+ * absent or null) and, when lower is not NULL, do_lower_case into *lower
+ * (false when absent). Errors: EMBD_ERR_MODEL_FORMAT. */
+enum embd_status embd_sbert_config_parse(int *out, bool *lower, const char *json, size_t len,
+                                         const char *name);
 
 /* Reads model_max_length from tokenizer_config.json text into *out: 0 when
  * absent, not an integer, or outside [2, max_positions] (tokenizers often

@@ -359,12 +359,20 @@ static enum embd_status read_config(const char *tdir, embd_hparams *hp) {
 }
 
 /* Sets hp->max_tokens from the caller, sentence_bert_config.json or
- * tokenizer_config.json (in that order), clamped to P. */
-static enum embd_status read_max_tokens(const char *tdir, int requested, embd_hparams *hp) {
+ * tokenizer_config.json (in that order), clamped to P; *lower to
+ * sentence_bert_config.json's do_lower_case. */
+static enum embd_status read_max_tokens(const char *tdir, int requested, embd_hparams *hp,
+                                        bool *lower) {
     char *buf = NULL;
     size_t len;
     int sbert = 0, tok_max = 0;
     enum embd_status s;
+    if ((s = read_json_file(tdir, "sentence_bert_config.json", true, MAX_SMALL_JSON, &buf, &len)))
+        goto fail;
+    if (buf && (s = embd_sbert_config_parse(&sbert, lower, buf, len, "sentence_bert_config.json")))
+        goto fail;
+    embd_free(buf);
+    buf = NULL;
     if (requested > 0) {
         if (requested < 2 || requested > hp->P)
             return embd_error(EMBD_ERR_INVALID_ARG,
@@ -373,12 +381,6 @@ static enum embd_status read_max_tokens(const char *tdir, int requested, embd_hp
         hp->max_tokens = requested;
         return EMBD_OK;
     }
-    if ((s = read_json_file(tdir, "sentence_bert_config.json", true, MAX_SMALL_JSON, &buf, &len)))
-        goto fail;
-    if (buf && (s = embd_sbert_config_parse(&sbert, buf, len, "sentence_bert_config.json")))
-        goto fail;
-    embd_free(buf);
-    buf = NULL;
     if (!sbert) {
         if ((s = read_json_file(tdir, "tokenizer_config.json", true, MAX_SMALL_JSON, &buf, &len)))
             goto fail;
@@ -562,8 +564,18 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
         hp->pooling = EMBD_POOL_CLS;
         hp->normalize = false;
     }
-    if ((s = read_max_tokens(tdir, params.max_seq_length, hp))) goto fail;
+    bool lower = false;
+    if ((s = read_max_tokens(tdir, params.max_seq_length, hp, &lower))) goto fail;
     if ((s = read_tokenizer(tdir, m))) goto fail;
+    /* sentence-transformers lowercases the text itself (Python's str.lower)
+     * when do_lower_case is set: the same ids only when the tokenizer
+     * lowercases anyway */
+    if (lower && !embd_tokenizer_lowercases(m->tok)) {
+        s = embd_error(EMBD_ERR_UNSUPPORTED,
+                       "sentence_bert_config.json: do_lower_case with a tokenizer that keeps case "
+                       "is not supported (sentence-transformers would lowercase the text first)");
+        goto fail;
+    }
     if ((s = read_prompts(dir, m))) goto fail;
 
     if (!(st_path = embd_path_join(tdir, "model.safetensors"))) {

@@ -81,6 +81,10 @@ enum embd_status embd_tokenizer_encode_pair(const embd_tokenizer *tok, const cha
 /* Number of ids (the largest id + 1, added tokens included). */
 int embd_tokenizer_vocab_size(const embd_tokenizer *tok);
 
+/* Whether the tokenizer's normalizer lowercases every text (BertNormalizer's
+ * lowercase, or a Lowercase step of a SentencePiece chain). */
+bool embd_tokenizer_lowercases(const embd_tokenizer *tok);
+
 /* The id of a token string (vocabulary or added token), or -1. */
 int32_t embd_tokenizer_token_id(const embd_tokenizer *tok, const char *token);
 

@@ -118,6 +118,8 @@ enum embd_status tok_uni_load(embd_tokenizer *tok, const char *json, size_t json
                               const struct cJSON *root, const struct cJSON *added, int32_t **id_off,
                               int *max_id);
 void tok_uni_free(struct tok_uni *u);
+/* Whether the Unigram normalizer chain lowercases (holds Lowercase). */
+int tok_uni_lowercases(const struct tok_uni *u);
 enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, size_t len,
                                 size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
                                 int *truncated);

@@ -642,6 +642,11 @@ void embd_tokenizer_free(embd_tokenizer *tok) {
     embd_free(tok);
 }
 
+bool embd_tokenizer_lowercases(const embd_tokenizer *tok) {
+    if (!tok) return false;
+    return tok->uni ? tok_uni_lowercases(tok->uni) != 0 : tok->lowercase != 0;
+}
+
 int embd_tokenizer_vocab_size(const embd_tokenizer *tok) {
     return tok ? tok->vocab_size : 0;
 }

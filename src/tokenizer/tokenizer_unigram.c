@@ -1054,6 +1054,12 @@ fail:
     return st;
 }
 
+int tok_uni_lowercases(const struct tok_uni *u) {
+    for (int i = 0; u && i < u->n_norm; i++)
+        if (u->norm[i].kind == NS_LOWERCASE) return 1;
+    return 0;
+}
+
 void tok_uni_free(struct tok_uni *u) {
     if (!u) return;
     for (int i = 0; i < u->n_norm; i++) {

@@ -536,6 +536,26 @@ static void test_st_files(void) {
     EXPECT(EMBD_OK, "");
     put("sentence_bert_config.json", "\xc0\x80");
     EXPECT(EMBD_ERR_MODEL_FORMAT, "sentence_bert_config.json", "UTF-8");
+    /* do_lower_case: fine with a lowercasing tokenizer, refused with a cased one */
+    put("sentence_bert_config.json", "{\"max_seq_length\":8,\"do_lower_case\":true}");
+    EXPECT(EMBD_OK, "");
+    put("sentence_bert_config.json", "{\"do_lower_case\":\"yes\"}");
+    EXPECT(EMBD_ERR_MODEL_FORMAT, "sentence_bert_config.json", "do_lower_case");
+    {
+        const char *at = strstr(tiny_tokenizer_json, "\"lowercase\":true");
+        const size_t head = (size_t)(at - tiny_tokenizer_json), n = strlen(tiny_tokenizer_json);
+        char *cased = malloc(n + 2);
+        memcpy(cased, tiny_tokenizer_json, head);
+        strcpy(cased + head, "\"lowercase\":false");
+        strcat(cased, at + strlen("\"lowercase\":true"));
+        put("tokenizer.json", cased);
+        put("sentence_bert_config.json", "{\"do_lower_case\":true}");
+        EXPECT(EMBD_ERR_UNSUPPORTED, "do_lower_case", "keeps case");
+        put("sentence_bert_config.json", "{\"do_lower_case\":false}");
+        EXPECT(EMBD_OK, "");
+        put("tokenizer.json", tiny_tokenizer_json);
+        free(cased);
+    }
     del("sentence_bert_config.json");
     put("tokenizer_config.json", "{\"model_max_length\":\"x\"}"); /* ignored */
     EXPECT(EMBD_OK, "");
