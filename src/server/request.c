@@ -433,12 +433,12 @@ static int parse_rerank(const json_t *root, const struct srv_limits *lim, struct
         return -1;
     const json_t *top = json_object_get(root, "top_n");
     if (top && !json_is_null(top)) {
+        /* more than the documents: all of them, as Cohere answers (LangChain's
+         * CohereRerank asks for 3 by default, whatever the list) */
         long long t;
-        if (!json_int(top, 1, (double)req->n, &t))
-            return fail(err, 400, "top_n",
-                        "\"top_n\" must be an integer from 1 to %zu (the number of documents)",
-                        req->n);
-        req->top_n = (size_t)t;
+        if (!json_int(top, 1, 9007199254740992.0, &t))
+            return fail(err, 400, "top_n", "\"top_n\" must be a positive integer");
+        req->top_n = (size_t)t < req->n ? (size_t)t : req->n;
     }
     return 0;
 }

@@ -11,8 +11,8 @@ cross-encoder/ms-marco-MiniLM-L-6-v2's architecture, seeded random weights):
 - every bad request gets its 4xx in the endpoint's shape (TEI
   {"error","error_type"} on /rerank, OpenAI {"error":{...}} on /v1/...),
   never a 5xx: the embedding endpoints answer 400 naming the reranker, an
-  empty or mistyped query or document list is 400, top_n <= 0 or over the
-  list is 400, too many documents (--max-inputs), characters
+  empty or mistyped query or document list is 400, top_n <= 0 is 400 (over
+  the list: all of them, as Cohere answers), too many documents (--max-inputs), characters
   (--max-input-chars), a body over --max-body-bytes or a pair over the
   model's tokens without truncate is 413;
 - a second request while --max-concurrent-requests 1 is taken is 429 with
@@ -180,6 +180,9 @@ with Server(R, *ARGS) as s:
                 "/v1/rerank return_documents")
     st, _, j = post(s, "/v1/rerank", {"query": QUERY, "documents": DOCS, "top_n": len(DOCS)})
     c.check(st == 200 and len(j.get("results", [])) == len(DOCS), f"top_n = n: {st}")
+    # more than the documents: all of them, as Cohere does (LangChain's default top_n is 3)
+    st, _, j = post(s, "/v1/rerank", {"query": QUERY, "documents": DOCS[:2], "top_n": 3})
+    c.check(st == 200 and len(j.get("results", [])) == 2, f"top_n over the list: {st} {str(j)[:100]}")
 
     # ---- bad requests: (name, path, body, status, fragment of the message)
     many = json.dumps({"query": "q", "texts": ["d"] * 17})
@@ -226,8 +229,6 @@ with Server(R, *ARGS) as s:
          "top_n"),
         ("top_n negative", "/v1/rerank", {"query": "q", "documents": ["a"], "top_n": -1}, 400,
          "top_n"),
-        ("top_n over the list", "/v1/rerank", {"query": "q", "documents": ["a", "b"],
-                                               "top_n": 3}, 400, "top_n"),
         ("top_n fractional", "/v1/rerank", {"query": "q", "documents": ["a", "b"],
                                             "top_n": 1.5}, 400, "top_n"),
         ("top_n a string", "/v1/rerank", {"query": "q", "documents": ["a"], "top_n": "1"}, 400,
