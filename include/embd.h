@@ -441,6 +441,23 @@ EMBD_API struct embd_sched_params embd_sched_default_params(void);
 EMBD_API enum embd_status embd_sched_new(embd_ctx *ctx, struct embd_sched_params params,
                                          embd_sched **out);
 
+/* Most contexts one scheduler drives. */
+#define EMBD_SCHED_MAX_CTX 64
+
+/* A scheduler over several contexts of the same model, typically one per
+ * GPU (each embd_ctx_new with its own device_index): one queue, one worker
+ * thread per context, each taking the next round when its device is free
+ * (so the least busy device gets it). A request's inputs may run on several
+ * devices at once; each caller still gets its rows in order, and the same
+ * vectors (up to the devices' precision). A context whose GPU died
+ * (embd_ctx_fallback EMBD_FALLBACK_GPU_DEAD) takes no more rounds while
+ * another still works; when none does, the first runs everything on its
+ * CPU fallback. The contexts must outlive the scheduler and be used by
+ * nothing else meanwhile. Errors: EMBD_ERR_INVALID_ARG (no context, more
+ * than EMBD_SCHED_MAX_CTX, one given twice, different models), EMBD_ERR_NOMEM. */
+EMBD_API enum embd_status embd_sched_new_multi(embd_ctx *const *ctxs, int n_ctx,
+                                               struct embd_sched_params params, embd_sched **out);
+
 /* Waits for the queued work to finish, then stops the worker. */
 EMBD_API void embd_sched_free(embd_sched *sched);
 

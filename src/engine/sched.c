@@ -72,6 +72,8 @@ struct sched_req {
     enum req_state state;
     size_t next;     /* inputs handed to rounds so far */
     size_t finished; /* inputs embedded so far */
+    size_t running;  /* its pieces in rounds now (several workers may run pieces of it) */
+    bool ending;     /* failed or given up while pieces ran: ends when the last returns */
     size_t total_tokens;
     enum embd_status st;
     char err[256];
@@ -85,10 +87,25 @@ struct piece {
     size_t start, count;
     bool grouped;
     enum embd_status st;
+    size_t tokens; /* tokens run for it (its request's total gets them when settled) */
+    char err[256]; /* the message when st is not EMBD_OK */
+};
+
+/* One worker thread and the context it runs its rounds on: one per device
+ * (embd_sched_new_multi), each taking rounds from the one queue when it is
+ * free, so that the least busy device gets the next round. */
+struct sched_worker {
+    embd_sched *s;
+    embd_ctx *ctx;
+    int idx;
+    pthread_t th;
+    bool ran_since_trim;          /* work ran since the scratch was last released */
+    double tok_per_sec;           /* the backend's rate, measured (0: not yet) */
+    double rate_tokens, rate_sec; /* its decaying sums: large rounds weigh more */
 };
 
 struct embd_sched {
-    embd_ctx *ctx;
+    embd_ctx *ctx; /* the first worker's: the model, the metrics of the queue */
     int dim;
     int max_tokens;         /* the model's (for messages and the smallest round) */
     int batch_tokens;       /* the context's tokens per forward pass */
@@ -104,13 +121,12 @@ struct embd_sched {
     size_t queued;                           /* inputs not yet handed to a round */
     size_t active;                           /* requests in the list */
     bool stop;
-    bool ran_since_trim;          /* work ran since the scratch was last released */
-    bool hold;                    /* embd_sched_hold: the worker takes nothing */
-    double tok_per_sec;           /* the backend's rate, measured (0: not yet) */
-    double rate_tokens, rate_sec; /* its decaying sums: large rounds weigh more */
+    bool hold;                    /* embd_sched_hold: the workers take nothing */
     double last_ok;               /* embd_now() when a round last embedded something; 0: never */
-    pthread_t worker;
-    int init; /* how many of mu, work, space, done, worker were made */
+    struct sched_worker *workers; /* (n_workers) */
+    int n_workers;
+    int started; /* worker threads running */
+    int init;    /* how many of mu, work, space, done were made */
 };
 
 struct embd_sched_params embd_sched_default_params(void) {
@@ -228,6 +244,21 @@ static void finish(embd_sched *s, struct sched_req *r, struct sched_req **fire) 
     }
 }
 
+/* Ends request r, which failed or was given up (r->st and r->err set): at
+ * once when none of its pieces is in a round, else no more of its inputs go
+ * to rounds and it ends when its last running piece is settled (the caller's
+ * buffers are written until then). */
+static void end_request(embd_sched *s, struct sched_req *r, struct sched_req **fire) {
+    if (!r->running) {
+        finish(s, r, fire);
+        return;
+    }
+    r->ending = true;
+    s->queued -= r->n - r->next;
+    r->next = r->n;
+    pthread_cond_broadcast(&s->space);
+}
+
 /* Calls the callbacks of the finished asynchronous requests (without the
  * mutex) and frees them. */
 static void fire_all(struct sched_req *fire) {
@@ -268,7 +299,7 @@ static size_t row_width(const embd_sched *s, const struct sched_req *r) {
 
 /* Runs one piece alone (token ids, or texts after a shared call failed);
  * records its status and the error of its request. */
-static void run_piece(embd_sched *s, struct piece *p) {
+static void run_piece(embd_sched *s, embd_ctx *ctx, struct piece *p) {
     struct sched_req *r = p->r;
     const size_t D = row_width(s, r);
     struct embd_embed_info info = {.n_tokens = r->ntok ? r->ntok + p->start : NULL};
@@ -279,7 +310,7 @@ static void run_piece(embd_sched *s, struct piece *p) {
         } else {
             for (size_t k = 0; k <= p->count; k++)
                 ss[k] = r->seq_start[p->start + k] - r->seq_start[p->start];
-            p->st = embd_embed_tokens_ex(s->ctx, r->ids + r->seq_start[p->start], ss, p->count,
+            p->st = embd_embed_tokens_ex(ctx, r->ids + r->seq_start[p->start], ss, p->count,
                                          r->out + p->start * D, &r->opts, &info);
             embd_free(ss);
         }
@@ -294,24 +325,24 @@ static void run_piece(embd_sched *s, struct piece *p) {
                 qlens[k] = r->query_len;
             }
             const size_t *lens = r->lens ? r->lens + p->start : NULL;
-            p->st = embd_rerank(s->ctx, qs, qlens, r->texts + p->start, lens, p->count,
+            p->st = embd_rerank(ctx, qs, qlens, r->texts + p->start, lens, p->count,
                                 r->out + p->start, &r->ropts, &info);
         }
         embd_free(qs);
         embd_free(qlens);
     } else {
         const size_t *lens = r->lens ? r->lens + p->start : NULL;
-        p->st = embd_embed_ex(s->ctx, r->texts + p->start, lens, p->count, r->out + p->start * D,
+        p->st = embd_embed_ex(ctx, r->texts + p->start, lens, p->count, r->out + p->start * D,
                               &r->opts, &info);
     }
     if (p->st == EMBD_OK) {
-        r->total_tokens += info.total_tokens; /* the worker alone writes it while running */
+        p->tokens += info.total_tokens;
         return;
     }
-    snprintf(r->err, sizeof r->err, "%s", embd_last_error());
+    snprintf(p->err, sizeof p->err, "%s", embd_last_error());
     if (p->st == EMBD_ERR_TOO_LONG) {
         const size_t bad = p->start + info.bad_input;
-        snprintf(r->err, sizeof r->err, "%s %zu has %zu tokens; the model takes at most %d",
+        snprintf(p->err, sizeof p->err, "%s %zu has %zu tokens; the model takes at most %d",
                  r->rerank ? "pair" : "input", bad, info.bad_tokens, s->max_tokens);
         if (r->info) {
             r->info->bad_input = bad;
@@ -339,7 +370,8 @@ static bool same_opts(const struct sched_req *ra, const struct sched_req *rb) {
  * ordered by byte length, and scatters the rows and token counts back; when
  * that fails and there are several pieces (or memory for it is short), each
  * piece runs alone, so that one bad text fails only its own request. */
-static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct piece *first) {
+static void run_group(embd_sched *s, embd_ctx *ctx, struct piece *pieces, size_t np,
+                      struct piece *first) {
     const bool rerank = first->r->rerank;
     const size_t D = row_width(s, first->r);
     const struct embd_embed_opts opts = first->r->opts;
@@ -381,22 +413,21 @@ static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct pie
                 qlens[j] = rows[j].p->r->query_len;
             }
         }
-        st = rerank
-                 ? embd_rerank(s->ctx, qs, qlens, texts, lens, total, out, &first->r->ropts, &info)
-                 : embd_embed_ex(s->ctx, texts, lens, total, out, &opts, &info);
+        st = rerank ? embd_rerank(ctx, qs, qlens, texts, lens, total, out, &first->r->ropts, &info)
+                    : embd_embed_ex(ctx, texts, lens, total, out, &opts, &info);
     }
     if (st == EMBD_OK) {
         for (size_t j = 0; j < total; j++) {
             struct sched_req *r = rows[j].p->r;
             memcpy(r->out + rows[j].i * D, out + j * D, D * sizeof *out);
             if (r->ntok) r->ntok[rows[j].i] = ntok[j];
-            r->total_tokens += ntok[j];
+            rows[j].p->tokens += ntok[j];
         }
     } else {
         for (size_t k = 0; k < np; k++) {
             struct piece *p = &pieces[k];
             if (p->grouped && !p->r->ids && same_opts(p->r, first->r) && p->st == EMBD_OK)
-                run_piece(s, p);
+                run_piece(s, ctx, p);
         }
     }
     embd_free(rows);
@@ -410,15 +441,17 @@ static void run_group(embd_sched *s, struct piece *pieces, size_t np, struct pie
 
 /* Runs a round's pieces: token pieces one by one, text pieces in groups of
  * equal options. */
-static void run_round(embd_sched *s, struct piece *pieces, size_t np) {
+static void run_round(embd_sched *s, embd_ctx *ctx, struct piece *pieces, size_t np) {
     for (size_t k = 0; k < np; k++) {
         pieces[k].grouped = false;
         pieces[k].st = EMBD_OK;
+        pieces[k].tokens = 0;
+        pieces[k].err[0] = '\0';
     }
     for (size_t k = 0; k < np; k++)
-        if (pieces[k].r->ids) run_piece(s, &pieces[k]);
+        if (pieces[k].r->ids) run_piece(s, ctx, &pieces[k]);
     for (size_t k = 0; k < np; k++)
-        if (!pieces[k].r->ids && !pieces[k].grouped) run_group(s, pieces, np, &pieces[k]);
+        if (!pieces[k].r->ids && !pieces[k].grouped) run_group(s, ctx, pieces, np, &pieces[k]);
 }
 
 /* ---- building a round (worker, under the mutex) --------------------------- */
@@ -435,11 +468,11 @@ static size_t est_tokens(const embd_sched *s, const struct sched_req *r, size_t 
 /* The round's token budget: what the backend runs in about SCHED_ALONE_MS
  * for a request alone, SCHED_ROUND_MS for several, within one full batch
  * (a GPU's full batch runs in well under either). */
-static size_t round_budget(const embd_sched *s) {
+static size_t round_budget(const embd_sched *s, const struct sched_worker *w) {
     size_t full = (size_t)s->batch_tokens;
-    if (s->tok_per_sec <= 0) return full;
+    if (w->tok_per_sec <= 0) return full;
     const double ms = s->active <= 1 ? SCHED_ALONE_MS : SCHED_ROUND_MS;
-    size_t t = (size_t)(s->tok_per_sec * ms / 1000.0);
+    size_t t = (size_t)(w->tok_per_sec * ms / 1000.0);
     /* Never below a quarter of a full batch, nor two inputs of the model's
      * longest: smaller batches cost more in thread synchronisation than they
      * save in waiting, most of all on cores shared with other work (where a
@@ -467,6 +500,7 @@ static void take_piece(embd_sched *s, struct sched_req *r, size_t take, struct p
     }
     pieces[(*np)++] = (struct piece){.r = r, .start = r->next, .count = take};
     r->next += take;
+    r->running++;
     s->queued -= take;
 }
 
@@ -476,20 +510,22 @@ static void take_piece(embd_sched *s, struct sched_req *r, size_t take, struct p
  * the model's longest), whole, so that it never waits for its turn behind
  * large ones, within half the round; then a piece of every other request in
  * turn, each its share of what is left. Returns the number of pieces. */
-static size_t take_round(embd_sched *s, struct piece *pieces, size_t cap, struct sched_req **fire) {
+static size_t take_round(embd_sched *s, const struct sched_worker *w, struct piece *pieces,
+                         size_t cap, struct sched_req **fire) {
     const struct timespec now = mono_now();
     const double now_s = embd_now();
     for (struct sched_req *r = s->head, *nx; r; r = nx) {
         nx = r->nxt;
+        if (r->ending) continue;
         enum embd_status gu = r->state == REQ_QUEUED
                                   ? given_up(r, now)
                                   : (cancelled(r) ? EMBD_ERR_CANCELLED : EMBD_OK);
         if (gu == EMBD_OK) continue;
         set_given_up(r, gu);
-        finish(s, r, fire);
+        end_request(s, r, fire);
     }
     if (!s->head) return 0;
-    const size_t budget = round_budget(s);
+    const size_t budget = round_budget(s, w);
     const size_t short_max = (size_t)s->max_tokens;
     size_t np = 0, tokens = 0, inputs = 0;
     if (s->active > 1)
@@ -533,15 +569,21 @@ static size_t take_round(embd_sched *s, struct piece *pieces, size_t cap, struct
 static void settle_round(embd_sched *s, struct piece *pieces, size_t np, struct sched_req **fire) {
     for (size_t k = 0; k < np; k++) {
         struct sched_req *r = pieces[k].r;
-        if (r->state == REQ_DONE) continue; /* failed in an earlier piece of this round */
-        if (pieces[k].st != EMBD_OK) {
-            r->st = pieces[k].st; /* r->err was written by run_piece */
-            finish(s, r, fire);
+        r->running--;
+        r->total_tokens += pieces[k].tokens;
+        if (pieces[k].st != EMBD_OK && !r->ending) {
+            r->st = pieces[k].st;
+            snprintf(r->err, sizeof r->err, "%s", pieces[k].err);
+            end_request(s, r, fire);
             continue;
         }
-        r->finished += pieces[k].count;
-        s->last_ok = embd_now();
-        if (r->finished == r->n) {
+        if (pieces[k].st == EMBD_OK) {
+            r->finished += pieces[k].count;
+            s->last_ok = embd_now();
+        }
+        if (r->ending) {
+            if (!r->running) finish(s, r, fire);
+        } else if (r->finished == r->n && !r->running) {
             r->st = EMBD_OK;
             finish(s, r, fire);
         }
@@ -589,8 +631,21 @@ static void admit_waiting(embd_sched *s, struct sched_req **fire) {
     }
 }
 
+/* Whether worker w may take a round: its device works, or none does and it
+ * is the first worker (which then runs everything on its context's CPU
+ * fallback). A device whose GPU died (EMBD_FALLBACK_GPU_DEAD) leaves its
+ * work to the others. */
+static bool may_take(const embd_sched *s, const struct sched_worker *w) {
+    if (s->n_workers == 1) return true;
+    if (embd_ctx_fallback(w->ctx, NULL) != EMBD_FALLBACK_GPU_DEAD) return true;
+    for (int i = 0; i < s->n_workers; i++)
+        if (embd_ctx_fallback(s->workers[i].ctx, NULL) != EMBD_FALLBACK_GPU_DEAD) return false;
+    return w->idx == 0;
+}
+
 static void *worker_main(void *arg) {
-    embd_sched *s = arg;
+    struct sched_worker *w = arg;
+    embd_sched *s = w->s;
     size_t cap = 64;
     struct piece *pieces = embd_malloc2(cap, sizeof *pieces);
     pthread_mutex_lock(&s->mu);
@@ -603,34 +658,47 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        while ((!s->head || s->hold) && !s->stop) {
-            if (s->wait_head) { /* look at the waiting requests again soon */
+        bool idle = !s->head || s->hold || s->queued == 0;
+        while ((idle || !may_take(s, w)) && !s->stop) {
+            if (s->wait_head || (!idle && !may_take(s, w))) {
+                /* look at the waiting requests (or the devices) again soon */
                 struct timespec tick;
                 clock_gettime(CLOCK_REALTIME, &tick);
                 tick = ts_add_ns(tick, 20000000L);
                 pthread_cond_timedwait(&s->work, &s->mu, &tick);
                 break;
             }
-            if (!s->ran_since_trim) {
+            if (!w->ran_since_trim) {
                 pthread_cond_wait(&s->work, &s->mu);
+                idle = !s->head || s->hold || s->queued == 0;
                 continue;
             }
             /* Idle after work: once nothing has come for SCHED_IDLE_TRIM_SEC,
              * release the backend's scratch (sized for the largest batch
              * seen), so that a burst leaves no lasting memory behind. The
-             * worker is the only user of the context, so this is safe. */
+             * worker is the only user of its context, so this is safe. */
             struct timespec limit;
             clock_gettime(CLOCK_REALTIME, &limit);
             limit.tv_sec += SCHED_IDLE_TRIM_SEC;
             if (pthread_cond_timedwait(&s->work, &s->mu, &limit) == ETIMEDOUT &&
-                (!s->head || s->hold) && !s->stop) {
-                embd_ctx_trim(s->ctx);
-                s->ran_since_trim = false;
+                (!s->head || s->hold || s->queued == 0) && !s->stop) {
+                embd_ctx_trim(w->ctx);
+                w->ran_since_trim = false;
             }
+            idle = !s->head || s->hold || s->queued == 0;
         }
         if (!s->head && s->wait_head) continue; /* admitted at the top */
         if (!s->head) {
             if (s->stop) break; /* stopping and drained */
+            continue;
+        }
+        if (s->queued == 0 || !may_take(s, w)) {
+            /* the rest runs on other workers (stopping: wait for them to
+             * drain), or this worker's device died: woken when a round ends */
+            struct timespec tick;
+            clock_gettime(CLOCK_REALTIME, &tick);
+            tick = ts_add_ns(tick, 20000000L);
+            pthread_cond_timedwait(&s->work, &s->mu, &tick);
             continue;
         }
         if (s->hold && !s->stop) continue;
@@ -641,31 +709,34 @@ static void *worker_main(void *arg) {
                 cap = s->active;
             }
         }
-        size_t np = pieces ? take_round(s, pieces, cap, &fire) : 0;
+        size_t np = pieces ? take_round(s, w, pieces, cap, &fire) : 0;
         if (!pieces) { /* no memory for even the first round: fail what is queued */
-            while (s->head) {
-                set_error(s->head, EMBD_ERR_NOMEM, "out of memory in the scheduler");
-                finish(s, s->head, &fire);
+            for (struct sched_req *r = s->head, *nx; r; r = nx) {
+                nx = r->nxt;
+                if (r->ending) continue;
+                set_error(r, EMBD_ERR_NOMEM, "out of memory in the scheduler");
+                end_request(s, r, &fire);
             }
         }
-        pthread_cond_broadcast(&s->done); /* requests given up may have ended */
+        pthread_cond_broadcast(&s->done);             /* requests given up may have ended */
+        if (s->queued) pthread_cond_signal(&s->work); /* more for another worker */
         pthread_mutex_unlock(&s->mu);
         fire_all(fire);
         fire = NULL;
         if (np) {
             struct embd_ctx_stats a, b;
-            embd_ctx_get_stats(s->ctx, &a);
-            run_round(s, pieces, np);
-            embd_ctx_get_stats(s->ctx, &b);
+            embd_ctx_get_stats(w->ctx, &a);
+            run_round(s, w->ctx, pieces, np);
+            embd_ctx_get_stats(w->ctx, &b);
             const double sec = b.forward_sec - a.forward_sec;
             if (sec > 0 && b.tokens > a.tokens) { /* the backend's rate, weighted by work */
-                s->rate_tokens = 0.8 * s->rate_tokens + (double)(b.tokens - a.tokens);
-                s->rate_sec = 0.8 * s->rate_sec + sec;
-                s->tok_per_sec = s->rate_tokens / s->rate_sec;
+                w->rate_tokens = 0.8 * w->rate_tokens + (double)(b.tokens - a.tokens);
+                w->rate_sec = 0.8 * w->rate_sec + sec;
+                w->tok_per_sec = w->rate_tokens / w->rate_sec;
             }
         }
         pthread_mutex_lock(&s->mu);
-        s->ran_since_trim = s->ran_since_trim || np > 0;
+        w->ran_since_trim = w->ran_since_trim || np > 0;
         settle_round(s, pieces, np, &fire);
         if (fire) {
             pthread_mutex_unlock(&s->mu);
@@ -673,6 +744,7 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&s->mu);
         }
         pthread_cond_broadcast(&s->done);
+        pthread_cond_broadcast(&s->work); /* a worker may wait for the end of this round */
     }
     pthread_mutex_unlock(&s->mu);
     embd_free(pieces);
@@ -680,33 +752,62 @@ static void *worker_main(void *arg) {
 }
 
 static void sched_destroy(embd_sched *s) {
-    if (s->init > 4) {
+    if (s->init > 3) {
         pthread_mutex_lock(&s->mu);
         s->stop = true;
         pthread_cond_broadcast(&s->work);
         pthread_cond_broadcast(&s->space);
         pthread_mutex_unlock(&s->mu);
-        pthread_join(s->worker, NULL);
+        for (int i = 0; i < s->started; i++)
+            pthread_join(s->workers[i].th, NULL);
     }
     if (s->init > 3) pthread_cond_destroy(&s->done);
     if (s->init > 2) pthread_cond_destroy(&s->space);
     if (s->init > 1) pthread_cond_destroy(&s->work);
     if (s->init > 0) pthread_mutex_destroy(&s->mu);
+    embd_free(s->workers);
     embd_free(s);
 }
 
 enum embd_status embd_sched_new(embd_ctx *ctx, struct embd_sched_params params, embd_sched **out) {
+    return embd_sched_new_multi(&ctx, 1, params, out);
+}
+
+enum embd_status embd_sched_new_multi(embd_ctx *const *ctxs, int n_ctx,
+                                      struct embd_sched_params params, embd_sched **out) {
     if (!out) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_new: out is NULL");
     *out = NULL;
-    if (!ctx) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_new: ctx is NULL");
+    if (!ctxs || n_ctx < 1 || n_ctx > EMBD_SCHED_MAX_CTX)
+        return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_new_multi: %d contexts (1 to %d)",
+                          n_ctx, EMBD_SCHED_MAX_CTX);
+    for (int i = 0; i < n_ctx; i++) {
+        if (!ctxs[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_sched_new: ctx is NULL");
+        if (embd_ctx_model(ctxs[i]) != embd_ctx_model(ctxs[0]))
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "embd_sched_new_multi: the contexts run different models");
+        for (int j = 0; j < i; j++)
+            if (ctxs[j] == ctxs[i])
+                return embd_error(EMBD_ERR_INVALID_ARG,
+                                  "embd_sched_new_multi: context %d given twice", i);
+    }
     if (params.queue_texts == 0) params.queue_texts = 4096;
     if (params.max_batch_texts == 0) params.max_batch_texts = 1024;
     embd_sched *s = embd_calloc(1, sizeof *s);
-    if (!s) return embd_error(EMBD_ERR_NOMEM, "out of memory creating a scheduler");
-    s->ctx = ctx;
-    s->dim = embd_ctx_dim(ctx);
-    s->max_tokens = embd_ctx_max_tokens(ctx);
-    s->batch_tokens = embd_ctx_max_batch_tokens(ctx);
+    if (!s || !(s->workers = embd_calloc((size_t)n_ctx, sizeof *s->workers))) {
+        embd_free(s);
+        return embd_error(EMBD_ERR_NOMEM, "out of memory creating a scheduler");
+    }
+    s->n_workers = n_ctx;
+    s->ctx = ctxs[0];
+    s->dim = embd_ctx_dim(s->ctx);
+    s->max_tokens = embd_ctx_max_tokens(s->ctx);
+    /* rounds are sized for the smallest device's batch */
+    s->batch_tokens = embd_ctx_max_batch_tokens(s->ctx);
+    for (int i = 0; i < n_ctx; i++) {
+        const int bt = embd_ctx_max_batch_tokens(ctxs[i]);
+        if (bt < s->batch_tokens) s->batch_tokens = bt;
+        s->workers[i] = (struct sched_worker){.s = s, .ctx = ctxs[i], .idx = i};
+    }
     if (s->batch_tokens < s->max_tokens) s->batch_tokens = s->max_tokens;
     s->capacity = params.queue_texts;
     s->max_batch_texts = params.max_batch_texts;
@@ -721,15 +822,16 @@ enum embd_status embd_sched_new(embd_ctx *ctx, struct embd_sched_params params, 
     s->init = 3;
     if (pthread_cond_init(&s->done, &ca)) goto fail;
     s->init = 4;
-    if (pthread_create(&s->worker, NULL, worker_main, s)) goto fail;
-    s->init = 5;
+    for (; s->started < n_ctx; s->started++)
+        if (pthread_create(&s->workers[s->started].th, NULL, worker_main, &s->workers[s->started]))
+            goto fail;
     pthread_condattr_destroy(&ca);
     *out = s;
     return EMBD_OK;
 fail:
     if (ca_ok) pthread_condattr_destroy(&ca);
     sched_destroy(s);
-    return embd_error(EMBD_ERR_NOMEM, "cannot start the scheduler's worker thread");
+    return embd_error(EMBD_ERR_NOMEM, "cannot start the scheduler's worker threads");
 }
 
 void embd_sched_free(embd_sched *s) {

@@ -30,6 +30,16 @@ static char pool_buf[N_POOL][64];
 static float *ref; /* (N_POOL, D) */
 static int D;
 static embd_sched *sched;
+
+/* With n_multi > 0 the tests' schedulers drive all of multi[] (as
+ * embd_sched_new_multi does one context per GPU; CPU contexts stand in). */
+static embd_ctx *multi[3];
+static int n_multi;
+
+static enum embd_status sched_make(embd_ctx *ctx, struct embd_sched_params p, embd_sched **out) {
+    if (n_multi) return embd_sched_new_multi(multi, n_multi, p, out);
+    return embd_sched_new(ctx, p, out);
+}
 static atomic_int busy_seen, wrong, failed;
 static int timeout_ms;
 
@@ -276,7 +286,7 @@ static void test_grouping(embd_model *m) {
 /* A held worker: a queued request that is cancelled, or whose deadline
  * passes, returns its status, leaves out untouched and leaves the queue. */
 static void test_cancel_timeout(embd_ctx *ctx) {
-    CHECK(embd_sched_new(ctx, embd_sched_default_params(), &sched) == EMBD_OK);
+    CHECK(sched_make(ctx, embd_sched_default_params(), &sched) == EMBD_OK);
     if (!sched) return;
     CHECK(!strcmp(embd_status_str(EMBD_ERR_CANCELLED), "cancelled"));
     CHECK(!strcmp(embd_status_str(EMBD_ERR_TIMEOUT), "timed out"));
@@ -320,7 +330,7 @@ static void test_cancel_timeout(embd_ctx *ctx) {
           EMBD_ERR_CANCELLED);
     embd_sched_free(sched);
     struct embd_sched_params sp = {.queue_texts = 2, .max_batch_texts = 2};
-    CHECK(embd_sched_new(ctx, sp, &sched) == EMBD_OK);
+    CHECK(sched_make(ctx, sp, &sched) == EMBD_OK);
     if (!sched) return;
     embd_sched_hold(sched, true);
     struct bg_call d = {.texts = pool, .n = 2, .out = out_c};
@@ -351,10 +361,15 @@ static void test_cancel_timeout(embd_ctx *ctx) {
 
 static void test_stress(embd_ctx *ctx) {
     struct embd_sched_params sp = {.queue_texts = 8, .max_batch_texts = 6};
-    CHECK(embd_sched_new(ctx, sp, &sched) == EMBD_OK);
+    CHECK(sched_make(ctx, sp, &sched) == EMBD_OK);
     if (!sched) return;
     atomic_store(&wrong, 0);
     atomic_store(&failed, 0);
+    atomic_store(&stress_ok, 0);
+    atomic_store(&stress_cancelled, 0);
+    atomic_store(&stress_timeout, 0);
+    atomic_store(&stress_busy, 0);
+    atomic_store(&stress_untouched_bad, 0);
     atomic_store(&stress_running, 1);
     pthread_t th[N_THREADS], cth;
     CHECK(pthread_create(&cth, NULL, canceller, NULL) == 0);
@@ -595,6 +610,64 @@ int main(void) {
     test_stress(ctx);
     test_grouping(m);
     test_async_fair(m);
+
+    /* Several contexts behind one scheduler (one per device; three CPU
+     * contexts stand in for GPUs): every row right and in order, cancels and
+     * deadlines as with one, the work spread over all of them. */
+    multi[0] = ctx;
+    for (int i = 1; i < 3; i++)
+        CHECK(embd_ctx_new(m, p, &multi[i]) == EMBD_OK);
+    if (multi[1] && multi[2]) {
+        struct embd_ctx_stats before[3], after[3];
+        for (int i = 0; i < 3; i++)
+            embd_ctx_get_stats(multi[i], &before[i]);
+        n_multi = 3;
+        CHECK(sched_make(ctx, embd_sched_default_params(), &sched) == EMBD_OK);
+        timeout_ms = -1;
+        atomic_store(&wrong, 0);
+        atomic_store(&failed, 0);
+        run_threads();
+        CHECK_EQ_INT(atomic_load(&wrong), 0);
+        CHECK_EQ_INT(atomic_load(&failed), 0);
+        float many[40 * 64];
+        const char *texts[40];
+        for (int i = 0; i < 40; i++)
+            texts[i] = pool[i % N_POOL];
+        CHECK(embd_sched_embed(sched, texts, NULL, 40, many, -1) == EMBD_OK);
+        for (int i = 0; i < 40; i++)
+            CHECK(close_to(many + i * D, ref + (i % N_POOL) * D));
+        embd_sched_free(sched);
+        sched = NULL;
+        int used = 0;
+        for (int i = 0; i < 3; i++) {
+            embd_ctx_get_stats(multi[i], &after[i]);
+            used += after[i].inputs > before[i].inputs;
+            printf("context %d: %llu inputs\n", i,
+                   (unsigned long long)(after[i].inputs - before[i].inputs));
+        }
+        CHECK_MSG(used >= 2, "only %d of 3 contexts ran rounds", used);
+        test_cancel_timeout(ctx);
+        test_stress(ctx);
+        n_multi = 0;
+        /* refused: none, too many, one twice, another model's */
+        embd_ctx *twice[2] = {ctx, ctx};
+        CHECK(embd_sched_new_multi(twice, 2, sp, &sched) == EMBD_ERR_INVALID_ARG);
+        CHECK(embd_sched_new_multi(multi, 0, sp, &sched) == EMBD_ERR_INVALID_ARG);
+        CHECK(embd_sched_new_multi(NULL, 1, sp, &sched) == EMBD_ERR_INVALID_ARG);
+        CHECK(embd_sched_new_multi(multi, EMBD_SCHED_MAX_CTX + 1, sp, &sched) ==
+              EMBD_ERR_INVALID_ARG);
+        embd_model *m2 = NULL;
+        embd_ctx *other = NULL;
+        CHECK(embd_model_load(dir, embd_model_default_params(), &m2) == EMBD_OK);
+        if (m2 && embd_ctx_new(m2, p, &other) == EMBD_OK) {
+            embd_ctx *mixed[2] = {ctx, other};
+            CHECK(embd_sched_new_multi(mixed, 2, sp, &sched) == EMBD_ERR_INVALID_ARG);
+            embd_ctx_free(other);
+        }
+        embd_model_free(m2);
+    }
+    for (int i = 1; i < 3; i++)
+        embd_ctx_free(multi[i]);
 
     /* The queue time is measured. */
     char text[16384];
