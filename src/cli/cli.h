@@ -94,10 +94,16 @@ int cli_open_model(const struct cli_args *a, embd_model **model);
 /* The model a command embeds with and its context. */
 struct cli_engine {
     embd_model *model;
-    embd_ctx *ctx;
+    embd_ctx *ctx; /* the (first) context */
+    bool multi_ok; /* set by the caller: --device may name several GPUs */
+    int n_ctx;     /* several GPUs: a context each, */
+    embd_ctx *ctxs[EMBD_SCHED_MAX_CTX];
+    embd_sched *sched; /* behind one scheduler (NULL with one context) */
 };
-/* Loads the model and creates a context on it with params p. Returns 0, 1
- * or 2 (error printed); cli_engine_close frees what it opened either way. */
+/* Loads the model and creates a context on it with params p; when --device
+ * names several GPUs (cuda:all, cuda:N,M; only with e->multi_ok), a context
+ * per GPU and a scheduler over them. Returns 0, 1 or 2 (error printed);
+ * cli_engine_close frees what it opened either way. */
 int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e);
 void cli_engine_close(struct cli_engine *e);
 /* The text of the model's prompt named by option `opt` (e.g. "prompt-name";
@@ -105,7 +111,13 @@ void cli_engine_close(struct cli_engine *e);
  * the option, where it came from and the prompts the model declares. */
 int cli_prompt_prefix(const struct cli_args *a, const char *opt, const embd_model *model,
                       const char **prefix);
-/* Context params from --device, --dtype and --threads. Returns 0 or 2. */
+/* The GPUs --device names when it names several (cuda:all: every device
+ * embd_gpu_monitor finds; cuda:N,M,...): their ordinals in idx (at most
+ * cap), *n their count; *n = 0 for a single device. Returns 0, or 2 after a
+ * usage error (a malformed list, a device twice, cuda:all with none). */
+int cli_device_list(const struct cli_args *a, int *idx, int cap, int *n);
+/* Context params from --device, --dtype and --threads (for several GPUs, the
+ * first one's index). Returns 0 or 2. */
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p);
 /* Sets the cache fields of *p from --cache, --cache-mem and --cache-map-size
  * (refusing a size given on the command line that the mode does not use).

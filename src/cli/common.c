@@ -19,7 +19,9 @@
 const struct cli_opt cli_common_opts[] = {
     {"model", 'm', true, "DIR", NULL,
      "model directory, or ORG/NAME[@REV] in the Hugging Face cache"},
-    {"device", 0, true, "DEV", "auto", "auto, cpu, cuda or cuda:N"},
+    {"device", 0, true, "DEV", "auto",
+     "auto, cpu, cuda or cuda:N; embed and serve also take several GPUs: cuda:all or "
+     "cuda:N,M,..."},
     {"dtype", 0, true, "TYPE", "auto",
      "auto, fp32, fp16, bf16 or int8. auto: fp16 on a GPU, fp32 on the CPU. The CPU also runs "
      "bf16 (AVX512_BF16) and int8 (AVX512_VNNI) when asked; fp16 is GPU only, int8 CPU only"},
@@ -379,6 +381,44 @@ int cli_get_choice(const struct cli_args *a, const char *name, const char *const
     return 2;
 }
 
+int cli_device_list(const struct cli_args *a, int *idx, int cap, int *n) {
+    const char *dev = cli_get(a, "device");
+    char src[4200];
+    *n = 0;
+    if (strncmp(dev, "cuda:", 5) != 0) return 0;
+    if (!strcmp(dev + 5, "all")) {
+        struct embd_gpu_info gi;
+        while (*n < cap && embd_gpu_monitor(*n, &gi) == 0)
+            idx[*n] = *n, (*n)++;
+        if (*n == 0) {
+            cli_err("%s: --device cuda:all%s: no CUDA device here (embd doctor says why)", a->cmd,
+                    cli_source(a, "device", src, sizeof src));
+            return 2;
+        }
+        return 0;
+    }
+    if (!strchr(dev + 5, ',')) return 0;
+    for (const char *p = dev + 5;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 999 || (*end && *end != ',') || *n >= cap) {
+            cli_err("%s: --device %s%s: expected cuda:N,M,... (device ordinals, at most %d)",
+                    a->cmd, dev, cli_source(a, "device", src, sizeof src), cap);
+            return 2;
+        }
+        for (int i = 0; i < *n; i++)
+            if (idx[i] == (int)v) {
+                cli_err("%s: --device %s%s names device %ld twice", a->cmd, dev,
+                        cli_source(a, "device", src, sizeof src), v);
+                return 2;
+            }
+        idx[(*n)++] = (int)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    return 0;
+}
+
 int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
     *p = embd_ctx_default_params();
     const char *dev = cli_get(a, "device");
@@ -392,10 +432,16 @@ int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
                strspn(dev + 5, "0123456789") == strlen(dev + 5) && strlen(dev + 5) < 4) {
         p->device = EMBD_DEVICE_CUDA;
         p->device_index = atoi(dev + 5);
+    } else if (!strncmp(dev, "cuda:", 5) && (!strcmp(dev + 5, "all") || strchr(dev + 5, ','))) {
+        int idx[EMBD_SCHED_MAX_CTX], n = 0; /* several GPUs: checked by cli_device_list */
+        if (cli_device_list(a, idx, EMBD_SCHED_MAX_CTX, &n)) return 2;
+        p->device = EMBD_DEVICE_CUDA;
+        p->device_index = n ? idx[0] : 0;
     } else {
         char src[4200];
-        cli_err("%s: --device must be auto, cpu, cuda or cuda:N, not \"%s\"%s", a->cmd, dev,
-                cli_source(a, "device", src, sizeof src));
+        cli_err("%s: --device must be auto, cpu, cuda, cuda:N, cuda:all or cuda:N,M,..., not "
+                "\"%s\"%s",
+                a->cmd, dev, cli_source(a, "device", src, sizeof src));
         return 2;
     }
     static const char *const dtypes[] = {"auto", "fp32", "fp16", "bf16", "int8"};
@@ -455,18 +501,49 @@ bool cli_is_repo_id(const char *name) {
 }
 
 int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct cli_engine *e) {
+    int idx[EMBD_SCHED_MAX_CTX], n = 0;
+    if (cli_device_list(a, idx, EMBD_SCHED_MAX_CTX, &n)) return 2;
+    if (n > 0 && !e->multi_ok) {
+        cli_err("%s: --device %s: several GPUs are for embed and serve; give one (cuda:N)", a->cmd,
+                cli_get(a, "device"));
+        return 2;
+    }
     int rc = cli_open_model(a, &e->model);
     if (rc) return rc;
-    if (embd_ctx_new(e->model, p, &e->ctx) != EMBD_OK) {
-        cli_err("%s", embd_last_error());
+    if (n == 0) {
+        if (embd_ctx_new(e->model, p, &e->ctx) != EMBD_OK) {
+            cli_err("%s", embd_last_error());
+            return 1;
+        }
+        return 0;
+    }
+    /* one context per GPU behind one scheduler (embd_sched_new_multi) */
+    for (int i = 0; i < n; i++) {
+        p.device_index = idx[i];
+        if (embd_ctx_new(e->model, p, &e->ctxs[i]) != EMBD_OK) {
+            cli_err("%s: cuda:%d: %s", a->cmd, idx[i], embd_last_error());
+            return 1;
+        }
+        e->n_ctx = i + 1;
+    }
+    e->ctx = e->ctxs[0];
+    if (embd_sched_new_multi(e->ctxs, n, embd_sched_default_params(), &e->sched) != EMBD_OK) {
+        cli_err("%s: %s", a->cmd, embd_last_error());
         return 1;
     }
     return 0;
 }
 
 void cli_engine_close(struct cli_engine *e) {
-    embd_ctx_free(e->ctx);
+    embd_sched_free(e->sched);
+    if (e->n_ctx)
+        for (int i = 0; i < e->n_ctx; i++)
+            embd_ctx_free(e->ctxs[i]);
+    else
+        embd_ctx_free(e->ctx);
     embd_model_free(e->model);
+    e->sched = NULL;
+    e->n_ctx = 0;
     e->ctx = NULL;
     e->model = NULL;
 }

@@ -151,7 +151,7 @@ int cmd_embed(int argc, char **argv) {
     int rc = cli_parse(&a, "embed", embed_opts, CLI_N_OPTS(embed_opts), argc, argv, embed_usage,
                        embed_about);
     if (rc) return rc < 0 ? 0 : rc;
-    struct cli_engine eng = {0};
+    struct cli_engine eng = {.multi_ok = true};
     struct cli_reader in = {0};
     struct out_sink out = {0};
     bool out_open = false, in_open = false;
@@ -228,8 +228,13 @@ int cmd_embed(int argc, char **argv) {
             goto done;
         }
         if (n == 0) break;
-        if (embd_embed_ex(eng.ctx, (const char *const *)texts, lens, n, vecs, &eo, NULL) !=
-            EMBD_OK) {
+        /* several GPUs: the scheduler hands rounds of the chunk to each */
+        enum embd_status est =
+            eng.sched
+                ? embd_sched_embed_opts(eng.sched, (const char *const *)texts, lens, n, vecs, NULL,
+                                        &eo, NULL)
+                : embd_embed_ex(eng.ctx, (const char *const *)texts, lens, n, vecs, &eo, NULL);
+        if (est != EMBD_OK) {
             cli_err("inputs %zu..%zu: %s", total, total + n - 1, embd_last_error());
             for (size_t i = 0; i < n; i++)
                 free(texts[i]), texts[i] = NULL;
@@ -247,6 +252,13 @@ int cmd_embed(int argc, char **argv) {
     if (!quiet) {
         struct embd_ctx_stats st;
         embd_ctx_get_stats(eng.ctx, &st);
+        for (int i = 1; i < eng.n_ctx; i++) { /* the other GPUs' work */
+            struct embd_ctx_stats o;
+            embd_ctx_get_stats(eng.ctxs[i], &o);
+            st.tokens += o.tokens;
+            st.cache_hits += o.cache_hits;
+            st.cache_misses += o.cache_misses;
+        }
         double el = cli_elapsed(&prog);
         char cache_note[96] = "";
         if (strcmp(cache, "off"))

@@ -56,6 +56,18 @@ def main():
             "bad EMBD_DEVICE exits 2")
     p = run(["embed", *m, "--device", "cuda"], stdin="x\n")
     c.check(err_ok(p, 1) and b"cuda" in p.stderr.lower(), "--device cuda without CUDA exits 1")
+    # several GPUs: lists are checked before anything loads; without CUDA, a clear error
+    for dev, want, what in (("cuda:0,0", b"twice", "a device twice"),
+                            ("cuda:0,x", b"cuda:N,M", "a malformed list"),
+                            ("cuda:1,", b"cuda:N,M", "a trailing comma")):
+        p = run(["embed", *m, "--device", dev], stdin="x\n")
+        c.check(err_ok(p, 2) and want in p.stderr, f"--device {dev} ({what}) exits 2: {p.stderr!r}")
+    p = run(["embed", *m, "--device", "cuda:all"], stdin="x\n")
+    c.check(p.returncode in (1, 2) and b"cuda" in p.stderr, f"--device cuda:all without CUDA: {p.stderr!r}")
+    p = run(["embed", *m, "--device", "cuda:0,1"], stdin="x\n")
+    c.check(err_ok(p, 1) and b"cuda:0" in p.stderr, f"--device cuda:0,1 without CUDA exits 1: {p.stderr!r}")
+    p = run(["index", *m, "--device", "cuda:0,1", "--store", "/tmp/never-made.embd"], stdin="x\n")
+    c.check(err_ok(p, 2) and b"embed and serve" in p.stderr, f"index refuses several GPUs: {p.stderr!r}")
     p = run(["embed", *m, "--input-format", "jsonl"], stdin='{"text": "a"}\nnot json\n')
     c.check(err_ok(p, 1) and b"line 2" in p.stderr, "bad JSONL names the line, exits 1")
     p = run(["embed", *m, "--input-format", "jsonl"], stdin='{"body": "a"}\n')
