@@ -2,7 +2,7 @@
 them (list_supported_models() gives the same dict keys), plus the models
 registered with add_custom_model().
 
-embd runs BERT-architecture models from their Hugging Face safetensors, so
+embd runs BERT, XLM-RoBERTa and MPNet models from their Hugging Face safetensors, so
 `sources.hf` is the original repository (not fastembed's ONNX export) and
 `model_file` is model.safetensors. `prompts` are the query/passage prompts
 that query_embed/passage_embed apply (a model's own
@@ -121,6 +121,31 @@ _BUILTIN = [
        _EN512 + "Prefixes for queries/documents: not necessary, 2023 year.", "mit", 0.44),
     _d("thenlper/gte-large", 1024,
        _EN512 + "Prefixes for queries/documents: not necessary, 2023 year.", "mit", 1.34),
+    # MPNet and the multilingual models (XLM-R SentencePiece tokenizers;
+    # XLM-RoBERTa or BERT architectures)
+    _d("sentence-transformers/all-mpnet-base-v2", 768,
+       "Text embeddings, Unimodal (text), English, 384 input tokens truncation, "
+       "Prefixes for queries/documents: not necessary, 2021 year.", "apache-2.0", 0.42),
+    _d("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", 384,
+       "Text embeddings, Unimodal (text), Multilingual (~50 languages), 128 input tokens "
+       "truncation, Prefixes for queries/documents: not necessary, 2019 year.", "apache-2.0",
+       0.22),
+    _d("sentence-transformers/paraphrase-multilingual-mpnet-base-v2", 768,
+       "Text embeddings, Unimodal (text), Multilingual (~50 languages), 128 input tokens "
+       "truncation, Prefixes for queries/documents: not necessary, 2021 year.", "apache-2.0",
+       1.00),
+    _d("intfloat/multilingual-e5-small", 384,
+       "Text embeddings, Unimodal (text), Multilingual (~100 languages), 512 input tokens "
+       "truncation, Prefixes for queries/documents: necessary (query: / passage: ), 2024 year.",
+       "mit", 0.47, prompts={"query": "query: ", "passage": "passage: "}),
+    _d("intfloat/multilingual-e5-base", 768,
+       "Text embeddings, Unimodal (text), Multilingual (~100 languages), 512 input tokens "
+       "truncation, Prefixes for queries/documents: necessary (query: / passage: ), 2024 year.",
+       "mit", 1.11, prompts={"query": "query: ", "passage": "passage: "}),
+    _d("intfloat/multilingual-e5-large", 1024,
+       "Text embeddings, Unimodal (text), Multilingual (~100 languages), 512 input tokens "
+       "truncation, Prefixes for queries/documents: necessary (query: / passage: ), 2024 year.",
+       "mit", 2.24, prompts={"query": "query: ", "passage": "passage: "}),
 ]
 
 

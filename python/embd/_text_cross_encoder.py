@@ -18,8 +18,9 @@ import numpy as np
 
 from ._text_embedding import TextEmbedding, _iter_texts, _resolve_first, _wants_cuda
 
-# fastembed's names of the BERT cross-encoders it lists, and where the
-# same weights are on the Hugging Face hub (what users have in their cache).
+# fastembed's names of the cross-encoders it lists that embd runs (BERT and
+# XLM-RoBERTa), and where the same weights are on the Hugging Face hub (what
+# users have in their cache).
 _KNOWN = [
     dict(model="Xenova/ms-marco-MiniLM-L-6-v2", hf="cross-encoder/ms-marco-MiniLM-L-6-v2",
          description="MiniLM-L-6-v2 model optimized for re-ranking tasks.", license="apache-2.0",
@@ -27,6 +28,14 @@ _KNOWN = [
     dict(model="Xenova/ms-marco-MiniLM-L-12-v2", hf="cross-encoder/ms-marco-MiniLM-L-12-v2",
          description="MiniLM-L-12-v2 model optimized for re-ranking tasks.", license="apache-2.0",
          size_in_GB=0.12),
+    # XLM-RoBERTa cross-encoders (multilingual)
+    dict(model="BAAI/bge-reranker-base", hf="BAAI/bge-reranker-base",
+         description="BGE reranker base model for cross-encoder re-ranking.", license="mit",
+         size_in_GB=1.04),
+    dict(model="cross-encoder/mmarco-mMiniLMv2-L12-H384-v1",
+         hf="cross-encoder/mmarco-mMiniLMv2-L12-H384-v1",
+         description="Multilingual MiniLM-L12 cross-encoder trained on mMARCO.",
+         license="apache-2.0", size_in_GB=0.47),
 ]
 
 

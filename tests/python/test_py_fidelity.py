@@ -22,9 +22,13 @@ def docs():
     return corpus_docs(100) + ODD
 
 
-@pytest.mark.parametrize("name", [MINILM, BGE])
+# MPNet (real weights) and XLM-RoBERTa (random, F16 file): the other
+# architectures the package runs, bit for bit as the CLI
+@pytest.mark.parametrize("name", [MINILM, BGE, "all-mpnet-base-v2", "e5-base-ml-random"])
 def test_model_equals_cli(name, docs, tmp_path):
     path = need_model(name)
+    if name not in (MINILM, BGE):  # 768 wide: a sample keeps the test short
+        docs = docs[:16] + ODD
     want = cli_embed(path, docs, tmp_path)
     with embd.Model(path) as m:
         got = m.embed(docs)
@@ -51,6 +55,22 @@ def test_text_embedding_equals_cli(docs, tmp_path):
     for bs in (256, 7):
         got = np.stack(list(te.embed(iter(docs), batch_size=bs)))
         assert np.array_equal(got, want), f"batch_size {bs}"
+
+
+def test_multilingual_e5_by_name(tmp_path, monkeypatch):
+    # multilingual-e5-small's architecture and real tokenizer served under its
+    # hub name: TextEmbedding knows its prompts (query: / passage: )
+    path = need_model("e5-small-ml-random")
+    name = "intfloat/multilingual-e5-small"
+    monkeypatch.setenv("HF_HUB_CACHE", hf_cache(str(tmp_path), name, path))
+    te = embd.TextEmbedding(name)
+    texts = ["Wie installiere ich ein Paket?", "Как установить пакет?"]
+    q = np.stack(list(te.query_embed(texts)))
+    p = np.stack(list(te.passage_embed(texts)))
+    with embd.Model(path) as m:
+        assert np.array_equal(q, m.embed(["query: " + t for t in texts]))
+        assert np.array_equal(p, m.embed(["passage: " + t for t in texts]))
+    assert te.get_embedding_size(name) == 384
 
 
 def test_hub_name_in_python_and_cli(tmp_path, monkeypatch):
