@@ -431,6 +431,13 @@ struct embd_sched_params {
                                Default 4096 */
     size_t max_batch_texts; /* texts the worker takes per round (one embedding call
                                per option set); 0 = 1024. Default 1024 */
+    embd_ctx *express;      /* NULL (default), or a second context of the same model
+                               for short requests only (a query: its inputs at most
+                               one of the model's longest in all, at most 8 of them):
+                               its own worker runs them at once, beside the running
+                               round, instead of after it. On the CPU, a context with
+                               one thread: a query then costs a few ms under load
+                               rather than a round. Owned by the caller, as ctx */
 };
 
 EMBD_API struct embd_sched_params embd_sched_default_params(void);

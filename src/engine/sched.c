@@ -98,6 +98,8 @@ struct sched_worker {
     embd_sched *s;
     embd_ctx *ctx;
     int idx;
+    bool express; /* runs short requests only (embd_sched_params.express) */
+    bool busy;    /* running a round now */
     pthread_t th;
     bool ran_since_trim;          /* work ran since the scratch was last released */
     double tok_per_sec;           /* the backend's rate, measured (0: not yet) */
@@ -123,10 +125,12 @@ struct embd_sched {
     bool stop;
     bool hold;                    /* embd_sched_hold: the workers take nothing */
     double last_ok;               /* embd_now() when a round last embedded something; 0: never */
-    struct sched_worker *workers; /* (n_workers) */
+    struct sched_worker *workers; /* (n_workers): the devices', then the express one */
     int n_workers;
-    int started; /* worker threads running */
-    int init;    /* how many of mu, work, space, done were made */
+    int n_devices;                /* workers that take any request */
+    struct sched_worker *express; /* or NULL */
+    int started;                  /* worker threads running */
+    int init;                     /* how many of mu, work, space, done were made */
 };
 
 struct embd_sched_params embd_sched_default_params(void) {
@@ -491,6 +495,31 @@ static size_t est_remaining(const embd_sched *s, const struct sched_req *r, size
     return t;
 }
 
+/* Inputs an express round takes at most, and its token budget. */
+#define EXPRESS_MAX_INPUTS 8
+
+/* Whether r is short enough for the express worker: not started, at most
+ * EXPRESS_MAX_INPUTS inputs and one of the model's longest in all. */
+static bool express_fits(const embd_sched *s, const struct sched_req *r) {
+    return r->state == REQ_QUEUED && r->next == 0 && !r->ending && r->n <= EXPRESS_MAX_INPUTS &&
+           est_remaining(s, r, (size_t)s->max_tokens) <= (size_t)s->max_tokens;
+}
+
+/* Whether the device workers leave r to the idle express worker. */
+static bool left_to_express(const embd_sched *s, const struct sched_req *r) {
+    return s->express && !s->express->busy && express_fits(s, r);
+}
+
+/* Whether worker w has something to take. */
+static bool work_for(const embd_sched *s, const struct sched_worker *w) {
+    if (!s->queued) return false;
+    for (const struct sched_req *r = s->head; r; r = r->nxt) {
+        if (r->next >= r->n) continue;
+        if (w->express ? express_fits(s, r) : !left_to_express(s, r)) return true;
+    }
+    return false;
+}
+
 /* Hands inputs [r->next, r->next + take) of r to the round as a piece. */
 static void take_piece(embd_sched *s, struct sched_req *r, size_t take, struct piece *pieces,
                        size_t *np, double now_s) {
@@ -531,6 +560,7 @@ static size_t take_round(embd_sched *s, const struct sched_worker *w, struct pie
     if (s->active > 1)
         for (struct sched_req *r = s->head; r && np < cap; r = r->nxt) {
             if (r->next >= r->n || r->n - r->next > s->max_batch_texts - inputs) continue;
+            if (left_to_express(s, r)) continue;
             const size_t rest = est_remaining(s, r, short_max);
             if (rest > short_max || (np && tokens + rest > budget / 2)) continue;
             inputs += r->n - r->next;
@@ -539,12 +569,13 @@ static size_t take_round(embd_sched *s, const struct sched_worker *w, struct pie
         }
     size_t others = 0;
     for (struct sched_req *r = s->head; r; r = r->nxt)
-        others += r->next < r->n;
+        others += r->next < r->n && !left_to_express(s, r);
     const size_t left = budget > tokens ? budget - tokens : 0;
     const size_t share = others && left / others ? left / others : 1;
     struct sched_req *r = s->turn ? s->turn : s->head, *after = NULL;
     for (size_t visited = 0; visited < s->active && np < cap; visited++) {
-        if (r->next < r->n && (np == 0 || (tokens < budget && inputs < s->max_batch_texts))) {
+        if (r->next < r->n && !left_to_express(s, r) &&
+            (np == 0 || (tokens < budget && inputs < s->max_batch_texts))) {
             size_t take = 0, t = 0;
             while (r->next + take < r->n && inputs + take < s->max_batch_texts) {
                 size_t e = est_tokens(s, r, r->next + take);
@@ -560,6 +591,33 @@ static size_t take_round(embd_sched *s, const struct sched_worker *w, struct pie
         r = r->nxt ? r->nxt : s->head;
     }
     if (after) s->turn = after; /* the next round starts after the last request served */
+    pthread_cond_broadcast(&s->space);
+    return np;
+}
+
+/* The express worker's round: the short requests queued, whole, oldest
+ * first, within one input of the model's longest in all (and, after
+ * dropping the requests given up, as take_round). */
+static size_t take_express(embd_sched *s, struct piece *pieces, size_t cap,
+                           struct sched_req **fire) {
+    const struct timespec now = mono_now();
+    const double now_s = embd_now();
+    size_t np = 0, tokens = 0, inputs = 0;
+    for (struct sched_req *r = s->head, *nx; r && np < cap; r = nx) {
+        nx = r->nxt;
+        if (!express_fits(s, r)) continue;
+        enum embd_status gu = given_up(r, now);
+        if (gu != EMBD_OK) {
+            set_given_up(r, gu);
+            end_request(s, r, fire);
+            continue;
+        }
+        const size_t t = est_remaining(s, r, (size_t)s->max_tokens);
+        if (np && (tokens + t > (size_t)s->max_tokens || inputs + r->n > EXPRESS_MAX_INPUTS)) break;
+        tokens += t;
+        inputs += r->n;
+        take_piece(s, r, r->n, pieces, &np, now_s);
+    }
     pthread_cond_broadcast(&s->space);
     return np;
 }
@@ -595,7 +653,10 @@ static void enqueue(embd_sched *s, struct sched_req *req) {
     req->state = REQ_QUEUED;
     req->enqueued = embd_now();
     list_push(s, req);
-    pthread_cond_signal(&s->work);
+    if (s->n_workers > 1) /* the worker it is for may not be the one signal wakes */
+        pthread_cond_broadcast(&s->work);
+    else
+        pthread_cond_signal(&s->work);
 }
 
 /* Asynchronous requests waiting for room (under the mutex): those whose
@@ -636,9 +697,9 @@ static void admit_waiting(embd_sched *s, struct sched_req **fire) {
  * fallback). A device whose GPU died (EMBD_FALLBACK_GPU_DEAD) leaves its
  * work to the others. */
 static bool may_take(const embd_sched *s, const struct sched_worker *w) {
-    if (s->n_workers == 1) return true;
+    if (s->n_devices == 1 || w->express) return true;
     if (embd_ctx_fallback(w->ctx, NULL) != EMBD_FALLBACK_GPU_DEAD) return true;
-    for (int i = 0; i < s->n_workers; i++)
+    for (int i = 0; i < s->n_devices; i++)
         if (embd_ctx_fallback(s->workers[i].ctx, NULL) != EMBD_FALLBACK_GPU_DEAD) return false;
     return w->idx == 0;
 }
@@ -658,7 +719,7 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        bool idle = !s->head || s->hold || s->queued == 0;
+        bool idle = !s->head || s->hold || !work_for(s, w);
         while ((idle || !may_take(s, w)) && !s->stop) {
             if (s->wait_head || (!idle && !may_take(s, w))) {
                 /* look at the waiting requests (or the devices) again soon */
@@ -670,7 +731,7 @@ static void *worker_main(void *arg) {
             }
             if (!w->ran_since_trim) {
                 pthread_cond_wait(&s->work, &s->mu);
-                idle = !s->head || s->hold || s->queued == 0;
+                idle = !s->head || s->hold || !work_for(s, w);
                 continue;
             }
             /* Idle after work: once nothing has come for SCHED_IDLE_TRIM_SEC,
@@ -681,18 +742,18 @@ static void *worker_main(void *arg) {
             clock_gettime(CLOCK_REALTIME, &limit);
             limit.tv_sec += SCHED_IDLE_TRIM_SEC;
             if (pthread_cond_timedwait(&s->work, &s->mu, &limit) == ETIMEDOUT &&
-                (!s->head || s->hold || s->queued == 0) && !s->stop) {
+                (!s->head || s->hold || !work_for(s, w)) && !s->stop) {
                 embd_ctx_trim(w->ctx);
                 w->ran_since_trim = false;
             }
-            idle = !s->head || s->hold || s->queued == 0;
+            idle = !s->head || s->hold || !work_for(s, w);
         }
         if (!s->head && s->wait_head) continue; /* admitted at the top */
         if (!s->head) {
             if (s->stop) break; /* stopping and drained */
             continue;
         }
-        if (s->queued == 0 || !may_take(s, w)) {
+        if (!work_for(s, w) || !may_take(s, w)) {
             /* the rest runs on other workers (stopping: wait for them to
              * drain), or this worker's device died: woken when a round ends */
             struct timespec tick;
@@ -709,7 +770,10 @@ static void *worker_main(void *arg) {
                 cap = s->active;
             }
         }
-        size_t np = pieces ? take_round(s, w, pieces, cap, &fire) : 0;
+        size_t np = !pieces      ? 0
+                    : w->express ? take_express(s, pieces, cap, &fire)
+                                 : take_round(s, w, pieces, cap, &fire);
+        w->busy = np > 0;
         if (!pieces) { /* no memory for even the first round: fail what is queued */
             for (struct sched_req *r = s->head, *nx; r; r = nx) {
                 nx = r->nxt;
@@ -736,6 +800,7 @@ static void *worker_main(void *arg) {
             }
         }
         pthread_mutex_lock(&s->mu);
+        w->busy = false;
         w->ran_since_trim = w->ran_since_trim || np > 0;
         settle_round(s, pieces, np, &fire);
         if (fire) {
@@ -792,12 +857,23 @@ enum embd_status embd_sched_new_multi(embd_ctx *const *ctxs, int n_ctx,
     }
     if (params.queue_texts == 0) params.queue_texts = 4096;
     if (params.max_batch_texts == 0) params.max_batch_texts = 1024;
+    if (params.express) {
+        if (embd_ctx_model(params.express) != embd_ctx_model(ctxs[0]))
+            return embd_error(EMBD_ERR_INVALID_ARG,
+                              "embd_sched_new: the express context runs another model");
+        for (int i = 0; i < n_ctx; i++)
+            if (ctxs[i] == params.express)
+                return embd_error(EMBD_ERR_INVALID_ARG,
+                                  "embd_sched_new: the express context is also a device's");
+    }
+    const int n_workers = n_ctx + (params.express != NULL);
     embd_sched *s = embd_calloc(1, sizeof *s);
-    if (!s || !(s->workers = embd_calloc((size_t)n_ctx, sizeof *s->workers))) {
+    if (!s || !(s->workers = embd_calloc((size_t)n_workers, sizeof *s->workers))) {
         embd_free(s);
         return embd_error(EMBD_ERR_NOMEM, "out of memory creating a scheduler");
     }
-    s->n_workers = n_ctx;
+    s->n_workers = n_workers;
+    s->n_devices = n_ctx;
     s->ctx = ctxs[0];
     s->dim = embd_ctx_dim(s->ctx);
     s->max_tokens = embd_ctx_max_tokens(s->ctx);
@@ -807,6 +883,11 @@ enum embd_status embd_sched_new_multi(embd_ctx *const *ctxs, int n_ctx,
         const int bt = embd_ctx_max_batch_tokens(ctxs[i]);
         if (bt < s->batch_tokens) s->batch_tokens = bt;
         s->workers[i] = (struct sched_worker){.s = s, .ctx = ctxs[i], .idx = i};
+    }
+    if (params.express) {
+        s->workers[n_ctx] =
+            (struct sched_worker){.s = s, .ctx = params.express, .idx = n_ctx, .express = true};
+        s->express = &s->workers[n_ctx];
     }
     if (s->batch_tokens < s->max_tokens) s->batch_tokens = s->max_tokens;
     s->capacity = params.queue_texts;
@@ -822,7 +903,7 @@ enum embd_status embd_sched_new_multi(embd_ctx *const *ctxs, int n_ctx,
     s->init = 3;
     if (pthread_cond_init(&s->done, &ca)) goto fail;
     s->init = 4;
-    for (; s->started < n_ctx; s->started++)
+    for (; s->started < n_workers; s->started++)
         if (pthread_create(&s->workers[s->started].th, NULL, worker_main, &s->workers[s->started]))
             goto fail;
     pthread_condattr_destroy(&ca);

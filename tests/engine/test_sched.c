@@ -649,6 +649,37 @@ int main(void) {
         test_cancel_timeout(ctx);
         test_stress(ctx);
         n_multi = 0;
+        /* An express context beside one device: short requests (the callers'
+         * 1-3 texts) run there, the rest on the device; all rows right. */
+        struct embd_sched_params ep = embd_sched_default_params();
+        ep.express = multi[1];
+        for (int i = 0; i < 2; i++)
+            embd_ctx_get_stats(multi[i], &before[i]);
+        CHECK(embd_sched_new(ctx, ep, &sched) == EMBD_OK);
+        if (sched) {
+            atomic_store(&wrong, 0);
+            atomic_store(&failed, 0);
+            run_threads();
+            CHECK_EQ_INT(atomic_load(&wrong), 0);
+            CHECK_EQ_INT(atomic_load(&failed), 0);
+            CHECK(embd_sched_embed(sched, texts, NULL, 40, many, -1) == EMBD_OK);
+            for (int i = 0; i < 40; i++)
+                CHECK(close_to(many + i * D, ref + (i % N_POOL) * D));
+            embd_sched_free(sched);
+            sched = NULL;
+            for (int i = 0; i < 2; i++)
+                embd_ctx_get_stats(multi[i], &after[i]);
+            printf("express: device %llu inputs, express %llu\n",
+                   (unsigned long long)(after[0].inputs - before[0].inputs),
+                   (unsigned long long)(after[1].inputs - before[1].inputs));
+            CHECK(after[1].inputs > before[1].inputs);
+            CHECK(after[0].inputs >= before[0].inputs + 40); /* the 40 texts are not short */
+        }
+        n_multi = 1;
+        multi[0] = ctx;
+        ep.express = ctx; /* the device's own context: refused */
+        CHECK(embd_sched_new(ctx, ep, &sched) == EMBD_ERR_INVALID_ARG);
+        n_multi = 0;
         /* refused: none, too many, one twice, another model's */
         embd_ctx *twice[2] = {ctx, ctx};
         CHECK(embd_sched_new_multi(twice, 2, sp, &sched) == EMBD_ERR_INVALID_ARG);
