@@ -231,17 +231,30 @@ static enum embd_status pg_flush(void *impl) {
     return EMBD_OK;
 }
 
+/* Builds the HNSW index unless it exists. Several writers finishing at once
+ * would each build one and all but the first fail on pg_class's unique
+ * index (CREATE INDEX IF NOT EXISTS checks before it builds, not after): the
+ * build runs in a transaction under an advisory lock of its own, so the
+ * others wait for it and then find the index there. */
 static enum embd_status pg_finish(void *impl) {
     struct pg *g = impl;
+    enum embd_status st;
     if (!g->writable || g->dim > PG_HNSW_MAX) return EMBD_OK; /* no HNSW past 2000 dims */
     char sql[256];
     snprintf(sql, sizeof sql,
              "CREATE INDEX IF NOT EXISTS embd_docs_hnsw ON embd_docs USING hnsw (embedding %s)",
              g->normalized ? "vector_ip_ops" : "vector_cosine_ops");
     /* The build is much faster when the graph fits in maintenance_work_mem
-     * (default 64 MB; 100K x 384-d vectors need ~250 MB); session-local. */
-    PQclear(PQexec(g->conn, "SET maintenance_work_mem = '1GB'"));
-    return pg_exec(g, sql, "creating the HNSW index");
+     * (default 64 MB; 100K x 384-d vectors need ~250 MB). */
+    if ((st = pg_exec(g, "BEGIN", "BEGIN")) ||
+        (st = pg_exec(g, "SELECT pg_advisory_xact_lock(7365312010)", "locking")) ||
+        (st = pg_exec(g, "SET LOCAL maintenance_work_mem = '1GB'", "SET")) ||
+        (st = pg_exec(g, sql, "creating the HNSW index")) ||
+        (st = pg_exec(g, "COMMIT", "COMMIT"))) {
+        pg_rollback(g);
+        return st;
+    }
+    return EMBD_OK;
 }
 
 static enum embd_status pg_count(void *impl, size_t *n) {
