@@ -69,6 +69,11 @@ static const struct cli_opt serve_opts[] = {
     {"shutdown-timeout", 0, true, "S", "30",
      "on SIGTERM/SIGINT, seconds to let requests in flight finish; then they are cancelled "
      "(503) and embd exits 1 within a second (0 when all finished)"},
+    {"drain-seconds", 0, true, "S", "2",
+     "on SIGTERM, first answer GET /health with 503 for S seconds while still serving "
+     "requests (new connections too), so that a load balancer's health check (HAProxy, "
+     "Kubernetes readiness) takes this replica out before it stops accepting; only once "
+     "/health has been asked; part of --shutdown-timeout; 0: stop accepting at once"},
     {"prefix", 0, true, "STR", NULL,
      "prepended to every text embedded, e.g. \"query: \" (not to reranked pairs, nor to "
      "token-id inputs); a request's \"prompt_name\" replaces it; not with "
@@ -207,7 +212,9 @@ int cmd_serve(int argc, char **argv) {
                        "/rerank (TEI) and POST /v1/rerank (Cohere/Jina). Requests from every "
                        "connection are batched together. SIGTERM or SIGINT stops accepting, "
                        "lets the requests in flight finish and exits 0; those unfinished at "
-                       "--shutdown-timeout are cancelled and it exits 1.");
+                       "--shutdown-timeout are cancelled and it exits 1. SIGTERM first drains "
+                       "(--drain-seconds): /health answers 503 while requests are still "
+                       "served.");
     if (rc) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
@@ -225,7 +232,7 @@ int cmd_serve(int argc, char **argv) {
     struct srv_config cfg = {0};
     static char key[1024];
     bool keyed = false;
-    long port, body, inputs, chars, conc, qto, sto, mbt, max_tok = 0;
+    long port, body, inputs, chars, conc, qto, sto, drain, mbt, max_tok = 0;
     long max_conns, per_client, hdr_to, idle_to, threads, reply_mib;
     if ((rc = cli_get_int(&a, "port", 0, 65535, &port)) ||
         (rc = cli_get_int(&a, "max-body-bytes", 64, 1L << 30, &body)) ||
@@ -234,6 +241,7 @@ int cmd_serve(int argc, char **argv) {
         (rc = cli_get_int(&a, "max-concurrent-requests", 1, 1L << 16, &conc)) ||
         (rc = cli_get_int(&a, "queue-timeout-ms", 0, 3600000, &qto)) ||
         (rc = cli_get_int(&a, "shutdown-timeout", 0, 3600, &sto)) ||
+        (rc = cli_get_int(&a, "drain-seconds", 0, 3600, &drain)) ||
         (rc = cli_get_int(&a, "max-batch-tokens", 0, 1L << 26, &mbt)) ||
         (rc = cli_get_int(&a, "max-connections", 1, 1L << 20, &max_conns)) ||
         (rc = cli_get_int(&a, "max-connections-per-client", 0, 1L << 20, &per_client)) ||
@@ -364,6 +372,7 @@ int cmd_serve(int argc, char **argv) {
     cfg.max_concurrent = (size_t)conc;
     cfg.queue_timeout_ms = (int)qto;
     cfg.shutdown_timeout_s = (int)sto;
+    cfg.drain_s = (double)drain;
     cfg.max_connections = (size_t)max_conns;
     cfg.max_client_connections = per_client ? (size_t)per_client : SIZE_MAX;
     cfg.header_timeout_s = (int)hdr_to;

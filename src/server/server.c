@@ -93,6 +93,8 @@ struct server {
     atomic_int in_flight;      /* requests between their first callback and completion */
     atomic_int active;         /* embedding, rerank and search requests being answered */
     atomic_bool draining;      /* shutting down: new requests get 503 */
+    atomic_bool unready;       /* SIGTERM's drain window: /health 503, the rest served */
+    atomic_bool health_asked;  /* /health has been asked (someone would see it turn 503) */
     atomic_bool cancel_all;    /* shutdown's deadline passed: all work is cancelled */
     atomic_ullong completed;   /* requests completed (for the idle trim) */
     atomic_ullong responses[R_COUNT][N_CODES + 1];
@@ -248,6 +250,10 @@ static enum MHD_Result send_buf_x(struct server *s, struct MHD_Connection *c, en
         return send_oom(s, c, r, openai, start);
     }
     count_response(s, r, code, start);
+    /* In the drain window, each answer closes its connection, so that a
+     * kept-alive client reconnects, to another replica once the balancer
+     * has taken this one out. */
+    close = close || atomic_load(&s->unready);
     return queue_buf(c, code, b, type, extra_header, extra_value, close);
 }
 
@@ -1231,6 +1237,12 @@ static bool check_health(struct server *s, char *why, size_t cap) {
 }
 
 static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c, struct conn *st) {
+    atomic_store(&s->health_asked, true);
+    if (atomic_load(&s->unready))
+        return send_error(s, c, R_HEALTH, false, 503, NULL,
+                          "draining: the server got SIGTERM and stops soon; it still answers "
+                          "requests for --drain-seconds",
+                          st->start);
     char why[256];
     if (!check_health(s, why, sizeof why))
         return send_error(s, c, R_HEALTH, false, 503, NULL, why, st->start);
@@ -1995,6 +2007,36 @@ static int open_listener(const struct srv_config *cfg, char *where, size_t cap, 
     return fd;
 }
 
+/* SIGTERM's drain window (cfg->drain_s, at most until deadline): /health
+ * answers 503 so that a load balancer or orchestrator checking it takes the
+ * server out, while every other request, on new connections too, is still
+ * served. Skipped after SIGINT (a terminal's Ctrl-C), when /health was never
+ * asked (no checker would see the 503), and cut short by a second SIGTERM
+ * or SIGINT. */
+static void drain(struct server *s, int sig, double deadline, const sigset_t *set) {
+    double end = embd_now() + s->cfg->drain_s;
+    if (end > deadline) end = deadline;
+    if (sig != SIGTERM || s->cfg->drain_s <= 0 || !atomic_load(&s->health_asked) ||
+        embd_now() >= end)
+        return;
+    atomic_store(&s->unready, true);
+    fprintf(stderr,
+            "embd: serve: SIGTERM: draining: /health answers 503; requests are served for %.3g "
+            "s more (--drain-seconds)\n",
+            end - embd_now());
+    fflush(stderr);
+    for (double left; (left = end - embd_now()) > 0;) {
+        if (left > 0.1) left = 0.1;
+        struct timespec tick = {0, (long)(left * 1e9)};
+        int again = sigtimedwait(set, NULL, &tick);
+        if (again == SIGTERM || again == SIGINT) {
+            fprintf(stderr, "embd: serve: %s again: drain cut short\n",
+                    again == SIGINT ? "SIGINT" : "SIGTERM");
+            break;
+        }
+    }
+}
+
 void srv_prepare_signals(void) {
     sigset_t set;
     sigemptyset(&set);
@@ -2156,13 +2198,16 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         }
         if (++idle_ticks == 2 || idle_ticks == 4) malloc_trim(0);
     }
+    /* --shutdown-timeout counts from the signal; the drain window is its
+     * first part. */
+    double deadline = embd_now() + cfg->shutdown_timeout_s;
+    drain(s, sig, deadline, &set);
     atomic_store(&s->draining, true);
     int lfd = MHD_quiesce_daemon(d);
     if (lfd >= 0) close(lfd);
     int pending = atomic_load(&s->in_flight);
     fprintf(stderr, "embd: serve: %s: stopped accepting; finishing %d request%s in flight\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", pending, pending == 1 ? "" : "s");
-    double deadline = embd_now() + cfg->shutdown_timeout_s;
     while (atomic_load(&s->in_flight) > 0 && embd_now() < deadline) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);

@@ -49,6 +49,12 @@ struct srv_config {
     size_t max_concurrent; /* requests being answered at once (429 above) */
     int queue_timeout_ms;  /* wait for room in the engine's queue, then 429 */
     int shutdown_timeout_s;
+    /* After SIGTERM, seconds during which /health answers 503 (a load
+     * balancer's check takes the server out) while requests, on new
+     * connections too, are still served, each answer closing its
+     * connection; then the shutdown proper. Part of shutdown_timeout_s;
+     * only once /health has been asked; 0: none. */
+    double drain_s;
     /* Connections (0: the default in brackets). Over max_connections [1024]
      * or max_client_connections per client address [128; SIZE_MAX: no
      * limit], a new connection is answered 503 with Retry-After and closed.
@@ -103,9 +109,10 @@ enum {
 };
 
 /* Serves until SIGINT or SIGTERM (which the caller must have blocked in
- * every thread before creating any: srv_prepare_signals), then stops
- * accepting and lets the requests in flight finish for up to
- * shutdown_timeout_s: returns 0 when they did. At that deadline the
+ * every thread before creating any: srv_prepare_signals); after SIGTERM,
+ * drains for drain_s (see srv_config; a second signal cuts it short); then
+ * stops accepting and lets the requests in flight finish until
+ * shutdown_timeout_s after the signal: returns 0 when they did. At that deadline the
  * remaining ones are cancelled (queued work is dropped, a running request
  * stops at its next round, their clients get 503) and it returns
  * SRV_RUN_CANCELLED, or SRV_RUN_ABANDONED when they have not stopped within

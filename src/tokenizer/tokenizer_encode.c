@@ -195,48 +195,6 @@ static int word_reserve(struct enc *e, size_t more) {
     return 0;
 }
 
-static size_t utf8_put(char *out, uint32_t cp) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Decodes one code point of valid UTF-8 at s; sets *len to its byte count. */
-static uint32_t utf8_get(const unsigned char *s, size_t *len) {
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *len = 1;
-        return c;
-    }
-    if (c < 0xE0) {
-        *len = 2;
-        return ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
-    }
-    if (c < 0xF0) {
-        *len = 3;
-        return ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-    }
-    *len = 4;
-    return ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
-}
-
 static int ccc_of(uint32_t cp) {
     return utf8proc_get_property((utf8proc_int32_t)cp)->combining_class;
 }
@@ -253,7 +211,7 @@ static ALWAYS_INLINE void word_add_impl(struct enc *e, uint32_t cp, int ccc, con
     if (e->wchars > (size_t)e->tok->max_chars) return; /* [UNK] anyway: stop storing */
     if (word_reserve(e, 4) != 0) return;
     char buf[4];
-    size_t k = utf8_put(buf, cp);
+    size_t k = tok_utf8_put(buf, cp);
     if (ccc == 0) {
         e->run = NO_RUN;
         memcpy(e->word + e->wlen, buf, k);
@@ -269,7 +227,7 @@ static ALWAYS_INLINE void word_add_impl(struct enc *e, uint32_t cp, int ccc, con
         size_t b = at - 1, l;
         while (b > e->run && ((unsigned char)e->word[b] & 0xC0) == 0x80)
             b--;
-        if (ccc_of(utf8_get((const unsigned char *)e->word + b, &l)) <= ccc) break;
+        if (ccc_of(tok_utf8_get((const unsigned char *)e->word + b, &l)) <= ccc) break;
         at = b;
     }
     memmove(e->word + at + k, e->word + at, e->wlen - at);
@@ -349,7 +307,7 @@ static void run_resolve(struct enc *e) {
             e->wlast = t;
             if (store && b < e->wlen) {
                 size_t l;
-                utf8_get((const unsigned char *)e->word + b, &l);
+                tok_utf8_get((const unsigned char *)e->word + b, &l);
                 for (size_t j = 0; j < l && b < e->wlen; j++, b++)
                     e->was[b] = s, e->wae[b] = t;
             }
@@ -485,10 +443,10 @@ size_t tok_bert_normalize(const embd_tokenizer *tok, const char *s, size_t len, 
     size_t at = 0;
     for (size_t p = 0, l; p < len; p += l) {
         uint32_t cps[TOK_NORM_MAX];
-        const int n = bert_norm_cp(tok, utf8_get(u + p, &l), cps);
+        const int n = bert_norm_cp(tok, tok_utf8_get(u + p, &l), cps);
         for (int i = 0; i < n; i++) {
             if (cap - at < 4) return (size_t)-1;
-            at += utf8_put(out + at, cps[i]);
+            at += tok_utf8_put(out + at, cps[i]);
         }
     }
     return at;
@@ -503,11 +461,11 @@ static int norm_prefix(const embd_tokenizer *tok, const unsigned char *s, size_t
         if (q >= avail) return 0;
         size_t l;
         uint32_t cps[TOK_NORM_MAX];
-        const int n = bert_norm_cp(tok, utf8_get(s + q, &l), cps);
+        const int n = bert_norm_cp(tok, tok_utf8_get(s + q, &l), cps);
         q += l;
         for (int i = 0; i < n; i++) {
             char b[4];
-            size_t bl = utf8_put(b, cps[i]);
+            size_t bl = tok_utf8_put(b, cps[i]);
             if (got + bl > wlen || memcmp(want + got, b, bl) != 0) return 0;
             got += bl;
         }
@@ -604,7 +562,7 @@ static enum embd_status utf8_repair(const char *s, size_t len, char **out, size_
                 }
                 st[ns++] = (struct rep_site){.at = k, .delta = k + 3 - j};
             }
-            k += utf8_put(o + k, 0xFFFD);
+            k += tok_utf8_put(o + k, 0xFFFD);
         }
         i = j;
     }
@@ -668,7 +626,7 @@ static ALWAYS_INLINE void encode_text(struct enc *e, const char *s, size_t len) 
             continue;
         }
         size_t l;
-        uint32_t cp = utf8_get(u + p, &l);
+        uint32_t cp = tok_utf8_get(u + p, &l);
         normalize_cp(e, cp);
         p += l;
     }
@@ -697,10 +655,11 @@ static __attribute__((noinline)) void encode_text_track(struct enc *e, const cha
                     size_t b0 = from - 1;
                     while (b0 > seg && (u[b0] & 0xC0) == 0x80)
                         b0--;
-                    if (!tok_is_whitespace(utf8_get(u + b0, &l))) break;
+                    if (!tok_is_whitespace(tok_utf8_get(u + b0, &l))) break;
                     from = b0;
                 }
-                while (tok->added[a].rstrip && to < len && tok_is_whitespace(utf8_get(u + to, &l)))
+                while (tok->added[a].rstrip && to < len &&
+                       tok_is_whitespace(tok_utf8_get(u + to, &l)))
                     to += l;
                 size_t start = orig_pos(e, p) - (p - from);
                 emit_at(e, tok->added[a].id, start, orig_pos(e, to));
@@ -744,7 +703,7 @@ static __attribute__((noinline)) void encode_text_track(struct enc *e, const cha
             continue;
         }
         size_t l;
-        uint32_t cp = utf8_get(u + p, &l);
+        uint32_t cp = tok_utf8_get(u + p, &l);
         e->ce = orig_pos(e, p + l);
         normalize_track(e, cp);
         p += l;

@@ -126,49 +126,7 @@ struct tok_uni {
 static int chunkable(const struct tok_uni *u);
 
 /* ------------------------------------------------------------------ */
-/* Small helpers */
-
-static size_t put_utf8(char *out, uint32_t cp) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* One code point of valid UTF-8 at s; *len gets its byte count. */
-static uint32_t get_utf8(const unsigned char *s, size_t *len) {
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *len = 1;
-        return c;
-    }
-    if (c < 0xE0) {
-        *len = 2;
-        return ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
-    }
-    if (c < 0xF0) {
-        *len = 3;
-        return ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-    }
-    *len = 4;
-    return ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
-}
+/* Small helpers (UTF-8 in tokenizer_internal.h) */
 
 static size_t utf8_len(unsigned char c) {
     return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
@@ -405,11 +363,11 @@ static int parse_run_regex(const char *re, struct norm_step *s) {
         p++;
         if (!*p || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))
             return -1; /* \s, \d, \1 ...: a class or reference, not a literal */
-        cp = get_utf8(p, &l);
+        cp = tok_utf8_get(p, &l);
     } else {
         if (strchr(".[](){}|^$*+?", *p)) return -1;
         if (!embd_utf8_valid((const char *)p, strlen((const char *)p))) return -1;
-        cp = get_utf8(p, &l);
+        cp = tok_utf8_get(p, &l);
     }
     p += l;
     if (p[0] == '+' && !p[1]) {
@@ -1285,10 +1243,10 @@ static void pretok(struct uenc *e, int level, const char *s, size_t n, int at_ze
         size_t i = 0;
         while (i < n && !e->done) {
             size_t l;
-            while (i < n && tok_is_whitespace(get_utf8(b + i, &l)))
+            while (i < n && tok_is_whitespace(tok_utf8_get(b + i, &l)))
                 i += l;
             size_t a = i;
-            while (i < n && !tok_is_whitespace(get_utf8(b + i, &l)))
+            while (i < n && !tok_is_whitespace(tok_utf8_get(b + i, &l)))
                 i += l;
             if (i > a) pretok(e, level + 1, s + a, i - a, at_zero && a == 0);
         }
@@ -1336,10 +1294,10 @@ static void pretok(struct uenc *e, int level, const char *s, size_t n, int at_ze
 static size_t grapheme_end(const unsigned char *s, size_t n) {
     size_t l;
     utf8proc_int32_t state = 0;
-    uint32_t c1 = get_utf8(s, &l);
+    uint32_t c1 = tok_utf8_get(s, &l);
     size_t j = l;
     while (j < n) {
-        uint32_t c2 = get_utf8(s + j, &l);
+        uint32_t c2 = tok_utf8_get(s + j, &l);
         if (utf8proc_grapheme_break_stateful((utf8proc_int32_t)c1, (utf8proc_int32_t)c2, &state))
             break;
         c1 = c2;
@@ -1425,7 +1383,7 @@ static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
     size_t from = i;
     while (i < n) {
         size_t l = utf8_len(b[i]);
-        if (b[i] >= 0xDF && tok_nf_keep(get_utf8(b + i, &l), compat)) {
+        if (b[i] >= 0xDF && tok_nf_keep(tok_utf8_get(b + i, &l), compat)) {
             if (map_append(in + from, i - from, opt, o) != 0 || ubuf_reserve(o, l) != 0) return -1;
             ubuf_put(o, in + i, l);
             from = i + l;
@@ -1446,10 +1404,10 @@ static int norm_lowercase(const char *in, size_t n, struct ubuf *o) {
         }
         size_t l;
         uint32_t lo[3];
-        int k = tok_lower(get_utf8(b + i, &l), lo);
+        int k = tok_lower(tok_utf8_get(b + i, &l), lo);
         if (ubuf_reserve(o, 12) != 0) return -1;
         for (int j = 0; j < k; j++)
-            o->len += put_utf8(o->p + o->len, lo[j]);
+            o->len += tok_utf8_put(o->p + o->len, lo[j]);
         i += l;
     }
     return 0;
@@ -1459,14 +1417,14 @@ static int norm_strip(const struct norm_step *s, const char *in, size_t n, struc
     const unsigned char *b = (const unsigned char *)in;
     size_t a = 0, z = n, l;
     if (s->left)
-        while (a < z && tok_is_whitespace(get_utf8(b + a, &l)))
+        while (a < z && tok_is_whitespace(tok_utf8_get(b + a, &l)))
             a += l;
     if (s->right)
         while (z > a) {
             size_t p = z - 1;
             while (p > a && (b[p] & 0xC0) == 0x80)
                 p--;
-            if (!tok_is_whitespace(get_utf8(b + p, &l))) break;
+            if (!tok_is_whitespace(tok_utf8_get(b + p, &l))) break;
             z = p;
         }
     if (ubuf_reserve(o, z - a) != 0) return -1;
@@ -1505,7 +1463,7 @@ static int norm_replace(const struct norm_step *s, const char *in, size_t n, str
  * character at least run_min long becomes the content. */
 static int norm_replace_run(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
     char c8[4];
-    const size_t cl = put_utf8(c8, s->run_cp);
+    const size_t cl = tok_utf8_put(c8, s->run_cp);
     size_t i = 0;
     while (i < n) {
         const char *p = in + i;
@@ -1734,11 +1692,11 @@ enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, siz
                 size_t q = start - 1;
                 while (q > seg && (b[q] & 0xC0) == 0x80)
                     q--;
-                if (!tok_is_whitespace(get_utf8(b + q, &l))) break;
+                if (!tok_is_whitespace(tok_utf8_get(b + q, &l))) break;
                 start = q;
             }
         if (tok->added[a].rstrip)
-            while (stop < len && tok_is_whitespace(get_utf8(b + stop, &l)))
+            while (stop < len && tok_is_whitespace(tok_utf8_get(b + stop, &l)))
                 stop += l;
         if (seg < start) uni_segment(&e, text + seg, start - seg, seg == 0);
         if (e.done) break;
