@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import threading
@@ -39,8 +40,11 @@ def cpu_model():
 
 
 def start(embd, model, threads):
-    p = subprocess.Popen([embd, "serve", "-m", model, "--port", "0", "--cache", "off",
-                          "--threads", str(threads), "--max-concurrent-requests", "512"],
+    # "BIN [serve options]": a binary, with options of its own (e.g. --express off)
+    cmd = shlex.split(embd)
+    p = subprocess.Popen([cmd[0], "serve", "-m", model, "--port", "0", "--cache", "off",
+                          "--threads", str(threads), "--max-concurrent-requests", "512",
+                          *cmd[1:]],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     end = time.time() + 60
     while time.time() < end:
@@ -129,7 +133,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--corpus", required=True, help="Debian descriptions, JSONL with a text field")
-    ap.add_argument("--embd", action="append", required=True, help="a binary (repeat to compare)")
+    ap.add_argument("--embd", action="append", required=True,
+                    help="a binary, optionally with serve options (\"BIN --express off\"); "
+                    "repeat to compare")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=30)

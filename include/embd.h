@@ -239,6 +239,10 @@ struct embd_ctx_params {
                                 NULL = none. Default NULL */
     size_t cache_map_bytes;  /* the disk cache's maximum size (a sparse map); 0 = 4 GiB.
                                 When full, it keeps serving and stops adding. Default 0 */
+    embd_ctx *metrics_of;    /* NULL (default), or another context whose metrics this one
+                                counts into (embd_metrics_render of that one shows both):
+                                a helper context behind the same scheduler, such as
+                                embd_sched_params.express. It must outlive this one */
 };
 
 EMBD_API struct embd_ctx_params embd_ctx_default_params(void);

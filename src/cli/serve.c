@@ -95,6 +95,11 @@ static const struct cli_opt serve_opts[] = {
     {"pull", 0, false, NULL, NULL,
      "when -m (or --reranker) ORG/NAME is not in the Hugging Face cache, download it first "
      "(as embd pull does); without it nothing is downloaded"},
+    {"express", 0, true, "MODE", "auto",
+     "a second, one-thread CPU context of the model for short requests (a query: up to 8 "
+     "inputs, one model-length in all), run at once beside the running batch instead of "
+     "after it: on, off, or auto (on when the model runs on the CPU); costs the model's "
+     "weights in memory once more"},
 };
 
 /* The last component of dir, into buf (256 bytes). */
@@ -220,7 +225,9 @@ int cmd_serve(int argc, char **argv) {
         return rc < 0 ? 0 : rc;
     }
     embd_model *model = NULL;
-    embd_ctx *ctx = NULL;
+    embd_ctx *ctx = NULL; /* the first device's: model, /info and /metrics */
+    embd_ctx *dev_ctx[EMBD_SCHED_MAX_CTX] = {0}, *xctx = NULL; /* a context per device; express */
+    int dev_idx[EMBD_SCHED_MAX_CTX], n_dev = 0, n_ctx = 0;
     embd_sched *sched = NULL;
     embd_vstore *store = NULL;
     embd_model *rmodel = NULL; /* --reranker */
@@ -315,18 +322,52 @@ int cmd_serve(int argc, char **argv) {
     rcp.cache_bytes = 0;
     rcp.cache_dir = NULL;
     rcp.prefix = NULL;
-    if (embd_ctx_new(model, is_reranker ? rcp : cp, &ctx) != EMBD_OK) {
-        cli_err("serve: %s", embd_last_error());
-        rc = 1;
-        goto done;
+    /* --device cuda:all / cuda:N,M: a context per GPU behind one scheduler */
+    if ((rc = cli_device_list(&a, dev_idx, EMBD_SCHED_MAX_CTX, &n_dev))) goto done;
+    for (int i = 0; i < (n_dev ? n_dev : 1); i++) {
+        struct embd_ctx_params dp = is_reranker ? rcp : cp;
+        if (n_dev) dp.device_index = dev_idx[i];
+        if (embd_ctx_new(model, dp, &dev_ctx[i]) != EMBD_OK) {
+            if (n_dev)
+                cli_err("serve: cuda:%d: %s", dev_idx[i], embd_last_error());
+            else
+                cli_err("serve: %s", embd_last_error());
+            rc = 1;
+            goto done;
+        }
+        n_ctx = i + 1;
     }
+    ctx = dev_ctx[0];
     struct embd_sched_params sp = embd_sched_default_params();
     if (sp.queue_texts < 4 * (size_t)inputs) sp.queue_texts = 4 * (size_t)inputs;
-    if (embd_sched_new(ctx, sp, &sched) != EMBD_OK) {
+    static const char *const express_modes[] = {"auto", "on", "off"};
+    int express = 0;
+    if ((rc = cli_get_choice(&a, "express", express_modes, 3, &express))) goto done;
+    if (express == 1 || (express == 0 && !strcmp(embd_ctx_backend(ctx), "cpu"))) {
+        /* one thread, no cache of its own (a disk cache opens once per
+         * process), counting into the main context's metrics */
+        struct embd_ctx_params xp = is_reranker ? rcp : cp;
+        xp.device = EMBD_DEVICE_CPU;
+        /* the same precision as the device's when that is the CPU (so a
+         * query's vector does not depend on the lane it took) */
+        xp.dtype = strcmp(embd_ctx_backend(ctx), "cpu") ? EMBD_DTYPE_FP32 : embd_ctx_dtype(ctx);
+        xp.n_threads = 1;
+        xp.cache_bytes = 0;
+        xp.cache_dir = NULL;
+        xp.metrics_of = ctx;
+        if (embd_ctx_new(model, xp, &xctx) != EMBD_OK) {
+            cli_err("serve: the express context (--express): %s", embd_last_error());
+            rc = 1;
+            goto done;
+        }
+        sp.express = xctx;
+    }
+    if (embd_sched_new_multi(dev_ctx, n_ctx, sp, &sched) != EMBD_OK) {
         cli_err("serve: %s", embd_last_error());
         rc = 1;
         goto done;
     }
+    sp.express = NULL; /* the reranker's scheduler runs without one */
     if (rdir) {
         if ((rc = cli_pull_missing(&a, rdir))) goto done;
         if (embd_model_load(rdir, embd_model_default_params(), &rmodel) != EMBD_OK) {
@@ -420,7 +461,9 @@ done:
     embd_model_free(rmodel);
     embd_sched_free(sched);
     embd_vstore_close(store);
-    embd_ctx_free(ctx);
+    embd_ctx_free(xctx);
+    for (int i = 0; i < n_ctx; i++)
+        embd_ctx_free(dev_ctx[i]);
     embd_model_free(model);
     cli_args_free(&a);
     return rc;

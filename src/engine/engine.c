@@ -57,6 +57,7 @@ struct embd_ctx {
     /* runtime (set up by ctx_runtime_init) */
     embd_metrics metrics;
     bool metrics_ok;
+    embd_metrics *m;         /* where it counts: its own metrics, or params.metrics_of's */
     embd_cache *cache;       /* NULL: no cache */
     unsigned char *key_head; /* everything but the text that a cache key covers */
     size_t key_head_len;
@@ -99,7 +100,8 @@ static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
     if (embd_metrics_init(&ctx->metrics) != 0)
         return embd_error(EMBD_ERR_NOMEM, "cannot create the metrics registry");
     ctx->metrics_ok = true;
-    if (ctx->auto_cpu_reason) embd_metrics_fallback(&ctx->metrics, ctx->auto_cpu_reason);
+    ctx->m = ctx->params.metrics_of ? ctx->params.metrics_of->m : &ctx->metrics;
+    if (ctx->auto_cpu_reason) embd_metrics_fallback(ctx->m, ctx->auto_cpu_reason);
     const char *cache_dir = ctx->params.cache_dir;
     ctx->params.cache_dir = NULL; /* the caller's string; the cache keeps a copy */
     if (ctx->params.cache_bytes == 0 && !(cache_dir && cache_dir[0])) return EMBD_OK;
@@ -124,7 +126,7 @@ static enum embd_status ctx_runtime_init(embd_ctx *ctx) {
         .dir = cache_dir,
         .map_bytes = ctx->params.cache_map_bytes,
     };
-    return embd_cache_open(&cp, &ctx->metrics, &ctx->cache);
+    return embd_cache_open(&cp, ctx->m, &ctx->cache);
 }
 
 /* The token budget per forward pass: the caller's, else the backend's default
@@ -230,7 +232,7 @@ static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_ba
     if (ctx->ops->is_dead && ctx->ops->is_dead(ctx->be)) {
         embd_log(EMBD_LOG_WARN, "fallback", "the GPU failed for good (%s); the CPU runs the rest",
                  why);
-        embd_metrics_fallback(&ctx->metrics, EMBD_FALLBACK_GPU_DEAD);
+        embd_metrics_fallback(ctx->m, EMBD_FALLBACK_GPU_DEAD);
         ctx->ops->free(ctx->be);
         ctx->be = ctx->cpu_be;
         ctx->cpu_be = NULL;
@@ -240,7 +242,7 @@ static enum embd_status ctx_embed_batch(embd_ctx *ctx, float *out, const embd_ba
     } else {
         embd_log(EMBD_LOG_WARN, "fallback", "a batch of %d tokens runs on the CPU: %s", b->n_tok,
                  why);
-        embd_metrics_fallback(&ctx->metrics, EMBD_FALLBACK_GPU_OOM);
+        embd_metrics_fallback(ctx->m, EMBD_FALLBACK_GPU_OOM);
     }
     return embd_backend_cpu_ops.embed(ctx->cpu_be ? ctx->cpu_be : ctx->be, out, b, normalize);
 }
@@ -382,7 +384,7 @@ int embd_ctx_max_tokens(const embd_ctx *ctx) {
 }
 
 embd_metrics *embd_ctx_metrics(embd_ctx *ctx) {
-    return &ctx->metrics;
+    return ctx->m;
 }
 
 size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
@@ -394,9 +396,9 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
     if (ctx_on_gpu(ctx)) {
         struct embd_gpu_info gi;
         if (embd_gpu_monitor(ctx->params.device_index, &gi) == 0 && gi.utilization >= 0)
-            embd_metrics_set(&ctx->metrics, EMBD_G_GPU_UTILIZATION, gi.utilization / 100.0);
+            embd_metrics_set(ctx->m, EMBD_G_GPU_UTILIZATION, gi.utilization / 100.0);
     }
-    return embd_metrics_format(&ctx->metrics, embd_ctx_backend(ctx), buf, cap);
+    return embd_metrics_format(ctx->m, embd_ctx_backend(ctx), buf, cap);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -496,17 +498,17 @@ enum embd_status embd_ctx_run_tokens(embd_ctx *ctx, const int32_t *ids, const in
         embd_free(ss);
         if (st != EMBD_OK) return st;
         if (l2 && !model_l2) l2_rows(out + i * (size_t)D, j - i, (size_t)D);
-        embd_metrics_observe(&ctx->metrics, EMBD_H_INFERENCE_SEC, dt);
-        embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_INPUTS, (double)b.n_seq);
-        embd_metrics_observe(&ctx->metrics, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
-        embd_metrics_add(&ctx->metrics, EMBD_C_BATCHES, 1);
-        embd_metrics_add(&ctx->metrics, EMBD_C_TOKENS, (uint64_t)b.n_tok);
+        embd_metrics_observe(ctx->m, EMBD_H_INFERENCE_SEC, dt);
+        embd_metrics_observe(ctx->m, EMBD_H_BATCH_INPUTS, (double)b.n_seq);
+        embd_metrics_observe(ctx->m, EMBD_H_BATCH_TOKENS, (double)b.n_tok);
+        embd_metrics_add(ctx->m, EMBD_C_BATCHES, 1);
+        embd_metrics_add(ctx->m, EMBD_C_TOKENS, (uint64_t)b.n_tok);
         if (ctx->ops->mem_stats) { /* a GPU */
             struct embd_ctx_gpu_stats gs;
             embd_ctx_gpu_stats(ctx, &gs);
-            embd_metrics_set(&ctx->metrics, EMBD_G_DEVICE_MEM_BYTES,
+            embd_metrics_set(ctx->m, EMBD_G_DEVICE_MEM_BYTES,
                              (double)(gs.weight_bytes + gs.scratch_bytes));
-            embd_metrics_set(&ctx->metrics, EMBD_G_DEVICE_MEM_PEAK, (double)gs.peak_bytes);
+            embd_metrics_set(ctx->m, EMBD_G_DEVICE_MEM_PEAK, (double)gs.peak_bytes);
         }
         ctx->stats.batches++;
         ctx->stats.tokens += (uint64_t)b.n_tok;
@@ -608,7 +610,7 @@ static enum embd_status embed_texts(embd_ctx *ctx, const struct call *c, const c
         }
     }
     ctx->stats.tokenize_sec += embd_now() - t0;
-    embd_metrics_observe(&ctx->metrics, EMBD_H_TOKENIZE_SEC, embd_now() - t0);
+    embd_metrics_observe(ctx->m, EMBD_H_TOKENIZE_SEC, embd_now() - t0);
     if (failed) {
         st = embd_error(first_err, "%s", err_msg);
         goto done;
@@ -774,8 +776,8 @@ enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts, const si
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: too many texts in one call (%zu)", n);
     for (size_t i = 0; i < n; i++)
         if (!texts[i]) return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed: text %zu is NULL", i);
-    embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
-    embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
+    embd_metrics_add(ctx->m, EMBD_C_REQUESTS, 1);
+    embd_metrics_add(ctx->m, EMBD_C_INPUTS, n);
     const size_t D = (size_t)ctx->model->hp.H;
     uint32_t *words = embd_malloc2(n, sizeof *words);               /* (n) token words */
     float *full = c.dims ? embd_malloc2(n * D, sizeof *full) : out; /* (n, D) */
@@ -820,8 +822,8 @@ enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids, const s
     if (opts && opts->prefix && opts->prefix[0])
         return embd_error(EMBD_ERR_INVALID_ARG,
                           "embd_embed_tokens: a prefix cannot be added to token ids");
-    embd_metrics_add(&ctx->metrics, EMBD_C_REQUESTS, 1);
-    embd_metrics_add(&ctx->metrics, EMBD_C_INPUTS, n);
+    embd_metrics_add(ctx->m, EMBD_C_REQUESTS, 1);
+    embd_metrics_add(ctx->m, EMBD_C_INPUTS, n);
     const embd_hparams *hp = &ctx->model->hp;
     if (seq_start[0] != 0)
         return embd_error(EMBD_ERR_INVALID_ARG, "embd_embed_tokens: seq_start[0] must be 0");
