@@ -49,7 +49,11 @@ import threading
 import time
 import warnings
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # outside the test venv (scripts/setup-deps)
+    print("skip: numpy is not importable")
+    sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("EMBD_SRC", os.path.join(HERE, "..", ".."))
@@ -142,6 +146,14 @@ class RayCluster:
     def start(self):
         import ray
 
+        # Ray's daemons outlive `ray start`: made children of this process
+        # when their parent ends (not of init), so that stop() reaps them.
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        except (OSError, AttributeError):
+            pass
         self._start("head", ["--head", "--port=%d" % self.port, "--include-dashboard=false"])
         deadline = time.monotonic() + STARTUP_S
         # the worker can join once the head's GCS answers
@@ -204,6 +216,14 @@ class RayCluster:
                         pass
         except ImportError:
             pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.1)
 
 
 class Killer(threading.Thread):
