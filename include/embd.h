@@ -437,9 +437,11 @@ struct embd_sched_params {
                                per option set); 0 = 1024. Default 1024 */
     embd_ctx *express;      /* NULL (default), or a second context of the same model
                                for short requests only (a query: its inputs at most
-                               one of the model's longest in all, at most 8 of them):
-                               its own worker runs them at once, beside the running
-                               round, instead of after it. On the CPU, a context with
+                               one of the model's longest in all, at most 8 of them)
+                               that arrive while a device runs a round: its own worker
+                               runs them at once, beside that round, instead of after
+                               it (an idle device takes them itself). On the CPU, a
+                               context with
                                one thread: a query then costs a few ms under load
                                rather than a round. Owned by the caller, as ctx */
 };

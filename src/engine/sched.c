@@ -505,9 +505,18 @@ static bool express_fits(const embd_sched *s, const struct sched_req *r) {
            est_remaining(s, r, (size_t)s->max_tokens) <= (size_t)s->max_tokens;
 }
 
-/* Whether the device workers leave r to the idle express worker. */
+/* Whether a device worker is running a round. */
+static bool device_busy(const embd_sched *s) {
+    for (int i = 0; i < s->n_devices; i++)
+        if (s->workers[i].busy) return true;
+    return false;
+}
+
+/* Whether the device workers leave r to the express worker: it is idle and
+ * a device is busy (an idle device runs a query faster, with all its
+ * threads). */
 static bool left_to_express(const embd_sched *s, const struct sched_req *r) {
-    return s->express && !s->express->busy && express_fits(s, r);
+    return s->express && !s->express->busy && express_fits(s, r) && device_busy(s);
 }
 
 /* Whether worker w has something to take. */
@@ -515,7 +524,7 @@ static bool work_for(const embd_sched *s, const struct sched_worker *w) {
     if (!s->queued) return false;
     for (const struct sched_req *r = s->head; r; r = r->nxt) {
         if (r->next >= r->n) continue;
-        if (w->express ? express_fits(s, r) : !left_to_express(s, r)) return true;
+        if (w->express ? express_fits(s, r) && device_busy(s) : !left_to_express(s, r)) return true;
     }
     return false;
 }
@@ -605,7 +614,7 @@ static size_t take_express(embd_sched *s, struct piece *pieces, size_t cap,
     size_t np = 0, tokens = 0, inputs = 0;
     for (struct sched_req *r = s->head, *nx; r && np < cap; r = nx) {
         nx = r->nxt;
-        if (!express_fits(s, r)) continue;
+        if (!express_fits(s, r) || !device_busy(s)) continue;
         enum embd_status gu = given_up(r, now);
         if (gu != EMBD_OK) {
             set_given_up(r, gu);
@@ -782,8 +791,8 @@ static void *worker_main(void *arg) {
                 end_request(s, r, &fire);
             }
         }
-        pthread_cond_broadcast(&s->done);             /* requests given up may have ended */
-        if (s->queued) pthread_cond_signal(&s->work); /* more for another worker */
+        pthread_cond_broadcast(&s->done);                /* requests given up may have ended */
+        if (s->queued) pthread_cond_broadcast(&s->work); /* more for another worker */
         pthread_mutex_unlock(&s->mu);
         fire_all(fire);
         fire = NULL;
