@@ -53,6 +53,9 @@ class Server:
     def __init__(self, model, *args, env=None, timeout=60):
         e = {k: v for k, v in os.environ.items() if not k.startswith("EMBD_") or
              k in ("EMBD_BIN", "EMBD_SRC", "EMBD_TEST_MODELS", "EMBD_HOME")}
+        # no drain window on SIGTERM unless a test asks (tests/deploy checks it):
+        # each stop would otherwise wait it out once /health was asked
+        e["EMBD_DRAIN_SECONDS"] = "0"
         if env:
             e.update(env)
         self.proc = subprocess.Popen([BIN, "serve", "-m", model, "--port", "0", *args],
