@@ -2007,6 +2007,24 @@ static int open_listener(const struct srv_config *cfg, char *where, size_t cap, 
     return fd;
 }
 
+/* SIGTERM or SIGINT caught by a thread that does not block them: a
+ * library's thread started before main() blocked them (OpenBLAS starts
+ * its pool when it loads) takes a process-directed signal whenever the main
+ * thread is not inside sigtimedwait; without a handler the default action
+ * would kill the process. The main loop reads it on its next tick. */
+static volatile sig_atomic_t caught_sig;
+
+static void on_stop_signal(int sig) {
+    caught_sig = sig;
+}
+
+/* The signal caught by a handler since the last call, or 0. */
+static int take_caught(void) {
+    const int sig = caught_sig;
+    caught_sig = 0;
+    return sig;
+}
+
 /* SIGTERM's drain window (cfg->drain_s, at most until deadline): /health
  * answers 503 so that a load balancer or orchestrator checking it takes the
  * server out, while every other request, on new connections too, is still
@@ -2029,6 +2047,7 @@ static void drain(struct server *s, int sig, double deadline, const sigset_t *se
         if (left > 0.1) left = 0.1;
         struct timespec tick = {0, (long)(left * 1e9)};
         int again = sigtimedwait(set, NULL, &tick);
+        if (again != SIGTERM && again != SIGINT) again = take_caught();
         if (again == SIGTERM || again == SIGINT) {
             fprintf(stderr, "embd: serve: %s again: drain cut short\n",
                     again == SIGINT ? "SIGINT" : "SIGTERM");
@@ -2038,6 +2057,13 @@ static void drain(struct server *s, int sig, double deadline, const sigset_t *se
 }
 
 void srv_prepare_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -2185,11 +2211,13 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
      * that resident memory returns to its baseline after a burst. */
     int sig = 0;
     unsigned long long seen = 0;
-    int idle_ticks = 0;
+    int idle_ticks = 0, ticks = 0;
     for (;;) {
-        struct timespec tick = {1, 0};
+        struct timespec tick = {0, 100 * 1000000L};
         sig = sigtimedwait(&set, NULL, &tick);
+        if (sig != SIGINT && sig != SIGTERM) sig = take_caught();
         if (sig == SIGINT || sig == SIGTERM) break;
+        if (++ticks % 10) continue; /* the idle accounting below runs once a second */
         unsigned long long done_n = atomic_load(&s->completed);
         if (done_n != seen || atomic_load(&s->in_flight) > 0) {
             seen = done_n;

@@ -250,6 +250,11 @@ def main():
         c.check(a.shape == b.shape and bool((cosines(a, b) >= 0.999999).all()),
                 f"{name}: --prefix equals prepending")
 
+        if big:
+            # U+0000 is the tokenizer's business, checked here with the small
+            # models (and by the tokenizer tests for every tokenizer.json)
+            print(f"note: {name}: the U+0000 checks run on the small models only")
+            continue
         texts = [json.loads(line)["text"] for line in open(texts_path)]
         check_nul(c, name, model, fx, texts, np.load(os.path.join(fx, "embeddings.npy")).astype(np.float64))
     if tested == 0:
