@@ -158,28 +158,6 @@ def same_ids(c, name, model, fx, texts_path):
     return keep
 
 
-def sample(c, name, model, fx, texts_path, gold):
-    lines = open(texts_path, encoding="utf-8").read().splitlines()
-    gold_ids = [json.loads(line)["ids"] for line in open(os.path.join(fx, "ids.jsonl"))]
-    rows = list(range(0, len(lines), 6))
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
-        f.write("".join(lines[i] + "\n" for i in rows))
-        path = f.name
-    try:
-        got = embed_npy(model, path).astype(np.float64)
-        out = run(["tokenize", "-m", model, "-i", path, "-q"], check=True)
-    finally:
-        os.unlink(path)
-    mine = [json.loads(line)["ids"] for line in out.stdout.splitlines() if line.strip()]
-    keep = [k for k, i in enumerate(rows) if k < len(mine) and mine[k] == gold_ids[i]]
-    c.check(len(keep) >= len(rows) * 9 // 10, f"{name}: {len(keep)} of {len(rows)} sampled ids equal")
-    cos = cosines(got[keep], gold[[rows[k] for k in keep]])
-    diff = np.abs(got[keep] - gold[[rows[k] for k in keep]]).max()
-    print(f"{name}: sample of {len(keep)} texts (sanitizer build), min cosine {cos.min():.9f}, "
-          f"max |difference| {diff:.3g}")
-    c.check(bool((cos >= MIN_COS).all()) and diff <= 1e-4, f"{name}: sampled texts match")
-
-
 def cosines(a, b):
     na = np.linalg.norm(a, axis=1)
     nb = np.linalg.norm(b, axis=1)
@@ -203,9 +181,12 @@ def main():
         gold = np.load(os.path.join(fx, "embeddings.npy")).astype(np.float64)
         big = os.path.getsize(os.path.join(model, "model.safetensors")) > (200 << 20)
         if big and os.environ.get("EMBD_TEST_SANITIZED"):
-            # ASan + UBSan run a 768-wide model about 20 times slower: every
-            # 6th text (all the kinds are spread through the list), no NULs
-            sample(c, name, model, fx, texts_path, gold)
+            # ASan + UBSan run these about 20 times slower (and convert F16
+            # weights in instrumented loops); their code paths run under the
+            # sanitizers in test_backend (the relative bias) and
+            # engine_rerank_golden_xlmr (XLM-R's names and positions)
+            print(f"note: {name}: not run under the sanitizers (checked in the release build)")
+            tested -= 1
             continue
         got = embed_npy(model, texts_path).astype(np.float64)
         c.check(got.shape == gold.shape, f"{name}: shape {got.shape} != {gold.shape}")
