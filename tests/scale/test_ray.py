@@ -56,6 +56,8 @@ except ImportError:  # outside the test venv (scripts/setup-deps)
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+from common import Checker, skip  # noqa: E402  (skip exits 77)
 SRC = os.environ.get("EMBD_SRC", os.path.join(HERE, "..", ".."))
 BIN = os.environ.get("EMBD_BIN", "embd")
 N_DOCS = 5000
@@ -64,25 +66,6 @@ BATCH = 250
 STARTUP_S = 90  # a node must join within this, on a loaded machine
 
 
-def skip(why):
-    print("skip: %s" % why)
-    sys.exit(77)
-
-
-class Checker:
-    def __init__(self, name):
-        self.name, self.passed, self.failed = name, 0, 0
-
-    def check(self, cond, what):
-        if cond:
-            self.passed += 1
-        else:
-            self.failed += 1
-            print("FAIL: %s" % what, flush=True)
-
-    def done(self):
-        print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed))
-        return 1 if self.failed else 0
 
 
 def free_port():
