@@ -243,6 +243,12 @@ struct embd_ctx_params {
                                 counts into (embd_metrics_render of that one shows both):
                                 a helper context behind the same scheduler, such as
                                 embd_sched_params.express. It must outlive this one */
+    const char *gpu_memory_limit; /* the most device memory the context may hold: bytes with
+                                     K, M or G ("6G") or a fraction of the device's memory
+                                     ("0.5"); batches shrink to fit and a model that cannot
+                                     fit is refused (device cuda) or runs on the CPU (auto).
+                                     NULL = $EMBD_GPU_MEMORY_LIMIT; "" or "0" = none; a
+                                     malformed value is EMBD_ERR_INVALID_ARG. Default NULL */
 };
 
 EMBD_API struct embd_ctx_params embd_ctx_default_params(void);
@@ -274,8 +280,8 @@ EMBD_API enum embd_dtype embd_ctx_dtype(const embd_ctx *ctx);
  * embd_fallbacks_total metric, and comes with a human message. */
 enum embd_fallback {
     EMBD_FALLBACK_NONE = 0,           /* "none": no fallback */
-    EMBD_FALLBACK_NO_PLUGIN,          /* "auto_cpu_no_plugin": the CUDA plugin (libembd-cuda.so)
-                                         is missing or incompatible */
+    EMBD_FALLBACK_NO_PLUGIN,          /* "auto_cpu_no_plugin": no CUDA plugin loads
+                                         (missing, incompatible, or needing a newer driver) */
     EMBD_FALLBACK_NO_DRIVER,          /* "auto_cpu_no_driver": no NVIDIA driver */
     EMBD_FALLBACK_NO_DEVICE,          /* "auto_cpu_no_device": no CUDA device, or not the one
                                          device_index names */
@@ -630,7 +636,7 @@ EMBD_API enum embd_status embd_log_configure(const char *level, const char *form
 EMBD_API const char *embd_system_info(void);
 
 /* ------------------------------------------------------------------------ */
-/* GPUs (the CUDA plugin, libembd-cuda.so, loaded on demand)                */
+/* GPUs (the CUDA plugins, libembd-cuda13.so / -cuda11.so, loaded on demand) */
 /* ------------------------------------------------------------------------ */
 
 /* Writes a few lines about GPU support into buf (cap bytes, NUL-terminated
@@ -641,11 +647,34 @@ EMBD_API const char *embd_system_info(void);
  * the NUL, as snprintf does. */
 EMBD_API size_t embd_device_report(char *buf, size_t cap);
 
+/* Which CUDA plugin this process runs and why. libembd carries no CUDA
+ * code; it picks one of the plugins built beside it, newest first, that the
+ * driver's CUDA version allows (libembd-cuda13.so needs 13.0, an R580+
+ * driver; libembd-cuda11.so 11.0, R450.80+), going on to the next when one
+ * fails to load (a missing cuBLAS library, say). $EMBD_CUDA_PLUGIN names one
+ * file instead; $EMBD_CUDA_PLUGIN_DIR is searched instead of libembd's
+ * folder; $EMBD_CUDA_DRIVER_VERSION ("12.4") stands in for the driver's. */
+struct embd_cuda_choice {
+    bool loaded;         /* a plugin is loaded */
+    char plugin[64];     /* its file name ("libembd-cuda13.so"); "" when none */
+    char path[4096];     /* the path it was loaded from (or EMBD_CUDA_PLUGIN) */
+    int runtime_version; /* CUDA runtime it was built with (13000 = 13.0); 0 when none */
+    int driver_version;  /* the driver's CUDA version (12040 = 12.4); 0: no driver, unknown */
+    char why[1024];      /* why this plugin, or why none loads */
+};
+
+/* Fills out with the choice once a GPU probe looked for a plugin (device
+ * auto or cuda on a machine with an NVIDIA driver, embd_device_report) and
+ * returns 0; -1 with out zeroed when none has. Loads nothing. Thread-safe. */
+EMBD_API int embd_cuda_plugin_choice(struct embd_cuda_choice *out);
+
 struct embd_gpu_info {
     char name[256];
     size_t total_bytes, free_bytes; /* device memory */
     int utilization;                /* percent over the last sample period; -1 unknown */
     int temperature_c;              /* -1 unknown */
+    char pci_bus_id[32];            /* "0000:3b:00.0" (NVML's and nvidia-smi's name for the
+                                       device, whatever CUDA_VISIBLE_DEVICES does); "" unknown */
 };
 
 /* Reads device `index` now. Returns 0, or -1 when there is no such device. */

@@ -31,6 +31,11 @@ typedef struct {
     int device_index;      /* GPU ordinal */
     enum embd_dtype dtype; /* EMBD_DTYPE_FP32 on the CPU */
     int max_batch_tokens;  /* the largest T the backend will be given */
+    /* GPU: the most device memory the backend may hold, in bytes, or as a
+     * fraction of the device's memory; both 0: no limit (see
+     * embd_gpu_memory_limit_parse) */
+    size_t gpu_mem_limit_bytes;
+    double gpu_mem_limit_fraction;
 } embd_backend_params;
 
 typedef struct embd_backend embd_backend; /* each backend defines its own */

@@ -25,6 +25,10 @@ const struct cli_opt cli_common_opts[] = {
     {"dtype", 0, true, "TYPE", "auto",
      "auto, fp32, fp16, bf16 or int8. auto: fp16 on a GPU, fp32 on the CPU. The CPU also runs "
      "bf16 (AVX512_BF16) and int8 (AVX512_VNNI) when asked; fp16 is GPU only, int8 CPU only"},
+    {"gpu-memory-limit", 0, true, "SIZE", NULL,
+     "the most GPU memory each context may hold: bytes with K, M or G (6G) or a fraction of "
+     "the device's memory (0.5); batches shrink to fit it, and a model that cannot fit runs "
+     "on the CPU (device auto) or is refused (cuda). Default: no limit"},
     {"threads", 0, true, "N", "0", "CPU threads; 0 = all cores"},
     {"quiet", 'q', false, NULL, NULL, "no progress or summary on stderr"},
     {"config", 0, true, "FILE", NULL, "JSON file of options, e.g. {\"device\": \"cpu\"}"},
@@ -111,8 +115,8 @@ static int edit_distance(const char *a, size_t la, const char *b, size_t lb) {
  * subcommands' options (EMBD_PORT while embedding) are far from these, so
  * they pass silently, as settings shared by several commands should. */
 static void warn_env_typos(const struct cli_args *a) {
-    static const char *const other[] = {"EMBD_HOME", "EMBD_GPU_MEMORY_LIMIT", "EMBD_CUDA_PLUGIN",
-                                        "EMBD_SERVE_DEBUG"};
+    static const char *const other[] = {"EMBD_HOME", "EMBD_CUDA_PLUGIN", "EMBD_CUDA_PLUGIN_DIR",
+                                        "EMBD_CUDA_DRIVER_VERSION", "EMBD_SERVE_DEBUG"};
     for (char **e = environ; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         const size_t len = eq ? (size_t)(eq - *e) : 0;
@@ -465,6 +469,7 @@ int cli_ctx_params(const struct cli_args *a, struct embd_ctx_params *p) {
     int rc = cli_get_int(a, "threads", 0, 4096, &threads);
     if (rc) return rc;
     p->n_threads = (int)threads;
+    p->gpu_memory_limit = cli_get(a, "gpu-memory-limit"); /* checked by embd_ctx_new */
     return 0;
 }
 

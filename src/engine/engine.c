@@ -52,7 +52,7 @@ struct embd_ctx {
      * or once to GPU_DEAD by the thread that embeds. fallback_msg is written
      * before it and never after, so other threads read both without a lock. */
     _Atomic int fallback;
-    char fallback_msg[512];
+    char fallback_msg[1280];
     int batch_tokens; /* tokens per forward pass (the budget in use) */
     /* runtime (set up by ctx_runtime_init) */
     embd_metrics metrics;
@@ -170,14 +170,22 @@ static enum embd_status ctx_pick_backend(embd_ctx *ctx) {
         return embd_error(EMBD_ERR_UNSUPPORTED,
                           "dtype int8 runs on the CPU only (use --device cpu or auto)");
     if (p->device != EMBD_DEVICE_CPU && p->dtype != EMBD_DTYPE_INT8) {
-        char why[512];
+        char why[1280];
+        const char *ls =
+            p->gpu_memory_limit ? p->gpu_memory_limit : getenv("EMBD_GPU_MEMORY_LIMIT");
+        struct embd_gpu_limit lim;
+        if (embd_gpu_limit_parse(ls, &lim, why, sizeof why) != 0)
+            return embd_error(EMBD_ERR_INVALID_ARG, "%s%s",
+                              p->gpu_memory_limit ? "" : "EMBD_GPU_MEMORY_LIMIT: ", why);
         enum embd_fallback r =
-            embd_cuda_check(ctx->model, p->device_index, p->dtype, why, sizeof why);
+            embd_cuda_check(ctx->model, p->device_index, p->dtype, &lim, why, sizeof why);
         if (r == EMBD_FALLBACK_NONE) {
             const struct embd_cuda_plugin *cu = embd_cuda_load(NULL, 0);
             embd_backend_params gp = cpu_backend_params(ctx);
             gp.dtype = p->dtype == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : p->dtype;
             gp.max_batch_tokens = batch_budget(ctx, true);
+            gp.gpu_mem_limit_bytes = lim.bytes;
+            gp.gpu_mem_limit_fraction = lim.fraction;
             st = cu->ops->init(&ctx->be, ctx->model, &gp);
             if (st == EMBD_OK) {
                 ctx->ops = ctx->start_ops = cu->ops;
@@ -897,7 +905,7 @@ static void system_info_init(void) {
              "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
              "cpu kernels: %s (%s)\n"
              "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"
-             "blas: %s\ncuda: a plugin (libembd-cuda.so), loaded on demand\n",
+             "blas: %s\ncuda: plugins (libembd-cuda13.so, libembd-cuda11.so), loaded on demand\n",
              f->model, f->family, f->model_id, online_cores(), f->avx2 ? " avx2" : "",
              f->fma ? " fma" : "", f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
              f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",

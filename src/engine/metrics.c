@@ -152,6 +152,14 @@ size_t embd_metrics_format(embd_metrics *m, const char *backend, char *buf, size
     emit(&o, "# HELP embd_info The embd version and the backend in use.\n# TYPE embd_info gauge\n");
     emit(&o, "embd_info{version=\"%s\",backend=\"%s\"} 1\n", EMBD_VERSION,
          backend ? backend : "none");
+    struct embd_cuda_choice cc; /* which CUDA plugin runs, once one was looked for */
+    if (embd_cuda_plugin_choice(&cc) == 0 && cc.loaded)
+        emit(&o,
+             "# HELP embd_cuda_plugin_info The CUDA plugin loaded, its CUDA runtime and the "
+             "driver's CUDA version.\n# TYPE embd_cuda_plugin_info gauge\n"
+             "embd_cuda_plugin_info{plugin=\"%s\",runtime=\"%d.%d\",driver=\"%d.%d\"} 1\n",
+             cc.plugin, cc.runtime_version / 1000, cc.runtime_version % 1000 / 10,
+             cc.driver_version / 1000, cc.driver_version % 1000 / 10);
     for (int c = 0; c < EMBD_C_COUNT; c++) {
         if (c == EMBD_C_CACHE_HITS_MEM) {
             emit(&o, "# HELP embd_cache_hits_total Embedding cache hits by tier.\n"

@@ -1339,6 +1339,19 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
         embd_buf_json_string(&b, fb_msg, strlen(fb_msg));
         embd_buf_put(&b, "}", 1);
     }
+    /* which CUDA plugin runs and why (null: no GPU probe looked for one) */
+    struct embd_cuda_choice cc;
+    embd_buf_str(&b, ",\"cuda_plugin\":");
+    if (embd_cuda_plugin_choice(&cc) != 0) {
+        embd_buf_str(&b, "null");
+    } else {
+        embd_buf_str(&b, "{\"plugin\":");
+        buf_json_string_or_null(&b, cc.loaded ? cc.plugin : NULL);
+        embd_buf_printf(&b, ",\"runtime_version\":%d,\"driver_version\":%d,\"why\":",
+                        cc.runtime_version, cc.driver_version);
+        embd_buf_json_string(&b, cc.why, strlen(cc.why));
+        embd_buf_put(&b, "}", 1);
+    }
     if (s->emb) /* the prompts a request may name, and the one applied when it names none */
         buf_prompts(&b, s);
     embd_buf_str(&b, ",\"reranker\":");

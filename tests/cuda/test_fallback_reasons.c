@@ -125,7 +125,7 @@ static void test_cpu(embd_model *m) {
  * once under its label; on the CPU the dtype is fp32. */
 static enum embd_fallback test_auto(embd_model *m, int index, const char *want) {
     char why[512];
-    enum embd_fallback r = embd_cuda_check(m, index, EMBD_DTYPE_AUTO, why, sizeof why);
+    enum embd_fallback r = embd_cuda_check(m, index, EMBD_DTYPE_AUTO, NULL, why, sizeof why);
     printf("device auto, cuda:%d: %s: %s\n", index, embd_fallback_str(r), why);
     if (want)
         CHECK_MSG(!strcmp(embd_fallback_str(r), want), "%s, not %s", embd_fallback_str(r), want);

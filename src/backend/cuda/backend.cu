@@ -658,27 +658,6 @@ static void gpu_trim(embd_backend *be) {
     (void)cudaGetLastError();
 }
 
-/* $EMBD_GPU_MEMORY_LIMIT: the most device memory the backend may hold, in
- * bytes (suffix K, M or G: powers of 1024) or as a fraction of the device's
- * memory (0 < f <= 1, written with a point). 0 when unset, -1 if malformed. */
-static long long memory_limit(size_t total) {
-    const char *s = getenv("EMBD_GPU_MEMORY_LIMIT");
-    if (!s || !*s) return 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || !(v > 0.0)) return -1;
-    if (strchr(s, '.') && v <= 1.0 && !*end) return (long long)(v * (double)total);
-    double mul = 1.0;
-    if (*end == 'k' || *end == 'K')
-        mul = 1024.0, end++;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1048576.0, end++;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1073741824.0, end++;
-    if (*end) return -1;
-    return (long long)(v * mul);
-}
-
 static enum embd_status init_inner(embd_backend *be, const embd_backend_params *params) {
     const embd_hparams *hp = &be->m->hp;
     int count = 0;
@@ -707,18 +686,22 @@ static enum embd_status init_inner(embd_backend *be, const embd_backend_params *
     size_t free_b = 0, total_b = 0;
     CK(cudaMemGetInfo(&free_b, &total_b));
     size_t avail = free_b > RESERVE_BYTES ? free_b - RESERVE_BYTES : 0;
-    const long long limit = memory_limit(total_b);
-    if (limit < 0)
-        return host.error(EMBD_ERR_INVALID_ARG,
-                          "EMBD_GPU_MEMORY_LIMIT must be bytes (with K, M or G) or a fraction "
-                          "like 0.5, not \"%s\"",
-                          getenv("EMBD_GPU_MEMORY_LIMIT"));
+    /* the memory limit (--gpu-memory-limit, $EMBD_GPU_MEMORY_LIMIT), resolved by libembd */
+    const size_t limit = params->gpu_mem_limit_bytes
+                             ? params->gpu_mem_limit_bytes
+                             : (size_t)(params->gpu_mem_limit_fraction * (double)total_b);
     if (limit > 0) {
         const size_t room = (size_t)limit > be->now ? (size_t)limit - be->now : 0;
         if (room < avail) avail = room;
     }
     size_t cap = avail / bytes_per_token(be);
     if (cap > (size_t)params->max_batch_tokens) cap = (size_t)params->max_batch_tokens;
+    if (cap < (size_t)hp->max_tokens && limit > 0 &&
+        limit - (limit > be->now ? be->now : limit) <= avail)
+        return host.error(EMBD_ERR_NOMEM,
+                          "cuda: the GPU memory limit (%zu MiB) leaves no room on %s for one "
+                          "input of %d tokens after the weights (%zu MiB)",
+                          limit >> 20, prop.name, hp->max_tokens, be->now >> 20);
     if (cap < (size_t)hp->max_tokens)
         return host.error(EMBD_ERR_NOMEM,
                           "cuda: %zu MiB free on %s after the weights; not enough for one input "
@@ -826,6 +809,10 @@ static int probe_device_info(int index, struct embd_cuda_device_info *o, char *w
     o->total_mem = tot;
     o->free_mem = fr;
     o->multiprocessors = prop.multiProcessorCount;
+    if (cudaDeviceGetPCIBusId(o->pci_bus_id, (int)sizeof o->pci_bus_id, index) != cudaSuccess) {
+        (void)cudaGetLastError();
+        o->pci_bus_id[0] = '\0';
+    }
     return 0;
 }
 

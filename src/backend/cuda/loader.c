@@ -1,25 +1,36 @@
-/* loader.c — the libembd side of the CUDA plugin: finds and dlopens
- * libembd-cuda.so once per process, probes drivers and devices, decides
- * whether a GPU is usable, reads NVML (also with dlopen) for utilisation and
- * temperature, and writes the device report behind `embd doctor`. Nothing
- * here links against CUDA: a machine without it gets reasons, not failures. */
+/* loader.c — the libembd side of the CUDA plugins: chooses one of the
+ * plugins built beside libembd (libembd-cuda13.so, libembd-cuda11.so) by the
+ * driver's CUDA version and dlopens it once per process, probes devices,
+ * decides whether a GPU is usable, reads NVML (also with dlopen) for
+ * utilisation and temperature, and writes the device report behind `embd
+ * doctor`. Nothing here links against CUDA: a machine without it gets
+ * reasons, not failures. */
 #include "backend/cuda/plugin.h"
 #include "model/model.h"
+#include "util/log.h"
 #include "util/util.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PLUGIN_NAME "libembd-cuda.so"
+/* The plugins, newest first: each runs on a driver whose CUDA version is at
+ * least its major version (minor-version compatibility: R580+ for 13.x,
+ * R450.80+ for 11.x). */
+static const struct {
+    const char *file;
+    int major;
+} plugins[] = {{"libembd-cuda13.so", 13}, {"libembd-cuda11.so", 11}};
+#define N_PLUGINS ((int)(sizeof plugins / sizeof plugins[0]))
 
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct embd_cuda_plugin *plugin;
 static int load_tried;
-static char load_why[512];
+static struct embd_cuda_choice choice;
 
 static const struct embd_cuda_host host = {
     .error = embd_error,
@@ -28,15 +39,44 @@ static const struct embd_cuda_host host = {
     .batch_check = embd_batch_check,
 };
 
-/* libembd-cuda.so in the folder of the object holding this code (libembd.so,
- * or a program linked with the static library). */
-static int sibling_path(char *buf, size_t cap) {
+static void version_str(char *buf, size_t cap, int v) {
+    if (v <= 0)
+        snprintf(buf, cap, "none");
+    else
+        snprintf(buf, cap, "%d.%d", v / 1000, (v % 1000) / 10);
+}
+
+/* snprintf into a fixed buffer, cutting what does not fit (on purpose). */
+static void put_printf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void put_printf(char *buf, size_t cap, const char *fmt, ...) {
+    if (!cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends to a fixed buffer, cutting what does not fit. */
+static void cat_printf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cat_printf(char *buf, size_t cap, const char *fmt, ...) {
+    size_t len = strnlen(buf, cap);
+    if (len + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, cap - len, fmt, ap);
+    va_end(ap);
+}
+
+/* The folder of the object holding this code (libembd.so, or a program
+ * linked with the static library), into buf. */
+static int own_folder(char *buf, size_t cap) {
     Dl_info info;
     if (!dladdr((void *)&embd_cuda_load, &info) || !info.dli_fname) return -1;
     const char *slash = strrchr(info.dli_fname, '/');
     if (!slash) return -1;
-    int n =
-        snprintf(buf, cap, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, PLUGIN_NAME);
+    int n = snprintf(buf, cap, "%.*s", (int)(slash - info.dli_fname), info.dli_fname);
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
@@ -44,7 +84,7 @@ static const struct embd_cuda_plugin *try_open(const char *path, char *why, size
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
-        snprintf(why, cap, "cannot load the CUDA plugin (%s)", e ? e : path);
+        snprintf(why, cap, "cannot load %s (%s)", path, e ? e : "unknown error");
         return NULL;
     }
     embd_cuda_entry_fn get;
@@ -59,24 +99,148 @@ static const struct embd_cuda_plugin *try_open(const char *path, char *why, size
     return p; /* kept loaded for the life of the process */
 }
 
+/* "12.4", "12040" or "12" as CUDA encodes versions (12040); -1 if neither. */
+static int parse_cuda_version(const char *s) {
+    char *end;
+    errno = 0;
+    long major = strtol(s, &end, 10);
+    if (end == s || errno || major < 0) return -1;
+    if (*end == '\0')
+        return major >= 1000 ? (major <= 1000000 ? (int)major : -1) : (int)major * 1000;
+    if (*end != '.' || major > 1000) return -1;
+    const char *m = end + 1;
+    long minor = strtol(m, &end, 10);
+    if (end == m || *end || errno || minor < 0 || minor > 99) return -1;
+    return (int)(major * 1000 + minor * 10);
+}
+
+/* The CUDA version the NVIDIA driver supports: $EMBD_CUDA_DRIVER_VERSION
+ * when set (to see what a machine with another driver would load), else
+ * cuDriverGetVersion from libcuda.so.1 (no cuInit needed). 0 when there is
+ * no driver or it cannot tell; the source goes into src. */
+static int driver_cuda_version(char *src, size_t cap) {
+    const char *env = getenv("EMBD_CUDA_DRIVER_VERSION");
+    if (env && *env) {
+        int v = parse_cuda_version(env);
+        if (v > 0) {
+            snprintf(src, cap, "EMBD_CUDA_DRIVER_VERSION");
+            return v;
+        }
+        embd_log(EMBD_LOG_WARN, "device",
+                 "EMBD_CUDA_DRIVER_VERSION=\"%s\" ignored: not a CUDA version like 12.4", env);
+    }
+    snprintf(src, cap, "the driver");
+    void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (!h) {
+        snprintf(src, cap, "no NVIDIA driver (libcuda.so.1 not found)");
+        return 0;
+    }
+    int (*get)(int *);
+    *(void **)&get = dlsym(h, "cuDriverGetVersion");
+    int v = 0;
+    if (!get || get(&v) != 0 || v <= 0) {
+        snprintf(src, cap, "the driver (libcuda.so.1) does not tell its CUDA version");
+        v = 0;
+    }
+    /* kept loaded: the CUDA runtime in the plugin loads it anyway */
+    return v > 0 ? v : 0;
+}
+
+/* Tries `file` in $EMBD_CUDA_PLUGIN_DIR, else next to libembd and then in
+ * the loader's search path. */
+static const struct embd_cuda_plugin *open_named(const char *file, char *path, size_t pcap,
+                                                 char *why, size_t cap) {
+    const char *dir = getenv("EMBD_CUDA_PLUGIN_DIR");
+    char own[4096];
+    const struct embd_cuda_plugin *p = NULL;
+    if (dir && *dir) {
+        snprintf(path, pcap, "%s/%s", dir, file);
+        return try_open(path, why, cap);
+    }
+    if (own_folder(own, sizeof own) == 0) {
+        put_printf(path, pcap, "%s/%s", own, file);
+        p = try_open(path, why, cap);
+        if (p) return p;
+        /* the file there exists but fails: that reason is the one to tell */
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            fclose(f);
+            return NULL;
+        }
+    }
+    snprintf(path, pcap, "%s", file);
+    return try_open(path, why, cap);
+}
+
+static void choose(void) {
+    struct embd_cuda_choice *c = &choice;
+    char src[64], dv[16], why[1024];
+    const char *env = getenv("EMBD_CUDA_PLUGIN");
+    c->driver_version = driver_cuda_version(src, sizeof src);
+    version_str(dv, sizeof dv, c->driver_version);
+    if (env && env[0]) {
+        snprintf(c->path, sizeof c->path, "%s", env);
+        plugin = try_open(env, why, sizeof why);
+        snprintf(c->why, sizeof c->why, "%s", plugin ? "EMBD_CUDA_PLUGIN names it" : why);
+    } else {
+        if (c->driver_version > 0)
+            snprintf(c->why, sizeof c->why, "%s supports CUDA %s", src, dv);
+        else
+            snprintf(c->why, sizeof c->why, "%s: newest first", src);
+        char path[4096];
+        for (int i = 0; i < N_PLUGINS && !plugin; i++) {
+            if (c->driver_version > 0 && c->driver_version < plugins[i].major * 1000) {
+                cat_printf(c->why, sizeof c->why, "; %s needs %d.0 or newer", plugins[i].file,
+                           plugins[i].major);
+                continue;
+            }
+            plugin = open_named(plugins[i].file, path, sizeof path, why, sizeof why);
+            if (plugin)
+                snprintf(c->path, sizeof c->path, "%s", path);
+            else
+                cat_printf(c->why, sizeof c->why, "; %s", why);
+        }
+    }
+    if (plugin) {
+        const char *slash = strrchr(c->path, '/');
+        put_printf(c->plugin, sizeof c->plugin, "%s", slash ? slash + 1 : c->path);
+        c->runtime_version = plugin->runtime_version();
+        char rv[16];
+        version_str(rv, sizeof rv, c->runtime_version);
+        embd_log(EMBD_LOG_INFO, "device", "cuda plugin %s (CUDA runtime %s): %s", c->plugin, rv,
+                 c->why);
+    } else if (!(env && env[0]) && c->driver_version > 0 && c->driver_version < 11000) {
+        snprintf(c->why, sizeof c->why,
+                 "%s supports CUDA %s; embd's CUDA plugins need 11.0 or newer (an NVIDIA driver "
+                 "R450.80 or later)",
+                 src, dv);
+    }
+    c->loaded = plugin != NULL;
+}
+
 const struct embd_cuda_plugin *embd_cuda_load(char *why, size_t cap) {
     pthread_mutex_lock(&load_lock);
     if (!load_tried) {
         load_tried = 1;
-        const char *env = getenv("EMBD_CUDA_PLUGIN");
-        char path[4096];
-        if (env && env[0]) {
-            plugin = try_open(env, load_why, sizeof load_why);
-        } else {
-            char why1[512] = "";
-            if (sibling_path(path, sizeof path) == 0) plugin = try_open(path, why1, sizeof why1);
-            if (!plugin) plugin = try_open(PLUGIN_NAME, load_why, sizeof load_why);
-        }
+        choose();
     }
     const struct embd_cuda_plugin *p = plugin;
-    if (!p && why) snprintf(why, cap, "%s", load_why);
+    if (!p && why) put_printf(why, cap, "no CUDA plugin loads: %s", choice.why);
     pthread_mutex_unlock(&load_lock);
     return p;
+}
+
+int embd_cuda_plugin_choice(struct embd_cuda_choice *out) {
+    pthread_mutex_lock(&load_lock);
+    int tried = load_tried;
+    if (out) {
+        if (tried)
+            *out = choice;
+        else
+            memset(out, 0, sizeof *out);
+    }
+    pthread_mutex_unlock(&load_lock);
+    return tried ? 0 : -1;
 }
 
 /* Bytes the device needs for `model` in dt: weights plus one input of the
@@ -117,8 +281,38 @@ static enum embd_fallback refuse(enum embd_fallback reason, char *why, size_t ca
     return reason;
 }
 
+int embd_gpu_limit_parse(const char *s, struct embd_gpu_limit *out, char *why, size_t cap) {
+    memset(out, 0, sizeof *out);
+    if (!s || !*s || !strcmp(s, "0")) return 0;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    int ok = end != s && !errno && v > 0.0 && v < 1e18;
+    if (ok && strchr(s, '.') && !*end) {
+        ok = v <= 1.0;
+        out->fraction = v;
+    } else if (ok) {
+        double mul = 1.0;
+        if (*end == 'k' || *end == 'K')
+            mul = 1024.0, end++;
+        else if (*end == 'm' || *end == 'M')
+            mul = 1048576.0, end++;
+        else if (*end == 'g' || *end == 'G')
+            mul = 1073741824.0, end++;
+        ok = !*end && v * mul >= 1.0;
+        out->bytes = ok ? (size_t)(v * mul) : 0;
+    }
+    if (ok) return 0;
+    memset(out, 0, sizeof *out);
+    snprintf(why, cap,
+             "the GPU memory limit must be bytes with an optional K, M or G (\"512M\") or a "
+             "fraction of the device's memory like 0.5, not \"%s\"",
+             s);
+    return -1;
+}
+
 enum embd_fallback embd_cuda_check(const struct embd_model *model, int index, enum embd_dtype dt,
-                                   char *why, size_t cap) {
+                                   const struct embd_gpu_limit *limit, char *why, size_t cap) {
     char r[512];
     if (!driver_present())
         return refuse(EMBD_FALLBACK_NO_DRIVER, why, cap,
@@ -146,6 +340,14 @@ enum embd_fallback embd_cuda_check(const struct embd_model *model, int index, en
                       d.minor);
     if (model) {
         size_t need = need_bytes(model, dt == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : dt);
+        size_t lim = !limit         ? 0
+                     : limit->bytes ? limit->bytes
+                                    : (size_t)(limit->fraction * (double)d.total_mem);
+        if (lim && lim < need)
+            return refuse(EMBD_FALLBACK_GPU_MEMORY, why, cap,
+                          "%s: the GPU memory limit (%zu MiB) is below the about %zu MiB the "
+                          "model needs",
+                          d.name, lim >> 20, need >> 20);
         if (d.free_mem < need)
             return refuse(EMBD_FALLBACK_GPU_MEMORY, why, cap,
                           "%s has %zu MiB free; the model needs about %zu MiB", d.name,
@@ -157,7 +359,7 @@ enum embd_fallback embd_cuda_check(const struct embd_model *model, int index, en
 
 int embd_cuda_usable(const struct embd_model *model, int index, enum embd_dtype dt, char *why,
                      size_t cap) {
-    return embd_cuda_check(model, index, dt, why, cap) == EMBD_FALLBACK_NONE ? 0 : -1;
+    return embd_cuda_check(model, index, dt, NULL, why, cap) == EMBD_FALLBACK_NONE ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -173,6 +375,7 @@ static struct {
     int tried, ok;
     int (*init)(void);
     int (*by_index)(unsigned int, nvml_device *);
+    int (*by_bus_id)(const char *, nvml_device *);
     int (*utilization)(nvml_device, nvml_utilization *);
     int (*temperature)(nvml_device, int, unsigned int *);
 } nvml;
@@ -186,6 +389,7 @@ static int nvml_open(void) {
         if (h) {
             *(void **)&nvml.init = dlsym(h, "nvmlInit_v2");
             *(void **)&nvml.by_index = dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
+            *(void **)&nvml.by_bus_id = dlsym(h, "nvmlDeviceGetHandleByPciBusId_v2");
             *(void **)&nvml.utilization = dlsym(h, "nvmlDeviceGetUtilizationRates");
             *(void **)&nvml.temperature = dlsym(h, "nvmlDeviceGetTemperature");
             nvml.ok = nvml.init && nvml.by_index && nvml.utilization && nvml.temperature &&
@@ -208,15 +412,20 @@ int embd_gpu_monitor(int index, struct embd_gpu_info *out) {
     struct embd_cuda_device_info d;
     if (p->device_info(index, &d, why, sizeof why) != 0) return -1;
     snprintf(out->name, sizeof out->name, "%s", d.name);
+    memcpy(out->pci_bus_id, d.pci_bus_id, sizeof out->pci_bus_id);
+    out->pci_bus_id[sizeof out->pci_bus_id - 1] = '\0';
     out->total_bytes = d.total_mem;
     out->free_bytes = d.free_mem;
-    /* NVML orders devices by PCI bus like CUDA_DEVICE_ORDER=PCI_BUS_ID; close
-     * enough for the usual case of CUDA_VISIBLE_DEVICES unset. */
+    /* NVML numbers every GPU of the machine, ignoring CUDA_VISIBLE_DEVICES
+     * and CUDA's own order: the device is found by its PCI bus id, and by
+     * index only where the plugin cannot tell the bus id. */
     if (nvml_open()) {
         nvml_device dev;
         nvml_utilization u;
         unsigned int t;
-        if (nvml.by_index((unsigned)index, &dev) == 0) {
+        int found = d.pci_bus_id[0] ? nvml.by_bus_id && nvml.by_bus_id(d.pci_bus_id, &dev) == 0
+                                    : nvml.by_index((unsigned)index, &dev) == 0;
+        if (found) {
             if (nvml.utilization(dev, &u) == 0) out->utilization = (int)u.gpu;
             if (nvml.temperature(dev, 0 /* NVML_TEMPERATURE_GPU */, &t) == 0)
                 out->temperature_c = (int)t;
@@ -244,25 +453,22 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
     if (n > 0) b->len += (size_t)n;
 }
 
-static void version_str(char *buf, size_t cap, int v) {
-    if (v <= 0)
-        snprintf(buf, cap, "none");
-    else
-        snprintf(buf, cap, "%d.%d", v / 1000, (v % 1000) / 10);
-}
-
 size_t embd_device_report(char *buf, size_t cap) {
     struct sbuf b = {buf, buf ? cap : 0, 0};
     if (b.cap) buf[0] = '\0';
     char why[512];
     const struct embd_cuda_plugin *p = embd_cuda_load(why, sizeof why);
+    struct embd_cuda_choice c;
+    embd_cuda_plugin_choice(&c);
     if (!p) {
-        sb_printf(&b, "cuda plugin: not loaded: %s\n", why);
+        sb_printf(&b, "cuda plugin: none loaded: %s\n", c.why);
     } else {
         char dv[32], rv[32];
         version_str(dv, sizeof dv, p->driver_version());
-        version_str(rv, sizeof rv, p->runtime_version());
-        sb_printf(&b, "cuda plugin: loaded; driver CUDA %s, runtime %s\n", dv, rv);
+        version_str(rv, sizeof rv, c.runtime_version);
+        sb_printf(&b, "cuda plugin: %s (CUDA runtime %s) from %s\n", c.plugin, rv, c.path);
+        sb_printf(&b, "cuda plugin chosen: %s\n", c.why);
+        sb_printf(&b, "cuda driver: CUDA %s\n", dv);
         int n = p->device_count(why, sizeof why);
         if (n < 0)
             sb_printf(&b, "cuda devices: none (%s)\n", why);
@@ -281,12 +487,13 @@ size_t embd_device_report(char *buf, size_t cap) {
                       "%zu MiB free",
                       i, d.name, d.major, d.minor, d.multiprocessors, d.total_mem >> 20,
                       d.free_mem >> 20);
+            if (g.pci_bus_id[0]) sb_printf(&b, ", PCI %s", g.pci_bus_id);
             if (g.utilization >= 0) sb_printf(&b, ", utilisation %d%%", g.utilization);
             if (g.temperature_c >= 0) sb_printf(&b, ", %d C", g.temperature_c);
             sb_printf(&b, "\n");
         }
     }
-    enum embd_fallback r = embd_cuda_check(NULL, 0, EMBD_DTYPE_FP16, why, sizeof why);
+    enum embd_fallback r = embd_cuda_check(NULL, 0, EMBD_DTYPE_FP16, NULL, why, sizeof why);
     if (r == EMBD_FALLBACK_NONE) {
         sb_printf(&b, "device auto -> cuda:0: %s\n", why);
         if (p && p->search)

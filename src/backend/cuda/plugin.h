@@ -1,5 +1,6 @@
 /* plugin.h — the interface between libembd and the CUDA plugin
- * (libembd-cuda.so, built from the .cu files here and loaded with dlopen).
+ * (libembd-cuda13.so and libembd-cuda11.so, built from the .cu files here with
+ * CUDA 13 and CUDA 11.8, and loaded with dlopen).
  *
  * The plugin exports one C function, EMBD_CUDA_ENTRY, that returns a constant
  * table: the backend operations plus device probes and test hooks. libembd
@@ -17,7 +18,9 @@
 extern "C" {
 #endif
 
-#define EMBD_CUDA_ABI 3 /* 2: the search table; 3: is_dead, mem_stats on the ops table */
+/* 2: the search table; 3: is_dead, mem_stats on the ops table; 4: pci_bus_id,
+ * the memory limit in embd_backend_params */
+#define EMBD_CUDA_ABI 4
 #define EMBD_CUDA_ENTRY "embd_cuda_plugin_get"
 
 /* What libembd lends the plugin. */
@@ -34,6 +37,7 @@ struct embd_cuda_device_info {
     size_t total_mem; /* bytes */
     size_t free_mem;  /* bytes, at the time of the probe */
     int multiprocessors;
+    char pci_bus_id[32]; /* "0000:3b:00.0", as NVML names the device; "" unknown */
 };
 
 /* Test hooks: each runs one device op on host fp32 data (uploaded, converted
@@ -102,18 +106,35 @@ typedef const struct embd_cuda_plugin *(*embd_cuda_entry_fn)(int abi,
 
 /* --- libembd side (loader.c) --- */
 
-/* Loads the plugin once per process: $EMBD_CUDA_PLUGIN, else libembd-cuda.so
- * next to libembd, else the loader's search path. NULL with a reason in why. */
+/* Loads a plugin once per process: $EMBD_CUDA_PLUGIN, else the newest of
+ * libembd-cuda13.so and libembd-cuda11.so that the driver supports and that
+ * loads, looked for in $EMBD_CUDA_PLUGIN_DIR, else next to libembd and then
+ * in the loader's search path (embd_cuda_plugin_choice tells which and why).
+ * NULL with a reason in why. */
 const struct embd_cuda_plugin *embd_cuda_load(char *why, size_t cap);
+
+/* A GPU memory limit (--gpu-memory-limit, $EMBD_GPU_MEMORY_LIMIT): bytes, or
+ * a fraction of the device's memory; both 0: none. */
+struct embd_gpu_limit {
+    size_t bytes;
+    double fraction;
+};
+
+/* Parses a limit: bytes with an optional K, M or G (powers of 1024: "512M",
+ * "2G", "1073741824"), or a fraction of the device's memory written with a
+ * point ("0.5", 0 < f <= 1). NULL, "" or "0": no limit. 0, or -1 with the
+ * reason in why (cap bytes). */
+int embd_gpu_limit_parse(const char *s, struct embd_gpu_limit *out, char *why, size_t cap);
 
 /* Whether device `index` can run `model` (dtype dt; NULL model: any model):
  * driver, plugin, device, compute capability >= 7.5 (8.0 for bf16), free
- * memory for the weights and a batch of the model's maximum length.
+ * memory for the weights and a batch of the model's maximum length, within
+ * `limit` (NULL: none).
  * EMBD_FALLBACK_NONE with the device described in why (cap bytes), or the
  * first reason it cannot (EMBD_FALLBACK_NO_DRIVER ..
  * EMBD_FALLBACK_GPU_UNUSABLE) with the message in why. */
 enum embd_fallback embd_cuda_check(const struct embd_model *model, int index, enum embd_dtype dt,
-                                   char *why, size_t cap);
+                                   const struct embd_gpu_limit *limit, char *why, size_t cap);
 
 /* embd_cuda_check as 0 (usable) or -1 (not; the reason in why). */
 int embd_cuda_usable(const struct embd_model *model, int index, enum embd_dtype dt, char *why,
