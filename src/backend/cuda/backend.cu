@@ -149,6 +149,17 @@ static void test_fail_alloc_after(long n) {
     fail_after = n;
 }
 
+/* Test hook: a sticky error in the embed call after this many more. */
+static long sticky_after = -1;
+
+static void test_sticky_after(long n) {
+    sticky_after = n;
+}
+
+__global__ void k_trap(void) {
+    __trap();
+}
+
 static size_t dtype_size(enum embd_dtype dt) {
     return dt == EMBD_DTYPE_FP32 ? 4 : 2;
 }
@@ -597,6 +608,13 @@ static enum embd_status gpu_embed(embd_backend *be, float *out, const embd_batch
     /* A failed call leaves its error behind for cudaGetLastError, which the
      * launch checks read: clear anything stale (a sticky error returns). */
     CK(cudaGetLastError());
+    if (sticky_after == 0) { /* test hook: the context dies here, as on a faulting GPU */
+        sticky_after = -1;
+        k_trap<<<1, 1, 0, be->stream>>>();
+        CK(cudaStreamSynchronize(be->stream));
+    } else if (sticky_after > 0) {
+        sticky_after--;
+    }
     int want = batch->n_tok < be->cap_max ? batch->n_tok : be->cap_max;
     if (want < 4096 && be->cap_max >= 4096) want = 4096; /* avoid regrowing for small batches */
     if ((st = ensure_scratch(be, want)) != EMBD_OK) return st;
@@ -991,7 +1009,8 @@ static enum embd_status test_pool(int dev, float *out, const float *x, const int
 }
 
 static const struct embd_cuda_testops testops = {
-    test_linear, test_add_layernorm, test_attention, test_pool, test_fail_alloc_after,
+    test_linear, test_add_layernorm,    test_attention,
+    test_pool,   test_fail_alloc_after, test_sticky_after,
 };
 
 static const struct embd_cuda_plugin plugin = {

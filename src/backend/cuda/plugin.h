@@ -59,6 +59,10 @@ struct embd_cuda_testops {
                              int H, bool mean, bool normalize);
     /* Fails the device allocation after `n` more succeed (-1 disarms). */
     void (*fail_alloc_after)(long n);
+    /* After `n` more embed calls succeed, the next one runs a kernel that
+     * traps: a real sticky error (the device's context is lost for the
+     * process), as a faulting GPU gives. -1 disarms. */
+    void (*sticky_after)(long n);
 };
 
 /* Exact inner-product scoring for the embedded store (search.cu): the
