@@ -1246,8 +1246,22 @@ static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
     char why[256];
     if (!check_health(s, why, sizeof why))
         return send_error(s, c, R_HEALTH, false, 503, NULL, why, st->start);
+    /* a GPU that died mid-run: the CPU carries its work (200), and says so */
     struct embd_buf b = {0};
-    embd_buf_str(&b, "{\"status\":\"ok\"}");
+    const char *msg = NULL;
+    const struct engine *dead = NULL;
+    if (embd_ctx_fallback(s->main_e.ctx, &msg) == EMBD_FALLBACK_GPU_DEAD)
+        dead = &s->main_e;
+    else if (s->rr && embd_ctx_fallback(s->rr->ctx, &msg) == EMBD_FALLBACK_GPU_DEAD)
+        dead = s->rr;
+    if (dead) {
+        embd_buf_str(&b, "{\"status\":\"degraded\",\"device\":\"cpu\",\"reason\":\"cuda_dead\","
+                         "\"message\":");
+        embd_buf_json_string(&b, msg ? msg : "", msg ? strlen(msg) : 0);
+        embd_buf_put(&b, "}", 1);
+    } else {
+        embd_buf_str(&b, "{\"status\":\"ok\"}");
+    }
     return send_buf(s, c, R_HEALTH, false, 200, &b, "application/json", NULL, NULL, st->start);
 }
 
