@@ -21,6 +21,9 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "passive"
 
+from . import _cuda_libs  # noqa: E402
+
+_cuda_libs.preload_if_wanted()  # NVIDIA's cuBLAS wheels, for the CUDA plugins
 from . import _embd  # noqa: E402
 from ._errors import (  # noqa: E402
     BackendError, BusyError, CancelledError, DeadlineError, Error, FileError, InternalError,
@@ -52,6 +55,13 @@ def device_report():
     return _embd.device_report()
 
 
+def cuda_libraries():
+    """The cuBLAS libraries of NVIDIA's wheels (`pip install "embd[cuda13]"` or
+    `"embd[cuda11]"`) loaded for the CUDA plugins, as paths; empty when none
+    (no such wheel, no NVIDIA driver, or EMBD_NO_CUDA_WHEELS=1)."""
+    return list(_cuda_libs.loaded)
+
+
 def log_configure(level=None, format=None):
     """The engine's log lines on stderr: level 'error', 'warn', 'info' or
     'debug'; format 'text' or 'json' (None leaves one unchanged)."""
@@ -62,6 +72,7 @@ __all__ = [
     "BackendError", "BusyError", "CancelledError", "DeadlineError", "DenseModelDescription",
     "Device", "Error", "FileError", "Hit", "Store", "InternalError", "InvalidArgumentError", "Model",
     "ModelFormatError", "ModelNotFoundError", "ModelSource", "OutOfMemoryError", "PoolingType",
-    "Status", "TextCrossEncoder", "TextEmbedding", "TooLongError", "UnsupportedError", "device_report",
+    "Status", "TextCrossEncoder", "TextEmbedding", "TooLongError", "UnsupportedError", "cuda_libraries",
+    "device_report",
     "log_configure", "resolve_model", "system_info",
 ]
