@@ -1,9 +1,12 @@
-# cuda.cmake — builds libembd-cuda.so (a MODULE library that libembd loads with
-# dlopen) when EMBD_CUDA is ON, or AUTO and a CUDA compiler is found.
+# cuda.cmake — builds the CUDA plugin libembd-cudaMAJOR.so (a MODULE library
+# that libembd loads with dlopen; libembd-cuda13.so with CUDA 13) when
+# EMBD_CUDA is ON, or AUTO and a CUDA compiler is found. The target itself
+# is in plugin.cmake, shared with the plugin's own project (CMakeLists.txt
+# here), which builds libembd-cuda11.so with CUDA 11.8 (scripts/build-cuda11).
 # Sets EMBD_HAVE_CUDA and the target embd_cuda.
 set(EMBD_HAVE_CUDA OFF)
 if(EMBD_CUDA STREQUAL "AUTO" AND EMBD_SANITIZE)
-  # nvcc takes minutes for five architectures; the sanitizer build tests the
+  # nvcc's seven architectures take about 20 s of CPU; the sanitizer build tests the
   # CPU library (which runs without the plugin). EMBD_CUDA=ON forces it.
   message(STATUS "embd: sanitizer build; CUDA plugin skipped (EMBD_CUDA=ON to build it)")
 elseif(NOT EMBD_CUDA STREQUAL "OFF")
@@ -22,28 +25,9 @@ elseif(NOT EMBD_CUDA STREQUAL "OFF")
 endif()
 
 if(EMBD_HAVE_CUDA)
-  # sm_75 .. sm_90 code plus compute_90 PTX for newer GPUs.
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 75-real 80-real 86-real 89-real 90)
-  endif()
-  enable_language(CUDA)
-  find_package(CUDAToolkit REQUIRED)
-  set(CMAKE_CUDA_STANDARD 17)
-  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
-  file(GLOB EMBD_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/backend/cuda/*.cu)
-  add_library(embd_cuda MODULE ${EMBD_CUDA_SOURCES})
-  set_target_properties(embd_cuda PROPERTIES OUTPUT_NAME embd-cuda PREFIX lib
-                        CUDA_RUNTIME_LIBRARY Static CUDA_VISIBILITY_PRESET hidden
-                        CXX_VISIBILITY_PRESET hidden)
-  target_include_directories(embd_cuda PRIVATE ${PROJECT_SOURCE_DIR}/include
-                             ${PROJECT_SOURCE_DIR}/src)
-  # The project's C warning flags are not for nvcc: warnings as errors, nvcc's own way.
-  set_property(TARGET embd_cuda PROPERTY COMPILE_OPTIONS "")
-  set_property(TARGET embd_cuda PROPERTY LINK_OPTIONS "")
-  target_compile_options(embd_cuda PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror,-fvisibility=hidden
-    --expt-relaxed-constexpr -lineinfo>)
-  target_link_libraries(embd_cuda PRIVATE CUDA::cublasLt CUDA::cublas CUDA::cudart_static)
+  include(${CMAKE_CURRENT_LIST_DIR}/plugin.cmake)
+  embd_cuda_enable()
+  embd_cuda_plugin(embd_cuda)
   target_compile_definitions(embd PRIVATE EMBD_HAVE_CUDA=1)
   target_compile_definitions(embd_internal PRIVATE EMBD_HAVE_CUDA=1)
 endif()
