@@ -613,6 +613,15 @@ EMBD_API void embd_sched_cancel(int *flag);
  * while another thread embeds with the context. Returns 0 for a NULL ctx. */
 EMBD_API size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap);
 
+/* The metrics of n contexts that work as one (a context per device behind
+ * embd_sched_new_multi), in one exposition: each metric's HELP and TYPE
+ * once, its samples once per context with device="labels[i]" first among
+ * their labels ("cuda:0", "cuda:1", ...). n == 1 renders as
+ * embd_metrics_render does, without the label. Returns the full length as
+ * embd_metrics_render does (0 for n < 1 or when memory runs out). */
+EMBD_API size_t embd_metrics_render_devices(embd_ctx *const *ctxs, const char *const *labels, int n,
+                                            char *buf, size_t cap);
+
 /* ------------------------------------------------------------------------ */
 /* Logging                                                                  */
 /* ------------------------------------------------------------------------ */

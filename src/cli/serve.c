@@ -228,6 +228,8 @@ int cmd_serve(int argc, char **argv) {
     embd_ctx *ctx = NULL; /* the first device's: model, /info and /metrics */
     embd_ctx *dev_ctx[EMBD_SCHED_MAX_CTX] = {0}, *xctx = NULL; /* a context per device; express */
     int dev_idx[EMBD_SCHED_MAX_CTX], n_dev = 0, n_ctx = 0;
+    char dev_names[EMBD_SCHED_MAX_CTX][16];
+    const char *dev_name_ptr[EMBD_SCHED_MAX_CTX];
     embd_sched *sched = NULL;
     embd_vstore *store = NULL;
     embd_model *rmodel = NULL; /* --reranker */
@@ -447,6 +449,18 @@ int cmd_serve(int argc, char **argv) {
     cfg.normalize = !is_reranker && embd_model_normalizes(model) && !cli_flag(&a, "no-normalize");
     cfg.dtype = embd_dtype_str(embd_ctx_dtype(ctx)); /* what --dtype (auto) gave */
     cfg.max_batch_tokens = embd_ctx_max_batch_tokens(ctx);
+    /* /metrics (labelled when several) and /info per device */
+    for (int i = 0; i < n_ctx; i++) {
+        const int di = n_dev ? dev_idx[i] : cp.device_index;
+        if (strcmp(embd_ctx_backend(dev_ctx[i]), "cuda") && !n_dev)
+            snprintf(dev_names[i], sizeof dev_names[i], "cpu");
+        else
+            snprintf(dev_names[i], sizeof dev_names[i], "cuda:%d", di);
+        dev_name_ptr[i] = dev_names[i];
+    }
+    cfg.devices = dev_ctx;
+    cfg.device_names = dev_name_ptr;
+    cfg.n_devices = n_ctx;
     rc = srv_run(&cfg, model, ctx, sched, store);
     if (rc == SRV_RUN_CANCELLED || rc == SRV_RUN_ABANDONED) {
         /* --shutdown-timeout passed with work unfinished (cancelled): exit 1

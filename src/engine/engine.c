@@ -409,6 +409,33 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
     return embd_metrics_format(ctx->m, embd_ctx_backend(ctx), buf, cap);
 }
 
+size_t embd_metrics_render_devices(embd_ctx *const *ctxs, const char *const *labels, int n,
+                                   char *buf, size_t cap) {
+    if (n == 1) return embd_metrics_render(ctxs[0], buf, cap);
+    if (cap) buf[0] = '\0';
+    if (n < 1 || !ctxs || !labels) return 0;
+    char **texts = embd_calloc((size_t)n, sizeof *texts);
+    size_t *lens = embd_calloc((size_t)n, sizeof *lens);
+    size_t len = 0;
+    bool ok = texts && lens;
+    for (int i = 0; ok && i < n; i++) {
+        /* room for counters that grow between the two calls */
+        size_t need = embd_metrics_render(ctxs[i], NULL, 0) + 1024;
+        texts[i] = embd_malloc(need);
+        ok = texts[i] != NULL;
+        if (ok) {
+            lens[i] = embd_metrics_render(ctxs[i], texts[i], need);
+            if (lens[i] >= need) lens[i] = need - 1;
+        }
+    }
+    if (ok) len = embd_metrics_merge_devices((const char *const *)texts, lens, labels, n, buf, cap);
+    for (int i = 0; texts && i < n; i++)
+        embd_free(texts[i]);
+    embd_free(texts);
+    embd_free(lens);
+    return len;
+}
+
 /* ---------------------------------------------------------------------- */
 /* One call: options, tokenization, cache, batches                         */
 /* ---------------------------------------------------------------------- */

@@ -207,3 +207,87 @@ size_t embd_metrics_format(embd_metrics *m, const char *backend, char *buf, size
     if (cap) buf[o.len < cap ? o.len : cap - 1] = '\0';
     return o.len;
 }
+
+/* One metric family in a rendering: "# HELP name ..." and "# TYPE ..." lines
+ * (head) and its sample lines (body). */
+struct family {
+    const char *name; /* points into the text, ends at the first ' ' */
+    size_t name_len;
+    const char *head, *body, *end;
+};
+
+/* Splits text into families; at most cap. Returns the count. */
+static int split_families(const char *text, size_t len, struct family *f, int cap) {
+    const char *p = text, *end = text + len;
+    int n = 0;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        if ((size_t)(next - p) > 7 && !memcmp(p, "# HELP ", 7)) {
+            if (n > 0) f[n - 1].end = p;
+            if (n == cap) return n;
+            f[n].name = p + 7;
+            f[n].name_len = strcspn(p + 7, " \n");
+            f[n].head = p;
+            f[n].body = NULL;
+            f[n].end = end;
+            n++;
+        } else if (n > 0 && !f[n - 1].body && *p != '#') {
+            f[n - 1].body = p;
+        }
+        p = next;
+    }
+    for (int i = 0; i < n; i++)
+        if (!f[i].body) f[i].body = f[i].end;
+    return n;
+}
+
+size_t embd_metrics_merge_devices(const char *const *texts, const size_t *lens,
+                                  const char *const *labels, int n, char *buf, size_t cap) {
+    enum { MAX_FAM = 128 };
+    struct out o = {buf, cap, 0};
+    struct family(*fam)[MAX_FAM] = embd_calloc((size_t)n, sizeof *fam);
+    int *nf = embd_calloc((size_t)n, sizeof *nf);
+    if (!fam || !nf) {
+        embd_free(fam);
+        embd_free(nf);
+        if (cap) buf[0] = '\0';
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        nf[i] = split_families(texts[i], lens[i], fam[i], MAX_FAM);
+    /* every family once, in the order of first appearance */
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < nf[i]; k++) {
+            const struct family *f = &fam[i][k];
+            bool seen = false;
+            for (int j = 0; j < i && !seen; j++)
+                for (int q = 0; q < nf[j] && !seen; q++)
+                    seen = fam[j][q].name_len == f->name_len &&
+                           !memcmp(fam[j][q].name, f->name, f->name_len);
+            if (seen) continue;
+            emit(&o, "%.*s", (int)(f->body - f->head), f->head);
+            for (int j = i; j < n; j++)
+                for (int q = 0; q < nf[j]; q++) {
+                    const struct family *g = &fam[j][q];
+                    if (g->name_len != f->name_len || memcmp(g->name, f->name, f->name_len))
+                        continue;
+                    for (const char *p = g->body; p < g->end;) {
+                        const char *eol = memchr(p, '\n', (size_t)(g->end - p));
+                        const char *next = eol ? eol + 1 : g->end;
+                        size_t at = strcspn(p, "{ \n");
+                        if (p[at] == '{')
+                            emit(&o, "%.*s{device=\"%s\",%.*s", (int)at, p, labels[j],
+                                 (int)(next - p - (ptrdiff_t)at - 1), p + at + 1);
+                        else
+                            emit(&o, "%.*s{device=\"%s\"}%.*s", (int)at, p, labels[j],
+                                 (int)(next - p - (ptrdiff_t)at), p + at);
+                        p = next;
+                    }
+                }
+        }
+    embd_free(fam);
+    embd_free(nf);
+    if (cap) buf[o.len < cap ? o.len : cap - 1] = '\0';
+    return o.len;
+}

@@ -73,4 +73,11 @@ uint64_t embd_metrics_counter(embd_metrics *m, enum embd_counter c);
  * the full length (without the NUL), as snprintf does. */
 size_t embd_metrics_format(embd_metrics *m, const char *backend, char *buf, size_t cap);
 
+/* Merges the renderings texts[i] (lens[i] bytes) of n contexts into one
+ * exposition: each family's HELP and TYPE once, then its samples from every
+ * rendering with device="labels[i]" first among their labels. Returns the
+ * full length as snprintf does; buf is NUL-terminated when cap > 0. */
+size_t embd_metrics_merge_devices(const char *const *texts, const size_t *lens,
+                                  const char *const *labels, int n, char *buf, size_t cap);
+
 #endif

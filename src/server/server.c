@@ -1353,6 +1353,29 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c, s
         embd_buf_json_string(&b, fb_msg, strlen(fb_msg));
         embd_buf_put(&b, "}", 1);
     }
+    /* every device context: where it runs, its fallback and device memory */
+    embd_buf_str(&b, ",\"devices\":[");
+    const int nd = cfg->n_devices > 0 ? cfg->n_devices : 1;
+    for (int i = 0; i < nd; i++) {
+        embd_ctx *dc = cfg->n_devices > 0 ? cfg->devices[i] : m->ctx;
+        struct embd_ctx_gpu_stats gs;
+        embd_ctx_gpu_stats(dc, &gs);
+        const char *dmsg;
+        enum embd_fallback dfb = embd_ctx_fallback(dc, &dmsg);
+        embd_buf_str(&b, i ? ",{\"device\":" : "{\"device\":");
+        buf_json_string_or_null(&b, cfg->n_devices > 0 ? cfg->device_names[i] : NULL);
+        embd_buf_printf(&b,
+                        ",\"backend\":\"%s\",\"dtype\":\"%s\",\"fallback\":%s%s%s,"
+                        "\"weight_bytes\":%zu,\"scratch_bytes\":%zu,\"peak_bytes\":%zu,"
+                        "\"batch_tokens\":%d,\"cpu_fallbacks\":%llu,\"dead\":%s}",
+                        embd_ctx_backend(dc), embd_dtype_str(embd_ctx_dtype(dc)),
+                        dfb == EMBD_FALLBACK_NONE ? "null" : "\"",
+                        dfb == EMBD_FALLBACK_NONE ? "" : embd_fallback_str(dfb),
+                        dfb == EMBD_FALLBACK_NONE ? "" : "\"", gs.weight_bytes, gs.scratch_bytes,
+                        gs.peak_bytes, gs.batch_tokens, (unsigned long long)gs.cpu_fallbacks,
+                        gs.dead ? "true" : "false");
+    }
+    embd_buf_put(&b, "]", 1);
     /* which CUDA plugin runs and why (null: no GPU probe looked for one) */
     struct embd_cuda_choice cc;
     embd_buf_str(&b, ",\"cuda_plugin\":");
@@ -1415,12 +1438,21 @@ static void put_reranker_metrics(struct embd_buf *b, const char *text, size_t le
 
 static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c, struct conn *st) {
     struct embd_buf b = {0};
-    size_t need = embd_metrics_render(s->main_e.ctx, NULL, 0);
-    embd_buf_reserve(&b, need + 4096);
-    if (!b.oom) {
-        embd_metrics_render(s->main_e.ctx, b.p, need + 1);
-        b.len = need;
+    const struct srv_config *cfg = s->cfg;
+    size_t need;
+    if (cfg->n_devices > 1) { /* a context per device: samples labelled device="cuda:N" */
+        need =
+            embd_metrics_render_devices(cfg->devices, cfg->device_names, cfg->n_devices, NULL, 0);
+        embd_buf_reserve(&b, need + 8192);
+        if (!b.oom)
+            need = embd_metrics_render_devices(cfg->devices, cfg->device_names, cfg->n_devices, b.p,
+                                               need + 8192);
+    } else {
+        need = embd_metrics_render(s->main_e.ctx, NULL, 0);
+        embd_buf_reserve(&b, need + 4096);
+        if (!b.oom) embd_metrics_render(s->main_e.ctx, b.p, need + 1);
     }
+    if (!b.oom) b.len = need;
     if (s->rr == &s->extra_e) { /* the reranker beside: embd_reranker_* */
         size_t rneed = embd_metrics_render(s->extra_e.ctx, NULL, 0);
         char *r = embd_malloc(rneed + 1);

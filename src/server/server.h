@@ -86,6 +86,13 @@ struct srv_config {
      * /rerank, /v1/rerank and /search's rerank; NULL: none (a model that is
      * itself a reranker answers the rerank endpoints). */
     const struct srv_reranker *reranker;
+    /* The contexts behind the scheduler, one per device (--device cuda:all),
+     * and their names ("cuda:0", ...): /metrics labels each context's
+     * samples with device="NAME" and /info lists them. n_devices <= 1: the
+     * one context srv_run gets, unlabelled. */
+    embd_ctx *const *devices;
+    const char *const *device_names;
+    int n_devices;
     /* Optional (tests): called once the server answers, with the port it
      * listens on; how long a passing /health check is reused (0: 1 s). */
     void (*on_listen)(void *arg, int port);

@@ -153,6 +153,10 @@ def main():
                 f"/info names the plugin and why: {cp}")
         c.check(info.get("device") == "cpu" and (info.get("fallback") or {}).get("reason") == "auto_cpu_no_device",
                 f"/info: the stub finds no device, auto runs on the CPU: {info.get('fallback')}")
+        devs = info.get("devices") or [{}]
+        c.check(len(devs) == 1 and devs[0].get("device") == "cpu" and devs[0].get("backend") == "cpu"
+                and devs[0].get("fallback") == "auto_cpu_no_device" and devs[0].get("dead") is False,
+                f"/info lists the one device context: {devs}")
         met = urllib.request.urlopen(s.url + "/metrics", timeout=30).read().decode()
         c.check('embd_cuda_plugin_info{plugin="libembd-cuda11.so",runtime="11.8",driver="12.4"} 1' in met,
                 "/metrics has embd_cuda_plugin_info")

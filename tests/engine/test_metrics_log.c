@@ -330,11 +330,70 @@ static void test_log(void) {
     embd_log_configure("warn", "text");
 }
 
+/* Three contexts as one server's devices: each family's HELP once, every
+ * sample once per context with its device label first, the values each
+ * context's own; one context renders as embd_metrics_render does. */
+static void test_metrics_devices(void) {
+    char *dir = path_cat(root, "md");
+    embd_model *m = tiny_model_load(dir, 5);
+    free(dir);
+    CHECK(m != NULL);
+    if (!m) return;
+    struct embd_ctx_params p = embd_ctx_default_params();
+    p.device = EMBD_DEVICE_CPU;
+    p.n_threads = 1;
+    embd_ctx *ctx[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++)
+        CHECK(embd_ctx_new(m, p, &ctx[i]) == EMBD_OK);
+    if (!ctx[0] || !ctx[1] || !ctx[2]) goto done;
+    const char *texts[5] = {"a b c", "dog", "a cat", "b", "c d"};
+    float out[5 * 64];
+    for (int i = 0; i < 3; i++) /* context i embeds i + 1 calls of 2 texts */
+        for (int k = 0; k <= i; k++)
+            CHECK(embd_embed(ctx[i], texts + k, NULL, 2, out) == EMBD_OK);
+    const char *labels[3] = {"cuda:0", "cuda:1", "cpu"};
+    size_t need = embd_metrics_render_devices(ctx, labels, 3, NULL, 0);
+    char *text = malloc(need + 4096);
+    size_t got = embd_metrics_render_devices(ctx, labels, 3, text, need + 4096);
+    CHECK(got > 0 && got <= need + 4096);
+    check_format(text);
+    CHECK(sample(text, "embd_requests_total{device=\"cuda:0\"}") == 1);
+    CHECK(sample(text, "embd_requests_total{device=\"cuda:1\"}") == 2);
+    CHECK(sample(text, "embd_requests_total{device=\"cpu\"}") == 3);
+    CHECK(sample(text, "embd_requests_total") == -1); /* no unlabelled sample left */
+    CHECK(strstr(text, "embd_info{device=\"cuda:1\",version=") != NULL);
+    /* histograms: the device label first, then le */
+    CHECK(strstr(text, "_bucket{device=\"cpu\",le=\"+Inf\"}") != NULL);
+    /* every HELP line once */
+    int dup = 0;
+    for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        if (strncmp(l, "# HELP ", 7)) continue;
+        size_t n = strcspn(l, "\n");
+        for (const char *q = strchr(l, '\n'); q && q[1]; q = strchr(q + 1, '\n'))
+            dup += !strncmp(q + 1, l, n) && q[1 + n] == '\n';
+    }
+    CHECK_EQ_INT(dup, 0);
+    /* one context: embd_metrics_render's exposition */
+    size_t one = embd_metrics_render_devices(ctx, labels, 1, NULL, 0);
+    CHECK(one == embd_metrics_render(ctx[0], NULL, 0));
+    /* a buffer too small: the full length, cut and terminated */
+    char small[64];
+    CHECK(embd_metrics_render_devices(ctx, labels, 3, small, sizeof small) >= need - 64);
+    CHECK(strlen(small) == sizeof small - 1);
+    CHECK(embd_metrics_render_devices(ctx, labels, 0, small, sizeof small) == 0 && !small[0]);
+    free(text);
+done:
+    for (int i = 0; i < 3; i++)
+        embd_ctx_free(ctx[i]);
+    embd_model_free(m);
+}
+
 int main(void) {
     root = make_temp_dir();
     if (!root) TEST_SKIP("no temporary directory");
     test_log();
     test_metrics();
+    test_metrics_devices();
     rm_rf(root);
     free(root);
     return test_summary("engine_metrics_log");
