@@ -130,7 +130,8 @@ struct embd_backend {
     embd_lowp_weight **lowp;
     void *lowp_mem, *lowp_scratch; /* lowp_scratch: lowp_mem 64-byte aligned */
     size_t lowp_stride;            /* bytes of lowp_scratch per thread */
-    float *abuf; /* (nt, PK_MC * max(H, I)) packed activation blocks, per thread */
+    float *abuf;        /* (nt, PK_MC * max(H, I)) packed activation blocks, per thread */
+    size_t abuf_stride; /* floats per thread (4x for the baseline's replicated panels) */
     /* token scratch, for up to cap_tok tokens; one allocation at `tok_mem` */
     void *tok_mem;
     int cap_tok;
@@ -367,6 +368,23 @@ TARGET_AVX2 static void pack_rows(float *dst, const float *in, size_t lda, int r
     }
 }
 
+/* pack_rows for the baseline kernel set: the same micro-panels, each value
+ * stored 4 times (a (K, 6, 4) panel), so that pk_tile_base multiplies by it
+ * straight from memory instead of broadcasting it into a register. */
+static void pack_rows_base(float *dst, const float *in, size_t lda, int r0, int mc, int K) {
+    for (int i = 0; i < mc; i += PK_MR) {
+        float *d = dst + (size_t)i * K * 4;
+        const int mr = mc - i < PK_MR ? mc - i : PK_MR;
+        const float *a = in + (size_t)(r0 + i) * lda;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < PK_MR; j++) {
+                const float v = j < mr ? a[(size_t)j * lda + k] : 0.0f;
+                float *o = d + ((size_t)k * PK_MR + j) * 4;
+                o[0] = o[1] = o[2] = o[3] = v;
+            }
+    }
+}
+
 /* c (mr, 16), rows ldc apart = A (6, K) times b (K, 16), rows ldb floats
  * apart, plus bias (16; NULL: none), then GELU if asked. Row r of A, column
  * k is ar[r][k * ks]: a packed micro-panel (ar[r] = a + r, ks = 6) or rows
@@ -437,6 +455,42 @@ TARGET_AVX2 static void pk_tile(const float *a, const float *b, size_t ldb, int 
                                 size_t ldc, int mr, const float *bias, int gelu) {
     const float *const ar[PK_MR] = {a, a + 1, a + 2, a + 3, a + 4, a + 5};
     pk_tile_body(ar, PK_MR, b, ldb, K, c, ldc, mr, bias, gelu);
+}
+
+/* The tile for the baseline x86-64 kernel set (SSE2, no FMA), on B packed
+ * as for pk_tile and A as pack_rows_base lays it out: each output is a sum over k in order
+ * (multiply, then add) whatever the row's place in the batch, so a text's
+ * vector does not depend on what it is batched with, nor on the threads
+ * (OpenBLAS's kernels, which this set used before, compute a row by its
+ * place in the call: its Haswell kernels differ by row mod 12). SSE2
+ * (every x86-64 CPU has it), eight columns at a time: the 6 x 2
+ * accumulators, two of B and one product fit the 16 xmm registers. */
+static void pk_tile_base(const float *a, const float *b, size_t ldb, int K, float *c, size_t ldc,
+                         int mr, const float *bias, int gelu) {
+    for (int h = 0; h < PK_NR; h += 8) {
+        __m128 acc[PK_MR][2];
+        for (int r = 0; r < PK_MR; r++)
+            acc[r][0] = acc[r][1] = _mm_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            const float *bk = b + (size_t)k * ldb + h, *ak = a + (size_t)k * PK_MR * 4;
+            const __m128 b0 = _mm_loadu_ps(bk), b1 = _mm_loadu_ps(bk + 4);
+#pragma GCC unroll 6
+            for (int r = 0; r < PK_MR; r++) {
+                const __m128 x = _mm_load_ps(ak + 4 * r); /* a[k][r], 4 times */
+                acc[r][0] = _mm_add_ps(acc[r][0], _mm_mul_ps(b0, x));
+                acc[r][1] = _mm_add_ps(acc[r][1], _mm_mul_ps(b1, x));
+            }
+        }
+        for (int r = 0; r < mr; r++) {
+            float t[8], *cr = c + (size_t)r * ldc + h;
+            _mm_storeu_ps(t, acc[r][0]);
+            _mm_storeu_ps(t + 4, acc[r][1]);
+            for (int j = 0; j < 8; j++) {
+                const float v = bias ? t[j] + bias[h + j] : t[j];
+                cr[j] = gelu ? embd_fast_gelu(v) : v;
+            }
+        }
+    }
 }
 
 /* c (mr, 16) = rows [0, mr) of a (lda floats apart, read in place: no
@@ -578,13 +632,17 @@ static void pk_rows_panels(enum embd_cpu_isa isa, const float *a, size_t lda, co
 /* Rows [r0, r1) and 16-column panels [p0, p1) of out = in B + bias, then
  * GELU if asked: in (T, K) with rows lda apart, out's rows ldc apart; panel p
  * of B is (K, 16) at b + p * pstride, its rows ldb apart (packed weights:
- * pstride K * 16, ldb 16). bias may be NULL; abuf holds PK_MC * K floats. */
+ * pstride K * 16, ldb 16). bias may be NULL; abuf holds PK_MC * K floats
+ * (4 times as many for the baseline kernel set). */
 static void pk_gemm(enum embd_cpu_isa isa, float *out, size_t ldc, const float *in, size_t lda,
                     const float *b, size_t pstride, size_t ldb, int r0, int r1, int p0, int p1,
                     int K, const float *bias, int gelu, float *abuf) {
     for (int m0 = r0; m0 < r1; m0 += PK_MC) {
         const int mc = r1 - m0 < PK_MC ? r1 - m0 : PK_MC;
-        pack_rows(abuf, in, lda, m0, mc, K);
+        if (isa >= EMBD_CPU_ISA_AVX2)
+            pack_rows(abuf, in, lda, m0, mc, K);
+        else
+            pack_rows_base(abuf, in, lda, m0, mc, K);
         if (isa == EMBD_CPU_ISA_AVX512) {
             for (int p = p0; p < p1; p += 2) {
                 const float *b0 = b + p * pstride, *b1 = b0 + pstride;
@@ -608,11 +666,13 @@ static void pk_gemm(enum embd_cpu_isa isa, float *out, size_t ldc, const float *
             }
             continue;
         }
+        void (*tile)(const float *, const float *, size_t, int, float *, size_t, int, const float *,
+                     int) = isa >= EMBD_CPU_ISA_AVX2 ? pk_tile : pk_tile_base;
         for (int p = p0; p < p1; p++)
             for (int i = 0; i < mc; i += PK_MR)
-                pk_tile(abuf + (size_t)i * K, b + p * pstride, ldb, K,
-                        out + (size_t)(m0 + i) * ldc + p * PK_NR, ldc,
-                        mc - i < PK_MR ? mc - i : PK_MR, bias ? bias + p * PK_NR : NULL, gelu);
+                tile(abuf + (size_t)i * K * (isa >= EMBD_CPU_ISA_AVX2 ? 1 : 4), b + p * pstride,
+                     ldb, K, out + (size_t)(m0 + i) * ldc + p * PK_NR, ldc,
+                     mc - i < PK_MR ? mc - i : PK_MR, bias ? bias + p * PK_NR : NULL, gelu);
     }
 }
 
@@ -637,7 +697,7 @@ static void gemm_part(embd_backend *be, float *out, const float *in, lin_w W, in
         return;
     }
 #if EMBD_HAVE_PACKED
-    float *abuf = be->abuf + (size_t)tid * ((size_t)PK_MC * be->pk_maxk + 16);
+    float *abuf = be->abuf + (size_t)tid * be->abuf_stride;
     pk_gemm(be->isa, out, (size_t)N, in, (size_t)K, W.wp, (size_t)K * PK_NR, PK_NR, r0, r1,
             c0 / PK_NR, c1 / PK_NR, K, bias, gelu, abuf);
 #else
@@ -1135,8 +1195,8 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
 
     const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
     const bool lowp = dtype != EMBD_DTYPE_FP32;
-    const bool packed = !lowp && EMBD_HAVE_PACKED && be->isa >= EMBD_CPU_ISA_AVX2 &&
-                        H % PK_NR == 0 && I % PK_NR == 0;
+    /* every x86-64 kernel set (the baseline's tile too); elsewhere OpenBLAS */
+    const bool packed = !lowp && EMBD_HAVE_PACKED && H % PK_NR == 0 && I % PK_NR == 0;
     be->bqkv = embd_malloc2(L * 3 * H + 1, sizeof(float));
     if (lowp) {
         st = cpu_pack_lowp(be, model);
@@ -1147,7 +1207,9 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
         be->pk_maxk = (int)(H > I ? H : I);
         be->packed = embd_malloc2(L * be->pk_layer + 16, sizeof(float));
         /* + 16 floats per thread: pack_rows writes 2 past a block */
-        be->abuf = embd_malloc2((size_t)be->nt * (PK_MC * (size_t)be->pk_maxk + 16), sizeof(float));
+        /* the baseline kernel set's panels hold each value 4 times */
+        be->abuf_stride = (be->isa >= EMBD_CPU_ISA_AVX2 ? 1 : 4) * PK_MC * (size_t)be->pk_maxk + 16;
+        be->abuf = embd_malloc2((size_t)be->nt * be->abuf_stride, sizeof(float));
     } else {
         be->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
     }
@@ -1344,7 +1406,8 @@ embd_cpu_gemm *embd_cpu_gemm_new(const float *W, int N, int K, int n_threads) {
     if (EMBD_HAVE_PACKED && g->be.isa >= EMBD_CPU_ISA_AVX2 && N % PK_NR == 0 && K % PK_NR == 0) {
         g->wp_mem = embd_malloc2((size_t)N * K + 16, sizeof(float));
         g->be.pk_maxk = K;
-        g->be.abuf = embd_malloc2((size_t)g->be.nt * (PK_MC * (size_t)K + 16), sizeof(float));
+        g->be.abuf_stride = PK_MC * (size_t)K + 16; /* AVX2 and up only here */
+        g->be.abuf = embd_malloc2((size_t)g->be.nt * g->be.abuf_stride, sizeof(float));
         if (!g->wp_mem || !g->be.abuf) goto nomem;
         g->wp = (float *)(((uintptr_t)g->wp_mem + 63) & ~(uintptr_t)63);
         const float *src[1] = {W};
