@@ -8,10 +8,24 @@
 #ifndef EMBD_TEST_H
 #define EMBD_TEST_H
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static int test_passed_, test_failed_;
+
+/* Cosine of a (n) and b (n) in double: 1 for two zero vectors, NaN when
+ * either holds a NaN. */
+static inline double test_cosine(const float *a, const float *b, int n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    if (aa == 0 && bb == 0) return 1.0;
+    return ab / sqrt(aa * bb);
+}
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -20,18 +20,6 @@
 #define GUARD 16
 static const uint32_t CANARY = 0x7FC0DEADu; /* a NaN pattern no backend writes */
 
-/* cosine of a (n) and b (n) in double; NaN if either has a NaN */
-static double cosine(const float *a, const float *b, int n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    if (aa == 0 && bb == 0) return 1.0;
-    return ab / sqrt(aa * bb);
-}
-
 static int all_finite(const float *a, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(a[i])) return 0;
@@ -124,7 +112,7 @@ static void check_pair(const char *what, const struct embd_model *m, const test_
     double worst_cos = 1.0, worst_diff = 0.0;
     int bad = 0;
     for (int s = 0; s < n; s++) {
-        double c = cosine(cpu + (size_t)s * H, ref + (size_t)s * H, H);
+        double c = test_cosine(cpu + (size_t)s * H, ref + (size_t)s * H, H);
         if (!(c >= 0.99999)) bad++;
         if (!(c >= worst_cos)) worst_cos = c;
         for (int i = 0; i < H; i++) {
@@ -138,7 +126,7 @@ static void check_pair(const char *what, const struct embd_model *m, const test_
     CHECK_MSG(worst_diff <= 1e-4, "%s: max relative diff %.3g", what, worst_diff);
     if (normalize && m->hp.normalize) {
         for (int s = 0; s < n; s++) {
-            double nn = cosine(cpu + (size_t)s * H, cpu + (size_t)s * H, H); /* finite check */
+            double nn = test_cosine(cpu + (size_t)s * H, cpu + (size_t)s * H, H); /* finite check */
             double norm = 0;
             for (int i = 0; i < H; i++)
                 norm += (double)cpu[(size_t)s * H + i] * cpu[(size_t)s * H + i];
@@ -158,12 +146,12 @@ static void check_pair(const char *what, const struct embd_model *m, const test_
             .n_seq = 1, .n_tok = len, .ids = tb->ids + tb->starts[s], .seq_start = st2};
         float *alone = run(&embd_backend_cpu_ops, m, &one, normalize, n_threads, len);
         if (!alone) continue;
-        double c = cosine(alone, cpu + (size_t)s * H, H);
+        double c = test_cosine(alone, cpu + (size_t)s * H, H);
         CHECK_MSG(c >= 0.999999, "%s: seq %d alone vs in batch: cosine %.9f", what, s, c);
         if (m->hp.H <= 64) { /* the reference too, where it is cheap */
             float *ralone = run(&embd_backend_ref_ops, m, &one, normalize, 1, len);
             if (ralone) {
-                c = cosine(ralone, ref + (size_t)s * H, H);
+                c = test_cosine(ralone, ref + (size_t)s * H, H);
                 CHECK_MSG(c >= 0.999999, "%s: ref seq %d alone vs in batch: cosine %.9f", what, s,
                           c);
             }

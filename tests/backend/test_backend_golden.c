@@ -49,16 +49,6 @@ done:
     return out;
 }
 
-static double cosine(const float *a, const float *b, int n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
-
 /* Runs `ops` in `dtype` over sequences [0, n) of the golden set in packed
  * batches of at most `budget` tokens, compares each row with the golden row,
  * and returns the outputs (n, D) (NULL on failure; the caller frees).
@@ -98,7 +88,7 @@ static float *check_backend(const struct embd_backend_ops *ops, const struct emb
     double worst = 1.0, maxdiff = 0.0, sum = 0.0;
     int bad = 0;
     for (int s = 0; s < n && st == EMBD_OK; s++) {
-        double c = cosine(out + (size_t)s * D, gold + (size_t)s * D, D);
+        double c = test_cosine(out + (size_t)s * D, gold + (size_t)s * D, D);
         sum += c;
         if (!(c >= min_cos)) {
             if (bad++ < 5) fprintf(stderr, "%s: seq %d cosine %.8f\n", ops->name, s, c);

@@ -20,16 +20,6 @@
 
 enum { N_TEXTS = 96 };
 
-static double cosine(const float *a, const float *b, int n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
-
 /* Texts of 1 to about 200 words, made from a fixed list. */
 static char *texts[N_TEXTS];
 
@@ -68,7 +58,7 @@ static embd_ctx *new_ctx(embd_model *m, enum embd_device dev, enum embd_dtype dt
 static double worst_vs(const float *got, const float *want, int n, int H) {
     double w = 1.0;
     for (int i = 0; i < n; i++) {
-        double c = cosine(got + (size_t)i * H, want + (size_t)i * H, H);
+        double c = test_cosine(got + (size_t)i * H, want + (size_t)i * H, H);
         if (!(c >= w)) w = isnan(c) ? -2.0 : c;
     }
     return w;
@@ -108,7 +98,7 @@ int main(void) {
         double w_batch = 1.0;
         for (int i = 0; i < N_TEXTS; i++) {
             CHECK(embd_embed(g, (const char *const *)&texts[i], NULL, 1, one) == EMBD_OK);
-            double cs = cosine(one, all + (size_t)i * H, H);
+            double cs = test_cosine(one, all + (size_t)i * H, H);
             if (!(cs >= w_batch)) w_batch = cs;
         }
         double w_cpu = worst_vs(all, cpu, N_TEXTS, H);

@@ -17,16 +17,6 @@
 
 #include <sys/stat.h>
 
-static double cosine(const float *a, const float *b, int n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
-
 /* Runs ops on (ids, ss, n) in one batch into out (n, H). */
 static enum embd_status run(const struct embd_backend_ops *ops, const struct embd_model *m,
                             enum embd_dtype dt, const int32_t *ids, const int32_t *ss, int n,
@@ -48,7 +38,7 @@ static void compare(const float *got, const float *want, int n, int H, double *w
     *worst = 1.0;
     *mean = 0.0;
     for (int s = 0; s < n; s++) {
-        double c = cosine(got + (size_t)s * H, want + (size_t)s * H, H);
+        double c = test_cosine(got + (size_t)s * H, want + (size_t)s * H, H);
         if (!(c >= *worst)) *worst = isnan(c) ? -2.0 : c;
         *mean += isnan(c) ? -2.0 : c;
     }
@@ -100,7 +90,7 @@ static void test_random_model(const struct embd_cuda_plugin *p, int H, int NH,
             st = run(p->ops, &rm.model, dts[i], ids + ss[s], s1, 1, one);
             CHECK_MSG(st == EMBD_OK, "single %d: %s", s, embd_last_error());
             if (st != EMBD_OK) break;
-            double c = cosine(one, got + (size_t)s * D, D);
+            double c = test_cosine(one, got + (size_t)s * D, D);
             if (!(c >= bw)) bw = isnan(c) ? -2 : c;
         }
         /* cuBLASLt may pick another kernel (another summation order) for

@@ -11,16 +11,6 @@
 
 #include <cjson/cJSON.h>
 
-static double cosine(const float *a, const float *b, int d) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb + 1e-300);
-}
-
 /* Reads texts.jsonl ({"text": ...} per line) into a NULL-terminated array. */
 static char **read_texts(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -83,7 +73,7 @@ int main(void) {
         CHECK(embd_embed(ctx, (const char *const *)&texts[i], NULL, 1, one) == EMBD_OK);
         for (int g = 0; g < 4; g++)
             CHECK(one[D + g] == 12345.0f);
-        double c = cosine(one, all + i * (size_t)D, D);
+        double c = test_cosine(one, all + i * (size_t)D, D);
         if (!(c >= worst)) worst = c;
     }
     printf("alone vs batched: min cosine %.9f over %zu texts\n", worst, alone);
@@ -100,7 +90,7 @@ int main(void) {
     }
     worst = 1;
     for (size_t i = 0; i < n; i++) {
-        double c = cosine(part + i * (size_t)D, all + i * (size_t)D, D);
+        double c = test_cosine(part + i * (size_t)D, all + i * (size_t)D, D);
         if (!(c >= worst)) worst = c;
     }
     CHECK_MSG(worst >= 0.999999, "partitions: min cosine %.9f", worst);
@@ -113,8 +103,8 @@ int main(void) {
     size_t ss[3] = {0, a, a + b};
     float two[2 * 1024];
     CHECK(embd_embed_tokens(ctx, ids, ss, 2, two) == EMBD_OK);
-    CHECK(cosine(two, all, D) >= 0.999999);
-    CHECK(cosine(two + D, all + D, D) >= 0.999999);
+    CHECK(test_cosine(two, all, D) >= 0.999999);
+    CHECK(test_cosine(two + D, all + D, D) >= 0.999999);
 
     /* Bad arguments get a status and a message, never a crash. */
     int32_t bad_ids[3] = {101, 999999, 102};

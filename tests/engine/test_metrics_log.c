@@ -149,15 +149,27 @@ static void test_auto_fallback(embd_model *m) {
     embd_ctx_free(ctx);
 }
 
-static void test_metrics(void) {
-    char *dir = path_cat(root, "m");
-    embd_model *m = tiny_model_load(dir, 3);
+/* A tiny model written under root/name, or NULL (a failed check). */
+static embd_model *tiny(const char *name, uint32_t seed) {
+    char *dir = path_cat(root, name);
+    embd_model *m = tiny_model_load(dir, seed);
     free(dir);
     CHECK(m != NULL);
-    if (!m) return;
+    return m;
+}
+
+/* One CPU thread: what these tests count does not depend on the machine. */
+static struct embd_ctx_params one_thread(void) {
     struct embd_ctx_params p = embd_ctx_default_params();
     p.device = EMBD_DEVICE_CPU;
     p.n_threads = 1;
+    return p;
+}
+
+static void test_metrics(void) {
+    embd_model *m = tiny("m", 3);
+    if (!m) return;
+    struct embd_ctx_params p = one_thread();
     embd_ctx *ctx = NULL;
     CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);
     if (!ctx) return;
@@ -334,14 +346,9 @@ static void test_log(void) {
  * sample once per context with its device label first, the values each
  * context's own; one context renders as embd_metrics_render does. */
 static void test_metrics_devices(void) {
-    char *dir = path_cat(root, "md");
-    embd_model *m = tiny_model_load(dir, 5);
-    free(dir);
-    CHECK(m != NULL);
+    embd_model *m = tiny("md", 5);
     if (!m) return;
-    struct embd_ctx_params p = embd_ctx_default_params();
-    p.device = EMBD_DEVICE_CPU;
-    p.n_threads = 1;
+    struct embd_ctx_params p = one_thread();
     embd_ctx *ctx[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++)
         CHECK(embd_ctx_new(m, p, &ctx[i]) == EMBD_OK);
