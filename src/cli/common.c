@@ -21,7 +21,7 @@ const struct cli_opt cli_common_opts[] = {
      "model directory, or ORG/NAME[@REV] in the Hugging Face cache"},
     {"device", 0, true, "DEV", "auto",
      "auto, cpu, cuda or cuda:N; embed and serve also take several GPUs: cuda:all or "
-     "cuda:N,M,..."},
+     "cuda:N,M,... (a GPU named twice gets two contexts)"},
     {"dtype", 0, true, "TYPE", "auto",
      "auto, fp32, fp16, bf16 or int8. auto: fp16 on a GPU, fp32 on the CPU. The CPU also runs "
      "bf16 (AVX512_BF16) and int8 (AVX512_VNNI) when asked; fp16 is GPU only, int8 CPU only"},
@@ -410,12 +410,8 @@ int cli_device_list(const struct cli_args *a, int *idx, int cap, int *n) {
                     a->cmd, dev, cli_source(a, "device", src, sizeof src), cap);
             return 2;
         }
-        for (int i = 0; i < *n; i++)
-            if (idx[i] == (int)v) {
-                cli_err("%s: --device %s%s names device %ld twice", a->cmd, dev,
-                        cli_source(a, "device", src, sizeof src), v);
-                return 2;
-            }
+        /* a device named twice gets two contexts: one's host work (tokenizing,
+         * copies) overlaps the other's forward pass on the same GPU */
         idx[(*n)++] = (int)v;
         if (!*end) break;
         p = end + 1;

@@ -228,7 +228,7 @@ int cmd_serve(int argc, char **argv) {
     embd_ctx *ctx = NULL; /* the first device's: model, /info and /metrics */
     embd_ctx *dev_ctx[EMBD_SCHED_MAX_CTX] = {0}, *xctx = NULL; /* a context per device; express */
     int dev_idx[EMBD_SCHED_MAX_CTX], n_dev = 0, n_ctx = 0;
-    char dev_names[EMBD_SCHED_MAX_CTX][16];
+    char dev_names[EMBD_SCHED_MAX_CTX][32];
     const char *dev_name_ptr[EMBD_SCHED_MAX_CTX];
     embd_sched *sched = NULL;
     embd_vstore *store = NULL;
@@ -452,8 +452,13 @@ int cmd_serve(int argc, char **argv) {
     /* /metrics (labelled when several) and /info per device */
     for (int i = 0; i < n_ctx; i++) {
         const int di = n_dev ? dev_idx[i] : cp.device_index;
+        int again = 0; /* a GPU named twice: cuda:0, then cuda:0/1 */
+        for (int j = 0; j < i; j++)
+            again += n_dev && dev_idx[j] == di;
         if (strcmp(embd_ctx_backend(dev_ctx[i]), "cuda") && !n_dev)
             snprintf(dev_names[i], sizeof dev_names[i], "cpu");
+        else if (again)
+            snprintf(dev_names[i], sizeof dev_names[i], "cuda:%d/%d", di, again);
         else
             snprintf(dev_names[i], sizeof dev_names[i], "cuda:%d", di);
         dev_name_ptr[i] = dev_names[i];

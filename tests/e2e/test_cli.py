@@ -57,13 +57,15 @@ def main():
     p = run(["embed", *m, "--device", "cuda"], stdin="x\n")
     c.check(err_ok(p, 1) and b"cuda" in p.stderr.lower(), "--device cuda without CUDA exits 1")
     # several GPUs: lists are checked before anything loads; without CUDA, a clear error
-    for dev, want, what in (("cuda:0,0", b"twice", "a device twice"),
-                            ("cuda:0,x", b"cuda:N,M", "a malformed list"),
+    for dev, want, what in (("cuda:0,x", b"cuda:N,M", "a malformed list"),
                             ("cuda:1,", b"cuda:N,M", "a trailing comma")):
         p = run(["embed", *m, "--device", dev], stdin="x\n")
         c.check(err_ok(p, 2) and want in p.stderr, f"--device {dev} ({what}) exits 2: {p.stderr!r}")
     p = run(["embed", *m, "--device", "cuda:all"], stdin="x\n")
     c.check(p.returncode in (1, 2) and b"cuda" in p.stderr, f"--device cuda:all without CUDA: {p.stderr!r}")
+    # one GPU named twice: two contexts on it (accepted; here no GPU: exit 1)
+    p = run(["embed", *m, "--device", "cuda:0,0"], stdin="x\n")
+    c.check(err_ok(p, 1) and b"cuda:0" in p.stderr, f"--device cuda:0,0 without CUDA exits 1: {p.stderr!r}")
     p = run(["embed", *m, "--device", "cuda:0,1"], stdin="x\n")
     c.check(err_ok(p, 1) and b"cuda:0" in p.stderr, f"--device cuda:0,1 without CUDA exits 1: {p.stderr!r}")
     p = run(["index", *m, "--device", "cuda:0,1", "--store", "/tmp/never-made.embd"], stdin="x\n")
