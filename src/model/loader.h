@@ -33,7 +33,16 @@ typedef struct {
     int ndim;
     uint64_t shape[EMBD_ST_MAX_DIMS];
     uint64_t begin, end; /* byte offsets into the data section, begin <= end <= data_len */
+    const uint8_t *data; /* the data section of the file that holds it */
 } embd_st_tensor;
+
+/* One file of a sharded checkpoint: its mapping and data section. */
+typedef struct embd_st_shard {
+    void *map;
+    size_t map_len;
+    const uint8_t *data;
+    size_t data_len;
+} embd_st_shard;
 
 typedef struct {
     const uint8_t *data; /* the data section (after the 8-byte length and the header) */
@@ -42,6 +51,10 @@ typedef struct {
     size_t n_tensors;
     void *map; /* the read-only mapping when opened from a file, else NULL */
     size_t map_len;
+    /* a sharded checkpoint (embd_st_open_index): data is NULL, each tensor
+     * points into its shard's data; the shards in the index's file order */
+    embd_st_shard *shards;
+    size_t n_shards;
 } embd_safetensors;
 
 /* Parses a safetensors image held in memory (`len` bytes at `buf`, which must
@@ -57,6 +70,15 @@ enum embd_status embd_st_parse(embd_safetensors *st, const void *buf, size_t len
  * EMBD_ERR_IO (missing, unreadable, not a regular file), EMBD_ERR_MODEL_FORMAT,
  * EMBD_ERR_NOMEM. */
 enum embd_status embd_st_open(embd_safetensors *st, const char *path, const char *name);
+
+/* Opens a sharded checkpoint: the index file `index_name` in `dir`
+ * (model.safetensors.index.json: {"weight_map": {tensor: file}}) and every
+ * file it names (plain names in `dir`, ending in .safetensors), each parsed
+ * as embd_st_open does, into one table. Errors (EMBD_ERR_MODEL_FORMAT unless
+ * said): a malformed index, a file name with a path in it, a tensor the index
+ * puts in a file that does not hold it, a tensor in two files; EMBD_ERR_IO
+ * (a missing file); EMBD_ERR_NOMEM. */
+enum embd_status embd_st_open_index(embd_safetensors *st, const char *dir, const char *index_name);
 
 /* Frees the tensor table and unmaps the file (if still owned). Safe on a
  * zeroed struct. */

@@ -268,7 +268,7 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
                            t->name, found, want);
             goto fail;
         }
-        const uint8_t *p = st->data + t->begin;
+        const uint8_t *p = t->data + t->begin;
         if (t->dtype != EMBD_ST_F32 || ((uintptr_t)p & 3u) != 0)
             n_owned += (size_t)(q->shape[0] * (q->ndim == 2 ? q->shape[1] : 1));
     }
@@ -284,7 +284,7 @@ static enum embd_status bind_weights(embd_model *m, const embd_safetensors *st, 
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         const embd_st_tensor *t = req[i].t;
-        const uint8_t *p = st->data + t->begin;
+        const uint8_t *p = t->data + t->begin;
         if (t->dtype == EMBD_ST_F32 && ((uintptr_t)p & 3u) == 0) {
             *req[i].dst = (const float *)(const void *)p;
             continue;
@@ -423,6 +423,9 @@ void embd_model_free(embd_model *model) {
     if (!model) return;
     if (model->tok) embd_tokenizer_free(model->tok);
     if (model->map) munmap(model->map, model->map_len);
+    for (size_t i = 0; i < model->n_shards; i++)
+        munmap(model->shards[i].map, model->shards[i].map_len);
+    embd_free(model->shards);
     embd_free(model->owned);
     embd_free(model->derived);
     embd_free(model->w.layers);
@@ -582,18 +585,38 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
         s = embd_error(EMBD_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((s = embd_st_open(&st, st_path, "model.safetensors"))) goto fail;
-    if ((s = bind_weights(m, &st, "model.safetensors"))) goto fail;
+    /* one file, else the shards a model.safetensors.index.json names */
+    const char *wfile = "model.safetensors";
+    char *ipath = embd_path_join(tdir, "model.safetensors.index.json");
+    struct stat isb;
+    bool sharded = ipath && stat(st_path, &isb) != 0 && errno == ENOENT && stat(ipath, &isb) == 0;
+    embd_free(ipath);
+    if (sharded) {
+        wfile = "model.safetensors.index.json";
+        if ((s = embd_st_open_index(&st, tdir, wfile))) goto fail;
+    } else if ((s = embd_st_open(&st, st_path, wfile))) {
+        goto fail;
+    }
+    if ((s = bind_weights(m, &st, wfile))) goto fail;
 
     uint64_t h = hash_hparams(hp);
     uint64_t tfp = embd_tokenizer_fingerprint(m->tok);
     h = embd_hash64(h, &tfp, sizeof tfp);
-    m->fingerprint = embd_hash64(h, st.data, st.data_len);
+    if (sharded)
+        for (size_t i = 0; i < st.n_shards; i++)
+            h = embd_hash64(h, st.shards[i].data, st.shards[i].data_len);
+    else
+        h = embd_hash64(h, st.data, st.data_len);
+    m->fingerprint = h;
 
-    /* The model keeps the mapping; the tensor table goes. */
+    /* The model keeps the mappings; the tensor table goes. */
     m->map = st.map;
     m->map_len = st.map_len;
+    m->shards = st.shards;
+    m->n_shards = st.n_shards;
     st.map = NULL;
+    st.shards = NULL;
+    st.n_shards = 0;
     embd_st_free(&st);
     embd_modules_free(&mods);
     embd_free(buf);
@@ -641,10 +664,13 @@ bool embd_model_is_reranker(const embd_model *model) {
 }
 
 void embd_model_drop_weight_pages(const struct embd_model *m, const float *w, size_t n) {
-    if (!m || !m->map || !w) return;
-    const uintptr_t lo = (uintptr_t)m->map, hi = lo + m->map_len;
+    if (!m || !w) return;
     const uintptr_t a = (uintptr_t)w, b = a + n * sizeof(float);
-    if (a < lo || b > hi) return;
+    bool mapped = m->map && a >= (uintptr_t)m->map && b <= (uintptr_t)m->map + m->map_len;
+    for (size_t i = 0; i < m->n_shards && !mapped; i++)
+        mapped = a >= (uintptr_t)m->shards[i].map &&
+                 b <= (uintptr_t)m->shards[i].map + m->shards[i].map_len;
+    if (!mapped) return;
     const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
     const uintptr_t a1 = (a + pg - 1) & ~(pg - 1), b1 = b & ~(pg - 1);
     if (b1 > a1) (void)madvise((void *)a1, b1 - a1, MADV_DONTNEED);

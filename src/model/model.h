@@ -85,6 +85,8 @@ struct embd_model {
     /* storage (owned by the loader) */
     void *map; /* mmap of model.safetensors */
     size_t map_len;
+    struct embd_st_shard *shards; /* or the shards of a sharded checkpoint */
+    size_t n_shards;
     float *owned;     /* fp32 copies of tensors that were not fp32 (or misaligned) */
     size_t owned_len; /* floats in `owned` */
     float *derived;   /* tensors the loader makes: MPNet's zero type row and att_bias */

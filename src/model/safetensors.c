@@ -128,6 +128,9 @@ void embd_st_free(embd_safetensors *st) {
         embd_free(st->tensors[i].name);
     embd_free(st->tensors);
     if (st->map) munmap(st->map, st->map_len);
+    for (size_t i = 0; i < st->n_shards; i++)
+        if (st->shards[i].map) munmap(st->shards[i].map, st->shards[i].map_len);
+    embd_free(st->shards);
     memset(st, 0, sizeof *st);
 }
 
@@ -208,6 +211,8 @@ enum embd_status embd_st_parse(embd_safetensors *st, const void *buf, size_t len
     embd_free(hdr);
     hdr = NULL;
 
+    for (size_t i = 0; i < st->n_tensors; i++)
+        st->tensors[i].data = st->data;
     qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_name);
     for (size_t i = 1; i < st->n_tensors; i++) {
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0) {
@@ -316,4 +321,107 @@ float embd_bf16_to_f32(uint16_t h) {
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A shard's file name as the index gives it: a plain name ending in
+ * .safetensors (no folder, no "..": the index must not reach outside). */
+static bool shard_name_ok(const char *f) {
+    size_t n = strlen(f);
+    return n > 12 && n < 256 && !strchr(f, '/') && strcmp(f, "..") != 0 && f[0] != '.' &&
+           strcmp(f + n - 12, ".safetensors") == 0;
+}
+
+enum embd_status embd_st_open_index(embd_safetensors *st, const char *dir, const char *index_name) {
+    memset(st, 0, sizeof *st);
+    char *path = embd_path_join(dir, index_name), *buf = NULL, *spath = NULL;
+    const char **files = NULL;
+    size_t len = 0, n_files = 0, n_map = 0;
+    cJSON *root = NULL;
+    enum embd_status s;
+    if (!path) return embd_error(EMBD_ERR_NOMEM, "out of memory");
+    if ((s = embd_read_file(path, 64u << 20, &buf, &len))) goto done;
+    if ((s = embd_json_parse(&root, buf, len, index_name))) goto done;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(wm) || !wm->child) {
+        s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: no \"weight_map\" object of tensor names",
+                       index_name);
+        goto done;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm) n_map++;
+    if (!(files = embd_calloc(n_map, sizeof *files))) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    cJSON_ArrayForEach(e, wm) {
+        if (!cJSON_IsString(e) || !shard_name_ok(e->valuestring)) {
+            s = embd_error(EMBD_ERR_MODEL_FORMAT,
+                           "%s: tensor %.80s: the file must be a name ending in .safetensors in "
+                           "the model's folder, not %.120s",
+                           index_name, e->string,
+                           cJSON_IsString(e) ? e->valuestring : "a non-string");
+            goto done;
+        }
+        files[n_files++] = e->valuestring;
+    }
+    qsort(files, n_files, sizeof *files, cmp_str);
+    size_t u = 0;
+    for (size_t i = 0; i < n_files; i++)
+        if (!u || strcmp(files[u - 1], files[i])) files[u++] = files[i];
+    n_files = u;
+    if (!(st->shards = embd_calloc(n_files, sizeof *st->shards))) {
+        s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t f = 0; f < n_files; f++) {
+        embd_safetensors one = {0};
+        embd_free(spath);
+        if (!(spath = embd_path_join(dir, files[f]))) {
+            s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((s = embd_st_open(&one, spath, files[f]))) goto done;
+        /* every tensor the index puts in this file is there */
+        cJSON_ArrayForEach(e, wm) {
+            if (strcmp(e->valuestring, files[f]) != 0 || embd_st_find(&one, e->string)) continue;
+            s = embd_error(EMBD_ERR_MODEL_FORMAT,
+                           "%s: tensor %.80s is said to be in %s, which does "
+                           "not hold it",
+                           index_name, e->string, files[f]);
+            embd_st_free(&one);
+            goto done;
+        }
+        embd_st_tensor *grown =
+            embd_realloc(st->tensors, (st->n_tensors + one.n_tensors + 1) * sizeof *grown);
+        if (!grown) {
+            embd_st_free(&one);
+            s = embd_error(EMBD_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        st->tensors = grown;
+        memcpy(st->tensors + st->n_tensors, one.tensors, one.n_tensors * sizeof *one.tensors);
+        st->n_tensors += one.n_tensors;
+        st->shards[st->n_shards++] = (embd_st_shard){one.map, one.map_len, one.data, one.data_len};
+        embd_free(one.tensors); /* the names moved */
+    }
+    qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_name);
+    for (size_t i = 1; i < st->n_tensors; i++)
+        if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0) {
+            s = embd_error(EMBD_ERR_MODEL_FORMAT, "%s: tensor %.80s is in two of its files",
+                           index_name, st->tensors[i].name);
+            goto done;
+        }
+    s = EMBD_OK;
+done:
+    if (s) embd_st_free(st);
+    cJSON_Delete(root);
+    embd_free(files);
+    embd_free(buf);
+    embd_free(spath);
+    embd_free(path);
+    return s;
 }
