@@ -134,7 +134,10 @@ with Server(M) as s:
     time.sleep(0.5)  # A is running now
     host, port = s.url[len("http://"):].split(":")
     for i in range(5):
-        body = json.dumps({"input": [f"abandoned {i} {j}" for j in range(300)]}).encode()
+        # 2,000 inputs: the fair scheduler gives each request rounds beside
+        # A, so a small one could finish within the 0.2 s before its client
+        # hangs up (seen with 300 on a fast CPU) and not count as cancelled
+        body = json.dumps({"input": [f"abandoned {i} {j}" for j in range(2000)]}).encode()
         sk = _socket.create_connection((host, int(port)))
         sk.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                    b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
