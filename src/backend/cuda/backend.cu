@@ -16,6 +16,7 @@
  * weights' type (fp16 by default, bf16 or fp32); matmuls accumulate in fp32.
  * Embedding tables and LayerNorm parameters stay fp32. One stream; ids in and
  * vectors out go through pinned host buffers. */
+#include "backend/cuda/timing.cuh"
 #include "backend/cuda/kernels.cuh"
 #include "backend/cuda/plugin.h"
 #include "backend/cuda/search.cuh"
@@ -70,16 +71,18 @@ struct embd_backend {
     int cap_max; /* the most tokens the memory budget allows */
     char *smem;  /* device scratch */
     size_t sbytes;
-    float *x;    /* (cap, H) fp32 residual stream */
-    void *xh;    /* (cap, H) dt */
-    void *qkv;   /* (cap, 3H) dt */
-    void *ctx;   /* (cap, H) dt */
-    void *tmp;   /* (cap, H) dt */
-    void *ffn;   /* (cap, I) dt */
-    float *dout; /* (cap, H) fp32 pooled vectors (n <= cap) */
-    int *dints;  /* (ints_len(cap)) ids | pos | seq_start | pad | tiles, as hints */
-    int *hints;  /* pinned (ints_len(cap)), same layout */
-    float *hout; /* pinned (cap, H) */
+    float *x;             /* (cap, H) fp32 residual stream */
+    void *xh;             /* (cap, H) dt */
+    void *qkv;            /* (cap, 3H) dt */
+    void *ctx;            /* (cap, H) dt */
+    void *tmp;            /* (cap, H) dt */
+    void *ffn;            /* (cap, I) dt */
+    float *dout;          /* (cap, H) fp32 pooled vectors (n <= cap) */
+    bool timing;          /* EMBD_CUDA_TIMING (timing.cuh) */
+    struct tm_pass tpass; /* its events */
+    int *dints;           /* (ints_len(cap)) ids | pos | seq_start | pad | tiles, as hints */
+    int *hints;           /* pinned (ints_len(cap)), same layout */
+    float *hout;          /* pinned (cap, H) */
     size_t peak, now;
     unsigned long long oom_retries;
 };
@@ -548,9 +551,14 @@ static enum embd_status forward(embd_backend *be, float *out, const int32_t *ids
      * a token's position in its low EMBD_POS_BITS bits, its type id above */
     int *hids = be->hints, *hpos = be->hints + C, *hss = be->hints + 2 * C;
     int *htiles = be->hints + tiles_off((size_t)C);
+    /* EMBD_CUDA_TIMING: host timers and an event after each operation */
+    struct tm_pass *tp = be->timing ? &be->tpass : NULL;
+    const double t0 = tp ? tm_now_ms() : 0;
+    double len2 = 0; /* sum of squared sequence lengths: attention's work */
     memcpy(hids, ids, (size_t)Tn * sizeof(int));
     for (int i = 0; i < n; i++) {
         hss[i] = seq_start[i];
+        len2 += (double)(seq_start[i + 1] - seq_start[i]) * (seq_start[i + 1] - seq_start[i]);
         for (int t = seq_start[i]; t < seq_start[i + 1]; t++)
             hpos[t] = (t - seq_start[i]) | (types ? types[t] << EMBD_POS_BITS : 0);
     }
@@ -558,40 +566,72 @@ static enum embd_status forward(embd_backend *be, float *out, const int32_t *ids
     const int ntiles = make_tiles(htiles, hss, n);
     const int *dids = be->dints, *dpos = be->dints + C, *dss = be->dints + 2 * C;
     const int2 *dtiles = (const int2 *)(be->dints + tiles_off((size_t)C));
+    double t1 = 0;
+    if (tp) {
+        tp->t_pack = tm_now_ms() - t0;
+        t1 = tm_now_ms();
+        if (!tm_begin(tp, hp->L, s)) tp = NULL;
+    }
+    /* after each operation: its phase, and its useful FLOPs or bytes moved */
+    const double Td = Tn, es = (double)be->es, gemm = 2.0 * Td * H;
+#define MARK(k, flop, bytes)                                                                       \
+    do {                                                                                           \
+        if (tp) tm_mark(tp, s, k, flop, bytes);                                                    \
+    } while (0)
     CK(cudaMemcpyAsync(be->dints, be->hints, ints_len((size_t)C) * sizeof(int),
                        cudaMemcpyHostToDevice, s));
+    MARK(TM_H2D, 0, (double)ints_len((size_t)C) * sizeof(int));
 
     k_embed_ln<T><<<Tn, LN_THREADS, H * sizeof(float), s>>>(be->x, (T *)be->xh, dids, dpos,
                                                             be->word, be->pos, be->type, be->emb_g,
                                                             be->emb_b, H, hp->ln_eps);
     CKL("k_embed_ln");
+    MARK(TM_EMBED_LN, 0, Td * H * (16.0 + es));
     for (int l = 0; l < hp->L; l++) {
         const struct embd_backend::layer *ly = &be->layers[l];
         if ((st = lt_linear(be, &env, be->dt, be->qkv, be->xh, ly->wqkv, ly->bqkv, Tn, H, 3 * H)))
             return st;
+        MARK(TM_QKV, gemm * 3 * H, 0);
         if ((st = launch_attention<T>(be, s, be->qkv, be->ctx, dss, dtiles, ntiles, H, hp->NH)))
             return st;
+        MARK(TM_ATTN, 4.0 * len2 * H, 0);
         if ((st = lt_linear(be, &env, be->dt, be->tmp, be->ctx, ly->wo, ly->bo, Tn, H, H)))
             return st;
+        MARK(TM_O, gemm * H, 0);
         if ((st = launch_add_ln<T>(be, s, be->x, be->tmp, ly->g1, ly->b1, be->xh, Tn, H,
                                    hp->ln_eps)))
             return st;
+        MARK(TM_ADD_LN1, 0, Td * H * (8.0 + 2.0 * es));
         if ((st = lt_linear(be, &env, be->dt, be->ffn, be->xh, ly->wi, ly->bi, Tn, H, I)))
             return st;
+        MARK(TM_FFN_IN, gemm * I, 0);
         if ((st = launch_gelu<T>(be, s, be->ffn, (size_t)Tn * I))) return st;
+        MARK(TM_GELU, 0, Td * I * 2.0 * es);
         if ((st = lt_linear(be, &env, be->dt, be->tmp, be->ffn, ly->wf, ly->bf, Tn, I, H)))
             return st;
+        MARK(TM_FFN_OUT, gemm * I, 0);
         if ((st = launch_add_ln<T>(be, s, be->x, be->tmp, ly->g2, ly->b2, be->xh, Tn, H,
                                    hp->ln_eps)))
             return st;
+        MARK(TM_ADD_LN2, 0, Td * H * (8.0 + 2.0 * es));
     }
     k_pool<<<n, POOL_THREADS, 0, s>>>(be->dout, be->x, dss, H, hp->pooling == EMBD_POOL_MEAN,
                                       normalize && hp->normalize);
     CKL("k_pool");
+    MARK(TM_POOL, 0, Td * H * 4.0 + (double)n * H * 4.0);
     CK(cudaMemcpyAsync(be->hout, be->dout, (size_t)n * H * sizeof(float), cudaMemcpyDeviceToHost,
                        s));
+    MARK(TM_D2H, 0, (double)n * H * 4.0);
+#undef MARK
+    double t2 = 0;
+    if (tp) {
+        tp->t_enqueue = tm_now_ms() - t1;
+        t2 = tm_now_ms();
+    }
     CK(cudaStreamSynchronize(s));
+    const double t3 = tp ? tm_now_ms() : 0;
     memcpy(out, be->hout, (size_t)n * H * sizeof(float));
+    if (tp) tm_end(tp, s, n, Tn, t3 - t2, tm_now_ms() - t3);
     return EMBD_OK;
 }
 
@@ -652,12 +692,14 @@ static enum embd_status gpu_embed(embd_backend *be, float *out, const embd_batch
 static void gpu_free(embd_backend *be) {
     if (!be) return;
     if (be->dead) { /* the context is gone; freeing would only report errors */
+        free(be->tpass.ev);
         host.free(be->layers);
         host.free(be);
         return;
     }
     cudaSetDevice(be->dev);
     if (be->stream) cudaStreamSynchronize(be->stream);
+    tm_free(&be->tpass);
     free_scratch(be);
     if (be->wmem) cudaFree(be->wmem);
     if (be->ws) cudaFree(be->ws);
@@ -748,6 +790,7 @@ static enum embd_status gpu_init(embd_backend **out, const struct embd_model *mo
     be->m = model;
     be->dev = params->device_index;
     be->dt = params->dtype == EMBD_DTYPE_AUTO ? EMBD_DTYPE_FP16 : params->dtype;
+    be->timing = tm_enabled();
     be->es = dtype_size(be->dt);
     be->layers = (struct embd_backend::layer *)host.malloc((size_t)(hp->L ? hp->L : 1) *
                                                            sizeof(struct embd_backend::layer));
