@@ -156,7 +156,10 @@ static int texts_from(PyObject *seq, Py_ssize_t base, struct texts *t) {
 
 typedef struct {
     PyObject_HEAD embd_model *model;
-    embd_ctx *ctx;
+    embd_ctx *ctx;                       /* the first of ctxs */
+    embd_ctx *ctxs[EMBD_SCHED_MAX_CTX];  /* one per device (or CPU replica), behind sched */
+    char labels[EMBD_SCHED_MAX_CTX][24]; /* their names in metrics(): "cuda:1", "cpu:0" */
+    int n_ctx;
     embd_sched *sched;
     pid_t pid;  /* the process that made it: after a fork the child may not use it */
     int active; /* calls running with the GIL released (close waits for none) */
@@ -184,6 +187,8 @@ static void engine_close_handles(Engine *e) {
     if (e->pid != getpid()) {
         e->sched = NULL;
         e->ctx = NULL;
+        memset(e->ctxs, 0, sizeof e->ctxs);
+        e->n_ctx = 0;
         e->model = NULL;
         return;
     }
@@ -194,7 +199,10 @@ static void engine_close_handles(Engine *e) {
         embd_sched_free(s);
         PyEval_RestoreThread(ts);
     }
-    embd_ctx_free(e->ctx);
+    for (int i = 0; i < e->n_ctx; i++)
+        embd_ctx_free(e->ctxs[i]);
+    memset(e->ctxs, 0, sizeof e->ctxs);
+    e->n_ctx = 0;
     embd_model_free(e->model);
     e->ctx = NULL;
     e->model = NULL;
@@ -207,18 +215,73 @@ static void Engine_dealloc(Engine *e) {
 }
 
 /* Engine(path, device=0, device_index=0, dtype=0, threads=0, max_batch_tokens=0,
- *        cache_bytes=0, cache_dir=None, normalize=True, max_seq_length=0) */
+ *        cache_bytes=0, cache_dir=None, normalize=True, max_seq_length=0,
+ *        device_indices=None, replicas=1)
+ * device_indices: several GPU ordinals, a context on each behind one
+ * scheduler (device must be cuda); replicas: that many contexts of the
+ * device (CPU: the threads split among them), behind one scheduler. */
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
-    static char *names[] = {
-        "path",        "device",    "device_index", "dtype",          "threads", "max_batch_tokens",
-        "cache_bytes", "cache_dir", "normalize",    "max_seq_length", NULL};
+    static char *names[] = {"path",      "device",           "device_index",   "dtype",
+                            "threads",   "max_batch_tokens", "cache_bytes",    "cache_dir",
+                            "normalize", "max_seq_length",   "device_indices", "replicas",
+                            NULL};
     const char *path, *cache_dir = NULL;
     int device = 0, device_index = 0, dtype = 0, threads = 0, mbt = 0, normalize = 1, msl = 0;
+    int replicas = 1;
     unsigned long long cache_bytes = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iiiiiKzpi", names, &path, &device, &device_index,
-                                     &dtype, &threads, &mbt, &cache_bytes, &cache_dir, &normalize,
-                                     &msl))
+    PyObject *indices = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iiiiiKzpiOi", names, &path, &device,
+                                     &device_index, &dtype, &threads, &mbt, &cache_bytes,
+                                     &cache_dir, &normalize, &msl, &indices, &replicas))
         return -1;
+    int idx[EMBD_SCHED_MAX_CTX], n_ctx = 1;
+    idx[0] = device_index;
+    if (indices != Py_None) {
+        PyObject *seq = PySequence_Fast(indices, "device_indices must be a sequence of ints");
+        if (!seq) return -1;
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+        if (k < 1 || k > EMBD_SCHED_MAX_CTX) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "device_indices: 1 to %d devices, not %zd",
+                         EMBD_SCHED_MAX_CTX, k);
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < k; i++) {
+            long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+            if ((v == -1 && PyErr_Occurred()) || v < 0 || v > 999) {
+                Py_DECREF(seq);
+                if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    PyErr_SetString(PyExc_ValueError,
+                                    "device_indices: GPU ordinals, ints in [0, 999]");
+                }
+                return -1;
+            }
+            idx[i] = (int)v;
+        }
+        n_ctx = (int)k;
+        Py_DECREF(seq);
+    }
+    if (replicas < 1 || replicas > EMBD_SCHED_MAX_CTX || (replicas > 1 && n_ctx > 1)) {
+        PyErr_Format(PyExc_ValueError, "replicas must be 1 to %d (and 1 with device_indices)",
+                     EMBD_SCHED_MAX_CTX);
+        return -1;
+    }
+    if ((replicas > 1 || n_ctx > 1) && cache_dir) {
+        /* LMDB's environment may be open once per process */
+        PyErr_SetString(PyExc_ValueError, "a disk cache (cache=DIR) works with one context; use "
+                                          "cache='mem' with several devices or replicas");
+        return -1;
+    }
+    if (replicas > 1) {
+        for (int i = 1; i < replicas; i++)
+            idx[i] = device_index;
+        n_ctx = replicas;
+        /* the CPU's threads shared out among the replicas, one at least */
+        int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        int total = threads > 0 ? threads : (cores > 0 ? cores : 1);
+        threads = total / replicas > 0 ? total / replicas : 1;
+    }
     if (e->model) {
         PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised");
         return -1;
@@ -229,30 +292,47 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     cp.device = (enum embd_device)device;
     cp.device_index = device_index;
     cp.dtype = (enum embd_dtype)dtype;
-    cp.n_threads = threads;
     cp.max_batch_tokens = mbt;
     cp.cache_bytes = (size_t)cache_bytes;
     cp.cache_dir = cache_dir;
     cp.normalize = normalize != 0;
+    cp.n_threads = threads;
     enum embd_status s;
     embd_model *model = NULL;
-    embd_ctx *ctx = NULL;
+    embd_ctx *ctxs[EMBD_SCHED_MAX_CTX] = {NULL};
     embd_sched *sched = NULL;
     char msg[1024] = "";
+    int made = 0;
     PyThreadState *ts = PyEval_SaveThread();
     s = embd_model_load(path, mp, &model);
-    if (s == EMBD_OK) s = embd_ctx_new(model, cp, &ctx);
-    if (s == EMBD_OK) s = embd_sched_new(ctx, embd_sched_default_params(), &sched);
-    if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
+    for (; s == EMBD_OK && made < n_ctx; made++) {
+        cp.device_index = idx[made];
+        s = embd_ctx_new(model, cp, &ctxs[made]);
+        if (s != EMBD_OK && replicas > 1) /* a GPU's own message names it */
+            snprintf(msg, sizeof msg, "replica %d: %s", made, embd_last_error());
+    }
+    if (s == EMBD_OK)
+        s = n_ctx > 1 ? embd_sched_new_multi(ctxs, n_ctx, embd_sched_default_params(), &sched)
+                      : embd_sched_new(ctxs[0], embd_sched_default_params(), &sched);
+    if (s != EMBD_OK && !msg[0]) snprintf(msg, sizeof msg, "%s", embd_last_error());
     PyEval_RestoreThread(ts);
     if (s != EMBD_OK) {
-        embd_ctx_free(ctx);
+        for (int i = 0; i < n_ctx; i++)
+            embd_ctx_free(ctxs[i]);
         embd_model_free(model);
         raise_status(s, msg);
         return -1;
     }
     e->model = model;
-    e->ctx = ctx;
+    for (int i = 0; i < n_ctx; i++) {
+        e->ctxs[i] = ctxs[i];
+        if (replicas > 1 || !strcmp(embd_ctx_backend(ctxs[i]), "cpu"))
+            snprintf(e->labels[i], sizeof e->labels[i], "cpu:%d", i);
+        else
+            snprintf(e->labels[i], sizeof e->labels[i], "cuda:%d", idx[i]);
+    }
+    e->n_ctx = n_ctx;
+    e->ctx = ctxs[0];
     e->sched = sched;
     e->pid = getpid();
     e->path = PyUnicode_FromString(path);
@@ -629,10 +709,14 @@ done:
 
 static PyObject *Engine_metrics(Engine *e, PyObject *unused) {
     if (usable(e)) return NULL;
-    size_t need = embd_metrics_render(e->ctx, NULL, 0);
+    const char *labels[EMBD_SCHED_MAX_CTX];
+    for (int i = 0; i < e->n_ctx; i++)
+        labels[i] = e->labels[i];
+    /* several contexts: every sample labelled device="..." */
+    size_t need = embd_metrics_render_devices(e->ctxs, labels, e->n_ctx, NULL, 0) + 4096;
     char *buf = PyMem_Malloc(need + 1);
     if (!buf) return PyErr_NoMemory();
-    size_t got = embd_metrics_render(e->ctx, buf, need + 1);
+    size_t got = embd_metrics_render_devices(e->ctxs, labels, e->n_ctx, buf, need + 1);
     PyObject *r = PyUnicode_FromStringAndSize(buf, (Py_ssize_t)(got < need ? got : need));
     PyMem_Free(buf);
     return r;
@@ -640,8 +724,19 @@ static PyObject *Engine_metrics(Engine *e, PyObject *unused) {
 
 static PyObject *Engine_stats(Engine *e, PyObject *unused) {
     if (usable(e)) return NULL;
-    struct embd_ctx_stats st;
-    embd_ctx_get_stats(e->ctx, &st);
+    struct embd_ctx_stats st = {0}; /* summed over the contexts */
+    for (int i = 0; i < e->n_ctx; i++) {
+        struct embd_ctx_stats one;
+        embd_ctx_get_stats(e->ctxs[i], &one);
+        st.inputs += one.inputs;
+        st.tokens += one.tokens;
+        st.batches += one.batches;
+        st.tokenize_sec += one.tokenize_sec;
+        st.forward_sec += one.forward_sec;
+        st.cache_hits += one.cache_hits;
+        st.cache_misses += one.cache_misses;
+        st.cache_evictions += one.cache_evictions;
+    }
     return Py_BuildValue("{sKsKsKsdsdsKsKsK}", "inputs", (unsigned long long)st.inputs, "tokens",
                          (unsigned long long)st.tokens, "batches", (unsigned long long)st.batches,
                          "tokenize_sec", st.tokenize_sec, "forward_sec", st.forward_sec,
@@ -658,14 +753,14 @@ static PyObject *Engine_info(Engine *e, PyObject *unused) {
     const char *why = "";
     enum embd_fallback fb = embd_ctx_fallback(e->ctx, &why);
     return Py_BuildValue(
-        "{sisisisssOsKsssssssssisO}", "dim", embd_model_dim(e->model), "max_tokens",
+        "{sisisisssOsKsssssssssisOsi}", "dim", embd_model_dim(e->model), "max_tokens",
         embd_model_max_tokens(e->model), "vocab_size", embd_model_vocab_size(e->model), "pooling",
         embd_model_pooling(e->model), "normalizes",
         embd_model_normalizes(e->model) ? Py_True : Py_False, "fingerprint",
         (unsigned long long)embd_model_fingerprint(e->model), "device", embd_ctx_backend(e->ctx),
         "dtype", embd_dtype_str(embd_ctx_dtype(e->ctx)), "fallback", embd_fallback_str(fb),
         "fallback_message", why ? why : "", "max_batch_tokens", embd_ctx_max_batch_tokens(e->ctx),
-        "reranker", embd_model_is_reranker(e->model) ? Py_True : Py_False);
+        "reranker", embd_model_is_reranker(e->model) ? Py_True : Py_False, "contexts", e->n_ctx);
 }
 
 static PyObject *Engine_close(Engine *e, PyObject *unused) {

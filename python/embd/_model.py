@@ -14,14 +14,20 @@ _MEM_CACHE = 64 << 20
 
 
 def _parse_device(device):
-    """'auto', 'cpu', 'cuda' or 'cuda:N' -> (device, index)."""
+    """'auto', 'cpu', 'cuda', 'cuda:N' or 'cuda:N,M,...' -> (device, index,
+    indices: None, or the GPU ordinals of several, each a context behind one
+    scheduler; a GPU named twice gets two)."""
     if not isinstance(device, str):
-        raise TypeError(f"device must be a str ('auto', 'cpu', 'cuda', 'cuda:N'), not "
-                        f"{type(device).__name__}")
+        raise TypeError(f"device must be a str ('auto', 'cpu', 'cuda', 'cuda:N', 'cuda:N,M'), "
+                        f"not {type(device).__name__}")
     name, _, index = device.partition(":")
-    if name not in _DEVICES or (index and (name != "cuda" or not index.isdigit())):
-        raise ValueError(f"device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return _DEVICES[name], int(index) if index else 0
+    parts = index.split(",") if index else []
+    if (name not in _DEVICES or (parts and name != "cuda")
+            or not all(p.isdigit() and len(p) <= 3 for p in parts) or len(parts) > 64):
+        raise ValueError(f"device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                         f"'cuda:N,M,...' (at most 64)")
+    ids = [int(p) for p in parts]
+    return _DEVICES[name], (ids[0] if ids else 0), (ids if len(ids) > 1 else None)
 
 
 def _parse_cache(cache):
@@ -79,7 +85,10 @@ class Model:
     path_or_name: a Hugging Face model directory, or a name (ORG/NAME) found in
     the Hugging Face cache or under cache_dir (embd_model_resolve). device:
     'auto' (a usable GPU, else the CPU with one log line saying why), 'cpu',
-    'cuda' or 'cuda:N' (an error when no usable GPU). dtype: 'auto' (fp32 on
+    'cuda' or 'cuda:N' (an error when no usable GPU), or 'cuda:N,M,...': a
+    context on each GPU behind one scheduler, which hands each batch to the
+    least busy (a GPU named twice gets two contexts; with several, a disk
+    cache is refused). dtype: 'auto' (fp32 on
     the CPU, fp16 on a GPU), 'fp32', 'fp16' (GPU), 'bf16' (GPU, or a CPU with
     AVX512_BF16), 'int8' (a CPU with AVX512_VNNI). threads: CPU threads
     (None: all cores). cache: the embedding cache: 'mem' (64 MiB in memory),
@@ -95,7 +104,7 @@ class Model:
                  cache_dir=None, max_batch_tokens=0, max_seq_length=0, normalize=True):
         if not isinstance(path_or_name, (str, os.PathLike)):
             raise TypeError(f"path_or_name must be str or a path, not {type(path_or_name).__name__}")
-        dev, index = _parse_device(device)
+        dev, index, indices = _parse_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype {dtype!r}: use 'auto', 'fp32', 'fp16', 'bf16' or 'int8'")
         if threads is not None and (not isinstance(threads, int) or threads < 0):
@@ -106,7 +115,7 @@ class Model:
         self._args = dict(device=dev, device_index=index, dtype=_DTYPES[dtype],
                           threads=threads or 0, max_batch_tokens=int(max_batch_tokens),
                           cache_bytes=cache_bytes, cache_dir=disk, normalize=bool(normalize),
-                          max_seq_length=int(max_seq_length))
+                          max_seq_length=int(max_seq_length), device_indices=indices)
         self._lock = threading.Lock()
         self._eng = _embd.Engine(self.path, **self._args)
         self._info = self._eng.info()

@@ -64,8 +64,9 @@ class TextEmbedding:
     "sentence-transformers/all-MiniLM-L6-v2"), looked up as a local directory,
     then in the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else
     ~/.cache/huggingface/hub), then under cache_dir; or any model directory.
-    providers=["CUDAExecutionProvider"] or cuda=True ask for the GPU (device_ids[0]
-    picks it); without a usable GPU the model runs on the CPU and the reason is
+    providers=["CUDAExecutionProvider"] or cuda=True ask for the GPU (device_ids
+    picks it, or several: a context on each behind one scheduler, which hands
+    each batch to the least busy); without a usable GPU the model runs on the CPU and the reason is
     logged (logger "embd", warning). cuda=Device.AUTO (the default, as in
     fastembed 0.9) takes a usable GPU, else the CPU. threads: CPU threads.
     kwargs: specific_model_path (a model directory to load instead), dtype
@@ -112,8 +113,9 @@ class TextEmbedding:
         if self._model is not None:
             return self._model
         device = self._device
-        if device == "cuda":
-            device = f"cuda:{self._device_index}"
+        if device == "cuda":  # several device_ids: a context on each behind one scheduler
+            ids = [int(i) for i in self.device_ids] if self.device_ids else [self._device_index]
+            device = "cuda:" + ",".join(str(i) for i in ids)
         args = dict(threads=self.threads, dtype=self._kwargs.get("dtype", "auto"),
                     cache=self._kwargs.get("cache", "mem"),
                     max_batch_tokens=self._kwargs.get("max_batch_tokens", 0))
