@@ -509,6 +509,12 @@ int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct c
                 cli_get(a, "device"));
         return 2;
     }
+    if (n > 0 && p.cache_dir) { /* LMDB's environment may be open once per process */
+        cli_err("%s: --device %s with --cache %s: a disk cache works with one context; with "
+                "several GPUs use --cache mem",
+                a->cmd, cli_get(a, "device"), p.cache_dir);
+        return 2;
+    }
     int rc = cli_open_model(a, &e->model);
     if (rc) return rc;
     if (n == 0) {

@@ -326,6 +326,13 @@ int cmd_serve(int argc, char **argv) {
     rcp.prefix = NULL;
     /* --device cuda:all / cuda:N,M: a context per GPU behind one scheduler */
     if ((rc = cli_device_list(&a, dev_idx, EMBD_SCHED_MAX_CTX, &n_dev))) goto done;
+    if (n_dev > 0 && cp.cache_dir) { /* LMDB's environment may be open once per process */
+        cli_err("serve: --device %s with --cache %s: a disk cache works with one context; with "
+                "several GPUs use --cache mem",
+                cli_get(&a, "device"), cp.cache_dir);
+        rc = 2;
+        goto done;
+    }
     for (int i = 0; i < (n_dev ? n_dev : 1); i++) {
         struct embd_ctx_params dp = is_reranker ? rcp : cp;
         if (n_dev) dp.device_index = dev_idx[i];

@@ -63,6 +63,11 @@ def main():
         c.check(err_ok(p, 2) and want in p.stderr, f"--device {dev} ({what}) exits 2: {p.stderr!r}")
     p = run(["embed", *m, "--device", "cuda:all"], stdin="x\n")
     c.check(p.returncode in (1, 2) and b"cuda" in p.stderr, f"--device cuda:all without CUDA: {p.stderr!r}")
+    # several contexts and a disk cache (LMDB opens once per process): refused
+    for cmd in ("embed", "serve"):
+        p = run([cmd, *m, "--device", "cuda:0,1", "--cache", "/tmp/embd-never-made-cache"],
+                stdin="x\n")
+        c.check(err_ok(p, 2) and b"disk cache" in p.stderr, f"{cmd} cuda:0,1 --cache DIR: {p.stderr!r}")
     # one GPU named twice: two contexts on it (accepted; here no GPU: exit 1)
     p = run(["embed", *m, "--device", "cuda:0,0"], stdin="x\n")
     c.check(err_ok(p, 1) and b"cuda:0" in p.stderr, f"--device cuda:0,0 without CUDA exits 1: {p.stderr!r}")
