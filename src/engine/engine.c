@@ -411,7 +411,7 @@ size_t embd_metrics_render(embd_ctx *ctx, char *buf, size_t cap) {
 
 size_t embd_metrics_render_devices(embd_ctx *const *ctxs, const char *const *labels, int n,
                                    char *buf, size_t cap) {
-    if (n == 1) return embd_metrics_render(ctxs[0], buf, cap);
+    if (n == 1 && ctxs) return embd_metrics_render(ctxs[0], buf, cap);
     if (cap) buf[0] = '\0';
     if (n < 1 || !ctxs || !labels) return 0;
     char **texts = embd_calloc((size_t)n, sizeof *texts);
