@@ -837,7 +837,12 @@ static int probe_driver_version(void) {
 
 static int probe_runtime_version(void) {
     int v = 0;
-    if (cudaRuntimeGetVersion(&v) != cudaSuccess) return 0;
+    /* the static runtime of CUDA 11.8 answers only with a driver present:
+     * then the version it was built with */
+    if (cudaRuntimeGetVersion(&v) != cudaSuccess || v <= 0) {
+        (void)cudaGetLastError();
+        v = CUDART_VERSION;
+    }
     return v;
 }
 
