@@ -31,3 +31,19 @@ if(EMBD_HAVE_CUDA)
   target_compile_definitions(embd PRIVATE EMBD_HAVE_CUDA=1)
   target_compile_definitions(embd_internal PRIVATE EMBD_HAVE_CUDA=1)
 endif()
+
+# Not a test: the card's ceilings (cuBLASLt peak, each model's GEMM shapes,
+# memory bandwidth of the element-wise kernels) for scripts/gpu-check.
+if(EMBD_HAVE_CUDA)
+  add_executable(bench_cuda_ceilings ${PROJECT_SOURCE_DIR}/bench/cuda_ceilings.cu)
+  target_include_directories(bench_cuda_ceilings PRIVATE ${PROJECT_SOURCE_DIR}/include
+                             ${PROJECT_SOURCE_DIR}/src)
+  set_property(TARGET bench_cuda_ceilings PROPERTY COMPILE_OPTIONS "")
+  set_property(TARGET bench_cuda_ceilings PROPERTY LINK_OPTIONS "")
+  target_compile_options(bench_cuda_ceilings PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
+  # one architecture and its PTX (newer GPUs JIT it): a quick build in every CUDA tree
+  set_target_properties(bench_cuda_ceilings PROPERTIES CUDA_RUNTIME_LIBRARY Static
+                        CUDA_ARCHITECTURES 90)
+  target_link_libraries(bench_cuda_ceilings PRIVATE CUDA::cublasLt)
+endif()
