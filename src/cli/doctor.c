@@ -1,6 +1,7 @@
 /* doctor.c — `embd doctor`: what this machine offers and which backend would run. */
 #include "cli.h"
 
+#include <microhttpd.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -47,6 +48,15 @@ int cmd_doctor(int argc, char **argv) {
     }
     printf("embd %s\n", EMBD_VERSION);
     printf("%s", embd_system_info());
+#ifdef EMBD_MHD_FIXED
+    printf("http server: libmicrohttpd %s, static (scripts/build-mhd: Debian's 0.9.75-6 with "
+           "embd's fix of the reply to a malformed Content-Length)\n",
+           MHD_get_version());
+#else
+    printf("http server: libmicrohttpd %s, the system's (a malformed Content-Length gets a "
+           "malformed reply: run scripts/build-mhd and rebuild)\n",
+           MHD_get_version());
+#endif
     const char *dev = cli_get(&a, "device");
     char report[8192];
     embd_device_report(report, sizeof report);

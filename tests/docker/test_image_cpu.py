@@ -39,6 +39,7 @@ EXPECTED = [
     "holds no compiler, binutils or -dev package",
     "has no cc, gcc, c++, cpp, ld or as on PATH",
     "embd doctor exits 0",
+    "embd serve links scripts/build-mhd's libmicrohttpd",
     "embd serve starts",
     "GET /health answers 200",
     "POST /v1/embeddings gives the host embd's vector",
