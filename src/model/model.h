@@ -44,6 +44,20 @@ typedef struct {
     int rel_buckets; /* MPNet: relative_attention_num_buckets; else 0 */
 } embd_hparams;
 
+/* pos[t], for the n tokens ids[0..n) of one sequence: the row of the position
+ * table (as w.pos_emb points to it) token t reads. BERT numbers positions 0, 1,
+ * 2, ...; the RoBERTa family (pos_offset > 0: XLM-R, RoBERTa, MPNet) numbers
+ * them from the ids, as Hugging Face's create_position_ids_from_input_ids
+ * does: a token equal to pad_token_id (a literal "<pad>" in the text) reads
+ * the padding row, -1 here (the row before position 0), and does not advance
+ * the count for the tokens after it. */
+static inline void embd_positions(const embd_hparams *hp, const int32_t *ids, int n, int32_t *pos) {
+    const int32_t pad = hp->pos_offset > 0 ? hp->pos_offset - 1 : -1;
+    int32_t k = 0;
+    for (int t = 0; t < n; t++)
+        pos[t] = ids[t] == pad ? -1 : k++;
+}
+
 typedef struct {
     const float *q_w, *k_w, *v_w; /* (H, H) */
     const float *q_b, *k_b, *v_b; /* (H) */

@@ -200,6 +200,51 @@ static void test_cpu_vs_ref_small(void) {
     }
 }
 
+/* The RoBERTa family's positions (XLM-R, MPNet): a token equal to
+ * pad_token_id (a literal "<pad>" in a text) reads the padding row, the one
+ * before position 0, and does not advance the count, as Hugging Face numbers
+ * them; BERT counts every token. The fast and reference backends agree on
+ * batches full of such tokens, reading the padding row inside the table (a
+ * sequence of one pad, pads at the ends and in a row). The vectors against
+ * sentence-transformers: e2e_fidelity (texts with "<pad>"). */
+static void test_pad_positions(void) {
+    embd_hparams hp;
+    memset(&hp, 0, sizeof hp);
+    const int32_t ids[7] = {0, 1, 1, 5, 1, 7, 2};
+    int32_t pos[7];
+    embd_positions(&hp, ids, 7, pos);
+    for (int t = 0; t < 7; t++)
+        CHECK(pos[t] == t);
+    hp.pos_offset = 2; /* pad_token_id 1 */
+    embd_positions(&hp, ids, 7, pos);
+    static const int32_t want[7] = {0, -1, -1, 1, -1, 2, 3};
+    for (int t = 0; t < 7; t++)
+        CHECK_MSG(pos[t] == want[t], "token %d: position %d, want %d", t, pos[t], want[t]);
+
+    const int H = 32, P = 64;
+    rand_model rm;
+    CHECK(rand_model_make(&rm, 100, H, 2, 64, 2, P, EMBD_POOL_MEAN, true, 77) == 0);
+    float *table = malloc((size_t)(P + 2) * H * sizeof(float));
+    CHECK(table != NULL);
+    if (!table) {
+        rand_model_free(&rm);
+        return;
+    }
+    for (int i = 0; i < (P + 2) * H; i++)
+        table[i] = 0.5f * rm_uniform();
+    rm.model.w.pos_emb = table + 2 * H;
+    rm.model.hp.pos_offset = 2;
+    const int lens[6] = {1, 2, 5, 17, 64, 33};
+    test_batch tb;
+    batch_make(&tb, lens, 6, 100);
+    for (int t = 0; t < tb.b.n_tok; t++)
+        if (t % 3 == 0 || t >= tb.b.n_tok - 3) tb.ids[t] = 1;
+    check_pair("pad_token_id positions", &rm.model, &tb, true, 2);
+    batch_free(&tb);
+    free(table);
+    rand_model_free(&rm);
+}
+
 /* An all-MiniLM-like shape (two layers instead of six, to keep the reference
  * quick), with a 512-token sequence next to short ones. */
 static void test_cpu_vs_ref_minilm(void) {
@@ -607,6 +652,7 @@ int main(int argc, char **argv) {
         free(last);
         test_cpu_vs_ref_small();
         test_cpu_vs_ref_minilm();
+        test_pad_positions();
         return test_summary("test_backend (one kernel set)");
     }
     test_known_answers();
@@ -618,6 +664,7 @@ int main(int argc, char **argv) {
     test_isas();
     test_cpu_vs_ref_small();
     test_cpu_vs_ref_minilm();
+    test_pad_positions();
     /* the baseline loops with the packed GEMM's choice left to the CPU (a
      * test hook older than EMBD_CPU_ISA) */
     if (embd_backend_cpu_force_baseline(true)) {

@@ -1011,12 +1011,13 @@ static void embed_tokens(embd_backend *be, const embd_batch *batch) {
     const struct embd_model *m = be->model;
     const int H = m->hp.H, T = batch->n_tok;
     for (int s = 0; s < batch->n_seq; s++)
-        for (int t = batch->seq_start[s]; t < batch->seq_start[s + 1]; t++)
-            be->pos[t] = t - batch->seq_start[s];
+        embd_positions(&m->hp, batch->ids + batch->seq_start[s],
+                       batch->seq_start[s + 1] - batch->seq_start[s],
+                       be->pos + batch->seq_start[s]);
 #pragma omp parallel for schedule(static) num_threads(be->nt)
     for (int t = 0; t < T; t++) {
         const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
-        const float *pe = m->w.pos_emb + (size_t)be->pos[t] * H;
+        const float *pe = m->w.pos_emb + (ptrdiff_t)be->pos[t] * H; /* -1: the padding row */
         const float *te = m->w.type_emb + (batch->type_ids ? (size_t)batch->type_ids[t] * H : 0);
         float *xr = be->x + (size_t)t * H;
 #pragma omp simd

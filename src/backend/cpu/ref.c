@@ -173,11 +173,14 @@ static enum embd_status ref_embed(embd_backend *be, float *out, const embd_batch
         goto done;
     }
 
-    /* embeddings: word + position (restarting at 0 in each sequence) + type */
+    /* embeddings: word + position (restarting in each sequence: embd_positions) + type */
     for (int s = 0; s < n; s++) {
-        for (int t = batch->seq_start[s]; t < batch->seq_start[s + 1]; t++) {
+        const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
+        int32_t *pos = (int32_t *)scores; /* (len <= P) ints in the (P)-float row, unused yet */
+        embd_positions(hp, batch->ids + t0, len, pos);
+        for (int t = t0; t < t0 + len; t++) {
             const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
-            const float *pe = m->w.pos_emb + (size_t)(t - batch->seq_start[s]) * H;
+            const float *pe = m->w.pos_emb + (ptrdiff_t)pos[t - t0] * H; /* -1: padding row */
             const float *te =
                 m->w.type_emb + (batch->type_ids ? (size_t)batch->type_ids[t] * H : 0);
             for (int c = 0; c < H; c++)

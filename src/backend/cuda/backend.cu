@@ -391,8 +391,11 @@ static enum embd_status upload_weights(embd_backend *be) {
         void *d;
         d = take((size_t)hp->V * H * 4), be->word = (const float *)d;
         UP(EMBD_DTYPE_FP32, d, w->word_emb, (size_t)hp->V * H);
-        d = take((size_t)hp->P * H * 4), be->pos = (const float *)d;
-        UP(EMBD_DTYPE_FP32, d, w->pos_emb, (size_t)hp->P * H);
+        /* the RoBERTa family also reads the padding row, the one before
+         * position 0 (embd_positions: -1, sent as 0 with the others + 1) */
+        const int prow = hp->pos_offset > 0;
+        d = take((size_t)(hp->P + prow) * H * 4), be->pos = (const float *)d;
+        UP(EMBD_DTYPE_FP32, d, w->pos_emb - (size_t)prow * H, (size_t)(hp->P + prow) * H);
         d = take((size_t)hp->TV * H * 4), be->type = (const float *)d;
         UP(EMBD_DTYPE_FP32, d, w->type_emb, (size_t)hp->TV * H);
         d = take(H * 4), be->emb_g = (const float *)d;
@@ -556,11 +559,14 @@ static enum embd_status forward(embd_backend *be, float *out, const int32_t *ids
     const double t0 = tp ? tm_now_ms() : 0;
     double len2 = 0; /* sum of squared sequence lengths: attention's work */
     memcpy(hids, ids, (size_t)Tn * sizeof(int));
+    const int prow = hp->pos_offset > 0; /* the padding row is row 0 on the device */
     for (int i = 0; i < n; i++) {
+        const int len = seq_start[i + 1] - seq_start[i];
         hss[i] = seq_start[i];
-        len2 += (double)(seq_start[i + 1] - seq_start[i]) * (seq_start[i + 1] - seq_start[i]);
+        len2 += (double)len * len;
+        embd_positions(hp, ids + seq_start[i], len, hpos + seq_start[i]);
         for (int t = seq_start[i]; t < seq_start[i + 1]; t++)
-            hpos[t] = (t - seq_start[i]) | (types ? types[t] << EMBD_POS_BITS : 0);
+            hpos[t] = (hpos[t] + prow) | (types ? types[t] << EMBD_POS_BITS : 0);
     }
     hss[n] = seq_start[n];
     const int ntiles = make_tiles(htiles, hss, n);
