@@ -80,7 +80,8 @@ class Model:
     """An embedding model on the embd engine.
 
     Model(path_or_name, device="auto", dtype="auto", threads=None, cache="mem", *,
-          cache_dir=None, max_batch_tokens=0, max_seq_length=0, normalize=True)
+          cache_dir=None, max_batch_tokens=0, max_seq_length=0, normalize=True,
+          replicas=1)
 
     path_or_name: a Hugging Face model directory, or a name (ORG/NAME) found in
     the Hugging Face cache or under cache_dir (embd_model_resolve). device:
@@ -90,10 +91,14 @@ class Model:
     least busy (a GPU named twice gets two contexts; with several, a disk
     cache is refused). dtype: 'auto' (fp32 on
     the CPU, fp16 on a GPU), 'fp32', 'fp16' (GPU), 'bf16' (GPU, or a CPU with
-    AVX512_BF16), 'int8' (a CPU with AVX512_VNNI). threads: CPU threads
+    AVX512_BF16), 'int8' (a CPU with AVX512_VNNI or AVX-VNNI). threads: CPU threads
     (None: all cores). cache: the embedding cache: 'mem' (64 MiB in memory),
     'off' or None, a size in bytes, or a directory (an LMDB disk cache shared by
-    processes, plus 64 MiB in memory).
+    processes, plus 64 MiB in memory). replicas: that many contexts of the
+    model on the device behind one scheduler (on the CPU the threads are
+    shared out among them, one at least each; each holds its own packed
+    weights): batches run side by side, which pays on a CPU shared with
+    other work, where one many-thread context waits on its slowest thread.
 
     One Model may be used by many threads at once: their texts are batched
     together by the engine's scheduler, and the GIL is released while the
@@ -101,7 +106,8 @@ class Model:
     """
 
     def __init__(self, path_or_name, device="auto", dtype="auto", threads=None, cache="mem", *,
-                 cache_dir=None, max_batch_tokens=0, max_seq_length=0, normalize=True):
+                 cache_dir=None, max_batch_tokens=0, max_seq_length=0, normalize=True,
+                 replicas=1):
         if not isinstance(path_or_name, (str, os.PathLike)):
             raise TypeError(f"path_or_name must be str or a path, not {type(path_or_name).__name__}")
         dev, index, indices = _parse_device(device)
@@ -109,13 +115,19 @@ class Model:
             raise ValueError(f"dtype {dtype!r}: use 'auto', 'fp32', 'fp16', 'bf16' or 'int8'")
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise ValueError(f"threads must be None or an int >= 0, not {threads!r}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be an int >= 1, not {replicas!r}")
+        if replicas > 1 and indices:
+            raise ValueError("replicas > 1 does not go with several devices (device='cuda:N,M')")
         cache_bytes, disk = _parse_cache(cache)
         self.name = os.fspath(path_or_name)
         self.path = _embd.resolve(self.name, None if cache_dir is None else os.fspath(cache_dir))
         self._args = dict(device=dev, device_index=index, dtype=_DTYPES[dtype],
                           threads=threads or 0, max_batch_tokens=int(max_batch_tokens),
                           cache_bytes=cache_bytes, cache_dir=disk, normalize=bool(normalize),
-                          max_seq_length=int(max_seq_length), device_indices=indices)
+                          max_seq_length=int(max_seq_length), device_indices=indices,
+                          replicas=replicas)
+        self.replicas = replicas
         self._lock = threading.Lock()
         self._eng = _embd.Engine(self.path, **self._args)
         self._info = self._eng.info()

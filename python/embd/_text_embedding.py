@@ -10,13 +10,14 @@ Same class name, arguments, defaults and generator behaviour (one (D,)
 float32 array per document, lazily and in order). The differences: models
 are Hugging Face directories with model.safetensors (a local directory, the
 Hugging Face cache, or cache_dir; nothing is downloaded), `parallel` starts
-no processes (the engine already uses every core, and several threads share
-one model), and query_embed/passage_embed apply the model's declared
-prompts.
+no processes (N copies of the model run side by side in this process on the
+CPU's threads; several Python threads share one model), and
+query_embed/passage_embed apply the model's declared prompts.
 """
 import itertools
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -95,6 +96,8 @@ class TextEmbedding:
         self._kwargs = kwargs
         self._path = self._find_path(kwargs.get("specific_model_path"))
         self._model = None
+        self._par = None  # (n, Model): the replicated model of embed(parallel=n)
+        self._par_lock = threading.Lock()
         self._embedding_size = None
         if not lazy_load:
             self._load()
@@ -109,6 +112,11 @@ class TextEmbedding:
             names.append(self._entry.desc.sources.hf)
         return _resolve_first(names, self.cache_dir)
 
+    def _model_args(self):
+        return dict(threads=self.threads, dtype=self._kwargs.get("dtype", "auto"),
+                    cache=self._kwargs.get("cache", "mem"),
+                    max_batch_tokens=self._kwargs.get("max_batch_tokens", 0))
+
     def _load(self):
         if self._model is not None:
             return self._model
@@ -116,9 +124,7 @@ class TextEmbedding:
         if device == "cuda":  # several device_ids: a context on each behind one scheduler
             ids = [int(i) for i in self.device_ids] if self.device_ids else [self._device_index]
             device = "cuda:" + ",".join(str(i) for i in ids)
-        args = dict(threads=self.threads, dtype=self._kwargs.get("dtype", "auto"),
-                    cache=self._kwargs.get("cache", "mem"),
-                    max_batch_tokens=self._kwargs.get("max_batch_tokens", 0))
+        args = self._model_args()
         try:
             model = Model(self._path, device=device, **args)
         except UnsupportedError as e:
@@ -212,20 +218,49 @@ class TextEmbedding:
         """Embeds documents (a str, or any iterable of str, a generator of
         unknown length included): yields one (D,) float32 array per document,
         lazily and in order, reading batch_size documents at a time (memory is
-        bounded whatever the input length). parallel is accepted for
-        fastembed's sake; the engine already uses every core."""
-        yield from self._embed(documents, batch_size, None)
+        bounded whatever the input length). parallel, as in fastembed: None
+        or 1 embeds with the model as loaded (every core, one batch at a
+        time); N > 1 runs N copies of the model side by side on the CPU, the
+        threads shared out among them (each copy holds its own packed
+        weights; made on first use and kept for the next call with the same
+        N), reading N * batch_size documents at a time; 0 one copy per core.
+        It pays where the CPU is shared with other work; the vectors are the
+        same. No process is started. On a GPU parallel is ignored."""
+        model = self._parallel_model(parallel)
+        yield from self._embed(documents, batch_size, None, model)
+
+    def _parallel_model(self, parallel):
+        """The Model that embed(parallel=...) runs: the loaded one, or N
+        replicas of it on the CPU."""
+        if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int)
+                                     or parallel < 0):
+            raise ValueError(f"parallel must be None or an int >= 0, not {parallel!r}")
+        model = self._load()
+        n = (os.cpu_count() or 1) if parallel == 0 else (parallel or 1)
+        n = min(n, 64)  # the scheduler's context limit (EMBD_SCHED_MAX_CTX)
+        if n == 1:
+            return model
+        if model.device != "cpu":
+            log.info("embd: parallel=%s ignored: the model runs on %s", parallel, model.device)
+            return model
+        with self._par_lock:
+            if self._par is None or self._par[0] != n:
+                self._par = None  # the old replicas go before the new ones are made
+                self._par = (n, Model(self._path, device="cpu", replicas=n, **self._model_args()))
+            return self._par[1]
 
     def query_embed(self, query, **kwargs):
         """Embeds queries (a str or an iterable of str) with the model's query
         prompt, if it has one (bge: "Represent this sentence for searching
         relevant passages: ", e5: "query: ")."""
-        yield from self._embed(query, kwargs.get("batch_size", 256), "query")
+        yield from self._embed(query, kwargs.get("batch_size", 256), "query",
+                               self._parallel_model(kwargs.get("parallel")))
 
     def passage_embed(self, texts, **kwargs):
         """Embeds passages with the model's passage prompt, if it has one (e5:
         "passage: "; none for bge)."""
-        yield from self._embed(texts, kwargs.get("batch_size", 256), "passage")
+        yield from self._embed(texts, kwargs.get("batch_size", 256), "passage",
+                               self._parallel_model(kwargs.get("parallel")))
 
     def token_count(self, texts, batch_size=1024, **kwargs):
         """Tokens of the texts as the model sees them (after truncation, [CLS]
@@ -236,13 +271,16 @@ class TextEmbedding:
         return sum(len(model.tokenize(t)) for t in _iter_texts(texts))
 
     # -- the loop --------------------------------------------------------------
-    def _embed(self, documents, batch_size, prompt_key):
+    def _embed(self, documents, batch_size, prompt_key, model=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
         if isinstance(documents, str):
             documents = [documents]
         it = _iter_texts(documents)
-        model = self._load()
+        if model is None:
+            model = self._load()
+        elif model is not self._model:
+            batch_size *= model.replicas  # work for every replica in each call
         prefix = self._prompts.get(prompt_key) if prompt_key else None
         norm = -1 if self._normalize is None else (1 if self._normalize else 0)
         eng_dim = model.dimension

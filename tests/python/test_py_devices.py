@@ -75,6 +75,36 @@ def test_replicas_equal_one_context():
     two.close()
 
 
+def test_fastembed_parallel():
+    """embed(parallel=N): N replicas of the model on the CPU behind one
+    scheduler, each call given work for all of them; the same vectors as
+    parallel=None, in order, from a generator too; 0 is one per core."""
+    path = need_model(MINILM)
+    te = embd.TextEmbedding(path, threads=2)
+    ref = np.stack(list(te.embed(TEXTS, batch_size=64)))
+    got = np.stack(list(te.embed((t for t in TEXTS), batch_size=64, parallel=2)))
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.allclose(got, ref, rtol=0, atol=1e-6)
+    one = embd.Model(path, device="cpu", threads=1, cache="off").embed(TEXTS)
+    assert np.array_equal(got, one)  # one thread a replica: one thread's bits
+    rep = te._par[1]
+    assert te._par[0] == 2 and rep.replicas == 2 and rep._engine().info()["contexts"] == 2
+    rows = {l.split(" ")[0]: float(l.split(" ")[1]) for l in rep.metrics().splitlines()
+            if l.startswith("embd_inputs_total{")}
+    assert len(rows) == 2 and all(v > 0 for v in rows.values()), rows  # both replicas worked
+    again = np.stack(list(te.embed(TEXTS[:10], parallel=2)))
+    assert te._par[1] is rep and np.array_equal(again, got[:10])  # kept for the next call
+    q = np.stack(list(te.query_embed(TEXTS[:3], parallel=2)))
+    assert np.array_equal(q, np.stack(list(te.query_embed(TEXTS[:3]))))
+    list(te.embed(TEXTS[:4], parallel=0))
+    assert te._par[0] == min(os.cpu_count() or 1, 64) or (os.cpu_count() or 1) == 1
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="parallel"):
+            list(te.embed(TEXTS[:2], parallel=bad))
+    with pytest.raises(ValueError, match="replicas"):
+        embd.Model(path, replicas=0)
+
+
 if __name__ == "__main__":
     from pyembd_test import run_pytest
     sys.exit(run_pytest(__file__))
