@@ -146,6 +146,12 @@ int main(int argc, char **argv) {
     cpu_model(model, sizeof model);
     const int can_bf16 = embd_cpu_can_bf16(why, sizeof why);
     const int can_int8 = embd_cpu_can_int8(why, sizeof why);
+    /* the int8 kernels of the kernel set EMBD_CPU_ISA (or the CPU) picks:
+     * EMBD_CPU_ISA=avx2 times AVX-VNNI's on an AVX-512 CPU that has it */
+    enum embd_cpu_isa isa = EMBD_CPU_ISA_BASELINE;
+    bool wide8 = false;
+    if (can_int8 && embd_cpu_isa_choose(&isa, why, sizeof why))
+        embd_cpu_lowp_kernels(true, isa, &wide8, why, sizeof why);
     double load[3] = {0};
     if (getloadavg(load, 3) < 0) load[0] = -1;
     printf("CPU: %s\nthreads: %d; load average %.2f (before)\n", model, nt, load[0]);
@@ -190,7 +196,7 @@ int main(int argc, char **argv) {
             double r[2] = {NAN, NAN};
             for (int kind = EMBD_LOWP_BF16; kind <= EMBD_LOWP_INT8; kind++) {
                 if (!(kind == EMBD_LOWP_BF16 ? can_bf16 : can_int8)) continue;
-                j.w = embd_lowp_pack(kind, W, N, K);
+                j.w = embd_lowp_pack(kind, W, N, K, kind == EMBD_LOWP_BF16 || wide8);
                 if (!j.w) {
                     fprintf(stderr, "bench_lowp: pack failed\n");
                     return 1;

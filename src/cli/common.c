@@ -24,7 +24,8 @@ const struct cli_opt cli_common_opts[] = {
      "cuda:N,M,... (a GPU named twice gets two contexts)"},
     {"dtype", 0, true, "TYPE", "auto",
      "auto, fp32, fp16, bf16 or int8. auto: fp16 on a GPU, fp32 on the CPU. The CPU also runs "
-     "bf16 (AVX512_BF16) and int8 (AVX512_VNNI) when asked; fp16 is GPU only, int8 CPU only"},
+     "bf16 (AVX512_BF16) and int8 (AVX512_VNNI or AVX-VNNI) when asked; fp16 is GPU only, int8 CPU "
+     "only"},
     {"gpu-memory-limit", 0, true, "SIZE", NULL,
      "the most GPU memory each context may hold: bytes with K, M or G (6G) or a fraction of "
      "the device's memory (0.5); batches shrink to fit it, and a model that cannot fit runs "

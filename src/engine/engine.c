@@ -914,18 +914,15 @@ static char system_info[1024];
 static void system_info_init(void) {
     const embd_cpu_features *f = embd_cpu_features_get();
     enum embd_cpu_isa isa;
-    char why[160], bf16_why[96] = "", int8_why[96] = "";
+    char why[160], bf16_why[160] = "", int8_why[160] = "";
     const bool isa_ok = embd_cpu_isa_choose(&isa, why, sizeof why);
-    bool bf16 = embd_cpu_can_bf16(bf16_why, sizeof bf16_why);
-    bool int8 = embd_cpu_can_int8(int8_why, sizeof int8_why);
-    /* both run on the avx512 kernel set only (cpu.c refuses them otherwise) */
-    if (!isa_ok || isa != EMBD_CPU_ISA_AVX512) {
-        char off[96];
-        snprintf(off, sizeof off, "they run on the avx512 kernel set, and %s %s",
-                 isa_ok ? embd_cpu_isa_name(isa) : "none", isa_ok ? "runs" : "is usable");
-        if (bf16) snprintf(bf16_why, sizeof bf16_why, "%s", off);
-        if (int8) snprintf(int8_why, sizeof int8_why, "%s", off);
-        bf16 = int8 = false;
+    /* the CPU backend's own rule (isa.h), with the kernel set it would run */
+    bool wide8 = false;
+    const bool bf16 = isa_ok && embd_cpu_lowp_kernels(false, isa, NULL, bf16_why, sizeof bf16_why);
+    const bool int8 = isa_ok && embd_cpu_lowp_kernels(true, isa, &wide8, int8_why, sizeof int8_why);
+    if (!isa_ok) {
+        snprintf(bf16_why, sizeof bf16_why, "no kernel set is usable");
+        snprintf(int8_why, sizeof int8_why, "no kernel set is usable");
     }
     snprintf(system_info, sizeof system_info,
              "cpu: %s (family %d model %d), %d online cores\n"
@@ -941,8 +938,9 @@ static void system_info_init(void) {
              f->amx_int8 ? " amx_int8" : "",
              f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
              isa_ok ? embd_cpu_isa_name(isa) : "refused", why, bf16 ? "yes" : "no (",
-             bf16 ? "" : bf16_why, bf16 ? "" : ")", int8 ? "yes" : "no (", int8 ? "" : int8_why,
-             int8 ? "" : ")", openblas_get_config());
+             bf16 ? "" : bf16_why, bf16 ? "" : ")",
+             int8 ? (wide8 ? "yes (AVX512_VNNI)" : "yes (AVX-VNNI, 256-bit)") : "no (",
+             int8 ? "" : int8_why, int8 ? "" : ")", openblas_get_config());
 }
 
 const char *embd_system_info(void) {

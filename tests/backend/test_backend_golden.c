@@ -125,8 +125,9 @@ static void check_same_bits(const char *what, const float *a, const float *b, in
 }
 
 /* bf16 and int8 refused, with a reason, where they cannot run: on a CPU
- * without the instructions, and with EMBD_CPU_ISA forcing another kernel set
- * than avx512. */
+ * without the instructions, with EMBD_CPU_ISA=baseline, and bf16 (and int8
+ * on a CPU without AVX-VNNI) with EMBD_CPU_ISA=avx2, where int8 runs on
+ * AVX-VNNI's kernels when the CPU has them. */
 static void check_refused(const struct embd_model *m) {
     const enum embd_dtype dts[2] = {EMBD_DTYPE_BF16, EMBD_DTYPE_INT8};
     for (int i = 0; i < 2; i++) {
@@ -135,13 +136,30 @@ static void check_refused(const struct embd_model *m) {
                                                    : embd_cpu_can_int8(why, sizeof why);
         embd_backend_params p = {.n_threads = 1, .dtype = dts[i], .max_batch_tokens = 64};
         embd_backend *be = NULL;
-        setenv("EMBD_CPU_ISA", "avx2", 1);
+        const embd_cpu_features *f = embd_cpu_features_get();
+        const bool avx2 = embd_cpu_isa_best() >= EMBD_CPU_ISA_AVX2;
+        setenv("EMBD_CPU_ISA", "baseline", 1);
         enum embd_status st = embd_backend_cpu_ops.init(&be, m, &p);
-        CHECK_MSG(st == EMBD_ERR_UNSUPPORTED && !be, "%s with EMBD_CPU_ISA=avx2: status %d",
+        CHECK_MSG(st == EMBD_ERR_UNSUPPORTED && !be, "%s with EMBD_CPU_ISA=baseline: status %d",
                   embd_dtype_str(dts[i]), (int)st);
         const char *e = embd_last_error();
         CHECK_MSG(strstr(e, embd_dtype_str(dts[i])) != NULL, "message without the dtype: %s", e);
         printf("refused as it should be: %s\n", e);
+        if (avx2) {
+            setenv("EMBD_CPU_ISA", "avx2", 1);
+            st = embd_backend_cpu_ops.init(&be, m, &p);
+            if (dts[i] == EMBD_DTYPE_INT8 && f->avx_vnni) {
+                CHECK_MSG(st == EMBD_OK && be, "int8 with EMBD_CPU_ISA=avx2 and AVX-VNNI: %s",
+                          embd_last_error());
+                if (be) embd_backend_cpu_ops.free(be);
+                be = NULL;
+                printf("int8 runs on the avx2 kernel set with AVX-VNNI\n");
+            } else {
+                CHECK_MSG(st == EMBD_ERR_UNSUPPORTED && !be, "%s with EMBD_CPU_ISA=avx2: status %d",
+                          embd_dtype_str(dts[i]), (int)st);
+                printf("refused as it should be: %s\n", embd_last_error());
+            }
+        }
         unsetenv("EMBD_CPU_ISA");
         if (!can) {
             st = embd_backend_cpu_ops.init(&be, m, &p);

@@ -36,6 +36,14 @@
 #define GUARD_COLS 16
 #define LDA_PAD 4 /* lda = K + 4: rows not 64-byte aligned, and read in place */
 
+/* The kernels every pack in this file asks for: the 512-bit ones, or
+ * AVX-VNNI's 256-bit int8 ones (main runs each variant the CPU has). */
+static int g_wide = 1;
+
+static embd_lowp_weight *lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K) {
+    return embd_lowp_pack(kind, W, N, K, g_wide);
+}
+
 static const char *kind_name(enum embd_lowp_kind kind) {
     return kind == EMBD_LOWP_BF16 ? "bf16" : "int8";
 }
@@ -223,7 +231,7 @@ static problem problem_make(enum embd_lowp_kind kind, int T, int K, int N, uint6
     for (int n = 0; n < N; n++)
         p.bias[n] = 0.1f * gauss();
     problem_refs(&p);
-    p.w = embd_lowp_pack(kind, p.W, N, K);
+    p.w = lowp_pack(kind, p.W, N, K);
     return p;
 }
 
@@ -517,7 +525,7 @@ static void exact_case(enum embd_lowp_kind kind, const float x[4], const float w
     float W[16 * 4] = {0};
     for (int j = 0; j < 16; j++)
         W[j * 4 + j % 4] = wv[j];
-    embd_lowp_weight *w = embd_lowp_pack(kind, W, 16, 4);
+    embd_lowp_weight *w = lowp_pack(kind, W, 16, 4);
     CHECK(w != NULL);
     if (!w) return;
     void *scratch = scratch_make(w);
@@ -568,21 +576,22 @@ static void test_exact(enum embd_lowp_kind kind) {
  * (LeakSanitizer checks that under EMBD_SANITIZE); the sizes reported. */
 static void test_pack(enum embd_lowp_kind kind) {
     float W[32 * 8] = {0};
-    CHECK(embd_lowp_pack(kind, W, 8, 8) == NULL);  /* N not a multiple of 16 */
-    CHECK(embd_lowp_pack(kind, W, 16, 6) == NULL); /* K not a multiple of 4 */
-    CHECK(embd_lowp_pack(kind, W, 0, 8) == NULL);
-    CHECK(embd_lowp_pack(kind, W, 16, 0) == NULL);
-    CHECK(embd_lowp_pack(kind, NULL, 16, 8) == NULL);
-    CHECK(embd_lowp_pack((enum embd_lowp_kind)7, W, 16, 8) == NULL);
+    CHECK(lowp_pack(kind, W, 8, 8) == NULL);  /* N not a multiple of 16 */
+    CHECK(lowp_pack(kind, W, 16, 6) == NULL); /* K not a multiple of 4 */
+    CHECK(lowp_pack(kind, W, 0, 8) == NULL);
+    CHECK(lowp_pack(kind, W, 16, 0) == NULL);
+    CHECK(lowp_pack(kind, NULL, 16, 8) == NULL);
+    CHECK(lowp_pack((enum embd_lowp_kind)7, W, 16, 8) == NULL);
+    CHECK(embd_lowp_pack(EMBD_LOWP_BF16, W, 32, 8, 0) == NULL); /* no 256-bit bf16 kernels */
     embd_lowp_free(NULL);
     for (long n = 0; n < 2; n++) {
         embd_fault_alloc_after(n);
-        embd_lowp_weight *w = embd_lowp_pack(kind, W, 32, 8);
+        embd_lowp_weight *w = lowp_pack(kind, W, 32, 8);
         CHECK(w == NULL);
         embd_lowp_free(w);
     }
     embd_fault_alloc_after(-1);
-    embd_lowp_weight *w = embd_lowp_pack(kind, W, 32, 8);
+    embd_lowp_weight *w = lowp_pack(kind, W, 32, 8);
     CHECK(w != NULL);
     /* bf16: 2 bytes a weight; int8: 1, plus a scale and a scaled sum a column */
     const size_t min = kind == EMBD_LOWP_BF16 ? 32 * 8 * 2 : 32 * 8 + 32 * 8;
@@ -592,19 +601,78 @@ static void test_pack(enum embd_lowp_kind kind) {
     embd_lowp_free(w);
 }
 
+/* The int8 kernels of AVX-VNNI (256-bit) and AVX512_VNNI give the same bits
+ * (the same exact int32 sums and the same fp32 epilogue), with and without
+ * GELU, on a model's shapes and odd row counts. */
+static void test_wide_equals_narrow(void) {
+    const int dims[3][3] = {{37, 384, 1152}, {5, 1536, 384}, {61, 384, 1536}};
+    for (int s = 0; s < 3; s++) {
+        const int T = dims[s][0], K = dims[s][1], N = dims[s][2];
+        float *x = malloc((size_t)T * K * sizeof(float)), *W = malloc((size_t)N * K * 4);
+        float *bias = malloc((size_t)N * 4), *a = malloc((size_t)T * N * 4);
+        float *b = malloc((size_t)T * N * 4);
+        for (size_t i = 0; i < (size_t)T * K; i++)
+            x[i] = gauss();
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            W[i] = gauss() / sqrtf((float)K);
+        for (int n = 0; n < N; n++)
+            bias[n] = 0.1f * gauss();
+        embd_lowp_weight *ww = embd_lowp_pack(EMBD_LOWP_INT8, W, N, K, 1);
+        embd_lowp_weight *wn = embd_lowp_pack(EMBD_LOWP_INT8, W, N, K, 0);
+        CHECK(ww && wn);
+        void *scratch = ww ? scratch_make(ww) : NULL;
+        for (int gelu = 0; ww && wn && scratch && gelu < 2; gelu++) {
+            embd_lowp_gemm(ww, a, (size_t)N, x, (size_t)K, 0, T, 0, N, bias, gelu, scratch);
+            embd_lowp_gemm(wn, b, (size_t)N, x, (size_t)K, 0, T, 0, N, bias, gelu, scratch);
+            size_t diff = 0;
+            for (size_t i = 0; i < (size_t)T * N; i++)
+                diff += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+            CHECK_MSG(diff == 0,
+                      "int8 %dx%dx%d gelu=%d: %zu of %d outputs differ between the "
+                      "512-bit and AVX-VNNI kernels",
+                      T, K, N, gelu, diff, T * N);
+        }
+        free(scratch);
+        embd_lowp_free(ww);
+        embd_lowp_free(wn);
+        free(x);
+        free(W);
+        free(bias);
+        free(a);
+        free(b);
+    }
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    char why_bf16[128] = "", why_int8[128] = "";
-    const int bf16 = embd_cpu_can_bf16(why_bf16, sizeof why_bf16);
-    const int int8 = embd_cpu_can_int8(why_int8, sizeof why_int8);
-    if (!bf16 && !int8) TEST_SKIP("bf16: %s; int8: %s", why_bf16, why_int8);
+    const int best = embd_cpu_isa_best();
+    char why[3][160] = {"", "", ""};
+    bool wide = false;
+    /* the variants: bf16 (512-bit), int8 512-bit, int8 AVX-VNNI */
+    const int can[3] = {
+        best >= EMBD_CPU_ISA_AVX512 &&
+            embd_cpu_lowp_kernels(false, EMBD_CPU_ISA_AVX512, &wide, why[0], sizeof why[0]),
+        best >= EMBD_CPU_ISA_AVX512 &&
+            embd_cpu_lowp_kernels(true, EMBD_CPU_ISA_AVX512, &wide, why[1], sizeof why[1]) && wide,
+        best >= EMBD_CPU_ISA_AVX2 &&
+            embd_cpu_lowp_kernels(true, EMBD_CPU_ISA_AVX2, &wide, why[2], sizeof why[2]),
+    };
+    static const char *const names[3] = {"bf16", "int8 (AVX512_VNNI)", "int8 (AVX-VNNI)"};
+    if (best < EMBD_CPU_ISA_AVX512) snprintf(why[0], sizeof why[0], "no avx512 kernel set");
+    if (best >= EMBD_CPU_ISA_AVX512 && !can[1] && !why[1][0])
+        snprintf(why[1], sizeof why[1], "the CPU lacks AVX512_VNNI");
+    if (!can[0] && !can[1] && !can[2])
+        TEST_SKIP("bf16: %s; int8: %s; int8 on AVX2: %s", why[0], why[1], why[2]);
     printf("CPU: %s\n", embd_cpu_features_get()->model);
-    for (int kind = EMBD_LOWP_BF16; kind <= EMBD_LOWP_INT8; kind++) {
-        if (!(kind == EMBD_LOWP_BF16 ? bf16 : int8)) {
-            printf("%s: not run (%s)\n", kind_name(kind),
-                   kind == EMBD_LOWP_BF16 ? why_bf16 : why_int8);
+    for (int v = 0; v < 3; v++) {
+        if (!can[v]) {
+            printf("%s: not run (%s)\n", names[v], why[v][0] ? why[v] : "not here");
             continue;
         }
+        const enum embd_lowp_kind kind = v == 0 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
+        g_wide = v != 2;
+        worst_q[kind] = worst_rel32[kind] = 0;
+        worst_cos[kind] = 2;
         test_pack(kind);
         test_exact(kind);
         test_shapes(kind);
@@ -612,7 +680,12 @@ int main(void) {
         test_special_rows(kind);
         printf("%s: worst error to the quantised reference %.2g of the error scale; to fp32 "
                "relative %.2g, cosine %.6f\n",
-               kind_name(kind), worst_q[kind], worst_rel32[kind], worst_cos[kind]);
+               names[v], worst_q[kind], worst_rel32[kind], worst_cos[kind]);
     }
+    if (can[1] && can[2])
+        test_wide_equals_narrow();
+    else
+        printf("512-bit vs AVX-VNNI int8: not compared (the CPU lacks one)\n");
+    g_wide = 1;
     return test_summary("test_lowp");
 }

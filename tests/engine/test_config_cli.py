@@ -9,6 +9,7 @@
   and says what would run; device auto on the CPU names the fallback reason
   the metrics count; a device that cannot run the model exits 1;
 - --dtype bf16 / int8 on the CPU run where it has AVX512_BF16 / AVX512_VNNI
+  (int8 also on the avx2 kernel set with AVX-VNNI)
   (and AVX-512 is not switched off) and exit 1 naming the instructions
   where it has not.
 """
@@ -91,18 +92,32 @@ def main():
                 f"cuda + int8 from env: {p.stderr!r}")
         # The CPU's reduced precisions: they run where the CPU has the
         # instructions, and are refused with the reason where it has not.
+        # int8 runs on the avx512 set with AVX512_VNNI, or on the avx2 set
+        # (forced, or an AVX2-only CPU) with AVX-VNNI; bf16 on avx512 only.
+        avx512 = cpu_has("avx512f") and cpu_has("avx512bw") and cpu_has("avx512vl") \
+            and cpu_has("avx512dq")
         for dtype, flag in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni")):
             p = run(["embed", *m, "--device", "cpu", "-q"], stdin=text, env={"EMBD_DTYPE": dtype})
-            if cpu_has(flag):
+            can = cpu_has(flag) and avx512
+            if dtype == "int8" and cpu_has("avx_vnni"):
+                can = True
+            if can:
                 c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'),
                         f"cpu + {dtype}: {p.stderr!r}")
-                p = run(["embed", *m, "--device", "cpu", "--dtype", dtype], stdin=text,
-                        env={"EMBD_CPU_ISA": "avx2"})
-                c.check(one_error(p, 1, f"dtype {dtype} runs on the avx512 kernel set"),
-                        f"cpu + {dtype} with EMBD_CPU_ISA=avx2: {p.stderr!r}")
             else:
                 c.check(one_error(p, 1, f"dtype {dtype}", flag.upper()),
                         f"cpu + {dtype} without {flag}: {p.stderr!r}")
+            p = run(["embed", *m, "--device", "cpu", "--dtype", dtype, "-q"], stdin=text,
+                    env={"EMBD_CPU_ISA": "avx2"})
+            if dtype == "int8" and cpu_has("avx_vnni"):
+                c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'),
+                        f"cpu + int8 with EMBD_CPU_ISA=avx2 and AVX-VNNI: {p.stderr!r}")
+            elif dtype == "int8":
+                c.check(one_error(p, 1, "dtype int8", "AVX-VNNI"),
+                        f"cpu + int8 with EMBD_CPU_ISA=avx2 without AVX-VNNI: {p.stderr!r}")
+            else:
+                c.check(one_error(p, 1, "bf16 runs on the avx512 kernel set", "EMBD_CPU_ISA"),
+                        f"cpu + bf16 with EMBD_CPU_ISA=avx2: {p.stderr!r}")
         p = run(["embed", *m, *config({"device": "cpu", "dtype": "fp16"})], stdin=text)
         c.check(one_error(p, 2, "conflicts with --device cpu (from --config"),
                 f"conflict in the config file: {p.stderr!r}")
@@ -146,7 +161,7 @@ def main():
     p = run(["doctor", *m, "--device", "cpu", "--dtype", "fp16"])
     c.check(one_error(p, 2, "conflicts with --device cpu"), f"doctor conflict: {p.stderr!r}")
     p = run(["doctor", *m, "--device", "cpu", "--dtype", "int8"])
-    if cpu_has("avx512_vnni"):
+    if cpu_has("avx512_vnni") or cpu_has("avx_vnni"):
         c.check(p.returncode == 0 and "run: device cpu, dtype int8 -> cpu" in p.stdout.decode(),
                 f"doctor cpu int8: {p.stdout!r} {p.stderr!r}")
     else:

@@ -116,6 +116,7 @@ struct embd_backend {
     const struct embd_model *model;
     int nt;                /* threads */
     enum embd_cpu_isa isa; /* the kernel set of the packed GEMM (see cpu_choose_isa) */
+    bool lowp_wide;        /* bf16 / int8: the 512-bit kernels, else AVX-VNNI's 256-bit */
     float *wqkv;           /* (L, 3H, H) Q, K, V weights stacked per layer */
     float *bqkv;           /* (L, 3H) */
     /* the packed path (AVX2+FMA, H and I multiples of 16): per layer the four
@@ -1113,10 +1114,10 @@ static enum embd_status cpu_pack_lowp(embd_backend *be, const struct embd_model 
         const embd_layer_weights *lw = &model->w.layers[l];
         stack_qkv(qkv, lw, H);
         embd_lowp_weight **w = be->lowp + 4 * l;
-        w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H);
-        w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H);
-        w[2] = embd_lowp_pack(kind, lw->i_w, (int)I, (int)H);
-        w[3] = embd_lowp_pack(kind, lw->f_w, (int)H, (int)I);
+        w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H, be->lowp_wide);
+        w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H, be->lowp_wide);
+        w[2] = embd_lowp_pack(kind, lw->i_w, (int)I, (int)H, be->lowp_wide);
+        w[3] = embd_lowp_pack(kind, lw->f_w, (int)H, (int)I, be->lowp_wide);
         for (int i = 0; i < 4; i++) {
             if (!w[i]) {
                 embd_free(qkv);
@@ -1158,11 +1159,6 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
                           embd_dtype_str(dtype));
     char why[160];
     if (dtype != EMBD_DTYPE_FP32) {
-        const bool ok = dtype == EMBD_DTYPE_BF16 ? embd_cpu_can_bf16(why, sizeof why)
-                                                 : embd_cpu_can_int8(why, sizeof why);
-        if (!ok)
-            return embd_error(EMBD_ERR_UNSUPPORTED, "cpu backend: dtype %s: %s",
-                              embd_dtype_str(dtype), why);
         if (hp->H % 16 || hp->I % 16)
             return embd_error(EMBD_ERR_UNSUPPORTED,
                               "cpu backend: dtype %s needs the hidden and intermediate sizes to "
@@ -1177,13 +1173,16 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
         embd_free(be);
         return embd_error(EMBD_ERR_UNSUPPORTED, "cpu backend: %s", why);
     }
-    if (dtype != EMBD_DTYPE_FP32 && (!EMBD_HAVE_DISPATCH || be->isa != EMBD_CPU_ISA_AVX512)) {
-        const enum embd_cpu_isa isa = be->isa;
+    /* bf16: the avx512 set; int8: avx512 + AVX512_VNNI or avx2/avx512 + AVX-VNNI (isa.h) */
+    if (dtype != EMBD_DTYPE_FP32 &&
+        (!EMBD_HAVE_DISPATCH || !embd_cpu_lowp_kernels(dtype == EMBD_DTYPE_INT8, be->isa,
+                                                       &be->lowp_wide, why, sizeof why))) {
+        if (!EMBD_HAVE_DISPATCH) snprintf(why, sizeof why, "this build has no CPU dispatch");
+        const bool forced = getenv("EMBD_CPU_ISA") && *getenv("EMBD_CPU_ISA");
         embd_free(be);
-        return embd_error(EMBD_ERR_UNSUPPORTED,
-                          "cpu backend: dtype %s runs on the avx512 kernel set, and %s was chosen "
-                          "(EMBD_CPU_ISA); use fp32 or unset EMBD_CPU_ISA",
-                          embd_dtype_str(dtype), embd_cpu_isa_name(isa));
+        return embd_error(
+            EMBD_ERR_UNSUPPORTED, "cpu backend: dtype %s: %s%s", embd_dtype_str(dtype), why,
+            forced ? " (EMBD_CPU_ISA); use fp32 or unset EMBD_CPU_ISA" : "; use fp32");
     }
 #if EMBD_HAVE_PACKED
     cpu_isa = EMBD_HAVE_DISPATCH ? be->isa : EMBD_CPU_ISA_BASELINE;

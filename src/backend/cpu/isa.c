@@ -183,20 +183,45 @@ bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n) {
     return true;
 }
 
-bool embd_cpu_can_bf16(char *why, size_t n) {
-    if (!can_run(EMBD_CPU_ISA_AVX512, why, n)) return false;
-    if (!embd_cpu_features_get()->avx512_bf16) {
-        snprintf(why, n, "the CPU lacks AVX512_BF16");
-        return false;
+bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, bool *wide, char *why, size_t n) {
+    const embd_cpu_features *f = embd_cpu_features_get();
+    if (wide) *wide = false;
+    if (!int8) {
+        if (!f->avx512_bf16) {
+            snprintf(why, n, "the CPU lacks AVX512_BF16");
+            return false;
+        }
+        if (isa != EMBD_CPU_ISA_AVX512) {
+            snprintf(why, n, "bf16 runs on the avx512 kernel set, and %s was chosen",
+                     embd_cpu_isa_name(isa));
+            return false;
+        }
+        if (wide) *wide = true;
+        return true;
     }
-    return true;
+    if (isa == EMBD_CPU_ISA_AVX512 && f->avx512_vnni) {
+        if (wide) *wide = true;
+        return true;
+    }
+    /* the kernel set is runnable, so the OS saves the ymm registers */
+    if (isa >= EMBD_CPU_ISA_AVX2 && f->avx_vnni) return true;
+    if (isa == EMBD_CPU_ISA_BASELINE)
+        snprintf(why, n, "int8 runs on the avx512 or avx2 kernel set, and baseline was chosen");
+    else if (isa == EMBD_CPU_ISA_AVX2 && f->avx512_vnni)
+        snprintf(why, n,
+                 "int8 on the avx2 kernel set needs AVX-VNNI, which the CPU lacks (it "
+                 "has AVX512_VNNI, for the avx512 set)");
+    else
+        snprintf(why, n, "the CPU lacks AVX512_VNNI and AVX-VNNI");
+    return false;
+}
+
+bool embd_cpu_can_bf16(char *why, size_t n) {
+    enum embd_cpu_isa isa;
+    return embd_cpu_isa_choose(&isa, why, n) && embd_cpu_lowp_kernels(false, isa, NULL, why, n);
 }
 
 bool embd_cpu_can_int8(char *why, size_t n) {
-    if (!can_run(EMBD_CPU_ISA_AVX512, why, n)) return false;
-    if (!embd_cpu_features_get()->avx512_vnni) {
-        snprintf(why, n, "the CPU lacks AVX512_VNNI");
-        return false;
-    }
-    return true;
+    enum embd_cpu_isa isa;
+    return embd_cpu_isa_choose(&isa, why, n) && embd_cpu_lowp_kernels(true, isa, NULL, why, n);
 }

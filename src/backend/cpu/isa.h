@@ -42,9 +42,15 @@ const char *embd_cpu_isa_name(enum embd_cpu_isa isa);
  * this CPU cannot run. */
 bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n);
 
-/* Whether the CPU and OS can run the low-precision kernels: bf16 needs
- * AVX512_BF16 (with AVX-512 F/BW/VL), int8 AVX512_VNNI (with AVX-512
- * F/BW/VL). When not, writes the missing part to why. */
+/* Whether the low-precision kernels run beside the fp32 kernel set isa:
+ * bf16 (int8 false) needs the avx512 set and AVX512_BF16; int8 the avx512
+ * set and AVX512_VNNI (512-bit kernels: *wide true), or the avx2 or avx512
+ * set and AVX-VNNI (256-bit kernels). When not, writes the reason to why.
+ * The one rule for the CPU backend and `embd doctor`. */
+bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, bool *wide, char *why, size_t n);
+
+/* embd_cpu_lowp_kernels with the kernel set embd_cpu_isa_choose picks
+ * (EMBD_CPU_ISA, else the best): can --dtype bf16 / int8 run here. */
 bool embd_cpu_can_bf16(char *why, size_t n);
 bool embd_cpu_can_int8(char *why, size_t n);
 

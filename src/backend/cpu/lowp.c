@@ -1,6 +1,7 @@
 /* lowp.c — the reduced-precision GEMMs of lowp.h: bf16 (AVX512_BF16) and
  * int8 (AVX512_VNNI), out = in W^T + bias (then GELU), for x86-64 CPUs with
- * AVX-512. The library is built for baseline x86-64, so every kernel here
+ * AVX-512; and int8 on AVX2 CPUs with AVX-VNNI (256-bit, the same bits; see
+ * vnni_gemm). The library is built for baseline x86-64, so every kernel here
  * carries its own target attribute; callers check embd_cpu_can_bf16 /
  * embd_cpu_can_int8 (isa.h) before they call. Elsewhere embd_lowp_pack
  * returns NULL.
@@ -61,6 +62,7 @@ _Static_assert(EMBD_LOWP_MC % LOWP_MR == 0, "EMBD_LOWP_MC must be a multiple of 
 
 struct embd_lowp_weight {
     enum embd_lowp_kind kind;
+    int wide; /* the 512-bit kernels; else AVX-VNNI's 256-bit int8 ones */
     int N, K;
     int kg;          /* groups of k: K / 2 (bf16) or K / 4 (int8) */
     size_t bytes;    /* of mem */
@@ -126,13 +128,14 @@ static void pack_int8(embd_lowp_weight *w, const float *W) {
     }
 }
 
-embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K) {
+embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K, int wide) {
     if (!LOWP_X86 || !W || N <= 0 || K <= 0 || N % LOWP_NR || K % 4 ||
-        (kind != EMBD_LOWP_BF16 && kind != EMBD_LOWP_INT8))
+        (kind != EMBD_LOWP_BF16 && kind != EMBD_LOWP_INT8) || (kind == EMBD_LOWP_BF16 && !wide))
         return NULL;
     embd_lowp_weight *w = embd_calloc(1, sizeof *w);
     if (!w) return NULL;
     w->kind = kind;
+    w->wide = wide != 0;
     w->N = N;
     w->K = K;
     w->kg = kind == EMBD_LOWP_BF16 ? K / 2 : K / 4;
@@ -365,11 +368,156 @@ LOWP_TARGET static void epilogue(int int8, float *c, size_t ldc, float *t, int m
     }
 }
 
+/* ---- int8 on AVX2 CPUs with AVX-VNNI (256-bit VPDPBUSD) ------------------
+ * The same packed weights, activations and epilogue arithmetic as above, in
+ * ymm registers: a panel's 16 columns are two ymm, and a tile is up to 6
+ * rows of one panel (12 accumulators, two weight registers and the
+ * broadcast of the 16), so a micro-panel of 12 rows is two tiles. The sums
+ * are exact int32 and the epilogue does the same fp32 operations in the same
+ * order, so the outputs are the 512-bit kernels' bit for bit. */
+#define VNNI_TARGET __attribute__((target("avx2,fma,avxvnni")))
+#define VNNI_MR 6
+
+/* act_int8 in AVX2: the same scale, minimum and u8 values (the min and max
+ * are exact whatever the order, and the conversion rounds alike). */
+VNNI_TARGET static void act_int8_avx2(uint32_t *dst, float *rscale, float *rmin, const float *in,
+                                      size_t lda, int m0, int mc, int K) {
+    const int kg = K / 4;
+    for (int i = 0; i < mc; i++) {
+        const float *x = in + (size_t)(m0 + i) * lda;
+        uint32_t *d = dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
+        float hi = -INFINITY, lo = INFINITY;
+        int bad = 0; /* a NaN or an infinity */
+        for (int k = 0; k < K; k++) {
+            const float a = x[k];
+            bad |= !(fabsf(a) <= 3.4028234663852886e38f);
+            hi = a > hi ? a : hi;
+            lo = a < lo ? a : lo;
+        }
+        const float range = hi - lo;
+        const int ok = !bad && range <= 3.4028234663852886e38f;
+        const float inv = ok && range > 0.0f ? 255.0f / range : 0.0f;
+        rscale[i] = ok ? range / 255.0f : NAN;
+        rmin[i] = ok ? lo : NAN;
+        const __m256 vinv = _mm256_set1_ps(inv), vlo = _mm256_set1_ps(lo);
+        const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
+        for (int k = 0; k < K; k += 8) {
+            const int n = K - k < 8 ? K - k : 8; /* 8, or 4 at the end */
+            const __m256 a =
+                n == 8 ? _mm256_loadu_ps(x + k) : _mm256_castps128_ps256(_mm_loadu_ps(x + k));
+            __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(a, vlo), vinv));
+            q = _mm256_max_epi32(_mm256_min_epi32(q, top), zero);
+            const __m128i w16 =
+                _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            uint32_t t[4] __attribute__((aligned(16)));
+            _mm_store_si128((__m128i *)t, _mm_packus_epi16(w16, w16)); /* 8 u8 = 2 quads */
+            for (int j = 0; j < n / 4; j++)
+                d[(size_t)(k / 4 + j) * LOWP_MR] = t[j];
+        }
+    }
+}
+
+/* t (mr, 16), rows 16 apart = mr rows of a micro-panel (a points at the
+ * first; rows LOWP_MR cells apart per group) times the panel b (kg, 16). */
+VNNI_TARGET LOWP_INLINE void vnni_tile_body(int mr, int32_t *t, const uint32_t *a,
+                                            const uint32_t *b, int kg) {
+    __m256i acc[VNNI_MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int g = 0; g < kg; g++) {
+        const __m256i w0 = _mm256_load_si256((const __m256i *)(b + (size_t)g * LOWP_NR));
+        const __m256i w1 = _mm256_load_si256((const __m256i *)(b + (size_t)g * LOWP_NR + 8));
+        const uint32_t *ag = a + (size_t)g * LOWP_MR;
+#pragma GCC unroll 6
+        for (int r = 0; r < mr; r++) {
+            const __m256i x = _mm256_set1_epi32((int)ag[r]);
+            acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], x, w0);
+            acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], x, w1);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+        _mm256_storeu_si256((__m256i *)(t + r * LOWP_NR), acc[r][0]);
+        _mm256_storeu_si256((__m256i *)(t + r * LOWP_NR + 8), acc[r][1]);
+    }
+}
+
+#define VNNI_TILE_CASE(m)                                                                          \
+    case m:                                                                                        \
+        vnni_tile_body(m, t, a, b, kg);                                                            \
+        break;
+VNNI_TARGET static void vnni_tile(int mr, int32_t *t, const uint32_t *a, const uint32_t *b,
+                                  int kg) {
+    switch (mr) {
+        VNNI_TILE_CASE(1)
+        VNNI_TILE_CASE(2)
+        VNNI_TILE_CASE(3)
+        VNNI_TILE_CASE(4)
+        VNNI_TILE_CASE(5)
+        VNNI_TILE_CASE(6)
+    }
+}
+
+/* epilogue's int8 arithmetic on one panel of mr rows, in ymm halves. */
+VNNI_TARGET static void vnni_epilogue(float *c, size_t ldc, const int32_t *t, int mr,
+                                      const float *bias, const float *cscale, const float *wsum,
+                                      const float *rscale, const float *rmin, int gelu) {
+    float tv[8] __attribute__((aligned(32)));
+    for (int r = 0; r < mr; r++) {
+        for (int h = 0; h < 2; h++) {
+            const __m256 sc =
+                _mm256_mul_ps(_mm256_loadu_ps(cscale + 8 * h), _mm256_set1_ps(rscale[r]));
+            const __m256 zp = _mm256_mul_ps(_mm256_loadu_ps(wsum + 8 * h), _mm256_set1_ps(rmin[r]));
+            const __m256i sum = _mm256_loadu_si256((const __m256i *)(t + r * LOWP_NR + 8 * h));
+            __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sc, zp);
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + 8 * h));
+            float *cr = c + (size_t)r * ldc + 8 * h;
+            if (!gelu) {
+                _mm256_storeu_ps(cr, v);
+                continue;
+            }
+            _mm256_store_ps(tv, v);
+#pragma omp simd
+            for (int j = 0; j < 8; j++)
+                cr[j] = embd_fast_gelu(tv[j]);
+        }
+    }
+}
+
+static void vnni_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in,
+                      size_t lda, int r0, int r1, int c0, int c1, const float *bias, int gelu,
+                      void *scratch) {
+    const int kg = w->kg, K = w->K;
+    const size_t pstride = (size_t)kg * LOWP_NR, mstride = (size_t)kg * LOWP_MR;
+    uint32_t *abuf = scratch;
+    float *rscale = (float *)(abuf + (size_t)EMBD_LOWP_MC * kg), *rmin = rscale + EMBD_LOWP_MC;
+    int32_t t[VNNI_MR * LOWP_NR] __attribute__((aligned(32)));
+    for (int m0 = r0; m0 < r1; m0 += EMBD_LOWP_MC) {
+        const int mc = r1 - m0 < EMBD_LOWP_MC ? r1 - m0 : EMBD_LOWP_MC;
+        act_int8_avx2(abuf, rscale, rmin, in, lda, m0, mc, K);
+        for (int c = c0; c < c1; c += LOWP_NR) {
+            const uint32_t *b = w->cells + (size_t)(c / LOWP_NR) * pstride;
+            for (int i = 0; i < mc; i += VNNI_MR) {
+                const int mr = mc - i < VNNI_MR ? mc - i : VNNI_MR;
+                const uint32_t *a = abuf + (size_t)(i / LOWP_MR) * mstride + i % LOWP_MR;
+                vnni_tile(mr, t, a, b, kg);
+                vnni_epilogue(out + (size_t)(m0 + i) * ldc + c, ldc, t, mr, bias ? bias + c : NULL,
+                              w->scale + c, w->wsum + c, rscale + i, rmin + i, gelu);
+            }
+        }
+    }
+}
+
 void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in, size_t lda,
                     int r0, int r1, int c0, int c1, const float *bias, int gelu, void *scratch) {
     EMBD_ASSERT(c0 % LOWP_NR == 0 && c1 % LOWP_NR == 0 && c0 >= 0 && c1 <= w->N && r0 >= 0);
     EMBD_ASSERT(((uintptr_t)scratch & 63) == 0);
     if (r1 <= r0 || c1 <= c0) return;
+    if (!w->wide) {
+        vnni_gemm(w, out, ldc, in, lda, r0, r1, c0, c1, bias, gelu, scratch);
+        return;
+    }
     const int int8 = w->kind == EMBD_LOWP_INT8, kg = w->kg, K = w->K;
     const size_t pstride = (size_t)kg * LOWP_NR; /* cells per panel */
     const size_t mstride = (size_t)kg * LOWP_MR; /* cells per micro-panel */

@@ -7,10 +7,11 @@
  *   int8: W per output channel symmetric int8 (scale = max |w| / 127), the
  *         activations per row (token) asymmetric u8 at run time (the row's
  *         min to max in 255 steps), products summed in int32 (AVX512_VNNI's
- *         VPDPBUSD), then scaled back to fp32 with the zero point's term.
+ *         VPDPBUSD, or AVX-VNNI's on AVX2 CPUs), then scaled back to fp32
+ *         with the zero point's term.
  *
- * Callers check embd_cpu_can_bf16 / embd_cpu_can_int8 (isa.h) first; these
- * functions assume the instructions are there. */
+ * Callers check embd_cpu_lowp_kernels (isa.h) first; these functions
+ * assume the instructions are there. */
 #ifndef EMBD_BACKEND_CPU_LOWP_H
 #define EMBD_BACKEND_CPU_LOWP_H
 
@@ -28,10 +29,12 @@ enum embd_lowp_kind {
 typedef struct embd_lowp_weight embd_lowp_weight;
 
 /* Packs W (N, K), row-major fp32, for kind. N a multiple of 16 and K of 4.
- * NULL on out of memory or bad sizes, and on a build that is not x86-64 with
- * GCC or Clang (no kernels there). The packed layouts are described at the
- * top of lowp.c. */
-embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K);
+ * wide: the 512-bit kernels (AVX512_BF16 / AVX512_VNNI), else the 256-bit
+ * int8 kernels of AVX-VNNI (AVX2 CPUs; bf16 has none: NULL); the two give
+ * the same bits. NULL on out of memory or bad sizes, and on a build that is
+ * not x86-64 with GCC or Clang (no kernels there). The packed layouts are
+ * described at the top of lowp.c. */
+embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K, int wide);
 
 /* Frees a packed weight; NULL is a no-op. */
 void embd_lowp_free(embd_lowp_weight *w);
