@@ -88,8 +88,10 @@ class EmbdEmbedder:
             self.progress = open(path, "a", buffering=1)
 
     def _mark(self, what):
+        """One line of progress for pid_dir: "start N T" / "done N T" (T: the
+        wall clock), read by tests/scale/test_ray.py."""
         if self.progress:
-            self.progress.write(what + "\n")
+            self.progress.write("%s %.6f\n" % (what, time.time()))
 
     def embed(self, batch):
         """batch: a pyarrow table (or a dict of columns). Returns (ids, texts, vectors)."""
