@@ -33,8 +33,9 @@ if(EMBD_HAVE_CUDA)
 endif()
 
 # Not a test: the card's ceilings (cuBLASLt peak, each model's GEMM shapes,
-# memory bandwidth of the element-wise kernels) for scripts/gpu-check.
-if(EMBD_HAVE_CUDA)
+# memory bandwidth of the element-wise kernels) for scripts/gpu-check. Only
+# where bench/ is there (the container images' build context leaves it out).
+if(EMBD_HAVE_CUDA AND EXISTS ${PROJECT_SOURCE_DIR}/bench/cuda_ceilings.cu)
   add_executable(bench_cuda_ceilings ${PROJECT_SOURCE_DIR}/bench/cuda_ceilings.cu)
   target_include_directories(bench_cuda_ceilings PRIVATE ${PROJECT_SOURCE_DIR}/include
                              ${PROJECT_SOURCE_DIR}/src)
