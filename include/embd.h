@@ -602,6 +602,12 @@ embd_sched_submit_rerank(embd_sched *sched, const char *query, size_t query_len,
  * server answers its health check from it while work flows). */
 EMBD_API double embd_sched_last_ok_age(embd_sched *sched);
 
+/* The scheduler's queue now: the requests it holds (waiting for room, queued
+ * or running) and their inputs (texts, token sequences or pairs) not yet
+ * handed to a forward pass, for a load balancer's or an autoscaler's queue
+ * metric. Either pointer may be NULL; a NULL sched gives zeros. */
+EMBD_API void embd_sched_queue_depth(embd_sched *sched, size_t *requests, size_t *inputs);
+
 /* Raises a cancel flag (an atomic store of 1), from any thread. */
 EMBD_API void embd_sched_cancel(int *flag);
 

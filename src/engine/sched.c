@@ -122,6 +122,7 @@ struct embd_sched {
     struct sched_req *wait_head, *wait_tail; /* asynchronous requests waiting for room */
     size_t queued;                           /* inputs not yet handed to a round */
     size_t active;                           /* requests in the list */
+    size_t blocked, blocked_inputs;          /* synchronous callers waiting for room */
     bool stop;
     bool hold;                    /* embd_sched_hold: the workers take nothing */
     double last_ok;               /* embd_now() when a round last embedded something; 0: never */
@@ -943,6 +944,20 @@ double embd_sched_last_ok_age(embd_sched *s) {
     return t > 0 ? embd_now() - t : -1;
 }
 
+void embd_sched_queue_depth(embd_sched *s, size_t *requests, size_t *inputs) {
+    size_t r = 0, k = 0;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        r = s->active + s->blocked;
+        k = s->queued + s->blocked_inputs;
+        for (const struct sched_req *w = s->wait_head; w; w = w->nxt)
+            r++, k += w->n;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (requests) *requests = r;
+    if (inputs) *inputs = k;
+}
+
 size_t embd_sched_queued_requests(embd_sched *s) {
     pthread_mutex_lock(&s->mu);
     size_t k = s->active;
@@ -974,18 +989,22 @@ static enum embd_status submit(embd_sched *s, struct sched_req *req,
     pthread_mutex_lock(&s->mu);
     /* Wait for room; a request larger than the queue waits for it to empty. */
     enum embd_status st = EMBD_OK;
+    bool blocked = false; /* counted in embd_sched_queue_depth while it waits */
     while (!s->stop) {
         const struct timespec now = mono_now();
         if ((st = given_up(req, now)) != EMBD_OK) break;
         if (s->queued == 0 || s->queued + n <= s->capacity) break;
         if (qt == 0 || (qt > 0 && !ts_before(now, room_limit))) {
             size_t q = s->queued;
+            if (blocked) s->blocked--, s->blocked_inputs -= n;
             pthread_mutex_unlock(&s->mu);
             return embd_error(EMBD_ERR_BUSY, "the queue is full (%zu of %zu texts); try later", q,
                               s->capacity);
         }
+        if (!blocked) s->blocked++, s->blocked_inputs += n, blocked = true;
         wait_for(s, &s->space, req, qt > 0, room_limit);
     }
+    if (blocked) s->blocked--, s->blocked_inputs -= n;
     if (st != EMBD_OK) {
         pthread_mutex_unlock(&s->mu);
         set_given_up(req, st);

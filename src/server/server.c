@@ -1518,6 +1518,19 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
                     (size_t)atomic_load(&s->reply_bytes),
                     (unsigned long long)atomic_load(&s->rejected_conns),
                     (unsigned long long)atomic_load(&s->closed_slow));
+    /* the engine's queue (the embedder's and a reranker's beside it, together):
+     * the autoscaler's metric (deploy/k8s/hpa-*.yaml) */
+    size_t qr = 0, qi = 0, rr = 0, ri = 0;
+    embd_sched_queue_depth(s->main_e.sched, &qr, &qi);
+    if (s->rr == &s->extra_e) embd_sched_queue_depth(s->extra_e.sched, &rr, &ri);
+    embd_buf_printf(&b,
+                    "# HELP embd_queue_requests Requests in the engine's queue: waiting for room, "
+                    "for a round, or running.\n# TYPE embd_queue_requests gauge\n"
+                    "embd_queue_requests %zu\n"
+                    "# HELP embd_queue_inputs Inputs (texts, token sequences, pairs) in the "
+                    "engine's queue not yet handed to a forward pass.\n"
+                    "# TYPE embd_queue_inputs gauge\nembd_queue_inputs %zu\n",
+                    qr + rr, qi + ri);
     if (b.oom) { /* answered with send_oom's 503 (counted there) instead */
         atomic_fetch_sub(&s->responses[R_METRICS][0], 1);
         atomic_fetch_sub(&s->latency_count[R_METRICS], 1);

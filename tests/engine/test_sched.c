@@ -122,6 +122,20 @@ static bool wait_queued(size_t k) {
     return false;
 }
 
+/* Waits (up to 10 s) until embd_sched_queue_depth says (requests, inputs). */
+static bool wait_depth(size_t requests, size_t inputs) {
+    size_t r = 0, k = 0;
+    for (int i = 0; i < 10000; i++) {
+        embd_sched_queue_depth(sched, &r, &k);
+        if (r == requests && k == inputs) return true;
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
+    }
+    fprintf(stderr, "queue depth %zu requests, %zu inputs; want %zu, %zu\n", r, k, requests,
+            inputs);
+    return false;
+}
+
 static bool untouched(const float *out, size_t n) {
     for (size_t i = 0; i < n * (size_t)D; i++)
         if (out[i] != -7.0f) return false;
@@ -305,6 +319,9 @@ static void test_cancel_timeout(embd_ctx *ctx) {
     CHECK(wait_queued(1));
     bg_start(&c);
     CHECK(wait_queued(2));
+    CHECK(wait_depth(2, 6)); /* the queue metric: two requests of three inputs, held */
+    embd_sched_queue_depth(sched, NULL, NULL);
+    embd_sched_queue_depth(NULL, NULL, NULL);
     double t0 = embd_now();
     bg_start(&b); /* times out in the queue (or, on a slow machine, before it is queued) */
     pthread_join(b.th, NULL);
@@ -346,15 +363,16 @@ static void test_cancel_timeout(embd_ctx *ctx) {
     flag = 0;
     struct bg_call e = {.texts = pool, .n = 1, .out = out_b};
     e.call = (struct embd_sched_call){.queue_timeout_ms = -1, .cancel = &flag};
-    bg_start(&e); /* waits for room */
-    struct timespec ms = {0, 20000000L};
-    nanosleep(&ms, NULL);
+    bg_start(&e);            /* waits for room */
+    CHECK(wait_depth(2, 3)); /* a caller waiting for room counts too */
     embd_sched_cancel(&flag);
     pthread_join(e.th, NULL);
     CHECK_EQ_INT(e.st, EMBD_ERR_CANCELLED);
+    CHECK(wait_depth(1, 2));
     embd_sched_hold(sched, false);
     pthread_join(d.th, NULL);
     CHECK_EQ_INT(d.st, EMBD_OK);
+    CHECK(wait_depth(0, 0));
     embd_sched_free(sched);
     sched = NULL;
 }

@@ -3,7 +3,9 @@
 A request of 2,048 long texts (tens of seconds on the CPU, cache off) is in
 flight when SIGTERM comes: the server stops accepting, waits
 --shutdown-timeout (2 s), cancels the work, answers the request 503 and
-exits 1 within the timeout + 1 s. A short request finished before the
+exits 1 within the timeout + 1 s. While it runs, /metrics reports it in the
+engine's queue (embd_queue_requests 1, embd_queue_inputs > 0; 0 and 0 when
+idle). A short request finished before the
 deadline exits 0 (tests/server/test_server_clients.py has that case too).
 
 Environment: EMBD_BIN, EMBD_TEST_MODELS (skips without all-MiniLM-L6-v2).
@@ -19,12 +21,27 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_fixture import Server, wait_until, minilm  # noqa: E402  (puts tests/e2e on the path)
 
 M, c = minilm("server_shutdown")
+
+
+def gauges(s):
+    """(embd_queue_requests, embd_queue_inputs) from /metrics."""
+    text = s.request("GET", "/metrics")[2].decode()
+    vals = {}
+    for line in text.splitlines():
+        name, _, v = line.partition(" ")
+        if name in ("embd_queue_requests", "embd_queue_inputs"):
+            vals[name] = int(v)
+    return vals.get("embd_queue_requests", -1), vals.get("embd_queue_inputs", -1)
+
+
 TIMEOUT = 2
 texts = [f"document {i}: " + "a fairly long sentence about packages and their files " * 12
          for i in range(2048)]
 for timeout in (TIMEOUT, 0):
     with Server(M, "--cache", "off", "--shutdown-timeout", str(timeout)) as s:
         result = {}
+        idle = gauges(s)
+        c.check(idle == (0, 0), f"idle: embd_queue_requests/inputs {idle} (want 0, 0)")
 
         def big():
             result["r"] = s.request("POST", "/v1/embeddings", json.dumps({"input": texts}),
@@ -36,6 +53,11 @@ for timeout in (TIMEOUT, 0):
         wait_until(lambda: b"embd_http_requests_in_flight 2" in
                    s.request("GET", "/metrics")[2], 10)
         time.sleep(0.5)
+        # the queue metric the autoscaler reads: the request, most of its
+        # 2,048 inputs not yet run
+        busy = gauges(s)
+        c.check(busy[0] == 1 and 0 < busy[1] <= len(texts),
+                f"busy: embd_queue_requests/inputs {busy} (want 1, 1..{len(texts)})")
         t0 = time.time()
         s.proc.send_signal(signal.SIGTERM)
         try:
