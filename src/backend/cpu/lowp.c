@@ -222,6 +222,19 @@ LOWP_TARGET static void act_bf16(uint32_t *dst, const float *in, size_t lda, int
     }
 }
 
+/* A row's u8 quantisation from its min lo and max hi and whether it held a
+ * NaN or an infinity (bad): stores the row's scale and minimum for the
+ * epilogue (NaN for a bad row, or one whose range overflows fp32) and returns
+ * the factor that takes x - lo to [0, 255] (0 for a constant or bad row).
+ * The one rule of act_int8 and act_int8_avx2, so that both give the same u8. */
+static inline float row_quant(float hi, float lo, int bad, float *rscale, float *rmin) {
+    const float range = hi - lo; /* >= 0; inf when it overflows */
+    const int ok = !bad && range <= 3.4028234663852886e38f;
+    *rscale = ok ? range / 255.0f : NAN;
+    *rmin = ok ? lo : NAN;
+    return ok && range > 0.0f ? 255.0f / range : 0.0f;
+}
+
 /* Quantises rows [m0, m0 + mc) of in (T, K) per row, asymmetric: with lo
  * and hi the row's min and max, scale = (hi - lo) / 255 and q = round((x -
  * lo) * (255 / (hi - lo))) in [0, 255] (nearest even, the default MXCSR
@@ -249,11 +262,7 @@ LOWP_TARGET static void act_int8(uint32_t *dst, float *rscale, float *rmin, cons
             vmin = _mm512_mask_min_ps(vmin, m, vmin, a);
         }
         const float hi = _mm512_reduce_max_ps(vmax), lo = _mm512_reduce_min_ps(vmin);
-        const float range = hi - lo; /* >= 0; inf when it overflows */
-        const int ok = !bad && range <= 3.4028234663852886e38f;
-        const float inv = ok && range > 0.0f ? 255.0f / range : 0.0f;
-        rscale[i] = ok ? range / 255.0f : NAN;
-        rmin[i] = ok ? lo : NAN;
+        const float inv = row_quant(hi, lo, bad != 0, &rscale[i], &rmin[i]);
         const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo);
         const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
         for (int k = 0; k < K; k += 16) {
@@ -394,11 +403,7 @@ VNNI_TARGET static void act_int8_avx2(uint32_t *dst, float *rscale, float *rmin,
             hi = a > hi ? a : hi;
             lo = a < lo ? a : lo;
         }
-        const float range = hi - lo;
-        const int ok = !bad && range <= 3.4028234663852886e38f;
-        const float inv = ok && range > 0.0f ? 255.0f / range : 0.0f;
-        rscale[i] = ok ? range / 255.0f : NAN;
-        rmin[i] = ok ? lo : NAN;
+        const float inv = row_quant(hi, lo, bad, &rscale[i], &rmin[i]);
         const __m256 vinv = _mm256_set1_ps(inv), vlo = _mm256_set1_ps(lo);
         const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
         for (int k = 0; k < K; k += 8) {
