@@ -115,9 +115,12 @@ def main():
             elif dtype == "int8":
                 c.check(one_error(p, 1, "dtype int8", "AVX-VNNI"),
                         f"cpu + int8 with EMBD_CPU_ISA=avx2 without AVX-VNNI: {p.stderr!r}")
-            else:
+            elif can:
                 c.check(one_error(p, 1, "bf16 runs on the avx512 kernel set", "EMBD_CPU_ISA"),
                         f"cpu + bf16 with EMBD_CPU_ISA=avx2: {p.stderr!r}")
+            else:  # an AVX2 CPU: the missing instructions are the reason
+                c.check(one_error(p, 1, "dtype bf16", "AVX512_BF16"),
+                        f"cpu + bf16 with EMBD_CPU_ISA=avx2 without AVX512_BF16: {p.stderr!r}")
         p = run(["embed", *m, *config({"device": "cpu", "dtype": "fp16"})], stdin=text)
         c.check(one_error(p, 2, "conflicts with --device cpu (from --config"),
                 f"conflict in the config file: {p.stderr!r}")
