@@ -13,6 +13,7 @@ cache, or cache_dir; nothing is downloaded. embd runs BERT cross-encoders
 (BertForSequenceClassification, one label).
 """
 import itertools
+import threading
 
 import numpy as np
 
@@ -76,6 +77,8 @@ class TextCrossEncoder:
         self._loader._device_index = int(device_ids[0]) if device_ids else index
         self._loader._kwargs = dict(kwargs, cache="off")
         self._loader._model = None
+        self._loader._par = None  # rerank_pairs(parallel=N): TextEmbedding's replicas
+        self._loader._par_lock = threading.Lock()
         self._path = self._find_path(kwargs.get("specific_model_path"))
         self._loader._path = self._path
         self._model = None
@@ -122,14 +125,20 @@ class TextCrossEncoder:
 
     def rerank_pairs(self, pairs, batch_size=64, parallel=None, **kwargs):
         """Scores (query, document) pairs: yields one float per pair, in
-        order. parallel is accepted for fastembed's sake; the engine already
-        uses every core."""
-        yield from self._pairs(iter(pairs), batch_size)
+        order. parallel, as TextEmbedding.embed's: N > 1 runs N one-thread
+        replicas of the model side by side on the CPU (0: one per core), the
+        same scores."""
+        self._load()
+        model = self._loader._parallel_model(parallel)
+        yield from self._pairs(iter(pairs), batch_size, model)
 
-    def _pairs(self, it, batch_size):
+    def _pairs(self, it, batch_size, model=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
-        model = self._load()
+        if model is None or model is self._load():
+            model = self._load()
+        else:
+            batch_size *= model.replicas  # work for every replica in each call
         eng = model._engine
         base = 0
         while True:

@@ -85,6 +85,9 @@ def test_rerank_pairs_and_generators(ce):
     got = list(ce.rerank_pairs(iter(pairs), batch_size=4))
     want = list(ce.rerank("compression", docs[:5])) + list(ce.rerank("a text editor", docs[5:]))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    par = list(ce.rerank_pairs(iter(pairs), batch_size=4, parallel=2))  # two replicas
+    np.testing.assert_allclose(par, want, rtol=0, atol=1e-6)
+    assert ce._loader._par[0] == 2 and ce._loader._par[1].replicas == 2
     assert list(ce.rerank("q", (d for d in []))) == []
     assert len(list(ce.rerank("q", "one document"))) == 1
     names = [m["model"] for m in embd.TextCrossEncoder.list_supported_models()]
