@@ -2251,7 +2251,10 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
         threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->idle_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(s->n_slots + 256), MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
+        (unsigned)(s->n_slots + 256), MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+        /* RFC 9112: an HTTP/1.1 request without Host, or with a space in
+         * its target, is a 400 (well formed with scripts/build-mhd's fix) */
+        MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
     if (!d) {
         close(fd);
         fprintf(stderr, "embd: serve: cannot start the HTTP server on %s\n", where);

@@ -10,7 +10,9 @@ the 2 s each is given) and the connection closed:
 - a negative, signed or non-numeric Content-Length: 400 (libmicrohttpd's own),
   well formed (scripts/build-mhd's fix: one status line, the body as long as
   its Content-Length says);
-- chunked bodies still work, and one over the limit is 413.
+- chunked bodies still work, and one over the limit is 413;
+- an HTTP/1.1 request without Host: 400, well formed (HTTP/1.0 without
+  Host is served); a space in the request target: the connection closed.
 Errors are in the endpoint's own JSON shape; the server still answers a
 normal request afterwards.
 
@@ -116,6 +118,20 @@ with Server(M, "--max-body-bytes", "65536") as s:
         c.check(out.count(b"HTTP/1.") == 1 and declared.isdigit() and int(declared) == len(b),
                 f"{name}: malformed reply (one status line, Content-Length {declared!r} vs a "
                 f"{len(b)}-byte body): {out[:300]!r}")
+    # RFC 9112: an HTTP/1.1 request without Host is a 400, well formed; a
+    # space in the request target closes the connection (libmicrohttpd's
+    # strict mode); HTTP/1.0 needs no Host
+    out, secs, closed = exchange(port, b"POST /embed HTTP/1.1\r\nContent-Length: 14\r\n\r\n"
+                                 + BODY)
+    st, h, b = parse(out)
+    declared = h.get("content-length", "")
+    c.check(st == 400 and closed and out.count(b"HTTP/1.") == 1 and declared.isdigit()
+            and int(declared) == len(b), f"HTTP/1.1 without Host: a well-formed 400: {out[:300]!r}")
+    out, secs, closed = exchange(port, b"GET /hea lth HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.check(closed and secs < 2.0 and (out == b"" or parse(out)[0] == 400),
+            f"a space in the target: closed at once, nothing but a 400 sent: {out[:200]!r}")
+    out, _, _ = exchange(port, b"POST /embed HTTP/1.0\r\nContent-Length: 14\r\n\r\n" + BODY)
+    c.check(parse(out)[0] == 200, f"HTTP/1.0 without Host is served: {out[:120]!r}")
     out, secs, closed = exchange(port, head("/embed", [("Content-Length",
                                                          "18446744073709551617")]))
     c.check(parse(out)[0] == 413 and closed and secs < 2.0,
