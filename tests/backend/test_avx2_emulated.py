@@ -12,25 +12,13 @@ under the sanitizers (their runtimes do not run under qemu-user)."""
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from common import BIN, Checker, model_dir, run, skip  # noqa: E402
+from emulated import MODEL, QEMU, TEXTS, qemu_env, write_texts  # noqa: E402  (its skips first)
+from common import BIN, Checker, run, skip  # noqa: E402
 
-if os.environ.get("EMBD_TEST_SANITIZED"):
-    skip("sanitizer build: ASan's runtime does not run under qemu-user")
-QEMU = shutil.which("qemu-x86_64")
-if not QEMU:
-    skip("no qemu-x86_64 (Debian's qemu-user; scripts/setup-deps installs it)")
-MODEL = model_dir("all-MiniLM-L6-v2")
-if not MODEL:
-    skip("all-MiniLM-L6-v2 not under EMBD_TEST_MODELS")
 if run(["doctor"], env={"EMBD_CPU_ISA": "avx2"}).returncode != 0:
     skip("this machine cannot run the avx2 kernel set to compare with")
-
-TEXTS = ["the cat sat on the mat", "Debian package manager for servers",
-         "what is a kernel module", "a", "naïve café — ünïcödé façade " * 20]
 
 
 def emulated(args, env):
@@ -41,12 +29,8 @@ def emulated(args, env):
 def main():
     c = Checker("cpu_avx2_emulated")
     tmp = tempfile.mkdtemp(prefix="embd-avx2-")
-    src = os.path.join(tmp, "texts.txt")
-    with open(src, "w") as f:
-        f.write("\n".join(TEXTS) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
-    env.pop("EMBD_CPU_ISA", None)
-    env.pop("EMBD_DTYPE", None)
+    src = write_texts(tmp)
+    env = qemu_env()
     d = emulated(["doctor"], env).stdout.decode(errors="replace")
     lines = {l.split(":")[0]: l for l in d.splitlines() if l.startswith("cpu ")}
     kern = lines.get("cpu kernels", "")

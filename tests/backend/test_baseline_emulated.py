@@ -10,33 +10,17 @@ or under the sanitizers (their runtimes do not run under qemu-user)."""
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from common import BIN, Checker, model_dir, run, skip  # noqa: E402
-
-if os.environ.get("EMBD_TEST_SANITIZED"):
-    skip("sanitizer build: ASan's runtime does not run under qemu-user")
-QEMU = shutil.which("qemu-x86_64")
-if not QEMU:
-    skip("no qemu-x86_64 (Debian's qemu-user; scripts/setup-deps installs it)")
-MODEL = model_dir("all-MiniLM-L6-v2")
-if not MODEL:
-    skip("all-MiniLM-L6-v2 not under EMBD_TEST_MODELS")
-
-TEXTS = ["the cat sat on the mat", "Debian package manager for servers",
-         "what is a kernel module", "a", "naïve café — ünïcödé façade " * 20]
+from emulated import MODEL, QEMU, TEXTS, qemu_env, write_texts  # noqa: E402  (its skips first)
+from common import BIN, Checker, run  # noqa: E402
 
 
 def main():
     c = Checker("cpu_baseline_emulated")
     tmp = tempfile.mkdtemp(prefix="embd-baseline-")
-    src = os.path.join(tmp, "texts.txt")
-    with open(src, "w") as f:
-        f.write("\n".join(TEXTS) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
-    env.pop("EMBD_CPU_ISA", None)
+    src = write_texts(tmp)
+    env = qemu_env()
     out = os.path.join(tmp, "qemu.jsonl")
     args = ["embed", "-m", MODEL, "-q", "--cache", "off", "-i", src]
     p = subprocess.run([QEMU, "-cpu", "Nehalem", BIN, *args, "-o", out], env=env,

@@ -160,6 +160,7 @@ static enum embd_status ref_embed(embd_backend *be, float *out, const embd_batch
     const int T = batch->n_tok, n = batch->n_seq, H = hp->H, I = hp->I;
     float *x = NULL, *q = NULL, *k = NULL, *v = NULL, *ctx = NULL, *tmp = NULL, *ffn = NULL;
     float *scores = NULL;
+    int32_t *pos = NULL;
     x = embd_malloc2((size_t)T * H, sizeof(float));      /* (T, H) hidden state */
     q = embd_malloc2((size_t)T * H, sizeof(float));      /* (T, H) */
     k = embd_malloc2((size_t)T * H, sizeof(float));      /* (T, H) */
@@ -168,7 +169,8 @@ static enum embd_status ref_embed(embd_backend *be, float *out, const embd_batch
     tmp = embd_malloc2((size_t)T * H, sizeof(float));    /* (T, H) dense outputs */
     ffn = embd_malloc2((size_t)T * I, sizeof(float));    /* (T, I) */
     scores = embd_malloc2((size_t)hp->P, sizeof(float)); /* (P) one attention row */
-    if (!x || !q || !k || !v || !ctx || !tmp || !ffn || !scores) {
+    pos = embd_malloc2((size_t)T, sizeof(int32_t));      /* (T) rows of the position table */
+    if (!x || !q || !k || !v || !ctx || !tmp || !ffn || !scores || !pos) {
         st = embd_error(EMBD_ERR_NOMEM, "ref backend: out of memory for %d tokens", T);
         goto done;
     }
@@ -176,11 +178,10 @@ static enum embd_status ref_embed(embd_backend *be, float *out, const embd_batch
     /* embeddings: word + position (restarting in each sequence: embd_positions) + type */
     for (int s = 0; s < n; s++) {
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
-        int32_t *pos = (int32_t *)scores; /* (len <= P) ints in the (P)-float row, unused yet */
-        embd_positions(hp, batch->ids + t0, len, pos);
+        embd_positions(hp, batch->ids + t0, len, pos + t0);
         for (int t = t0; t < t0 + len; t++) {
             const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
-            const float *pe = m->w.pos_emb + (ptrdiff_t)pos[t - t0] * H; /* -1: padding row */
+            const float *pe = m->w.pos_emb + (ptrdiff_t)pos[t] * H; /* -1: the padding row */
             const float *te =
                 m->w.type_emb + (batch->type_ids ? (size_t)batch->type_ids[t] * H : 0);
             for (int c = 0; c < H; c++)
@@ -224,6 +225,7 @@ done:
     embd_free(tmp);
     embd_free(ffn);
     embd_free(scores);
+    embd_free(pos);
     return st;
 }
 
