@@ -675,14 +675,22 @@ int main(void) {
             embd_ctx_get_stats(multi[i], &before[i]);
         CHECK(embd_sched_new(ctx, ep, &sched) == EMBD_OK);
         if (sched) {
-            atomic_store(&wrong, 0);
-            atomic_store(&failed, 0);
-            run_threads();
-            CHECK_EQ_INT(atomic_load(&wrong), 0);
-            CHECK_EQ_INT(atomic_load(&failed), 0);
-            CHECK(embd_sched_embed(sched, texts, NULL, 40, many, -1) == EMBD_OK);
-            for (int i = 0; i < 40; i++)
-                CHECK(close_to(many + i * D, ref + (i % N_POOL) * D));
+            /* the express worker takes a short request only when it arrives
+             * while the device runs a round: on a loaded machine (CI's
+             * sanitizer stage) one burst may find the device idle each
+             * time, so up to five bursts, each checked, until it has */
+            for (int burst = 0; burst < 5; burst++) {
+                atomic_store(&wrong, 0);
+                atomic_store(&failed, 0);
+                run_threads();
+                CHECK_EQ_INT(atomic_load(&wrong), 0);
+                CHECK_EQ_INT(atomic_load(&failed), 0);
+                CHECK(embd_sched_embed(sched, texts, NULL, 40, many, -1) == EMBD_OK);
+                for (int i = 0; i < 40; i++)
+                    CHECK(close_to(many + i * D, ref + (i % N_POOL) * D));
+                embd_ctx_get_stats(multi[1], &after[1]);
+                if (after[1].inputs > before[1].inputs) break;
+            }
             embd_sched_free(sched);
             sched = NULL;
             for (int i = 0; i < 2; i++)
