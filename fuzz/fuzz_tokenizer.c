@@ -3,10 +3,16 @@
  * $EMBD_TEST_MODELS/all-MiniLM-L6-v2/tokenizer.json, else
  * ~/.cache/embd/models/all-MiniLM-L6-v2/tokenizer.json (exit 77 when none).
  *
+ * A SentencePiece one works too (the fuzz_replay_tokenizer_unigram test
+ * runs the seeds with tests/fixtures/unigram/xlmr-nmt-nfkc-8k.json).
+ *
  * Input: byte 0 picks max_tokens (2..257, or 512), byte 1 the id buffer
- * capacity (0..255); the rest is the text. Checks: [CLS] first and [SEP]
- * last, ids in range, the count at most max_tokens, a too-small buffer
- * answered with the needed size and the same prefix. */
+ * capacity (0..255); the rest is the text. Checks: the template's first
+ * and last tokens ([CLS] / [SEP], <s> / </s>: those of the empty text)
+ * around the text's, ids in range, the count at most max_tokens, a
+ * too-small buffer answered with the needed size and the same prefix; the
+ * offsets call gives the same ids, each text token a range inside the text
+ * (start <= stop <= length), the template's tokens 0..0 and special. */
 #include "fuzz.h"
 #include "tokenizer/tokenizer.h"
 #include "util/util.h"
@@ -40,13 +46,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         exit(1);
     }
     embd_free(json);
-    cls_id = embd_tokenizer_token_id(tok, "[CLS]");
-    sep_id = embd_tokenizer_token_id(tok, "[SEP]");
+    int32_t empty[8];
+    size_t ne = 0;
     vocab = embd_tokenizer_vocab_size(tok);
-    if (cls_id < 0 || sep_id < 0) {
-        fprintf(stderr, "embd: fuzz: %s has no [CLS] or [SEP]\n", path);
+    if (embd_tokenizer_encode(tok, "", 0, 8, empty, 8, &ne, NULL) != EMBD_OK || ne != 2) {
+        fprintf(stderr, "embd: fuzz: %s: the empty text is not two template tokens\n", path);
         exit(1);
     }
+    cls_id = empty[0];
+    sep_id = empty[1];
     return 0;
 }
 
@@ -74,5 +82,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(st == (small_cap < n ? EMBD_ERR_BUFFER_TOO_SMALL : EMBD_OK));
     size_t k = small_cap < n ? small_cap : n;
     FUZZ_CHECK(memcmp(part, ids, k * sizeof *ids) == 0);
+
+    /* Offsets (/tokenize): the same ids, ranges inside the text. An
+     * unsupported normalizer (a Unicode normalization form) refuses. */
+    int32_t oids[512];
+    size_t starts[512], stops[512];
+    uint8_t special[512];
+    size_t no = 0;
+    st = embd_tokenizer_encode_offsets(tok, text, len, max_tokens, true, oids, starts, stops,
+                                       special, 512, &no, NULL);
+    if (st == EMBD_ERR_UNSUPPORTED) return 0;
+    FUZZ_CHECK(st == EMBD_OK && no == n && memcmp(oids, ids, n * sizeof *ids) == 0);
+    for (size_t i = 0; i < n; i++) {
+        const int tmpl = i == 0 || i == n - 1;
+        FUZZ_CHECK(special[i] == tmpl);
+        FUZZ_CHECK(starts[i] <= stops[i] && stops[i] <= len);
+        if (tmpl) FUZZ_CHECK(starts[i] == 0 && stops[i] == 0);
+    }
     return 0;
 }

@@ -756,9 +756,79 @@ encode_pieces_uni(const embd_tokenizer *tok, const char *text, size_t len, size_
         if (st != EMBD_OK) return st;
         text = fixed;
     }
-    enum embd_status st = tok_uni_encode(tok, text, len, limit, ids, cap, off, n, truncated);
+    enum embd_status st = tok_uni_encode(tok, text, len, limit, ids, cap, off, n, truncated, NULL);
     embd_free(fixed);
     return st;
+}
+
+/* Offsets for a SentencePiece tokenizer: the repaired text's positions
+ * mapped back to the caller's (each U+FFFD spans the bytes it replaced). */
+static __attribute__((noinline)) enum embd_status
+encode_pieces_uni_track(const embd_tokenizer *tok, const char *text, size_t len, size_t limit,
+                        int32_t *ids, size_t cap, size_t off, size_t *n, int *truncated,
+                        const struct offs_out *o) {
+    char *fixed = NULL;
+    size_t *pos = NULL;
+    if (len && !embd_utf8_valid(text, len)) {
+        struct rep_site *sites = NULL;
+        size_t nsites = 0;
+        enum embd_status st = utf8_repair(text, len, &fixed, &len, &sites, &nsites);
+        if (st != EMBD_OK) return st;
+        pos = embd_malloc2(len + 1, sizeof *pos); /* (len + 1) */
+        if (!pos) {
+            embd_free(sites);
+            embd_free(fixed);
+            return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        }
+        size_t si = 0, delta = 0;
+        for (size_t k = 0; k <= len; k++) {
+            while (si < nsites && sites[si].at < k)
+                delta = sites[si++].delta;
+            pos[k] = k - delta;
+        }
+        embd_free(sites);
+        text = fixed;
+    }
+    const struct tok_uni_offs uo = {.starts = o->starts, .stops = o->stops, .pos = pos};
+    enum embd_status st = tok_uni_encode(tok, text, len, limit, ids, cap, off, n, truncated, &uo);
+    embd_free(pos);
+    embd_free(fixed);
+    if (st == EMBD_OK && o->special)
+        for (size_t i = 0; i < *n && off + i < cap; i++)
+            o->special[off + i] = 0;
+    return st;
+}
+
+/* Whether c (a character of a token's value) is what trim_offsets trims:
+ * whitespace, or byte-level BPE's space 'Ġ'. */
+static int trimmed_char(uint32_t c) {
+    return c == 0x120 || tok_is_whitespace(c);
+}
+
+void tok_trim_offsets(const embd_tokenizer *tok, const char *v, size_t vl, int first, size_t *start,
+                      size_t *stop) {
+    if (!tok->trim_offsets || !vl) return;
+    const unsigned char *b = (const unsigned char *)v;
+    size_t lead = 0, trail = 0, i = 0, l;
+    while (i < vl && trimmed_char(tok_utf8_get(b + i, &l))) {
+        lead++;
+        i += l;
+    }
+    size_t z = vl;
+    while (z > 0) { /* the characters from the end (the whole value when all are trimmed) */
+        size_t q = z - 1;
+        while (q > 0 && (b[q] & 0xC0) == 0x80)
+            q--;
+        if (!trimmed_char(tok_utf8_get(b + q, &l))) break;
+        trail++;
+        z = q;
+    }
+    /* counted in characters and applied to byte offsets, as tokenizers does */
+    if (lead) {
+        if ((first || *start == 0) && tok->trim_prefix_space && lead == 1) lead = 0;
+        *start = *start + lead < *stop ? *start + lead : *stop;
+    }
+    if (trail && *stop >= trail) *stop = *stop - trail > *start ? *stop - trail : *start;
 }
 
 /* encode_pieces with the offsets (a function of its own, so that the plain
@@ -768,8 +838,7 @@ encode_pieces_track(const embd_tokenizer *tok, const char *text, size_t len, siz
                     int32_t *ids, size_t cap, size_t off, size_t *n, int *truncated,
                     const struct offs_out *o) {
     if (tok->uni)
-        return embd_error(EMBD_ERR_UNSUPPORTED,
-                          "tokenizer: offsets are not supported for the Unigram model");
+        return encode_pieces_uni_track(tok, text, len, limit, ids, cap, off, n, truncated, o);
     char *fixed = NULL;
     struct rep_site *sites = NULL;
     size_t nsites = 0;
@@ -828,6 +897,20 @@ static enum embd_status encode_one(const embd_tokenizer *tok, const char *text, 
             ? encode_pieces_uni(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut)
             : encode_pieces(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut);
     if (st != EMBD_OK) return st;
+    if (o && !tok->uni && tok->trim_offsets && o->starts && o->stops)
+        for (size_t i = 0; i < pieces && (size_t)n_pre + i < cap; i++) {
+            /* each token's value: an added token's is the text it matched
+             * with the whitespace its lstrip / rstrip took in */
+            const size_t at = (size_t)n_pre + i;
+            const char *v = embd_tokenizer_id_to_token(tok, ids[at]);
+            size_t vl = v ? strlen(v) : 0;
+            for (int k = 0; k < tok->n_added; k++)
+                if (tok->added[k].id == ids[at] && o->stops[at] > o->starts[at]) {
+                    v = text + o->starts[at];
+                    vl = o->stops[at] - o->starts[at];
+                }
+            if (v) tok_trim_offsets(tok, v, vl, i == 0, &o->starts[at], &o->stops[at]);
+        }
     size_t total = (size_t)n_special + pieces;
     if (truncated) *truncated = cut != 0;
     for (int i = 0; i < n_pre + n_post; i++) {

@@ -68,6 +68,8 @@ struct embd_tokenizer {
     /* post-processor: ids before and after the sequence */
     int32_t pre_ids[8], post_ids[8];
     int n_pre, n_post;
+    /* RobertaProcessing's trim_offsets and add_prefix_space (offsets only) */
+    uint8_t trim_offsets, trim_prefix_space;
     /* ... and the pair template: special ids (seq -1) and the places of
      * sequences A (seq 0) and B (seq 1), each with its type id, in order */
     struct tok_pair_item {
@@ -120,9 +122,23 @@ enum embd_status tok_uni_load(embd_tokenizer *tok, const char *json, size_t json
 void tok_uni_free(struct tok_uni *u);
 /* Whether the Unigram normalizer chain lowercases (holds Lowercase). */
 int tok_uni_lowercases(const struct tok_uni *u);
+/* Offsets from tok_uni_encode: starts / stops written beside the ids (either
+ * may be NULL); pos[k] is the caller's byte position of byte position k of
+ * the text given (len + 1 of them; NULL: the same, the text is the caller's). */
+struct tok_uni_offs {
+    size_t *starts, *stops;
+    const size_t *pos;
+};
 enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, size_t len,
                                 size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
-                                int *truncated);
+                                int *truncated, const struct tok_uni_offs *o);
+/* RobertaProcessing's trim_offsets on one token of the text (tokenizers'
+ * process_offsets): its value v[0..vl) (the piece as matched) decides how
+ * many characters of whitespace (or 'Ġ') the [*start, *stop) loses at each
+ * end; `first`: the first token of the text. Nothing when the post-processor
+ * does not trim. */
+void tok_trim_offsets(const embd_tokenizer *tok, const char *v, size_t vl, int first, size_t *start,
+                      size_t *stop);
 uint64_t tok_uni_fingerprint(const embd_tokenizer *tok, uint64_t h);
 /* The normalizers alone on valid UTF-8 (for tests: tok_dump --normalize);
  * *out is embd_malloc'ed. */

@@ -414,6 +414,8 @@ static enum embd_status load_post(embd_tokenizer *tok, const cJSON *p) {
             return embd_error(EMBD_ERR_MODEL_FORMAT,
                               "tokenizer.json: RobertaProcessing needs cls and sep as [token, id]");
         tok->n_pre = tok->n_post = 1;
+        tok->trim_offsets = (uint8_t)tok_json_bool(p, "trim_offsets", 1);
+        tok->trim_prefix_space = (uint8_t)tok_json_bool(p, "add_prefix_space", 1);
         const int32_t c = tok->pre_ids[0], e = tok->post_ids[0];
         const struct tok_pair_item roberta[6] = {{c, -1, 0}, {0, 0, 0}, {e, -1, 0},
                                                  {e, -1, 0}, {0, 1, 0}, {e, -1, 0}};

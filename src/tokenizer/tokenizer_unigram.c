@@ -15,7 +15,12 @@
  * into the next) and the model, whose ids go straight into the caller's
  * buffer; the work stops as soon as the truncated sequence is complete.
  * The WordPiece path (tokenizer_encode.c) is not touched: encode_pieces
- * hands a Unigram tokenizer over here once per text. */
+ * hands a Unigram tokenizer over here once per text.
+ *
+ * Offsets (embd_tokenizer_encode_offsets) ride along only when asked: each
+ * normalizer records what it did character by character, as tokenizers'
+ * NormalizedString::transform is told, and the spans of the caller's text
+ * follow (struct span, struct chg). */
 #include "tokenizer/tokenizer_internal.h"
 #include "util/util.h"
 
@@ -125,6 +130,50 @@ struct tok_uni {
 
 static int chunkable(const struct tok_uni *u);
 
+/* Offsets (embd_tokenizer_encode_offsets) follow tokenizers' alignments:
+ * each byte of a text in the pipeline carries the span of the caller's text
+ * it stands for (every byte of a character the same span, as a
+ * NormalizedString keeps them), and each normalizer tells, character by
+ * character of its output, what tokenizers' NormalizedString::transform is
+ * told (struct chg); chg_apply turns that into the output's spans. A token's
+ * offsets are the first byte's start and the last byte's end. */
+struct span {
+    size_t s, e;
+};
+
+struct spanbuf {
+    struct span *p;
+    size_t len, cap;
+};
+
+/* One character of a normalizer's output, `len` bytes, with tokenizers'
+ * change: 0 replaces the next input character (and takes its span), 1 is
+ * inserted (and takes the span of the input byte before it), -k replaces
+ * the next input character and removes the k after it. len 0: removes
+ * -change input characters, with no output (transform_range's initial
+ * offset, a Replace's match). */
+struct chg {
+    uint32_t len;
+    int32_t change;
+};
+
+struct chgbuf {
+    struct chg *p;
+    size_t len, cap;
+};
+
+/* Offsets through the normalizers: the spans of the text given (in) and
+ * of each pass's output, back and forth; `zero` is what an inserted
+ * character at the very start takes (the span 0..0 of the stretch between
+ * added tokens). */
+struct ntrack {
+    struct chgbuf chg;
+    struct spanbuf sp[2];
+    const struct span *in;
+    struct span zero;
+    const struct span *out; /* run_normalizers: the result's spans */
+};
+
 /* ------------------------------------------------------------------ */
 /* Small helpers (UTF-8 in tokenizer_internal.h) */
 
@@ -164,6 +213,99 @@ static char *dup_bytes(const char *s, size_t n) {
         d[n] = 0;
     }
     return d;
+}
+
+/* ---- offsets: spans and changes ---- */
+
+static int spanbuf_reserve(struct spanbuf *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more)
+        cap *= 2;
+    struct span *p = embd_realloc(b->p, cap * sizeof *p);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* Records one output character (nothing when c is NULL: no offsets). */
+static int chg_put(struct chgbuf *c, size_t len, int32_t change) {
+    if (!c) return 0;
+    if (c->len == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        struct chg *p = embd_realloc(c->p, cap * sizeof *p);
+        if (!p) return -1;
+        c->p = p;
+        c->cap = cap;
+    }
+    c->p[c->len++] = (struct chg){(uint32_t)len, change};
+    return 0;
+}
+
+static size_t count_chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += utf8_len((unsigned char)s[i]))
+        k++;
+    return k;
+}
+
+/* Each character of s[0..n) as output: the first with change `first`, the
+ * others with `rest`. */
+static int chg_chars(struct chgbuf *c, const char *s, size_t n, int32_t first, int32_t rest) {
+    if (!c) return 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_len((unsigned char)s[i]);
+        if (chg_put(c, l, i ? rest : first) != 0) return -1;
+        i += l;
+    }
+    return 0;
+}
+
+/* Precompiled's replacement of old (ob bytes) by new (nb bytes), as
+ * tokenizers records it: the new characters replace the old ones one for
+ * one; extra new ones are inserted (the last of them); missing ones are
+ * removed by the last character recorded so far, an earlier one's when the
+ * replacement is empty, none at the very start. */
+static int chg_replace(struct chgbuf *c, const char *old, size_t ob, const char *nw, size_t nb) {
+    if (!c) return 0;
+    const size_t oc = count_chars(old, ob), nc = count_chars(nw, nb);
+    if (chg_chars(c, nw, nb, 0, 0) != 0) return -1;
+    if (nc > oc)
+        for (size_t k = 0; k < nc - oc; k++)
+            c->p[c->len - 1 - k].change = 1;
+    else if (nc < oc && c->len)
+        c->p[c->len - 1].change -= (int32_t)(oc - nc);
+    return 0;
+}
+
+/* The spans of a normalizer's output from those of its input (in, n bytes,
+ * spans al) and its changes, as NormalizedString::transform aligns them; an
+ * inserted character at the very start takes `zero`. Appends to o. */
+static int chg_apply(const char *in, size_t n, const struct span *al, const struct chgbuf *c,
+                     struct span zero, struct spanbuf *o) {
+    size_t off = 0;
+    for (size_t k = 0; k < c->len; k++) {
+        const struct chg r = c->p[k];
+        int32_t remove = r.len ? (r.change < 0 ? -r.change : 0) : -r.change;
+        if (r.len) {
+            struct span a = zero;
+            if (r.change > 0) {
+                if (off) a = al[off - 1];
+            } else if (off < n) {
+                a = al[off];
+                off += utf8_len((unsigned char)in[off]);
+            } else if (n) {
+                a = al[n - 1];
+            }
+            if (spanbuf_reserve(o, r.len) != 0) return -1;
+            for (uint32_t j = 0; j < r.len; j++)
+                o->p[o->len++] = a;
+        }
+        for (; remove > 0 && off < n; remove--)
+            off += utf8_len((unsigned char)in[off]);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1060,12 +1202,46 @@ struct uenc {
     int32_t *from, *vid;         /* (vcap) where that best piece starts, its id */
     size_t vcap;
     uint32_t *path; /* (vcap) the best path's ends, backwards */
+
+    /* offsets (tok_uni_encode with o): where they go; the caller's
+     * position of each byte position of the text (NULL: the same); the
+     * text, which the positions count from */
+    int track;
+    size_t *starts, *stops;
+    const size_t *pos;
+    const char *text0;
+    struct ntrack nt;
+    struct spanbuf sp0;              /* a chunk's own spans */
+    struct spanbuf psp[UNI_MAX_PRE]; /* each Metaspace's output's spans */
+    const struct span *piece_sp;     /* the spans of the piece the model runs on */
 };
 
 static void uemit(struct uenc *e, int32_t id) {
     size_t at = e->off + e->n;
     if (e->n < e->limit && at < e->cap) e->ids[at] = id;
     e->n++;
+}
+
+/* uemit with the offsets: the token is the caller's [start, stop), its
+ * value (for RobertaProcessing's trim_offsets) v[0..vl). */
+static void uemit_off(struct uenc *e, int32_t id, size_t start, size_t stop, const char *v,
+                      size_t vl) {
+    size_t at = e->off + e->n;
+    if (e->n < e->limit && at < e->cap) {
+        tok_trim_offsets(e->tok, v, vl, e->n == 0, &start, &stop);
+        if (e->starts) e->starts[at] = start;
+        if (e->stops) e->stops[at] = stop;
+    }
+    uemit(e, id);
+}
+
+/* A piece the model found: s[a..b) of the text it ran on. */
+static void upiece(struct uenc *e, int32_t id, const char *s, size_t a, size_t b) {
+    if (!e->track) {
+        uemit(e, id);
+        return;
+    }
+    uemit_off(e, id, e->piece_sp[a].s, e->piece_sp[b - 1].e, s + a, b - a);
 }
 
 static void ucheck_limit(struct uenc *e) {
@@ -1082,13 +1258,16 @@ static void unomem(struct uenc *e) {
 }
 
 /* The pieces of one string of fused unknown characters (or a piece whose
- * id is the unk id): its id if it is a piece, else its bytes' <0xNN> when
- * the model falls back to bytes and has them all, else unk. */
-static void emit_unk_run(struct uenc *e, const char *s, size_t len) {
+ * id is the unk id), p[a..b): its id if it is a piece, else its bytes'
+ * <0xNN> when the model falls back to bytes and has them all (each with the
+ * whole string's offsets), else unk. */
+static void emit_unk_run(struct uenc *e, const char *p, size_t a, size_t b) {
     const struct tok_uni *u = e->u;
+    const char *s = p + a;
+    const size_t len = b - a;
     int32_t id = tok_table_find(e->tok, &e->tok->full, s, len);
     if (id >= 0) {
-        uemit(e, id);
+        upiece(e, id, p, a, b);
         return;
     }
     if (u->byte_fallback) {
@@ -1096,12 +1275,17 @@ static void emit_unk_run(struct uenc *e, const char *s, size_t len) {
         while (i < len && u->byte_id[(unsigned char)s[i]] >= 0)
             i++;
         if (i == len) {
-            for (i = 0; i < len; i++)
-                uemit(e, u->byte_id[(unsigned char)s[i]]);
+            for (i = 0; i < len; i++) {
+                const int32_t bid = u->byte_id[(unsigned char)s[i]];
+                if (e->track) /* "<0xNN>" has no whitespace to trim */
+                    uemit_off(e, bid, e->piece_sp[a].s, e->piece_sp[b - 1].e, NULL, 0);
+                else
+                    uemit(e, bid);
+            }
             return;
         }
     }
-    uemit(e, u->unk_id);
+    upiece(e, u->unk_id, p, a, b);
 }
 
 static int viterbi_reserve(struct uenc *e, size_t n) {
@@ -1216,23 +1400,26 @@ static void uni_piece(struct uenc *e, const char *s, size_t n) {
         size_t end = e->path[--np];
         int32_t id = vid[end];
         if (id != u->unk_id || u->unk_id < 0) {
-            uemit(e, id);
+            upiece(e, id, s, start, end);
             start = end;
             continue;
         }
         while (np && vid[e->path[np - 1]] == u->unk_id) /* fuse the unk run */
             end = e->path[--np];
-        emit_unk_run(e, s + start, end - start);
+        emit_unk_run(e, s, start, end);
         start = end;
     }
 }
 
-/* The pre-tokenizers from `level` on, then the model, on one piece.
- * `at_zero`: the piece starts the caller's text (Metaspace "first"). */
-static void pretok(struct uenc *e, int level, const char *s, size_t n, int at_zero) {
+/* The pre-tokenizers from `level` on, then the model, on one piece (with
+ * offsets, sp its spans). `at_zero`: the piece starts the caller's text
+ * (Metaspace "first"). */
+static void pretok(struct uenc *e, int level, const char *s, size_t n, const struct span *sp,
+                   int at_zero) {
     const struct tok_uni *u = e->u;
     if (e->done || !n) return;
     if (level == u->n_pre) {
+        e->piece_sp = sp;
         uni_piece(e, s, n);
         ucheck_limit(e);
         return;
@@ -1248,43 +1435,56 @@ static void pretok(struct uenc *e, int level, const char *s, size_t n, int at_ze
             size_t a = i;
             while (i < n && !tok_is_whitespace(tok_utf8_get(b + i, &l)))
                 i += l;
-            if (i > a) pretok(e, level + 1, s + a, i - a, at_zero && a == 0);
+            if (i > a) pretok(e, level + 1, s + a, i - a, sp ? sp + a : NULL, at_zero && a == 0);
         }
         return;
     }
     /* Metaspace: ' ' becomes the replacement, which is prepended when asked
      * and the piece does not start with it; then a new piece begins at each
-     * replacement (MergedWithNext). */
+     * replacement (MergedWithNext). Spans: a replacement takes the space's,
+     * the prepended one the first character's. */
     struct ubuf *o = &e->pb[level];
+    struct spanbuf *osp = sp ? &e->psp[level] : NULL;
     o->len = 0;
-    if (ubuf_reserve(o, n * ps->rlen + ps->rlen) != 0) {
+    if (osp) osp->len = 0;
+    if (ubuf_reserve(o, n * ps->rlen + ps->rlen) != 0 ||
+        (osp && spanbuf_reserve(osp, n * ps->rlen + ps->rlen) != 0)) {
         unomem(e);
         return;
     }
-    const int starts = b[0] == ' ' || (n >= ps->rlen && memcmp(s, ps->rep, ps->rlen) == 0);
-    if (!starts && (ps->prepend == PREPEND_ALWAYS || (ps->prepend == PREPEND_FIRST && at_zero)))
-        ubuf_put(o, ps->rep, ps->rlen);
-    for (size_t i = 0; i < n; i++) {
-        if (b[i] == ' ')
-            ubuf_put(o, ps->rep, ps->rlen);
-        else
-            o->p[o->len++] = (char)b[i];
+    const size_t rl = ps->rlen;
+    const int starts = b[0] == ' ' || (n >= rl && memcmp(s, ps->rep, rl) == 0);
+    if (!starts && (ps->prepend == PREPEND_ALWAYS || (ps->prepend == PREPEND_FIRST && at_zero))) {
+        ubuf_put(o, ps->rep, rl);
+        for (size_t j = 0; osp && j < rl; j++)
+            osp->p[osp->len++] = sp[0];
     }
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] == ' ') {
+            ubuf_put(o, ps->rep, rl);
+            for (size_t j = 0; osp && j < rl; j++)
+                osp->p[osp->len++] = sp[i];
+        } else {
+            o->p[o->len++] = (char)b[i];
+            if (osp) osp->p[osp->len++] = sp[i];
+        }
+    }
+    const struct span *tsp = osp ? osp->p : NULL;
     if (!ps->split) {
-        pretok(e, level + 1, o->p, o->len, at_zero);
+        pretok(e, level + 1, o->p, o->len, tsp, at_zero);
         return;
     }
     const char *t = o->p;
-    const size_t tl = o->len, rl = ps->rlen;
+    const size_t tl = o->len;
     size_t a = 0;
     for (size_t i = 1; i + rl <= tl && !e->done; i++) {
         if (t[i] == ps->rep[0] && memcmp(t + i, ps->rep, rl) == 0) {
-            pretok(e, level + 1, t + a, i - a, at_zero && a == 0);
+            pretok(e, level + 1, t + a, i - a, tsp ? tsp + a : NULL, at_zero && a == 0);
             a = i;
             i += rl - 1;
         }
     }
-    if (!e->done) pretok(e, level + 1, t + a, tl - a, at_zero && a == 0);
+    if (!e->done) pretok(e, level + 1, t + a, tl - a, tsp ? tsp + a : NULL, at_zero && a == 0);
 }
 
 /* ---- the normalizers, each one pass from `in` to `o` ---- */
@@ -1308,15 +1508,17 @@ static size_t grapheme_end(const unsigned char *s, size_t n) {
 
 /* Precompiled, as tokenizers runs it: each grapheme under 6 bytes whose
  * first (shortest) trie prefix matches is replaced whole by that prefix's
- * string; otherwise each character is replaced by its own match, if any. */
-static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n, struct ubuf *o) {
+ * string; otherwise each character is replaced by its own match, if any.
+ * With c, the changes too (here and in each normalizer below). */
+static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n, struct ubuf *o,
+                            struct chgbuf *c) {
     const unsigned char *b = (const unsigned char *)in;
     size_t i = 0;
     while (i < n) {
         /* an ASCII character that starts no key, before ASCII (or the end):
          * a grapheme alone (CR LF aside, which comes to the same), unchanged */
         if (b[i] < 0x80 && !cm->ascii_child[b[i]] && (i + 1 == n || b[i + 1] < 0x80)) {
-            if (ubuf_reserve(o, 1) != 0) return -1;
+            if (ubuf_reserve(o, 1) != 0 || chg_put(c, 1, 0) != 0) return -1;
             o->p[o->len++] = (char)b[i++];
             continue;
         }
@@ -1326,7 +1528,7 @@ static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n,
             if (v >= 0) {
                 size_t rl;
                 const char *r = cm_string(cm, (size_t)v, &rl);
-                if (ubuf_reserve(o, rl) != 0) return -1;
+                if (ubuf_reserve(o, rl) != 0 || chg_replace(c, in + i, g, r, rl) != 0) return -1;
                 ubuf_put(o, r, rl);
                 i += g;
                 continue;
@@ -1339,7 +1541,9 @@ static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n,
             size_t rl = l;
             const char *r = in + i;
             if (v >= 0) r = cm_string(cm, (size_t)v, &rl);
-            if (ubuf_reserve(o, rl) != 0) return -1;
+            if (ubuf_reserve(o, rl) != 0 ||
+                (v >= 0 ? chg_replace(c, in + i, l, r, rl) : chg_put(c, l, 0)) != 0)
+                return -1;
             ubuf_put(o, r, rl);
             i += l;
         }
@@ -1393,27 +1597,36 @@ static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
     return map_append(in + from, n - from, opt, o);
 }
 
-static int norm_lowercase(const char *in, size_t n, struct ubuf *o) {
+/* Each character lowercased; a character that becomes several: the first
+ * replaces it, the others are inserted. */
+static int norm_lowercase(const char *in, size_t n, struct ubuf *o, struct chgbuf *c) {
     const unsigned char *b = (const unsigned char *)in;
     if (ubuf_reserve(o, n + n / 2 + 8) != 0) return -1;
     for (size_t i = 0; i < n;) {
         if (b[i] < 0x80) {
             o->p[o->len++] = (char)(b[i] >= 'A' && b[i] <= 'Z' ? b[i] + 32 : b[i]);
             i++;
+            if (chg_put(c, 1, 0) != 0) return -1;
             continue;
         }
         size_t l;
         uint32_t lo[3];
         int k = tok_lower(tok_utf8_get(b + i, &l), lo);
         if (ubuf_reserve(o, 12) != 0) return -1;
-        for (int j = 0; j < k; j++)
-            o->len += tok_utf8_put(o->p + o->len, lo[j]);
+        for (int j = 0; j < k; j++) {
+            size_t w = tok_utf8_put(o->p + o->len, lo[j]);
+            o->len += w;
+            if (chg_put(c, w, j ? 1 : 0) != 0) return -1;
+        }
         i += l;
     }
     return 0;
 }
 
-static int norm_strip(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
+/* The whitespace at the ends removed (the kept characters keep their
+ * spans). */
+static int norm_strip(const struct norm_step *s, const char *in, size_t n, struct ubuf *o,
+                      struct chgbuf *c) {
     const unsigned char *b = (const unsigned char *)in;
     size_t a = 0, z = n, l;
     if (s->left)
@@ -1429,11 +1642,15 @@ static int norm_strip(const struct norm_step *s, const char *in, size_t n, struc
         }
     if (ubuf_reserve(o, z - a) != 0) return -1;
     ubuf_put(o, in + a, z - a);
-    return 0;
+    if (c && a && chg_put(c, 0, -(int32_t)count_chars(in, a)) != 0) return -1;
+    return chg_chars(c, in + a, z - a, 0, 0);
 }
 
-/* Replace with a string pattern: every non-overlapping match, left to right. */
-static int norm_replace(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
+/* Replace with a string pattern: every non-overlapping match, left to
+ * right (the match removed, the content inserted: it takes the span of the
+ * match's last character). */
+static int norm_replace(const struct norm_step *s, const char *in, size_t n, struct ubuf *o,
+                        struct chgbuf *c) {
     size_t i = 0;
     while (i < n) {
         const char *m = NULL;
@@ -1450,18 +1667,25 @@ static int norm_replace(const struct norm_step *s, const char *in, size_t n, str
             m = p;
         }
         size_t upto = m ? (size_t)(m - in) : n;
-        if (ubuf_reserve(o, upto - i + (m ? s->clen : 0)) != 0) return -1;
+        if (ubuf_reserve(o, upto - i + (m ? s->clen : 0)) != 0 ||
+            chg_chars(c, in + i, upto - i, 0, 0) != 0)
+            return -1;
         ubuf_put(o, in + i, upto - i);
         if (!m) break;
         ubuf_put(o, s->content, s->clen);
+        if (c && (chg_put(c, 0, -(int32_t)count_chars(s->pat, s->plen)) != 0 ||
+                  chg_chars(c, s->content, s->clen, 1, 1) != 0))
+            return -1;
         i = upto + s->plen;
     }
     return 0;
 }
 
 /* Replace with a run regex ("x{n,}", "x+"): each maximal run of the
- * character at least run_min long becomes the content. */
-static int norm_replace_run(const struct norm_step *s, const char *in, size_t n, struct ubuf *o) {
+ * character at least run_min long becomes the content (spans as
+ * norm_replace). */
+static int norm_replace_run(const struct norm_step *s, const char *in, size_t n, struct ubuf *o,
+                            struct chgbuf *c) {
     char c8[4];
     const size_t cl = tok_utf8_put(c8, s->run_cp);
     size_t i = 0;
@@ -1471,7 +1695,7 @@ static int norm_replace_run(const struct norm_step *s, const char *in, size_t n,
                !((size_t)(in + n - p) >= cl && memcmp(p, c8, cl) == 0))
             p++;
         size_t upto = p ? (size_t)(p - in) : n;
-        if (ubuf_reserve(o, upto - i) != 0) return -1;
+        if (ubuf_reserve(o, upto - i) != 0 || chg_chars(c, in + i, upto - i, 0, 0) != 0) return -1;
         ubuf_put(o, in + i, upto - i);
         if (!p) break;
         size_t k = 0, j = upto;
@@ -1480,10 +1704,14 @@ static int norm_replace_run(const struct norm_step *s, const char *in, size_t n,
             k++;
         }
         if (k >= s->run_min) {
-            if (ubuf_reserve(o, s->clen) != 0) return -1;
+            if (ubuf_reserve(o, s->clen) != 0 ||
+                (c &&
+                 (chg_put(c, 0, -(int32_t)k) != 0 || chg_chars(c, s->content, s->clen, 1, 1) != 0)))
+                return -1;
             ubuf_put(o, s->content, s->clen);
         } else {
-            if (ubuf_reserve(o, j - upto) != 0) return -1;
+            if (ubuf_reserve(o, j - upto) != 0 || chg_chars(c, in + upto, j - upto, 0, 0) != 0)
+                return -1;
             ubuf_put(o, in + upto, j - upto);
         }
         i = j;
@@ -1491,54 +1719,87 @@ static int norm_replace_run(const struct norm_step *s, const char *in, size_t n,
     return 0;
 }
 
+/* Whether offsets can follow every normalizer of the chain: not the
+ * Unicode normalization forms, whose alignments (unicode-normalization-
+ * alignments' reordering and composition) embd does not reproduce. NULL,
+ * or the first normalizer they cannot follow. */
+static const char *untracked_normalizer(const struct tok_uni *u) {
+    static const char *const names[] = {"NFC", "NFD", "NFKC", "NFKD"};
+    for (int k = 0; k < u->n_norm; k++)
+        if (u->norm[k].kind >= NS_NFC && u->norm[k].kind <= NS_NFKD)
+            return names[u->norm[k].kind - NS_NFC];
+    return NULL;
+}
+
 /* The normalizers on [s, s+n), back and forth between nb[0] and nb[1];
- * *out gets the result (s itself when there are none). 0, or -1 when out
- * of memory. */
+ * *out gets the result (s itself when there are none). With t, the spans
+ * too (t->out). 0, or -1 when out of memory. */
 static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const char *s, size_t n,
-                           int first, int last, const char **out, size_t *out_len) {
+                           int first, int last, const char **out, size_t *out_len,
+                           struct ntrack *t) {
     const char *cur = s;
     size_t len = n;
     int w = 0;
+    struct chgbuf *c = t ? &t->chg : NULL;
+    if (t) t->out = t->in;
     for (int k = 0; k < u->n_norm && len; k++) {
         const struct norm_step *ns = &u->norm[k];
         struct ubuf *o = &nb[w];
         o->len = 0;
+        if (c) c->len = 0;
         int r = 0;
         switch (ns->kind) {
         case NS_PRECOMPILED:
-            r = norm_precompiled(&ns->cm, cur, len, o);
+            r = norm_precompiled(&ns->cm, cur, len, o, c);
             break;
         case NS_NFC:
         case NS_NFD:
         case NS_NFKC:
         case NS_NFKD:
-            r = norm_unicode(ns->kind, cur, len, o);
+            r = c ? -1 : norm_unicode(ns->kind, cur, len, o); /* see untracked_normalizer */
             break;
         case NS_LOWERCASE:
-            r = norm_lowercase(cur, len, o);
+            r = norm_lowercase(cur, len, o, c);
             break;
         case NS_STRIP: {
             struct norm_step st = *ns; /* a chunk: only the text's own ends */
             st.left &= first;
             st.right &= last;
-            r = norm_strip(&st, cur, len, o);
+            r = norm_strip(&st, cur, len, o, c);
             break;
         }
         case NS_PREPEND:
+            /* the content replaces the first character, which follows it
+             * inserted: all of them take its span */
             r = ubuf_reserve(o, len + ns->clen);
             if (!r) {
                 if (first) ubuf_put(o, ns->content, ns->clen);
                 ubuf_put(o, cur, len);
             }
+            if (!r && c) {
+                const size_t l0 = utf8_len((unsigned char)cur[0]);
+                if (first)
+                    r = chg_chars(c, ns->content, ns->clen, 0, 1) || chg_put(c, l0, 1) ||
+                        chg_chars(c, cur + l0, len - l0, 0, 0);
+                else
+                    r = chg_chars(c, cur, len, 0, 0);
+            }
             break;
         case NS_REPLACE:
-            r = norm_replace(ns, cur, len, o);
+            r = norm_replace(ns, cur, len, o, c);
             break;
         default:
-            r = norm_replace_run(ns, cur, len, o);
+            r = norm_replace_run(ns, cur, len, o, c);
             break;
         }
         if (r) return -1;
+        if (t) {
+            struct spanbuf *sp = &t->sp[w];
+            sp->len = 0;
+            if (chg_apply(cur, len, t->out, c, t->zero, sp) != 0) return -1;
+            if (sp->len != o->len) return -1; /* cannot be: the changes cover the output */
+            t->out = sp->p;
+        }
         cur = o->p;
         len = o->len;
         w ^= 1;
@@ -1553,11 +1814,29 @@ static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const cha
 static void uni_chunk(struct uenc *e, const char *s, size_t n, int at_zero, int first, int last) {
     const char *cur;
     size_t len;
-    if (run_normalizers(e->u, e->nb, s, n, first, last, &cur, &len) != 0) {
+    if (e->track) { /* the chunk's spans: each character's own, in the caller's text */
+        struct spanbuf *sp = &e->sp0;
+        sp->len = 0;
+        if (spanbuf_reserve(sp, n) != 0) {
+            unomem(e);
+            return;
+        }
+        const size_t at = (size_t)(s - e->text0);
+        for (size_t i = 0; i < n;) {
+            const size_t l = utf8_len((unsigned char)s[i]);
+            const struct span c = {e->pos ? e->pos[at + i] : at + i,
+                                   e->pos ? e->pos[at + i + l] : at + i + l};
+            for (size_t j = 0; j < l && i < n; j++, i++)
+                sp->p[sp->len++] = c;
+        }
+        e->nt.in = sp->p;
+    }
+    if (run_normalizers(e->u, e->nb, s, n, first, last, &cur, &len, e->track ? &e->nt : NULL) !=
+        0) {
         unomem(e);
         return;
     }
-    pretok(e, 0, cur, len, at_zero);
+    pretok(e, 0, cur, len, e->track ? e->nt.out : NULL, at_zero);
 }
 
 static int ascii_alnum(unsigned char c) {
@@ -1635,7 +1914,7 @@ enum embd_status tok_uni_normalize(const embd_tokenizer *tok, const char *text, 
     enum embd_status st = EMBD_OK;
     *out = NULL;
     if (!tok->uni) return embd_error(EMBD_ERR_UNSUPPORTED, "tokenizer: not a Unigram model");
-    if (run_normalizers(tok->uni, nb, text, len, 1, 1, &cur, &n) != 0 ||
+    if (run_normalizers(tok->uni, nb, text, len, 1, 1, &cur, &n, NULL) != 0 ||
         !(*out = dup_bytes(cur, n)))
         st = embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
     else
@@ -1662,7 +1941,7 @@ static int match_added(const embd_tokenizer *tok, const char *s, size_t avail, s
 
 enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, size_t len,
                                 size_t limit, int32_t *ids, size_t cap, size_t off, size_t *n,
-                                int *truncated) {
+                                int *truncated, const struct tok_uni_offs *o) {
     struct uenc e = {.tok = tok,
                      .u = tok->uni,
                      .ids = ids,
@@ -1670,6 +1949,22 @@ enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, siz
                      .off = off,
                      .limit = limit,
                      .st = EMBD_OK};
+    *n = 0;
+    *truncated = 0;
+    if (o) {
+        const char *nf = untracked_normalizer(tok->uni);
+        if (nf)
+            return embd_error(EMBD_ERR_UNSUPPORTED,
+                              "tokenizer: offsets are not supported for a Unigram tokenizer "
+                              "whose normalizer has %s",
+                              nf);
+        e.track = 1;
+        e.starts = o->starts;
+        e.stops = o->stops;
+        e.pos = o->pos;
+        e.text0 = text;
+    }
+#define POS(x) (e.pos ? e.pos[x] : (x))
     const unsigned char *b = (const unsigned char *)text;
     ucheck_limit(&e);
     size_t p = 0, seg = 0, l;
@@ -1698,18 +1993,31 @@ enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, siz
         if (tok->added[a].rstrip)
             while (stop < len && tok_is_whitespace(tok_utf8_get(b + stop, &l)))
                 stop += l;
+        e.nt.zero = (struct span){POS(seg), POS(seg)};
         if (seg < start) uni_segment(&e, text + seg, start - seg, seg == 0);
         if (e.done) break;
-        uemit(&e, tok->added[a].id);
+        if (e.track)
+            uemit_off(&e, tok->added[a].id, POS(start), POS(stop), text + start,
+                      stop - start); /* its value: the match with its whitespace */
+        else
+            uemit(&e, tok->added[a].id);
         ucheck_limit(&e);
         seg = stop;
         p += ml;
     }
+    e.nt.zero = (struct span){POS(seg), POS(seg)};
     if (!e.done && seg < len) uni_segment(&e, text + seg, len - seg, seg == 0);
-    for (int i = 0; i < 2; i++)
+#undef POS
+    for (int i = 0; i < 2; i++) {
         embd_free(e.nb[i].p);
-    for (int i = 0; i < UNI_MAX_PRE; i++)
+        embd_free(e.nt.sp[i].p);
+    }
+    embd_free(e.nt.chg.p);
+    embd_free(e.sp0.p);
+    for (int i = 0; i < UNI_MAX_PRE; i++) {
         embd_free(e.pb[i].p);
+        embd_free(e.psp[i].p);
+    }
     embd_free(e.score);
     embd_free(e.from);
     embd_free(e.vid);
@@ -1931,7 +2239,7 @@ static int dec_apply(const struct dec_step *d, const struct strv *in, struct str
             struct norm_step rs = {
                 .pat = d->pat, .plen = d->plen, .content = d->content, .clen = d->clen};
             w.len = 0;
-            if (norm_replace(&rs, t, l, &w) != 0) {
+            if (norm_replace(&rs, t, l, &w, NULL) != 0) {
                 embd_free(w.p);
                 return -1;
             }

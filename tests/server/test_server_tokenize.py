@@ -16,6 +16,11 @@
   skip_special_tokens=...)` on the ids of those texts and on random ids, for
   a single list (answered as a list of one string) and a list of lists;
 - both answer for a cross-encoder served with -m (its own tokenizer);
+- SentencePiece (Unigram) tokenizers too: multilingual-e5's (as an
+  embedder) and an XLM-R cross-encoder's, from EMBD_TEST_MODELS
+  (e5-small-ml-random, ce-mminilm-l12-random: said when absent), on texts
+  whose characters the precompiled charsmap folds, expands or removes, with
+  and without the special tokens, against `embd tokenize` and `tokenizers`;
 - bad bodies get a 4xx in TEI's shape {"error","error_type"}, never a 5xx,
   under the server's limits (--max-inputs, --max-input-chars,
   --max-body-bytes); /metrics counts both paths.
@@ -34,7 +39,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_fixture import Server, minilm, reranker_dir  # noqa: E402
+from server_fixture import Server, minilm, model_dir, reranker_dir  # noqa: E402
 from common import read_jsonl, run, skip  # noqa: E402
 
 try:
@@ -280,6 +285,36 @@ try:
         c.check(st == 200 and j == [rtk.decode(x, skip_special_tokens=False) for x in ids],
                 f"cross-encoder /decode: {st} {j}")
         bad(s, "/decode", {"ids": [rtk.get_vocab_size()]}, 400, "not an integer")
+
+    # SentencePiece (Unigram) tokenizers: multilingual-e5's as an embedder and
+    # an XLM-R cross-encoder's, with the texts the charsmap folds, expands or
+    # removes; offsets as `tokenizers` gives them.
+    SP = TEXTS + ["  multiple   spaces\tand\u3000ideographic  ", "\ufb01ne \u2460 \uff21\uff22\uff23 \u00bd",
+                  "\u200bzero\u200dwidth\ufeff joiners", "caf\u00e9 \u00c5ngstr\u00f6m \u2581 <mask> </s>",
+                  "\u041f\u0440\u0438\u0432\u0435\u0442 \u0645\u0631\u062d\u0628\u0627 \u0939\u093f\u0928\u094d\u0926\u0940"]
+    for name in ("e5-small-ml-random", "ce-mminilm-l12-random"):
+        D = model_dir(name)
+        if not D:
+            print(f"note: EMBD_TEST_MODELS has no {name}: its /tokenize is not checked")
+            continue
+        sref = cli_tokenize(D, SP)
+        sref_ns = cli_tokenize(D, SP, "--no-special")
+        stk = hf_tokenizer(D)
+        with Server(D) as s:
+            st, j = post(s, "/tokenize", {"inputs": SP})
+            c.check(st == 200, f"{name} /tokenize: {st} {str(j)[:200]}")
+            for k, t in enumerate(SP):
+                check_tokens(j[k] if st == 200 else None, t, sref[k], f"{name} /tokenize [{k}] {t[:30]!r}",
+                             py=stk.encode(t))
+            st, j = post(s, "/tokenize", {"inputs": SP, "add_special_tokens": False})
+            for k, t in enumerate(SP):
+                check_tokens(j[k] if st == 200 else None, t, sref_ns[k],
+                             f"{name} /tokenize add_special_tokens=false [{k}]",
+                             py=stk.encode(t, add_special_tokens=False), special=False)
+            ids = [r["ids"] for r in sref]
+            st, j = post(s, "/decode", {"ids": ids, "skip_special_tokens": False})
+            c.check(st == 200 and j == [stk.decode(x, skip_special_tokens=False) for x in ids],
+                    f"{name} /decode: {st} {str(j)[:200]}")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

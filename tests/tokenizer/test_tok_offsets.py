@@ -16,9 +16,9 @@ base64 lines). tok_dump also runs the adversarial list with small maxima and
 with tokenizer.json variants that flip lowercase / strip_accents /
 clean_text / handle_chinese_chars, one with vocabulary entries that make
 NFD's canonical reordering of kept marks visible, and one with lstrip /
-rstrip added tokens, comparing the special-token mask too. Skips (77) without the model or the corpus."""
-import base64
-import codecs
+rstrip added tokens (and with RobertaProcessing's trim_offsets, which moves
+their offsets back off that whitespace), comparing the special-token mask
+too. Skips (77) without the model or the corpus."""
 import json
 import os
 import random
@@ -32,6 +32,9 @@ try:
 except ImportError:
     print("SKIPPED: python tokenizers not installed")
     sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import offsets_ref  # noqa: E402
 
 models = os.environ.get("EMBD_TEST_MODELS", "")
 corpus = os.environ.get("EMBD_TEST_CORPUS", "")
@@ -50,48 +53,12 @@ if not embd or not tok_dump:
 MAX = 256
 
 
-def char_starts(raw):
-    """(str, pos): raw decoded as embd reads it, and pos[k] the byte where
-    character k starts (pos[len] = len(raw)); a U+FFFD that stands for an
-    invalid subpart spans that subpart."""
-    if raw.isascii():
-        return raw.decode("ascii"), None
-    spans = []
-
-    def record(err):
-        spans.append((err.start, err.end))
-        return "\ufffd", err.end
-
-    codecs.register_error("embd_offsets_record", record)
-    s = raw.decode("utf-8", "embd_offsets_record")
-    pos, i = [], 0
-    for c in s:
-        pos.append(i)
-        if spans and spans[0][0] == i and c == "\ufffd":
-            i = spans.pop(0)[1]
-        else:
-            i += len(c.encode("utf-8"))
-    pos.append(i)
-    assert i == len(raw)
-    return s, pos
+def show(what, raw, want, got):
+    offsets_ref.show(what, raw, want, got)
 
 
 def reference(tokenizer_json, raws, max_tokens, special):
-    """[(ids, tokens, byte offsets, special mask)] from tokenizers."""
-    tk = Tokenizer.from_file(tokenizer_json)
-    tk.enable_truncation(max_tokens)
-    tk.no_padding()
-    decoded = [char_starts(r) for r in raws]
-    encs = tk.encode_batch([s for s, _ in decoded], add_special_tokens=special)
-    out = []
-    for (_, pos), e in zip(decoded, encs):
-        offs = e.offsets if pos is None else [(pos[a], pos[b]) for a, b in e.offsets]
-        out.append((e.ids, e.tokens, offs, e.special_tokens_mask))
-    return out
-
-
-def show(what, raw, want, got):
-    print("  MISMATCH (%s) %r\n    tokenizers %s\n    embd       %s" % (what, raw[:80], want, got))
+    return offsets_ref.reference(tokenizer_json, raws, max_tokens, special)
 
 
 def via_cli(raws, special, fmt):
@@ -133,25 +100,7 @@ def compare_cli(name, raws, special, fmt="jsonl"):
 
 
 def compare_dump(name, tokenizer_json, raws, max_tokens, special):
-    want = reference(tokenizer_json, raws, max_tokens, special)
-    inp = "".join("b64:" + base64.b64encode(r).decode() + "\n" for r in raws)
-    cmd = [tok_dump, "--offsets", tokenizer_json, str(max_tokens)] + ([] if special else ["--no-special"])
-    out = subprocess.run(cmd, input=inp, capture_output=True, text=True)
-    if out.returncode != 0:
-        print("  tok_dump failed: " + out.stderr)
-        return len(raws)
-    lines = out.stdout.split("\n")
-    bad = 0
-    for i, (r, w) in enumerate(zip(raws, want)):
-        g = [tuple(int(x) for x in t.split(":")) for t in lines[i].split()] if i < len(lines) else []
-        wt = [(a, s, t, m) for a, (s, t), m in zip(w[0], w[2], w[3])]
-        if wt != g:
-            bad += 1
-            if bad <= 10:
-                show(name, r, wt[:12], g[:12])
-    print("%s (tok_dump, max %d%s): %d texts, %d mismatches"
-          % (name, max_tokens, "" if special else ", no special", len(raws), bad))
-    return bad
+    return offsets_ref.compare_dump(tok_dump, name, tokenizer_json, raws, max_tokens, special)
 
 
 def adversarial():
@@ -286,5 +235,21 @@ with tempfile.TemporaryDirectory() as tmp:
     failed += compare_dump("reorder vocab", variant(tmp, "reorder", extra=REORDER_VOCAB),
                            reorder_cases() + every, MAX, True)
     failed += compare_dump("lstrip/rstrip added tokens", strip_variant(tmp), strip_cases() + every, MAX, True)
+    # RobertaProcessing with trim_offsets: the added tokens' values hold the
+    # whitespace their lstrip / rstrip took in, which the trimming gives back
+    # (ASCII as tokenizers has it; all in bytes, see offsets_ref.trim_bytes)
+    for aps in (True, False):
+        d = json.load(open(strip_variant(tmp)))
+        d["post_processor"] = {"type": "RobertaProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101],
+                               "trim_offsets": True, "add_prefix_space": aps}
+        rp = os.path.join(tmp, "roberta-%s.json" % aps)
+        json.dump(d, open(rp, "w"))
+        d["post_processor"]["trim_offsets"] = False
+        up = os.path.join(tmp, "roberta-%s-untrimmed.json" % aps)
+        json.dump(d, open(up, "w"))
+        cases = strip_cases() + every
+        name = "RobertaProcessing trim_offsets add_prefix_space=%s" % aps
+        failed += compare_dump(name + " ASCII", rp, [c for c in cases if c.isascii()], MAX, True)
+        failed += offsets_ref.compare_dump(tok_dump, name, rp, cases, MAX, True, untrimmed=up)
 print("total %.1f s, %d mismatches" % (time.time() - t_start, failed))
 sys.exit(1 if failed else 0)

@@ -27,7 +27,11 @@ Devanagari, Thai, CJK, Hangul, emoji and ZWJ sequences, combining marks,
 fullwidth forms, NUL, invalid UTF-8 (as U+FFFD), very long words, whitespace
 runs, special-token literals, "▁" and "<0x41>" literals; at max 512 and
 small maxima. Pairs (tok_dump --pair) against encode(a, b) with
-longest_first truncation. Offsets refuse Unigram (EMBD_ERR_UNSUPPORTED).
+longest_first truncation. Offsets (tok_dump --offsets, as /tokenize and
+`embd tokenize --offsets` give them) against tokenizers' on every variant
+without a Unicode normalization form (those refuse, naming it), with extra
+texts for the charsmap's removals and expansions, Replace, Prepend, Strip and
+RobertaProcessing's trim_offsets.
 Skips (77) without tokenizers; the corpora are optional (said when absent).
 """
 import base64
@@ -45,6 +49,8 @@ try:
 except ImportError:
     print("SKIPPED: python tokenizers not installed")
     sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import offsets_ref  # noqa: E402
 
 tok_dump = os.environ.get("TOK_DUMP")
 src = os.environ.get("EMBD_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
@@ -261,11 +267,57 @@ def compare_decode(name, path, id_lists):
     return bad
 
 
-def offsets_refused(path):
+def offsets_refused(name, path):
+    """A chain with a Unicode normalization form: offsets refused, naming it."""
     out = subprocess.run([tok_dump, "--offsets", path, "64"], input='"hello"\n', capture_output=True, text=True)
-    ok = out.returncode != 0 and "not supported" in out.stderr
-    print("offsets refused for Unigram: %s (%s)" % ("yes" if ok else "NO", out.stderr.strip()))
+    ok = out.returncode != 0 and "not supported" in out.stderr and "NF" in out.stderr
+    print("%s: offsets refused: %s (%s)" % (name, "yes" if ok else "NO", out.stderr.strip()))
     return 0 if ok else 1
+
+
+def offsets_texts():
+    """What the offsets are checked on beyond the adversarial list: characters
+    the charsmap removes or expands at the start, in the middle and at the
+    end of a text and next to added tokens; whitespace runs the Replace
+    folds; whitespace the charsmap keeps (for RobertaProcessing's
+    trim_offsets); byte-level's 'Ġ'."""
+    gone = ["\u200b", "\u200d", "\ufeff", "\u00ad", "\x01", "\u200e", "\u2060"]
+    grow = ["\ufb01", "\u2474", "\u33a1", "\u00bd", "\u0132", "\uff76\uff9e", "\u2163", "\u1e9b\u0323"]
+    t = []
+    for g in gone + grow:
+        t += [g + "x", g + g + "abc", "a" + g + "b", "end" + g, g, g + " " + g, " " + g + "x", g + "<mask>",
+              "<mask>" + g + "y", g + "\t" + g, "\u3000" + g]
+    t += ["\u0120hello \u0120 \u0120\u0120x", "a\tb", "\t\tx", "x\u3000\u3000y", "  x  ", "\n\nx\n",
+          "a \u00a0 b", "\u2581 \u2581x", "x" + " " * 7 + "y", " " * 9, "\u3000<mask>\t<mask> x"]
+    r = random.Random(31)
+    pool = gone + grow + [" ", "  ", "\t", "\u3000", "a", "B", "\u00e9", "\u4e2d", "<mask>", "</s>", "\u0120",
+                          "\u2581", "\u0301", "\x00", "\U0001f600"]
+    for _ in range(4000):
+        t.append("".join(r.choice(pool) for _ in range(r.randint(0, 14))))
+    return t
+
+
+def compare_offsets(name, path, texts, raw):
+    """embd_tokenizer_encode_offsets (tok_dump --offsets) against tokenizers'
+    offsets, ids and special mask, with and without the special tokens and
+    at a small maximum. A RobertaProcessing that trims offsets: its ASCII
+    texts against tokenizers as it is, all texts against it without the
+    trimming, trimmed in bytes (offsets_ref.trim_bytes)."""
+    raws = [t.encode("utf-8") for t in texts] + list(raw)
+    d = json.load(open(path, encoding="utf-8"))
+    pp = d.get("post_processor") or {}
+    untrimmed = None
+    bad = 0
+    if pp.get("type") == "RobertaProcessing" and pp.get("trim_offsets", True):
+        pp["trim_offsets"] = False
+        untrimmed = path[:-5] + "-untrimmed.json"
+        with open(untrimmed, "w", encoding="utf-8") as f:
+            json.dump(d, f, ensure_ascii=False)
+        ascii_raws = [r for r in raws if r.isascii()]
+        bad += offsets_ref.compare_dump(tok_dump, name + " ASCII", path, ascii_raws, 512, True)
+    for m, sp in ((512, True), (1000000, False), (9, True)):
+        bad += offsets_ref.compare_dump(tok_dump, name, path, raws, m, sp, untrimmed)
+    return bad
 
 
 def main():
@@ -440,7 +492,33 @@ def main():
             lists += [[dr.choice(byte_ids + list(range(300))) for _ in range(dr.randint(1, 12))]
                       for _ in range(300)]
         failed += compare_decode(name, paths[name], lists)
-    failed += offsets_refused(paths["8k"])
+    # offsets (TEI's /tokenize): every chain without a Unicode normalization
+    # form, which are refused; the long texts go in chunks
+    x = copy.deepcopy(v4)  # what the NFKC chains are without it
+    x["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Replace", "pattern": {"String": "``"}, "content": "\""},
+        {"type": "Strip", "strip_left": True, "strip_right": True}, {"type": "Lowercase"},
+        charsmap, {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+        {"type": "Replace", "pattern": {"String": "ab"}, "content": ""},
+        {"type": "Replace", "pattern": {"Regex": "x+"}, "content": "\u00e9\u00e9"},
+        {"type": "Prepend", "prepend": "\u2581\u2581"}]}
+    x["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never", "split": True}
+    save("8k-lower-strip-prepend", x)
+    x = copy.deepcopy(base)  # no normalizer: whitespace reaches the model and trim_offsets
+    x["normalizer"] = None
+    x["post_processor"] = {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+                           "trim_offsets": True, "add_prefix_space": True}
+    x["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}
+    save("8k-raw-roberta", x)
+    x = copy.deepcopy(x)
+    x["post_processor"]["add_prefix_space"] = False
+    save("8k-raw-roberta-noprefix", x)
+    otexts = [s for s in small_adv if len(s) < 5000] + offsets_texts() + sample
+    for name in paths:
+        if any(nf in name for nf in ("nfc", "nfd", "nfkc", "nfkd", "chunk-norms")):
+            failed += offsets_refused(name, paths[name])
+            continue
+        failed += compare_offsets(name, paths[name], otexts + (longs if name in big_ones else longs[:4]), raw)
     print("total: %d mismatches" % failed)
     sys.exit(1 if failed else 0)
 

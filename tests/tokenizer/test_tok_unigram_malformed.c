@@ -122,11 +122,16 @@ static void test_valid(void) {
     CHECK(n == 6 && memcmp(ids, pair, sizeof pair) == 0);
     for (size_t i = 0; i < n && i < 16; i++)
         CHECK(types[i] == 0);
-    /* offsets are not given for Unigram */
+    /* offsets: the prepended ▁ takes the first character's span, a space's
+     * replacement the space's; the template's tokens 0..0 and special */
     size_t st[8], sp[8];
-    CHECK_EQ_INT(
-        embd_tokenizer_encode_offsets(tok, "hello", 5, 8, true, ids, st, sp, NULL, 8, &n, NULL),
-        EMBD_ERR_UNSUPPORTED);
+    uint8_t spec[8];
+    CHECK_EQ_INT(embd_tokenizer_encode_offsets(tok, "hello world", 11, 8, true, ids, st, sp, spec,
+                                               8, &n, NULL),
+                 EMBD_OK);
+    CHECK(n == 4 && ids[1] == 4 && ids[2] == 5);
+    CHECK(st[1] == 0 && sp[1] == 5 && st[2] == 5 && sp[2] == 11);
+    CHECK(spec[0] == 1 && spec[1] == 0 && spec[2] == 0 && spec[3] == 1 && sp[0] == 0 && sp[3] == 0);
     /* decoding: Replace ▁, ByteFallback, Fuse, Strip */
     expect_decode(fb, (const int32_t[]){1, 4, 5, 2}, 4, true, "hello world");
     expect_decode(fb, (const int32_t[]){1, 4, 5, 2}, 4, false, "<s> hello world</s>");
