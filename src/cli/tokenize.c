@@ -28,7 +28,11 @@ static const char tokenize_about[] =
     "UTF-8 (as the line holds it, or as the JSONL string decodes), as Hugging Face\n"
     "tokenizers' offsets (these count characters in Python): [0,0] for [CLS] and\n"
     "[SEP]; a word's [UNK] spans the word; invalid UTF-8 is read as U+FFFD per\n"
-    "invalid sequence and the offsets count the input's own bytes.\n"
+    "invalid sequence and the offsets count the input's own bytes. SentencePiece\n"
+    "(Unigram) models too (<s> ... </s>; a \"\u2581\" added before a word spans its\n"
+    "first character, one standing for a space the space; \"tokens\" gives an\n"
+    "unknown piece as \"<unk>\", where tokenizers shows its text), except those\n"
+    "whose normalizer has NFC/NFD/NFKC/NFKD (refused, naming it).\n"
     "--no-special leaves out [CLS] and [SEP] (add_special_tokens=False; the\n"
     "truncation then keeps the model's max length in word pieces).";
 
