@@ -31,8 +31,7 @@ static const char tokenize_about[] =
     "invalid sequence and the offsets count the input's own bytes. SentencePiece\n"
     "(Unigram) models too (<s> ... </s>; a \"\u2581\" added before a word spans its\n"
     "first character, one standing for a space the space; \"tokens\" gives an\n"
-    "unknown piece as \"<unk>\", where tokenizers shows its text), except those\n"
-    "whose normalizer has NFC/NFD/NFKC/NFKD (refused, naming it).\n"
+    "unknown piece as \"<unk>\", where tokenizers shows its text).\n"
     "--no-special leaves out [CLS] and [SEP] (add_special_tokens=False; the\n"
     "truncation then keeps the model's max length in word pieces).";
 

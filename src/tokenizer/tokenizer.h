@@ -57,12 +57,12 @@ enum embd_status embd_tokenizer_encode(const embd_tokenizer *tok, const char *te
  * max_tokens INT_MAX does not truncate in practice. Tracks the offsets only
  * here: embd_tokenizer_encode stays as it is. Same returns as
  * embd_tokenizer_encode. A Unigram tokenizer's offsets follow tokenizers'
- * alignments through Precompiled (grapheme by grapheme), Lowercase, Strip,
- * Prepend and Replace, and the Metaspace and WhitespaceSplit
+ * alignments through every normalizer (Precompiled grapheme by grapheme;
+ * NFC / NFD / NFKC / NFKD with their reordering and composition; Lowercase,
+ * Strip, Prepend, Replace) and the Metaspace and WhitespaceSplit
  * pre-tokenizers (a ▁ takes the span of the space it stands for, a
  * prepended one the first character's; byte-fallback pieces the whole
- * run's); EMBD_ERR_UNSUPPORTED naming it when the chain has NFC, NFD, NFKC
- * or NFKD. RobertaProcessing's trim_offsets moves offsets off a token's
+ * run's). RobertaProcessing's trim_offsets moves offsets off a token's
  * whitespace, in bytes, as the Rust crate does. */
 enum embd_status embd_tokenizer_encode_offsets(const embd_tokenizer *tok, const char *text,
                                                size_t len, int max_tokens, bool add_special,

@@ -3,7 +3,9 @@
  * trie of the pieces, unknown characters fused into one unk, byte fallback),
  * the normalizers these models use (Precompiled: SentencePiece's
  * precompiled_charsmap, a double-array trie and a table of replacement
- * strings; NFC / NFD / NFKC / NFKD; Lowercase; Strip; Prepend; Replace, with
+ * strings; NFC / NFD / NFKC / NFKD (utf8proc's decompositions, embd's own
+ * ordering and composition, as tokenizers' tables have them); Lowercase;
+ * Strip; Prepend; Replace, with
  * a string or a run regex such as " {2,}"; Sequence), the pre-tokenizers
  * (Metaspace, WhitespaceSplit, Sequence) and, for decoding, the decoders
  * (Metaspace, ByteFallback, Fuse, Strip, Replace, Sequence).
@@ -1551,50 +1553,144 @@ static int norm_precompiled(const struct charsmap *cm, const char *in, size_t n,
     return 0;
 }
 
-/* utf8proc_map of [in, in+n) appended to o. */
-static int map_append(const char *in, size_t n, utf8proc_option_t opt, struct ubuf *o) {
-    if (!n) return 0;
-    utf8proc_uint8_t *r = NULL;
-    utf8proc_ssize_t rl = utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)n, &r, opt);
-    if (rl < 0) return -1;
-    int ok = ubuf_reserve(o, (size_t)rl) == 0;
-    if (ok) ubuf_put(o, (const char *)r, (size_t)rl);
-    free(r);
-    return ok ? 0 : -1;
+/* NFC / NFD / NFKC / NFKD as tokenizers runs them (unicode-normalization-
+ * alignments, with older tables than utf8proc's): each character decomposed
+ * (utf8proc, canonically or for compatibility), its first code point
+ * replacing it and the others inserted (the changes); canonical ordering
+ * sorts each run of non-starters stably by combining class, their changes
+ * with them; composition (NFC, NFKC) folds a code point into the last
+ * starter when nothing blocks it, the composite's change the sum of both
+ * less one. What tokenizers' tables do not decompose (tok_nf_keep) stays
+ * as it is, closing the text normalized before it, and is not made by
+ * composition either (U+11935 U+11930 stay two). ASCII not followed by
+ * other text is itself. */
+struct nf_ent {
+    uint32_t cp;
+    int32_t change;
+    uint8_t ccc;
+};
+
+struct nf_buf {
+    struct nf_ent *e;
+    size_t n, cap;
+};
+
+/* The composite of a and b, or 0 when they do not compose (for tokenizers). */
+static uint32_t nf_compose(uint32_t a, uint32_t b) {
+    if (b < 0x300) return 0; /* no second of a canonical pair is below the combining marks */
+    utf8proc_int32_t buf[2] = {(utf8proc_int32_t)a, (utf8proc_int32_t)b};
+    if (utf8proc_normalize_utf32(buf, 2, UTF8PROC_STABLE | UTF8PROC_COMPOSE) != 1) return 0;
+    const uint32_t r = (uint32_t)buf[0];
+    return tok_nf_keep(r, 0) ? 0 : r;
 }
 
-/* NFC / NFD / NFKC / NFKD with utf8proc, as tokenizers' tables have them:
- * the characters those tables do not decompose (later Unicode versions,
- * tok_nf_keep) stay as they are, each closing the text normalized before
- * it (to them, a starter that composes with nothing). */
-static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o) {
-    utf8proc_option_t opt = UTF8PROC_STABLE;
-    if (kind == NS_NFC || kind == NS_NFKC)
-        opt |= UTF8PROC_COMPOSE;
-    else
-        opt |= UTF8PROC_DECOMPOSE;
-    const int compat = kind == NS_NFKC || kind == NS_NFKD;
-    if (compat) opt |= UTF8PROC_COMPAT;
-    /* ASCII is unchanged by all four, and the last ASCII character before
-     * other text may compose with what follows: it goes to utf8proc */
-    size_t i = 0;
-    while (i < n && (unsigned char)in[i] < 0x80)
-        i++;
-    if (i < n && i > 0) i--;
-    if (ubuf_reserve(o, i) != 0) return -1;
-    ubuf_put(o, in, i);
-    const unsigned char *b = (const unsigned char *)in;
-    size_t from = i;
-    while (i < n) {
-        size_t l = utf8_len(b[i]);
-        if (b[i] >= 0xDF && tok_nf_keep(tok_utf8_get(b + i, &l), compat)) {
-            if (map_append(in + from, i - from, opt, o) != 0 || ubuf_reserve(o, l) != 0) return -1;
-            ubuf_put(o, in + i, l);
-            from = i + l;
+/* Orders, composes and writes out what f holds; empties it. */
+static int nf_flush(struct nf_buf *f, int compose, struct ubuf *o, struct chgbuf *c) {
+    struct nf_ent *e = f->e;
+    size_t m = f->n;
+    f->n = 0;
+    for (size_t i = 1; i < m; i++) { /* canonical ordering (stable) */
+        const struct nf_ent x = e[i];
+        if (!x.ccc) continue;
+        size_t j = i;
+        while (j > 0 && e[j - 1].ccc > x.ccc) {
+            e[j] = e[j - 1];
+            j--;
         }
-        i += l;
+        e[j] = x;
     }
-    return map_append(in + from, n - from, opt, o);
+    if (compose) { /* canonical composition onto the last starter */
+        size_t w = 0, starter = SIZE_MAX;
+        for (size_t i = 0; i < m; i++) {
+            const struct nf_ent x = e[i];
+            if (starter != SIZE_MAX) {
+                const uint8_t last = e[w - 1].ccc;
+                const uint32_t r = (w == starter + 1 || (last && last < x.ccc))
+                                       ? nf_compose(e[starter].cp, x.cp)
+                                       : 0;
+                if (r) {
+                    e[starter].cp = r;
+                    e[starter].change += x.change - 1;
+                    continue;
+                }
+            }
+            if (!x.ccc) starter = w;
+            e[w++] = x;
+        }
+        m = w;
+    }
+    if (ubuf_reserve(o, 4 * m) != 0) return -1;
+    for (size_t i = 0; i < m; i++) {
+        const size_t l = tok_utf8_put(o->p + o->len, e[i].cp);
+        o->len += l;
+        if (chg_put(c, l, e[i].change) != 0) return -1;
+    }
+    return 0;
+}
+
+static int norm_unicode(int kind, const char *in, size_t n, struct ubuf *o, struct chgbuf *c) {
+    const int compat = kind == NS_NFKC || kind == NS_NFKD;
+    const int compose = kind == NS_NFC || kind == NS_NFKC;
+    const utf8proc_option_t opt =
+        UTF8PROC_DECOMPOSE | UTF8PROC_STABLE | (compat ? UTF8PROC_COMPAT : 0);
+    const unsigned char *b = (const unsigned char *)in;
+    struct nf_buf f = {0};
+    int r = 0;
+    for (size_t i = 0; i < n && !r;) {
+        if (b[i] < 0x80 && (i + 1 == n || b[i + 1] < 0x80)) {
+            if (f.n && nf_flush(&f, compose, o, c) != 0)
+                r = -1;
+            else if (ubuf_reserve(o, 1) != 0 || chg_put(c, 1, 0) != 0)
+                r = -1;
+            else
+                o->p[o->len++] = (char)b[i++];
+            continue;
+        }
+        size_t l;
+        const uint32_t cp = tok_utf8_get(b + i, &l);
+        i += l;
+        utf8proc_int32_t d[32];
+        utf8proc_ssize_t k = 1;
+        const int keep = tok_nf_keep(cp, compat);
+        if (keep) {
+            d[0] = (utf8proc_int32_t)cp;
+            if (f.n && nf_flush(&f, compose, o, c) != 0) {
+                r = -1;
+                break;
+            }
+        } else {
+            int bound = 0;
+            k = utf8proc_decompose_char((utf8proc_int32_t)cp, d, 32, opt, &bound);
+            if (k < 1 || k > 32) { /* cannot be: no decomposition is that long */
+                d[0] = (utf8proc_int32_t)cp;
+                k = 1;
+            }
+        }
+        if (f.n + (size_t)k > f.cap) {
+            size_t cap = f.cap ? f.cap * 2 : 64;
+            while (cap < f.n + (size_t)k)
+                cap *= 2;
+            struct nf_ent *g = embd_realloc(f.e, cap * sizeof *g);
+            if (!g) {
+                r = -1;
+                break;
+            }
+            f.e = g;
+            f.cap = cap;
+        }
+        for (utf8proc_ssize_t j = 0; j < k; j++) {
+            const uint32_t u = (uint32_t)d[j];
+            f.e[f.n++] = (struct nf_ent){
+                .cp = u,
+                .change = j ? 1 : 0,
+                .ccc = keep ? 0
+                            : (uint8_t)utf8proc_get_property((utf8proc_int32_t)u)->combining_class};
+        }
+        if (keep && nf_flush(&f, 0, o, c) != 0) r = -1; /* alone: composes with nothing */
+    }
+    if (!r && f.n && nf_flush(&f, compose, o, c) != 0) r = -1;
+    embd_free(f.e);
+    return r;
 }
 
 /* Each character lowercased; a character that becomes several: the first
@@ -1719,18 +1815,6 @@ static int norm_replace_run(const struct norm_step *s, const char *in, size_t n,
     return 0;
 }
 
-/* Whether offsets can follow every normalizer of the chain: not the
- * Unicode normalization forms, whose alignments (unicode-normalization-
- * alignments' reordering and composition) embd does not reproduce. NULL,
- * or the first normalizer they cannot follow. */
-static const char *untracked_normalizer(const struct tok_uni *u) {
-    static const char *const names[] = {"NFC", "NFD", "NFKC", "NFKD"};
-    for (int k = 0; k < u->n_norm; k++)
-        if (u->norm[k].kind >= NS_NFC && u->norm[k].kind <= NS_NFKD)
-            return names[u->norm[k].kind - NS_NFC];
-    return NULL;
-}
-
 /* The normalizers on [s, s+n), back and forth between nb[0] and nb[1];
  * *out gets the result (s itself when there are none). With t, the spans
  * too (t->out). 0, or -1 when out of memory. */
@@ -1756,7 +1840,7 @@ static int run_normalizers(const struct tok_uni *u, struct ubuf nb[2], const cha
         case NS_NFD:
         case NS_NFKC:
         case NS_NFKD:
-            r = c ? -1 : norm_unicode(ns->kind, cur, len, o); /* see untracked_normalizer */
+            r = norm_unicode(ns->kind, cur, len, o, c);
             break;
         case NS_LOWERCASE:
             r = norm_lowercase(cur, len, o, c);
@@ -1952,12 +2036,6 @@ enum embd_status tok_uni_encode(const embd_tokenizer *tok, const char *text, siz
     *n = 0;
     *truncated = 0;
     if (o) {
-        const char *nf = untracked_normalizer(tok->uni);
-        if (nf)
-            return embd_error(EMBD_ERR_UNSUPPORTED,
-                              "tokenizer: offsets are not supported for a Unigram tokenizer "
-                              "whose normalizer has %s",
-                              nf);
         e.track = 1;
         e.starts = o->starts;
         e.stops = o->stops;
