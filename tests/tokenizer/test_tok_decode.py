@@ -11,7 +11,9 @@ also for tokenizer.json variants: cleanup false, another prefix, an empty
 prefix, no decoder. An id out of range must fail naming its position, and an
 unsupported decoder type must fail with EMBD_ERR_UNSUPPORTED. With the
 package, Model.tokenize_offsets must also give tokenizers' ids and
-(character) offsets on part of the corpus and on hard texts. Skips (77)
+(character) offsets on part of the corpus and on hard texts, for
+all-MiniLM-L6-v2 and for e5-small-ml-random's SentencePiece tokenizer (when
+EMBD_TEST_MODELS has it). Skips (77)
 without the model or the corpus."""
 import json
 import os
@@ -177,5 +179,33 @@ if m is not None:
     print("Model.tokenize_offsets: %d texts x 2, %d mismatches" % (len(sample), bad))
     failed += bad
     m.close()
+    # ... and for a SentencePiece model (multilingual-e5's tokenizer) with
+    # texts its charsmap folds, expands or removes
+    e5 = os.path.join(models, "e5-small-ml-random")
+    if os.path.exists(os.path.join(e5, "tokenizer.json")):
+        import embd
+
+        me = embd.Model(e5, device="cpu")
+        tke = Tokenizer.from_file(os.path.join(e5, "tokenizer.json"))
+        tke.enable_truncation(512)  # the model's max_seq_length
+        sp = sample + ["\ufb01ne \u2460 \uff21\uff22 \u00bd  two  spaces", "\u200bzero\u200dwidth\ufeff",
+                       "\u041f\u0440\u0438\u0432\u0435\u0442 \u0645\u0631\u062d\u0628\u0627 <mask> \u2581x"]
+        bad = 0
+        for special in (True, False):
+            ref = tke.encode_batch(sp, add_special_tokens=special)
+            for s, e in zip(sp, ref):
+                ids, offs = me.tokenize_offsets(s, add_special_tokens=special)
+                if ids != e.ids or offs != e.offsets:
+                    bad += 1
+                    if bad <= 10:
+                        print("  MISMATCH (e5 Model.tokenize_offsets) %r\n    tokenizers %s\n    embd       %s"
+                              % (s[:60], list(zip(e.ids, e.offsets))[:10], list(zip(ids, offs))[:10]))
+        print("Model.tokenize_offsets, e5-small-ml-random (SentencePiece): %d texts x 2, %d mismatches"
+              % (len(sp), bad))
+        failed += bad
+        me.close()
+    else:
+        print("note: no e5-small-ml-random in EMBD_TEST_MODELS: SentencePiece offsets through the package "
+              "not checked")
 print("total %.1f s, %d mismatches" % (time.time() - t_start, failed))
 sys.exit(1 if failed else 0)
