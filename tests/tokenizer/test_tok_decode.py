@@ -166,18 +166,24 @@ if m is not None:
             "\ud55c\uad6d\uc5b4", "\U0001f468\u200d\U0001f469 emoji\U0001f600", "a\x00b\x01c", "x" * 101 + " y",
             "e\u0301\u0301 \u0344", "word " * 300, "[MASK][CLS]", " \u3000 "]
     sample = texts[::20] + hard
-    bad = 0
-    for special in (True, False):
-        ref = tk.encode_batch(sample, add_special_tokens=special)
-        for s, e in zip(sample, ref):
-            ids, offs = m.tokenize_offsets(s, add_special_tokens=special)
-            if ids != e.ids or offs != e.offsets:
-                bad += 1
-                if bad <= 10:
-                    print("  MISMATCH (Model.tokenize_offsets) %r\n    tokenizers %s\n    embd       %s"
-                          % (s[:60], list(zip(e.ids, e.offsets))[:10], list(zip(ids, offs))[:10]))
-    print("Model.tokenize_offsets: %d texts x 2, %d mismatches" % (len(sample), bad))
-    failed += bad
+
+    def offsets_check(model, ref_tk, what, sample):
+        """Model.tokenize_offsets against tokenizers, with and without the
+        special tokens; returns the mismatches."""
+        bad = 0
+        for special in (True, False):
+            ref = ref_tk.encode_batch(sample, add_special_tokens=special)
+            for s, e in zip(sample, ref):
+                ids, offs = model.tokenize_offsets(s, add_special_tokens=special)
+                if ids != e.ids or offs != e.offsets:
+                    bad += 1
+                    if bad <= 10:
+                        print("  MISMATCH (%s) %r\n    tokenizers %s\n    embd       %s"
+                              % (what, s[:60], list(zip(e.ids, e.offsets))[:10], list(zip(ids, offs))[:10]))
+        print("%s: %d texts x 2, %d mismatches" % (what, len(sample), bad))
+        return bad
+
+    failed += offsets_check(m, tk, "Model.tokenize_offsets", sample)
     m.close()
     # ... and for a SentencePiece model (multilingual-e5's tokenizer) with
     # texts its charsmap folds, expands or removes
@@ -190,19 +196,7 @@ if m is not None:
         tke.enable_truncation(512)  # the model's max_seq_length
         sp = sample + ["\ufb01ne \u2460 \uff21\uff22 \u00bd  two  spaces", "\u200bzero\u200dwidth\ufeff",
                        "\u041f\u0440\u0438\u0432\u0435\u0442 \u0645\u0631\u062d\u0628\u0627 <mask> \u2581x"]
-        bad = 0
-        for special in (True, False):
-            ref = tke.encode_batch(sp, add_special_tokens=special)
-            for s, e in zip(sp, ref):
-                ids, offs = me.tokenize_offsets(s, add_special_tokens=special)
-                if ids != e.ids or offs != e.offsets:
-                    bad += 1
-                    if bad <= 10:
-                        print("  MISMATCH (e5 Model.tokenize_offsets) %r\n    tokenizers %s\n    embd       %s"
-                              % (s[:60], list(zip(e.ids, e.offsets))[:10], list(zip(ids, offs))[:10]))
-        print("Model.tokenize_offsets, e5-small-ml-random (SentencePiece): %d texts x 2, %d mismatches"
-              % (len(sp), bad))
-        failed += bad
+        failed += offsets_check(me, tke, "Model.tokenize_offsets, e5-small-ml-random (SentencePiece)", sp)
         me.close()
     else:
         print("note: no e5-small-ml-random in EMBD_TEST_MODELS: SentencePiece offsets through the package "
