@@ -111,8 +111,11 @@ class RayCluster:
         self.root = root
         self.port = free_port()
         self.procs = []
+        # each node keeps one idle worker beside its actor (the CPU count plus
+        # one, as examples/ray_embed.py's docstring advises): with Ray's
+        # default (the CPU count) each write task starts a new worker process
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=pythonpath,
-                        RAY_DEDUP_LOGS="0")
+                        RAY_DEDUP_LOGS="0", RAY_num_workers_soft_limit="2")
 
     def _start(self, name, args):
         tmp = os.path.join(self.root, name)
