@@ -2,7 +2,35 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* libgomp reads its wait policy once, when it is loaded, before main().
+ * Its default spins about 300,000 times after each parallel region: on a
+ * busy machine a spinning thread holds the core its descheduled sibling
+ * needs (the server's scheduler thread hands every round to the OpenMP
+ * team), so beside one busy core a short query's p99 went from 9 to over
+ * 100 ms and the server lost a fifth of its throughput (BENCHMARKS.md,
+ * "OpenMP waiting in the CLI and the server"). 1,000 spins (tens of
+ * microseconds) are as fast as the default on a quiet machine. An
+ * environment variable set now is too late for libgomp, so the command runs
+ * itself again with GOMP_SPINCOUNT set, unless the user set it or
+ * OMP_WAIT_POLICY (theirs wins). Where that exec fails (no /proc) it goes
+ * on with libgomp's default. The second start costs about 10 ms (loading
+ * libembd's libraries once more), so only commands that run a model do it. */
+static void omp_defaults(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    /* by its path, not /proc/self/exe, so that the process keeps its name
+     * ("embd", not "exe") for ps, pgrep and top */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || (size_t)n >= sizeof self - 1) return;
+    self[n] = '\0';
+    if (setenv("GOMP_SPINCOUNT", CLI_OMP_SPINCOUNT, 1) != 0) return;
+    execv(self, argv);
+    unsetenv("GOMP_SPINCOUNT"); /* a binary replaced or deleted since it started */
+}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: embd <command> [options]\n\n"
@@ -33,6 +61,10 @@ int main(int argc, char **argv) {
         printf("embd %s\n", EMBD_VERSION);
         return 0;
     }
+    /* the commands that run a model (not tokenize or pull) */
+    static const char *const computes[] = {"embed", "index", "search", "rerank", "serve", "doctor"};
+    for (size_t i = 0; i < sizeof computes / sizeof *computes; i++)
+        if (!strcmp(cmd, computes[i])) omp_defaults(argv);
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "index")) return cmd_index(argc - 1, argv + 1);

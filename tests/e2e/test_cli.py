@@ -4,13 +4,14 @@ options from flags, EMBD_* variables and --config, and tokenize against
 Hugging Face tokenizers. Runs on the real all-MiniLM-L6-v2."""
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Checker, model_dir, read_jsonl, run, skip  # noqa: E402
+from common import BIN, Checker, model_dir, read_jsonl, run, skip  # noqa: E402
 
 MODEL = model_dir("all-MiniLM-L6-v2")
 
@@ -19,6 +20,33 @@ def err_ok(p, code):
     """Exit code as expected and exactly one stderr line starting 'embd: '."""
     lines = p.stderr.decode(errors="replace").strip().splitlines()
     return p.returncode == code and len(lines) == 1 and lines[0].startswith("embd: ")
+
+
+def check_omp_default(c):
+    """embd runs with GOMP_SPINCOUNT=1000 unless the user set it or
+    OMP_WAIT_POLICY (src/cli/main.c): doctor says what it runs with, and
+    libgomp itself (OMP_DISPLAY_ENV=verbose: it prints its settings when it
+    loads, on stderr, once per program image) ends with that value."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_DISPLAY_ENV")}
+    cases = [({}, b"OMP_WAIT_POLICY unset, GOMP_SPINCOUNT 1000", b"1000"),
+             ({"GOMP_SPINCOUNT": "300000"}, b"OMP_WAIT_POLICY unset, GOMP_SPINCOUNT 300000",
+              b"300000"),
+             ({"OMP_WAIT_POLICY": "passive"}, b"OMP_WAIT_POLICY passive, GOMP_SPINCOUNT unset",
+              None)]
+    for extra, line, spin in cases:
+        env = dict(base, OMP_DISPLAY_ENV="verbose", **extra)
+        p = subprocess.run([BIN, "doctor"], capture_output=True, env=env)
+        shown = [ln.split(b"=", 1)[1].strip().strip(b"'") for ln in p.stderr.splitlines()
+                 if ln.strip().startswith(b"GOMP_SPINCOUNT =")]
+        c.check(p.returncode == 0 and b"openmp: " + line in p.stdout,
+                "doctor with %s says %s: %s" % (extra or "nothing set", line.decode(),
+                                               [ln for ln in p.stdout.splitlines()
+                                                if ln.startswith(b"openmp")]))
+        if spin is not None:
+            c.check(bool(shown) and shown[-1] == spin,
+                    "libgomp runs with GOMP_SPINCOUNT %s (%s set): it printed %s"
+                    % (spin.decode(), extra or "nothing", shown))
 
 
 def main():
@@ -41,6 +69,7 @@ def main():
             "missing model dir exits 1")
     p = run(["doctor"])
     c.check(p.returncode == 0 and b"blas" in p.stdout, "doctor")
+    check_omp_default(c)
 
     if MODEL is None:
         skip("all-MiniLM-L6-v2 not under EMBD_TEST_MODELS")
