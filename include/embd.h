@@ -167,9 +167,13 @@ EMBD_API enum embd_status embd_count_tokens(const embd_model *model, const char 
  * each; starts, stops and special may each be NULL. *n_ids gets the full count;
  * EMBD_ERR_BUFFER_TOO_SMALL when it is more than cap (with truncate, cap =
  * embd_model_max_tokens is always enough; without, call again with *n_ids).
- * Thread-safe. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_BUFFER_TOO_SMALL,
- * EMBD_ERR_NOMEM, or EMBD_ERR_UNSUPPORTED for a Unigram (SentencePiece)
- * tokenizer, whose offsets are not implemented yet. */
+ * SentencePiece (Unigram) tokenizers too, through every normalizer embd loads
+ * (the precompiled charsmap, NFC/NFD/NFKC/NFKD, Replace, Strip, Lowercase,
+ * Prepend) and Metaspace: a "▁" added before a word spans the word's first
+ * character, one that stands for a space spans the space; an unknown piece
+ * (<unk>, consecutive unknown characters fused) spans its characters.
+ * Thread-safe. Returns EMBD_OK, EMBD_ERR_INVALID_ARG, EMBD_ERR_BUFFER_TOO_SMALL
+ * or EMBD_ERR_NOMEM. */
 EMBD_API enum embd_status embd_tokenize_offsets(const embd_model *model, const char *text,
                                                 size_t len, bool add_special_tokens, bool truncate,
                                                 int32_t *ids, size_t *starts, size_t *stops,
@@ -179,6 +183,16 @@ EMBD_API enum embd_status embd_tokenize_offsets(const embd_model *model, const c
  * "##ing"; Hugging Face's Encoding.tokens), or NULL for an id that is not a
  * token. Valid as long as the model. */
 EMBD_API const char *embd_model_token(const embd_model *model, int32_t id);
+
+/* True for an id that Hugging Face's Encoding.tokens shows as the text it
+ * stands for rather than as its vocabulary string: the unknown token of a
+ * SentencePiece (Unigram) tokenizer, which stands for characters the
+ * vocabulary lacks ("🧿" where embd_model_token says "<unk>"). Its text is
+ * the token's range from embd_tokenize_offsets (tokenizers shows it after
+ * its normalizer: the same characters unless the normalizer changed them).
+ * False for everything else, WordPiece's [UNK] included (tokenizers shows
+ * "[UNK]"), and for a NULL model. */
+EMBD_API bool embd_model_token_shows_text(const embd_model *model, int32_t id);
 
 /* Turns ids back into text exactly as Hugging Face's
  * tokenizer.decode(ids, skip_special_tokens) does with the model's

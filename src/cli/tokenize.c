@@ -31,9 +31,27 @@ static const char tokenize_about[] =
     "invalid sequence and the offsets count the input's own bytes. SentencePiece\n"
     "(Unigram) models too (<s> ... </s>; a \"\u2581\" added before a word spans its\n"
     "first character, one standing for a space the space; \"tokens\" gives an\n"
-    "unknown piece as \"<unk>\", where tokenizers shows its text).\n"
+    "unknown piece by the text it stands for, as tokenizers does).\n"
     "--no-special leaves out [CLS] and [SEP] (add_special_tokens=False; the\n"
     "truncation then keeps the model's max length in word pieces).";
+
+/* The text of a token that Hugging Face's Encoding.tokens shows by the text it
+ * stands for (a SentencePiece <unk>: "🧿", not "<unk>"): text[start..stop),
+ * unless that is the token's own string typed in the text (an added token
+ * matched, with the spaces its lstrip / rstrip took in), which stays as it is
+ * (*t, *tl: the token's string on entry). */
+static void token_text(const char *text, size_t start, size_t stop, const char **t, size_t *tl) {
+    if (stop <= start) return;
+    size_t a = start, b = stop;
+    while (a < b && (text[a] == ' ' || text[a] == '\t' || text[a] == '\n' || text[a] == '\r'))
+        a++;
+    while (b > a && (text[b - 1] == ' ' || text[b - 1] == '\t' || text[b - 1] == '\n' ||
+                     text[b - 1] == '\r'))
+        b--;
+    if (*t && b - a == *tl && memcmp(text + a, *t, *tl) == 0) return;
+    *t = text + start;
+    *tl = stop - start;
+}
 
 int cmd_tokenize(int argc, char **argv) {
     struct cli_args a;
@@ -47,6 +65,7 @@ int cmd_tokenize(int argc, char **argv) {
     bool out_owned = false;
     int32_t *ids = NULL;
     size_t *starts = NULL, *stops = NULL;
+    uint8_t *specials = NULL;
     const bool offsets = cli_flag(&a, "offsets"), special = !cli_flag(&a, "no-special");
     struct embd_buf line = {0};
     struct cli_input input;
@@ -60,7 +79,8 @@ int cmd_tokenize(int argc, char **argv) {
     ids = malloc(cap * sizeof *ids);
     starts = malloc(cap * sizeof *starts);
     stops = malloc(cap * sizeof *stops);
-    if (!ids || !starts || !stops) {
+    specials = malloc(cap);
+    if (!ids || !starts || !stops || !specials) {
         cli_err("out of memory");
         goto done;
     }
@@ -68,10 +88,10 @@ int cmd_tokenize(int argc, char **argv) {
     int r;
     while ((r = cli_reader_next(&in)) == 1) {
         size_t n = 0;
-        enum embd_status st = offsets || !special
-                                  ? embd_tokenize_offsets(model, in.text, in.text_len, special,
-                                                          true, ids, starts, stops, NULL, cap, &n)
-                                  : embd_tokenize(model, in.text, in.text_len, ids, cap, &n);
+        enum embd_status st =
+            offsets || !special ? embd_tokenize_offsets(model, in.text, in.text_len, special, true,
+                                                        ids, starts, stops, specials, cap, &n)
+                                : embd_tokenize(model, in.text, in.text_len, ids, cap, &n);
         if (st != EMBD_OK) {
             cli_err("input %zu: %s", index, embd_last_error());
             goto done;
@@ -83,8 +103,11 @@ int cmd_tokenize(int argc, char **argv) {
             embd_buf_str(&line, "],\"tokens\":[");
             for (size_t i = 0; i < n; i++) {
                 const char *t = embd_model_token(model, ids[i]);
+                size_t tl = t ? strlen(t) : 0;
+                if (!specials[i] && embd_model_token_shows_text(model, ids[i]))
+                    token_text(in.text, starts[i], stops[i], &t, &tl);
                 if (i) embd_buf_put(&line, ",", 1);
-                embd_buf_json_string(&line, t ? t : "", t ? strlen(t) : 0);
+                embd_buf_json_string(&line, t ? t : "", tl);
             }
             embd_buf_str(&line, "],\"offsets\":[");
             for (size_t i = 0; i < n; i++)
@@ -109,6 +132,7 @@ done:
     free(ids);
     free(starts);
     free(stops);
+    free(specials);
     if (in_open) cli_reader_close(&in);
     embd_model_free(model);
     cli_args_free(&a);

@@ -22,6 +22,10 @@ const char *embd_model_token(const embd_model *model, int32_t id) {
     return model ? embd_tokenizer_id_to_token(model->tok, id) : NULL;
 }
 
+bool embd_model_token_shows_text(const embd_model *model, int32_t id) {
+    return model && embd_tokenizer_token_shows_text(model->tok, id);
+}
+
 enum embd_status embd_detokenize(const embd_model *model, const int32_t *ids, size_t n,
                                  bool skip_special_tokens, char *buf, size_t cap, size_t *len) {
     if (len) *len = 0;

@@ -91,6 +91,10 @@ int embd_tokenizer_vocab_size(const embd_tokenizer *tok);
  * lowercase, or a Lowercase step of a SentencePiece chain). */
 bool embd_tokenizer_lowercases(const embd_tokenizer *tok);
 
+/* Whether Hugging Face's Encoding.tokens shows token `id` as the text it
+ * stands for: a Unigram model's unknown token (embd_model_token_shows_text). */
+bool embd_tokenizer_token_shows_text(const embd_tokenizer *tok, int32_t id);
+
 /* The id of a token string (vocabulary or added token), or -1. */
 int32_t embd_tokenizer_token_id(const embd_tokenizer *tok, const char *token);
 

@@ -122,6 +122,8 @@ enum embd_status tok_uni_load(embd_tokenizer *tok, const char *json, size_t json
 void tok_uni_free(struct tok_uni *u);
 /* Whether the Unigram normalizer chain lowercases (holds Lowercase). */
 int tok_uni_lowercases(const struct tok_uni *u);
+/* The Unigram model's unk_id, -1 when it has none. */
+int32_t tok_uni_unk_id(const struct tok_uni *u);
 /* Offsets from tok_uni_encode: starts / stops written beside the ids (either
  * may be NULL); pos[k] is the caller's byte position of byte position k of
  * the text given (len + 1 of them; NULL: the same, the text is the caller's). */

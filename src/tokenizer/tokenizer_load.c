@@ -649,6 +649,10 @@ bool embd_tokenizer_lowercases(const embd_tokenizer *tok) {
     return tok->uni ? tok_uni_lowercases(tok->uni) != 0 : tok->lowercase != 0;
 }
 
+bool embd_tokenizer_token_shows_text(const embd_tokenizer *tok, int32_t id) {
+    return tok && tok->uni && id >= 0 && id == tok_uni_unk_id(tok->uni);
+}
+
 int embd_tokenizer_vocab_size(const embd_tokenizer *tok) {
     return tok ? tok->vocab_size : 0;
 }

@@ -1156,6 +1156,10 @@ fail:
     return st;
 }
 
+int32_t tok_uni_unk_id(const struct tok_uni *u) {
+    return u ? u->unk_id : -1;
+}
+
 int tok_uni_lowercases(const struct tok_uni *u) {
     for (int i = 0; u && i < u->n_norm; i++)
         if (u->norm[i].kind == NS_LOWERCASE) return 1;

@@ -19,8 +19,11 @@
 - SentencePiece (Unigram) tokenizers too: multilingual-e5's (as an
   embedder) and an XLM-R cross-encoder's, from EMBD_TEST_MODELS
   (e5-small-ml-random, ce-mminilm-l12-random: said when absent), on texts
-  whose characters the precompiled charsmap folds, expands or removes, with
-  and without the special tokens, against `embd tokenize` and `tokenizers`;
+  whose characters the precompiled charsmap folds, expands or removes and
+  characters the vocabulary lacks, with and without the special tokens,
+  against `embd tokenize` and `tokenizers`; `embd tokenize --offsets`'
+  "tokens" against tokenizers' Encoding.tokens (an unknown piece shown by
+  its text);
 - bad bodies get a 4xx in TEI's shape {"error","error_type"}, never a 5xx,
   under the server's limits (--max-inputs, --max-input-chars,
   --max-body-bytes); /metrics counts both paths.
@@ -291,7 +294,10 @@ try:
     # removes; offsets as `tokenizers` gives them.
     SP = TEXTS + ["  multiple   spaces\tand\u3000ideographic  ", "\ufb01ne \u2460 \uff21\uff22\uff23 \u00bd",
                   "\u200bzero\u200dwidth\ufeff joiners", "caf\u00e9 \u00c5ngstr\u00f6m \u2581 <mask> </s>",
-                  "\u041f\u0440\u0438\u0432\u0435\u0442 \u0645\u0631\u062d\u0628\u0627 \u0939\u093f\u0928\u094d\u0926\u0940"]
+                  "\u041f\u0440\u0438\u0432\u0435\u0442 \u0645\u0631\u062d\u0628\u0627 \u0939\u093f\u0928\u094d\u0926\u0940",
+                  # characters the vocabulary lacks (<unk>, two fused into one),
+                  # and <unk> typed in the text (an added token)
+                  "a \U0001f9ff\U0001faac b", "\U0001fae8 \u2603\U0001f9ff", "x <unk> y", "x<unk>y"]
     for name in ("e5-small-ml-random", "ce-mminilm-l12-random"):
         D = model_dir(name)
         if not D:
@@ -300,6 +306,13 @@ try:
         sref = cli_tokenize(D, SP)
         sref_ns = cli_tokenize(D, SP, "--no-special")
         stk = hf_tokenizer(D)
+        # `embd tokenize --offsets`' "tokens" are tokenizers' Encoding.tokens
+        # (an unknown piece by its text, "<unk>" only where it was typed)
+        for k, t in enumerate(SP):
+            for r, special in ((sref[k], True), (sref_ns[k], False)):
+                want = stk.encode(t, add_special_tokens=special).tokens
+                c.check(r["tokens"] == want, f"{name} embd tokenize --offsets tokens of {t[:30]!r} "
+                                             f"(special {special}): {r['tokens']}, want {want}")
         with Server(D) as s:
             st, j = post(s, "/tokenize", {"inputs": SP})
             c.check(st == 200, f"{name} /tokenize: {st} {str(j)[:200]}")
