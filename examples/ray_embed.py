@@ -34,16 +34,19 @@ dropped, none is written twice. Ray Data's defaults for actor pools are both
 -1 (without limit); embed_dataset(max_retries=N) bounds them.
 
 Reading and writing are given no CPU slot (num_cpus=0): with one actor per
-CPU slot they would otherwise wait for a slot the actors never free. And let
-each node keep one idle worker process beside its actors: start it with
-RAY_num_workers_soft_limit set to its CPU count plus one (`RAY_num_workers_soft_limit=5
-ray start ...` on a 4-CPU node). Ray's default soft limit is the CPU count,
-which the actors fill, so it kills the worker that ran a read task one
-second after it ends and starts a new Python process, with Ray and pyarrow
-to import (1.5-3 CPU seconds), for each write task. On two 1-CPU nodes that
-cost the job 15% of its throughput (tests/scale/test_ray.py, BENCHMARKS.md).
-main() sets it for the local cluster it starts when no --address is given. Ray Data
-does not split a file between read tasks: give it a folder of JSONL shards
+CPU slot they would otherwise wait for a slot the actors never free.
+
+Let each node keep one idle worker process beside its actors: start it with
+RAY_num_workers_soft_limit set to its CPU count plus one
+(`RAY_num_workers_soft_limit=5 ray start ...` on a 4-CPU node). Ray's default
+soft limit is the CPU count, which the actors fill, so it kills the worker
+that ran a read task one second after it ends and starts a new Python
+process, with Ray and pyarrow to import (1.5-3 CPU seconds), for each write
+task. On two 1-CPU nodes that cost the job 15% of its throughput
+(tests/scale/test_ray.py, BENCHMARKS.md). main() sets it for the local
+cluster it starts when no --address is given.
+
+Ray Data does not split a file between read tasks: give it a folder of JSONL shards
 (at least one per batch in flight), or read_json(..., override_num_blocks=N)
 to split what a file holds into N blocks, or one actor gets all the work.
 (Not .repartition(N): that is a task that needs a CPU slot of its own.)

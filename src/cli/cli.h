@@ -230,14 +230,14 @@ int cli_pull_missing(const struct cli_args *a, const char *name);
 int cmd_embed(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
-
-/* The GOMP_SPINCOUNT the embd command runs with when the user set neither
- * OMP_WAIT_POLICY nor GOMP_SPINCOUNT (main.c). */
-#define CLI_OMP_SPINCOUNT "1000"
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_rerank(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
+
+/* The GOMP_SPINCOUNT the embd command runs with when the user set neither
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT (main.c). */
+#define CLI_OMP_SPINCOUNT "1000"
 
 #endif

@@ -1,6 +1,7 @@
 /* main.c — the `embd` command: dispatch to subcommands. */
 #include "cli.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,18 +62,20 @@ int main(int argc, char **argv) {
         printf("embd %s\n", EMBD_VERSION);
         return 0;
     }
-    /* the commands that run a model (not tokenize or pull) */
-    static const char *const computes[] = {"embed", "index", "search", "rerank", "serve", "doctor"};
-    for (size_t i = 0; i < sizeof computes / sizeof *computes; i++)
-        if (!strcmp(cmd, computes[i])) omp_defaults(argv);
-    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 1, argv + 1);
-    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
-    if (!strcmp(cmd, "index")) return cmd_index(argc - 1, argv + 1);
-    if (!strcmp(cmd, "search")) return cmd_search(argc - 1, argv + 1);
-    if (!strcmp(cmd, "rerank")) return cmd_rerank(argc - 1, argv + 1);
-    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
-    if (!strcmp(cmd, "pull")) return cmd_pull(argc - 1, argv + 1);
-    if (!strcmp(cmd, "doctor")) return cmd_doctor(argc - 1, argv + 1);
+    /* runs_model: the command may run a model (not tokenize or pull) */
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+        bool runs_model;
+    } commands[] = {{"embed", cmd_embed, true},   {"tokenize", cmd_tokenize, false},
+                    {"index", cmd_index, true},   {"search", cmd_search, true},
+                    {"rerank", cmd_rerank, true}, {"serve", cmd_serve, true},
+                    {"pull", cmd_pull, false},    {"doctor", cmd_doctor, true}};
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(cmd, commands[i].name) != 0) continue;
+        if (commands[i].runs_model) omp_defaults(argv);
+        return commands[i].run(argc - 1, argv + 1);
+    }
     fprintf(stderr, "embd: unknown command \"%s\" (see embd --help)\n", cmd);
     return 2;
 }

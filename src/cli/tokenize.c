@@ -43,10 +43,9 @@ static const char tokenize_about[] =
 static void token_text(const char *text, size_t start, size_t stop, const char **t, size_t *tl) {
     if (stop <= start) return;
     size_t a = start, b = stop;
-    while (a < b && (text[a] == ' ' || text[a] == '\t' || text[a] == '\n' || text[a] == '\r'))
+    while (a < b && text[a] && strchr(" \t\n\r", text[a]))
         a++;
-    while (b > a && (text[b - 1] == ' ' || text[b - 1] == '\t' || text[b - 1] == '\n' ||
-                     text[b - 1] == '\r'))
+    while (b > a && text[b - 1] && strchr(" \t\n\r", text[b - 1]))
         b--;
     if (*t && b - a == *tl && memcmp(text + a, *t, *tl) == 0) return;
     *t = text + start;
