@@ -15,9 +15,8 @@ overhead  Python against the CLI on N documents (default 10,000), both from
           times, medians: `embd embed -i docs.jsonl --format npy -o FILE
           --cache off -q` against a Python process that reads the same JSONL,
           runs fastembed-style `list(TextEmbedding(model, cache="off")
-          .embed(docs))` and saves the (n, D) array. Both get the same
-          OMP_WAIT_POLICY (passive, which the package sets; --omp default
-          leaves it unset for the CLI).
+          .embed(docs))` and saves the (n, D) array. Both run on the
+          engine's own thread pool, with the same environment.
 
 usage: bench/py_bench.py binding|overhead --model DIR [--docs N] [--runs R]
        [--embd BIN] [--lib LIBEMBD] [--pythonpath DIR]
@@ -57,7 +56,7 @@ def corpus(n):
 
 class EmbedOpts(ctypes.Structure):
     _fields_ = [("normalize", ctypes.c_int), ("truncate", ctypes.c_bool),
-                ("prefix", ctypes.c_char_p)]
+                ("prefix", ctypes.c_char_p), ("dimensions", ctypes.c_int)]
 
 
 class EmbedInfo(ctypes.Structure):
@@ -70,11 +69,13 @@ class CtxParams(ctypes.Structure):
                 ("dtype", ctypes.c_int), ("n_threads", ctypes.c_int),
                 ("max_batch_tokens", ctypes.c_int), ("normalize", ctypes.c_bool),
                 ("prefix", ctypes.c_char_p), ("cache_bytes", ctypes.c_size_t),
-                ("cache_dir", ctypes.c_char_p), ("cache_map_bytes", ctypes.c_size_t)]
+                ("cache_dir", ctypes.c_char_p), ("cache_map_bytes", ctypes.c_size_t),
+                ("metrics_of", ctypes.c_void_p), ("gpu_memory_limit", ctypes.c_char_p)]
 
 
 class SchedParams(ctypes.Structure):
-    _fields_ = [("queue_texts", ctypes.c_size_t), ("max_batch_texts", ctypes.c_size_t)]
+    _fields_ = [("queue_texts", ctypes.c_size_t), ("max_batch_texts", ctypes.c_size_t),
+                ("express", ctypes.c_void_p)]
 
 
 class CtypesEngine:
@@ -178,8 +179,6 @@ def bench_overhead(a):
     if a.pythonpath:
         env["PYTHONPATH"] = a.pythonpath
     cli_env = dict(env)
-    if a.omp == "passive":
-        cli_env["OMP_WAIT_POLICY"] = "passive"
     runs = {"cli": [], "python": []}
     outs = {"cli": os.path.join(tmp, "cli.npy"), "python": os.path.join(tmp, "py.npy")}
     cmds = {"cli": ([a.embd, "embed", "-m", a.model, "-i", inp, "--format", "npy", "-o",
@@ -217,7 +216,6 @@ def main():
     ap.add_argument("--lib", help="libembd.so for ctypes (default: the package's, else "
                                   "build/release's)")
     ap.add_argument("--pythonpath", help="PYTHONPATH of the Python runs (overhead)")
-    ap.add_argument("--omp", choices=["passive", "default"], default="passive")
     a = ap.parse_args()
     (bench_binding if a.what == "binding" else bench_overhead)(a)
 

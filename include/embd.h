@@ -240,7 +240,11 @@ struct embd_ctx_params {
     enum embd_device device; /* default EMBD_DEVICE_AUTO */
     int device_index;        /* CUDA device ordinal; default 0 */
     enum embd_dtype dtype;   /* default EMBD_DTYPE_AUTO */
-    int n_threads;           /* CPU threads; 0 = all online cores. Default 0 */
+    int n_threads;           /* CPU threads; 0 = every CPU the process may run on (its
+                                affinity mask). The context starts n_threads - 1 threads
+                                of its own, the calling thread being the last; between
+                                two pieces of work they spin $EMBD_CPU_SPIN_US
+                                microseconds (default 25), then sleep. Default 0 */
     int max_batch_tokens;    /* tokens per forward pass (packed, no padding); 0 = auto: 4096
                                 on the CPU, 16384 on a GPU. Default 0 */
     bool normalize;          /* L2-normalise when the model does; false = never. Default true */

@@ -10,17 +10,6 @@
 
 Errors are embd.Error subclasses carrying the engine's status and message.
 """
-import os as _os
-
-# OpenMP threads that spin after each parallel region cost a lot when the
-# engine's scheduler thread hands results to the calling thread on a busy
-# machine (single-text calls took 50-300 ms instead of 4 ms on 2 shared
-# cores; BENCHMARKS.md, "Python"). Sleeping at once is as fast for batches.
-# Read by libgomp when the extension loads it, so set before the import;
-# a value the user set wins.
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["OMP_WAIT_POLICY"] = "passive"
-
 from . import _cuda_libs  # noqa: E402
 
 _cuda_libs.preload_if_wanted()  # NVIDIA's cuBLAS wheels, for the CUDA plugins

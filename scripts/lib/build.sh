@@ -36,7 +36,8 @@ embd_variant_args() {
 			-DCMAKE_MODULE_LINKER_FLAGS=)
 		;;
 	tsan)
-		# Only the scheduler's stress test is built: no CUDA plugin, no compiler check.
+		# Only the scheduler's stress test and the pool's test are built: no CUDA
+		# plugin, no compiler check.
 		embd_args+=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBD_SANITIZE=OFF -DEMBD_CUDA=OFF
 			"-DCMAKE_C_FLAGS=-fsanitize=thread -fno-omit-frame-pointer"
 			-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct embd_model;
+struct embd_pool;
 
 typedef struct {
     int n_seq;                /* n */
@@ -27,7 +28,10 @@ typedef struct {
 } embd_batch;
 
 typedef struct {
-    int n_threads;         /* CPU threads, >= 1 */
+    int n_threads; /* CPU threads, >= 1 */
+    /* CPU: the threads to run on (the context's, of n_threads; it outlives
+     * the backend), or NULL: the backend starts its own */
+    struct embd_pool *pool;
     int device_index;      /* GPU ordinal */
     enum embd_dtype dtype; /* EMBD_DTYPE_FP32 on the CPU */
     int max_batch_tokens;  /* the largest T the backend will be given */

@@ -236,8 +236,4 @@ int cmd_rerank(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 
-/* The GOMP_SPINCOUNT the embd command runs with when the user set neither
- * OMP_WAIT_POLICY nor GOMP_SPINCOUNT (main.c). */
-#define CLI_OMP_SPINCOUNT "1000"
-
 #endif

@@ -58,10 +58,6 @@ int cmd_doctor(int argc, char **argv) {
            "malformed reply: run scripts/build-mhd and rebuild)\n",
            MHD_get_version());
 #endif
-    const char *wait = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
-    printf("openmp: OMP_WAIT_POLICY %s, GOMP_SPINCOUNT %s (embd runs with GOMP_SPINCOUNT=%s "
-           "when neither is set: a waiting thread spins briefly, then sleeps)\n",
-           wait ? wait : "unset", spin ? spin : "unset", CLI_OMP_SPINCOUNT);
     const char *dev = cli_get(&a, "device");
     char report[8192];
     embd_device_report(report, sizeof report);

@@ -1,37 +1,8 @@
 /* main.c — the `embd` command: dispatch to subcommands. */
 #include "cli.h"
 
-#include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-/* libgomp reads its wait policy once, when it is loaded, before main().
- * Its default spins about 300,000 times after each parallel region: on a
- * busy machine a spinning thread holds the core its descheduled sibling
- * needs (the server's scheduler thread hands every round to the OpenMP
- * team), so beside one busy core a short query's p99 went from 9 to over
- * 100 ms and the server lost a fifth of its throughput (BENCHMARKS.md,
- * "OpenMP waiting in the CLI and the server"). 1,000 spins (tens of
- * microseconds) are as fast as the default on a quiet machine. An
- * environment variable set now is too late for libgomp, so the command runs
- * itself again with GOMP_SPINCOUNT set, unless the user set it or
- * OMP_WAIT_POLICY (theirs wins). Where that exec fails (no /proc) it goes
- * on with libgomp's default. The second start costs about 10 ms (loading
- * libembd's libraries once more), so only commands that run a model do it. */
-static void omp_defaults(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    /* by its path, not /proc/self/exe, so that the process keeps its name
-     * ("embd", not "exe") for ps, pgrep and top */
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0 || (size_t)n >= sizeof self - 1) return;
-    self[n] = '\0';
-    if (setenv("GOMP_SPINCOUNT", CLI_OMP_SPINCOUNT, 1) != 0) return;
-    execv(self, argv);
-    unsetenv("GOMP_SPINCOUNT"); /* a binary replaced or deleted since it started */
-}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: embd <command> [options]\n\n"
@@ -62,20 +33,14 @@ int main(int argc, char **argv) {
         printf("embd %s\n", EMBD_VERSION);
         return 0;
     }
-    /* runs_model: the command may run a model (not tokenize or pull) */
     static const struct {
         const char *name;
         int (*run)(int, char **);
-        bool runs_model;
-    } commands[] = {{"embed", cmd_embed, true},   {"tokenize", cmd_tokenize, false},
-                    {"index", cmd_index, true},   {"search", cmd_search, true},
-                    {"rerank", cmd_rerank, true}, {"serve", cmd_serve, true},
-                    {"pull", cmd_pull, false},    {"doctor", cmd_doctor, true}};
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
-        if (strcmp(cmd, commands[i].name) != 0) continue;
-        if (commands[i].runs_model) omp_defaults(argv);
-        return commands[i].run(argc - 1, argv + 1);
-    }
+    } commands[] = {{"embed", cmd_embed},   {"tokenize", cmd_tokenize}, {"index", cmd_index},
+                    {"search", cmd_search}, {"rerank", cmd_rerank},     {"serve", cmd_serve},
+                    {"pull", cmd_pull},     {"doctor", cmd_doctor}};
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "embd: unknown command \"%s\" (see embd --help)\n", cmd);
     return 2;
 }

@@ -203,7 +203,7 @@ static int api_key_of(const struct cli_args *a, int argc, char **argv, char *key
 }
 
 int cmd_serve(int argc, char **argv) {
-    /* before any thread (engine, OpenMP, HTTP) starts, so all inherit the mask */
+    /* before any thread (engine, CPU pool, HTTP) starts, so all inherit the mask */
     srv_prepare_signals();
 
     struct cli_args a;

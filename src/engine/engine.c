@@ -5,22 +5,21 @@
 #include "backend/cuda/plugin.h"
 #include "engine/cache.h"
 #include "engine/engine.h"
-#include "util/log.h"
 #include "engine/metrics.h"
 #include "model/model.h"
+#include "util/log.h"
+#include "util/pool.h"
 #include "util/util.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Tokens per forward pass when the caller leaves it to embd (0): on the CPU
  * a budget that keeps the scratch small (about 45 MB for all-MiniLM-L6-v2,
@@ -38,6 +37,7 @@ struct embd_ctx {
     char *prefix; /* owned copy of params.prefix, or NULL */
     size_t prefix_len;
     int n_threads;
+    embd_pool *pool; /* n_threads: the CPU backend's, and tokenization's */
     struct embd_ctx_stats stats;
     /* GPU: the CPU backend that takes over a batch the GPU fails (made on the
      * first failure); the backend and dtype chosen at creation (fixed: ops
@@ -77,11 +77,6 @@ struct embd_ctx_params embd_ctx_default_params(void) {
         .cache_map_bytes = 0,
     };
     return p;
-}
-
-static int online_cores(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
 }
 
 /* Appends n bytes to the key head being built in buf (cap bytes). */
@@ -140,6 +135,7 @@ static int batch_budget(const embd_ctx *ctx, bool gpu) {
 static embd_backend_params cpu_backend_params(const embd_ctx *ctx) {
     embd_backend_params bp = {
         .n_threads = ctx->n_threads,
+        .pool = ctx->pool,
         .device_index = ctx->params.device_index,
         .dtype = EMBD_DTYPE_FP32, /* the CPU path of ctx_pick_backend sets bf16 or int8 */
         .max_batch_tokens = batch_budget(ctx, false),
@@ -294,7 +290,11 @@ enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, 
     if (!ctx) goto nomem;
     ctx->model = model;
     ctx->params = params;
-    ctx->n_threads = params.n_threads ? params.n_threads : online_cores();
+    ctx->n_threads = params.n_threads ? params.n_threads : embd_pool_cpus();
+    if (!(ctx->pool = embd_pool_new(ctx->n_threads, -1))) {
+        st = embd_error_prefix(EMBD_ERR_NOMEM, "creating a context: ");
+        goto fail;
+    }
     if (params.prefix && params.prefix[0]) {
         ctx->prefix = embd_strdup(params.prefix);
         if (!ctx->prefix) goto nomem;
@@ -315,6 +315,7 @@ nomem:
     st = embd_error(EMBD_ERR_NOMEM, "out of memory creating a context");
 fail:
     if (ctx) {
+        embd_pool_free(ctx->pool);
         embd_free(ctx->prefix);
         embd_free(ctx);
     }
@@ -328,6 +329,7 @@ void embd_ctx_free(embd_ctx *ctx) {
     if (ctx->metrics_ok) embd_metrics_destroy(&ctx->metrics);
     if (ctx->be) ctx->ops->free(ctx->be);
     if (ctx->cpu_be) embd_backend_cpu_ops.free(ctx->cpu_be);
+    embd_pool_free(ctx->pool);
     embd_free(ctx->prefix);
     embd_free(ctx);
 }
@@ -607,6 +609,45 @@ static enum embd_status refuse_long(const embd_ctx *ctx, const struct call *c, c
                       full, ctx->model->hp.max_tokens);
 }
 
+/* The texts of one call being tokenized by the context's threads. */
+struct tok_job {
+    const embd_ctx *ctx;
+    const struct call *c;
+    const char *const *texts;
+    const size_t *lens;
+    size_t n;
+    int32_t *ids;    /* (n, max_tokens) */
+    uint32_t *words; /* (n) */
+    atomic_int next;
+    atomic_bool failed; /* the first failure's thread writes first_err and err_msg */
+    enum embd_status first_err;
+    char err_msg[512];
+};
+
+/* Tokenizes the texts this thread takes, 16 at a time. */
+static void tokenize_part(void *a, int tid, int nth) {
+    (void)tid, (void)nth;
+    struct tok_job *j = a;
+    const size_t max_tokens = (size_t)j->ctx->model->hp.max_tokens;
+    for (;;) {
+        const size_t b = (size_t)embd_pool_next(&j->next, 16);
+        if (b >= j->n) break;
+        const size_t e = b + 16 < j->n ? b + 16 : j->n;
+        for (size_t i = b; i < e; i++) {
+            const size_t len = j->lens ? j->lens[i] : strlen(j->texts[i]);
+            enum embd_status s =
+                tokenize_one(j->ctx, j->c, j->texts[i], len, j->ids + i * max_tokens, &j->words[i]);
+            if (s != EMBD_OK) {
+                if (!atomic_exchange(&j->failed, true)) {
+                    j->first_err = s;
+                    snprintf(j->err_msg, sizeof j->err_msg, "text %zu: %s", i, embd_last_error());
+                }
+                j->words[i] = 0;
+            }
+        }
+    }
+}
+
 /* Tokenizes and embeds n texts (arguments checked), no cache; words (n)
  * receives each text's token word. With !c->truncate a text that was cut
  * fails the call (EMBD_ERR_TOO_LONG, the first such, *bad its index) before
@@ -625,29 +666,18 @@ static enum embd_status embed_texts(embd_ctx *ctx, const struct call *c, const c
 
     /* Tokenize in parallel, each text into its own max_tokens slot. */
     double t0 = embd_now();
-    int failed = 0;
-    enum embd_status first_err = EMBD_OK;
-    char err_msg[512] = "";
-#pragma omp parallel for schedule(dynamic, 16) num_threads(ctx->n_threads) if (n >= 32)
-    for (size_t i = 0; i < n; i++) {
-        size_t len = lens ? lens[i] : strlen(texts[i]);
-        enum embd_status s = tokenize_one(ctx, c, texts[i], len, ids + i * max_tokens, &words[i]);
-        if (s != EMBD_OK) {
-#pragma omp critical
-            {
-                if (!failed) {
-                    failed = 1;
-                    first_err = s;
-                    snprintf(err_msg, sizeof err_msg, "text %zu: %s", i, embd_last_error());
-                }
-            }
-            words[i] = 0;
-        }
-    }
+    struct tok_job tj = {
+        .ctx = ctx, .c = c, .texts = texts, .lens = lens, .n = n, .ids = ids, .words = words};
+    atomic_init(&tj.next, 0);
+    atomic_init(&tj.failed, false);
+    if (n >= 32 && n <= INT_MAX / 2) /* the counter is an int */
+        embd_pool_run(ctx->pool, tokenize_part, &tj);
+    else
+        tokenize_part(&tj, 0, 1);
     ctx->stats.tokenize_sec += embd_now() - t0;
     embd_metrics_observe(ctx->m, EMBD_H_TOKENIZE_SEC, embd_now() - t0);
-    if (failed) {
-        st = embd_error(first_err, "%s", err_msg);
+    if (atomic_load(&tj.failed)) {
+        st = embd_error(tj.first_err, "%s", tj.err_msg);
         goto done;
     }
     if (!c->truncate)
@@ -925,22 +955,25 @@ static void system_info_init(void) {
         snprintf(int8_why, sizeof int8_why, "no kernel set is usable");
     }
     snprintf(system_info, sizeof system_info,
-             "cpu: %s (family %d model %d), %d online cores\n"
+             "cpu: %s (family %d model %d), %ld online cores, %d usable by this process\n"
              "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
              "cpu kernels: %s (%s)\n"
              "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"
+             "cpu threads: %d by default (--threads); idle ones spin %d us, then sleep "
+             "(EMBD_CPU_SPIN_US)\n"
              "blas: %s\ncuda: plugins (libembd-cuda13.so, libembd-cuda11.so), loaded on demand\n",
-             f->model, f->family, f->model_id, online_cores(), f->avx2 ? " avx2" : "",
-             f->fma ? " fma" : "", f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
-             f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",
-             f->avx512_bf16 ? " avx512_bf16" : "", f->avx512_vnni ? " avx512_vnni" : "",
-             f->avx_vnni ? " avx_vnni" : "", f->amx_bf16 ? " amx_bf16" : "",
-             f->amx_int8 ? " amx_int8" : "",
+             f->model, f->family, f->model_id, sysconf(_SC_NPROCESSORS_ONLN), embd_pool_cpus(),
+             f->avx2 ? " avx2" : "", f->fma ? " fma" : "", f->avx512f ? " avx512f" : "",
+             f->avx512bw ? " avx512bw" : "", f->avx512vl ? " avx512vl" : "",
+             f->avx512dq ? " avx512dq" : "", f->avx512_bf16 ? " avx512_bf16" : "",
+             f->avx512_vnni ? " avx512_vnni" : "", f->avx_vnni ? " avx_vnni" : "",
+             f->amx_bf16 ? " amx_bf16" : "", f->amx_int8 ? " amx_int8" : "",
              f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
              isa_ok ? embd_cpu_isa_name(isa) : "refused", why, bf16 ? "yes" : "no (",
              bf16 ? "" : bf16_why, bf16 ? "" : ")",
              int8 ? (wide8 ? "yes (AVX512_VNNI)" : "yes (AVX-VNNI, 256-bit)") : "no (",
-             int8 ? "" : int8_why, int8 ? "" : ")", openblas_get_config());
+             int8 ? "" : int8_why, int8 ? "" : ")", embd_pool_cpus(), embd_pool_spin_us(),
+             openblas_get_config());
 }
 
 const char *embd_system_info(void) {

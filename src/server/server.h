@@ -103,7 +103,7 @@ struct srv_config {
 /* Blocks SIGINT and SIGTERM in the calling thread (threads created after
  * inherit the mask; srv_run takes them with sigtimedwait) and ignores
  * SIGPIPE (a client that hangs up must not kill the server). Call it before
- * any thread (engine, OpenMP, HTTP) starts. */
+ * any thread (engine, CPU pool, HTTP) starts. */
 void srv_prepare_signals(void);
 
 /* What srv_run returns besides 0 (every request finished) and 1 (could

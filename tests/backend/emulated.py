@@ -37,8 +37,4 @@ def qemu_env():
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
     for k in ("EMBD_CPU_ISA", "EMBD_DTYPE"):
         env.pop(k, None)
-    # set, so that embd does not run itself again to set it (src/cli/main.c):
-    # qemu-user would run that exec natively, outside the emulated CPU
-    if "OMP_WAIT_POLICY" not in env:
-        env.setdefault("GOMP_SPINCOUNT", "1000")
     return env

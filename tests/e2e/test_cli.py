@@ -22,31 +22,28 @@ def err_ok(p, code):
     return p.returncode == code and len(lines) == 1 and lines[0].startswith("embd: ")
 
 
-def check_omp_default(c):
-    """embd runs with GOMP_SPINCOUNT=1000 unless the user set it or
-    OMP_WAIT_POLICY (src/cli/main.c): doctor says what it runs with, and
-    libgomp itself (OMP_DISPLAY_ENV=verbose: it prints its settings when it
-    loads, on stderr, once per program image) ends with that value."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_DISPLAY_ENV")}
-    cases = [({}, b"OMP_WAIT_POLICY unset, GOMP_SPINCOUNT 1000", b"1000"),
-             ({"GOMP_SPINCOUNT": "300000"}, b"OMP_WAIT_POLICY unset, GOMP_SPINCOUNT 300000",
-              b"300000"),
-             ({"OMP_WAIT_POLICY": "passive"}, b"OMP_WAIT_POLICY passive, GOMP_SPINCOUNT unset",
-              None)]
-    for extra, line, spin in cases:
-        env = dict(base, OMP_DISPLAY_ENV="verbose", **extra)
+def check_threads(c):
+    """The CPU work runs on embd's own thread pool (src/util/pool.c), not
+    OpenMP: neither the binary nor libembd loads libgomp; doctor says how
+    many threads run by default and how long idle ones spin
+    (EMBD_CPU_SPIN_US, a bad value refused with a warning)."""
+    p = subprocess.run(["ldd", BIN], capture_output=True)
+    c.check(p.returncode == 0 and b"libembd" in p.stdout and b"libgomp" not in p.stdout,
+            "embd and libembd do not load libgomp: %s" % p.stdout.decode(errors="replace"))
+    base = {k: v for k, v in os.environ.items() if k != "EMBD_CPU_SPIN_US"}
+    cpus = len(os.sched_getaffinity(0))
+    for val, spin, warned in ((None, 25, False), ("0", 0, False), ("400", 400, False),
+                              ("fast", 25, True), ("-3", 25, True)):
+        env = dict(base) if val is None else dict(base, EMBD_CPU_SPIN_US=val)
         p = subprocess.run([BIN, "doctor"], capture_output=True, env=env)
-        shown = [ln.split(b"=", 1)[1].strip().strip(b"'") for ln in p.stderr.splitlines()
-                 if ln.strip().startswith(b"GOMP_SPINCOUNT =")]
-        c.check(p.returncode == 0 and b"openmp: " + line in p.stdout,
-                "doctor with %s says %s: %s" % (extra or "nothing set", line.decode(),
-                                               [ln for ln in p.stdout.splitlines()
-                                                if ln.startswith(b"openmp")]))
-        if spin is not None:
-            c.check(bool(shown) and shown[-1] == spin,
-                    "libgomp runs with GOMP_SPINCOUNT %s (%s set): it printed %s"
-                    % (spin.decode(), extra or "nothing", shown))
+        line = b"cpu threads: %d by default (--threads); idle ones spin %d us" % (cpus, spin)
+        c.check(p.returncode == 0 and line in p.stdout,
+                "doctor with EMBD_CPU_SPIN_US=%s says %s: %s"
+                % (val, line.decode(), [ln for ln in p.stdout.splitlines()
+                                        if ln.startswith(b"cpu threads")]))
+        c.check((b"EMBD_CPU_SPIN_US" in p.stderr) == warned,
+                "EMBD_CPU_SPIN_US=%s %s: %s" % (val, "warned" if warned else "no warning",
+                                                p.stderr.decode(errors="replace")[-300:]))
 
 
 def main():
@@ -69,7 +66,7 @@ def main():
             "missing model dir exits 1")
     p = run(["doctor"])
     c.check(p.returncode == 0 and b"blas" in p.stdout, "doctor")
-    check_omp_default(c)
+    check_threads(c)
 
     if MODEL is None:
         skip("all-MiniLM-L6-v2 not under EMBD_TEST_MODELS")

@@ -581,7 +581,7 @@ int main(void) {
     }
     struct embd_ctx_params p = embd_ctx_default_params();
     p.device = EMBD_DEVICE_CPU;
-    p.n_threads = 1;
+    p.n_threads = 2;   /* the context's thread pool runs too (under TSan in scripts/test) */
     p.cache_bytes = 0; /* every call reaches the model */
     embd_ctx *ctx = NULL;
     CHECK(embd_ctx_new(m, p, &ctx) == EMBD_OK);

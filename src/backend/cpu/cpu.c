@@ -1,14 +1,16 @@
 /* cpu.c — the fast CPU backend ("cpu"): the same encoder as the reference
  * (ref.c), its matrix products through a packed AVX2+FMA GEMM of this file
  * (pk_gemm: the weights packed once at init) where the CPU has AVX2 and the
- * sizes are multiples of 16, else through OpenBLAS; the rest in OpenMP loops.
+ * sizes are multiples of 16, else through OpenBLAS; the rest in loops over
+ * the context's thread pool (util/pool.h).
  *
  * Threading: one pool only. OpenBLAS is set to one thread and every GEMM is
- * split by this file across OpenMP threads (by rows of the activations, or by
- * output columns when the batch is small), so BLAS and OpenMP threads never
- * fight for the cores. The epilogue of each GEMM (bias, GELU, residual +
- * LayerNorm) runs in the same parallel region right after it, while the rows
- * are still in cache (the packed GEMM adds the bias and GELU in registers).
+ * split by this file across the pool's threads (by rows of the activations,
+ * or by output columns when the batch is small), so BLAS threads and the
+ * pool's never fight for the cores. The epilogue of each GEMM (bias, GELU,
+ * residual + LayerNorm) runs in the same pool run right after it, while the
+ * rows are still in cache (the packed GEMM adds the bias and GELU in
+ * registers); after a split by columns it needs a second run.
  *
  * Attention runs per (sequence, head) task, dynamically scheduled. With the
  * packed GEMM: K^T of the head is packed into thread scratch (HS, len16), the
@@ -25,12 +27,12 @@
 #include "backend/cpu/isa.h"
 #include "backend/cpu/lowp.h"
 #include "model/model.h"
+#include "util/pool.h"
 #include "util/util.h"
 
 #include <cblas.h>
 #undef I /* <complex.h>, pulled in by cblas.h, defines I; here I is the FFN size */
 #include <math.h>
-#include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -114,7 +116,9 @@ static bool cpu_choose_isa(enum embd_cpu_isa *isa, char *why, size_t n) {
 
 struct embd_backend {
     const struct embd_model *model;
-    int nt;                /* threads */
+    int nt;                /* threads: per-thread scratch is sized for these */
+    embd_pool *pool;       /* the threads (the context's, or own_pool) */
+    embd_pool *own_pool;   /* created here when the caller gave none; else NULL */
     enum embd_cpu_isa isa; /* the kernel set of the packed GEMM (see cpu_choose_isa) */
     bool lowp_wide;        /* bf16 / int8: the 512-bit kernels, else AVX-VNNI's 256-bit */
     float *wqkv;           /* (L, 3H, H) Q, K, V weights stacked per layer */
@@ -707,80 +711,124 @@ static void gemm_part(embd_backend *be, float *out, const float *in, lin_w W, in
 #endif
 }
 
+/* One linear layer's work, shared by the threads of a run. */
+struct lin_job {
+    embd_backend *be;
+    float *out;
+    const float *in;
+    lin_w W;
+    int T, K, N;
+    const float *bias;
+    enum epilogue epi;
+    float *x;
+    const float *g, *beta;
+    float eps;
+    bool by_rows; /* split by rows, else by columns of W */
+    atomic_int next;
+};
+
+/* The packed GEMM (wp or wl), by blocks of PK_MC rows handed out one at a
+ * time (each block's residual + LayerNorm at once: the rows are in cache),
+ * or by pairs of panels (32 columns) for the AVX-512 tiles. */
+static void lin_packed(void *a, int tid, int nth) {
+    struct lin_job *j = a;
+    const int gelu = j->epi == EPI_BIAS_GELU, ln = j->epi == EPI_BIAS_RESID_LN;
+    if (j->by_rows) {
+        /* one block at a time: on a machine whose cores are shared, a thread
+         * that gets less of its core takes fewer blocks instead of holding
+         * the others at the end */
+        const int nb = (j->T + PK_MC - 1) / PK_MC;
+        for (int bi; (bi = embd_pool_next(&j->next, 1)) < nb;) {
+            const int m0 = bi * PK_MC, m1 = j->T - m0 < PK_MC ? j->T : m0 + PK_MC;
+            gemm_part(j->be, j->out, j->in, j->W, j->K, j->N, m0, m1, 0, j->N, j->bias, gelu, tid);
+            if (ln)
+                epilogue_rows(j->out, NULL, EPI_RESID_LN, j->x, j->g, j->beta, j->eps, m0, m1,
+                              j->N);
+        }
+        return;
+    }
+    const int np = j->N / PK_NR;
+    const int pg = j->be->isa == EMBD_CPU_ISA_AVX512 || j->W.wl ? 2 : 1;
+    int g0, g1;
+    embd_pool_share((np + pg - 1) / pg, tid, nth, &g0, &g1);
+    const int p0 = pg * g0, p1 = pg * g1 < np ? pg * g1 : np;
+    if (p1 > p0)
+        gemm_part(j->be, j->out, j->in, j->W, j->K, j->N, 0, j->T, p0 * PK_NR, p1 * PK_NR, j->bias,
+                  gelu, tid);
+}
+
+/* OpenBLAS on one thread's rows (then their epilogue), or on its columns. */
+static void lin_blas(void *a, int tid, int nth) {
+    struct lin_job *j = a;
+    const int T = j->T, K = j->K, N = j->N;
+    if (j->by_rows) {
+        int r0, r1;
+        embd_pool_share(T, tid, nth, &r0, &r1);
+        if (r1 > r0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, N, K, 1.0f,
+                        j->in + (size_t)r0 * K, K, j->W.w, K, 0.0f, j->out + (size_t)r0 * N, N);
+            epilogue_rows(j->out, j->bias, j->epi, j->x, j->g, j->beta, j->eps, r0, r1, N);
+        }
+        return;
+    }
+    /* column chunks in multiples of 16 */
+    int b0, b1;
+    embd_pool_share((N + 15) / 16, tid, nth, &b0, &b1);
+    const int c0 = 16 * b0, c1 = 16 * b1 < N ? 16 * b1 : N;
+    if (c1 > c0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, j->in, K,
+                    j->W.w + (size_t)c0 * K, K, 0.0f, j->out + c0, N);
+}
+
+/* The epilogue of a GEMM split by columns, by rows (after all columns). */
+static void lin_epilogue(void *a, int tid, int nth) {
+    struct lin_job *j = a;
+    int r0, r1;
+    embd_pool_share(j->T, tid, nth, &r0, &r1);
+    /* the packed GEMM added the bias (and GELU) itself */
+    const bool packed = j->W.wp || j->W.wl;
+    if (r1 > r0)
+        epilogue_rows(j->out, packed ? NULL : j->bias, packed ? EPI_RESID_LN : j->epi, j->x, j->g,
+                      j->beta, j->eps, r0, r1, j->N);
+}
+
 /* out (T, N) = in (T, K) W^T, W (N, K), then the epilogue; all threads. With
  * W packed (wp, see pk_gemm; or wl, lowp.h) the packed GEMM runs, else
  * OpenBLAS. The GEMM is split by rows when there are enough of them (each
  * thread then runs its own rows' epilogue at once), else by columns of W
  * (small batches are bound by reading W, which this way is read once)
- * followed by a barrier. */
+ * followed by a second run for the epilogue. */
 static void linear(embd_backend *be, float *out, const float *in, lin_w W, int T, int K, int N,
                    const float *bias, enum epilogue epi, float *x, const float *g,
                    const float *beta) {
-    const float eps = be->model ? be->model->hp.ln_eps : 0.0f; /* no model: embd_cpu_gemm */
-    const int nt = be->nt;
+    const int nth = embd_pool_threads(be->pool);
+    struct lin_job j = {
+        .be = be,
+        .out = out,
+        .in = in,
+        .W = W,
+        .T = T,
+        .K = K,
+        .N = N,
+        .bias = bias,
+        .epi = epi,
+        .x = x,
+        .g = g,
+        .beta = beta,
+        .eps = be->model ? be->model->hp.ln_eps : 0.0f, /* no model: embd_cpu_gemm */
+    };
+    atomic_init(&j.next, 0);
     if (W.wp || W.wl) {
-        const int np = N / PK_NR, gelu = epi == EPI_BIAS_GELU, ln = epi == EPI_BIAS_RESID_LN;
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            /* by rows when each thread gets several blocks (else the split
-             * by columns keeps every thread busy) */
-            if (T >= 4 * PK_MC * nth) {
-                /* blocks of PK_MC rows handed out one at a time: on a machine
-                 * whose cores are shared, a thread that gets less of its core
-                 * takes fewer blocks instead of holding the others at the
-                 * barrier */
-                const int nb = (T + PK_MC - 1) / PK_MC;
-#pragma omp for schedule(dynamic, 1) nowait
-                for (int bi = 0; bi < nb; bi++) {
-                    const int m0 = bi * PK_MC, m1 = T - m0 < PK_MC ? T : m0 + PK_MC;
-                    gemm_part(be, out, in, W, K, N, m0, m1, 0, N, bias, gelu, tid);
-                    if (ln) epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, m0, m1, N);
-                }
-            } else {
-                /* in pairs of panels (32 columns) for the AVX-512 tiles */
-                const int pg = be->isa == EMBD_CPU_ISA_AVX512 || W.wl ? 2 : 1;
-                const int ng = (np + pg - 1) / pg;
-                const int p0 = pg * (int)((int64_t)ng * tid / nth);
-                int p1 = pg * (int)((int64_t)ng * (tid + 1) / nth);
-                p1 = p1 < np ? p1 : np;
-                if (p1 > p0)
-                    gemm_part(be, out, in, W, K, N, 0, T, p0 * PK_NR, p1 * PK_NR, bias, gelu, tid);
-                if (ln) {
-#pragma omp barrier
-#pragma omp for schedule(static)
-                    for (int r = 0; r < T; r++)
-                        epilogue_rows(out, NULL, EPI_RESID_LN, x, g, beta, eps, r, r + 1, N);
-                }
-            }
-        }
+        /* by rows when each thread gets several blocks (else the split by
+         * columns keeps every thread busy) */
+        j.by_rows = T >= 4 * PK_MC * nth;
+        embd_pool_run(be->pool, lin_packed, &j);
+        if (!j.by_rows && epi == EPI_BIAS_RESID_LN) embd_pool_run(be->pool, lin_epilogue, &j);
         return;
     }
-#pragma omp parallel num_threads(nt)
-    {
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        if (T >= 16 * nth) { /* by rows when each thread gets 16 or more */
-            int r0 = (int)((int64_t)T * tid / nth), r1 = (int)((int64_t)T * (tid + 1) / nth);
-            if (r1 > r0) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, N, K, 1.0f,
-                            in + (size_t)r0 * K, K, W.w, K, 0.0f, out + (size_t)r0 * N, N);
-                epilogue_rows(out, bias, epi, x, g, beta, eps, r0, r1, N);
-            }
-        } else {
-            /* column chunks in multiples of 16 */
-            int nb = (N + 15) / 16;
-            int c0 = 16 * (int)((int64_t)nb * tid / nth);
-            int c1 = 16 * (int)((int64_t)nb * (tid + 1) / nth);
-            if (c1 > N) c1 = N;
-            if (c1 > c0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, in, K,
-                            W.w + (size_t)c0 * K, K, 0.0f, out + c0, N);
-#pragma omp barrier
-#pragma omp for schedule(static)
-            for (int r = 0; r < T; r++)
-                epilogue_rows(out, bias, epi, x, g, beta, eps, r, r + 1, N);
-        }
-    }
+    j.by_rows = T >= 16 * nth; /* when each thread gets 16 rows or more */
+    embd_pool_run(be->pool, lin_blas, &j);
+    if (!j.by_rows && epi != EPI_NONE) embd_pool_run(be->pool, lin_epilogue, &j);
 }
 
 /* row[j] = e^(scale (row[j] - m)) for j < cols, m the max of row[0..len);
@@ -974,21 +1022,38 @@ static void attend_head_pk(enum embd_cpu_isa isa, float *ctx, const float *qkv, 
 }
 #endif
 
-/* The attention of every (sequence, head) pair of the batch into be->ctx. */
-static void attention(embd_backend *be, const embd_batch *batch) {
+/* A batch's (sequence, head) tasks, handed out one at a time. */
+struct seq_job {
+    embd_backend *be;
+    const embd_batch *batch;
+    bool first_only; /* attention: each sequence's first query only, into row s of ctx */
+    atomic_int next;
+};
+
+/* The attention of the (sequence, head) tasks this thread takes: into
+ * be->ctx (T, H), or with first_only (CLS pooling's last layer) each
+ * sequence's first query into row s of be->ctx (n, H). */
+static void attention_part(void *a, int tid, int nth) {
+    (void)nth;
+    struct seq_job *j = a;
+    embd_backend *be = j->be;
+    const embd_batch *batch = j->batch;
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H, NH = hp->NH, HS = H / NH;
     const int tasks = batch->n_seq * NH;
     const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
     /* the packed attention needs no packed weights, only the tiles */
     const int pk = be->isa >= EMBD_CPU_ISA_AVX2 && HS % PK_NR == 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
-    for (int task = 0; task < tasks; task++) {
+    for (int task; (task = embd_pool_next(&j->next, 1)) < tasks;) {
         const int s = task / NH, h = task % NH;
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
-        const int tid = omp_get_thread_num();
         float *scratch = be->att + (size_t)tid * be->att_stride;
         const float *bh = head_bias(hp, be->model->w.att_bias, h);
+        if (j->first_only) {
+            attend_head(be->ctx + (size_t)s * H, be->big + (size_t)t0 * 3 * H, scratch,
+                        scratch + kt_len, len, 1, H, HS, h, bh);
+            continue;
+        }
 #if EMBD_HAVE_PACKED
         if (pk) {
             attend_head_pk(be->isa, be->ctx + (size_t)t0 * H, be->big + (size_t)t0 * 3 * H, scratch,
@@ -1007,16 +1072,24 @@ static void attention(embd_backend *be, const embd_batch *batch) {
     }
 }
 
-/* x (T, H) = LayerNorm(word[id] + pos[position] + type[type id]) for every token. */
-static void embed_tokens(embd_backend *be, const embd_batch *batch) {
+/* The attention of every (sequence, head) pair of the batch into be->ctx. */
+static void attention(embd_backend *be, const embd_batch *batch) {
+    struct seq_job j = {.be = be, .batch = batch};
+    atomic_init(&j.next, 0);
+    embd_pool_run(be->pool, attention_part, &j);
+}
+
+/* x = LayerNorm(word[id] + pos[position] + type[type id]) for this
+ * thread's share of the tokens. */
+static void embed_part(void *a, int tid, int nth) {
+    struct seq_job *j = a;
+    embd_backend *be = j->be;
+    const embd_batch *batch = j->batch;
     const struct embd_model *m = be->model;
-    const int H = m->hp.H, T = batch->n_tok;
-    for (int s = 0; s < batch->n_seq; s++)
-        embd_positions(&m->hp, batch->ids + batch->seq_start[s],
-                       batch->seq_start[s + 1] - batch->seq_start[s],
-                       be->pos + batch->seq_start[s]);
-#pragma omp parallel for schedule(static) num_threads(be->nt)
-    for (int t = 0; t < T; t++) {
+    const int H = m->hp.H;
+    int t0, t1;
+    embd_pool_share(batch->n_tok, tid, nth, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
         const float *we = m->w.word_emb + (size_t)batch->ids[t] * H;
         const float *pe = m->w.pos_emb + (ptrdiff_t)be->pos[t] * H; /* -1: the padding row */
         const float *te = m->w.type_emb + (batch->type_ids ? (size_t)batch->type_ids[t] * H : 0);
@@ -1028,12 +1101,36 @@ static void embed_tokens(embd_backend *be, const embd_batch *batch) {
     }
 }
 
-/* out (n, H) = pooled (CLS or mean) hidden states, L2-normalised if asked. */
-static void pool(embd_backend *be, float *out, const embd_batch *batch, bool normalize) {
+/* x (T, H) = LayerNorm(word[id] + pos[position] + type[type id]) for every token. */
+static void embed_tokens(embd_backend *be, const embd_batch *batch) {
+    const struct embd_model *m = be->model;
+    for (int s = 0; s < batch->n_seq; s++)
+        embd_positions(&m->hp, batch->ids + batch->seq_start[s],
+                       batch->seq_start[s + 1] - batch->seq_start[s],
+                       be->pos + batch->seq_start[s]);
+    struct seq_job j = {.be = be, .batch = batch};
+    embd_pool_run(be->pool, embed_part, &j);
+}
+
+struct pool_job {
+    embd_backend *be;
+    float *out;
+    const embd_batch *batch;
+    bool normalize;
+};
+
+/* Pooling (and normalising) this thread's share of the sequences. */
+static void pool_part(void *a, int tid, int nth) {
+    const struct pool_job *j = a;
+    const embd_backend *be = j->be;
+    const embd_batch *batch = j->batch;
+    float *out = j->out;
+    const bool normalize = j->normalize;
     const embd_hparams *hp = &be->model->hp;
     const int H = hp->H;
-#pragma omp parallel for schedule(static) num_threads(be->nt)
-    for (int s = 0; s < batch->n_seq; s++) {
+    int s0, s1;
+    embd_pool_share(batch->n_seq, tid, nth, &s0, &s1);
+    for (int s = s0; s < s1; s++) {
         const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
         float *o = out + (size_t)s * H;
         memcpy(o, be->x + (size_t)t0 * H, (size_t)H * sizeof(float));
@@ -1062,9 +1159,16 @@ static void pool(embd_backend *be, float *out, const embd_batch *batch, bool nor
     }
 }
 
+/* out (n, H) = pooled (CLS or mean) hidden states, L2-normalised if asked. */
+static void pool(embd_backend *be, float *out, const embd_batch *batch, bool normalize) {
+    struct pool_job j = {.be = be, .out = out, .batch = batch, .normalize = normalize};
+    embd_pool_run(be->pool, pool_part, &j);
+}
+
 /* Frees the backend: packed weights and scratch. NULL is a no-op. */
 static void cpu_free(embd_backend *be) {
     if (!be) return;
+    embd_pool_free(be->own_pool);
     cpu_release_scratch(be);
     embd_free(be->wqkv);
     embd_free(be->bqkv);
@@ -1189,8 +1293,21 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
 #else
     be->isa = EMBD_CPU_ISA_BASELINE;
 #endif
-    be->nt = params->n_threads >= 1 ? params->n_threads : omp_get_num_procs();
-    /* every GEMM is split across OpenMP threads here; BLAS itself stays serial */
+    be->nt = params->n_threads >= 1 ? params->n_threads : 1;
+    be->pool = params->pool;
+    if (!be->pool && be->nt > 1) {
+        be->pool = be->own_pool = embd_pool_new(be->nt, -1);
+        if (!be->pool) {
+            st = embd_error_prefix(EMBD_ERR_NOMEM, "cpu backend: ");
+            goto fail;
+        }
+    }
+    if (embd_pool_threads(be->pool) > be->nt) {
+        st = embd_error(EMBD_ERR_INVALID_ARG, "cpu backend: a pool of %d threads for %d",
+                        embd_pool_threads(be->pool), be->nt);
+        goto fail;
+    }
+    /* every GEMM is split across the pool's threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);
 
     const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
@@ -1260,17 +1377,11 @@ fail:
 static void cls_last_layer(embd_backend *be, const embd_batch *batch, const embd_layer_weights *lw,
                            lin_w wo, lin_w wi, lin_w wf) {
     const embd_hparams *hp = &be->model->hp;
-    const int H = hp->H, NH = hp->NH, HS = H / NH, I = hp->I, n = batch->n_seq;
+    const int H = hp->H, I = hp->I, n = batch->n_seq;
     float *ctx_c = be->ctx, *x_c = be->tmp;
-    const size_t kt_len = round16((size_t)HS * round16((size_t)be->cap_len));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(be->nt)
-    for (int task = 0; task < n * NH; task++) {
-        const int s = task / NH, h = task % NH;
-        const int t0 = batch->seq_start[s], len = batch->seq_start[s + 1] - t0;
-        float *kt = be->att + (size_t)omp_get_thread_num() * be->att_stride;
-        attend_head(ctx_c + (size_t)s * H, be->big + (size_t)t0 * 3 * H, kt, kt + kt_len, len, 1, H,
-                    HS, h, head_bias(hp, be->model->w.att_bias, h));
-    }
+    struct seq_job j = {.be = be, .batch = batch, .first_only = true};
+    atomic_init(&j.next, 0);
+    embd_pool_run(be->pool, attention_part, &j);
     for (int s = 0; s < n; s++)
         memcpy(x_c + (size_t)s * H, be->x + (size_t)batch->seq_start[s] * H,
                (size_t)H * sizeof(float));
@@ -1397,7 +1508,11 @@ embd_cpu_gemm *embd_cpu_gemm_new(const float *W, int N, int K, int n_threads) {
 #else
     g->be.isa = EMBD_CPU_ISA_BASELINE;
 #endif
-    g->be.nt = n_threads >= 1 ? n_threads : omp_get_num_procs();
+    g->be.nt = n_threads >= 1 ? n_threads : embd_pool_cpus();
+    if (g->be.nt > 1 && !(g->be.pool = g->be.own_pool = embd_pool_new(g->be.nt, -1))) {
+        embd_free(g);
+        return NULL;
+    }
     g->N = N;
     g->K = K;
     g->w = embd_malloc2((size_t)N * K, sizeof(float));
@@ -1438,5 +1553,6 @@ void embd_cpu_gemm_free(embd_cpu_gemm *g) {
     embd_free(g->w);
     embd_free(g->wp_mem);
     embd_free(g->be.abuf);
+    embd_pool_free(g->be.own_pool);
     embd_free(g);
 }

@@ -14,7 +14,7 @@ bool embd_backend_cpu_force_baseline(bool on);
 /* One of the backend's matrix products on its own, for benchmarks and
  * tests: out (T, N) = in (T, K) W^T + bias through the packed GEMM of the
  * kernel set the backend would pick now (EMBD_CPU_ISA included), W packed
- * once by _new, on n_threads OpenMP threads (< 1: all cores); OpenBLAS when
+ * once by _new, on n_threads threads of its own (< 1: every CPU it may run on); OpenBLAS when
  * the kernel set is the baseline or N or K is not a multiple of 16. */
 typedef struct embd_cpu_gemm embd_cpu_gemm;
 
