@@ -668,6 +668,11 @@ EMBD_API enum embd_status embd_log_configure(const char *level, const char *form
  * BLAS library and its configuration, GPU support. Constant storage. */
 EMBD_API const char *embd_system_info(void);
 
+/* The CPUs this process may use, at least 1: those its affinity mask allows,
+ * capped by its cgroup's CPU quota (a container's --cpus, a Kubernetes CPU
+ * limit) rounded up. What n_threads = 0 means. */
+EMBD_API int embd_cpu_count(void);
+
 /* ------------------------------------------------------------------------ */
 /* GPUs (the CUDA plugins, libembd-cuda13.so / -cuda11.so, loaded on demand) */
 /* ------------------------------------------------------------------------ */

@@ -278,8 +278,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
             idx[i] = device_index;
         n_ctx = replicas;
         /* the CPU's threads shared out among the replicas, one at least */
-        int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-        int total = threads > 0 ? threads : (cores > 0 ? cores : 1);
+        int total = threads > 0 ? threads : embd_cpu_count();
         threads = total / replicas > 0 ? total / replicas : 1;
     }
     if (e->model) {
@@ -1082,6 +1081,11 @@ static PyObject *mod_status_str(PyObject *self, PyObject *arg) {
     return PyUnicode_FromString(embd_status_str((enum embd_status)s));
 }
 
+static PyObject *mod_cpu_count(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyLong_FromLong(embd_cpu_count());
+}
+
 static PyObject *mod_system_info(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(embd_system_info());
 }
@@ -1110,6 +1114,7 @@ static PyMethodDef module_methods[] = {
     {"set_error_classes", mod_set_error_classes, METH_O, "status -> exception class"},
     {"status_str", mod_status_str, METH_O, "embd_status_str"},
     {"system_info", mod_system_info, METH_NOARGS, "embd_system_info"},
+    {"cpu_count", mod_cpu_count, METH_NOARGS, "embd_cpu_count"},
     {"device_report", mod_device_report, METH_NOARGS, "embd_device_report"},
     {"log_configure", mod_log_configure, METH_VARARGS, "log_configure(level, format)"},
     {NULL, NULL, 0, NULL},

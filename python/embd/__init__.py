@@ -10,7 +10,7 @@
 
 Errors are embd.Error subclasses carrying the engine's status and message.
 """
-from . import _cuda_libs  # noqa: E402
+from . import _cuda_libs
 
 _cuda_libs.preload_if_wanted()  # NVIDIA's cuBLAS wheels, for the CUDA plugins
 from . import _embd  # noqa: E402
@@ -39,6 +39,13 @@ def system_info():
     return _embd.system_info()
 
 
+def cpu_count():
+    """The CPUs this process may use: its affinity mask, capped by its
+    cgroup's CPU quota (a container's --cpus, a Kubernetes CPU limit). The
+    number of threads a Model runs with by default."""
+    return _embd.cpu_count()
+
+
 def device_report():
     """GPU support: the CUDA plugin, driver, devices, and what device 'auto' picks."""
     return _embd.device_report()
@@ -62,6 +69,6 @@ __all__ = [
     "Device", "Error", "FileError", "Hit", "Store", "InternalError", "InvalidArgumentError", "Model",
     "ModelFormatError", "ModelNotFoundError", "ModelSource", "OutOfMemoryError", "PoolingType",
     "Status", "TextCrossEncoder", "TextEmbedding", "TooLongError", "UnsupportedError", "cuda_libraries",
-    "device_report",
+    "cpu_count", "device_report",
     "log_configure", "resolve_model", "system_info",
 ]

@@ -92,9 +92,10 @@ class Model:
     cache is refused). dtype: 'auto' (fp32 on
     the CPU, fp16 on a GPU), 'fp32', 'fp16' (GPU), 'bf16' (GPU, or a CPU with
     AVX512_BF16), 'int8' (a CPU with AVX512_VNNI or AVX-VNNI). threads: CPU threads
-    (None: all cores). cache: the embedding cache: 'mem' (64 MiB in memory),
-    'off' or None, a size in bytes, or a directory (an LMDB disk cache shared by
-    processes, plus 64 MiB in memory). replicas: that many contexts of the
+    (None: every CPU the process may use, embd.cpu_count()). cache: the
+    embedding cache: 'mem' (64 MiB in memory), 'off' or None, a size in
+    bytes, or a directory (an LMDB disk cache shared by processes, plus 64
+    MiB in memory). replicas: that many contexts of the
     model on the device behind one scheduler (on the CPU the threads are
     shared out among them, one at least each; each holds its own packed
     weights): batches run side by side, which pays on a CPU shared with

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _registry
+from . import _embd, _registry
 from ._errors import FileError, UnsupportedError
 from ._model import Model
 from ._registry import Device, ModelSource, PoolingType
@@ -236,7 +236,8 @@ class TextEmbedding:
                                      or parallel < 0):
             raise ValueError(f"parallel must be None or an int >= 0, not {parallel!r}")
         model = self._load()
-        n = (os.cpu_count() or 1) if parallel == 0 else (parallel or 1)
+        # 0: every CPU the process may use (affinity mask, cgroup quota)
+        n = _embd.cpu_count() if parallel == 0 else (parallel or 1)
         n = min(n, 64)  # the scheduler's context limit (EMBD_SCHED_MAX_CTX)
         if n == 1:
             return model

@@ -518,34 +518,13 @@ static enum embd_status utf8_repair(const char *s, size_t len, char **out, size_
     size_t i = 0, k = 0, ns = 0, scap = 0;
     struct rep_site *st = NULL;
     while (i < len) {
-        unsigned b = p[i];
-        unsigned need, lo = 0x80, hi = 0xBF;
-        if (b < 0x80) {
-            o[k++] = (char)b;
-            i++;
+        if (p[i] < 0x80) {
+            o[k++] = (char)p[i++];
             continue;
-        } else if (b >= 0xC2 && b <= 0xDF) {
-            need = 1;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            need = 2;
-            if (b == 0xE0) lo = 0xA0;
-            if (b == 0xED) hi = 0x9F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            need = 3;
-            if (b == 0xF0) lo = 0x90;
-            if (b == 0xF4) hi = 0x8F;
-        } else {
-            need = 0;
         }
-        size_t j = i + 1;
-        unsigned got = 0;
-        while (got < need && j < len) {
-            unsigned c = p[j];
-            if (got == 0 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) break;
-            j++;
-            got++;
-        }
-        if (need && got == need) {
+        bool ok;
+        const size_t j = i + embd_utf8_unit(s + i, len - i, &ok);
+        if (ok) {
             memcpy(o + k, s + i, j - i);
             k += j - i;
         } else {

@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -144,14 +145,121 @@ static void *worker_main(void *a) {
     }
 }
 
-int embd_pool_cpus(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        const int n = CPU_COUNT(&set);
-        if (n > 0) return n;
+/* The first line of file path into buf; false if it cannot be read. */
+static bool read_line(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "re");
+    if (!f) return false;
+    const bool ok = fgets(buf, (int)cap, f) != NULL;
+    fclose(f);
+    return ok;
+}
+
+/* CPUs (rounded up) of a quota of `quota` per `period`; 0 when there is no
+ * quota (v2 "max", v1 -1) or it cannot be read. */
+static int quota_cpus(long long quota, long long period) {
+    if (quota <= 0 || period <= 0) return 0;
+    const long long n = (quota + period - 1) / period;
+    return n > 4096 ? 4096 : (int)n;
+}
+
+/* The smallest quota of dir and its parents down to root (dir starts with
+ * root), read by `read` from each: 0 if none has one. */
+static int quota_up(char *dir, size_t root_len, int (*read)(const char *dir)) {
+    int best = 0;
+    for (;;) {
+        const int n = read(dir);
+        if (n > 0 && (best == 0 || n < best)) best = n;
+        if (strlen(dir) <= root_len) break;
+        char *slash = strrchr(dir + root_len, '/');
+        if (!slash) break;
+        *slash = '\0';
     }
-    const long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    return best;
+}
+
+static int read_v2(const char *dir) {
+    char path[4200], line[128];
+    snprintf(path, sizeof path, "%s/cpu.max", dir);
+    if (!read_line(path, line, sizeof line)) return 0;
+    long long quota = 0, period = 0;
+    if (!strncmp(line, "max", 3) || sscanf(line, "%lld %lld", &quota, &period) != 2) return 0;
+    return quota_cpus(quota, period);
+}
+
+static int read_v1(const char *dir) {
+    char path[4200], line[64];
+    long long quota = 0, period = 0;
+    snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+    if (!read_line(path, line, sizeof line) || sscanf(line, "%lld", &quota) != 1) return 0;
+    snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+    if (!read_line(path, line, sizeof line) || sscanf(line, "%lld", &period) != 1) return 0;
+    return quota_cpus(quota, period);
+}
+
+/* The quota in dir = base + path and its parents down to base; where that
+ * folder is not there (a cgroup namespace shows "/" as the path, or a
+ * container mounts its own cgroup as the root), base itself. */
+static int quota_at(const char *base, const char *path, int (*read)(const char *dir)) {
+    char dir[4096];
+    const size_t root_len = strlen(base), path_len = strcmp(path, "/") ? strlen(path) : 0;
+    if (root_len + path_len + 1 > sizeof dir) return 0;
+    memcpy(dir, base, root_len);
+    memcpy(dir + root_len, path, path_len);
+    dir[root_len + path_len] = '\0';
+    if (access(dir, F_OK) != 0) dir[root_len] = '\0';
+    return quota_up(dir, root_len, read);
+}
+
+int embd_pool_cgroup_cpus(const char *proc_cgroup, const char *root) {
+    FILE *f = fopen(proc_cgroup, "re");
+    if (!f) return 0;
+    char line[4096];
+    int best = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        /* hierarchy-ID:controllers:path */
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c1 = *c2 = '\0';
+        const char *ctrls = c1 + 1, *path = c2 + 1;
+        char base[4096];
+        int n = 0;
+        if (!strcmp(line, "0") && !*ctrls) { /* v2 */
+            snprintf(base, sizeof base, "%s", root);
+            n = quota_at(base, path, read_v2);
+            if (!n) { /* a hybrid host: v2 under "unified" */
+                snprintf(base, sizeof base, "%s/unified", root);
+                if (access(base, F_OK) == 0) n = quota_at(base, path, read_v2);
+            }
+        } else { /* v1: the hierarchy whose controllers include cpu */
+            bool cpu = false;
+            for (char *save = NULL, *t = strtok_r((char *)ctrls, ",", &save); t;
+                 t = strtok_r(NULL, ",", &save))
+                cpu = cpu || !strcmp(t, "cpu");
+            if (!cpu) continue;
+            static const char *const mounts[] = {"cpu,cpuacct", "cpu", "cpuacct,cpu"};
+            for (size_t i = 0; i < sizeof mounts / sizeof *mounts && !n; i++) {
+                snprintf(base, sizeof base, "%s/%s", root, mounts[i]);
+                if (access(base, F_OK) == 0) n = quota_at(base, path, read_v1);
+            }
+        }
+        if (n > 0 && (best == 0 || n < best)) best = n;
+    }
+    fclose(f);
+    return best;
+}
+
+int embd_pool_affinity_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    const long on = sysconf(_SC_NPROCESSORS_ONLN);
+    return on > 0 ? (int)on : 1;
+}
+
+int embd_pool_cpus(void) {
+    const int n = embd_pool_affinity_cpus();
+    const int quota = embd_pool_cgroup_cpus("/proc/self/cgroup", "/sys/fs/cgroup");
+    return quota > 0 && quota < n ? quota : n;
 }
 
 static int spin_us_env = POOL_SPIN_US_DEFAULT;

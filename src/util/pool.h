@@ -43,9 +43,21 @@ int embd_pool_threads(const embd_pool *p);
  * caller. A NULL pool runs fn(arg, 0, 1). */
 void embd_pool_run(embd_pool *p, embd_pool_fn fn, void *arg);
 
-/* The CPUs this process may run on (its affinity mask; else the online
- * ones), at least 1: the default number of threads. */
+/* The CPUs this process may use, at least 1: those its affinity mask allows
+ * (else the online ones), capped by the CPU quota of its cgroup (a
+ * container's --cpus, a Kubernetes CPU limit) rounded up. The default
+ * number of threads. */
 int embd_pool_cpus(void);
+
+/* The CPUs the affinity mask allows (else the online ones), at least 1. */
+int embd_pool_affinity_cpus(void);
+
+/* The CPU quota, in whole CPUs rounded up, of the cgroup that
+ * proc_cgroup (the format of /proc/self/cgroup) names, read under root
+ * (the cgroup mount, /sys/fs/cgroup): cgroup v2's cpu.max, or v1's
+ * cpu.cfs_quota_us / cpu.cfs_period_us, the smallest of the cgroup and its
+ * parents; 0 when there is none or it cannot be read. */
+int embd_pool_cgroup_cpus(const char *proc_cgroup, const char *root);
 
 /* How long an idle thread spins before it sleeps, in microseconds:
  * EMBD_CPU_SPIN_US (0 to POOL_SPIN_US_MAX; read once, a bad value logged and

@@ -12,24 +12,37 @@
 #include <string.h>
 #include <time.h>
 
-/* The length of the UTF-8 sequence that lead byte c starts (2..4), or 0 if
- * c cannot start one; *min is the smallest code point of that length. */
-static size_t utf8_seq_len(unsigned c, unsigned *min) {
-    if (c >= 0xC2 && c <= 0xDF) return *min = 0x80, 2;
-    if (c >= 0xE0 && c <= 0xEF) return *min = 0x800, 3;
-    if (c >= 0xF0 && c <= 0xF4) return *min = 0x10000, 4;
-    return 0;
-}
-
-/* Whether the n-byte sequence at p (lead byte included, n from
- * utf8_seq_len) is a valid code point of at least min. */
-static bool utf8_seq_valid(const unsigned char *p, size_t n, unsigned min) {
-    unsigned cp = p[0] & (0x7Fu >> n);
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80) return false;
-        cp = (cp << 6) | (p[i] & 0x3Fu);
+size_t embd_utf8_unit(const char *s, size_t len, bool *valid) {
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned b = p[0];
+    /* continuation bytes needed, and the range of the first (Unicode's
+     * table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF) */
+    unsigned need, lo = 0x80, hi = 0xBF;
+    if (b < 0x80) {
+        *valid = true;
+        return 1;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+        need = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        need = 2;
+        if (b == 0xE0) lo = 0xA0;
+        if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        need = 3;
+        if (b == 0xF0) lo = 0x90;
+        if (b == 0xF4) hi = 0x8F;
+    } else {
+        *valid = false; /* 80..BF alone, C0, C1, F5..FF */
+        return 1;
     }
-    return cp >= min && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    size_t n = 1;
+    while (n <= need && n < len) {
+        const unsigned c = p[n];
+        if (n == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) break;
+        n++;
+    }
+    *valid = n == need + 1;
+    return n;
 }
 
 bool embd_utf8_valid(const char *s, size_t len) {
@@ -39,10 +52,9 @@ bool embd_utf8_valid(const char *s, size_t len) {
             p++;
             continue;
         }
-        unsigned min = 0;
-        const size_t n = utf8_seq_len(*p, &min);
-        if (!n || (size_t)(end - p) < n || !utf8_seq_valid(p, n, min)) return false;
-        p += n;
+        bool ok;
+        p += embd_utf8_unit((const char *)p, (size_t)(end - p), &ok);
+        if (!ok) return false;
     }
     return true;
 }
@@ -59,18 +71,22 @@ void embd_json_string(embd_put_fn put, void *ctx, const char *s, size_t len) {
     put(ctx, "\"", 1);
     while (p < end) {
         const unsigned c = *p;
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
-            unsigned min = 0;
-            const size_t n = c < 0x80 ? 1 : utf8_seq_len(c, &min);
-            if (n == 1 || (n && (size_t)(end - p) >= n && utf8_seq_valid(p, n, min))) {
+        size_t n = 1;
+        if (c >= 0x80) {
+            bool ok;
+            n = embd_utf8_unit((const char *)p, (size_t)(end - p), &ok);
+            if (ok) {
                 p += n;
                 continue;
             }
+        } else if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
+            p++;
+            continue;
         }
         if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
         char e[8];
         if (c >= 0x80) {
-            put(ctx, "\\ufffd", 6);
+            put(ctx, "\\ufffd", 6); /* one per maximal invalid subpart */
         } else if (c == '"' || c == '\\') {
             e[0] = '\\', e[1] = (char)c;
             put(ctx, e, 2);
@@ -84,7 +100,7 @@ void embd_json_string(embd_put_fn put, void *ctx, const char *s, size_t len) {
             snprintf(e, sizeof e, "\\u%04x", c);
             put(ctx, e, 6);
         }
-        run = ++p;
+        run = p += n;
     }
     if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
     put(ctx, "\"", 1);

@@ -15,6 +15,14 @@
  * nothing above U+10FFFF. A NUL byte is valid (U+0000). */
 bool embd_utf8_valid(const char *s, size_t len);
 
+/* The length of the unit that starts s[0..len) (len >= 1): a valid UTF-8
+ * sequence (*valid true; 1 to 4 bytes), else its maximal invalid subpart
+ * (*valid false): the longest start of a valid sequence there, at least one
+ * byte, which Python's bytes.decode("utf-8", "replace"), Rust's
+ * String::from_utf8_lossy and so Hugging Face tokenizers each replace by
+ * one U+FFFD ("\xe6\x97" cut short: one; "\xc0\xaf": two). */
+size_t embd_utf8_unit(const char *s, size_t len, bool *valid);
+
 /* Monotonic seconds (CLOCK_MONOTONIC), for durations. */
 double embd_now(void);
 

@@ -22,6 +22,62 @@ def err_ok(p, code):
     return p.returncode == code and len(lines) == 1 and lines[0].startswith("embd: ")
 
 
+def cgroup_with_quota(quota_us):
+    """A new cgroup holding a CPU quota of quota_us per 100,000 us, as its
+    folder: cgroup v1's cpu hierarchy, or v2 under its root with the cpu
+    controller; None where this process may not make one (not root, a
+    container's namespace)."""
+    name = "embd-test-%d" % os.getpid()
+    made = None
+    try:
+        if os.path.isfile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+            made = os.path.join("/sys/fs/cgroup/cpu", name)
+            os.mkdir(made)
+            with open(os.path.join(made, "cpu.cfs_period_us"), "w") as f:
+                f.write("100000")
+            with open(os.path.join(made, "cpu.cfs_quota_us"), "w") as f:
+                f.write(str(quota_us))
+            return made
+        if os.path.isfile("/sys/fs/cgroup/cgroup.subtree_control"):
+            with open("/sys/fs/cgroup/cgroup.subtree_control") as f:
+                if "cpu" not in f.read().split():
+                    with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as g:
+                        g.write("+cpu")
+            made = os.path.join("/sys/fs/cgroup", name)
+            os.mkdir(made)
+            with open(os.path.join(made, "cpu.max"), "w") as f:
+                f.write("%d 100000" % quota_us)
+            return made
+    except OSError:
+        if made and os.path.isdir(made):
+            os.rmdir(made)
+    return None
+
+
+def check_cgroup_quota(c):
+    """In a cgroup with a CPU quota of half a CPU (as `docker run --cpus
+    0.5` or a Kubernetes limit makes one), the default thread count is 1,
+    whatever the affinity mask allows: a thread per core there would be
+    throttled."""
+    d = cgroup_with_quota(50000)
+    if not d:
+        print("note: cannot make a cgroup here (not root, or a namespace): the quota was "
+              "checked on written trees only (engine_pool)")
+        return
+    try:
+        p = subprocess.run(["sh", "-c", 'echo $$ > "$1/cgroup.procs" && exec "$2" doctor', "sh",
+                            d, BIN], capture_output=True)
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith(b"cpu: ")]
+        c.check(p.returncode == 0 and bool(line) and b", 1 usable by this process" in line[0]
+                and b"cgroup CPU quota 1)" in line[0],
+                "doctor in a cgroup of 0.5 CPU: %s %s" % (line, p.stderr[-300:]))
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith(b"cpu threads: ")]
+        c.check(bool(line) and line[0].startswith(b"cpu threads: 1 by default"),
+                "threads by default in a cgroup of 0.5 CPU: %s" % line)
+    finally:
+        os.rmdir(d)
+
+
 def check_threads(c):
     """The CPU work runs on embd's own thread pool (src/util/pool.c), not
     OpenMP: neither the binary nor libembd loads libgomp; doctor says how
@@ -67,6 +123,7 @@ def main():
     p = run(["doctor"])
     c.check(p.returncode == 0 and b"blas" in p.stdout, "doctor")
     check_threads(c)
+    check_cgroup_quota(c)
 
     if MODEL is None:
         skip("all-MiniLM-L6-v2 not under EMBD_TEST_MODELS")

@@ -8,7 +8,10 @@
  *   asleep between runs (spin 0, and pauses longer than the spin);
  * - several threads calling one pool at once are served one run at a time;
  * - a NULL pool runs on the caller; a forked child runs on its caller alone
- *   (the workers are the parent's), and the parent's pool still works.
+ *   (the workers are the parent's), and the parent's pool still works;
+ * - the cgroup CPU quota that caps the default thread count, read from
+ *   cgroup v2 and v1 trees written here (the smallest of the cgroup and its
+ *   parents, rounded up; none, unreadable or malformed: no cap).
  * Also built under ThreadSanitizer (scripts/test's tsan stage). */
 #include "util/pool.h"
 #include "test.h"
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -107,7 +111,92 @@ static void *caller_main(void *a) {
     return NULL;
 }
 
+static char tmp_root[64];
+
+/* Writes text to tmp_root/rel, making its folders. */
+static void put(const char *rel, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp_root, rel);
+    for (char *p = path + strlen(tmp_root) + 1; (p = strchr(p, '/')); p++) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The quota read for /proc/self/cgroup's `lines` in the tree `case_dir`. */
+static int quota(const char *case_dir, const char *lines) {
+    char rel[128], proc[512], root[512];
+    snprintf(rel, sizeof rel, "%s/proc-cgroup", case_dir);
+    put(rel, lines);
+    snprintf(proc, sizeof proc, "%s/%s", tmp_root, rel);
+    snprintf(root, sizeof root, "%s/%s/fs", tmp_root, case_dir);
+    mkdir(root, 0700);
+    return embd_pool_cgroup_cpus(proc, root);
+}
+
+static void test_cgroup(void) {
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/embd-pool-XXXXXX");
+    if (!mkdtemp(tmp_root)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    /* v2: the smallest of the cgroup and its parents, rounded up */
+    put("v2/fs/a/b/cpu.max", "max 100000\n");
+    put("v2/fs/a/cpu.max", "250000 100000\n");
+    CHECK_EQ_INT(quota("v2", "0::/a/b\n"), 3);
+    put("v2/fs/a/b/cpu.max", "50000 100000\n");
+    CHECK_EQ_INT(quota("v2", "0::/a/b\n"), 1);
+    /* a namespace's "/" (the container's own cgroup mounted as the root) */
+    put("v2ns/fs/cpu.max", "200000 100000\n");
+    CHECK_EQ_INT(quota("v2ns", "0::/\n"), 2);
+    /* a path this mount does not show: the mount's root */
+    put("v2hidden/fs/cpu.max", "100000 100000\n");
+    CHECK_EQ_INT(quota("v2hidden", "0::/kubepods/pod1/abc\n"), 1);
+    /* none, malformed, missing */
+    put("v2none/fs/cpu.max", "max 100000\n");
+    CHECK_EQ_INT(quota("v2none", "0::/\n"), 0);
+    put("v2bad/fs/cpu.max", "lots\n");
+    CHECK_EQ_INT(quota("v2bad", "0::/\n"), 0);
+    put("v2zero/fs/cpu.max", "100000 0\n");
+    CHECK_EQ_INT(quota("v2zero", "0::/\n"), 0);
+    CHECK_EQ_INT(quota("v2empty", "0::/\n"), 0);
+    CHECK_EQ_INT(embd_pool_cgroup_cpus("/nonexistent/cgroup", "/nonexistent"), 0);
+    /* v1: the hierarchy holding the cpu controller, under its usual mounts */
+    put("v1/fs/cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "50000\n");
+    put("v1/fs/cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n");
+    put("v1/fs/cpu,cpuacct/docker/cpu.cfs_quota_us", "-1\n");
+    put("v1/fs/cpu,cpuacct/docker/cpu.cfs_period_us", "100000\n");
+    CHECK_EQ_INT(quota("v1", "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n"), 1);
+    put("v1cpu/fs/cpu/k/cpu.cfs_quota_us", "300000\n");
+    put("v1cpu/fs/cpu/k/cpu.cfs_period_us", "100000\n");
+    CHECK_EQ_INT(quota("v1cpu", "2:cpuacct:/\n1:cpu:/k\n"), 3);
+    put("v1none/fs/cpu/cpu.cfs_quota_us", "-1\n");
+    put("v1none/fs/cpu/cpu.cfs_period_us", "100000\n");
+    CHECK_EQ_INT(quota("v1none", "1:cpu:/\n"), 0);
+    /* hybrid: v1 without a quota, v2 (under "unified") with one */
+    put("hybrid/fs/cpu/cpu.cfs_quota_us", "-1\n");
+    put("hybrid/fs/cpu/cpu.cfs_period_us", "100000\n");
+    put("hybrid/fs/unified/cpu.max", "150000 100000\n");
+    CHECK_EQ_INT(quota("hybrid", "1:cpu:/\n0::/\n"), 2);
+    /* a cpuacct-only hierarchy is not the cpu controller */
+    put("v1acct/fs/cpuacct/x/cpu.cfs_quota_us", "100000\n");
+    put("v1acct/fs/cpuacct/x/cpu.cfs_period_us", "100000\n");
+    CHECK_EQ_INT(quota("v1acct", "2:cpuacct:/x\n"), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    CHECK(system(cmd) == 0);
+    /* this machine: a count within what the affinity mask allows */
+    CHECK(embd_pool_cpus() >= 1 && embd_pool_cpus() <= embd_pool_affinity_cpus());
+}
+
 int main(void) {
+    test_cgroup();
     /* NULL: the caller alone */
     {
         struct job *j = calloc(1, sizeof *j);

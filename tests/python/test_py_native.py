@@ -29,7 +29,10 @@ def test_describe(model):
     assert isinstance(label, str) and isinstance(msg, str)
     assert "dim=384" in repr(model)
     assert embd.__version__ == "0.1.0"
-    assert "cores" in embd.system_info().lower() or embd.system_info()
+    assert "usable by this process" in embd.system_info()
+    # the default thread count: the affinity mask, capped by a cgroup quota
+    assert 1 <= embd.cpu_count() <= len(os.sched_getaffinity(0))
+    assert b"cpu threads: %d by default" % embd.cpu_count() in embd.system_info().encode()
 
 
 def test_embed_shapes_and_tokens(model):

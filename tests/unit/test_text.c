@@ -44,11 +44,17 @@ static void test_json_string(void) {
     /* Valid UTF-8 as it is, 2 to 4 bytes. */
     CHECK(!strcmp(json_of("caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80", 14),
                   "\"caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80\""));
-    /* Each byte outside a valid sequence is U+FFFD; a valid sequence next to
-     * a stray continuation byte is kept. */
+    /* Each maximal invalid subpart is one U+FFFD, as Python's
+     * bytes.decode("utf-8", "replace") and Rust's from_utf8_lossy: a
+     * sequence cut short is one, a byte that cannot start or continue one is
+     * one each; a valid sequence next to a stray continuation byte is kept. */
     CHECK(!strcmp(json_of("\xff", 1), "\"\\ufffd\""));
-    CHECK(!strcmp(json_of("a\xc3", 2), "\"a\\ufffd\""));                     /* cut at the end */
-    CHECK(!strcmp(json_of("\xe6\x97", 2), "\"\\ufffd\\ufffd\""));            /* cut at the end */
+    CHECK(!strcmp(json_of("a\xc3", 2), "\"a\\ufffd\""));       /* cut at the end */
+    CHECK(!strcmp(json_of("\xe6\x97", 2), "\"\\ufffd\""));     /* cut at the end */
+    CHECK(!strcmp(json_of("\xf0\x9f\x98", 3), "\"\\ufffd\"")); /* cut at the end */
+    CHECK(!strcmp(json_of("\xf0\x9f\x98(\xe6\x97)", 7), "\"\\ufffd(\\ufffd)\"")); /* cut short */
+    CHECK(!strcmp(json_of("\xe0\x80\x80", 3), "\"\\ufffd\\ufffd\\ufffd\""));      /* overlong */
+    CHECK(!strcmp(json_of("\xed\x9f", 2), "\"\\ufffd\""));                   /* cut at the end */
     CHECK(!strcmp(json_of("\xc3\xa9\xa9", 3), "\"\xc3\xa9\\ufffd\""));       /* é, stray byte */
     CHECK(!strcmp(json_of("\xc0\xaf", 2), "\"\\ufffd\\ufffd\""));            /* overlong */
     CHECK(!strcmp(json_of("\xed\xa0\x80", 3), "\"\\ufffd\\ufffd\\ufffd\"")); /* surrogate */
