@@ -30,7 +30,9 @@ const struct cli_opt cli_common_opts[] = {
      "the most GPU memory each context may hold: bytes with K, M or G (6G) or a fraction of "
      "the device's memory (0.5); batches shrink to fit it, and a model that cannot fit runs "
      "on the CPU (device auto) or is refused (cuda). Default: no limit"},
-    {"threads", 0, true, "N", "0", "CPU threads; 0 = every CPU this process may use (its affinity mask, capped by its cgroup's CPU quota: embd doctor says how many)"},
+    {"threads", 0, true, "N", "0",
+     "CPU threads; 0 = every CPU this process may use (its affinity mask, capped by its cgroup's "
+     "CPU quota: embd doctor says how many)"},
     {"quiet", 'q', false, NULL, NULL, "no progress or summary on stderr"},
     {"config", 0, true, "FILE", NULL, "JSON file of options, e.g. {\"device\": \"cpu\"}"},
     {"log-level", 0, true, "LEVEL", "warn", "error, warn, info or debug"},

@@ -549,6 +549,28 @@ static void take_piece(embd_sched *s, struct sched_req *r, size_t take, struct p
  * the model's longest), whole, so that it never waits for its turn behind
  * large ones, within half the round; then a piece of every other request in
  * turn, each its share of what is left. Returns the number of pieces. */
+static bool may_take(const embd_sched *s, const struct sched_worker *w);
+
+/* A device worker's budget when other devices are idle: its share of what
+ * is queued, so that they take the rest at once instead of it waiting for
+ * this one (a request of a few hundred short texts otherwise runs on one
+ * device while the others idle), but never below one input of the model's
+ * longest. Else the budget as it is. */
+static size_t device_share(const embd_sched *s, const struct sched_worker *w, size_t budget) {
+    if (s->n_devices < 2 || w->express) return budget;
+    size_t idle = 1; /* w */
+    for (int i = 0; i < s->n_devices; i++)
+        idle += &s->workers[i] != w && !s->workers[i].busy && may_take(s, &s->workers[i]);
+    if (idle < 2) return budget;
+    size_t queued = 0;
+    for (const struct sched_req *r = s->head; r && queued <= budget * idle; r = r->nxt)
+        if (r->next < r->n && !r->ending && !left_to_express(s, r))
+            queued += est_remaining(s, r, budget * idle - queued);
+    size_t share = (queued + idle - 1) / idle;
+    if (share < (size_t)s->max_tokens) share = (size_t)s->max_tokens;
+    return share < budget ? share : budget;
+}
+
 static size_t take_round(embd_sched *s, const struct sched_worker *w, struct piece *pieces,
                          size_t cap, struct sched_req **fire) {
     const struct timespec now = mono_now();
@@ -564,7 +586,7 @@ static size_t take_round(embd_sched *s, const struct sched_worker *w, struct pie
         end_request(s, r, fire);
     }
     if (!s->head) return 0;
-    const size_t budget = round_budget(s, w);
+    size_t budget = device_share(s, w, round_budget(s, w));
     const size_t short_max = (size_t)s->max_tokens;
     size_t np = 0, tokens = 0, inputs = 0;
     if (s->active > 1)
