@@ -86,7 +86,7 @@ enum embd_status embd_tokenizer_decode(const embd_tokenizer *tok, const int32_t 
     struct out o = {buf, cap ? cap - 1 : 0, 0};
     size_t k = 0; /* pieces so far */
     for (size_t i = 0; i < n; i++) {
-        if (skip_special && tok->id_special[ids[i]]) continue;
+        if (skip_special && (tok->id_flags[ids[i]] & TOK_ID_SPECIAL)) continue;
         const char *t = tok->pool + tok->id_str[ids[i]];
         size_t tl = strlen(t);
         if (!wp) {

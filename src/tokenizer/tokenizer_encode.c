@@ -883,11 +883,10 @@ static enum embd_status encode_one(const embd_tokenizer *tok, const char *text, 
             const size_t at = (size_t)n_pre + i;
             const char *v = embd_tokenizer_id_to_token(tok, ids[at]);
             size_t vl = v ? strlen(v) : 0;
-            for (int k = 0; k < tok->n_added; k++)
-                if (tok->added[k].id == ids[at] && o->stops[at] > o->starts[at]) {
-                    v = text + o->starts[at];
-                    vl = o->stops[at] - o->starts[at];
-                }
+            if ((tok->id_flags[ids[at]] & TOK_ID_ADDED) && o->stops[at] > o->starts[at]) {
+                v = text + o->starts[at];
+                vl = o->stops[at] - o->starts[at];
+            }
             if (v) tok_trim_offsets(tok, v, vl, i == 0, &o->starts[at], &o->stops[at]);
         }
     size_t total = (size_t)n_special + pieces;

@@ -45,6 +45,12 @@ struct tok_uni;
 /* ASCII classes after BertNormalizer + BertPreTokenizer. */
 enum { TOK_ASCII_DROP = 0, TOK_ASCII_SPACE = 1, TOK_ASCII_PUNCT = 2, TOK_ASCII_WORD = 3 };
 
+/* Flags of an id (embd_tokenizer.id_flags). */
+#define TOK_ID_SPECIAL                                                                             \
+    1                  /* skip_special_tokens drops it: a special added token, or                  \
+                          a token spelled as one */
+#define TOK_ID_ADDED 2 /* an added token's id */
+
 struct embd_tokenizer {
     /* normalizer (BertNormalizer; all 0 when the normalizer is null) */
     int clean_text, handle_chinese, strip_accents, lowercase;
@@ -87,9 +93,9 @@ struct embd_tokenizer {
 
     /* decoding: each id's string (the added token's content, else the vocab
      * token's), as an offset in pool or UINT32_MAX where the id has none;
-     * whether skip_special_tokens drops it; the decoder */
-    uint32_t *id_str;    /* (vocab_size) */
-    uint8_t *id_special; /* (vocab_size) */
+     * its TOK_ID_* flags; the decoder */
+    uint32_t *id_str;  /* (vocab_size) */
+    uint8_t *id_flags; /* (vocab_size) */
     size_t max_token_len;
     int dec_kind;      /* TOK_DEC_* */
     int dec_cleanup;   /* WordPiece: clean_up_tokenization on each token */

@@ -487,29 +487,32 @@ static enum embd_status load_decoder(embd_tokenizer *tok, const cJSON *d) {
 }
 
 /* Each id's string for decoding (an added token's content first, as
- * `tokenizers` looks it up) and whether skip_special_tokens drops it: the
- * special added tokens, and any token spelled as one of them. */
+ * `tokenizers` looks it up), whether it is an added token's, and whether
+ * skip_special_tokens drops it: the special added tokens, and any token
+ * spelled as one of them. */
 static enum embd_status init_decoding(embd_tokenizer *tok, const int32_t *id_off, int max_id) {
     size_t n = (size_t)max_id + 1;
     tok->id_str = embd_malloc2(n, sizeof(*tok->id_str));
-    tok->id_special = embd_calloc(n, 1);
-    if (!tok->id_str || !tok->id_special)
+    tok->id_flags = embd_calloc(n, 1);
+    if (!tok->id_str || !tok->id_flags)
         return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
     for (size_t i = 0; i < n; i++)
         tok->id_str[i] = id_off[i] < 0 ? UINT32_MAX : (uint32_t)id_off[i];
-    for (int i = 0; i < tok->n_added; i++)
+    for (int i = 0; i < tok->n_added; i++) {
         tok->id_str[tok->added[i].id] = tok->added[i].off;
+        tok->id_flags[tok->added[i].id] |= TOK_ID_ADDED;
+    }
     for (int i = 0; i < tok->n_added; i++) {
         const struct tok_added *a = &tok->added[i];
         if (!a->special) continue;
         const char *s = tok->pool + a->off;
-        tok->id_special[a->id] = 1;
+        tok->id_flags[a->id] |= TOK_ID_SPECIAL;
         int32_t v = tok_table_find(tok, &tok->full, s, a->len);
-        if (v >= 0 && tok->id_str[v] == (uint32_t)id_off[v]) tok->id_special[v] = 1;
+        if (v >= 0 && tok->id_str[v] == (uint32_t)id_off[v]) tok->id_flags[v] |= TOK_ID_SPECIAL;
         for (int j = 0; j < tok->n_added; j++)
             if (tok->added[j].len == a->len &&
                 memcmp(tok->pool + tok->added[j].off, s, a->len) == 0)
-                tok->id_special[tok->added[j].id] = 1;
+                tok->id_flags[tok->added[j].id] |= TOK_ID_SPECIAL;
     }
     for (size_t i = 0; i < n; i++) {
         if (tok->id_str[i] == UINT32_MAX) continue;
@@ -638,7 +641,7 @@ void embd_tokenizer_free(embd_tokenizer *tok) {
     embd_free(tok->added);
     embd_free(tok->pool);
     embd_free(tok->id_str);
-    embd_free(tok->id_special);
+    embd_free(tok->id_flags);
     embd_free(tok->dec_prefix);
     tok_uni_free(tok->uni);
     embd_free(tok);

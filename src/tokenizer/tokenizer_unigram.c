@@ -2339,7 +2339,7 @@ enum embd_status tok_uni_decode(const embd_tokenizer *tok, const int32_t *ids, s
     struct strv a = {0}, b = {0};
     enum embd_status st = EMBD_OK;
     for (size_t i = 0; i < n; i++) {
-        if (skip_special && tok->id_special[ids[i]]) continue;
+        if (skip_special && (tok->id_flags[ids[i]] & TOK_ID_SPECIAL)) continue;
         const char *t = tok->pool + tok->id_str[ids[i]];
         if (strv_push(&a, t, strlen(t)) != 0) goto nomem;
     }
