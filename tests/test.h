@@ -4,6 +4,7 @@
  *   CHECK_EQ_INT(a, b)     same, printing both values
  *   TEST_SKIP(why)         exits 77 (CTest's SKIP_RETURN_CODE) with a reason
  *   return test_summary("name");   prints "N passed, N failed" and sets the exit code
+ *   test_put_file(root, rel, text) writes root/rel, making its folders
  */
 #ifndef EMBD_TEST_H
 #define EMBD_TEST_H
@@ -11,6 +12,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static int test_passed_, test_failed_;
 
@@ -62,6 +65,23 @@ static inline double test_cosine(const float *a, const float *b, int n) {
         printf("\n");                                                                              \
         exit(77);                                                                                  \
     } while (0)
+
+/* Writes text to root/rel, making the folders of rel under root (root must
+ * exist); a failure is a failed check. */
+static inline void test_put_file(const char *root, const char *rel, const char *text) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')); p++) {
+        *p = '\0';
+        mkdir(path, 0755);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    CHECK_MSG(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
 
 static inline int test_summary(const char *name) {
     printf("%s: %d passed, %d failed\n", name, test_passed_, test_failed_);

@@ -954,31 +954,31 @@ static void system_info_init(void) {
         snprintf(bf16_why, sizeof bf16_why, "no kernel set is usable");
         snprintf(int8_why, sizeof int8_why, "no kernel set is usable");
     }
+    const int cpus = embd_pool_cpus();
     char quota_str[32] = "none";
     const int quota = embd_pool_cgroup_cpus("/proc/self/cgroup", "/sys/fs/cgroup");
     if (quota > 0) snprintf(quota_str, sizeof quota_str, "%d", quota);
-    snprintf(system_info, sizeof system_info,
-             "cpu: %s (family %d model %d), %ld online cores, %d usable by this process "
-             "(affinity mask %d, cgroup CPU quota %s)\n"
-             "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
-             "cpu kernels: %s (%s)\n"
-             "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"
-             "cpu threads: %d by default (--threads); idle ones spin %d us, then sleep "
-             "(EMBD_CPU_SPIN_US)\n"
-             "blas: %s\ncuda: plugins (libembd-cuda13.so, libembd-cuda11.so), loaded on demand\n",
-             f->model, f->family, f->model_id, sysconf(_SC_NPROCESSORS_ONLN), embd_pool_cpus(),
-             embd_pool_affinity_cpus(), quota_str, f->avx2 ? " avx2" : "", f->fma ? " fma" : "",
-             f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
-             f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",
-             f->avx512_bf16 ? " avx512_bf16" : "", f->avx512_vnni ? " avx512_vnni" : "",
-             f->avx_vnni ? " avx_vnni" : "", f->amx_bf16 ? " amx_bf16" : "",
-             f->amx_int8 ? " amx_int8" : "",
-             f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
-             isa_ok ? embd_cpu_isa_name(isa) : "refused", why, bf16 ? "yes" : "no (",
-             bf16 ? "" : bf16_why, bf16 ? "" : ")",
-             int8 ? (wide8 ? "yes (AVX512_VNNI)" : "yes (AVX-VNNI, 256-bit)") : "no (",
-             int8 ? "" : int8_why, int8 ? "" : ")", embd_pool_cpus(), embd_pool_spin_us(),
-             openblas_get_config());
+    snprintf(
+        system_info, sizeof system_info,
+        "cpu: %s (family %d model %d), %ld online cores, %d usable by this process "
+        "(affinity mask %d, cgroup CPU quota %s)\n"
+        "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
+        "cpu kernels: %s (%s)\n"
+        "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"
+        "cpu threads: %d by default (--threads); idle ones spin %d us, then sleep "
+        "(EMBD_CPU_SPIN_US)\n"
+        "blas: %s\ncuda: plugins (libembd-cuda13.so, libembd-cuda11.so), loaded on demand\n",
+        f->model, f->family, f->model_id, sysconf(_SC_NPROCESSORS_ONLN), cpus,
+        embd_pool_affinity_cpus(), quota_str, f->avx2 ? " avx2" : "", f->fma ? " fma" : "",
+        f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
+        f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",
+        f->avx512_bf16 ? " avx512_bf16" : "", f->avx512_vnni ? " avx512_vnni" : "",
+        f->avx_vnni ? " avx_vnni" : "", f->amx_bf16 ? " amx_bf16" : "",
+        f->amx_int8 ? " amx_int8" : "", f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
+        isa_ok ? embd_cpu_isa_name(isa) : "refused", why, bf16 ? "yes" : "no (",
+        bf16 ? "" : bf16_why, bf16 ? "" : ")",
+        int8 ? (wide8 ? "yes (AVX512_VNNI)" : "yes (AVX-VNNI, 256-bit)") : "no (",
+        int8 ? "" : int8_why, int8 ? "" : ")", cpus, embd_pool_spin_us(), openblas_get_config());
 }
 
 int embd_cpu_count(void) {

@@ -543,12 +543,6 @@ static void take_piece(embd_sched *s, struct sched_req *r, size_t take, struct p
     s->queued -= take;
 }
 
-/* Drops the requests whose callers gave up (not started: cancel or
- * deadline; started: cancel), then fills a round (at most cap pieces):
- * first every request whose rest is short (a query: at most one input of
- * the model's longest), whole, so that it never waits for its turn behind
- * large ones, within half the round; then a piece of every other request in
- * turn, each its share of what is left. Returns the number of pieces. */
 static bool may_take(const embd_sched *s, const struct sched_worker *w);
 
 /* A device worker's budget when other devices are idle: its share of what
@@ -571,6 +565,12 @@ static size_t device_share(const embd_sched *s, const struct sched_worker *w, si
     return share < budget ? share : budget;
 }
 
+/* Drops the requests whose callers gave up (not started: cancel or
+ * deadline; started: cancel), then fills a round (at most cap pieces):
+ * first every request whose rest is short (a query: at most one input of
+ * the model's longest), whole, so that it never waits for its turn behind
+ * large ones, within half the round; then a piece of every other request in
+ * turn, each its share of what is left. Returns the number of pieces. */
 static size_t take_round(embd_sched *s, const struct sched_worker *w, struct piece *pieces,
                          size_t cap, struct sched_req **fire) {
     const struct timespec now = mono_now();

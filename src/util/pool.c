@@ -301,22 +301,22 @@ embd_pool *embd_pool_new(int n_threads, int spin_us) {
     if (spin_us > POOL_SPIN_US_MAX) spin_us = POOL_SPIN_US_MAX;
     pthread_once(&fork_once, fork_hook);
     embd_pool *p = embd_calloc(1, sizeof *p);
-    if (!p) {
+    if (!p || pthread_mutex_init(&p->mu, NULL) != 0) {
+        embd_free(p);
         embd_error(EMBD_ERR_NOMEM, "out of memory creating a thread pool");
         return NULL;
     }
     p->n = n_threads;
     p->spin_ns = 1000L * spin_us;
     p->fork_gen = atomic_load(&fork_count);
-    if (pthread_mutex_init(&p->mu, NULL) != 0) {
-        embd_free(p);
-        embd_error(EMBD_ERR_NOMEM, "cannot create a thread pool's lock");
-        return NULL;
-    }
     if (n_threads == 1) return p;
     p->th = embd_calloc((size_t)n_threads - 1, sizeof *p->th);
     p->w = embd_calloc((size_t)n_threads - 1, sizeof *p->w);
-    if (!p->th || !p->w) goto fail;
+    if (!p->th || !p->w) {
+        embd_pool_free(p);
+        embd_error(EMBD_ERR_NOMEM, "out of memory creating a thread pool");
+        return NULL;
+    }
     /* the workers block every signal: they belong to the threads that call */
     sigset_t all, old;
     sigfillset(&all);
@@ -330,23 +330,13 @@ embd_pool *embd_pool_new(int n_threads, int spin_us) {
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) {
+        const int started = p->started;
+        embd_pool_free(p); /* joins the ones started */
         embd_error(EMBD_ERR_NOMEM, "cannot start %d CPU threads (started %d): %s", n_threads - 1,
-                   p->started, strerror(err));
-        pool_stop(p);
-        pthread_mutex_destroy(&p->mu);
-        embd_free(p->th);
-        embd_free(p->w);
-        embd_free(p);
+                   started, strerror(err));
         return NULL;
     }
     return p;
-fail:
-    pthread_mutex_destroy(&p->mu);
-    embd_free(p->th);
-    embd_free(p->w);
-    embd_free(p);
-    embd_error(EMBD_ERR_NOMEM, "out of memory creating a thread pool");
-    return NULL;
 }
 
 void embd_pool_free(embd_pool *p) {

@@ -113,20 +113,8 @@ static void *caller_main(void *a) {
 
 static char tmp_root[64];
 
-/* Writes text to tmp_root/rel, making its folders. */
 static void put(const char *rel, const char *text) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmp_root, rel);
-    for (char *p = path + strlen(tmp_root) + 1; (p = strchr(p, '/')); p++) {
-        *p = '\0';
-        mkdir(path, 0700);
-        *p = '/';
-    }
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
+    test_put_file(tmp_root, rel, text);
 }
 
 /* The quota read for /proc/self/cgroup's `lines` in the tree `case_dir`. */
@@ -152,19 +140,25 @@ static void test_cgroup(void) {
     CHECK_EQ_INT(quota("v2", "0::/a/b\n"), 3);
     put("v2/fs/a/b/cpu.max", "50000 100000\n");
     CHECK_EQ_INT(quota("v2", "0::/a/b\n"), 1);
-    /* a namespace's "/" (the container's own cgroup mounted as the root) */
-    put("v2ns/fs/cpu.max", "200000 100000\n");
-    CHECK_EQ_INT(quota("v2ns", "0::/\n"), 2);
-    /* a path this mount does not show: the mount's root */
-    put("v2hidden/fs/cpu.max", "100000 100000\n");
-    CHECK_EQ_INT(quota("v2hidden", "0::/kubepods/pod1/abc\n"), 1);
-    /* none, malformed, missing */
-    put("v2none/fs/cpu.max", "max 100000\n");
-    CHECK_EQ_INT(quota("v2none", "0::/\n"), 0);
-    put("v2bad/fs/cpu.max", "lots\n");
-    CHECK_EQ_INT(quota("v2bad", "0::/\n"), 0);
-    put("v2zero/fs/cpu.max", "100000 0\n");
-    CHECK_EQ_INT(quota("v2zero", "0::/\n"), 0);
+    /* one cpu.max at the mount's root: a namespace's "/" (the container's
+     * own cgroup mounted as the root), a path this mount does not show
+     * (the mount's root then), none, malformed */
+    static const struct {
+        const char *name, *cpu_max, *proc;
+        int want;
+    } roots[] = {
+        {"v2ns", "200000 100000\n", "0::/\n", 2},
+        {"v2hidden", "100000 100000\n", "0::/kubepods/pod1/abc\n", 1},
+        {"v2none", "max 100000\n", "0::/\n", 0},
+        {"v2bad", "lots\n", "0::/\n", 0},
+        {"v2zero", "100000 0\n", "0::/\n", 0},
+    };
+    for (size_t i = 0; i < sizeof roots / sizeof *roots; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "%s/fs/cpu.max", roots[i].name);
+        put(rel, roots[i].cpu_max);
+        CHECK_MSG(quota(roots[i].name, roots[i].proc) == roots[i].want, "%s", roots[i].name);
+    }
     CHECK_EQ_INT(quota("v2empty", "0::/\n"), 0);
     CHECK_EQ_INT(embd_pool_cgroup_cpus("/nonexistent/cgroup", "/nonexistent"), 0);
     /* v1: the hierarchy holding the cpu controller, under its usual mounts */
