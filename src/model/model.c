@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -419,8 +420,100 @@ static enum embd_status read_tokenizer(const char *tdir, embd_model *m) {
 }
 
 /* Frees everything a (possibly half-built) model holds. NULL is a no-op. */
+/* One shared object (embd_model_share). */
+struct model_share {
+    char key[48];
+    void *obj;
+    void (*destroy)(void *);
+    int holds;
+    struct model_share *next;
+};
+
+struct embd_model_shares {
+    pthread_mutex_t lock;
+    struct model_share *list;
+};
+
+static struct embd_model_shares *shares_new(void) {
+    struct embd_model_shares *r = embd_calloc(1, sizeof *r);
+    if (r && pthread_mutex_init(&r->lock, NULL) != 0) {
+        embd_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Frees the registry; objects still held (contexts not freed before their
+ * model, against embd.h) are destroyed with it. */
+static void shares_free(struct embd_model_shares *r) {
+    if (!r) return;
+    for (struct model_share *e = r->list, *n; e; e = n) {
+        n = e->next;
+        e->destroy(e->obj);
+        embd_free(e);
+    }
+    pthread_mutex_destroy(&r->lock);
+    embd_free(r);
+}
+
+void *embd_model_share(const struct embd_model *m, const char *key, embd_share_make make,
+                       void (*destroy)(void *), void *arg, enum embd_status *st) {
+    struct embd_model_shares *r = m->shares;
+    *st = EMBD_OK;
+    if (!r) return make(m, arg, st);
+    pthread_mutex_lock(&r->lock);
+    for (struct model_share *e = r->list; e; e = e->next)
+        if (!strcmp(e->key, key)) {
+            e->holds++;
+            pthread_mutex_unlock(&r->lock);
+            return e->obj;
+        }
+    /* made under the lock: a second context of the same key waits for it
+     * rather than making a copy of its own */
+    struct model_share *e = embd_calloc(1, sizeof *e);
+    void *obj = NULL;
+    if (!e) {
+        *st = embd_error(EMBD_ERR_NOMEM, "out of memory");
+    } else if ((obj = make(m, arg, st))) {
+        snprintf(e->key, sizeof e->key, "%s", key);
+        e->obj = obj;
+        e->destroy = destroy;
+        e->holds = 1;
+        e->next = r->list;
+        r->list = e;
+    } else {
+        embd_free(e);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return obj;
+}
+
+void embd_model_unshare(const struct embd_model *m, void *obj, void (*destroy)(void *)) {
+    if (!obj) return;
+    struct embd_model_shares *r = m->shares;
+    if (!r) {
+        destroy(obj);
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
+    for (struct model_share **p = &r->list; *p; p = &(*p)->next) {
+        struct model_share *e = *p;
+        if (e->obj != obj) continue;
+        if (--e->holds == 0) {
+            *p = e->next;
+            pthread_mutex_unlock(&r->lock);
+            e->destroy(e->obj);
+            embd_free(e);
+            return;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
 void embd_model_free(embd_model *model) {
     if (!model) return;
+    shares_free(model->shares);
     if (model->tok) embd_tokenizer_free(model->tok);
     if (model->map) munmap(model->map, model->map_len);
     for (size_t i = 0; i < model->n_shards; i++)
@@ -544,7 +637,8 @@ enum embd_status embd_model_load(const char *dir, struct embd_model_params param
         }
         dir = named;
     }
-    if (!(m = embd_calloc(1, sizeof *m)) || !(m->dir = embd_strdup(dir))) {
+    if (!(m = embd_calloc(1, sizeof *m)) || !(m->dir = embd_strdup(dir)) ||
+        !(m->shares = shares_new())) {
         s = embd_error(EMBD_ERR_NOMEM, "out of memory");
         goto fail;
     }

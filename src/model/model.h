@@ -104,7 +104,27 @@ struct embd_model {
     float *owned;     /* fp32 copies of tensors that were not fp32 (or misaligned) */
     size_t owned_len; /* floats in `owned` */
     float *derived;   /* tensors the loader makes: MPNet's zero type row and att_bias */
+    /* what contexts of this model share (embd_model_share); NULL for a model
+     * not made by embd_model_load (a test's), whose contexts share nothing */
+    struct embd_model_shares *shares;
 };
+
+/* Makes the object embd_model_share shares (NULL with *st set on failure). */
+typedef void *(*embd_share_make)(const struct embd_model *m, void *arg, enum embd_status *st);
+
+/* Data derived from the weights that every context of the model can use (the
+ * CPU backend's packed matrices), made once and held by all: the object the
+ * model keeps under `key` (at most 47 characters), counted as held once
+ * more, else make(m, arg)'s, kept under key. NULL with *st set (make's
+ * status) when make fails. A model without a registry (shares NULL) makes a
+ * private object each time. Thread-safe: a second caller for the same key
+ * waits for the first's make. Release with embd_model_unshare. */
+void *embd_model_share(const struct embd_model *m, const char *key, embd_share_make make,
+                       void (*destroy)(void *), void *arg, enum embd_status *st);
+
+/* Drops one hold on obj (from embd_model_share with this destroy); the last
+ * frees it with destroy. NULL is a no-op. */
+void embd_model_unshare(const struct embd_model *m, void *obj, void (*destroy)(void *));
 
 /* Drops from this process's resident memory the whole pages of the weight w
  * (n floats) when it is read from the mapping of model.safetensors (read

@@ -121,18 +121,20 @@ struct embd_backend {
     embd_pool *own_pool;   /* created here when the caller gave none; else NULL */
     enum embd_cpu_isa isa; /* the kernel set of the packed GEMM (see cpu_choose_isa) */
     bool lowp_wide;        /* bf16 / int8: the 512-bit kernels, else AVX-VNNI's 256-bit */
-    float *wqkv;           /* (L, 3H, H) Q, K, V weights stacked per layer */
-    float *bqkv;           /* (L, 3H) */
-    /* the packed path (AVX2+FMA, H and I multiples of 16): per layer the four
-     * weights in panel layout (see pack_panels), in one allocation */
-    float *packed;
-    float *pk_qkv, *pk_o, *pk_i, *pk_f; /* layer 0's; layer l is + l * pk_layer */
+    /* the weights in the kernels' forms, shared by the model's contexts of
+     * the same form (struct cpu_weights); the pointers below are into it */
+    struct cpu_weights *cw;
+    const float *wqkv; /* (L, 3H, H) Q, K, V weights stacked per layer */
+    const float *bqkv; /* (L, 3H) */
+    /* the packed path (H and I multiples of 16): per layer the four weights
+     * in panel layout (see pack_panels) */
+    const float *pk_qkv, *pk_o, *pk_i, *pk_f; /* layer 0's; layer l is + l * pk_layer */
     size_t pk_layer;
     int pk_maxk; /* max(H, I): the longest K of a packed GEMM */
     /* --dtype bf16 or int8 (lowp.h): per layer Q|K|V, O, FFN in, FFN out,
      * (L * 4) packed weights, and per-thread scratch; else NULL */
     enum embd_dtype dtype; /* EMBD_DTYPE_FP32, _BF16 or _INT8 */
-    embd_lowp_weight **lowp;
+    embd_lowp_weight *const *lowp;
     void *lowp_mem, *lowp_scratch; /* lowp_scratch: lowp_mem 64-byte aligned */
     size_t lowp_stride;            /* bytes of lowp_scratch per thread */
     float *abuf;        /* (nt, PK_MC * max(H, I)) packed activation blocks, per thread */
@@ -1165,24 +1167,6 @@ static void pool(embd_backend *be, float *out, const embd_batch *batch, bool nor
     embd_pool_run(be->pool, pool_part, &j);
 }
 
-/* Frees the backend: packed weights and scratch. NULL is a no-op. */
-static void cpu_free(embd_backend *be) {
-    if (!be) return;
-    embd_pool_free(be->own_pool);
-    cpu_release_scratch(be);
-    embd_free(be->wqkv);
-    embd_free(be->bqkv);
-    embd_free(be->packed);
-    embd_free(be->abuf);
-    if (be->lowp) {
-        for (size_t i = 0; i < 4 * (size_t)be->model->hp.L; i++)
-            embd_lowp_free(be->lowp[i]);
-        embd_free(be->lowp);
-    }
-    embd_free(be->lowp_mem);
-    embd_free(be);
-}
-
 /* dst (3H, H) = the layer's Q, K and V weights stacked. */
 static void stack_qkv(float *dst, const embd_layer_weights *lw, size_t H) {
     memcpy(dst, lw->q_w, H * H * sizeof(float));
@@ -1200,52 +1184,153 @@ static void drop_layer_pages(const struct embd_model *model, const embd_layer_we
         embd_model_drop_weight_pages(model, src[i], len[i]);
 }
 
-/* Packs every layer's Q|K|V (stacked), O, FFN in and FFN out in be->dtype
- * (lowp.h), drops the fp32 pages they came from, and allocates each thread's
- * scratch for embd_lowp_gemm. */
-static enum embd_status cpu_pack_lowp(embd_backend *be, const struct embd_model *model) {
+/* A model's weights in the form the kernels read, one of three: packed in
+ * panels (the packed GEMM's fp32), packed in bf16 or int8 (lowp.h), or Q, K
+ * and V stacked for BLAS; and every layer's Q, K and V biases stacked. Made
+ * once per model and form, and shared by the contexts that run that form
+ * (embd_model_share: the server's express lane, replicas, a process's
+ * several contexts), so the weights are not resident once per context. */
+struct cpu_weights {
+    int L;
+    float *bqkv;     /* (L, 3H) */
+    float *wqkv;     /* (L, 3H, H), the BLAS form; else NULL */
+    float *packed;   /* the panels (L * pk_layer floats, 64-byte aligned at pk); else NULL */
+    float *pk;       /* packed, aligned */
+    size_t pk_layer; /* floats per layer: (3H, H) + (H, H) + (I, H) + (H, I) */
+    embd_lowp_weight **lowp; /* (L * 4) bf16 / int8 weights; else NULL */
+    size_t lowp_scratch;     /* the most scratch bytes one of them needs */
+};
+
+/* What cw_make makes: the form. */
+struct cw_form {
+    enum embd_dtype dtype; /* fp32: packed or BLAS (stacked); bf16, int8: lowp */
+    bool packed;
+    bool lowp_wide;
+};
+
+static void cw_free(void *p) {
+    struct cpu_weights *cw = p;
+    if (!cw) return;
+    embd_free(cw->bqkv);
+    embd_free(cw->wqkv);
+    embd_free(cw->packed);
+    if (cw->lowp) {
+        for (size_t i = 0; i < 4 * (size_t)cw->L; i++)
+            embd_lowp_free(cw->lowp[i]);
+        embd_free(cw->lowp);
+    }
+    embd_free(cw);
+}
+
+/* Packs every layer's Q|K|V (stacked), O, FFN in and FFN out in bf16 or int8
+ * (lowp.h). */
+static enum embd_status cw_pack_lowp(struct cpu_weights *cw, const struct embd_model *model,
+                                     const struct cw_form *f) {
     const embd_hparams *hp = &model->hp;
     const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
-    const enum embd_lowp_kind kind = be->dtype == EMBD_DTYPE_BF16 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
-    be->lowp = embd_calloc(4 * L + 1, sizeof(*be->lowp));
+    const enum embd_lowp_kind kind = f->dtype == EMBD_DTYPE_BF16 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
+    cw->lowp = embd_calloc(4 * L + 1, sizeof(*cw->lowp));
     float *qkv = embd_malloc2(3 * H * H, sizeof(float));
-    if (!be->lowp || !qkv) {
+    if (!cw->lowp || !qkv) {
         embd_free(qkv);
         return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
     }
-    size_t scratch = 0;
     for (size_t l = 0; l < L; l++) {
         const embd_layer_weights *lw = &model->w.layers[l];
         stack_qkv(qkv, lw, H);
-        embd_lowp_weight **w = be->lowp + 4 * l;
-        w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H, be->lowp_wide);
-        w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H, be->lowp_wide);
-        w[2] = embd_lowp_pack(kind, lw->i_w, (int)I, (int)H, be->lowp_wide);
-        w[3] = embd_lowp_pack(kind, lw->f_w, (int)H, (int)I, be->lowp_wide);
+        embd_lowp_weight **w = cw->lowp + 4 * l;
+        w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H, f->lowp_wide);
+        w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H, f->lowp_wide);
+        w[2] = embd_lowp_pack(kind, lw->i_w, (int)I, (int)H, f->lowp_wide);
+        w[3] = embd_lowp_pack(kind, lw->f_w, (int)H, (int)I, f->lowp_wide);
         for (int i = 0; i < 4; i++) {
             if (!w[i]) {
                 embd_free(qkv);
                 return embd_error(EMBD_ERR_NOMEM,
                                   "cpu backend: out of memory packing the weights in %s",
-                                  embd_dtype_str(be->dtype));
+                                  embd_dtype_str(f->dtype));
             }
             const size_t b = embd_lowp_scratch_bytes(w[i]);
-            scratch = b > scratch ? b : scratch;
+            cw->lowp_scratch = b > cw->lowp_scratch ? b : cw->lowp_scratch;
         }
         drop_layer_pages(model, lw, H, I);
     }
     embd_free(qkv);
-    be->lowp_stride = (scratch + 63) & ~(size_t)63;
-    be->lowp_mem = embd_malloc2((size_t)be->nt * be->lowp_stride + 64, 1);
-    if (!be->lowp_mem)
-        return embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory for the %s scratch",
-                          embd_dtype_str(be->dtype));
-    be->lowp_scratch = (void *)(((uintptr_t)be->lowp_mem + 63) & ~(uintptr_t)63);
     return EMBD_OK;
 }
 
-/* Packs Q/K/V of every layer into one (3H, H) weight and (3H) bias each, and
- * allocates scratch for params->max_batch_tokens tokens (at least 1). */
+/* embd_share_make for struct cpu_weights: the weights of `model` in the form
+ * *arg (struct cw_form); the fp32 pages they came from are dropped when they
+ * are packed. */
+static void *cw_make(const struct embd_model *model, void *arg, enum embd_status *st) {
+    const struct cw_form *f = arg;
+    const embd_hparams *hp = &model->hp;
+    const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
+    const bool lowp = f->dtype != EMBD_DTYPE_FP32;
+    struct cpu_weights *cw = embd_calloc(1, sizeof *cw);
+    if (!cw) {
+        *st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
+        return NULL;
+    }
+    cw->L = hp->L;
+    cw->bqkv = embd_malloc2(L * 3 * H + 1, sizeof(float));
+    if (lowp) {
+        if (!cw->bqkv) goto nomem;
+        if ((*st = cw_pack_lowp(cw, model, f)) != EMBD_OK) {
+            cw_free(cw);
+            return NULL;
+        }
+    } else if (f->packed) {
+        cw->pk_layer = 4 * H * H + 2 * I * H;
+        cw->packed = embd_malloc2(L * cw->pk_layer + 16, sizeof(float));
+        if (!cw->bqkv || !cw->packed) goto nomem;
+        cw->pk = (float *)(((uintptr_t)cw->packed + 63) & ~(uintptr_t)63);
+    } else {
+        cw->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
+        if (!cw->bqkv || !cw->wqkv) goto nomem;
+    }
+    for (size_t l = 0; l < L; l++) {
+        const embd_layer_weights *lw = &model->w.layers[l];
+        float *b = cw->bqkv + l * 3 * H;
+        memcpy(b, lw->q_b, H * sizeof(float));
+        memcpy(b + H, lw->k_b, H * sizeof(float));
+        memcpy(b + 2 * H, lw->v_b, H * sizeof(float));
+        if (f->packed) {
+            float *qkv_p = cw->pk + l * cw->pk_layer, *o_p = qkv_p + 3 * H * H, *i_p = o_p + H * H,
+                  *f_p = i_p + I * H;
+            const float *qkv[3] = {lw->q_w, lw->k_w, lw->v_w};
+            pack_panels(qkv_p, qkv, (int)H, 3 * (int)H, (int)H);
+            pack_panels(o_p, &lw->o_w, (int)H, (int)H, (int)H);
+            pack_panels(i_p, &lw->i_w, (int)I, (int)I, (int)H);
+            pack_panels(f_p, &lw->f_w, (int)H, (int)H, (int)I);
+            drop_layer_pages(model, lw, H, I);
+        } else if (!lowp) {
+            stack_qkv(cw->wqkv + l * 3 * H * H, lw, H);
+        }
+    }
+    *st = EMBD_OK;
+    return cw;
+nomem:
+    cw_free(cw);
+    *st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
+    return NULL;
+}
+
+/* Frees the backend: its scratch and its hold on the packed weights. NULL is
+ * a no-op. */
+static void cpu_free(embd_backend *be) {
+    if (!be) return;
+    embd_pool_free(be->own_pool);
+    cpu_release_scratch(be);
+    embd_model_unshare(be->model, be->cw, cw_free);
+    embd_free(be->abuf);
+    embd_free(be->lowp_mem);
+    embd_free(be);
+}
+
+/* Takes the model's weights in this backend's form (made and shared by the
+ * first context that runs it, see struct cpu_weights) and allocates scratch
+ * for params->max_batch_tokens tokens (at least 1). */
 static enum embd_status cpu_init(embd_backend **out, const struct embd_model *model,
                                  const embd_backend_params *params) {
     enum embd_status st;
@@ -1310,52 +1395,44 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     /* every GEMM is split across the pool's threads here; BLAS itself stays serial */
     openblas_set_num_threads(1);
 
-    const size_t H = (size_t)hp->H, L = (size_t)hp->L, I = (size_t)hp->I;
+    const size_t H = (size_t)hp->H, I = (size_t)hp->I;
     const bool lowp = dtype != EMBD_DTYPE_FP32;
     /* every x86-64 kernel set (the baseline's tile too); elsewhere OpenBLAS */
     const bool packed = !lowp && EMBD_HAVE_PACKED && H % PK_NR == 0 && I % PK_NR == 0;
-    be->bqkv = embd_malloc2(L * 3 * H + 1, sizeof(float));
+    struct cw_form form = {.dtype = dtype, .packed = packed, .lowp_wide = lowp && be->lowp_wide};
+    char key[48];
+    snprintf(key, sizeof key, "cpu %s %s", embd_dtype_str(dtype),
+             lowp     ? (form.lowp_wide ? "512-bit" : "256-bit")
+             : packed ? "panels"
+                      : "stacked");
+    be->cw = embd_model_share(model, key, cw_make, cw_free, &form, &st);
+    if (!be->cw) goto fail;
+    be->bqkv = be->cw->bqkv;
+    be->wqkv = be->cw->wqkv;
+    be->lowp = be->cw->lowp;
     if (lowp) {
-        st = cpu_pack_lowp(be, model);
-        if (st != EMBD_OK) goto fail;
+        be->lowp_stride = (be->cw->lowp_scratch + 63) & ~(size_t)63;
+        be->lowp_mem = embd_malloc2((size_t)be->nt * be->lowp_stride + 64, 1);
+        if (!be->lowp_mem) {
+            st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory for the %s scratch",
+                            embd_dtype_str(dtype));
+            goto fail;
+        }
+        be->lowp_scratch = (void *)(((uintptr_t)be->lowp_mem + 63) & ~(uintptr_t)63);
     } else if (packed) {
-        /* (3H, H) + (H, H) + (I, H) + (H, I) per layer, 64-byte aligned */
-        be->pk_layer = 4 * H * H + 2 * I * H;
+        be->pk_layer = be->cw->pk_layer;
         be->pk_maxk = (int)(H > I ? H : I);
-        be->packed = embd_malloc2(L * be->pk_layer + 16, sizeof(float));
+        be->pk_qkv = be->cw->pk;
+        be->pk_o = be->pk_qkv + 3 * H * H;
+        be->pk_i = be->pk_o + H * H;
+        be->pk_f = be->pk_i + I * H;
         /* + 16 floats per thread: pack_rows writes 2 past a block */
         /* the baseline kernel set's panels hold each value 4 times */
         be->abuf_stride = (be->isa >= EMBD_CPU_ISA_AVX2 ? 1 : 4) * PK_MC * (size_t)be->pk_maxk + 16;
         be->abuf = embd_malloc2((size_t)be->nt * be->abuf_stride, sizeof(float));
-    } else {
-        be->wqkv = embd_malloc2(L * 3 * H * H + 1, sizeof(float));
-    }
-    if (!be->bqkv || (!lowp && (packed ? !be->packed || !be->abuf : !be->wqkv))) {
-        st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory packing the weights");
-        goto fail;
-    }
-    if (packed) {
-        be->pk_qkv = (float *)(((uintptr_t)be->packed + 63) & ~(uintptr_t)63);
-        be->pk_o = be->pk_qkv + 3 * H * H;
-        be->pk_i = be->pk_o + H * H;
-        be->pk_f = be->pk_i + I * H;
-    }
-    for (size_t l = 0; l < L; l++) {
-        const embd_layer_weights *lw = &model->w.layers[l];
-        float *b = be->bqkv + l * 3 * H;
-        memcpy(b, lw->q_b, H * sizeof(float));
-        memcpy(b + H, lw->k_b, H * sizeof(float));
-        memcpy(b + 2 * H, lw->v_b, H * sizeof(float));
-        if (packed) {
-            const size_t o = l * be->pk_layer;
-            const float *qkv[3] = {lw->q_w, lw->k_w, lw->v_w};
-            pack_panels(be->pk_qkv + o, qkv, (int)H, 3 * (int)H, (int)H);
-            pack_panels(be->pk_o + o, &lw->o_w, (int)H, (int)H, (int)H);
-            pack_panels(be->pk_i + o, &lw->i_w, (int)I, (int)I, (int)H);
-            pack_panels(be->pk_f + o, &lw->f_w, (int)H, (int)H, (int)I);
-            drop_layer_pages(model, lw, H, I);
-        } else if (!lowp) {
-            stack_qkv(be->wqkv + l * 3 * H * H, lw, H);
+        if (!be->abuf) {
+            st = embd_error(EMBD_ERR_NOMEM, "cpu backend: out of memory for the GEMM scratch");
+            goto fail;
         }
     }
     int T = params->max_batch_tokens >= 1 ? params->max_batch_tokens : 1;
@@ -1428,7 +1505,7 @@ static enum embd_status cpu_embed(embd_backend *be, float *out, const embd_batch
         const float *bqkv = be->bqkv + (size_t)l * 3 * H;
         lin_w wq = {be->wqkv ? be->wqkv + (size_t)l * 3 * H * H : NULL, NULL, NULL};
         lin_w wo = {lw->o_w, NULL, NULL}, wi = {lw->i_w, NULL, NULL}, wf = {lw->f_w, NULL, NULL};
-        if (be->packed) {
+        if (be->pk_qkv) {
             const size_t po = (size_t)l * be->pk_layer;
             wq.wp = be->pk_qkv + po;
             wo.wp = be->pk_o + po;
