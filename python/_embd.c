@@ -14,8 +14,12 @@
 
 #include "embd.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(size_t) == 8, "token counts are written as uint64");
@@ -52,8 +56,8 @@ static PyObject *raise_last(enum embd_status status) {
 /* Texts                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* n texts as the library takes them; `refs` keeps the str objects alive
- * (and their cached UTF-8) while the GIL is released. */
+/* n texts as the library takes them; `refs` keeps what ptrs point into
+ * alive while the GIL is released (see utf8_of). */
 struct texts {
     Py_ssize_t n;
     PyObject **refs;
@@ -86,11 +90,32 @@ static int bad_item(PyObject *item, Py_ssize_t index) {
     return -1;
 }
 
-/* The UTF-8 of str `s`, or -1 with a ValueError naming input `index` (a lone
- * surrogate cannot be UTF-8: refused, never replaced or dropped). */
-static int utf8_of(PyObject *s, Py_ssize_t index, const char **p, size_t *len) {
+/* The UTF-8 of str `s` in *p, *len, and in *keep a new reference to what
+ * holds it (s itself for an ASCII str, whose characters are their UTF-8;
+ * else a bytes copy, so that no UTF-8 copy stays cached in the caller's
+ * str: PyUnicode_AsUTF8AndSize would keep one as long as the str lives, 2.5
+ * times a CJK text's size); or -1 with a ValueError naming input `index`
+ * (the query when index < 0: a lone surrogate cannot be UTF-8: refused,
+ * never replaced or dropped). */
+static int utf8_of(PyObject *s, Py_ssize_t index, const char **p, size_t *len, PyObject **keep) {
     Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    const char *u;
+    *keep = NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0) return -1;
+#endif
+    if (PyUnicode_IS_ASCII(s)) {
+        u = PyUnicode_AsUTF8AndSize(s, &n); /* the str's own characters: no copy */
+        if (u) {
+            Py_INCREF(s);
+            *keep = s;
+        }
+    } else if ((*keep = PyUnicode_AsUTF8String(s))) {
+        u = PyBytes_AS_STRING(*keep);
+        n = PyBytes_GET_SIZE(*keep);
+    } else {
+        u = NULL;
+    }
     if (!u) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
             PyObject *type, *value, *tb;
@@ -100,11 +125,16 @@ static int utf8_of(PyObject *s, Py_ssize_t index, const char **p, size_t *len) {
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
+            char who[48];
+            if (index < 0)
+                snprintf(who, sizeof who, "the query");
+            else
+                snprintf(who, sizeof who, "input %zd", index);
             PyErr_Format(PyExc_ValueError,
-                         "input %zd has a lone surrogate at character %zd: not valid Unicode, "
+                         "%s has a lone surrogate at character %zd: not valid Unicode, "
                          "cannot be embedded (fix the text, or decode its bytes with "
                          "errors='replace')",
-                         index, at);
+                         who, at);
         }
         return -1;
     }
@@ -137,17 +167,94 @@ static int texts_from(PyObject *seq, Py_ssize_t base, struct texts *t) {
     t->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(tup, i);
-        if (!PyUnicode_Check(item) || utf8_of(item, base + i, &t->ptrs[i], &t->lens[i])) {
+        if (!PyUnicode_Check(item) ||
+            utf8_of(item, base + i, &t->ptrs[i], &t->lens[i], &t->refs[i])) {
             if (!PyErr_Occurred()) bad_item(item, base + i);
             Py_DECREF(tup);
             texts_free(t);
             return -1;
         }
-        Py_INCREF(item);
-        t->refs[i] = item;
     }
     Py_DECREF(tup);
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A scheduler call that Ctrl-C can stop                                    */
+/* ------------------------------------------------------------------------ */
+
+/* One call queued with embd_sched_submit*: done (from the scheduler's
+ * thread) stores its status and message and wakes the caller. */
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    enum embd_status status;
+    char msg[1024];
+    int cancel; /* the call's cancel flag (embd_sched_cancel) */
+};
+
+static void waiter_init(struct waiter *w) {
+    memset(w, 0, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static void waiter_destroy(struct waiter *w) {
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+static void waiter_done(void *user, enum embd_status status) {
+    struct waiter *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->status = status;
+    if (status != EMBD_OK) snprintf(w->msg, sizeof w->msg, "%s", embd_last_error());
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits, with the GIL released, for a call submitted with w (its status, and
+ * its message in w->msg). Every 50 ms it takes the GIL to run Python's
+ * signal handlers: when one raises (KeyboardInterrupt on Ctrl-C), the call is
+ * cancelled (its inputs not yet run are dropped: it stops at the scheduler's
+ * next round), waited for, and -1 is returned with that exception set; else
+ * 0. The buffers the call writes stay in use until it returns. */
+static int waiter_wait(struct waiter *w) {
+    int raised = 0;
+    PyThreadState *ts = PyEval_SaveThread();
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        if (!w->done) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_nsec += 50 * 1000 * 1000;
+            if (t.tv_nsec >= 1000000000L) {
+                t.tv_sec++;
+                t.tv_nsec -= 1000000000L;
+            }
+            while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &t) != ETIMEDOUT) {
+            }
+        }
+        const int done = w->done;
+        pthread_mutex_unlock(&w->mu);
+        if (done) break;
+        if (!raised) {
+            PyEval_RestoreThread(ts);
+            if (PyErr_CheckSignals() < 0) {
+                raised = 1;
+                embd_sched_cancel(&w->cancel);
+            }
+            ts = PyEval_SaveThread();
+        }
+    }
+    PyEval_RestoreThread(ts);
+    return raised ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -415,12 +522,23 @@ static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
     enum embd_status s = EMBD_OK;
     char msg[1024] = "";
     if (n) {
+        struct waiter w;
+        waiter_init(&w);
+        const struct embd_sched_call call = {.queue_timeout_ms = -1, .cancel = &w.cancel};
         e->active++;
-        PyThreadState *ts = PyEval_SaveThread();
-        s = embd_sched_embed_opts(e->sched, t.ptrs, t.lens, n, ov.buf, NULL, &opts, &info);
-        if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
-        PyEval_RestoreThread(ts);
+        s = embd_sched_submit(e->sched, t.ptrs, t.lens, n, ov.buf, &call, &opts, &info, waiter_done,
+                              &w);
+        if (s != EMBD_OK) {
+            snprintf(msg, sizeof msg, "%s", embd_last_error());
+        } else if (waiter_wait(&w)) {
+            e->active--;
+            waiter_destroy(&w);
+            goto done; /* KeyboardInterrupt (or what a signal handler raised) */
+        } else if ((s = w.status) != EMBD_OK) {
+            snprintf(msg, sizeof msg, "%s", w.msg);
+        }
         e->active--;
+        waiter_destroy(&w);
     }
     ret = call_result(s, msg, &info, base);
 done:
@@ -435,16 +553,17 @@ static PyObject *Engine_tokenize_pair(Engine *e, PyObject *args) {
     PyObject *ao, *bo;
     if (!PyArg_ParseTuple(args, "UU", &ao, &bo)) return NULL;
     if (usable(e)) return NULL;
-    Py_ssize_t al, bl;
-    const char *a = PyUnicode_AsUTF8AndSize(ao, &al),
-               *b = a ? PyUnicode_AsUTF8AndSize(bo, &bl) : NULL;
-    if (!a || !b) return NULL;
+    size_t al, bl;
+    const char *a, *b;
+    PyObject *akeep = NULL, *bkeep = NULL, *ret = NULL, *li = NULL, *lt = NULL;
+    int32_t *ids = NULL;
+    if (utf8_of(ao, -1, &a, &al, &akeep) || utf8_of(bo, 0, &b, &bl, &bkeep)) goto done;
     size_t cap = (size_t)embd_model_max_tokens(e->model), n = 0;
-    int32_t *ids = PyMem_Malloc(2 * cap * sizeof *ids);
-    if (!ids) return PyErr_NoMemory();
-    enum embd_status s =
-        embd_tokenize_pair(e->model, a, (size_t)al, b, (size_t)bl, ids, ids + cap, cap, &n);
-    PyObject *ret = NULL, *li = NULL, *lt = NULL;
+    if (!(ids = PyMem_Malloc(2 * cap * sizeof *ids))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    enum embd_status s = embd_tokenize_pair(e->model, a, al, b, bl, ids, ids + cap, cap, &n);
     if (s != EMBD_OK) {
         raise_last(s);
         goto done;
@@ -463,6 +582,8 @@ static PyObject *Engine_tokenize_pair(Engine *e, PyObject *args) {
 done:
     Py_XDECREF(li);
     Py_XDECREF(lt);
+    Py_XDECREF(akeep);
+    Py_XDECREF(bkeep);
     PyMem_Free(ids);
     return ret;
 }
@@ -481,11 +602,15 @@ static PyObject *Engine_rerank_into(Engine *e, PyObject *args, PyObject *kw) {
     if (!PyUnicode_Check(query_obj))
         return PyErr_Format(PyExc_TypeError, "query must be str, not %s",
                             Py_TYPE(query_obj)->tp_name);
-    Py_ssize_t qlen;
-    const char *query = PyUnicode_AsUTF8AndSize(query_obj, &qlen);
-    if (!query) return NULL;
+    size_t qlen;
+    const char *query;
+    PyObject *qkeep;
+    if (utf8_of(query_obj, -1, &query, &qlen, &qkeep)) return NULL;
     struct texts t;
-    if (texts_from(seq, base, &t)) return NULL;
+    if (texts_from(seq, base, &t)) {
+        Py_DECREF(qkeep);
+        return NULL;
+    }
     size_t n = (size_t)t.n;
     Py_buffer ov = {0};
     PyObject *ret = NULL;
@@ -497,35 +622,54 @@ static PyObject *Engine_rerank_into(Engine *e, PyObject *args, PyObject *kw) {
     enum embd_status s = EMBD_OK;
     char msg[1024] = "";
     if (n) {
+        struct waiter w;
+        waiter_init(&w);
+        const struct embd_sched_call call = {.queue_timeout_ms = -1, .cancel = &w.cancel};
         e->active++;
-        PyThreadState *ts = PyEval_SaveThread();
-        s = embd_sched_rerank(e->sched, query, (size_t)qlen, t.ptrs, t.lens, n, ov.buf, NULL, &opts,
-                              &info);
-        if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
-        PyEval_RestoreThread(ts);
+        s = embd_sched_submit_rerank(e->sched, query, qlen, t.ptrs, t.lens, n, ov.buf, &call, &opts,
+                                     &info, waiter_done, &w);
+        if (s != EMBD_OK) {
+            snprintf(msg, sizeof msg, "%s", embd_last_error());
+        } else if (waiter_wait(&w)) {
+            e->active--;
+            waiter_destroy(&w);
+            goto done;
+        } else if ((s = w.status) != EMBD_OK) {
+            snprintf(msg, sizeof msg, "%s", w.msg);
+        }
         e->active--;
+        waiter_destroy(&w);
     }
     ret = call_result(s, msg, &info, base);
 done:
     if (ov.obj) PyBuffer_Release(&ov);
     texts_free(&t);
+    Py_DECREF(qkeep);
     return ret;
 }
 
-/* One str (index `index` in messages) as UTF-8. */
-static int one_text(PyObject *obj, const char **p, size_t *len) {
-    if (!PyUnicode_Check(obj)) return bad_item(obj, 0);
-    return utf8_of(obj, 0, p, len);
+/* One str (input `index` in messages) as UTF-8; *keep as utf8_of's. */
+static int one_text(PyObject *obj, Py_ssize_t index, const char **p, size_t *len, PyObject **keep) {
+    *keep = NULL;
+    if (!PyUnicode_Check(obj)) return bad_item(obj, index);
+    return utf8_of(obj, index, p, len, keep);
 }
 
-/* tokenize(text) -> list of ids ([CLS] ... [SEP], truncated as the model). */
-static PyObject *Engine_tokenize(Engine *e, PyObject *arg) {
+/* tokenize(text, index=0) -> list of ids ([CLS] ... [SEP], truncated as the
+ * model); index: the input's place, for messages. */
+static PyObject *Engine_tokenize(Engine *e, PyObject *args) {
+    PyObject *arg, *keep;
+    Py_ssize_t index = 0;
+    if (!PyArg_ParseTuple(args, "O|n", &arg, &index)) return NULL;
     const char *p = NULL;
     size_t len = 0;
-    if (usable(e) || one_text(arg, &p, &len)) return NULL;
+    if (usable(e) || one_text(arg, index, &p, &len, &keep)) return NULL;
     size_t cap = (size_t)embd_model_max_tokens(e->model), n = 0;
     int32_t *ids = PyMem_Malloc(cap * sizeof *ids);
-    if (!ids) return PyErr_NoMemory();
+    if (!ids) {
+        Py_DECREF(keep);
+        return PyErr_NoMemory();
+    }
     enum embd_status s;
     char msg[1024] = "";
     e->active++;
@@ -534,6 +678,7 @@ static PyObject *Engine_tokenize(Engine *e, PyObject *arg) {
     if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
     PyEval_RestoreThread(ts);
     e->active--;
+    Py_DECREF(keep);
     PyObject *list = NULL;
     if (s != EMBD_OK) {
         raise_status(s, msg);
@@ -551,11 +696,15 @@ static PyObject *Engine_tokenize(Engine *e, PyObject *arg) {
     return list;
 }
 
-/* count_tokens(text) -> ids without truncation ([CLS] and [SEP] included). */
-static PyObject *Engine_count_tokens(Engine *e, PyObject *arg) {
+/* count_tokens(text, index=0) -> ids without truncation ([CLS] and [SEP]
+ * included); index as tokenize's. */
+static PyObject *Engine_count_tokens(Engine *e, PyObject *args) {
+    PyObject *arg, *keep;
+    Py_ssize_t index = 0;
+    if (!PyArg_ParseTuple(args, "O|n", &arg, &index)) return NULL;
     const char *p = NULL;
     size_t len = 0, n = 0;
-    if (usable(e) || one_text(arg, &p, &len)) return NULL;
+    if (usable(e) || one_text(arg, index, &p, &len, &keep)) return NULL;
     enum embd_status s;
     char msg[1024] = "";
     e->active++;
@@ -564,6 +713,7 @@ static PyObject *Engine_count_tokens(Engine *e, PyObject *arg) {
     if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
     PyEval_RestoreThread(ts);
     e->active--;
+    Py_DECREF(keep);
     if (s != EMBD_OK) return raise_status(s, msg);
     return PyLong_FromSize_t(n);
 }
@@ -574,19 +724,19 @@ static PyObject *Engine_count_tokens(Engine *e, PyObject *arg) {
  * Hugging Face's Encoding.offsets. */
 static PyObject *Engine_tokenize_offsets(Engine *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"text", "add_special_tokens", NULL};
-    PyObject *obj;
+    PyObject *obj, *keep;
     int special = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", names, &obj, &special)) return NULL;
     const char *p = NULL;
     size_t len = 0;
-    if (usable(e) || one_text(obj, &p, &len)) return NULL;
+    if (usable(e) || one_text(obj, 0, &p, &len, &keep)) return NULL;
     size_t cap = (size_t)embd_model_max_tokens(e->model), n = 0;
     int32_t *ids = PyMem_Malloc(cap * sizeof *ids);
     size_t *starts = PyMem_Malloc(2 * cap * sizeof *starts), *stops = starts ? starts + cap : NULL;
+    PyObject *ret = NULL, *li = NULL, *lo = NULL;
     if (!ids || !starts) {
-        PyMem_Free(ids);
-        PyMem_Free(starts);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     enum embd_status s;
     char msg[1024] = "";
@@ -597,7 +747,6 @@ static PyObject *Engine_tokenize_offsets(Engine *e, PyObject *args, PyObject *kw
     if (s != EMBD_OK) snprintf(msg, sizeof msg, "%s", embd_last_error());
     PyEval_RestoreThread(ts);
     e->active--;
-    PyObject *ret = NULL, *li = NULL, *lo = NULL;
     if (s != EMBD_OK) {
         raise_status(s, msg);
         goto done;
@@ -630,6 +779,7 @@ done:
     Py_XDECREF(lo);
     PyMem_Free(ids);
     PyMem_Free(starts);
+    Py_DECREF(keep);
     return ret;
 }
 
@@ -789,10 +939,12 @@ static PyMethodDef Engine_methods[] = {
      "embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0)"},
     {"rerank_into", (PyCFunction)(void (*)(void))Engine_rerank_into, METH_VARARGS | METH_KEYWORDS,
      "rerank_into(query, docs, out, raw_scores=False, truncate=True, base=0) -> tokens"},
-    {"tokenize", (PyCFunction)Engine_tokenize, METH_O, "tokenize(text) -> list of ids"},
+    {"tokenize", (PyCFunction)Engine_tokenize, METH_VARARGS,
+     "tokenize(text, index=0) -> list of ids"},
     {"tokenize_pair", (PyCFunction)Engine_tokenize_pair, METH_VARARGS,
      "tokenize_pair(a, b) -> (ids, type_ids)"},
-    {"count_tokens", (PyCFunction)Engine_count_tokens, METH_O, "count_tokens(text) -> int"},
+    {"count_tokens", (PyCFunction)Engine_count_tokens, METH_VARARGS,
+     "count_tokens(text, index=0) -> int"},
     {"tokenize_offsets", (PyCFunction)(void (*)(void))Engine_tokenize_offsets,
      METH_VARARGS | METH_KEYWORDS,
      "tokenize_offsets(text, add_special_tokens=True) -> (ids, offsets in characters)"},

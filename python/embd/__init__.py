@@ -10,6 +10,8 @@
 
 Errors are embd.Error subclasses carrying the engine's status and message.
 """
+import os
+
 from . import _cuda_libs
 
 _cuda_libs.preload_if_wanted()  # NVIDIA's cuBLAS wheels, for the CUDA plugins
@@ -31,7 +33,7 @@ def resolve_model(name, cache_dir=None):
     """The directory of a model given as a directory or a name (ORG/NAME) in
     the Hugging Face cache or under cache_dir; embd.FileError names the places
     looked in when it is nowhere."""
-    return _embd.resolve(name, cache_dir)
+    return _embd.resolve(os.fspath(name), None if cache_dir is None else os.fspath(cache_dir))
 
 
 def system_info():

@@ -206,7 +206,7 @@ class Model:
         eng = self._engine()
         if isinstance(text, str):
             return eng.tokenize(text)
-        return [eng.tokenize(t) for t in _as_texts(text)]
+        return [eng.tokenize(t, i) for i, t in enumerate(_as_texts(text))]
 
     def tokenize_pair(self, query, document):
         """The ids and token type ids of a (query, document) pair as a
@@ -220,7 +220,7 @@ class Model:
         eng = self._engine()
         if isinstance(text, str):
             return eng.count_tokens(text)
-        return [eng.count_tokens(t) for t in _as_texts(text)]
+        return [eng.count_tokens(t, i) for i, t in enumerate(_as_texts(text))]
 
     # -- what it is and how it runs ------------------------------------------
     @property

@@ -12,12 +12,15 @@ directories with model.safetensors: a local directory, the Hugging Face
 cache, or cache_dir; nothing is downloaded. embd runs BERT cross-encoders
 (BertForSequenceClassification, one label).
 """
+import dataclasses
 import itertools
 import threading
 
 import numpy as np
 
-from ._text_embedding import TextEmbedding, _iter_texts, _resolve_first, _wants_cuda
+from ._registry import ModelSource
+from ._text_embedding import (TextEmbedding, _check_batch_size, _iter_texts, _resolve_first,
+                              _wants_cuda)
 
 # fastembed's names of the cross-encoders it lists that embd runs (BERT and
 # XLM-RoBERTa), and where the same weights are on the Hugging Face hub (what
@@ -42,7 +45,7 @@ _KNOWN = [
 
 def _known(name):
     for k in _KNOWN:
-        if name.lower() in (k["model"].lower(), k["hf"].lower()):
+        if name.lower() in (k["model"].lower(), (k["hf"] or "").lower()):
             return k
     return None
 
@@ -69,9 +72,11 @@ class TextCrossEncoder:
         self._raw = bool(kwargs.pop("raw_scores", True))
         # The loading rules (names, the GPU, the CPU fallback) are TextEmbedding's.
         self._loader = TextEmbedding.__new__(TextEmbedding)
+        self._loader._for_reranker = True
         self._loader.model_name = model_name
         self._loader.cache_dir = cache_dir
         self._loader.threads = threads
+        self._loader.device_ids = device_ids
         self._loader._entry = None
         self._loader._device, index = _wants_cuda(providers, cuda)
         self._loader._device_index = int(device_ids[0]) if device_ids else index
@@ -89,7 +94,8 @@ class TextCrossEncoder:
         if specific is not None:
             return str(specific)
         known = _known(self.model_name)
-        return _resolve_first([self.model_name] + ([known["hf"]] if known else []),
+        # fastembed matches names in any case; the cache's folders do not
+        return _resolve_first([self.model_name] + ([known["model"], known["hf"]] if known else []),
                               self.cache_dir)
 
     def _load(self):
@@ -108,10 +114,41 @@ class TextCrossEncoder:
 
     @classmethod
     def list_supported_models(cls):
-        """The cross-encoders known by name, with fastembed's keys."""
-        return [dict(model=k["model"], sources={"hf": k["hf"]}, description=k["description"],
-                     license=k["license"], size_in_GB=k["size_in_GB"],
-                     model_file="model.safetensors") for k in _KNOWN]
+        """The cross-encoders known by name (add_custom_model's too), as
+        fastembed's dicts (model, sources, model_file, description, license,
+        size_in_GB, additional_files)."""
+        return [dict(model=k["model"],
+                     sources=dataclasses.asdict(k.get("sources") or ModelSource(hf=k["hf"])),
+                     model_file=k.get("model_file", "model.safetensors"),
+                     description=k["description"], license=k["license"],
+                     size_in_GB=k["size_in_GB"],
+                     additional_files=list(k.get("additional_files", [])))
+                for k in _KNOWN]
+
+    @classmethod
+    def add_custom_model(cls, model, sources, model_file="onnx/model.onnx", description="",
+                         license="", size_in_gb=0.0, additional_files=None):
+        """Registers a cross-encoder by name, as fastembed's: the name then
+        finds sources.hf in the Hugging Face cache (or cache_dir); embd reads
+        its safetensors, whatever model_file says."""
+        if any(model.lower() == k["model"].lower() for k in _KNOWN):
+            raise ValueError(f"Model {model} is already registered in CrossEncoderModel, if you "
+                             f"still want to add this model, please use another model name")
+        src = ModelSource(hf=getattr(sources, "hf", None), url=getattr(sources, "url", None))
+        _KNOWN.append(dict(model=model, hf=src.hf, sources=src, model_file=model_file,
+                           description=description, license=license, size_in_GB=size_in_gb,
+                           additional_files=list(additional_files or [])))
+
+    def token_count(self, pairs, batch_size=1024, **kwargs):
+        """Tokens of the (query, document) pairs as the model sees them
+        ([CLS] query [SEP] document [SEP], cut to the model's length), summed."""
+        _check_batch_size(batch_size)
+        eng = self._load()._engine
+        total = 0
+        for i, p in enumerate(_pair_list(pairs)):
+            q, d = _pair(p, i)
+            total += len(eng().tokenize_pair(q, d)[0])
+        return total
 
     def rerank(self, query, documents, batch_size=64, **kwargs):
         """Scores documents (a str or any iterable of str, a generator
@@ -130,11 +167,10 @@ class TextCrossEncoder:
         same scores."""
         self._load()
         model = self._loader._parallel_model(parallel)
-        yield from self._pairs(iter(pairs), batch_size, model)
+        yield from self._pairs(iter(_pair_list(pairs)), batch_size, model)
 
     def _pairs(self, it, batch_size, model=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
+        batch_size = _check_batch_size(batch_size)
         if model is None or model is self._load():
             model = self._load()
         else:
@@ -149,10 +185,7 @@ class TextCrossEncoder:
             # consecutive pairs with one query go to the engine together
             i = 0
             while i < len(batch):
-                q = batch[i][0] if isinstance(batch[i], (tuple, list)) and len(batch[i]) == 2 \
-                    else None
-                if not isinstance(q, str):
-                    raise TypeError(f"pair {base + i} must be a (query, document) pair of str")
+                q = _pair(batch[i], base + i)[0]
                 j = i + 1
                 while j < len(batch) and isinstance(batch[j], (tuple, list)) and \
                         len(batch[j]) == 2 and batch[j][0] == q:
@@ -162,3 +195,21 @@ class TextCrossEncoder:
                 i = j
             base += len(batch)
             yield from (float(x) for x in out)
+
+
+def _pair_list(pairs):
+    """pairs as rerank_pairs reads them: one (query, document) tuple alone is
+    a list of one, as fastembed takes it."""
+    if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+        return [pairs]
+    if isinstance(pairs, (str, bytes, dict)):
+        raise TypeError(f"pairs must be an iterable of (query, document) pairs, not "
+                        f"{type(pairs).__name__}")
+    return pairs
+
+
+def _pair(p, index):
+    """p as (query, document), or a TypeError naming pair `index`."""
+    if not isinstance(p, (tuple, list)) or len(p) != 2 or not isinstance(p[0], str):
+        raise TypeError(f"pair {index} must be a (query, document) pair of str")
+    return p[0], p[1]

@@ -16,6 +16,7 @@ query_embed/passage_embed apply the model's declared prompts.
 """
 import itertools
 import logging
+import operator
 import os
 import threading
 
@@ -77,6 +78,8 @@ class TextEmbedding:
     enable_cpu_mem_arena, ...) are accepted and have no effect.
     """
 
+    _for_reranker = False  # TextCrossEncoder's loader: a cross-encoder is what it wants
+
     def __init__(self, model_name="BAAI/bge-small-en-v1.5", cache_dir=None, threads=None,
                  providers=None, cuda=Device.AUTO, device_ids=None, lazy_load=False, **kwargs):
         if not isinstance(model_name, str):
@@ -107,9 +110,8 @@ class TextEmbedding:
         if specific is not None:
             return os.fspath(specific)
         names = [self.model_name]
-        if self._entry and self._entry.desc.sources.hf and \
-                self._entry.desc.sources.hf.lower() != self.model_name.lower():
-            names.append(self._entry.desc.sources.hf)
+        if self._entry:  # fastembed matches names in any case; the cache's folders do not
+            names += [self._entry.desc.model, self._entry.desc.sources.hf]
         return _resolve_first(names, self.cache_dir)
 
     def _model_args(self):
@@ -121,18 +123,29 @@ class TextEmbedding:
         if self._model is not None:
             return self._model
         device = self._device
-        if device == "cuda":  # several device_ids: a context on each behind one scheduler
+        # several device_ids: a context on each behind one scheduler; with
+        # Device.AUTO they pick the GPU too, as fastembed's device_ids[0] does
+        if device == "cuda" or (device == "auto" and (self.device_ids or self._device_index)):
             ids = [int(i) for i in self.device_ids] if self.device_ids else [self._device_index]
             device = "cuda:" + ",".join(str(i) for i in ids)
         args = self._model_args()
         try:
             model = Model(self._path, device=device, **args)
         except UnsupportedError as e:
-            if self._device != "cuda":
+            if self._device == "cpu":
                 raise
-            # As the engine does for device auto: the CPU, and say why.
-            log.warning("embd: CUDA asked for but not usable, running on the CPU: %s", e.message)
+            if self._device == "cuda":
+                # As the engine does for device auto: the CPU, and say why.
+                log.warning("embd: CUDA asked for but not usable, running on the CPU: %s",
+                            e.message)
+            else:
+                log.info("embd: no usable GPU for device_ids=%s, running on the CPU: %s",
+                         self.device_ids, e.message)
             model = Model(self._path, device="cpu", **args)
+        if model.is_reranker and not self._for_reranker:
+            model.close()
+            raise ValueError(f"{self.model_name} ({self._path}) is a cross-encoder: it scores "
+                             "pairs and makes no embeddings; use embd.TextCrossEncoder")
         self._check(model)
         prompts = dict(model.prompts) or dict(self._entry.prompts if self._entry else {})
         for key in ("query", "passage"):
@@ -232,9 +245,10 @@ class TextEmbedding:
     def _parallel_model(self, parallel):
         """The Model that embed(parallel=...) runs: the loaded one, or N
         replicas of it on the CPU."""
-        if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int)
-                                     or parallel < 0):
-            raise ValueError(f"parallel must be None or an int >= 0, not {parallel!r}")
+        if parallel is not None:
+            parallel = _as_int(parallel)
+            if parallel is None or parallel < 0:
+                raise ValueError(f"parallel must be None or an int >= 0, not {parallel!r}")
         model = self._load()
         # 0: every CPU the process may use (affinity mask, cgroup quota)
         n = _embd.cpu_count() if parallel == 0 else (parallel or 1)
@@ -269,12 +283,11 @@ class TextEmbedding:
         model = self._load()
         if isinstance(texts, str):
             texts = [texts]
-        return sum(len(model.tokenize(t)) for t in _iter_texts(texts))
+        return sum(len(model._engine().tokenize(t, i)) for i, t in enumerate(_iter_texts(texts)))
 
     # -- the loop --------------------------------------------------------------
     def _embed(self, documents, batch_size, prompt_key, model=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
+        batch_size = _check_batch_size(batch_size)
         if isinstance(documents, str):
             documents = [documents]
         it = _iter_texts(documents)
@@ -301,12 +314,35 @@ def _resolve_first(names, cache_dir):
     ModelNotFoundError with the first name's message."""
     from . import _embd
     first = None
+    cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+    tried = set()
     for name in names:
+        if not name or name in tried:
+            continue
+        tried.add(name)
         try:
             return _embd.resolve(name, cache_dir)
         except FileError as e:
             first = first or e
     raise ModelNotFoundError(first.status, first.message) from None
+
+
+def _as_int(x):
+    """x as an int when it is one (numpy's integers included, as
+    fastembed's islice takes them), else None; never a bool."""
+    if isinstance(x, bool):
+        return None
+    try:
+        return operator.index(x)
+    except TypeError:
+        return None
+
+
+def _check_batch_size(batch_size):
+    n = _as_int(batch_size)
+    if n is None or n < 1:
+        raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
+    return n
 
 
 def _iter_texts(documents):

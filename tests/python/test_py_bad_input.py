@@ -82,6 +82,30 @@ def test_surrogates(model, te):
     assert model.embed(["\U0001F642"]).shape == (1, 384)
 
 
+def test_positions_in_messages(model, te):
+    # each item's own position, not 0, in every call that takes a list
+    with pytest.raises(TypeError, match="input 2 is None"):
+        te.token_count(["a", "b", None])
+    with pytest.raises(TypeError, match="input 2 is int"):
+        model.count_tokens(["a", "b", 3])
+    with pytest.raises(TypeError, match="input 1 is bytes"):
+        model.tokenize(["a", b"b"])
+    with pytest.raises(ValueError, match="input 1 has a lone surrogate"):
+        te.token_count(["ok", "\ud800"])
+
+
+def test_texts_are_not_grown(model):
+    # CPython caches a str's UTF-8 inside it once asked for it (2.5x a CJK
+    # text): the package reads a copy instead, so the caller's strings keep
+    # their size
+    texts = ["東京" * 50000, "café " * 20000, "ascii " * 20000]
+    before = [sys.getsizeof(t) for t in texts]
+    model.embed(texts)
+    model.tokenize(texts[0])
+    model.count_tokens(texts)
+    assert [sys.getsizeof(t) for t in texts] == before
+
+
 def test_empty(model, te):
     out = model.embed([])
     assert out.shape == (0, 384) and out.dtype == np.float32

@@ -207,6 +207,60 @@ def test_gpu_arguments_fall_back_to_cpu(minilm, caplog):
     assert TextEmbedding(minilm, cuda=False).model.device == "cpu"
 
 
+def test_names_paths_and_numpy_ints(minilm, tmp_path, monkeypatch):
+    # a registered name in another case than the hub repository's finds the
+    # repository's folder in the cache (fastembed matches names in any case)
+    monkeypatch.setenv("HF_HUB_CACHE",
+                       hf_cache(str(tmp_path), "sentence-transformers/all-MiniLM-L6-v2", minilm))
+    for name in ("sentence-transformers/all-minilm-l6-v2", "SENTENCE-TRANSFORMERS/ALL-MINILM-L6-V2"):
+        assert TextEmbedding(name).embedding_size == 384
+    # cache_dir as a pathlib.Path, as fastembed takes it
+    import pathlib
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "nohf"))
+    te = TextEmbedding("sentence-transformers/all-MiniLM-L6-v2", cache_dir=tmp_path / "hub")
+    assert next(te.embed(["x"])).shape == (384,)
+    assert embd.resolve_model("sentence-transformers/all-MiniLM-L6-v2",
+                              cache_dir=pathlib.Path(tmp_path / "hub"))
+    # numpy integers for batch_size and parallel, as fastembed's islice takes them
+    docs = ["a", "b", "c"]
+    want = np.stack(list(te.embed(docs)))
+    got = np.stack(list(te.embed(docs, batch_size=np.int64(2), parallel=np.int32(1))))
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError):
+        list(te.embed(docs, batch_size=np.float64(2)))
+
+
+def test_ctrl_c_stops_a_long_call(minilm):
+    # Ctrl-C (SIGINT) during one long Model.embed raises KeyboardInterrupt
+    # within a round, not when the call ends, and the model works after it
+    prog = textwrap.dedent("""
+        import os, signal, sys, threading, time
+        import embd
+        m = embd.Model(sys.argv[1], threads=1, cache="off")
+        docs = ["word " * 200 + str(i) for i in range(3000)]
+        t = time.perf_counter()
+        m.embed(docs[:50])
+        per_doc = (time.perf_counter() - t) / 50
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t = time.perf_counter()
+        try:
+            m.embed(docs)
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - t, per_doc * len(docs))
+        print(m.embed(["after"]).shape)
+    """)
+    p = subprocess.run([sys.executable, "-c", prog, minilm], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split("\n")
+    assert lines[0].startswith("interrupted"), p.stdout
+    took, whole = map(float, lines[0].split()[1:])
+    assert took < whole / 3, p.stdout  # far less than the whole call would take
+    assert lines[1] == "(1, 384)"
+
+
 def test_lazy_load_and_token_count(minilm):
     te = TextEmbedding(minilm, lazy_load=True)
     assert te._model is None

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pyembd_test import MINILM, corpus_docs, model_dir, need_model, run_cli, run_pytest  # noqa: E402
+from pyembd_test import (MINILM, corpus_docs, hf_cache, model_dir, need_model, run_cli,  # noqa: E402
+                         run_pytest)
 
 import embd  # noqa: E402
 
@@ -92,6 +93,47 @@ def test_rerank_pairs_and_generators(ce):
     assert len(list(ce.rerank("q", "one document"))) == 1
     names = [m["model"] for m in embd.TextCrossEncoder.list_supported_models()]
     assert "Xenova/ms-marco-MiniLM-L-6-v2" in names
+    # one pair alone, as fastembed takes it
+    assert list(ce.rerank_pairs(pairs[0])) == pytest.approx(got[:1], abs=1e-6)
+    # fastembed's token_count: the pairs' tokens as the model sees them
+    assert ce.token_count(pairs[:3]) == sum(len(ce.model.tokenize_pair(q, d)[0])
+                                            for q, d in pairs[:3])
+    assert ce.token_count(iter([("a", "b")])) == 5  # [CLS] a [SEP] b [SEP]
+
+
+FASTEMBED_CE_KEYS = {"model", "sources", "model_file", "description", "license", "size_in_GB",
+                     "additional_files"}
+
+
+def test_fastembed_class_api(ce, tmp_path, monkeypatch):
+    models = embd.TextCrossEncoder.list_supported_models()
+    assert all(set(m) == FASTEMBED_CE_KEYS for m in models)
+    assert all(set(m["sources"]) == {"hf", "url", "_deprecated_tar_struct"} for m in models)
+    embd.TextCrossEncoder.add_custom_model("test-org/my-reranker",
+                                           sources=embd.ModelSource(hf="test-org/ce-hub"))
+    assert any(m["model"] == "test-org/my-reranker"
+               for m in embd.TextCrossEncoder.list_supported_models())
+    with pytest.raises(ValueError, match="already registered"):
+        embd.TextCrossEncoder.add_custom_model("TEST-ORG/my-reranker",
+                                               sources=embd.ModelSource(hf="x/y"))
+    # the registered name finds sources.hf in the Hugging Face cache
+    monkeypatch.setenv("HF_HUB_CACHE", hf_cache(str(tmp_path), "test-org/ce-hub", need_model(CE)))
+    custom = embd.TextCrossEncoder("test-org/my-reranker")
+    assert list(custom.rerank("q", ["d"])) == pytest.approx(list(ce.rerank("q", ["d"])), abs=1e-6)
+    # fastembed's names are matched in any case; the cache's folders are not
+    monkeypatch.setenv("HF_HUB_CACHE", hf_cache(str(tmp_path / "b"),
+                                                "cross-encoder/ms-marco-MiniLM-L-6-v2",
+                                                need_model(CE)))
+    assert embd.TextCrossEncoder("xenova/MS-MARCO-MiniLM-L-6-v2").model.is_reranker
+
+
+def test_gpu_arguments_fall_back_to_cpu(ce):
+    # fastembed-gpu's arguments: the GPU, else the CPU (never an AttributeError)
+    for kw in ({"cuda": True}, {"providers": ["CUDAExecutionProvider"]}, {"device_ids": [0]},
+               {"cuda": True, "lazy_load": True}):
+        enc = embd.TextCrossEncoder(need_model(CE), **kw)
+        assert enc.model.device in ("cpu", "cuda")
+        assert len(list(enc.rerank("q", ["d", "e"]))) == 2
 
 
 def test_bad_input(ce):
@@ -103,6 +145,10 @@ def test_bad_input(ce):
         list(ce.rerank("query", ["a", 3]))
     with pytest.raises(TypeError):
         list(ce.rerank_pairs([("only one",)]))
+    with pytest.raises(ValueError, match="the query has a lone surrogate"):
+        list(ce.rerank("\ud800", ["d"]))
+    with pytest.raises(ValueError, match="input 1 has a lone surrogate"):
+        list(ce.rerank("q", ["d", "\ud800"]))
     with pytest.raises(ValueError):
         list(ce.rerank("query", ["a"], batch_size=0))
     with pytest.raises(embd.TooLongError) as e:
@@ -110,6 +156,8 @@ def test_bad_input(ce):
     assert e.value.index == 1
     with pytest.raises(embd.UnsupportedError):
         ce.model.embed("a reranker does not embed")
+    with pytest.raises(ValueError, match="use embd.TextCrossEncoder"):
+        embd.TextEmbedding(need_model(CE))  # at construction, not at the first embed
     if model_dir(MINILM):
         with pytest.raises(ValueError):
             embd.TextCrossEncoder(model_dir(MINILM))
