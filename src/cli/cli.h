@@ -34,7 +34,8 @@
 #define CLI_OPT_MAX_BATCH_TOKENS                                                                   \
     {                                                                                              \
         "max-batch-tokens", 0, true, "N", "0",                                                     \
-            "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"                   \
+            "tokens per forward pass, at least the model's max input length (256 for "             \
+            "all-MiniLM-L6-v2); 0 = auto: 4096 on the CPU, 16384 on a GPU"                         \
     }
 
 struct cli_opt {
@@ -179,6 +180,10 @@ FILE *cli_open_file(const char *path, bool write, bool *owned);
 
 /* Opens "-" or NULL (stdin) or a path. Returns 0 or 1 (error printed). */
 int cli_reader_open(struct cli_reader *r, const char *path, const struct cli_input *in);
+/* 2 after printing a usage error when out_path (not "-") names the file the
+ * reader reads (opening it for writing would truncate the input), else 0.
+ * Call it before opening the output. */
+int cli_check_output(const char *out_path, const struct cli_reader *in);
 /* Reads the next input into r->text (and r->id). Returns 1 on an input, 0 at
  * the end, -1 on an error (printed, naming the line). */
 int cli_reader_next(struct cli_reader *r);

@@ -521,18 +521,22 @@ int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct c
     int rc = cli_open_model(a, &e->model);
     if (rc) return rc;
     if (n == 0) {
-        if (embd_ctx_new(e->model, p, &e->ctx) != EMBD_OK) {
+        enum embd_status s = embd_ctx_new(e->model, p, &e->ctx);
+        if (s != EMBD_OK) {
             cli_err("%s", embd_last_error());
-            return 1;
+            /* a bad option value (--gpu-memory-limit, --max-batch-tokens for
+             * this model) is a usage error */
+            return s == EMBD_ERR_INVALID_ARG ? 2 : 1;
         }
         return 0;
     }
     /* one context per GPU behind one scheduler (embd_sched_new_multi) */
     for (int i = 0; i < n; i++) {
         p.device_index = idx[i];
-        if (embd_ctx_new(e->model, p, &e->ctxs[i]) != EMBD_OK) {
+        enum embd_status s = embd_ctx_new(e->model, p, &e->ctxs[i]);
+        if (s != EMBD_OK) {
             cli_err("%s: cuda:%d: %s", a->cmd, idx[i], embd_last_error());
-            return 1;
+            return s == EMBD_ERR_INVALID_ARG ? 2 : 1;
         }
         e->n_ctx = i + 1;
     }
@@ -580,6 +584,19 @@ FILE *cli_open_file(const char *path, bool write, bool *owned) {
     }
     *owned = true;
     return f;
+}
+
+int cli_check_output(const char *out_path, const struct cli_reader *in) {
+    struct stat so, si;
+    if (!out_path || !strcmp(out_path, "-") || !in->f) return 0;
+    if (stat(out_path, &so) != 0 || fstat(fileno(in->f), &si) != 0) return 0;
+    if (S_ISREG(so.st_mode) && so.st_dev == si.st_dev && so.st_ino == si.st_ino) {
+        cli_err("the output %s is the input: writing it would destroy the input (give another "
+                "file)",
+                out_path);
+        return 2;
+    }
+    return 0;
 }
 
 int cli_reader_open(struct cli_reader *r, const char *path, const struct cli_input *in) {
@@ -630,10 +647,10 @@ static int set_json_id(struct cli_reader *r, const json_t *v) {
     return -1;
 }
 
-/* One JSONL line (len bytes) into r->text and r->id. Returns 1 or -1. */
-static int read_jsonl(struct cli_reader *r, size_t len) {
+/* One JSONL line (line, len bytes) into r->text and r->id. Returns 1 or -1. */
+static int read_jsonl(struct cli_reader *r, const char *line, size_t len) {
     json_error_t err;
-    json_t *obj = json_loadb(r->line, len, JSON_ALLOW_NUL, &err);
+    json_t *obj = json_loadb(line, len, JSON_ALLOW_NUL, &err);
     int rc = -1;
     if (!json_is_object(obj)) {
         cli_err("input line %zu: not a JSON object%s%s (use --input-format lines for plain text)",
@@ -663,6 +680,7 @@ static bool is_blank(const char *s, size_t len) {
 
 int cli_reader_next(struct cli_reader *r) {
     size_t len;
+    const char *line;
     do {
         errno = 0;
         const ssize_t got = getline(&r->line, &r->line_cap, r->f);
@@ -676,20 +694,29 @@ int cli_reader_next(struct cli_reader *r) {
         len = (size_t)got; /* not strlen: the line may hold NUL bytes */
         if (len && r->line[len - 1] == '\n') len--;
         if (len && r->line[len - 1] == '\r') len--;
-    } while (r->in.skip_blank && is_blank(r->line, len));
+        line = r->line;
+        /* a UTF-8 byte order mark (Notepad, PowerShell) marks the file, it is
+         * not text: dropped, so that JSONL is still JSONL */
+        if (r->line_no == 1 && len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) {
+            line += 3;
+            len -= 3;
+        }
+        /* JSONL: a blank line (a trailing one, two files joined) holds no
+         * object and is skipped; in plain text it is an empty text */
+    } while ((r->in.skip_blank || r->in.format == CLI_INPUT_JSONL) && is_blank(line, len));
     if (r->in.format == CLI_INPUT_AUTO) {
         size_t i = 0;
-        while (i < len && (r->line[i] == ' ' || r->line[i] == '\t'))
+        while (i < len && (line[i] == ' ' || line[i] == '\t'))
             i++;
-        r->in.format = i < len && r->line[i] == '{' ? CLI_INPUT_JSONL : CLI_INPUT_LINES;
+        r->in.format = i < len && line[i] == '{' ? CLI_INPUT_JSONL : CLI_INPUT_LINES;
     }
-    if (r->in.format == CLI_INPUT_JSONL) return read_jsonl(r, len);
+    if (r->in.format == CLI_INPUT_JSONL) return read_jsonl(r, line, len);
     if (r->in.id_field) {
         char num[32];
         snprintf(num, sizeof num, "%zu", r->line_no);
         if (set_bytes(r, &r->id, &r->id_len, num, strlen(num))) return -1;
     }
-    return set_bytes(r, &r->text, &r->text_len, r->line, len) ? -1 : 1;
+    return set_bytes(r, &r->text, &r->text_len, line, len) ? -1 : 1;
 }
 
 void cli_reader_close(struct cli_reader *r) {

@@ -48,6 +48,7 @@ static const char embed_about[] =
 
 struct out_sink {
     FILE *f;
+    const char *path; /* the output file (NULL: stdout) */
     bool close, npy, seekable;
     int dim;
     size_t rows;
@@ -75,11 +76,16 @@ static int sink_open(struct out_sink *s, const char *path, bool npy, int dim) {
     s->dim = dim;
     s->f = cli_open_file(path, true, &s->close);
     if (!s->f) return 1;
+    s->path = s->close ? path : NULL;
     if (npy) {
         s->seekable = fseek(s->f, 0, SEEK_CUR) == 0 && s->close;
         if (s->seekable) {
+            /* a header numpy refuses ("\x93NUMPY" comes last), so that a
+             * file cut short (a crash, a full disk) never reads as a valid
+             * array of fewer rows */
             char h[NPY_HEADER];
             npy_header(h, 0, dim);
+            memcpy(h, "\x93UNFINISHED", 11);
             if (fwrite(h, 1, NPY_HEADER, s->f) != NPY_HEADER) {
                 cli_err("cannot write output: %s", strerror(errno));
                 return 1;
@@ -141,6 +147,10 @@ static int sink_close(struct out_sink *s, bool ok) {
     if (fflush(s->f) != 0) rc = 1;
     if (s->close && fclose(s->f) != 0) rc = 1;
     if (rc) cli_err("cannot write output: %s", strerror(errno));
+    /* an unfinished .npy file holds no array: removed (JSONL keeps the
+     * lines written, each with its index) */
+    if ((rc || !ok) && s->npy && s->seekable && s->path && unlink(s->path) == 0)
+        cli_err("removed the unfinished %s", s->path);
     free(s->held);
     embd_buf_free(&s->line);
     return rc;
@@ -195,8 +205,16 @@ int cmd_embed(int argc, char **argv) {
     }
     eo.dimensions = (int)dims;
     rc = 1;
+    if (embd_model_is_reranker(eng.model)) {
+        cli_err("embed: %s is a cross-encoder: it scores (query, document) pairs and makes no "
+                "embeddings (use embd rerank)",
+                cli_get(&a, "model"));
+        goto done;
+    }
     if (cli_reader_open(&in, cli_get(&a, "input"), &input)) goto done;
     in_open = true;
+    if ((rc = cli_check_output(cli_get(&a, "output"), &in))) goto done;
+    rc = 1;
     const int D = dims ? (int)dims : embd_model_dim(eng.model);
     if (sink_open(&out, cli_get(&a, "output"), npy, D)) goto done;
     out_open = true;

@@ -86,7 +86,8 @@ static const struct cli_opt serve_opts[] = {
     {"no-normalize", 0, false, NULL, NULL,
      "OpenAI answers without the model's L2 normalisation (TEI requests say \"normalize\")"},
     {"max-batch-tokens", 0, true, "N", "0",
-     "tokens per forward pass; 0 = auto: 4096 on the CPU, 16384 on a GPU"},
+     "tokens per forward pass, at least the model's max input length (256 for "
+     "all-MiniLM-L6-v2); 0 = auto: 4096 on the CPU, 16384 on a GPU"},
     {"cache", 0, true, "MODE", "mem",
      "embedding cache: off, mem (in memory) or a directory (on disk, LMDB, shared by "
      "processes and kept across restarts)"},

@@ -73,6 +73,8 @@ int cmd_tokenize(int argc, char **argv) {
     rc = 1;
     if (cli_reader_open(&in, cli_get(&a, "input"), &input)) goto done;
     in_open = true;
+    if ((rc = cli_check_output(cli_get(&a, "output"), &in))) goto done;
+    rc = 1;
     if (!(out = cli_open_file(cli_get(&a, "output"), true, &out_owned))) goto done;
     size_t cap = (size_t)embd_model_max_tokens(model);
     ids = malloc(cap * sizeof *ids);

@@ -102,6 +102,46 @@ def check_threads(c):
                                                 p.stderr.decode(errors="replace")[-300:]))
 
 
+def check_input_edges(c, m):
+    """What editors and pipelines write: a UTF-8 BOM, blank JSONL lines, the
+    input named as the output, a run that fails half way (.npy), bad option
+    values (2), a cross-encoder given to embed (refused before any input)."""
+    want = read_jsonl(run(["embed", *m], stdin='{"text": "hello"}\n{"text": "b"}\n').stdout)
+    for what, data in (("a BOM", '\ufeff{"text": "hello"}\n{"text": "b"}\n'),
+                       ("blank lines", '{"text": "hello"}\n\n{"text": "b"}\n\n  \r\n'),
+                       ("a BOM and CRLF", '\ufeff{"text": "hello"}\r\n{"text": "b"}\r\n')):
+        p = run(["embed", *m], stdin=data)
+        c.check(p.returncode == 0 and read_jsonl(p.stdout) == want, f"JSONL with {what}: "
+                f"{p.stderr!r}")
+    p = run(["tokenize", *m], stdin="\ufeffhello\n")
+    c.check(p.returncode == 0 and read_jsonl(p.stdout)[0]["ids"] == [101, 7592, 102],
+            f"plain text with a BOM: {p.stdout!r}")
+    with tempfile.TemporaryDirectory() as d:
+        f = os.path.join(d, "in.jsonl")
+        with open(f, "w") as fh:
+            fh.write('{"text": "a"}\n' * 5)
+        for cmd in ("embed", "tokenize"):
+            p = run([cmd, *m, "-i", f, "-o", os.path.join(d, ".", "in.jsonl")])
+            with open(f) as fh:
+                kept = fh.read().count("\n")
+            c.check(err_ok(p, 2) and b"is the input" in p.stderr and kept == 5,
+                    f"{cmd} -o INPUT refused, input kept: {p.stderr!r}, {kept} lines")
+        out = os.path.join(d, "half.npy")
+        p = run(["embed", *m, "--format", "npy", "-o", out, "--chunk", "1"],
+                stdin='{"text": "a"}\n{"text": "b"}\n{"no": 1}\n')
+        c.check(p.returncode == 1 and not os.path.exists(out),
+                f"a failed .npy run leaves no file that reads as an array: {p.stderr!r}")
+    c.check(err_ok(run(["embed", *m, "--gpu-memory-limit", "banana"], stdin="x\n"), 2),
+            "bad --gpu-memory-limit exits 2")
+    c.check(err_ok(run(["embed", *m, "--max-batch-tokens", "1"], stdin="x\n"), 2),
+            "--max-batch-tokens under the model's length exits 2")
+    ce = model_dir("ce-minilm-l6-random")
+    if ce:
+        p = run(["embed", "-m", ce, "-q", "-i", "/nonexistent/in.txt"])
+        c.check(err_ok(p, 1) and b"cross-encoder" in p.stderr and b"inputs" not in p.stderr,
+                f"embed refuses a cross-encoder before reading input: {p.stderr!r}")
+
+
 def main():
     c = Checker("e2e_cli")
     # Usage and help, no model needed.
@@ -163,6 +203,7 @@ def main():
     p = run(["embed", *m, "--input-format", "jsonl"], stdin='{"body": "a"}\n')
     c.check(err_ok(p, 1) and b"text" in p.stderr, "missing text field exits 1")
     c.check(err_ok(run(["embed", *m, "-i", "/nonexistent/in.txt"]), 1), "missing input exits 1")
+    check_input_edges(c, m)
 
     texts = ["the cat sat on the mat", "", "Debian is a free operating system",
              "Ünïcödé ✓ 日本語のテキスト", "word " * 5000]
