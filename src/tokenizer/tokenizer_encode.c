@@ -55,6 +55,7 @@ struct enc {
     int track;
     size_t *starts, *stops; /* (cap) the caller's arrays, as ids; either may be NULL */
     uint8_t *special;       /* (cap) or NULL */
+    uint8_t *typed;         /* (cap) or NULL: 1 for an added token matched in the text */
     size_t cs, ce;          /* the raw character being read: its range in the caller's text */
     size_t lcs, lce;        /* the last raw character whose first code point was a starter */
     size_t *was, *wae;      /* (wcap) for each byte of the word: its character's range */
@@ -82,6 +83,7 @@ static void emit_at(struct enc *e, int32_t id, size_t start, size_t stop) {
         if (e->starts) e->starts[at] = start;
         if (e->stops) e->stops[at] = stop;
         if (e->special) e->special[at] = 0;
+        if (e->typed) e->typed[at] = 0;
     }
     e->n++;
 }
@@ -640,8 +642,9 @@ static __attribute__((noinline)) void encode_text_track(struct enc *e, const cha
                 while (tok->added[a].rstrip && to < len &&
                        tok_is_whitespace(tok_utf8_get(u + to, &l)))
                     to += l;
-                size_t start = orig_pos(e, p) - (p - from);
+                size_t start = orig_pos(e, p) - (p - from), at = e->off + e->n;
                 emit_at(e, tok->added[a].id, start, orig_pos(e, to));
+                if (e->typed && at < e->cap && e->n <= e->limit) e->typed[at] = 1; /* written */
                 check_limit(e);
                 p = seg = to;
                 continue;
@@ -694,6 +697,7 @@ static __attribute__((noinline)) void encode_text_track(struct enc *e, const cha
 struct offs_out {
     size_t *starts, *stops;
     uint8_t *special;
+    uint8_t *typed; /* (cap) or NULL: which tokens are added tokens matched in the text */
 };
 
 /* Encodes the pieces of one text (no special tokens) into ids[off ..],
@@ -837,6 +841,7 @@ encode_pieces_track(const embd_tokenizer *tok, const char *text, size_t len, siz
                     .starts = o->starts,
                     .stops = o->stops,
                     .special = o->special,
+                    .typed = o->typed,
                     .sites = sites,
                     .nsites = nsites};
     check_limit(&e);
@@ -870,25 +875,38 @@ static enum embd_status encode_one(const embd_tokenizer *tok, const char *text, 
     size_t pieces;
     int cut;
     const size_t limit = (size_t)(max_tokens - n_special);
+    /* trim_offsets reads an added token's value from the text it matched:
+     * which tokens were matched (an [UNK] the model gave has the same id) */
+    const bool trim = o && !tok->uni && tok->trim_offsets && o->starts && o->stops;
+    struct offs_out ot;
+    if (trim) {
+        ot = *o;
+        if (!(ot.typed = embd_calloc(cap ? cap : 1, 1)))
+            return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
+        o = &ot;
+    }
     enum embd_status st =
         o ? encode_pieces_track(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut, o)
         : tok->uni
             ? encode_pieces_uni(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut)
             : encode_pieces(tok, text, len, limit, ids, cap, (size_t)n_pre, &pieces, &cut);
-    if (st != EMBD_OK) return st;
-    if (o && !tok->uni && tok->trim_offsets && o->starts && o->stops)
+    if (st == EMBD_OK && trim)
         for (size_t i = 0; i < pieces && (size_t)n_pre + i < cap; i++) {
-            /* each token's value: an added token's is the text it matched
-             * with the whitespace its lstrip / rstrip took in */
+            /* each token's value: an added token matched in the text has
+             * the text it matched, with the whitespace its lstrip / rstrip
+             * took in; every other token (an [UNK] the model gave too) its
+             * string */
             const size_t at = (size_t)n_pre + i;
             const char *v = embd_tokenizer_id_to_token(tok, ids[at]);
             size_t vl = v ? strlen(v) : 0;
-            if ((tok->id_flags[ids[at]] & TOK_ID_ADDED) && o->stops[at] > o->starts[at]) {
+            if (ot.typed[at] && o->stops[at] > o->starts[at]) {
                 v = text + o->starts[at];
                 vl = o->stops[at] - o->starts[at];
             }
             if (v) tok_trim_offsets(tok, v, vl, i == 0, &o->starts[at], &o->stops[at]);
         }
+    if (trim) embd_free(ot.typed);
+    if (st != EMBD_OK) return st;
     size_t total = (size_t)n_special + pieces;
     if (truncated) *truncated = cut != 0;
     for (int i = 0; i < n_pre + n_post; i++) {

@@ -47,9 +47,8 @@ enum { TOK_ASCII_DROP = 0, TOK_ASCII_SPACE = 1, TOK_ASCII_PUNCT = 2, TOK_ASCII_W
 
 /* Flags of an id (embd_tokenizer.id_flags). */
 #define TOK_ID_SPECIAL                                                                             \
-    1                  /* skip_special_tokens drops it: a special added token, or                  \
-                          a token spelled as one */
-#define TOK_ID_ADDED 2 /* an added token's id */
+    1 /* skip_special_tokens drops it: a special added token, or                                   \
+         a token spelled as one */
 
 struct embd_tokenizer {
     /* normalizer (BertNormalizer; all 0 when the normalizer is null) */

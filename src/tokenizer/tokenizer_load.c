@@ -498,10 +498,8 @@ static enum embd_status init_decoding(embd_tokenizer *tok, const int32_t *id_off
         return embd_error(EMBD_ERR_NOMEM, "tokenizer: out of memory");
     for (size_t i = 0; i < n; i++)
         tok->id_str[i] = id_off[i] < 0 ? UINT32_MAX : (uint32_t)id_off[i];
-    for (int i = 0; i < tok->n_added; i++) {
+    for (int i = 0; i < tok->n_added; i++)
         tok->id_str[tok->added[i].id] = tok->added[i].off;
-        tok->id_flags[tok->added[i].id] |= TOK_ID_ADDED;
-    }
     for (int i = 0; i < tok->n_added; i++) {
         const struct tok_added *a = &tok->added[i];
         if (!a->special) continue;
