@@ -57,6 +57,9 @@ static const struct cli_opt serve_opts[] = {
     {"header-timeout", 0, true, "S", "10",
      "seconds for a request's headers to arrive (from the connection opening or the request "
      "line); a slower client is disconnected"},
+    {"body-timeout", 0, true, "S", "60",
+     "seconds for a request's body to arrive once its headers are in; a slower client is "
+     "disconnected"},
     {"idle-timeout", 0, true, "S", "15", "seconds a kept-alive connection may idle"},
     {"http-threads", 0, true, "N", "2",
      "threads serving the connections (event-driven: a request waiting for the engine holds "
@@ -243,7 +246,7 @@ int cmd_serve(int argc, char **argv) {
     static char key[1024];
     bool keyed = false;
     long port, body, inputs, chars, conc, qto, sto, drain, mbt, max_tok = 0;
-    long max_conns, per_client, hdr_to, idle_to, threads, reply_mib;
+    long max_conns, per_client, hdr_to, body_to, idle_to, threads, reply_mib;
     if ((rc = cli_get_int(&a, "port", 0, 65535, &port)) ||
         (rc = cli_get_int(&a, "max-body-bytes", 64, 1L << 30, &body)) ||
         (rc = cli_get_int(&a, "max-inputs", 1, 1L << 20, &inputs)) ||
@@ -256,6 +259,7 @@ int cmd_serve(int argc, char **argv) {
         (rc = cli_get_int(&a, "max-connections", 1, 1L << 20, &max_conns)) ||
         (rc = cli_get_int(&a, "max-connections-per-client", 0, 1L << 20, &per_client)) ||
         (rc = cli_get_int(&a, "header-timeout", 1, 3600, &hdr_to)) ||
+        (rc = cli_get_int(&a, "body-timeout", 1, 3600, &body_to)) ||
         (rc = cli_get_int(&a, "idle-timeout", 1, 3600, &idle_to)) ||
         (rc = cli_get_int(&a, "http-threads", 1, 256, &threads)) ||
         (rc = cli_get_int(&a, "max-reply-memory", 1, 1L << 20, &reply_mib)) ||
@@ -427,6 +431,7 @@ int cmd_serve(int argc, char **argv) {
     cfg.max_connections = (size_t)max_conns;
     cfg.max_client_connections = per_client ? (size_t)per_client : SIZE_MAX;
     cfg.header_timeout_s = (int)hdr_to;
+    cfg.body_timeout_s = (int)body_to;
     cfg.idle_timeout_s = (int)idle_to;
     cfg.http_threads = (int)threads;
     cfg.max_reply_bytes = (size_t)reply_mib << 20;

@@ -315,8 +315,52 @@ static int parse_openai(const json_t *root, const struct srv_limits *lim, struct
     return check_prompt_texts(req, err);
 }
 
+/* TEI's similarity inputs: {"source_sentence": str, "sentences": [str, ...]}
+ * as the inputs source, then each sentence. */
+static int parse_similarity(const json_t *v, const struct srv_limits *lim, struct srv_request *req,
+                            struct srv_error *err) {
+    static const char shape[] =
+        "\"inputs\" must be {\"source_sentence\": a string, \"sentences\": an array of strings}";
+    const json_t *src = json_object_get(v, "source_sentence"),
+                 *list = json_object_get(v, "sentences");
+    if (!json_is_string(src) || !json_is_array(list)) return fail(err, 400, "inputs", shape);
+    const size_t n = json_array_size(list);
+    if (n == 0) return fail(err, 400, "inputs", "\"sentences\" is an empty array");
+    if (n + 1 > lim->max_inputs)
+        return fail(err, 413, "inputs",
+                    "%zu sentences and the source in one request; the limit is %zu inputs "
+                    "(--max-inputs)",
+                    n, lim->max_inputs);
+    req->inputs = embd_calloc(n + 1, sizeof *req->inputs);
+    if (!req->inputs) return fail(err, 503, NULL, "out of memory");
+    req->n = n + 1;
+    req->similarity = true;
+    req->inputs[0] =
+        (struct srv_input){.text = json_string_value(src), .len = json_string_length(src)};
+    size_t i;
+    const json_t *e;
+    json_array_foreach(list, i, e) {
+        if (!json_is_string(e))
+            return fail(err, 400, "inputs", "\"sentences\"[%zu] is not a string", i);
+        req->inputs[i + 1] =
+            (struct srv_input){.text = json_string_value(e), .len = json_string_length(e)};
+    }
+    for (size_t k = 0; k < req->n; k++) {
+        const struct srv_input *in = &req->inputs[k];
+        if (in->len == 0 && k == 0)
+            return fail(err, 400, "inputs", "the source sentence is an empty string");
+        if (in->len == 0) return fail(err, 400, "inputs", "sentence %zu is an empty string", k - 1);
+        size_t chars = utf8_chars(in->text, in->len);
+        if (chars > lim->max_input_chars)
+            return fail(err, 413, "inputs",
+                        "a sentence has %zu characters; the limit is %zu (--max-input-chars)",
+                        chars, lim->max_input_chars);
+    }
+    return 0;
+}
+
 static int parse_tei(const json_t *root, const struct srv_limits *lim, struct srv_request *req,
-                     struct srv_error *err) {
+                     struct srv_error *err, bool similarity) {
     int normalize = 1, truncate = 0;
     if (opt_bool(root, "normalize", 1, &normalize, err)) return -1;
     if (opt_bool(root, "truncate", lim->auto_truncate, &truncate, err)) return -1;
@@ -324,7 +368,16 @@ static int parse_tei(const json_t *root, const struct srv_limits *lim, struct sr
     req->truncate = truncate;
     if (check_direction(root, err)) return -1;
     if (parse_dimensions(root, lim, req, err) || parse_prompt(root, lim, req, err)) return -1;
-    if (parse_inputs(json_object_get(root, "inputs"), "inputs", lim, req, err)) return -1;
+    const json_t *in = json_object_get(root, "inputs");
+    if (similarity || json_is_object(in)) {
+        if (!json_is_object(in))
+            return fail(err, 400, "inputs",
+                        "\"inputs\" must be {\"source_sentence\": a string, \"sentences\": an "
+                        "array of strings}");
+        if (parse_similarity(in, lim, req, err)) return -1;
+    } else if (parse_inputs(in, "inputs", lim, req, err)) {
+        return -1;
+    }
     return check_prompt_texts(req, err);
 }
 
@@ -582,8 +635,8 @@ int srv_parse(enum srv_api api, const char *body, size_t len, const struct srv_l
         rc = fail(err, 400, NULL, "the request body must be a JSON object");
     else if (api == SRV_API_OPENAI)
         rc = parse_openai(root, lim, req, err);
-    else if (api == SRV_API_TEI)
-        rc = parse_tei(root, lim, req, err);
+    else if (api == SRV_API_TEI || api == SRV_API_SIMILARITY)
+        rc = parse_tei(root, lim, req, err, api == SRV_API_SIMILARITY);
     else if (api == SRV_API_TEI_RERANK)
         rc = parse_tei_rerank(root, lim, req, err);
     else if (api == SRV_API_RERANK)

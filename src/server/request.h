@@ -19,6 +19,11 @@
  * token-id inputs, which are embedded as given). /search refuses
  * `dimensions`: its store holds full vectors.
  *
+ * Sentence similarity (TEI's POST /similarity, and the TEI shape with
+ * "inputs": {"source_sentence": str, "sentences": [str, ...]}, which
+ * huggingface_hub's sentence_similarity posts): the source sentence and the
+ * sentences become the inputs, in that order (1 + n within max_inputs).
+ *
  * Tokenization (TEI's POST /tokenize and POST /decode): /tokenize takes
  * `inputs` (a string or an array of strings, each non-empty, within the
  * inputs and characters limits), `add_special_tokens` (default true) and
@@ -42,6 +47,7 @@ enum srv_api {
     SRV_API_RERANK,     /* POST /v1/rerank (Cohere, Jina) */
     SRV_API_TOKENIZE,   /* POST /tokenize (TEI) */
     SRV_API_DECODE,     /* POST /decode (TEI) */
+    SRV_API_SIMILARITY, /* POST /similarity (TEI) */
 };
 
 struct srv_limits {
@@ -69,6 +75,8 @@ struct srv_request {
     struct srv_input *inputs; /* (n) */
     size_t n;
     bool tokens;       /* the inputs are token ids (all of them) */
+    bool similarity;   /* TEI sentence similarity: inputs[0] is the source sentence, each
+                          other input is scored by its cosine with it */
     bool base64;       /* OpenAI encoding_format "base64" */
     int normalize;     /* TEI normalize: 1, 0; -1 = not given (OpenAI: the model's default) */
     bool truncate;     /* cut inputs longer than max_tokens instead of refusing them */

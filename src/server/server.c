@@ -47,10 +47,11 @@ enum route {
     R_OPENAI,
     R_TEI,
     R_SEARCH,
-    R_RERANK,    /* TEI */
-    R_RERANK_V1, /* Cohere, Jina */
-    R_TOKENIZE,  /* TEI */
-    R_DECODE,    /* TEI */
+    R_RERANK,     /* TEI */
+    R_RERANK_V1,  /* Cohere, Jina */
+    R_TOKENIZE,   /* TEI */
+    R_DECODE,     /* TEI */
+    R_SIMILARITY, /* TEI */
     R_HEALTH,
     R_INFO,
     R_METRICS,
@@ -59,8 +60,8 @@ enum route {
     R_COUNT,
 };
 static const char *const route_names[R_COUNT] = {
-    "/v1/embeddings", "/embed",  "/search", "/rerank",  "/v1/rerank", "/tokenize",
-    "/decode",        "/health", "/info",   "/metrics", "/v1/models", "other"};
+    "/v1/embeddings", "/embed",  "/search", "/rerank",  "/v1/rerank", "/tokenize", "/decode",
+    "/similarity",    "/health", "/info",   "/metrics", "/v1/models", "other"};
 static const int tracked_codes[] = {200, 400, 401, 404, 405, 413, 415, 429, 500, 501, 503};
 #define N_CODES ((int)(sizeof tracked_codes / sizeof tracked_codes[0]))
 
@@ -103,9 +104,9 @@ struct server {
     pthread_mutex_t conn_mu;       /* the connection slots */
     struct slot *slots;            /* (n_slots) */
     size_t n_slots, per_client;
-    double header_timeout, idle_timeout;
+    double header_timeout, idle_timeout, body_timeout;
     atomic_ullong rejected_conns; /* connections refused with 503 (over capacity, per client) */
-    atomic_ullong closed_slow;    /* connections closed for headers not in on time */
+    atomic_ullong closed_slow;    /* connections closed for headers or a body not in on time */
     atomic_size_t reply_bytes;    /* reply memory in flight (vectors and reply text) */
     size_t max_reply_bytes;
     atomic_ullong cancelled; /* requests dropped from the queue: their client hung up */
@@ -148,6 +149,7 @@ struct conn {
     enum phase phase;
     enum route route;
     bool active;     /* counted in server.active (until completed) */
+    bool admitted;   /* its headers came before the shutdown began: it is served */
     size_t reserved; /* bytes taken from the reply memory budget */
     struct srv_request req;
     bool have_req;
@@ -645,8 +647,10 @@ static enum MHD_Result start_embed(struct server *s, struct MHD_Connection *c, e
                  s->cfg->model_name);
         return send_error(s, c, r, openai, 400, NULL, msg, st->start);
     }
-    if (srv_parse(openai ? SRV_API_OPENAI : SRV_API_TEI, st->body, st->len, &s->cfg->limits, req,
-                  &err))
+    const enum srv_api api = openai              ? SRV_API_OPENAI
+                             : r == R_SIMILARITY ? SRV_API_SIMILARITY
+                                                 : SRV_API_TEI;
+    if (srv_parse(api, st->body, st->len, &s->cfg->limits, req, &err))
         return send_error(s, c, r, openai, err.status, err.param, err.message, st->start);
     st->have_req = true;
     /* The vectors (n, D), D being the request's "dimensions" when it gives
@@ -682,7 +686,21 @@ static enum MHD_Result finish_embed(struct server *s, struct MHD_Connection *c, 
 
     struct embd_buf b = {0};
     embd_buf_reserve(&b, req->n * D * (req->base64 ? 6 : 14) + 256);
-    if (openai) {
+    if (req->similarity) { /* each sentence's cosine with the source sentence */
+        embd_buf_put(&b, "[", 1);
+        for (size_t i = 1; i < req->n && !b.oom; i++) {
+            double ab = 0, aa = 0, bb = 0;
+            for (size_t d = 0; d < D; d++) {
+                const double x = vecs[d], y = vecs[i * D + d];
+                ab += x * y;
+                aa += x * x;
+                bb += y * y;
+            }
+            if (i > 1) embd_buf_put(&b, ",", 1);
+            embd_buf_json_float(&b, aa > 0 && bb > 0 ? (float)(ab / sqrt(aa * bb)) : 0.0f);
+        }
+        embd_buf_put(&b, "]", 1);
+    } else if (openai) {
         embd_buf_str(&b, "{\"object\":\"list\",\"data\":[");
         for (size_t i = 0; i < req->n && !b.oom; i++) {
             embd_buf_printf(
@@ -1509,7 +1527,8 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
                     "# TYPE embd_http_connections_refused_total counter\n"
                     "embd_http_connections_refused_total %llu\n"
                     "# HELP embd_http_connections_timed_out_total Connections closed because "
-                    "their request headers were not in within --header-timeout.\n"
+                    "their request headers were not in within --header-timeout, or its body "
+                    "within --body-timeout.\n"
                     "# TYPE embd_http_connections_timed_out_total counter\n"
                     "embd_http_connections_timed_out_total %llu\n",
                     atomic_load(&s->in_flight), (unsigned long long)atomic_load(&s->rejected_busy),
@@ -1589,6 +1608,7 @@ static enum route route_of(const char *url) {
     if (!strcmp(url, "/v1/rerank")) return R_RERANK_V1;
     if (!strcmp(url, "/tokenize")) return R_TOKENIZE;
     if (!strcmp(url, "/decode")) return R_DECODE;
+    if (!strcmp(url, "/similarity")) return R_SIMILARITY;
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/info")) return R_INFO;
     if (!strcmp(url, "/metrics")) return R_METRICS;
@@ -1620,21 +1640,41 @@ static bool json_content_type(struct MHD_Connection *c) {
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
+/* The slot of a connection, or NULL (refused, or not tracked). */
+static struct slot *slot_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void slot_deadline(struct server *s, struct slot *sl, double deadline) {
+    if (!sl) return;
+    pthread_mutex_lock(&s->conn_mu);
+    sl->deadline = deadline;
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
 static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url,
                                 const char *method, struct conn *st) {
     enum route r = route_of(url);
     const bool openai = r == R_OPENAI || !strncmp(url, "/v1/", 4);
     const bool post = !strcmp(method, "POST");
     const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if (atomic_load(&s->draining))
-        return send_error(s, c, r, openai, 503, NULL, "the server is shutting down", st->start);
+    slot_deadline(s, slot_of(c), 0); /* the body is in: no deadline while it is served */
+    /* a request begun before the shutdown is served; a later one on a
+     * kept-alive connection is refused, and the connection closed so that
+     * its client reconnects elsewhere */
+    if (atomic_load(&s->draining) && !st->admitted)
+        return send_error_x(s, c, r, openai, 503, NULL, "the server is shutting down", st->start,
+                            true);
     if (st->oom) return send_oom(s, c, r, openai, st->start);
     if (r == R_OTHER) {
         char msg[300];
-        snprintf(msg, sizeof msg,
-                 "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /rerank, "
-                 "POST /v1/rerank, POST /search, POST /tokenize, POST /decode, GET /v1/models, "
-                 "GET /health, GET /info and GET /metrics");
+        snprintf(
+            msg, sizeof msg,
+            "no such endpoint; embd serves POST /v1/embeddings, POST /embed, POST /similarity, "
+            "POST /rerank, POST /v1/rerank, POST /search, POST /tokenize, POST /decode, GET "
+            "/v1/models, GET /health, GET /info and GET /metrics");
         return send_error(s, c, r, openai, 404, NULL, msg, st->start);
     }
     if (r != R_HEALTH && !authorized(s, c))
@@ -1676,20 +1716,6 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     if (r == R_TOKENIZE) return handle_tokenize(s, c, st);
     if (r == R_DECODE) return handle_decode(s, c, st);
     return start_embed(s, c, r, st);
-}
-
-/* The slot of a connection, or NULL (refused, or not tracked). */
-static struct slot *slot_of(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return ci ? ci->socket_context : NULL;
-}
-
-static void slot_deadline(struct server *s, struct slot *sl, double deadline) {
-    if (!sl) return;
-    pthread_mutex_lock(&s->conn_mu);
-    sl->deadline = deadline;
-    pthread_mutex_unlock(&s->conn_mu);
 }
 
 /* Answers a connection that is refused as soon as it is accepted: a 503
@@ -1809,12 +1835,28 @@ static void close_slow(struct server *s) {
 struct framing {
     int n_length, n_coding; /* Content-Length and Transfer-Encoding headers */
     const char *length, *coding;
+    const char *bad_name; /* a header name that is not an RFC 9110 token, or NULL */
 };
+
+/* Whether a header name is a token (RFC 9110 section 5.1): no whitespace
+ * (as in "Content-Length :", which RFC 9112 section 5.1 says a server must
+ * reject: a proxy that reads it as Content-Length and a server that does
+ * not frame the message differently, the way requests are smuggled), no
+ * separators, no control characters. */
+static bool header_name_ok(const char *k) {
+    if (!*k) return false;
+    for (; *k; k++) {
+        const unsigned char ch = (unsigned char)*k;
+        if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch)) return false;
+    }
+    return true;
+}
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
                                      const char *value) {
     (void)kind;
     struct framing *f = cls;
+    if (!f->bad_name && !header_name_ok(key)) f->bad_name = key;
     if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
         f->n_length++;
         f->length = value;
@@ -1825,9 +1867,10 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-/* Whether a Transfer-Encoding value is "chunked" alone (spaces around it
- * allowed, any case). */
-static bool only_chunked(const char *v) {
+/* Whether a Transfer-Encoding value is "chunked" with spaces around it
+ * (libmicrohttpd, which decodes the body, takes "chunked" alone, in any
+ * case: such a body would be framed by neither). */
+static bool spaced_chunked(const char *v) {
     while (*v == ' ' || *v == '\t')
         v++;
     if (strncasecmp(v, "chunked", 7)) return false;
@@ -1852,6 +1895,13 @@ static int check_framing(const struct server *s, struct MHD_Connection *c, char 
                          bool *drain) {
     struct framing f = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.bad_name) {
+        snprintf(msg, cap,
+                 "the header name \"%.60s\" has whitespace or a character a header name "
+                 "may not hold",
+                 f.bad_name);
+        return 400;
+    }
     if (f.n_length > 1) {
         snprintf(msg, cap, "more than one Content-Length header");
         return 400;
@@ -1864,7 +1914,12 @@ static int check_framing(const struct server *s, struct MHD_Connection *c, char 
         snprintf(msg, cap, "both Transfer-Encoding and Content-Length: send one of them");
         return 400;
     }
-    if (f.n_coding && !only_chunked(f.coding)) {
+    if (f.n_coding && strcasecmp(f.coding, "chunked") && spaced_chunked(f.coding)) {
+        snprintf(msg, cap, "Transfer-Encoding \"%.100s\": send \"chunked\" without spaces",
+                 f.coding);
+        return 400;
+    }
+    if (f.n_coding && strcasecmp(f.coding, "chunked")) {
         snprintf(msg, cap,
                  "Transfer-Encoding \"%.100s\" is not supported: send the body with "
                  "Content-Length or Transfer-Encoding: chunked",
@@ -1918,8 +1973,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (st && st->phase == PH_WAIT) return MHD_YES; /* NEVER: suspended connections get no call */
     if (!st) {
         struct slot *sl = slot_of(c);
-        if (!sl) return MHD_NO;  /* refused at accept (503 written): close */
-        slot_deadline(s, sl, 0); /* the headers are in */
+        if (!sl) return MHD_NO; /* refused at accept (503 written): close */
+        /* the headers are in; the body follows within --body-timeout (a
+         * trickled body would hold a connection and the shutdown) */
+        slot_deadline(s, sl, embd_now() + s->body_timeout);
         st = embd_calloc(1, sizeof *st);
         if (!st) {
             *con_cls = &oom_conn;
@@ -1927,6 +1984,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_YES;
         }
         st->start = embd_now();
+        st->admitted = !atomic_load(&s->draining);
         *con_cls = st;
         atomic_fetch_add(&s->in_flight, 1);
         char msg[300];
@@ -2187,6 +2245,7 @@ int srv_run(const struct srv_config *cfg, embd_model *model, embd_ctx *ctx, embd
     s->n_slots = cfg->max_connections ? cfg->max_connections : 1024;
     s->per_client = cfg->max_client_connections ? cfg->max_client_connections : 128;
     s->header_timeout = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10;
+    s->body_timeout = cfg->body_timeout_s > 0 ? cfg->body_timeout_s : 60;
     s->idle_timeout = cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 15;
     s->max_reply_bytes = cfg->max_reply_bytes ? cfg->max_reply_bytes : (size_t)128 << 20;
     const unsigned threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 2;

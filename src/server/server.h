@@ -59,12 +59,14 @@ struct srv_config {
      * or max_client_connections per client address [128; SIZE_MAX: no
      * limit], a new connection is answered 503 with Retry-After and closed.
      * A request's headers must be in within header_timeout_s [10] of the
-     * connection opening or the request line arriving; a kept-alive
-     * connection may idle idle_timeout_s [15]. http_threads [2] serve every
-     * connection (epoll; a request waiting for the engine holds none). */
+     * connection opening or the request line arriving, and its body within
+     * body_timeout_s [60] of the headers; a kept-alive connection may idle
+     * idle_timeout_s [15]. http_threads [2] serve every connection (epoll; a
+     * request waiting for the engine holds none). */
     size_t max_connections;
     size_t max_client_connections;
     int header_timeout_s;
+    int body_timeout_s;
     int idle_timeout_s;
     int http_threads;
     /* Memory of the replies in flight (their vectors and text), counted when

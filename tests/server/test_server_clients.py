@@ -1,6 +1,7 @@
 """`embd serve` with the clients users have: the openai SDK and the
 huggingface_hub InferenceClient, against a real server on loopback with the
-real all-MiniLM-L6-v2. Their vectors must equal `embd embed`'s; token-id
+real all-MiniLM-L6-v2. Their vectors must equal `embd embed`'s (and
+sentence_similarity / POST /similarity their cosines); token-id
 inputs must equal the text they came from; /search must agree with
 `embd search`; /health, /info and /metrics answer; the API key guards every
 endpoint but /health; SIGTERM lets a request in flight finish and exits 0;
@@ -96,6 +97,23 @@ with Server(M) as s:
     st, _, body = s.request("POST", "/embed", json.dumps({"inputs": TEXTS}))
     c.check(st == 200, f"/embed status {st}")
     close(json.loads(body), ref, "/embed (TEI) batch")
+
+    # Sentence similarity: huggingface_hub's sentence_similarity (posted to
+    # the server's URL) and TEI's POST /similarity: each sentence's cosine
+    # with the source, as the vectors give it
+    want = [float(ref[i] @ ref[0]) for i in range(1, len(TEXTS))]
+    got = hf.sentence_similarity(TEXTS[0], other_sentences=TEXTS[1:])
+    close([got], [want], "huggingface_hub sentence_similarity", atol=1e-5)
+    st, _, body = s.request("POST", "/similarity", json.dumps(
+        {"inputs": {"source_sentence": TEXTS[0], "sentences": TEXTS[1:]}}))
+    c.check(st == 200, f"/similarity status {st}: {body[:200]!r}")
+    if st == 200:
+        close([json.loads(body)], [want], "TEI /similarity", atol=1e-5)
+    for bad, frag in (({"inputs": ["a", "b"]}, "source_sentence"),
+                      ({"inputs": {"source_sentence": "a", "sentences": []}}, "empty"),
+                      ({"inputs": {"source_sentence": "a", "sentences": ["b", 3]}}, "[1]")):
+        st, _, body = s.request("POST", "/similarity", json.dumps(bad))
+        c.check(st == 400 and frag in json.loads(body)["error"], f"/similarity {bad}: {st} {body!r}")
 
     # Long input: 413 without truncation, the truncated vector with it.
     long_text = "embedding " * 400

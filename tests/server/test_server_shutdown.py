@@ -1,4 +1,5 @@
-"""`embd serve --shutdown-timeout` bounds the time to exit (issue 26, must-have 4).
+"""`embd serve --shutdown-timeout` bounds the time to exit (issue 26, must-have 4);
+nothing begun before the signal is lost.
 
 A request of 2,048 long texts (tens of seconds on the CPU, cache off) is in
 flight when SIGTERM comes: the server stops accepting, waits
@@ -13,9 +14,11 @@ Environment: EMBD_BIN, EMBD_TEST_MODELS (skips without all-MiniLM-L6-v2).
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
+from urllib.parse import urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_fixture import Server, wait_until, minilm  # noqa: E402  (puts tests/e2e on the path)
@@ -74,4 +77,34 @@ for timeout in (TIMEOUT, 0):
             c.check(b"shutting down" in result["r"][2], f"503 body: {result['r'][2][:200]!r}")
         c.check(any("cancelling" in line for line in s.lines), f"log: {s.lines[-3:]}")
         print(f"--shutdown-timeout {timeout}: exit {rc} after {took:.2f} s, request {st}")
+
+# A request whose headers came before the signal but whose body was still
+# arriving is served (it was in flight); a new request on a kept-alive
+# connection after the signal gets 503 with "Connection: close", so that
+# its client reconnects elsewhere instead of reusing the connection.
+with Server(M, "--shutdown-timeout", "10") as s:
+    port = urlparse(s.url).port
+    body = b'{"inputs": ["a", "b"]}'
+    head = (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    up = socket.create_connection(("127.0.0.1", port))
+    up.sendall(head + body[:8])
+    kept = socket.create_connection(("127.0.0.1", port))
+    kept.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.settimeout(5)
+    kept.recv(65536)
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGINT)  # no drain window: straight to the shutdown
+    wait_until(lambda: any("stopped accepting" in line for line in s.lines), 5)
+    up.sendall(body[8:])
+    up.settimeout(10)
+    reply = up.recv(65536)
+    c.check(reply.startswith(b"HTTP/1.1 200"), f"a body finished after the signal: {reply[:80]!r}")
+    kept.sendall(head + body)
+    reply = kept.recv(65536)
+    c.check(reply.startswith(b"HTTP/1.1 503") and b"Connection: close" in reply,
+            f"a new request after the signal: 503 and close: {reply[:300]!r}")
+    rc = s.proc.wait(15)
+    c.check(rc == 0, f"exit status {rc} (want 0: nothing lost)")
+    print(f"upload across the signal: served; new request: 503 + close; exit {rc}")
 c.done()

@@ -10,7 +10,11 @@ the 2 s each is given) and the connection closed:
 - a negative, signed or non-numeric Content-Length: 400 (libmicrohttpd's own),
   well formed (scripts/build-mhd's fix: one status line, the body as long as
   its Content-Length says);
+- whitespace between a header name and its colon ("Content-Length :", a
+  request-smuggling vector), and "Transfer-Encoding: chunked " (chunked to a
+  proxy, not to libmicrohttpd): 400, nothing after it read as a request;
 - chunked bodies still work, and one over the limit is 413;
+- --body-timeout: a body trickled in a byte at a time is cut off;
 - an HTTP/1.1 request without Host: 400, well formed (HTTP/1.0 without
   Host is served); a space in the request target: the connection closed.
 Errors are in the endpoint's own JSON shape; the server still answers a
@@ -90,6 +94,17 @@ with Server(M, "--max-body-bytes", "65536") as s:
          "Transfer-Encoding"),
         ("declared 100 MB", "/embed", [("Content-Length", "100000000")], b"", 413,
          "larger than"),
+        # RFC 9112 5.1: whitespace between a header name and its colon is a
+        # 400 (a proxy that reads "Content-Length :" frames the body, a
+        # server that does not reads it as a second request: smuggling)
+        ("space before the colon (a smuggled request)", "/embed", [("Content-Length ", "37")],
+         b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 400, "header name"),
+        ("tab before the colon", "/embed", [("Transfer-Encoding\t", "chunked")],
+         b"e\r\n" + BODY + b"\r\n0\r\n\r\n", 400, "header name"),
+        # "chunked " is chunked to a proxy, not to libmicrohttpd: refused
+        ("Transfer-Encoding 'chunked ' (a trailing space)", "/embed",
+         [("Transfer-Encoding", "chunked ")], b"e\r\n" + BODY + b"\r\n0\r\n\r\n", 400,
+         "without spaces"),
         ("declared 100 MB, Expect 100-continue", "/v1/embeddings",
          [("Content-Length", "100000000"), ("Expect", "100-continue")], b"", 413, "larger than"),
     ]
@@ -97,6 +112,7 @@ with Server(M, "--max-body-bytes", "65536") as s:
         out, secs, closed = exchange(port, head(path, hdrs) + body)
         st, h, b = parse(out)
         c.check(st == want, f"{name}: status {st} (want {want}): {out[:200]!r}")
+        c.check(out.count(b"HTTP/1.") == 1, f"{name}: one answer, nothing smuggled: {out!r}")
         c.check(b"100 Continue" not in out, f"{name}: sent 100 Continue")
         c.check(closed and secs < 2.0, f"{name}: answered and closed in {secs:.2f} s")
         try:
@@ -151,4 +167,24 @@ with Server(M, "--max-body-bytes", "65536") as s:
     c.check(st == 200 and len(json.loads(body)[0]) == 384, f"a normal request afterwards: {st}")
     rc = s.stop()
     c.check(rc == 0, f"exit status {rc}")
+
+# --body-timeout: a body trickled a byte a second (each within --idle-timeout)
+# is cut off once the body is late, so it holds no connection slot for long
+with Server(M, "--body-timeout", "2") as s:
+    port = urlparse(s.url).port
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head("/embed", [("Content-Length", "100")]) + b"{")
+    t0, cut = time.time(), None
+    while time.time() - t0 < 15:
+        time.sleep(0.5)
+        try:
+            sock.sendall(b" ")
+        except OSError:
+            cut = time.time() - t0
+            break
+    sock.close()
+    c.check(cut is not None and 1.5 <= cut <= 5, f"a trickled body cut after {cut} s (want ~2)")
+    st, _, _ = s.request("POST", "/embed", BODY)
+    c.check(st == 200, f"a normal request afterwards: {st}")
+    print(f"--body-timeout 2: a trickled body cut after {cut:.1f} s" if cut else "not cut")
 c.done()
