@@ -1950,10 +1950,22 @@ static int check_framing(const struct server *s, struct MHD_Connection *c, char 
     return 0;
 }
 
+/* The path of a request target: an absolute-form target
+ * ("http://host:port/embed", which RFC 9112 section 3.2.2 says a server
+ * must accept, as a proxy may send it) gives its path ("/" when it has
+ * none); any other target is the path already. */
+static const char *target_path(const char *url) {
+    size_t skip = !strncasecmp(url, "http://", 7) ? 7 : !strncasecmp(url, "https://", 8) ? 8 : 0;
+    if (!skip) return url;
+    const char *p = strchr(url + skip, '/');
+    return p ? p : "/";
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
     struct server *s = cls;
+    url = target_path(url);
     struct conn *st = *con_cls;
     if (st == &oom_conn) { /* drop the body, then answer 503 */
         if (*upload_data_size) {

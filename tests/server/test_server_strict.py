@@ -148,6 +148,10 @@ with Server(M, "--max-body-bytes", "65536") as s:
             f"a space in the target: closed at once, nothing but a 400 sent: {out[:200]!r}")
     out, _, _ = exchange(port, b"POST /embed HTTP/1.0\r\nContent-Length: 14\r\n\r\n" + BODY)
     c.check(parse(out)[0] == 200, f"HTTP/1.0 without Host is served: {out[:120]!r}")
+    # RFC 9112 3.2.2: a target in absolute form (as a proxy sends it) is served
+    out, _, _ = exchange(port, b"POST http://x/embed HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n"
+                         b"Connection: close\r\n\r\n" + BODY)
+    c.check(parse(out)[0] == 200, f"an absolute-form target is served: {out[:120]!r}")
     out, secs, closed = exchange(port, head("/embed", [("Content-Length",
                                                          "18446744073709551617")]))
     c.check(parse(out)[0] == 413 and closed and secs < 2.0,
