@@ -315,15 +315,17 @@ static int parse_openai(const json_t *root, const struct srv_limits *lim, struct
     return check_prompt_texts(req, err);
 }
 
+static const char similarity_shape[] =
+    "\"inputs\" must be {\"source_sentence\": a string, \"sentences\": an array of strings}";
+
 /* TEI's similarity inputs: {"source_sentence": str, "sentences": [str, ...]}
  * as the inputs source, then each sentence. */
 static int parse_similarity(const json_t *v, const struct srv_limits *lim, struct srv_request *req,
                             struct srv_error *err) {
-    static const char shape[] =
-        "\"inputs\" must be {\"source_sentence\": a string, \"sentences\": an array of strings}";
     const json_t *src = json_object_get(v, "source_sentence"),
                  *list = json_object_get(v, "sentences");
-    if (!json_is_string(src) || !json_is_array(list)) return fail(err, 400, "inputs", shape);
+    if (!json_is_string(src) || !json_is_array(list))
+        return fail(err, 400, "inputs", "%s", similarity_shape);
     const size_t n = json_array_size(list);
     if (n == 0) return fail(err, 400, "inputs", "\"sentences\" is an empty array");
     if (n + 1 > lim->max_inputs)
@@ -370,10 +372,7 @@ static int parse_tei(const json_t *root, const struct srv_limits *lim, struct sr
     if (parse_dimensions(root, lim, req, err) || parse_prompt(root, lim, req, err)) return -1;
     const json_t *in = json_object_get(root, "inputs");
     if (similarity || json_is_object(in)) {
-        if (!json_is_object(in))
-            return fail(err, 400, "inputs",
-                        "\"inputs\" must be {\"source_sentence\": a string, \"sentences\": an "
-                        "array of strings}");
+        if (!json_is_object(in)) return fail(err, 400, "inputs", "%s", similarity_shape);
         if (parse_similarity(in, lim, req, err)) return -1;
     } else if (parse_inputs(in, "inputs", lim, req, err)) {
         return -1;
