@@ -3,6 +3,7 @@
  * without it, opening a postgresql:// store fails with a clear message. */
 #include "store/vstore.h"
 
+#include "util/text.h"
 #include "util/util.h"
 
 #include <math.h>
@@ -34,7 +35,6 @@ enum embd_status embd_pg_open(const char *url, const struct embd_store_params *p
 struct pg {
     PGconn *conn;
     int dim;
-    bool normalized;
     bool writable;
     char where[512]; /* "host ... port ... database ..." for messages */
     PGresult *last;  /* the last search's rows (hits point into it) */
@@ -44,13 +44,38 @@ struct pg {
     size_t clen, ccap;
 };
 
-/* The first line of libpq's message (they end with a newline). */
+/* Masks the passwords in a message (libpq quotes a connection string it
+ * cannot parse as given): the PASS of "scheme://USER:PASS@" and the value
+ * of "password=". */
+static void redact(char *m) {
+    for (char *p = m; (p = strstr(p, "://")) != NULL;) {
+        p += 3;
+        const size_t auth = strcspn(p, "/?#\" ");
+        char *at = memchr(p, '@', auth), *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+        if (colon && at - colon > 1) {
+            memmove(colon + 4, at, strlen(at) + 1);
+            memcpy(colon + 1, "***", 3);
+        }
+    }
+    for (char *p = m; (p = strstr(p, "password=")) != NULL;) {
+        p += 9;
+        const size_t v = strcspn(p, " '\"");
+        if (v > 0) {
+            memmove(p + 3, p + v, strlen(p + v) + 1);
+            memcpy(p, "***", 3);
+        }
+    }
+}
+
+/* The first line of libpq's message (they end with a newline), passwords
+ * masked. */
 static const char *pg_msg(const struct pg *g, char *buf, size_t cap) {
     const char *m = PQerrorMessage(g->conn);
     size_t n = strcspn(m, "\n");
     if (n >= cap) n = cap - 1;
     memcpy(buf, m, n);
     buf[n] = '\0';
+    redact(buf);
     return buf;
 }
 
@@ -110,6 +135,32 @@ static enum embd_status copy_send(struct pg *g) {
     return EMBD_OK;
 }
 
+/* A text field of COPY binary: its length, then its bytes, each maximal
+ * invalid UTF-8 subpart written as U+FFFD (as the embedded store and the
+ * tokenizer read it; PostgreSQL refuses the whole COPY over one bad byte). */
+static enum embd_status cbuf_text(struct pg *g, const char *s, size_t len) {
+    enum embd_status st;
+    if (embd_utf8_valid(s, len)) {
+        if ((st = cbuf_u32(g, (uint32_t)len))) return st;
+        return cbuf_put(g, s, len);
+    }
+    const size_t at = g->clen;
+    if ((st = cbuf_u32(g, 0))) return st; /* the length, written below */
+    size_t out = 0;
+    for (size_t i = 0; i < len;) {
+        bool valid;
+        const size_t u = embd_utf8_unit(s + i, len - i, &valid);
+        if ((st = valid ? cbuf_put(g, s + i, u) : cbuf_put(g, "\xEF\xBF\xBD", 3))) return st;
+        out += valid ? u : 3;
+        i += u;
+    }
+    if (out > 0x7fffffffu) return embd_error(EMBD_ERR_INVALID_ARG, "a text is too long");
+    const unsigned char b[4] = {(unsigned char)(out >> 24), (unsigned char)(out >> 16),
+                                (unsigned char)(out >> 8), (unsigned char)out};
+    memcpy(g->cbuf + at, b, 4);
+    return EMBD_OK;
+}
+
 /* One row of the staging table in COPY binary: seq int4, id text, text
  * text, embedding vector (pgvector's binary form: int16 dim, int16 0, dim
  * float4, all big-endian). */
@@ -117,8 +168,7 @@ static enum embd_status copy_row(struct pg *g, uint32_t seq, const char *id, siz
                                  const char *text, size_t text_len, const float *v) {
     enum embd_status st;
     if ((st = cbuf_u16(g, 4)) || (st = cbuf_u32(g, 4)) || (st = cbuf_u32(g, seq)) ||
-        (st = cbuf_u32(g, (uint32_t)id_len)) || (st = cbuf_put(g, id, id_len)) ||
-        (st = cbuf_u32(g, (uint32_t)text_len)) || (st = cbuf_put(g, text, text_len)) ||
+        (st = cbuf_text(g, id, id_len)) || (st = cbuf_text(g, text, text_len)) ||
         (st = cbuf_u32(g, 4u + 4u * (uint32_t)g->dim)) || (st = cbuf_u16(g, (uint16_t)g->dim)) ||
         (st = cbuf_u16(g, 0)))
         return st;
@@ -240,10 +290,11 @@ static enum embd_status pg_finish(void *impl) {
     struct pg *g = impl;
     enum embd_status st;
     if (!g->writable || g->dim > PG_HNSW_MAX) return EMBD_OK; /* no HNSW past 2000 dims */
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "CREATE INDEX IF NOT EXISTS embd_docs_hnsw ON embd_docs USING hnsw (embedding %s)",
-             g->normalized ? "vector_ip_ops" : "vector_cosine_ops");
+    /* ordered by the inner product, as the search is (the embedded store's
+     * score); a store of an older embd may hold a cosine index, which the
+     * search then does not use (exact, slower, the same hits) */
+    static const char sql[] = "CREATE INDEX IF NOT EXISTS embd_docs_hnsw ON embd_docs USING hnsw "
+                              "(embedding vector_ip_ops)";
     /* The build is much faster when the graph fits in maintenance_work_mem
      * (default 64 MB; 100K x 384-d vectors need ~250 MB). */
     if ((st = pg_exec(g, "BEGIN", "BEGIN")) ||
@@ -257,10 +308,34 @@ static enum embd_status pg_finish(void *impl) {
     return EMBD_OK;
 }
 
+/* After a lost connection (a server restart, a failover, an idle-connection
+ * killer): one reset, then the session's settings and, for a writer, the
+ * staging table again. Returns whether the connection is back. */
+static bool pg_reconnect(struct pg *g) {
+    if (PQstatus(g->conn) == CONNECTION_OK) return false; /* not lost: the error was another */
+    PQreset(g->conn);
+    if (PQstatus(g->conn) != CONNECTION_OK) return false;
+    PQclear(PQexec(g->conn, "SET client_min_messages = warning"));
+    if (g->writable) {
+        char sql[200];
+        snprintf(sql, sizeof sql,
+                 "CREATE TEMP TABLE IF NOT EXISTS embd_stage (seq int, id text, text text, "
+                 "embedding vector(%d)) ON COMMIT DELETE ROWS",
+                 g->dim);
+        PQclear(PQexec(g->conn, sql));
+    }
+    return true;
+}
+
 static enum embd_status pg_count(void *impl, size_t *n) {
     struct pg *g = impl;
     char m[400];
-    PGresult *r = PQexec(g->conn, "SELECT count(*) FROM embd_docs");
+    PGresult *r = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PQclear(r);
+        r = PQexec(g->conn, "SELECT count(*) FROM embd_docs");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK || attempt || !pg_reconnect(g)) break;
+    }
     enum embd_status st = EMBD_OK;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
         st = embd_error(EMBD_ERR_IO, "PostgreSQL store (%s): count: %s", g->where,
@@ -271,11 +346,45 @@ static enum embd_status pg_count(void *impl, size_t *n) {
     return st;
 }
 
+/* One search in its transaction: the top k by inner product into g->last,
+ * through the HNSW index (ef_search at least k) or, exact, a scan. */
+static enum embd_status pg_query(struct pg *g, size_t k, bool exact) {
+    enum embd_status st;
+    char m[400], sql[320];
+    PQclear(g->last);
+    g->last = NULL;
+    if ((st = pg_exec(g, "BEGIN", "BEGIN"))) goto fail;
+    if (exact)
+        st = pg_exec(g, "SET LOCAL enable_indexscan = off", "SET");
+    else {
+        snprintf(sql, sizeof sql, "SET LOCAL hnsw.ef_search = %zu", k < 40 ? (size_t)40 : k);
+        st = pg_exec(g, sql, "SET");
+    }
+    if (st) goto fail;
+    snprintf(sql, sizeof sql,
+             "SELECT id, text, -(embedding <#> $1::vector) FROM embd_docs ORDER BY embedding <#> "
+             "$1::vector LIMIT %zu",
+             k);
+    const char *params[1] = {g->qbuf};
+    g->last = PQexecParams(g->conn, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(g->last) != PGRES_TUPLES_OK) {
+        st = embd_error(EMBD_ERR_IO, "PostgreSQL store (%s): search: %s", g->where,
+                        pg_msg(g, m, sizeof m));
+        goto fail;
+    }
+    if ((st = pg_exec(g, "COMMIT", "COMMIT"))) goto fail;
+    return EMBD_OK;
+fail:
+    PQclear(g->last);
+    g->last = NULL;
+    pg_rollback(g);
+    return st;
+}
+
 static enum embd_status pg_search(void *impl, const float *query, size_t k, bool exact,
                                   struct embd_store_hit *hits, size_t *n_hits) {
     struct pg *g = impl;
     enum embd_status st;
-    char m[400], sql[320];
     *n_hits = 0;
     PQclear(g->last);
     g->last = NULL;
@@ -299,26 +408,13 @@ static enum embd_status pg_search(void *impl, const float *query, size_t k, bool
     g->qbuf[o++] = ']';
     g->qbuf[o] = '\0';
     exact = exact || k > PG_EF_MAX;
-    if ((st = pg_exec(g, "BEGIN", "BEGIN"))) goto fail;
-    if (exact)
-        st = pg_exec(g, "SET LOCAL enable_indexscan = off", "SET");
-    else {
-        snprintf(sql, sizeof sql, "SET LOCAL hnsw.ef_search = %zu", k < 40 ? (size_t)40 : k);
-        st = pg_exec(g, sql, "SET");
-    }
-    if (st) goto fail;
-    snprintf(sql, sizeof sql,
-             "SELECT id, text, -(embedding <#> $1::vector) FROM embd_docs ORDER BY embedding %s "
-             "$1::vector LIMIT %zu",
-             g->normalized ? "<#>" : "<=>", k);
-    const char *params[1] = {g->qbuf};
-    g->last = PQexecParams(g->conn, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(g->last) != PGRES_TUPLES_OK) {
-        st = embd_error(EMBD_ERR_IO, "PostgreSQL store (%s): search: %s", g->where,
-                        pg_msg(g, m, sizeof m));
-        goto fail;
-    }
-    if ((st = pg_exec(g, "COMMIT", "COMMIT"))) goto fail;
+    st = pg_query(g, k, exact);
+    if (st != EMBD_OK && pg_reconnect(g)) st = pg_query(g, k, exact);
+    /* The HNSW scan skips the dead versions of replaced records, and can
+     * then give fewer than k (pgvector before 0.8 does not search on): a
+     * short answer is made again by a scan, which gives min(k, count). */
+    if (st == EMBD_OK && !exact && (size_t)PQntuples(g->last) < k) st = pg_query(g, k, true);
+    if (st != EMBD_OK) return st;
     size_t rows = (size_t)PQntuples(g->last);
     for (size_t i = 0; i < rows && i < k; i++) {
         hits[i].slot = (uint32_t)i;
@@ -330,11 +426,6 @@ static enum embd_status pg_search(void *impl, const float *query, size_t k, bool
     }
     *n_hits = rows < k ? rows : k;
     return EMBD_OK;
-fail:
-    PQclear(g->last);
-    g->last = NULL;
-    pg_rollback(g);
-    return st;
 }
 
 static void pg_close(void *impl) {
@@ -411,11 +502,29 @@ static enum embd_status pg_prepare(struct pg *g, const struct embd_store_params 
                             g->where);
             goto fail;
         }
+        /* a table embd_docs without embd_meta is not an embd store's (or
+         * one whose meta row was dropped): not adopted, whatever it holds */
+        r = PQexec(g->conn, "SELECT to_regclass('embd_docs') IS NOT NULL");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            st = embd_error(EMBD_ERR_IO, "PostgreSQL store (%s): %s", g->where,
+                            pg_msg(g, m, sizeof m));
+            goto fail;
+        }
+        const bool foreign = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        r = NULL;
+        if (foreign) {
+            st = embd_error(EMBD_ERR_INVALID_ARG,
+                            "PostgreSQL store (%s): a table embd_docs is there without embd_meta: "
+                            "not an embd store (drop it, or give another database or schema)",
+                            g->where);
+            goto fail;
+        }
         snprintf(sql, sizeof sql,
                  "CREATE TABLE embd_meta (format text NOT NULL, version int NOT NULL, dim int "
                  "NOT NULL, model_fingerprint text NOT NULL, normalized boolean NOT NULL); "
                  "INSERT INTO embd_meta VALUES ('embd-store', 1, %d, '%016llx', %s); "
-                 "CREATE TABLE IF NOT EXISTS embd_docs (id text PRIMARY KEY, text text NOT NULL, "
+                 "CREATE TABLE embd_docs (id text PRIMARY KEY, text text NOT NULL, "
                  "embedding vector(%d) NOT NULL)",
                  p->dim, (unsigned long long)p->fingerprint, p->normalized ? "true" : "false",
                  p->dim);
@@ -447,7 +556,6 @@ static enum embd_status pg_prepare(struct pg *g, const struct embd_store_params 
                         g->where, fp, D, want, p->dim);
         goto fail;
     }
-    g->normalized = PQgetvalue(r, 0, 4)[0] == 't';
     PQclear(r);
     r = NULL;
     if ((st = pg_exec(g, "COMMIT", "COMMIT"))) goto fail;
@@ -475,7 +583,6 @@ enum embd_status embd_pg_open(const char *url, const struct embd_store_params *p
     if (!g) return embd_error(EMBD_ERR_NOMEM, "out of memory opening a PostgreSQL store");
     g->dim = p->dim;
     g->writable = p->writable;
-    g->normalized = p->normalized;
     g->conn = PQconnectdb(url);
     if (!g->conn) {
         st = embd_error(EMBD_ERR_NOMEM, "out of memory connecting to PostgreSQL");

@@ -7,7 +7,11 @@ updated, duplicates within one batch keep the last), another model is
 refused, both stores (embedded and PostgreSQL) return the same top-10 ids
 in the same order for exact search, scores equal to float precision, and
 the errors for an unreachable server and a database without the store or
-the extension.
+the extension. Then what the embedded store does, PostgreSQL does too
+(check_hardening): the same ranking for vectors that are not unit length,
+invalid UTF-8 stored as U+FFFD, min(k, count) hits after many
+replacements, `embd serve` serving /search again after its connection is
+cut, a foreign embd_docs table refused, no password in an error.
 
 Exactness of the comparison: `embd search --exact` runs the PostgreSQL
 query with enable_indexscan off, so the planner cannot use the HNSW index
@@ -186,11 +190,126 @@ def main():
                      "--query", "x", "-q"])
             c.check(p.returncode == 1 and b"cannot connect" in p.stderr and b"127.0.0.1" in
                     p.stderr, "unreachable TCP server: %s" % p.stderr.decode())
+            check_hardening(c, pg, m, tmp, rows, docs)
         finally:
             pg.__exit__(None, None, None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return c.done()
+
+
+def raw_model(m, tmp):
+    """all-MiniLM-L6-v2 without its Normalize module: vectors of any length."""
+    d = os.path.join(tmp, "minilm-raw")
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(m):
+        if name != "modules.json":
+            os.symlink(os.path.join(m, name), os.path.join(d, name))
+    with open(os.path.join(m, "modules.json")) as f:
+        mods = [x for x in json.load(f) if "Normalize" not in x.get("type", "")]
+    with open(os.path.join(d, "modules.json"), "w") as f:
+        json.dump(mods, f)
+    return d
+
+
+def check_hardening(c, pg, m, tmp, rows, docs):
+    """What the embedded store does, PostgreSQL does too: rank by the inner
+    product whatever the vectors' length; read invalid UTF-8 as U+FFFD;
+    give min(k, count) hits after many replacements; keep serving after its
+    connection drops; and refuse a table it did not make; its errors never
+    show a password."""
+    # A model without a Normalize module: the same ranking (by inner
+    # product, the score) and the scores best first, exact and HNSW.
+    raw = raw_model(m, tmp)
+    url = pg.new_database("t_raw")
+    emb = os.path.join(tmp, "emb-raw")
+    for store in (url, emb):
+        p = run(["index", "-m", raw, "--store", store, "-i", docs, "-q"])
+        c.check(p.returncode == 0, "index, raw vectors: %s" % p.stderr.decode())
+    qs = QUERIES[:6]
+    pe, pp, ph = search(raw, emb, qs), search(raw, url, qs, exact=True), search(raw, url, qs)
+    c.check(all([h["id"] for h in a] == [h["id"] for h in b] for a, b in zip(pe, pp)),
+            "raw vectors: exact top-10 ids equal between the stores: %s / %s"
+            % ([h["id"] for h in pe[0]], [h["id"] for h in pp[0]]))
+    c.check(all(all(x["score"] >= y["score"] for x, y in zip(a, a[1:])) for a in pp + ph),
+            "raw vectors: PostgreSQL's scores come best first")
+
+    # Invalid UTF-8 in a text: stored with U+FFFD, as the embedded store reads it
+    bad = os.path.join(tmp, "bad.txt")
+    with open(bad, "wb") as f:
+        f.write(b"caf\xe9 au lait\nfine text\n")
+    u8 = pg.new_database("t_utf8")
+    p = run(["index", "-m", m, "--store", u8, "-i", bad, "--input-format", "lines", "-q"])
+    c.check(p.returncode == 0, "invalid UTF-8 indexed: %s" % p.stderr.decode())
+    got = pg.sql("t_utf8", "SELECT text FROM embd_docs ORDER BY id").strip().splitlines()
+    c.check(got[:1] == ["caf\ufffd au lait"], "stored as U+FFFD: %r" % got)
+
+    # Replaced records leave dead versions the HNSW scan skips: the answer
+    # is still min(k, count) hits
+    url = pg.url("t_main")
+    pg.sql("t_main", "ALTER TABLE embd_docs SET (autovacuum_enabled = false)")
+    for rnd in range(4):
+        again = [{"id": r["id"], "text": r["text"] + " (round %d)" % rnd} for r in rows]
+        ap = os.path.join(tmp, "again.jsonl")
+        write_jsonl(ap, again)
+        p = run(["index", "-m", m, "--store", url, "-i", ap, "-q"])
+        c.check(p.returncode == 0, "replace round %d: %s" % (rnd, p.stderr.decode()))
+    n = int(pg.sql("t_main", "SELECT count(*) FROM embd_docs").strip())
+    for k in (10, 40, n + 5):
+        got = search(m, url, QUERIES[:4], k=k)
+        c.check(all(len(a) == min(k, n) for a in got),
+                "HNSW after replacements, k=%d: %s hits (want %d)" % (k, [len(a) for a in got],
+                                                                     min(k, n)))
+
+    # The server keeps serving /search after its connection is cut (a
+    # PostgreSQL restart, a failover, an idle-connection killer)
+    import subprocess
+    import urllib.request
+    from common import BIN
+    srv = subprocess.Popen([BIN, "serve", "-m", m, "--store", url, "--port", "0"],
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        base = None
+        for line in srv.stderr:
+            if "http://" in line:
+                base = line[line.index("http://"):].split()[0]
+                break
+
+        def post():
+            req = urllib.request.Request(base + "/search", data=json.dumps(
+                {"query": "a sleepy kitty", "k": 3}).encode(),
+                headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, json.load(r)
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+        c.check(base is not None and post()[0] == 200, "/search before the cut")
+        pg.sql("t_main", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+               "datname = 't_main' AND pid <> pg_backend_pid()")
+        st, body = post()
+        c.check(st == 200, "/search after the connection was cut: %s %r" % (st, body))
+        c.check(post()[0] == 200, "and the next one")
+    finally:
+        srv.terminate()
+        srv.wait(30)
+
+    # A table embd_docs the store did not make is not adopted
+    fx = pg.new_database("t_foreign")
+    pg.sql("t_foreign", "CREATE EXTENSION IF NOT EXISTS vector")
+    pg.sql("t_foreign", "CREATE TABLE embd_docs (id text PRIMARY KEY, text text, "
+           "embedding vector(768))")
+    p = run(["index", "-m", m, "--store", fx, "-i", docs, "-q"])
+    c.check(p.returncode == 1 and b"without embd_meta" in p.stderr,
+            "a foreign embd_docs refused: %s" % p.stderr.decode())
+    c.check(pg.sql("t_foreign", "SELECT to_regclass('embd_meta') IS NULL").strip() == "t",
+            "no embd_meta written over it")
+
+    # A malformed URL: libpq quotes it, embd masks its password
+    p = run(["search", "-m", m, "--store", "postgresql://bob:S3cr3tPW@[::1/db", "--query", "x",
+             "-q"])
+    c.check(p.returncode == 1 and b"S3cr3tPW" not in p.stderr,
+            "the password is not shown: %s" % p.stderr.decode())
 
 
 if __name__ == "__main__":
