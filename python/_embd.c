@@ -1103,6 +1103,13 @@ static PyObject *Store_search(Store *st, PyObject *args) {
         PyBuffer_Release(&qv);
         return PyErr_Format(PyExc_ValueError, "the query must be a float32 vector of %d", st->dim);
     }
+    if (k > 1024) { /* no more hits than records: k = 10**9 must not allocate 10**9 */
+        size_t count = 0;
+        PyThreadState *ts = PyEval_SaveThread();
+        const enum embd_status cs = embd_vstore_count(st->vs, &count);
+        PyEval_RestoreThread(ts);
+        if (cs == EMBD_OK && count < (size_t)k) k = count ? (Py_ssize_t)count : 1;
+    }
     struct embd_search_hit *hits = PyMem_Calloc((size_t)k, sizeof *hits);
     if (!hits) {
         PyBuffer_Release(&qv);

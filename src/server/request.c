@@ -574,9 +574,11 @@ static int parse_search(const json_t *root, const struct srv_limits *lim, struct
             return fail(err, 400, "k", "\"k\" must be an integer from 1 to %zu", lim->max_k);
         req->k = (size_t)kk;
     }
-    int rerank = 0;
-    if (opt_bool(root, "rerank", 0, &rerank, err)) return -1;
+    int rerank = 0, exact = 0;
+    if (opt_bool(root, "rerank", 0, &rerank, err) || opt_bool(root, "exact", 0, &exact, err))
+        return -1;
     req->rerank = rerank;
+    req->exact = exact;
     const json_t *cand = json_object_get(root, "candidates");
     if (cand && !json_is_null(cand)) {
         long long cc;

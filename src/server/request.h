@@ -87,6 +87,7 @@ struct srv_request {
     size_t query_len;
     size_t k;
     bool rerank;              /* search: rerank the store's top `candidates` hits */
+    bool exact;               /* search: score every record (PostgreSQL: no HNSW index) */
     size_t candidates;        /* search: hits reranked (>= k); 0 without rerank */
     bool raw_scores;          /* TEI rerank: the logits, without the model's activation */
     bool return_text;         /* TEI return_text, Cohere/Jina return_documents */

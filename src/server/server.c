@@ -862,7 +862,7 @@ static enum MHD_Result finish_search(struct server *s, struct MHD_Connection *c,
     bool kept = true;
     pthread_mutex_lock(&s->store_mu);
     size_t n_hits = 0;
-    enum embd_status es = embd_vstore_search(s->store, st->vecs, want, false, hits, &n_hits);
+    enum embd_status es = embd_vstore_search(s->store, st->vecs, want, req->exact, hits, &n_hits);
     if (es == EMBD_OK && req->rerank) {
         kept = keep_hits(st, hits, n_hits);
     } else if (es == EMBD_OK) {

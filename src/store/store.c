@@ -552,6 +552,32 @@ static enum embd_status load_log(embd_store *s, uint64_t *dropped) {
     return EMBD_OK;
 }
 
+/* A reader's store (opened read-only) takes in the records a writer has
+ * appended since: the whole records after s->end (one still being written
+ * is left for the next call). Called before each count and search, so a
+ * long-lived reader (embd serve --store DIR) serves what was indexed after
+ * it opened the store. */
+static enum embd_status refresh(embd_store *s) {
+    if (s->writable || s->fd < 0) return EMBD_OK;
+    struct stat stt;
+    if (fstat(s->fd, &stt))
+        return embd_error(EMBD_ERR_IO, "cannot stat %s: %s", s->log_path, strerror(errno));
+    const uint64_t size = (uint64_t)stt.st_size;
+    uint64_t off = s->end;
+    while (off < size) {
+        struct rec r;
+        bool good;
+        enum embd_status st = read_record(s, off, size, &r, &good);
+        if (st != EMBD_OK) return st;
+        if (!good || s->n >= EMBD_STORE_MAX_RECORDS || !f32s_finite(r.vec, s->D)) break;
+        if ((st = reserve(s, 1, r.id_len)) != EMBD_OK) return st;
+        apply(s, r.id, r.id_len, r.text_len, r.vec, NULL, off);
+        off += REC_HDR + r.plen;
+    }
+    s->end = off;
+    return EMBD_OK;
+}
+
 /* ---- public functions --------------------------------------------------- */
 
 enum embd_status embd_store_open(const char *path, const struct embd_store_params *p,
@@ -635,9 +661,14 @@ enum embd_status embd_store_open(const char *path, const struct embd_store_param
             goto fail;
         }
     } else {
+        /* a writer makes records.log when it makes meta.json: a store
+         * without it has lost its records (not an empty store) */
         s->fd = open(s->log_path, O_RDONLY | O_CLOEXEC);
-        if (s->fd < 0 && errno != ENOENT) {
-            st = embd_error(EMBD_ERR_IO, "cannot open %s: %s", s->log_path, strerror(errno));
+        if (s->fd < 0) {
+            st = embd_error(EMBD_ERR_IO, "cannot open %s: %s%s", s->log_path, strerror(errno),
+                            errno == ENOENT ? " (the store's records are gone: rebuild it with "
+                                              "embd index, or restore it from a copy)"
+                                            : "");
             goto fail;
         }
     }
@@ -766,8 +797,10 @@ enum embd_status embd_store_flush(embd_store *s) {
     return EMBD_OK;
 }
 
-size_t embd_store_count(const embd_store *s) {
-    return s ? s->live : 0;
+size_t embd_store_count(embd_store *s) {
+    if (!s) return 0;
+    refresh(s); /* on an error, what was read before */
+    return s->live;
 }
 
 int embd_store_dim(const embd_store *s) {
@@ -865,6 +898,8 @@ enum embd_status embd_store_search(embd_store *s, const float *query, size_t k,
     for (size_t d = 0; d < D; d++)
         if (!isfinite(query[d]))
             return embd_error(EMBD_ERR_INVALID_ARG, "search query has a non-finite value");
+    enum embd_status rst = refresh(s);
+    if (rst != EMBD_OK) return rst;
     if (k > s->live) k = s->live;
     if (k == 0) return EMBD_OK;
     if (grow_bytes((void **)&s->scores, &s->scores_cap, s->n * sizeof(float)) ||

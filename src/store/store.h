@@ -100,12 +100,17 @@ EMBD_API enum embd_status embd_store_add(embd_store *s, const char *const *ids,
 /* fsyncs records.log. Returns EMBD_OK or EMBD_ERR_IO. */
 EMBD_API enum embd_status embd_store_flush(embd_store *s);
 
-/* Live records (replaced ones are not counted). */
-EMBD_API size_t embd_store_count(const embd_store *s);
+/* Live records (replaced ones are not counted). A reader (opened
+ * read-only) first takes in what a writer has appended since it opened the
+ * store, as embd_store_search does. */
+EMBD_API size_t embd_store_count(embd_store *s);
 EMBD_API int embd_store_dim(const embd_store *s);
 EMBD_API bool embd_store_normalized(const embd_store *s);
 
 /* Exact top-k by inner product over the live records: query (D), hits (k).
+ * A reader first takes in the records a writer appended since it opened the
+ * store (or last searched), so a long-lived reader sees new and replaced
+ * records.
  * Hits are sorted by score descending, ties by lower slot (older record);
  * *n_hits = min(k, count). Returns EMBD_OK, EMBD_ERR_INVALID_ARG (non-finite
  * query), EMBD_ERR_IO (reading texts) or EMBD_ERR_NOMEM. */

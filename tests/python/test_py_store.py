@@ -75,6 +75,19 @@ def test_cli_index_read_from_python(model, records, tmp_path):
         assert len(st) == len(ids)
         for q in QUERIES:
             same_hits(st.search(q, k=5), cli_search(model, path, q))
+        # a k far over the count gives every record, without allocating k hits
+        assert len(st.search(QUERIES[0], k=10**9)) == len(ids)
+        # a reader sees what a writer indexes after it opened the store
+        more = tmp_path / "more.jsonl"
+        more.write_text(json.dumps({"id": "new-doc", "text": "penguins live in the antarctic"})
+                        + "\n" + json.dumps({"id": ids[0], "text": "a text about volcanoes"})
+                        + "\n")
+        run_cli(["index", "-m", model.path, "--store", path, "-i", str(more), "--id-field", "id",
+                 "-q"])
+        assert len(st) == len(ids) + 1
+        assert st.search("where do penguins live", k=1)[0].id == "new-doc"
+        top = st.search("volcanoes", k=1)[0]
+        assert top.id == ids[0] and top.text == "a text about volcanoes"
 
 
 def test_store_errors(model, records, tmp_path):

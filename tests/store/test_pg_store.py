@@ -275,9 +275,9 @@ def check_hardening(c, pg, m, tmp, rows, docs):
                 base = line[line.index("http://"):].split()[0]
                 break
 
-        def post():
+        def post(**extra):
             req = urllib.request.Request(base + "/search", data=json.dumps(
-                {"query": "a sleepy kitty", "k": 3}).encode(),
+                dict({"query": "a sleepy kitty", "k": 3}, **extra)).encode(),
                 headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=30) as r:
@@ -290,6 +290,10 @@ def check_hardening(c, pg, m, tmp, rows, docs):
         st, body = post()
         c.check(st == 200, "/search after the connection was cut: %s %r" % (st, body))
         c.check(post()[0] == 200, "and the next one")
+        st, body = post(exact=True)
+        want = [h["id"] for h in search(m, url, ["a sleepy kitty"], k=3, exact=True)[0]]
+        c.check(st == 200 and [h["id"] for h in body["hits"]] == want,
+                "/search \"exact\": true = embd search --exact: %r / %r" % (body, want))
     finally:
         srv.terminate()
         srv.wait(30)

@@ -601,6 +601,60 @@ static void test_faults(void) {
     free(vecs);
 }
 
+/* A reader opened before a writer appends takes the new and replaced
+ * records in at its next count or search (embd serve --store DIR stays
+ * current); a record half-written is left for later; a store whose
+ * records.log is gone is an error, not an empty store. */
+static void test_reader_follows(void) {
+    char dir[512];
+    new_dir(dir, sizeof dir);
+    const size_t n = 40;
+    float *vecs = malloc(n * D * sizeof *vecs), q[D];
+    for (size_t i = 0; i < n; i++)
+        rand_vec(vecs + i * D);
+    embd_store *w = NULL, *r = NULL;
+    struct embd_store_params pw = params(true, true), pr = params(false, false);
+    CHECK_EQ_INT(embd_store_open(dir, &pw, &w, NULL), EMBD_OK);
+    CHECK_EQ_INT(add_n(w, "doc-", 0, 20, vecs, NULL), EMBD_OK);
+    CHECK_EQ_INT(embd_store_flush(w), EMBD_OK);
+    CHECK_EQ_INT(embd_store_open(dir, &pr, &r, NULL), EMBD_OK);
+    CHECK_EQ_INT(embd_store_count(r), 20);
+    /* the writer adds 20 more, then replaces doc-0 with doc-25's vector */
+    CHECK_EQ_INT(add_n(w, "doc-", 20, 20, vecs + 20 * D, NULL), EMBD_OK);
+    CHECK_EQ_INT(embd_store_count(r), 40);
+    rand_vec(q);
+    check_topk(r, vecs, "doc-", n, NULL, q, 10);
+    const char *id = "doc-0", *text = "text of doc-0";
+    size_t il = 5, tl = 13;
+    CHECK_EQ_INT(embd_store_add(w, &id, &il, &text, &tl, vecs + 25 * D, 1, NULL), EMBD_OK);
+    struct embd_store_hit hits[2];
+    size_t nh = 0;
+    CHECK_EQ_INT(embd_store_search(r, vecs + 25 * D, 2, hits, &nh), EMBD_OK);
+    CHECK_EQ_INT(nh, 2);
+    CHECK(nh == 2 && ((hit_is(&hits[0], "doc-0") && hit_is(&hits[1], "doc-25")) ||
+                      (hit_is(&hits[0], "doc-25") && hit_is(&hits[1], "doc-0"))));
+    CHECK_EQ_INT(embd_store_count(r), 40); /* a replacement, not a new record */
+    /* half a record at the end (a writer mid-append): left for later */
+    char log[600];
+    file_path(log, sizeof log, dir, "records.log");
+    const long before = file_size(dir, "records.log");
+    int fd = open(log, O_WRONLY | O_APPEND);
+    CHECK(fd >= 0 && write(fd, "\x45\x4d\x42\x44\x00", 5) == 5);
+    close(fd);
+    CHECK_EQ_INT(embd_store_count(r), 40);
+    CHECK_EQ_INT(embd_store_search(r, q, 2, hits, &nh), EMBD_OK);
+    CHECK(truncate(log, before) == 0);
+    embd_store_close(r);
+    embd_store_close(w);
+    /* records.log gone, meta.json there: refused, naming it */
+    CHECK(unlink(log) == 0);
+    r = NULL;
+    CHECK_EQ_INT(embd_store_open(dir, &pr, &r, NULL), EMBD_ERR_IO);
+    CHECK(strstr(embd_last_error(), "records.log") != NULL);
+    rm_store(dir);
+    free(vecs);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "%s/embd-store-test-XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -614,6 +668,7 @@ int main(void) {
     test_nonfinite_record();
     test_bad_meta();
     test_faults();
+    test_reader_follows();
     rmdir(root);
     return test_summary("store");
 }
