@@ -255,8 +255,9 @@ struct embd_ctx_params {
     const char *cache_dir;   /* on-disk embedding cache (LMDB, shared by processes, kept
                                 across restarts) in this directory, made if missing; copied.
                                 NULL = none. Default NULL */
-    size_t cache_map_bytes;  /* the disk cache's maximum size (a sparse map); 0 = 4 GiB.
-                                When full, it keeps serving and stops adding. Default 0 */
+    size_t cache_map_bytes;  /* the disk cache's maximum size (a sparse map); 0 = 4 GiB;
+                                taken as 64 KiB to 16 TiB. When full, it keeps serving and
+                                stops adding. Default 0 */
     embd_ctx *metrics_of;    /* NULL (default), or another context whose metrics this one
                                 counts into (embd_metrics_render of that one shows both):
                                 a helper context behind the same scheduler, such as
@@ -266,7 +267,9 @@ struct embd_ctx_params {
                                      ("0.5"); batches shrink to fit and a model that cannot
                                      fit is refused (device cuda) or runs on the CPU (auto).
                                      NULL = $EMBD_GPU_MEMORY_LIMIT; "" or "0" = none; a
-                                     malformed value is EMBD_ERR_INVALID_ARG. Default NULL */
+                                     malformed value is EMBD_ERR_INVALID_ARG, on any device
+                                     (the variable's only where a GPU is tried). Default
+                                     NULL */
 };
 
 EMBD_API struct embd_ctx_params embd_ctx_default_params(void);
@@ -384,12 +387,14 @@ EMBD_API enum embd_status embd_embed_ex(embd_ctx *ctx, const char *const *texts,
  * with seq_start[0] = 0 and seq_start[n] = T. Each input must have between
  * 1 and embd_model_max_tokens ids, each in 0 .. vocab-1; no [CLS]/[SEP] is
  * added. Writes out (n, D). Returns EMBD_OK, EMBD_ERR_INVALID_ARG,
- * EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
+ * EMBD_ERR_TOO_LONG (an input of more than embd_model_max_tokens ids: token
+ * inputs are never cut), EMBD_ERR_NOMEM or EMBD_ERR_BACKEND. */
 EMBD_API enum embd_status embd_embed_tokens(embd_ctx *ctx, const int32_t *ids,
                                             const size_t *seq_start, size_t n, float *out);
 
-/* Like embd_embed_tokens with per-call options (only `normalize` applies;
- * a prefix is refused) and token counts. An input longer than the model
+/* Like embd_embed_tokens with per-call options (`normalize` and
+ * `dimensions` apply; a prefix is refused: the ids are embedded as given)
+ * and token counts. An input longer than the model
  * takes is EMBD_ERR_TOO_LONG (token inputs are never cut), named in info. */
 EMBD_API enum embd_status embd_embed_tokens_ex(embd_ctx *ctx, const int32_t *ids,
                                                const size_t *seq_start, size_t n, float *out,
@@ -509,7 +514,7 @@ EMBD_API enum embd_status embd_sched_embed(embd_sched *sched, const char *const 
 
 /* Like embd_embed_tokens, from any thread, with the same queueing and
  * timeout as embd_sched_embed. ids and seq_start must stay valid until it
- * returns. */
+ * returns. Returns what embd_embed_tokens returns, or EMBD_ERR_BUSY. */
 EMBD_API enum embd_status embd_sched_embed_tokens(embd_sched *sched, const int32_t *ids,
                                                   const size_t *seq_start, size_t n, float *out,
                                                   int timeout_ms);
@@ -571,16 +576,17 @@ embd_sched_embed_tokens_opts(embd_sched *sched, const int32_t *ids, const size_t
  * must not block, nor call the scheduler. */
 typedef void (*embd_sched_done_fn)(void *user, enum embd_status status);
 
-/* Queues n texts like embd_sched_embed_opts and returns at once: EMBD_OK
- * when taken (done(user, status) is then called exactly once, after out and
- * info are written, or the request failed, or was cancelled through
- * call->cancel, or found no room in time), or an error, and done is not
- * called: EMBD_ERR_BUSY when the queue has no room now and
- * call->queue_timeout_ms is 0, or EMBD_ERR_INVALID_ARG. With a queue
- * timeout (> 0, or < 0 for none; a NULL call waits forever) a request that
- * finds the queue full waits for room, in arrival order, holding no thread,
- * and done gets EMBD_ERR_BUSY if the timeout passes first. texts, lens, out,
- * info and *call->cancel must stay valid until done is called. */
+/* Queues n (at least 1) texts like embd_sched_embed_opts and returns at
+ * once: EMBD_OK when taken (done(user, status) is then called exactly once,
+ * after out and info are written, or the request failed, or was cancelled
+ * through call->cancel, or found no room in time), or an error, and done is
+ * not called: EMBD_ERR_BUSY when the queue has no room now and
+ * call->queue_timeout_ms is 0, or EMBD_ERR_INVALID_ARG (n = 0 too: there is
+ * nothing to queue, where the blocking calls take n = 0 as a no-op). With a
+ * queue timeout (> 0, or < 0 for none; a NULL call waits forever) a request
+ * that finds the queue full waits for room, in arrival order, holding no
+ * thread, and done gets EMBD_ERR_BUSY if the timeout passes first. texts,
+ * lens, out, info and *call->cancel must stay valid until done is called. */
 EMBD_API enum embd_status embd_sched_submit(embd_sched *sched, const char *const *texts,
                                             const size_t *lens, size_t n, float *out,
                                             const struct embd_sched_call *call,

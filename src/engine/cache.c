@@ -314,6 +314,10 @@ enum embd_status embd_cache_open(const struct embd_cache_params *p, embd_metrics
     c->mem_cap = p->mem_bytes;
     c->metrics = metrics;
     c->map_bytes = p->map_bytes ? p->map_bytes : EMBD_CACHE_DEFAULT_MAP_BYTES;
+    /* LMDB needs a few pages of its own before any entry fits; a map past
+     * the address space cannot be made (a sparse map costs nothing more) */
+    if (c->map_bytes < EMBD_CACHE_MIN_MAP_BYTES) c->map_bytes = EMBD_CACHE_MIN_MAP_BYTES;
+    if (c->map_bytes > EMBD_CACHE_MAX_MAP_BYTES) c->map_bytes = EMBD_CACHE_MAX_MAP_BYTES;
     if (pthread_mutex_init(&c->mu, NULL)) goto nomem;
     mu_ok = true;
     if (p->dir && p->dir[0]) {

@@ -27,6 +27,8 @@ struct embd_cache_params {
 };
 
 #define EMBD_CACHE_DEFAULT_MAP_BYTES ((size_t)4 << 30)
+#define EMBD_CACHE_MIN_MAP_BYTES ((size_t)64 << 10) /* smaller asks get this */
+#define EMBD_CACHE_MAX_MAP_BYTES ((size_t)1 << 44)  /* 16 TiB; larger asks get this */
 #define EMBD_CACHE_FORMAT "embd-embedding-cache"
 #define EMBD_CACHE_FORMAT_VERSION 2
 

@@ -278,6 +278,18 @@ enum embd_status embd_ctx_new(embd_model *model, struct embd_ctx_params params, 
     if (params.n_threads < 0 || params.n_threads > 4096)
         return embd_error(EMBD_ERR_INVALID_ARG, "threads must be between 0 and 4096, not %d",
                           params.n_threads);
+    if ((int)params.device < EMBD_DEVICE_AUTO || (int)params.device > EMBD_DEVICE_CUDA)
+        return embd_error(EMBD_ERR_INVALID_ARG, "device %d is not an enum embd_device value",
+                          (int)params.device);
+    if ((int)params.dtype < EMBD_DTYPE_AUTO || (int)params.dtype > EMBD_DTYPE_INT8)
+        return embd_error(EMBD_ERR_INVALID_ARG, "dtype %d is not an enum embd_dtype value",
+                          (int)params.dtype);
+    if (params.gpu_memory_limit) { /* checked on every device, not only where a GPU is tried */
+        struct embd_gpu_limit lim;
+        char why[400];
+        if (embd_gpu_limit_parse(params.gpu_memory_limit, &lim, why, sizeof why) != 0)
+            return embd_error(EMBD_ERR_INVALID_ARG, "%s", why);
+    }
     if (params.max_batch_tokens != 0 &&
         (params.max_batch_tokens < model->hp.max_tokens || params.max_batch_tokens > (1 << 26)))
         return embd_error(EMBD_ERR_INVALID_ARG,

@@ -98,9 +98,15 @@ done:
 static enum embd_status give(const char *path, char *buf, size_t cap, size_t *needed) {
     size_t n = strlen(path) + 1;
     if (needed) *needed = n;
-    if (!buf || cap < n)
+    if (!buf || cap < n) {
+        /* as snprintf: the start of the path, NUL-terminated, when there is room */
+        if (buf && cap) {
+            memcpy(buf, path, cap - 1);
+            buf[cap - 1] = '\0';
+        }
         return embd_error(EMBD_ERR_BUFFER_TOO_SMALL, "model path needs %zu bytes, buffer has %zu",
-                          n, cap);
+                          n, buf ? cap : 0);
+    }
     memcpy(buf, path, n);
     return EMBD_OK;
 }

@@ -609,7 +609,9 @@ enum embd_status embd_store_open(const char *path, const struct embd_store_param
     struct stat sb;
     if (stat(path, &sb)) {
         if (errno != ENOENT || !p->create) {
-            st = embd_error(EMBD_ERR_IO, "store %s: %s%s", path, strerror(errno),
+            /* no store there (opening to read): the caller's mistake, not an IO error */
+            st = embd_error(errno == ENOENT ? EMBD_ERR_INVALID_ARG : EMBD_ERR_IO, "store %s: %s%s",
+                            path, strerror(errno),
                             errno == ENOENT ? " (build it with embd index)" : "");
             goto fail;
         }
@@ -633,7 +635,9 @@ enum embd_status embd_store_open(const char *path, const struct embd_store_param
             goto fail;
         }
         if (!empty || !p->create || !p->writable) {
-            st = embd_error(EMBD_ERR_IO,
+            /* an empty directory holds no store (the caller's mistake); one
+             * with other files is not a store to take over */
+            st = embd_error(empty ? EMBD_ERR_INVALID_ARG : EMBD_ERR_IO,
                             empty ? "store %s is empty (build it with embd index)"
                                   : "store %s has no meta.json: not an embd store (embd creates "
                                     "stores only in a missing or empty directory)",
@@ -736,6 +740,9 @@ enum embd_status embd_store_add(embd_store *s, const char *const *ids, const siz
             return embd_error(EMBD_ERR_INVALID_ARG,
                               "record %zu: id length %zu (must be 1 to %u bytes)", i, id_lens[i],
                               EMBD_STORE_MAX_ID);
+        if (!ids[i] || (text_lens[i] && !texts[i]))
+            return embd_error(EMBD_ERR_INVALID_ARG, "record %zu: its %s is NULL", i,
+                              ids[i] ? "text" : "id");
         if (text_lens[i] > EMBD_STORE_MAX_TEXT)
             return embd_error(EMBD_ERR_INVALID_ARG,
                               "record %zu (id %.*s): text of %zu bytes (limit %u)", i,

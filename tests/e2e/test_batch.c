@@ -123,6 +123,37 @@ int main(void) {
     bp = embd_ctx_default_params();
     bp.n_threads = -1;
     CHECK(embd_ctx_new(m, bp, &bad) == EMBD_ERR_INVALID_ARG);
+    /* values outside their enums, and a malformed GPU memory limit even
+     * where no GPU is tried: refused, not run as something else */
+    bp = embd_ctx_default_params();
+    bp.device = (enum embd_device)7;
+    CHECK(embd_ctx_new(m, bp, &bad) == EMBD_ERR_INVALID_ARG && bad == NULL);
+    bp = embd_ctx_default_params();
+    bp.dtype = (enum embd_dtype) - 1;
+    CHECK(embd_ctx_new(m, bp, &bad) == EMBD_ERR_INVALID_ARG && bad == NULL);
+    bp = embd_ctx_default_params();
+    bp.device = EMBD_DEVICE_CPU;
+    bp.gpu_memory_limit = "garbage";
+    CHECK(embd_ctx_new(m, bp, &bad) == EMBD_ERR_INVALID_ARG && bad == NULL);
+    bp.gpu_memory_limit = "2G"; /* a good one is fine on the CPU */
+    CHECK(embd_ctx_new(m, bp, &bad) == EMBD_OK);
+    embd_ctx_free(bad);
+    bad = NULL;
+    /* token inputs longer than the model takes: EMBD_ERR_TOO_LONG (never cut) */
+    const size_t long_n = (size_t)embd_model_max_tokens(m) + 1;
+    int32_t *long_ids = calloc(long_n, sizeof *long_ids);
+    size_t lss[2] = {0, long_n};
+    for (size_t i = 0; i < long_n; i++)
+        long_ids[i] = 1996;
+    CHECK(embd_embed_tokens(ctx, long_ids, lss, 1, two) == EMBD_ERR_TOO_LONG);
+    free(long_ids);
+    /* a model path into a small buffer: NUL-terminated, as snprintf */
+    char small[8];
+    size_t need = 0;
+    memset(small, 'Z', sizeof small);
+    CHECK(embd_model_resolve(dir, NULL, small, sizeof small, &need) == EMBD_ERR_BUFFER_TOO_SMALL);
+    CHECK(need == strlen(dir) + 1 && small[sizeof small - 1] == '\0' &&
+          !strncmp(small, dir, sizeof small - 1));
 
     struct embd_ctx_stats st;
     embd_ctx_get_stats(ctx, &st);

@@ -342,6 +342,23 @@ static void test_foreign_store(void) {
     free(dir);
 }
 
+/* A map asked for smaller than LMDB can start in, or larger than the
+ * address space: taken as the nearest size that works (not an IO error). */
+static void test_map_clamped(void) {
+    const size_t sizes[] = {1, 4096, SIZE_MAX};
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "clamp%d", i);
+        char *dir = path_cat(root, name);
+        struct embd_cache_params cp = {.dim = 4, .dir = dir, .map_bytes = sizes[i]};
+        embd_cache *c = NULL;
+        CHECK_MSG(embd_cache_open(&cp, NULL, &c) == EMBD_OK, "map_bytes %zu: %s", sizes[i],
+                  embd_last_error());
+        embd_cache_close(c);
+        free(dir);
+    }
+}
+
 static void test_map_full(void) {
     enum { D = 256 };
     char *dir = path_cat(root, "full");
@@ -417,6 +434,7 @@ int main(void) {
     test_corrupt_value();
     test_foreign_store();
     test_map_full();
+    test_map_clamped();
     test_faults(m, ref, D);
 
     free(ref);

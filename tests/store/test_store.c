@@ -473,10 +473,11 @@ static void test_bad_meta(void) {
     new_dir(dir, sizeof dir);
     embd_store *s = NULL;
     struct embd_store_params p = params(false, false);
-    /* missing store, read-only or without create */
-    CHECK_EQ_INT(embd_store_open(dir, &p, &s, NULL), EMBD_ERR_IO);
+    /* missing store, read-only or without create: no store there (embd.h's
+     * EMBD_ERR_INVALID_ARG) */
+    CHECK_EQ_INT(embd_store_open(dir, &p, &s, NULL), EMBD_ERR_INVALID_ARG);
     p = params(false, true);
-    CHECK_EQ_INT(embd_store_open(dir, &p, &s, NULL), EMBD_ERR_IO);
+    CHECK_EQ_INT(embd_store_open(dir, &p, &s, NULL), EMBD_ERR_INVALID_ARG);
     CHECK(mkdir(dir, 0777) == 0);
     const char *metas[] = {
         "not json at all",
@@ -655,6 +656,28 @@ static void test_reader_follows(void) {
     free(vecs);
 }
 
+/* A NULL id, or a NULL text with a length, in the arrays: refused, no crash. */
+static void test_null_elements(void) {
+    char dir[512];
+    new_dir(dir, sizeof dir);
+    embd_store *w = NULL;
+    struct embd_store_params p = params(true, true);
+    CHECK_EQ_INT(embd_store_open(dir, &p, &w, NULL), EMBD_OK);
+    float v[D];
+    rand_vec(v);
+    const char *ids[1] = {NULL}, *texts[1] = {"text"};
+    size_t il[1] = {3}, tl[1] = {4};
+    CHECK_EQ_INT(embd_store_add(w, ids, il, texts, tl, v, 1, NULL), EMBD_ERR_INVALID_ARG);
+    ids[0] = "abc";
+    texts[0] = NULL;
+    CHECK_EQ_INT(embd_store_add(w, ids, il, texts, tl, v, 1, NULL), EMBD_ERR_INVALID_ARG);
+    tl[0] = 0; /* no text: fine */
+    CHECK_EQ_INT(embd_store_add(w, ids, il, texts, tl, v, 1, NULL), EMBD_OK);
+    CHECK_EQ_INT(embd_store_count(w), 1);
+    embd_store_close(w);
+    rm_store(dir);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "%s/embd-store-test-XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -669,6 +692,7 @@ int main(void) {
     test_bad_meta();
     test_faults();
     test_reader_follows();
+    test_null_elements();
     rmdir(root);
     return test_summary("store");
 }
