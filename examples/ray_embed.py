@@ -172,7 +172,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", "-m", required=True, help="model directory or ORG/NAME")
     ap.add_argument("--input", "-i", required=True, help="JSONL file (or folder of them)")
-    ap.add_argument("--out", help="Parquet output folder")
+    ap.add_argument("--out", help="Parquet output folder (new or empty)")
     ap.add_argument("--store", help="postgresql:// URL to index into instead of --out")
     ap.add_argument("--address", default=None, help="Ray cluster address (default: a local one)")
     ap.add_argument("--concurrency", type=int, default=2, help="actors (default 2)")
@@ -185,6 +185,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if bool(a.out) == bool(a.store):
         ap.error("give one of --out or --store")
+    if a.out and os.path.isdir(a.out) and os.listdir(a.out):
+        # Ray Data adds files beside those there: a second run would hold
+        # every vector twice
+        ap.error(f"--out {a.out} is not empty: give a new folder (or remove its files)")
 
     import ray
 

@@ -76,6 +76,14 @@ bool cli_is_set(const struct cli_args *a, const char *name);
  * --config FILE)", or "" for a flag or the default. Writes and returns buf. */
 const char *cli_source(const struct cli_args *a, const char *name, char *buf, size_t cap);
 
+/* Two options that exclude each other (--api-key and --api-key-file,
+ * --prefix and --prompt-name), their values in *vx and *vy: when both are
+ * set, the one from the stronger place wins (a flag beats the environment,
+ * which beats --config) and the other is set to NULL; set in the same place,
+ * prints a usage error naming both and returns 2. Else 0. */
+int cli_one_of(const struct cli_args *a, const char *x, const char *y, const char **vx,
+               const char **vy);
+
 /* Parses an integer option into *out within [lo, hi]; prints a usage error and returns 2 if bad. */
 int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, long *out);
 /* Sets *out to the index in choices[0..n) of option `name`'s value; prints a

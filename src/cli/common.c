@@ -198,8 +198,11 @@ static int load_config(struct cli_args *a, const char *path) {
             snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "1" : "0");
         } else if (cJSON_IsNumber(it) && it->valuedouble == (double)(long long)it->valuedouble) {
             snprintf(val, sizeof val, "%lld", (long long)it->valuedouble);
+        } else if (cJSON_IsNumber(it) && isfinite(it->valuedouble)) {
+            /* a fraction (gpu-memory-limit 0.5), checked by the option as its flag would be */
+            snprintf(val, sizeof val, "%.17g", it->valuedouble);
         } else {
-            cli_err("--config %s: option \"%s\" needs a string, integer or boolean", path,
+            cli_err("--config %s: option \"%s\" needs a string, number or boolean", path,
                     it->string);
             rc = 2;
             break;
@@ -350,6 +353,28 @@ const char *cli_source(const struct cli_args *a, const char *name, char *buf, si
     else if (getenv(env) && a->values[i] == getenv(env))
         snprintf(buf, cap, " (from %s)", env);
     return buf;
+}
+
+/* Where a set option came from: 3 a flag, 2 the environment, 1 --config; 0 unset. */
+static int source_rank(const struct cli_args *a, const char *name) {
+    char src[4200];
+    if (!cli_is_set(a, name)) return 0;
+    const char *s = cli_source(a, name, src, sizeof src);
+    return !s[0] ? 3 : !strncmp(s, " (from --config", 15) ? 1 : 2;
+}
+
+int cli_one_of(const struct cli_args *a, const char *x, const char *y, const char **vx,
+               const char **vy) {
+    if (!*vx || !*vy) return 0;
+    const int rx = source_rank(a, x), ry = source_rank(a, y);
+    if (rx != ry) {
+        *(rx > ry ? vy : vx) = NULL; /* the stronger place wins */
+        return 0;
+    }
+    char sx[4200], sy[4200];
+    cli_err("%s: give --%s%s or --%s%s, not both", a->cmd, x, cli_source(a, x, sx, sizeof sx), y,
+            cli_source(a, y, sy, sizeof sy));
+    return 2;
 }
 
 int cli_get_int(const struct cli_args *a, const char *name, long lo, long hi, long *out) {

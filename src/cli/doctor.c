@@ -18,7 +18,12 @@ static int check_run(const struct cli_args *a, embd_model *m, const char *dev) {
     if (rc) return rc;
     p.cache_bytes = 0;
     embd_ctx *ctx = NULL;
-    if (embd_ctx_new(m, p, &ctx) != EMBD_OK) {
+    const enum embd_status st = embd_ctx_new(m, p, &ctx);
+    if (st == EMBD_ERR_INVALID_ARG) { /* a bad option value (--gpu-memory-limit): usage */
+        cli_err("doctor: %s", embd_last_error());
+        return 2;
+    }
+    if (st != EMBD_OK) {
         printf("run: device %s, dtype %s: cannot run this model: %s\n", dev, cli_get(a, "dtype"),
                embd_last_error());
         cli_err("doctor: device %s cannot run this model: %s", dev, embd_last_error());
@@ -46,11 +51,16 @@ int cmd_doctor(int argc, char **argv) {
         cli_args_free(&a);
         return rc < 0 ? 0 : rc;
     }
+    /* the options checked first, with or without a model: a bad --device,
+     * --dtype or --threads is a usage error here too */
+    struct embd_ctx_params checked;
+    if ((rc = cli_ctx_params(&a, &checked))) goto done;
     printf("embd %s\n", EMBD_VERSION);
     printf("%s", embd_system_info());
 #ifdef EMBD_MHD_FIXED
     printf("http server: libmicrohttpd %s, static (scripts/build-mhd: Debian's 0.9.75-6 with "
-           "embd's fix of the reply to a malformed Content-Length)\n",
+           "embd's two fixes in deps/libmicrohttpd: one reply to a malformed Content-Length, and "
+           "no race when the listening socket is quiesced)\n",
            MHD_get_version());
 #else
     printf("http server: libmicrohttpd %s, the system's (a malformed Content-Length gets a "

@@ -188,15 +188,12 @@ int cmd_embed(int argc, char **argv) {
     long dims = 0;
     if ((rc = cli_get_int(&a, "dimensions", 0, 1L << 20, &dims))) goto done;
     const char *prompt_name = cli_get(&a, "prompt-name");
-    if (prompt_name && cp.prefix) {
-        cli_err("embed: --prompt-name and --prefix both add a prefix: give one");
-        rc = 2;
-        goto done;
-    }
+    if ((rc = cli_one_of(&a, "prompt-name", "prefix", &prompt_name, &cp.prefix))) goto done;
     if ((rc = cli_pull_missing(&a, cli_get(&a, "model"))) || (rc = cli_engine_open(&a, cp, &eng)))
         goto done;
     struct embd_embed_opts eo = embd_embed_default_opts();
-    if ((rc = cli_prompt_prefix(&a, "prompt-name", eng.model, &eo.prefix))) goto done;
+    if (prompt_name && (rc = cli_prompt_prefix(&a, "prompt-name", eng.model, &eo.prefix)))
+        goto done;
     if (dims > embd_model_dim(eng.model)) {
         cli_err("embed: --dimensions %ld is more than the model's %d", dims,
                 embd_model_dim(eng.model));

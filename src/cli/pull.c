@@ -1094,12 +1094,46 @@ static int pull_run(struct pull *p, const char *cache_dir) {
     return 0;
 }
 
+/* Whether a snapshot folder holds what a model needs at its top: config.json,
+ * tokenizer.json and the weights (a model whose modules.json puts them in a
+ * sub-folder counts as whole: its files are not looked for here). */
+static bool snapshot_whole(const char *dir) {
+    static const char *const need[] = {"config.json", "tokenizer.json"};
+    char p[PULL_PATH];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/modules.json", dir);
+    const bool modules = stat(p, &st) == 0;
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, need[i]);
+        if (stat(p, &st) != 0) return modules;
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (stat(p, &st) == 0) return true;
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    return stat(p, &st) == 0 || modules;
+}
+
 int cli_pull(const char *repo, const char *revision, const char *cache_dir, bool quiet,
              char *snapshot, size_t cap) {
     const char *v = getenv("HF_HUB_OFFLINE");
     if (v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") ||
               !strcasecmp(v, "on"))) {
-        cli_err("pull: %s: HF_HUB_OFFLINE is set, so nothing is downloaded", repo);
+        /* as huggingface_hub's snapshot_download offline: the cached
+         * snapshot when it is whole, else an error */
+        char name[PULL_PATH], dir[PULL_PATH];
+        size_t need = 0;
+        snprintf(name, sizeof name, "%s%s%s", repo, strcmp(revision, "main") ? "@" : "",
+                 strcmp(revision, "main") ? revision : "");
+        if (embd_model_resolve(name, cache_dir, dir, sizeof dir, &need) == EMBD_OK &&
+            snapshot_whole(dir)) {
+            if (!quiet)
+                fprintf(stderr, "pull: %s: HF_HUB_OFFLINE is set; the cache holds it\n", repo);
+            if (snapshot) snprintf(snapshot, cap, "%s", dir);
+            return 0;
+        }
+        cli_err("pull: %s: HF_HUB_OFFLINE is set, so nothing is downloaded (and the cache does "
+                "not hold it whole)",
+                repo);
         return 1;
     }
     static struct pull p; /* large (the file table); one pull per process */
@@ -1165,9 +1199,18 @@ done:
 int cli_pull_missing(const struct cli_args *a, const char *name) {
     size_t need = 0;
     struct stat st;
-    if (!name || !cli_flag(a, "pull") || !cli_is_repo_id(name) || stat(name, &st) == 0 ||
-        embd_model_resolve(name, NULL, NULL, 0, &need) == EMBD_ERR_BUFFER_TOO_SMALL)
-        return 0;
+    if (!name || !cli_flag(a, "pull") || !cli_is_repo_id(name) || stat(name, &st) == 0) return 0;
+    bool partial = false;
+    if (embd_model_resolve(name, NULL, NULL, 0, &need) == EMBD_ERR_BUFFER_TOO_SMALL) {
+        /* in the cache: whole, or a snapshot another tool left half-filled
+         * (an interrupted download, AutoConfig's config.json alone) */
+        char *dir = malloc(need);
+        if (!dir) return 0;
+        partial =
+            embd_model_resolve(name, NULL, dir, need, &need) == EMBD_OK && !snapshot_whole(dir);
+        free(dir);
+        if (!partial) return 0;
+    }
     const bool quiet = cli_flag(a, "quiet");
     size_t n;
     const char *rev;
@@ -1175,7 +1218,9 @@ int cli_pull_missing(const struct cli_args *a, const char *name) {
     if (!embd_hub_name_split(name, &n, &rev) || n >= sizeof repo) return 0;
     memcpy(repo, name, n);
     repo[n] = '\0';
-    if (!quiet) fprintf(stderr, "%s is not in the Hugging Face cache: pulling it (--pull)\n", name);
+    if (!quiet)
+        fprintf(stderr, "%s is %s the Hugging Face cache: pulling it (--pull)\n", name,
+                partial ? "incomplete in" : "not in");
     return cli_pull(repo, rev ? rev : "main", NULL, quiet, NULL, 0) ? 1 : 0;
 }
 

@@ -157,10 +157,9 @@ static int api_key_of(const struct cli_args *a, int argc, char **argv, char *key
     const char *env = getenv("EMBD_API_KEY"), *env_file = getenv("EMBD_API_KEY_FILE");
     char src[160];
     *on = false;
-    if (k && file) {
-        cli_err("serve: give --api-key or --api-key-file, not both");
-        return 2;
-    }
+    if (cli_one_of(a, "api-key", "api-key-file", &k, &file)) return 2;
+    if (!k && env && cli_is_set(a, "api-key-file")) env = NULL;         /* the file won */
+    if (!file && env_file && cli_is_set(a, "api-key")) env_file = NULL; /* the key won */
     if ((k && !*k) || (!k && !file && env && !*env)) {
         cli_err("serve: the API key is empty%s; refusing to serve without authentication by "
                 "accident (leave the option out to serve without a key)",
@@ -268,6 +267,12 @@ int cmd_serve(int argc, char **argv) {
     if (cli_get(&a, "max-input-tokens") &&
         (rc = cli_get_int(&a, "max-input-tokens", 2, 1L << 20, &max_tok)))
         goto done;
+    if (drain > 0 && drain >= sto)
+        fprintf(stderr,
+                "embd: serve: warning: --drain-seconds %ld is not less than --shutdown-timeout "
+                "%ld: after SIGTERM the drain takes the whole timeout, leaving no time for the "
+                "requests in flight to finish\n",
+                drain, sto);
     struct embd_ctx_params cp;
     if ((rc = cli_ctx_params(&a, &cp))) goto done;
     if ((rc = cli_cache_params(&a, &cp))) goto done;
@@ -298,14 +303,8 @@ int cmd_serve(int argc, char **argv) {
      * prompt named by --default-prompt-name (one or the other, as TEI's
      * --default-prompt and --default-prompt-name). */
     const char *dpn = cli_get(&a, "default-prompt-name");
+    if ((rc = cli_one_of(&a, "default-prompt-name", "prefix", &dpn, &cp.prefix))) goto done;
     char src[160];
-    if (dpn && cp.prefix) {
-        cli_err("serve: give --prefix or --default-prompt-name%s, not both (a request's "
-                "\"prompt_name\" replaces either)",
-                cli_source(&a, "default-prompt-name", src, sizeof src));
-        rc = 2;
-        goto done;
-    }
     if (dpn && (rc = cli_prompt_prefix(&a, "default-prompt-name", model, &cp.prefix))) goto done;
     const bool is_reranker = embd_model_is_reranker(model);
     const char *rdir = cli_get(&a, "reranker");

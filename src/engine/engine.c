@@ -973,7 +973,7 @@ static void system_info_init(void) {
     snprintf(
         system_info, sizeof system_info,
         "cpu: %s (family %d model %d), %ld online cores, %d usable by this process "
-        "(affinity mask %d, cgroup CPU quota %s)\n"
+        "(%d in its affinity mask, cgroup CPU quota %s)\n"
         "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
         "cpu kernels: %s (%s)\n"
         "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"

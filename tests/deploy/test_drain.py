@@ -86,6 +86,8 @@ with Server(M, "--threads", "1", "--drain-seconds", "60", "--shutdown-timeout", 
     took = time.time() - t0
     c.check(rc == 0 and 0.9 <= took < 30, f"--shutdown-timeout 1: exit {rc} after {took:.2f} s")
     c.check(any("for 1 s more" in line for line in s.lines), f"log: {s.lines[-3:]}")
+    c.check(any("warning: --drain-seconds 60 is not less than --shutdown-timeout 1" in line
+                for line in s.lines), f"a drain over the timeout is warned of: {s.lines[:3]}")
 
 # No window after SIGINT, nor when /health was never asked.
 for sig, asked in ((signal.SIGINT, True), (signal.SIGTERM, False)):

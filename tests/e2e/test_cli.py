@@ -133,6 +133,16 @@ def check_input_edges(c, m):
                 f"a failed .npy run leaves no file that reads as an array: {p.stderr!r}")
     c.check(err_ok(run(["embed", *m, "--gpu-memory-limit", "banana"], stdin="x\n"), 2),
             "bad --gpu-memory-limit exits 2")
+    # a flag beats the environment when two options exclude each other too
+    want = run(["embed", *m, "--prefix", "x: "], stdin="hello\n").stdout
+    p = run(["embed", *m, "--prefix", "x: "], stdin="hello\n",
+            env={"EMBD_PROMPT_NAME": "no-such-prompt"})
+    c.check(p.returncode == 0 and p.stdout == want,
+            f"--prefix over EMBD_PROMPT_NAME: the flag wins: {p.stderr!r}")
+    p = run(["embed", *m, "--prefix", "x: ", "--prompt-name", "query"], stdin="hello\n")
+    c.check(err_ok(p, 2) and b"not both" in p.stderr, f"both as flags: {p.stderr!r}")
+    for bad in (["--device", "bogus"], ["--dtype", "fp99"], ["--threads", "abc"]):
+        c.check(err_ok(run(["doctor", *bad]), 2), f"doctor {' '.join(bad)} exits 2")
     c.check(err_ok(run(["embed", *m, "--max-batch-tokens", "1"], stdin="x\n"), 2),
             "--max-batch-tokens under the model's length exits 2")
     ce = model_dir("ce-minilm-l6-random")

@@ -17,6 +17,7 @@ layout, with HF_ENDPOINT pointing at it:
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -375,6 +376,22 @@ def main():
             f"embed --pull pulls, then embeds the same: {p.stderr[-300:]!r}")
     p = run(["embed", "-q", "-m", REPO], stdin=TEXTS, env=env(c8, EMBD_PULL="1"))
     c.check(p.returncode == 0 and p.stdout == ref, "EMBD_PULL=1 with the model there")
+    # offline, the model whole in the cache: pull answers its snapshot (as
+    # huggingface_hub's snapshot_download does offline)
+    p = pull(c8, HF_HUB_OFFLINE="1")
+    c.check(p.returncode == 0 and p.stdout.decode().strip() == snapshot(c8),
+            f"HF_HUB_OFFLINE with the model cached: {p.returncode} {p.stderr!r}")
+    # a snapshot another tool left half-filled (config.json alone): --pull
+    # fetches the rest instead of failing to load it
+    c10 = cache("c10")
+    os.makedirs(os.path.join(c10, FOLDER, "snapshots", SHA))
+    os.makedirs(os.path.join(c10, FOLDER, "refs"))
+    with open(os.path.join(c10, FOLDER, "refs", "main"), "w") as f:
+        f.write(SHA)
+    shutil.copy(os.path.join(MODEL, "config.json"), os.path.join(snapshot(c10), "config.json"))
+    p = run(["embed", "-m", REPO, "--pull"], stdin=TEXTS, env=env(c10))
+    c.check(p.returncode == 0 and p.stdout == ref and b"incomplete" in p.stderr,
+            f"--pull completes a half-filled snapshot: {p.stderr[-300:]!r}")
     c9 = cache("c9")
     e = dict(os.environ, **env(c9))
     proc = subprocess.Popen([BIN, "serve", "--pull", "-m", REPO, "--port", "0"], env=e,

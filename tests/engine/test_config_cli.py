@@ -70,6 +70,15 @@ def main():
         c.check(one_error(p, 2, "--device must be", "(from EMBD_DEVICE)"), f"bad device: {p.stderr!r}")
         p = run(["embed", *m, *config({"devcie": "cpu"})], stdin=text)
         c.check(one_error(p, 2, 'unknown option "devcie"'), f"unknown key: {p.stderr!r}")
+        # a fraction as the documented JSON number (gpu_memory_limit 0.5); one
+        # where an integer belongs is refused as its flag would be
+        p = run(["embed", *m, "-q", *config({"gpu_memory_limit": 0.5, "device": "cpu"})],
+                stdin=text)
+        c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'),
+                f"gpu_memory_limit 0.5 in --config: {p.stderr!r}")
+        p = run(["embed", *m, *config({"threads": 1.5})], stdin=text)
+        c.check(one_error(p, 2, "--threads must be an integer", '"1.5"'),
+                f"threads 1.5 in --config: {p.stderr!r}")
 
         # A mistyped EMBD_* variable is named (it would otherwise be ignored
         # without a word); other commands' settings and embd's other

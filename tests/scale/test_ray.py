@@ -352,6 +352,18 @@ def main():
                                                if p])
 
     c = Checker("scale_ray")
+    # a second run into the same --out would add every vector again beside
+    # the first run's files: refused before Ray starts
+    import ray_embed
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "part-0.parquet"), "w") as f:
+            f.write("x")
+        try:
+            ray_embed.main(["--model", model, "-i", corpus, "--out", d])
+            refused = False
+        except SystemExit as e:
+            refused = e.code == 2
+        c.check(refused, "ray_embed.py refuses a non-empty --out")
     ids, texts = load_docs(corpus, full)
     if len(ids) < N_DOCS:
         skip("the corpus has fewer than %d documents" % N_DOCS)

@@ -2,7 +2,8 @@
 
 - An empty key is refused (exit 2, one line on stderr), whether it comes
   from --api-key "", EMBD_API_KEY="", a --config file or an --api-key-file
-  that holds nothing; --api-key with --api-key-file is a usage error too.
+  that holds nothing; --api-key with --api-key-file is a usage error too
+  (given the same way: a flag beats EMBD_API_KEY, which beats --config).
 - --api-key-file FILE works: 401 without the key, 200 with it.
 - A key given with --api-key no longer shows in /proc/PID/cmdline (ps).
 
@@ -79,6 +80,15 @@ try:
         st, _, _ = s.request("POST", "/embed", '{"inputs":"a"}',
                              {"Authorization": "Bearer env-key-789"})
         c.check(st == 200, f"EMBD_API_KEY, the key: {st}")
+    # a flag beats the environment (an operator adds --api-key-file to a pod
+    # that also gets EMBD_API_KEY from a Secret): the file's key, not a clash
+    with Server(M, "--api-key-file", good, env={"EMBD_API_KEY": "env-key-789"}) as s:
+        st, _, _ = s.request("POST", "/embed", '{"inputs":"a"}',
+                             {"Authorization": "Bearer file-key-123"})
+        c.check(st == 200, f"--api-key-file over EMBD_API_KEY: the file's key: {st}")
+        st, _, _ = s.request("POST", "/embed", '{"inputs":"a"}',
+                             {"Authorization": "Bearer env-key-789"})
+        c.check(st == 401, f"--api-key-file over EMBD_API_KEY: not the variable's: {st}")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 c.done()
