@@ -197,8 +197,13 @@ static int word_reserve(struct enc *e, size_t more) {
     return 0;
 }
 
+/* The canonical combining class NFD sorts marks by, as tokenizers' tables
+ * have it: utf8proc's, except 0 for the marks of later Unicode versions that
+ * those older tables do not know (tok_nf_keep: U+1DFA, U+1ABF, ...), which
+ * tokenizers leaves where they are. */
 static int ccc_of(uint32_t cp) {
-    return utf8proc_get_property((utf8proc_int32_t)cp)->combining_class;
+    const int c = utf8proc_get_property((utf8proc_int32_t)cp)->combining_class;
+    return c && tok_nf_keep(cp, 0) ? 0 : c;
 }
 
 /* Appends one (normalized) code point to the current word. `ccc` is its
@@ -356,9 +361,9 @@ static ALWAYS_INLINE void strip_cp(struct enc *e, uint32_t cp, const int track) 
     int last = 0;
     utf8proc_ssize_t nd = 1;
     d[0] = (utf8proc_int32_t)cp;
-    /* U+11938 has a canonical decomposition since Unicode 13, which the
-     * normalization tables of tokenizers predate. */
-    if (cp != 0x11938) nd = utf8proc_decompose_char(d[0], d, 8, UTF8PROC_DECOMPOSE, &last);
+    /* a decomposition newer than the normalization tables of tokenizers
+     * (U+11938's, since Unicode 13) is not made */
+    if (!tok_nf_keep(cp, 0)) nd = utf8proc_decompose_char(d[0], d, 8, UTF8PROC_DECOMPOSE, &last);
     if (nd < 1 || nd > 8) { /* defensive: cannot happen for a valid code point */
         nd = 1;
         d[0] = (utf8proc_int32_t)cp;
@@ -424,7 +429,7 @@ static int bert_norm_cp(const embd_tokenizer *tok, uint32_t cp, uint32_t *out) {
         int last = 0;
         utf8proc_ssize_t nd = 1;
         d[0] = (utf8proc_int32_t)in[k];
-        if (tok->strip_accents && in[k] != 0x11938)
+        if (tok->strip_accents && !tok_nf_keep(in[k], 0))
             nd = utf8proc_decompose_char(d[0], d, 8, UTF8PROC_DECOMPOSE, &last);
         if (nd < 1 || nd > 8) nd = 1, d[0] = (utf8proc_int32_t)in[k];
         for (utf8proc_ssize_t i = 0; i < nd; i++) {

@@ -145,6 +145,21 @@ def adversarial():
     return [s.encode("utf-8") for s in t]
 
 
+def late_marks():
+    """Combining marks of Unicode versions later than tokenizers'
+    normalization tables (U+1DFA, U+1ABF, U+0898, ...: class 0 there, so NFD
+    leaves them in place) among older marks and letters."""
+    marks = [0x07FD, 0x0898, 0x09FE, 0x0C3C, 0x0D3B, 0x0EBA, 0x1715, 0x1ABF, 0x1AC9, 0x1ABD,
+             0x1DF6, 0x1DFA, 0xA82C, 0x10D24, 0x11070, 0x1133B, 0x1145E, 0x11839, 0x1193D,
+             0x11943, 0x16FF0, 0x1E08F, 0x1E130, 0x1E4EC, 0x0301, 0x031D, 0x0328, 0x0345]
+    r = random.Random(5)
+    t = ["\u031d\u1dfa", "\u1ac9\u1abd", "\u0301\u1dfa", "e\u1dfa\u0301"]
+    for _ in range(3000):
+        t.append("".join(chr(r.choice(marks + [0x61, 0x65, 0x20, 0x4e2d, 0xe9]))
+                         for _ in range(r.randint(1, 8))))
+    return [x.encode() for x in t]
+
+
 def invalid_utf8():
     b = [b"\xff", b"\xfe\xff", b"ab\xffcd", b"\x80", b"a\x80\x80b", b"\xc0\xaf", b"\xc2", b"\xc2a",
          b"\xe0\x80\x80", b"\xe0\xa0", b"\xe0\xa0a", b"\xed\xa0\x80", b"\xef\xbf\xbd", b"\xf0\x90\x80",
@@ -220,6 +235,7 @@ failed += compare_cli("corpus", texts, False)
 adv = adversarial()
 failed += compare_cli("adversarial", adv, True)
 failed += compare_cli("adversarial", adv, False)
+failed += compare_cli("later-Unicode marks", late_marks(), True)
 bad_bytes = [b for b in invalid_utf8() if b"\n" not in b and not b.endswith(b"\r") and b.strip(b" \t")]
 failed += compare_cli("invalid UTF-8 (lines)", bad_bytes, True, fmt="lines")
 failed += compare_cli("invalid UTF-8 (lines)", bad_bytes, False, fmt="lines")
