@@ -290,7 +290,13 @@ class Model:
         False: without [CLS] and [SEP]), and each token's (start, stop) in
         characters of text, as Hugging Face's Encoding.offsets: text[start:stop]
         is what the token came from; (0, 0) for [CLS] and [SEP]; a word's
-        [UNK] spans the word. Returns (ids, offsets)."""
+        [UNK] spans the word. Returns (ids, offsets). One known difference:
+        RobertaProcessing's trim_offsets (MPNet, RoBERTa) moves an added
+        token's offsets past the whitespace its lstrip took in as the Rust
+        crate does, by characters counted on bytes (what TEI and embd serve
+        report), where Python's binding counts on characters: after two or
+        more whitespace characters one of which is not ASCII
+        ("\u3000\u3000<mask>") the start differs by one."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
         return self._engine().tokenize_offsets(text, bool(add_special_tokens))
