@@ -44,26 +44,21 @@ struct pg {
     size_t clen, ccap;
 };
 
-/* Masks the passwords in a message (libpq quotes a connection string it
- * cannot parse as given): the PASS of "scheme://USER:PASS@" and the value
- * of "password=". */
+/* Masks the passwords in a message in place, a '*' for each character
+ * (libpq quotes a connection string it cannot parse as given): the PASS of
+ * "scheme://USER:PASS@" and the value of "password=". */
 static void redact(char *m) {
     for (char *p = m; (p = strstr(p, "://")) != NULL;) {
         p += 3;
         const size_t auth = strcspn(p, "/?#\" ");
         char *at = memchr(p, '@', auth), *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
-        if (colon && at - colon > 1) {
-            memmove(colon + 4, at, strlen(at) + 1);
-            memcpy(colon + 1, "***", 3);
-        }
+        for (char *q = colon ? colon + 1 : at; q && q < at; q++)
+            *q = '*';
     }
     for (char *p = m; (p = strstr(p, "password=")) != NULL;) {
         p += 9;
-        const size_t v = strcspn(p, " '\"");
-        if (v > 0) {
-            memmove(p + 3, p + v, strlen(p + v) + 1);
-            memcpy(p, "***", 3);
-        }
+        for (; *p && !strchr(" '\"", *p); p++)
+            *p = '*';
     }
 }
 
