@@ -131,6 +131,12 @@ class TextEmbedding:
         args = self._model_args()
         try:
             model = Model(self._path, device=device, **args)
+        except FileError as e:
+            if isinstance(e, ModelNotFoundError):
+                raise
+            # a folder that holds no model (or cannot be read): a ValueError
+            # too, as fastembed raises for a model it cannot use
+            raise ModelNotFoundError(e.status, e.message) from None
         except UnsupportedError as e:
             if self._device == "cpu":
                 raise

@@ -548,7 +548,10 @@ int cli_engine_open(const struct cli_args *a, struct embd_ctx_params p, struct c
     if (n == 0) {
         enum embd_status s = embd_ctx_new(e->model, p, &e->ctx);
         if (s != EMBD_OK) {
-            cli_err("%s", embd_last_error());
+            char src[4200] = "";
+            if (s == EMBD_ERR_INVALID_ARG && strstr(embd_last_error(), "GPU memory limit"))
+                cli_source(a, "gpu-memory-limit", src, sizeof src); /* where the value came from */
+            cli_err("%s%s", embd_last_error(), src);
             /* a bad option value (--gpu-memory-limit, --max-batch-tokens for
              * this model) is a usage error */
             return s == EMBD_ERR_INVALID_ARG ? 2 : 1;

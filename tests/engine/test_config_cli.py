@@ -76,6 +76,9 @@ def main():
                 stdin=text)
         c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'),
                 f"gpu_memory_limit 0.5 in --config: {p.stderr!r}")
+        p = run(["embed", *m], stdin=text, env={"EMBD_GPU_MEMORY_LIMIT": "xyz"})
+        c.check(one_error(p, 2, "GPU memory limit", "(from EMBD_GPU_MEMORY_LIMIT)"),
+                f"bad EMBD_GPU_MEMORY_LIMIT names its source: {p.stderr!r}")
         p = run(["embed", *m, *config({"threads": 1.5})], stdin=text)
         c.check(one_error(p, 2, "--threads must be an integer", '"1.5"'),
                 f"threads 1.5 in --config: {p.stderr!r}")

@@ -165,6 +165,13 @@ def test_missing_and_corrupt_models(tmp_path, monkeypatch):
     with pytest.raises(embd.ModelFormatError) as e:
         embd.Model(str(bad))
     assert "config.json" in str(e.value)
+    # a folder that holds no model: a ValueError as fastembed raises (and a
+    # FileError naming what is missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError) as e:
+        embd.TextEmbedding(str(empty))
+    assert isinstance(e.value, embd.FileError) and "config.json" in str(e.value)
 
 
 def test_closed_model():
