@@ -479,6 +479,23 @@ static PyObject *call_result(enum embd_status s, const char *msg,
     return NULL;
 }
 
+/* After a call submitted with w (*s its submit status, e->active counted
+ * for it): waits for it (waiter_wait), puts its status in *s and its
+ * message in msg, uncounts it and frees w. Returns -1 when a signal handler
+ * raised (the exception is set), else 0. */
+static int waiter_finish(Engine *e, struct waiter *w, enum embd_status *s, char *msg, size_t cap) {
+    int raised = 0;
+    if (*s != EMBD_OK)
+        snprintf(msg, cap, "%s", embd_last_error());
+    else if (waiter_wait(w))
+        raised = -1;
+    else if ((*s = w->status) != EMBD_OK)
+        snprintf(msg, cap, "%s", w->msg);
+    e->active--;
+    waiter_destroy(w);
+    return raised;
+}
+
 /* embed_into(texts, out, normalize=-1, truncate=True, prefix=None, counts=None, base=0,
  *            dimensions=0) -> total tokens. out: float32 (n, D) (D = dimensions when
  * set); counts: uint64 (n) or None. */
@@ -528,17 +545,8 @@ static PyObject *Engine_embed_into(Engine *e, PyObject *args, PyObject *kw) {
         e->active++;
         s = embd_sched_submit(e->sched, t.ptrs, t.lens, n, ov.buf, &call, &opts, &info, waiter_done,
                               &w);
-        if (s != EMBD_OK) {
-            snprintf(msg, sizeof msg, "%s", embd_last_error());
-        } else if (waiter_wait(&w)) {
-            e->active--;
-            waiter_destroy(&w);
-            goto done; /* KeyboardInterrupt (or what a signal handler raised) */
-        } else if ((s = w.status) != EMBD_OK) {
-            snprintf(msg, sizeof msg, "%s", w.msg);
-        }
-        e->active--;
-        waiter_destroy(&w);
+        const int raised = waiter_finish(e, &w, &s, msg, sizeof msg);
+        if (raised) goto done; /* KeyboardInterrupt (or what a signal handler raised) */
     }
     ret = call_result(s, msg, &info, base);
 done:
@@ -628,17 +636,8 @@ static PyObject *Engine_rerank_into(Engine *e, PyObject *args, PyObject *kw) {
         e->active++;
         s = embd_sched_submit_rerank(e->sched, query, qlen, t.ptrs, t.lens, n, ov.buf, &call, &opts,
                                      &info, waiter_done, &w);
-        if (s != EMBD_OK) {
-            snprintf(msg, sizeof msg, "%s", embd_last_error());
-        } else if (waiter_wait(&w)) {
-            e->active--;
-            waiter_destroy(&w);
-            goto done;
-        } else if ((s = w.status) != EMBD_OK) {
-            snprintf(msg, sizeof msg, "%s", w.msg);
-        }
-        e->active--;
-        waiter_destroy(&w);
+        const int raised = waiter_finish(e, &w, &s, msg, sizeof msg);
+        if (raised) goto done;
     }
     ret = call_result(s, msg, &info, base);
 done:
