@@ -149,12 +149,18 @@ int main(int argc, char **argv) {
     /* the int8 kernels of the kernel set EMBD_CPU_ISA (or the CPU) picks:
      * EMBD_CPU_ISA=avx2 times AVX-VNNI's on an AVX-512 CPU that has it */
     enum embd_cpu_isa isa = EMBD_CPU_ISA_BASELINE;
-    bool wide8 = false;
-    if (can_int8 && embd_cpu_isa_choose(&isa, why, sizeof why))
-        embd_cpu_lowp_kernels(true, isa, &wide8, why, sizeof why);
+    int k16 = EMBD_LOWP_AVX512, k8 = EMBD_LOWP_AVX512; /* the families the rule picks */
+    if (embd_cpu_isa_choose(&isa, why, sizeof why)) {
+        if (can_bf16) embd_cpu_lowp_kernels(false, isa, &k16, why, sizeof why);
+        if (can_int8) embd_cpu_lowp_kernels(true, isa, &k8, why, sizeof why);
+    }
+    static const char *const fam[3] = {"AVX-VNNI 256-bit", "512-bit", "AMX tiles"};
     double load[3] = {0};
     if (getloadavg(load, 3) < 0) load[0] = -1;
     printf("CPU: %s\nthreads: %d; load average %.2f (before)\n", model, nt, load[0]);
+    printf("kernels: bf16 %s, int8 %s (EMBD_CPU_AMX=0: no AMX; EMBD_CPU_ISA=avx2: 256-bit "
+           "int8)\n",
+           can_bf16 ? fam[k16] : "none", can_int8 ? fam[k8] : "none");
     if (!can_bf16 && !can_int8) {
         printf("neither AVX512_BF16 nor AVX512_VNNI: nothing to measure\n");
         return 0;
@@ -196,7 +202,8 @@ int main(int argc, char **argv) {
             double r[2] = {NAN, NAN};
             for (int kind = EMBD_LOWP_BF16; kind <= EMBD_LOWP_INT8; kind++) {
                 if (!(kind == EMBD_LOWP_BF16 ? can_bf16 : can_int8)) continue;
-                j.w = embd_lowp_pack(kind, W, N, K, kind == EMBD_LOWP_BF16 || wide8);
+                j.w = embd_lowp_pack(kind, W, N, K,
+                                     (enum embd_lowp_kernels)(kind == EMBD_LOWP_BF16 ? k16 : k8));
                 if (!j.w) {
                     fprintf(stderr, "bench_lowp: pack failed\n");
                     return 1;

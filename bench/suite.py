@@ -65,7 +65,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ENGINES = ["embd", "fastembed", "fastembed-sorted", "st"]
-LOWP_DTYPES = ("bf16", "int8")  # embd's reduced precisions on the CPU (--dtypes)
+LOWP_DTYPES = ("bf16", "int8", "bf16-noamx", "int8-noamx")  # embd's reduced precisions on the
+# CPU (--dtypes); -noamx: the same with EMBD_CPU_AMX=0 (the 512-bit kernels on an AMX CPU)
 
 
 def engines_of(a):
@@ -81,7 +82,11 @@ def engine_rank(e):
 
 
 def label(e):
-    return LABEL[e] if e in LABEL else f"embd --dtype {e[5:]}"
+    if e in LABEL:
+        return LABEL[e]
+    if e.endswith("-noamx"):
+        return f"embd --dtype {e[5:-6]}, EMBD_CPU_AMX=0"
+    return f"embd --dtype {e[5:]}"
 BEGIN, END = "<!-- bench/run:begin -->", "<!-- bench/run:end -->"
 
 
@@ -258,9 +263,12 @@ def run_engine(a, engine, model_dir, files, out):
     if engine == "embd" or engine.startswith("embd-") and engine != "embd-python":
         cmd = [a.embd, "embed", "-m", model_dir, "-i", files["jsonl"], "-o", out or "/dev/null",
                "--format", "npy", "--cache", "off", "-q", "--threads", str(a.threads)]
+        env = embd_env(a)
         if engine != "embd":
-            cmd += ["--dtype", engine[5:]]
-        wall, rss, _ = timed(cmd, env=embd_env(a))
+            cmd += ["--dtype", engine[5:].removesuffix("-noamx")]
+        if engine.endswith("-noamx"):
+            env = dict(env or os.environ, EMBD_CPU_AMX="0")
+        wall, rss, _ = timed(cmd, env=env)
         return {"secs": wall, "rss_mib": rss}
     onnx = os.path.join(a.onnx_root, os.path.basename(os.path.normpath(model_dir)))
     cmd = [sys.executable, os.path.abspath(__file__), "worker", "--engine", engine, "--model",
@@ -732,7 +740,9 @@ def main():
                          "build tree's python/ folder (bench/run passes build/release/python)")
     ap.add_argument("--dtypes", default="",
                     help="embd's reduced precisions to time as well, e.g. bf16,int8 (rows "
-                         "'embd --dtype X' against sentence-transformers' fp32)")
+                         "'embd --dtype X' against sentence-transformers' fp32); "
+                         "bf16-noamx and int8-noamx: the same with EMBD_CPU_AMX=0, the "
+                         "512-bit kernels on a CPU with AMX")
     ap.add_argument("--isa", choices=("avx2", "avx512"),
                     help="the kernel set embd runs (EMBD_CPU_ISA for its runs; default: "
                     "embd's own choice); recorded in every row either way")

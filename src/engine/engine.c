@@ -959,9 +959,20 @@ static void system_info_init(void) {
     char why[160], bf16_why[160] = "", int8_why[160] = "";
     const bool isa_ok = embd_cpu_isa_choose(&isa, why, sizeof why);
     /* the CPU backend's own rule (isa.h), with the kernel set it would run */
-    bool wide8 = false;
-    const bool bf16 = isa_ok && embd_cpu_lowp_kernels(false, isa, NULL, bf16_why, sizeof bf16_why);
-    const bool int8 = isa_ok && embd_cpu_lowp_kernels(true, isa, &wide8, int8_why, sizeof int8_why);
+    int k16 = 0, k8 = 0; /* enum embd_lowp_kernels: 0 256-bit, 1 512-bit, 2 AMX */
+    const bool bf16 = isa_ok && embd_cpu_lowp_kernels(false, isa, &k16, bf16_why, sizeof bf16_why);
+    const bool int8 = isa_ok && embd_cpu_lowp_kernels(true, isa, &k8, int8_why, sizeof int8_why);
+    /* why AMX does not run where the CPU has it */
+    char amx_why[128] = "";
+    if (f->amx_bf16 || f->amx_int8) {
+        const char *off = getenv("EMBD_CPU_AMX");
+        if (off && !strcmp(off, "0"))
+            snprintf(amx_why, sizeof amx_why, "; AMX off (EMBD_CPU_AMX=0)");
+        else if (!embd_cpu_amx_ready(amx_why + 10, sizeof amx_why - 10))
+            memcpy(amx_why, "; no AMX: ", 10);
+        else if (isa_ok && isa != EMBD_CPU_ISA_AVX512)
+            snprintf(amx_why, sizeof amx_why, "; AMX runs beside the avx512 kernel set only");
+    }
     if (!isa_ok) {
         snprintf(bf16_why, sizeof bf16_why, "no kernel set is usable");
         snprintf(int8_why, sizeof int8_why, "no kernel set is usable");
@@ -970,27 +981,32 @@ static void system_info_init(void) {
     char quota_str[32] = "none";
     const int quota = embd_pool_cgroup_cpus("/proc/self/cgroup", "/sys/fs/cgroup");
     if (quota > 0) snprintf(quota_str, sizeof quota_str, "%d", quota);
-    snprintf(
-        system_info, sizeof system_info,
-        "cpu: %s (family %d model %d), %ld online cores, %d usable by this process "
-        "(%d in its affinity mask, cgroup CPU quota %s)\n"
-        "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
-        "cpu kernels: %s (%s)\n"
-        "cpu low precision: bf16 %s%s%s, int8 %s%s%s\n"
-        "cpu threads: %d by default (--threads); idle ones spin %d us, then sleep "
-        "(EMBD_CPU_SPIN_US)\n"
-        "blas: %s\ncuda: plugins (libembd-cuda13.so, libembd-cuda11.so), loaded on demand\n",
-        f->model, f->family, f->model_id, sysconf(_SC_NPROCESSORS_ONLN), cpus,
-        embd_pool_affinity_cpus(), quota_str, f->avx2 ? " avx2" : "", f->fma ? " fma" : "",
-        f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
-        f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",
-        f->avx512_bf16 ? " avx512_bf16" : "", f->avx512_vnni ? " avx512_vnni" : "",
-        f->avx_vnni ? " avx_vnni" : "", f->amx_bf16 ? " amx_bf16" : "",
-        f->amx_int8 ? " amx_int8" : "", f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
-        isa_ok ? embd_cpu_isa_name(isa) : "refused", why, bf16 ? "yes" : "no (",
-        bf16 ? "" : bf16_why, bf16 ? "" : ")",
-        int8 ? (wide8 ? "yes (AVX512_VNNI)" : "yes (AVX-VNNI, 256-bit)") : "no (",
-        int8 ? "" : int8_why, int8 ? "" : ")", cpus, embd_pool_spin_us(), openblas_get_config());
+    snprintf(system_info, sizeof system_info,
+             "cpu: %s (family %d model %d), %ld online cores, %d usable by this process "
+             "(%d in its affinity mask, cgroup CPU quota %s)\n"
+             "cpu features:%s%s%s%s%s%s%s%s%s%s%s%s\n"
+             "cpu kernels: %s (%s)\n"
+             "cpu low precision: bf16 %s%s%s, int8 %s%s%s%s\n"
+             "cpu threads: %d by default (--threads); idle ones spin %d us, then sleep "
+             "(EMBD_CPU_SPIN_US)\n"
+             "blas: %s\ncuda: plugins (libembd-cuda13.so, libembd-cuda11.so), loaded on demand\n",
+             f->model, f->family, f->model_id, sysconf(_SC_NPROCESSORS_ONLN), cpus,
+             embd_pool_affinity_cpus(), quota_str, f->avx2 ? " avx2" : "", f->fma ? " fma" : "",
+             f->avx512f ? " avx512f" : "", f->avx512bw ? " avx512bw" : "",
+             f->avx512vl ? " avx512vl" : "", f->avx512dq ? " avx512dq" : "",
+             f->avx512_bf16 ? " avx512_bf16" : "", f->avx512_vnni ? " avx512_vnni" : "",
+             f->avx_vnni ? " avx_vnni" : "", f->amx_bf16 ? " amx_bf16" : "",
+             f->amx_int8 ? " amx_int8" : "",
+             f->os_zmm ? "; OS saves zmm" : "; OS does not save zmm",
+             isa_ok ? embd_cpu_isa_name(isa) : "refused", why,
+             bf16 ? (k16 == 2 ? "yes (AMX-BF16 tiles)" : "yes (AVX512_BF16)") : "no (",
+             bf16 ? "" : bf16_why, bf16 ? "" : ")",
+             int8 ? (k8 == 2   ? "yes (AMX-INT8 tiles)"
+                     : k8 == 1 ? "yes (AVX512_VNNI)"
+                               : "yes (AVX-VNNI, 256-bit)")
+                  : "no (",
+             int8 ? "" : int8_why, int8 ? "" : ")", amx_why, cpus, embd_pool_spin_us(),
+             openblas_get_config());
 }
 
 int embd_cpu_count(void) {

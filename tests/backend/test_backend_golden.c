@@ -199,8 +199,20 @@ int main(int argc, char **argv) {
     if (!embd_cpu_isa_choose(&isa, why, sizeof why)) TEST_SKIP("%s", why);
     if (dtype == EMBD_DTYPE_BF16 && !embd_cpu_can_bf16(why, sizeof why)) TEST_SKIP("%s", why);
     if (dtype == EMBD_DTYPE_INT8 && !embd_cpu_can_int8(why, sizeof why)) TEST_SKIP("%s", why);
-    printf("cpu kernel set %s, %s, on %s\n", embd_cpu_isa_name(isa), mode,
-           embd_cpu_features_get()->model);
+    int fam = -1; /* enum embd_lowp_kernels of bf16 / int8 */
+    if (dtype != EMBD_DTYPE_FP32)
+        embd_cpu_lowp_kernels(dtype == EMBD_DTYPE_INT8, isa, &fam, why, sizeof why);
+    const char *amx_env = getenv("EMBD_CPU_AMX");
+    if (amx_env && !strcmp(amx_env, "0") && dtype != EMBD_DTYPE_FP32) {
+        /* the 512-bit kernels on a CPU with AMX: elsewhere the plain run ran them */
+        const embd_cpu_features *f = embd_cpu_features_get();
+        const bool amx = (dtype == EMBD_DTYPE_INT8 ? f->amx_int8 : f->amx_bf16) &&
+                         isa == EMBD_CPU_ISA_AVX512 && embd_cpu_amx_ready(NULL, 0);
+        if (!amx) TEST_SKIP("no AMX here: the plain %s test runs the same kernels", mode);
+    }
+    static const char *const fams[3] = {"AVX-VNNI 256-bit kernels", "512-bit kernels", "AMX tiles"};
+    printf("cpu kernel set %s, %s%s%s, on %s\n", embd_cpu_isa_name(isa), mode,
+           fam >= 0 ? " on the " : "", fam >= 0 ? fams[fam] : "", embd_cpu_features_get()->model);
     char dir[4096], ids_path[4096], npy_path[4096];
     snprintf(dir, sizeof dir, "%s/all-MiniLM-L6-v2", models);
     snprintf(ids_path, sizeof ids_path, "%s/tests/fixtures/golden/all-MiniLM-L6-v2/ids.jsonl", src);

@@ -36,12 +36,19 @@
 #define GUARD_COLS 16
 #define LDA_PAD 4 /* lda = K + 4: rows not 64-byte aligned, and read in place */
 
-/* The kernels every pack in this file asks for: the 512-bit ones, or
- * AVX-VNNI's 256-bit int8 ones (main runs each variant the CPU has). */
-static int g_wide = 1;
+/* The kernels every pack in this file asks for: the 512-bit ones, AMX
+ * tiles, or AVX-VNNI's 256-bit int8 ones (main runs each variant the CPU
+ * has). */
+static enum embd_lowp_kernels g_kernels = EMBD_LOWP_AVX512;
 
 static embd_lowp_weight *lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K) {
-    return embd_lowp_pack(kind, W, N, K, g_wide);
+    embd_lowp_weight *w = embd_lowp_pack(kind, W, N, K, g_kernels);
+    /* AMX takes K in whole tile rows; other K run the 512-bit kernels */
+    if (w)
+        CHECK(embd_lowp_kernels_of(w) == (g_kernels == EMBD_LOWP_AMX && K % EMBD_LOWP_AMX_K(kind)
+                                              ? EMBD_LOWP_AVX512
+                                              : g_kernels));
+    return w;
 }
 
 static const char *kind_name(enum embd_lowp_kind kind) {
@@ -410,7 +417,8 @@ static void test_shapes(enum embd_lowp_kind kind) {
     }
     /* outlier channels (int8's hard case) and K not a multiple of 16 or 32
      * (the conversion's masked tails) */
-    const int odd[][3] = {{49, 384, 384}, {13, 36, 48}, {20, 388, 32}, {5, 4, 16}, {7, 1544, 64}};
+    const int odd[][3] = {{49, 384, 384}, {13, 36, 48},  {20, 388, 32},
+                          {5, 4, 16},     {7, 1544, 64}, {17, 64, 48}};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         problem p = problem_make(kind, odd[i][0], odd[i][1], odd[i][2], 300 + i, i == 0);
         CHECK(p.w != NULL);
@@ -582,7 +590,8 @@ static void test_pack(enum embd_lowp_kind kind) {
     CHECK(lowp_pack(kind, W, 16, 0) == NULL);
     CHECK(lowp_pack(kind, NULL, 16, 8) == NULL);
     CHECK(lowp_pack((enum embd_lowp_kind)7, W, 16, 8) == NULL);
-    CHECK(embd_lowp_pack(EMBD_LOWP_BF16, W, 32, 8, 0) == NULL); /* no 256-bit bf16 kernels */
+    CHECK(embd_lowp_pack(EMBD_LOWP_BF16, W, 32, 8, EMBD_LOWP_VNNI256) == NULL); /* none */
+    CHECK(embd_lowp_pack(kind, W, 32, 8, (enum embd_lowp_kernels)3) == NULL);
     embd_lowp_free(NULL);
     for (long n = 0; n < 2; n++) {
         embd_fault_alloc_after(n);
@@ -601,76 +610,134 @@ static void test_pack(enum embd_lowp_kind kind) {
     embd_lowp_free(w);
 }
 
-/* The int8 kernels of AVX-VNNI (256-bit) and AVX512_VNNI give the same bits
- * (the same exact int32 sums and the same fp32 epilogue), with and without
- * GELU, on a model's shapes and odd row counts. */
-static void test_wide_equals_narrow(void) {
+/* The int8 kernels of AVX-VNNI (256-bit), AVX512_VNNI and AMX-INT8 give
+ * the same bits (the same exact int32 sums and the same fp32 epilogue),
+ * with and without GELU, on a model's shapes and odd row counts; AMX-BF16
+ * is within its rounding of the 512-bit bf16 kernels. Compares the
+ * variants in have (indexed by variant, see main) pairwise. */
+static void test_variants_agree(const int have[5]) {
     const int dims[3][3] = {{37, 384, 1152}, {5, 1536, 384}, {61, 384, 1536}};
-    for (int s = 0; s < 3; s++) {
-        const int T = dims[s][0], K = dims[s][1], N = dims[s][2];
-        float *x = malloc((size_t)T * K * sizeof(float)), *W = malloc((size_t)N * K * 4);
-        float *bias = malloc((size_t)N * 4), *a = malloc((size_t)T * N * 4);
-        float *b = malloc((size_t)T * N * 4);
-        for (size_t i = 0; i < (size_t)T * K; i++)
-            x[i] = gauss();
-        for (size_t i = 0; i < (size_t)N * K; i++)
-            W[i] = gauss() / sqrtf((float)K);
-        for (int n = 0; n < N; n++)
-            bias[n] = 0.1f * gauss();
-        embd_lowp_weight *ww = embd_lowp_pack(EMBD_LOWP_INT8, W, N, K, 1);
-        embd_lowp_weight *wn = embd_lowp_pack(EMBD_LOWP_INT8, W, N, K, 0);
-        CHECK(ww && wn);
-        void *scratch = ww ? scratch_make(ww) : NULL;
-        for (int gelu = 0; ww && wn && scratch && gelu < 2; gelu++) {
-            embd_lowp_gemm(ww, a, (size_t)N, x, (size_t)K, 0, T, 0, N, bias, gelu, scratch);
-            embd_lowp_gemm(wn, b, (size_t)N, x, (size_t)K, 0, T, 0, N, bias, gelu, scratch);
-            size_t diff = 0;
-            for (size_t i = 0; i < (size_t)T * N; i++)
-                diff += memcmp(&a[i], &b[i], sizeof(float)) != 0;
-            CHECK_MSG(diff == 0,
-                      "int8 %dx%dx%d gelu=%d: %zu of %d outputs differ between the "
-                      "512-bit and AVX-VNNI kernels",
-                      T, K, N, gelu, diff, T * N);
+    /* pairs of variants: int8 512 vs 256, int8 512 vs AMX, bf16 512 vs AMX */
+    static const int pairs[3][2] = {{2, 4}, {2, 3}, {0, 1}};
+    static const enum embd_lowp_kernels kern[5] = {
+        EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_VNNI256};
+    static const char *const pname[3] = {"512-bit and AVX-VNNI int8", "512-bit and AMX int8",
+                                         "512-bit and AMX bf16"};
+    for (int pi = 0; pi < 3; pi++) {
+        const int va = pairs[pi][0], vb = pairs[pi][1];
+        if (!have[va] || !have[vb]) {
+            printf("%s: not compared (the CPU lacks one)\n", pname[pi]);
+            continue;
         }
-        free(scratch);
-        embd_lowp_free(ww);
-        embd_lowp_free(wn);
-        free(x);
-        free(W);
-        free(bias);
-        free(a);
-        free(b);
+        const enum embd_lowp_kind kind = va == 0 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
+        double worst = 0; /* bf16: the largest difference over the row's largest output */
+        for (int s = 0; s < 3; s++) {
+            const int T = dims[s][0], K = dims[s][1], N = dims[s][2];
+            float *x = malloc((size_t)T * K * sizeof(float)), *W = malloc((size_t)N * K * 4);
+            float *bias = malloc((size_t)N * 4), *a = malloc((size_t)T * N * 4);
+            float *b = malloc((size_t)T * N * 4);
+            for (size_t i = 0; i < (size_t)T * K; i++)
+                x[i] = gauss();
+            for (size_t i = 0; i < (size_t)N * K; i++)
+                W[i] = gauss() / sqrtf((float)K);
+            for (int n = 0; n < N; n++)
+                bias[n] = 0.1f * gauss();
+            embd_lowp_weight *ww = embd_lowp_pack(kind, W, N, K, kern[va]);
+            embd_lowp_weight *wn = embd_lowp_pack(kind, W, N, K, kern[vb]);
+            CHECK(ww && wn);
+            void *scratch = ww ? scratch_make(ww) : NULL;
+            for (int gelu = 0; ww && wn && scratch && gelu < 2; gelu++) {
+                embd_lowp_gemm(ww, a, (size_t)N, x, (size_t)K, 0, T, 0, N, bias, gelu, scratch);
+                embd_lowp_gemm(wn, b, (size_t)N, x, (size_t)K, 0, T, 0, N, bias, gelu, scratch);
+                if (kind == EMBD_LOWP_INT8) {
+                    size_t diff = 0;
+                    for (size_t i = 0; i < (size_t)T * N; i++)
+                        diff += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+                    CHECK_MSG(diff == 0, "int8 %dx%dx%d gelu=%d: %zu of %d outputs differ (%s)", T,
+                              K, N, gelu, diff, T * N, pname[pi]);
+                    continue;
+                }
+                for (int r = 0; r < T; r++) {
+                    double big = 0, d = 0;
+                    for (int n = 0; n < N; n++) {
+                        const size_t i = (size_t)r * N + n;
+                        big = fmax(big, fabs((double)a[i]));
+                        d = fmax(d, fabs((double)a[i] - (double)b[i]));
+                    }
+                    worst = fmax(worst, big > 0 ? d / big : d);
+                }
+            }
+            free(scratch);
+            embd_lowp_free(ww);
+            embd_lowp_free(wn);
+            free(x);
+            free(W);
+            free(bias);
+            free(a);
+            free(b);
+        }
+        if (kind == EMBD_LOWP_BF16) {
+            /* the same bf16 inputs, fp32 sums in another order: a few fp32 ulps of the
+             * row's scale (K up to 1536 terms) */
+            CHECK_MSG(worst < 1e-5, "bf16: AMX and 512-bit differ by %.3g of the row's scale",
+                      worst);
+            printf("%s: largest difference %.2g of the row's largest output\n", pname[pi], worst);
+        } else {
+            printf("%s: the same bits\n", pname[pi]);
+        }
     }
 }
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const int best = embd_cpu_isa_best();
-    char why[3][160] = {"", "", ""};
-    bool wide = false;
-    /* the variants: bf16 (512-bit), int8 512-bit, int8 AVX-VNNI */
-    const int can[3] = {
-        best >= EMBD_CPU_ISA_AVX512 &&
-            embd_cpu_lowp_kernels(false, EMBD_CPU_ISA_AVX512, &wide, why[0], sizeof why[0]),
-        best >= EMBD_CPU_ISA_AVX512 &&
-            embd_cpu_lowp_kernels(true, EMBD_CPU_ISA_AVX512, &wide, why[1], sizeof why[1]) && wide,
-        best >= EMBD_CPU_ISA_AVX2 &&
-            embd_cpu_lowp_kernels(true, EMBD_CPU_ISA_AVX2, &wide, why[2], sizeof why[2]),
-    };
-    static const char *const names[3] = {"bf16", "int8 (AVX512_VNNI)", "int8 (AVX-VNNI)"};
-    if (best < EMBD_CPU_ISA_AVX512) snprintf(why[0], sizeof why[0], "no avx512 kernel set");
-    if (best >= EMBD_CPU_ISA_AVX512 && !can[1] && !why[1][0])
-        snprintf(why[1], sizeof why[1], "the CPU lacks AVX512_VNNI");
-    if (!can[0] && !can[1] && !can[2])
-        TEST_SKIP("bf16: %s; int8: %s; int8 on AVX2: %s", why[0], why[1], why[2]);
+    char why[5][160] = {"", "", "", "", ""};
+    int k16 = -1, k8 = -1, k8n = -1;
+    /* the variants: bf16 512-bit, bf16 AMX, int8 512-bit, int8 AMX, int8 AVX-VNNI
+     * (embd_cpu_lowp_kernels picks AMX where it may run; the 512-bit kernels
+     * run on the same CPU when asked for) */
+    const int bf16 = best >= EMBD_CPU_ISA_AVX512 &&
+                     embd_cpu_lowp_kernels(false, EMBD_CPU_ISA_AVX512, &k16, why[0], sizeof why[0]);
+    const int int8 = best >= EMBD_CPU_ISA_AVX512 &&
+                     embd_cpu_lowp_kernels(true, EMBD_CPU_ISA_AVX512, &k8, why[2], sizeof why[2]) &&
+                     k8 >= EMBD_LOWP_AVX512;
+    const int int8n = best >= EMBD_CPU_ISA_AVX2 &&
+                      embd_cpu_lowp_kernels(true, EMBD_CPU_ISA_AVX2, &k8n, why[4], sizeof why[4]);
+    const int can[5] = {bf16, bf16 && k16 == EMBD_LOWP_AMX, int8, int8 && k8 == EMBD_LOWP_AMX,
+                        int8n};
+    static const char *const names[5] = {"bf16 (AVX512_BF16)", "bf16 (AMX-BF16)",
+                                         "int8 (AVX512_VNNI)", "int8 (AMX-INT8)",
+                                         "int8 (AVX-VNNI)"};
+    static const enum embd_lowp_kernels kern[5] = {
+        EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_VNNI256};
+    if (best < EMBD_CPU_ISA_AVX512) {
+        snprintf(why[0], sizeof why[0], "no avx512 kernel set");
+        snprintf(why[2], sizeof why[2], "no avx512 kernel set");
+    }
+    if (best >= EMBD_CPU_ISA_AVX512 && !can[2] && !why[2][0])
+        snprintf(why[2], sizeof why[2], "the CPU lacks AVX512_VNNI");
+    for (int v = 1; v <= 3; v += 2) {
+        if (can[v]) continue;
+        const char *e = getenv("EMBD_CPU_AMX");
+        if (!can[v - 1])
+            snprintf(why[v], sizeof why[v], "%.150s", why[v - 1]);
+        else if (e && !strcmp(e, "0"))
+            snprintf(why[v], sizeof why[v], "EMBD_CPU_AMX=0");
+        else if (!embd_cpu_amx_ready(why[v], sizeof why[v]))
+            ;
+        else
+            snprintf(why[v], sizeof why[v], "the CPU lacks AMX-%s", v == 1 ? "BF16" : "INT8");
+    }
+    if (!can[0] && !can[2] && !can[4])
+        TEST_SKIP("bf16: %s; int8: %s; int8 on AVX2: %s", why[0], why[2], why[4]);
     printf("CPU: %s\n", embd_cpu_features_get()->model);
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < 5; v++) {
         if (!can[v]) {
             printf("%s: not run (%s)\n", names[v], why[v][0] ? why[v] : "not here");
             continue;
         }
-        const enum embd_lowp_kind kind = v == 0 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
-        g_wide = v != 2;
+        const enum embd_lowp_kind kind = v < 2 ? EMBD_LOWP_BF16 : EMBD_LOWP_INT8;
+        g_kernels = kern[v];
         worst_q[kind] = worst_rel32[kind] = 0;
         worst_cos[kind] = 2;
         test_pack(kind);
@@ -682,10 +749,7 @@ int main(void) {
                "relative %.2g, cosine %.6f\n",
                names[v], worst_q[kind], worst_rel32[kind], worst_cos[kind]);
     }
-    if (can[1] && can[2])
-        test_wide_equals_narrow();
-    else
-        printf("512-bit vs AVX-VNNI int8: not compared (the CPU lacks one)\n");
-    g_wide = 1;
+    test_variants_agree(can);
+    g_kernels = EMBD_LOWP_AVX512;
     return test_summary("test_lowp");
 }

@@ -120,7 +120,7 @@ struct embd_backend {
     embd_pool *pool;       /* the threads (the context's, or own_pool) */
     embd_pool *own_pool;   /* created here when the caller gave none; else NULL */
     enum embd_cpu_isa isa; /* the kernel set of the packed GEMM (see cpu_choose_isa) */
-    bool lowp_wide;        /* bf16 / int8: the 512-bit kernels, else AVX-VNNI's 256-bit */
+    int lowp_kernels;      /* bf16 / int8: enum embd_lowp_kernels (lowp.h) */
     /* the weights in the kernels' forms, shared by the model's contexts of
      * the same form (struct cpu_weights); the pointers below are into it */
     struct cpu_weights *cw;
@@ -1205,7 +1205,7 @@ struct cpu_weights {
 struct cw_form {
     enum embd_dtype dtype; /* fp32: packed or BLAS (stacked); bf16, int8: lowp */
     bool packed;
-    bool lowp_wide;
+    int lowp_kernels; /* enum embd_lowp_kernels */
 };
 
 static void cw_free(void *p) {
@@ -1239,10 +1239,14 @@ static enum embd_status cw_pack_lowp(struct cpu_weights *cw, const struct embd_m
         const embd_layer_weights *lw = &model->w.layers[l];
         stack_qkv(qkv, lw, H);
         embd_lowp_weight **w = cw->lowp + 4 * l;
-        w[0] = embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H, f->lowp_wide);
-        w[1] = embd_lowp_pack(kind, lw->o_w, (int)H, (int)H, f->lowp_wide);
-        w[2] = embd_lowp_pack(kind, lw->i_w, (int)I, (int)H, f->lowp_wide);
-        w[3] = embd_lowp_pack(kind, lw->f_w, (int)H, (int)I, f->lowp_wide);
+        w[0] =
+            embd_lowp_pack(kind, qkv, 3 * (int)H, (int)H, (enum embd_lowp_kernels)f->lowp_kernels);
+        w[1] =
+            embd_lowp_pack(kind, lw->o_w, (int)H, (int)H, (enum embd_lowp_kernels)f->lowp_kernels);
+        w[2] =
+            embd_lowp_pack(kind, lw->i_w, (int)I, (int)H, (enum embd_lowp_kernels)f->lowp_kernels);
+        w[3] =
+            embd_lowp_pack(kind, lw->f_w, (int)H, (int)I, (enum embd_lowp_kernels)f->lowp_kernels);
         for (int i = 0; i < 4; i++) {
             if (!w[i]) {
                 embd_free(qkv);
@@ -1365,7 +1369,7 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     /* bf16: the avx512 set; int8: avx512 + AVX512_VNNI or avx2/avx512 + AVX-VNNI (isa.h) */
     if (dtype != EMBD_DTYPE_FP32 &&
         (!EMBD_HAVE_DISPATCH || !embd_cpu_lowp_kernels(dtype == EMBD_DTYPE_INT8, be->isa,
-                                                       &be->lowp_wide, why, sizeof why))) {
+                                                       &be->lowp_kernels, why, sizeof why))) {
         if (!EMBD_HAVE_DISPATCH) snprintf(why, sizeof why, "this build has no CPU dispatch");
         const bool forced = getenv("EMBD_CPU_ISA") && *getenv("EMBD_CPU_ISA");
         embd_free(be);
@@ -1399,10 +1403,13 @@ static enum embd_status cpu_init(embd_backend **out, const struct embd_model *mo
     const bool lowp = dtype != EMBD_DTYPE_FP32;
     /* every x86-64 kernel set (the baseline's tile too); elsewhere OpenBLAS */
     const bool packed = !lowp && EMBD_HAVE_PACKED && H % PK_NR == 0 && I % PK_NR == 0;
-    struct cw_form form = {.dtype = dtype, .packed = packed, .lowp_wide = lowp && be->lowp_wide};
+    struct cw_form form = {
+        .dtype = dtype, .packed = packed, .lowp_kernels = lowp ? be->lowp_kernels : 0};
     char key[48];
     snprintf(key, sizeof key, "cpu %s %s", embd_dtype_str(dtype),
-             lowp     ? (form.lowp_wide ? "512-bit" : "256-bit")
+             lowp     ? (form.lowp_kernels == EMBD_LOWP_AMX      ? "amx"
+                         : form.lowp_kernels == EMBD_LOWP_AVX512 ? "512-bit"
+                                                                 : "256-bit")
              : packed ? "panels"
                       : "stacked");
     be->cw = embd_model_share(model, key, cw_make, cw_free, &form, &st);

@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #define EMBD_X86 1
@@ -183,9 +187,51 @@ bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n) {
     return true;
 }
 
-bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, bool *wide, char *why, size_t n) {
+/* AMX: whether the process may use the tiles, asked of Linux once. */
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+static bool amx_ok;
+static char amx_why[96];
+
+static void amx_ask(void) {
     const embd_cpu_features *f = embd_cpu_features_get();
-    if (wide) *wide = false;
+    if (!f->amx_bf16 && !f->amx_int8) {
+        snprintf(amx_why, sizeof amx_why, "the CPU lacks AMX");
+        return;
+    }
+    if (!f->os_amx) {
+        snprintf(amx_why, sizeof amx_why, "the OS does not save the AMX tile state");
+        return;
+    }
+#if EMBD_X86 && defined(__linux__) && defined(SYS_arch_prctl)
+    /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA (Linux 5.16 and later) */
+    if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) {
+        snprintf(amx_why, sizeof amx_why, "Linux refused the process the AMX tile state");
+        return;
+    }
+    amx_ok = true;
+#else
+    snprintf(amx_why, sizeof amx_why, "AMX is used on Linux only");
+#endif
+}
+
+bool embd_cpu_amx_ready(char *why, size_t n) {
+    pthread_once(&amx_once, amx_ask);
+    if (!amx_ok && why) snprintf(why, n, "%s", amx_why);
+    return amx_ok;
+}
+
+/* Whether EMBD_CPU_AMX turns the AMX kernels off ("0"). */
+static bool amx_off(void) {
+    const char *e = getenv("EMBD_CPU_AMX");
+    return e && !strcmp(e, "0");
+}
+
+bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, int *kernels, char *why, size_t n) {
+    const embd_cpu_features *f = embd_cpu_features_get();
+    if (kernels) *kernels = 0;
+    /* AMX beside the avx512 set, where the CPU has the kind's tiles */
+    const bool amx = isa == EMBD_CPU_ISA_AVX512 && (int8 ? f->amx_int8 : f->amx_bf16) &&
+                     !amx_off() && embd_cpu_amx_ready(NULL, 0);
     if (!int8) {
         if (!f->avx512_bf16) {
             snprintf(why, n, "the CPU lacks AVX512_BF16");
@@ -196,15 +242,15 @@ bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, bool *wide, char *w
                      embd_cpu_isa_name(isa));
             return false;
         }
-        if (wide) *wide = true;
+        if (kernels) *kernels = amx ? 2 : 1;
         return true;
     }
     if (isa == EMBD_CPU_ISA_AVX512 && f->avx512_vnni) {
-        if (wide) *wide = true;
+        if (kernels) *kernels = amx ? 2 : 1;
         return true;
     }
     /* the kernel set is runnable, so the OS saves the ymm registers */
-    if (isa >= EMBD_CPU_ISA_AVX2 && f->avx_vnni) return true;
+    if (isa >= EMBD_CPU_ISA_AVX2 && f->avx_vnni) return true; /* *kernels 0: 256-bit */
     if (isa == EMBD_CPU_ISA_BASELINE)
         snprintf(why, n, "int8 runs on the avx512 or avx2 kernel set, and baseline was chosen");
     else if (isa == EMBD_CPU_ISA_AVX2 && f->avx512_vnni)

@@ -42,12 +42,22 @@ const char *embd_cpu_isa_name(enum embd_cpu_isa isa);
  * this CPU cannot run. */
 bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n);
 
+/* Whether the process may use the AMX tiles: the CPU has AMX-TILE and the
+ * OS saves the tile state (XCR0), and Linux granted the tile data state to
+ * the process (arch_prctl ARCH_REQ_XCOMP_PERM, asked once, here; without
+ * it the first tile instruction is a SIGILL). False, with the reason in
+ * why, otherwise (why may be NULL). */
+bool embd_cpu_amx_ready(char *why, size_t n);
+
 /* Whether the low-precision kernels run beside the fp32 kernel set isa:
  * bf16 (int8 false) needs the avx512 set and AVX512_BF16; int8 the avx512
- * set and AVX512_VNNI (512-bit kernels: *wide true), or the avx2 or avx512
- * set and AVX-VNNI (256-bit kernels). When not, writes the reason to why.
- * The one rule for the CPU backend and `embd doctor`. */
-bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, bool *wide, char *why, size_t n);
+ * set and AVX512_VNNI (512-bit kernels), or the avx2 or avx512 set and
+ * AVX-VNNI (256-bit kernels). On the avx512 set the AMX tiles take over
+ * where the CPU has AMX-BF16 / AMX-INT8 and embd_cpu_amx_ready, unless
+ * EMBD_CPU_AMX=0. Writes the family to *kernels (lowp.h's enum
+ * embd_lowp_kernels; kernels may be NULL); when none can run, the reason to
+ * why. The one rule for the CPU backend and `embd doctor`. */
+bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, int *kernels, char *why, size_t n);
 
 /* embd_cpu_lowp_kernels with the kernel set embd_cpu_isa_choose picks
  * (EMBD_CPU_ISA, else the best): can --dtype bf16 / int8 run here. */

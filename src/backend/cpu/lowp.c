@@ -1,8 +1,8 @@
 /* lowp.c — the reduced-precision GEMMs of lowp.h: bf16 (AVX512_BF16) and
  * int8 (AVX512_VNNI), out = in W^T + bias (then GELU), for x86-64 CPUs with
- * AVX-512; and int8 on AVX2 CPUs with AVX-VNNI (256-bit, the same bits; see
- * vnni_gemm). The library is built for baseline x86-64, so every kernel here
- * carries its own target attribute; callers check embd_cpu_can_bf16 /
+ * AVX-512; int8 on AVX2 CPUs with AVX-VNNI (256-bit, the same bits; see
+ * vnni_gemm); and both on AMX tiles (see amx_gemm). The library is built for baseline x86-64, so
+ * every kernel here carries its own target attribute; callers check embd_cpu_can_bf16 /
  * embd_cpu_can_int8 (isa.h) before they call. Elsewhere embd_lowp_pack
  * returns NULL.
  *
@@ -62,7 +62,7 @@ _Static_assert(EMBD_LOWP_MC % LOWP_MR == 0, "EMBD_LOWP_MC must be a multiple of 
 
 struct embd_lowp_weight {
     enum embd_lowp_kind kind;
-    int wide; /* the 512-bit kernels; else AVX-VNNI's 256-bit int8 ones */
+    enum embd_lowp_kernels kernels; /* the family that runs it (AMX only where K fits) */
     int N, K;
     int kg;          /* groups of k: K / 2 (bf16) or K / 4 (int8) */
     size_t bytes;    /* of mem */
@@ -128,14 +128,18 @@ static void pack_int8(embd_lowp_weight *w, const float *W) {
     }
 }
 
-embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K, int wide) {
+embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K,
+                                 enum embd_lowp_kernels kernels) {
     if (!LOWP_X86 || !W || N <= 0 || K <= 0 || N % LOWP_NR || K % 4 ||
-        (kind != EMBD_LOWP_BF16 && kind != EMBD_LOWP_INT8) || (kind == EMBD_LOWP_BF16 && !wide))
+        (kind != EMBD_LOWP_BF16 && kind != EMBD_LOWP_INT8) ||
+        (kernels != EMBD_LOWP_VNNI256 && kernels != EMBD_LOWP_AVX512 && kernels != EMBD_LOWP_AMX) ||
+        (kind == EMBD_LOWP_BF16 && kernels == EMBD_LOWP_VNNI256))
         return NULL;
     embd_lowp_weight *w = embd_calloc(1, sizeof *w);
     if (!w) return NULL;
     w->kind = kind;
-    w->wide = wide != 0;
+    /* the tiles take K in whole tile rows; the 512-bit kernels any K */
+    w->kernels = kernels == EMBD_LOWP_AMX && K % EMBD_LOWP_AMX_K(kind) ? EMBD_LOWP_AVX512 : kernels;
     w->N = N;
     w->K = K;
     w->kg = kind == EMBD_LOWP_BF16 ? K / 2 : K / 4;
@@ -164,6 +168,10 @@ void embd_lowp_free(embd_lowp_weight *w) {
     if (!w) return;
     embd_free(w->mem);
     embd_free(w);
+}
+
+enum embd_lowp_kernels embd_lowp_kernels_of(const embd_lowp_weight *w) {
+    return w->kernels;
 }
 
 size_t embd_lowp_bytes(const embd_lowp_weight *w) {
@@ -202,20 +210,27 @@ static inline __mmask16 lanes(int n) {
  * (round to nearest even, denormals to zero: VCVTNE2PS2BF16) in dst's
  * micro-panels: row i, pair g (k = 2g, 2g + 1) at dst[(i / 12) * kg * 12 +
  * g * 12 + i % 12]. Rows past mc in the last micro-panel are not written
- * (the tiles for the last rows do not read them). */
-LOWP_TARGET static void act_bf16(uint32_t *dst, const float *in, size_t lda, int m0, int mc,
-                                 int K) {
+ * (the tiles for the last rows do not read them). rowmajor (the AMX
+ * tiles): row i at dst[i * kg + g] instead. */
+LOWP_TARGET static void act_bf16(uint32_t *dst, const float *in, size_t lda, int m0, int mc, int K,
+                                 int rowmajor) {
     const int kg = K / 2;
     for (int i = 0; i < mc; i++) {
         const float *x = in + (size_t)(m0 + i) * lda;
-        uint32_t *d = dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
+        uint32_t *d = rowmajor ? dst + (size_t)i * kg
+                               : dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
         for (int k = 0; k < K; k += 32) {
             /* 32 floats (fewer at the end: K is a multiple of 4) to 16 pairs */
             const int n = K - k < 32 ? K - k : 32;
             const __m512 lo = _mm512_maskz_loadu_ps(lanes(n), x + k);
             const __m512 hi = _mm512_maskz_loadu_ps(lanes(n - 16), x + k + 16);
+            const __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+            if (rowmajor) {
+                _mm512_mask_storeu_epi32(d + k / 2, lanes(n / 2), pairs);
+                continue;
+            }
             uint32_t t[16] __attribute__((aligned(64)));
-            _mm512_store_si512(t, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_store_si512(t, pairs);
             for (int j = 0; j < n / 2; j++)
                 d[(size_t)(k / 2 + j) * LOWP_MR] = t[j];
         }
@@ -243,14 +258,16 @@ static inline float row_quant(float hi, float lo, int bad, float *rscale, float 
  * is k = 4g + e); the scales to rscale[0, mc), the minima to rmin[0, mc). A
  * row whose values are all equal (zeros included) gets scale 0, q 0 and its
  * value as min (its outputs are exact up to the weights' rounding); one with
- * a NaN or an infinity, or whose range overflows fp32, scale and min NaN. */
+ * a NaN or an infinity, or whose range overflows fp32, scale and min NaN.
+ * rowmajor: row i's quads at dst[i * kg + g], as act_bf16. */
 LOWP_TARGET static void act_int8(uint32_t *dst, float *rscale, float *rmin, const float *in,
-                                 size_t lda, int m0, int mc, int K) {
+                                 size_t lda, int m0, int mc, int K, int rowmajor) {
     const int kg = K / 4;
     const __m512 fmax = _mm512_set1_ps(3.4028234663852886e38f);
     for (int i = 0; i < mc; i++) {
         const float *x = in + (size_t)(m0 + i) * lda;
-        uint32_t *d = dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
+        uint32_t *d = rowmajor ? dst + (size_t)i * kg
+                               : dst + (size_t)(i / LOWP_MR) * kg * LOWP_MR + i % LOWP_MR;
         __m512 vmax = _mm512_set1_ps(-INFINITY), vmin = _mm512_set1_ps(INFINITY);
         __mmask16 bad = 0; /* lanes that saw a NaN or an infinity */
         for (int k = 0; k < K; k += 16) {
@@ -270,6 +287,10 @@ LOWP_TARGET static void act_int8(uint32_t *dst, float *rscale, float *rmin, cons
             const __m512 a = _mm512_maskz_loadu_ps(lanes(n), x + k);
             __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(a, vlo), vinv));
             q = _mm512_max_epi32(_mm512_min_epi32(q, top), zero);
+            if (rowmajor) {
+                _mm_mask_storeu_epi32(d + k / 4, (__mmask8)lanes(n / 4), _mm512_cvtepi32_epi8(q));
+                continue;
+            }
             uint32_t t[4] __attribute__((aligned(16)));
             _mm_store_si128((__m128i *)t, _mm512_cvtepi32_epi8(q)); /* 16 u8 = 4 quads */
             for (int j = 0; j < n / 4; j++)
@@ -514,13 +535,146 @@ static void vnni_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const f
     }
 }
 
+/* ---- AMX: bf16 (TDPBF16PS) and int8 (TDPBUSD) on 16 x 16 tiles ----------
+ * A weight panel is already a B tile's layout: 16 rows of k groups (32
+ * bf16 or 64 int8 of k), 64 bytes each, one 32-bit cell per column. The
+ * activations go row-major into the scratch (a row's cells one after the
+ * other: an A tile is 16 rows of 16 cells, rows kg cells apart), the
+ * block's rows rounded up to 16 with zero rows. Eight tile registers, all
+ * 16 x 64 bytes: C 0-3 for 2 x 2 tiles of 16 rows x 16 columns (32 x 32
+ * outputs), A 4-5, B 6-7; at the edges one row tile or one panel. The sums
+ * go through the staging buffer to the epilogue of the 512-bit kernels.
+ * int8 sums are exact int32, so AMX and VPDPBUSD give the same bits;
+ * TDPBF16PS adds its pairs in its own order (deterministic per output). */
+#define AMX_TARGET                                                                                 \
+    __attribute__((target("amx-tile,amx-bf16,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,"         \
+                          "avx512bf16,avx512vnni,avx2,fma")))
+#define AMX_ROWS 16 /* rows of a tile (tokens for A and C, k groups for B) */
+
+_Static_assert(EMBD_LOWP_MC % AMX_ROWS == 0, "EMBD_LOWP_MC must be a multiple of 16");
+
+/* The tile configuration (LDTILECFG's 64 bytes, palette 1). */
+struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* C tiles (nr row tiles x np panels) over all of k: per step of 16 groups,
+ * the A tiles of the row tiles (a0, a1; rows ast bytes apart), the B tiles
+ * of the panels (b0, b1), the products. nr and np are constants in each
+ * call, so the unused tiles' code folds away. */
+AMX_TARGET LOWP_INLINE void amx_tiles(int int8, int nr, int np, const uint32_t *a0,
+                                      const uint32_t *a1, size_t ast, const uint32_t *b0,
+                                      const uint32_t *b1, int steps) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int s = 0; s < steps; s++) {
+        const size_t ao = (size_t)s * AMX_ROWS, bo = (size_t)s * AMX_ROWS * LOWP_NR;
+        _tile_loadd(4, a0 + ao, ast);
+        if (nr == 2) _tile_loadd(5, a1 + ao, ast);
+        _tile_loadd(6, b0 + bo, 64);
+        if (np == 2) _tile_loadd(7, b1 + bo, 64);
+        if (int8) {
+            _tile_dpbusd(0, 4, 6);
+            if (np == 2) _tile_dpbusd(1, 4, 7);
+            if (nr == 2) _tile_dpbusd(2, 5, 6);
+            if (nr == 2 && np == 2) _tile_dpbusd(3, 5, 7);
+        } else {
+            _tile_dpbf16ps(0, 4, 6);
+            if (np == 2) _tile_dpbf16ps(1, 4, 7);
+            if (nr == 2) _tile_dpbf16ps(2, 5, 6);
+            if (nr == 2 && np == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+}
+
+AMX_TARGET static void amx_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in,
+                                size_t lda, int r0, int r1, int c0, int c1, const float *bias,
+                                int gelu, void *scratch) {
+    const int int8 = w->kind == EMBD_LOWP_INT8, kg = w->kg, K = w->K;
+    const int steps = kg / AMX_ROWS;
+    const size_t pstride = (size_t)kg * LOWP_NR;      /* cells per panel */
+    const size_t ast = (size_t)kg * sizeof(uint32_t); /* bytes per activation row */
+    uint32_t *abuf = scratch;
+    float *rscale = (float *)(abuf + (size_t)EMBD_LOWP_MC * kg), *rmin = rscale + EMBD_LOWP_MC;
+    struct amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.rows[i] = AMX_ROWS;
+        cfg.colsb[i] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    /* the staging buffer: two C tiles side by side, (16, 32) */
+    float t[AMX_ROWS * 2 * LOWP_NR] __attribute__((aligned(64)));
+    for (int m0 = r0; m0 < r1; m0 += EMBD_LOWP_MC) {
+        const int mc = r1 - m0 < EMBD_LOWP_MC ? r1 - m0 : EMBD_LOWP_MC;
+        const int mp = (mc + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS;
+        if (int8)
+            act_int8(abuf, rscale, rmin, in, lda, m0, mc, K, 1);
+        else
+            act_bf16(abuf, in, lda, m0, mc, K, 1);
+        memset(abuf + (size_t)mc * kg, 0, (size_t)(mp - mc) * ast);
+        for (int c = c0; c < c1; c += 2 * LOWP_NR) {
+            const int np = c1 - c >= 2 * LOWP_NR ? 2 : 1;
+            const uint32_t *b0 = w->cells + (size_t)(c / LOWP_NR) * pstride;
+            const uint32_t *b1 = b0 + pstride;
+            for (int i = 0; i < mc; i += 2 * AMX_ROWS) {
+                const int nr = mc - i > AMX_ROWS ? 2 : 1;
+                const uint32_t *a0 = abuf + (size_t)i * kg, *a1 = a0 + (size_t)AMX_ROWS * kg;
+                if (int8) {
+                    if (nr == 2 && np == 2)
+                        amx_tiles(1, 2, 2, a0, a1, ast, b0, b1, steps);
+                    else if (nr == 2)
+                        amx_tiles(1, 2, 1, a0, a1, ast, b0, b1, steps);
+                    else if (np == 2)
+                        amx_tiles(1, 1, 2, a0, a1, ast, b0, b1, steps);
+                    else
+                        amx_tiles(1, 1, 1, a0, a1, ast, b0, b1, steps);
+                } else {
+                    if (nr == 2 && np == 2)
+                        amx_tiles(0, 2, 2, a0, a1, ast, b0, b1, steps);
+                    else if (nr == 2)
+                        amx_tiles(0, 2, 1, a0, a1, ast, b0, b1, steps);
+                    else if (np == 2)
+                        amx_tiles(0, 1, 2, a0, a1, ast, b0, b1, steps);
+                    else
+                        amx_tiles(0, 1, 1, a0, a1, ast, b0, b1, steps);
+                }
+                for (int h = 0; h < nr; h++) {
+                    if (h == 0) {
+                        _tile_stored(0, t, 2 * LOWP_NR * sizeof(float));
+                        if (np == 2) _tile_stored(1, t + LOWP_NR, 2 * LOWP_NR * sizeof(float));
+                    } else {
+                        _tile_stored(2, t, 2 * LOWP_NR * sizeof(float));
+                        if (np == 2) _tile_stored(3, t + LOWP_NR, 2 * LOWP_NR * sizeof(float));
+                    }
+                    const int row = i + h * AMX_ROWS;
+                    const int mr = mc - row < AMX_ROWS ? mc - row : AMX_ROWS;
+                    epilogue(int8, out + (size_t)(m0 + row) * ldc + c, ldc, t, mr, np,
+                             bias ? bias + c : NULL, int8 ? w->scale + c : NULL,
+                             int8 ? w->wsum + c : NULL, rscale + row, rmin + row, gelu);
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+
 void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in, size_t lda,
                     int r0, int r1, int c0, int c1, const float *bias, int gelu, void *scratch) {
     EMBD_ASSERT(c0 % LOWP_NR == 0 && c1 % LOWP_NR == 0 && c0 >= 0 && c1 <= w->N && r0 >= 0);
     EMBD_ASSERT(((uintptr_t)scratch & 63) == 0);
     if (r1 <= r0 || c1 <= c0) return;
-    if (!w->wide) {
+    if (w->kernels == EMBD_LOWP_VNNI256) {
         vnni_gemm(w, out, ldc, in, lda, r0, r1, c0, c1, bias, gelu, scratch);
+        return;
+    }
+    if (w->kernels == EMBD_LOWP_AMX) {
+        amx_gemm(w, out, ldc, in, lda, r0, r1, c0, c1, bias, gelu, scratch);
         return;
     }
     const int int8 = w->kind == EMBD_LOWP_INT8, kg = w->kg, K = w->K;
@@ -533,9 +687,9 @@ void embd_lowp_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const flo
     for (int m0 = r0; m0 < r1; m0 += EMBD_LOWP_MC) {
         const int mc = r1 - m0 < EMBD_LOWP_MC ? r1 - m0 : EMBD_LOWP_MC;
         if (int8)
-            act_int8(abuf, rscale, rmin, in, lda, m0, mc, K);
+            act_int8(abuf, rscale, rmin, in, lda, m0, mc, K, 0);
         else
-            act_bf16(abuf, in, lda, m0, mc, K);
+            act_bf16(abuf, in, lda, m0, mc, K, 0);
         /* pairs of panels, the last one alone when their count is odd; the
          * micro-panels of the block inside, so that the pair stays in L1 */
         for (int c = c0; c < c1; c += 2 * LOWP_NR) {

@@ -10,6 +10,14 @@
  *         VPDPBUSD, or AVX-VNNI's on AVX2 CPUs), then scaled back to fp32
  *         with the zero point's term.
  *
+ * Three kernel families run these: 512-bit (AVX512_BF16 / AVX512_VNNI),
+ * 256-bit int8 (AVX-VNNI, on AVX2 CPUs) and AMX tiles (AMX-BF16 /
+ * AMX-INT8, where the OS lets the process use them). All read the same
+ * packed weights. int8 sums are exact int32 in each, so the three give the
+ * same bits; AMX's bf16 sums its pairs in another order than VDPBF16PS, so
+ * its bf16 outputs differ from the 512-bit kernels' in the last bits (each
+ * is deterministic on its own: lowp_gemm's contract below).
+ *
  * Callers check embd_cpu_lowp_kernels (isa.h) first; these functions
  * assume the instructions are there. */
 #ifndef EMBD_BACKEND_CPU_LOWP_H
@@ -26,15 +34,31 @@ enum embd_lowp_kind {
  * the per-thread scratch). */
 #define EMBD_LOWP_MC 48
 
+/* The kernel family a packed weight runs on (see the top). */
+enum embd_lowp_kernels {
+    EMBD_LOWP_VNNI256 = 0, /* int8 only: AVX-VNNI's 256-bit VPDPBUSD */
+    EMBD_LOWP_AVX512 = 1,  /* VDPBF16PS / 512-bit VPDPBUSD */
+    EMBD_LOWP_AMX = 2,     /* TDPBF16PS / TDPBUSD on 16 x 16 tiles */
+};
+
+/* The K an AMX weight needs: a whole number of tile rows of k (32 bf16, 64
+ * int8); a weight packed for AMX with another K runs the 512-bit kernels. */
+#define EMBD_LOWP_AMX_K(kind) ((kind) == EMBD_LOWP_BF16 ? 32 : 64)
+
 typedef struct embd_lowp_weight embd_lowp_weight;
 
 /* Packs W (N, K), row-major fp32, for kind. N a multiple of 16 and K of 4.
- * wide: the 512-bit kernels (AVX512_BF16 / AVX512_VNNI), else the 256-bit
- * int8 kernels of AVX-VNNI (AVX2 CPUs; bf16 has none: NULL); the two give
- * the same bits. NULL on out of memory or bad sizes, and on a build that is
- * not x86-64 with GCC or Clang (no kernels there). The packed layouts are
- * described at the top of lowp.c. */
-embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K, int wide);
+ * kernels: the family that runs it (bf16 has no 256-bit kernels: NULL);
+ * AMX needs the process's permission first (embd_cpu_amx_ready, isa.h).
+ * NULL on out of memory or bad sizes, and on a build that is not x86-64
+ * with GCC or Clang (no kernels there). The packed layouts are described at
+ * the top of lowp.c. */
+embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K,
+                                 enum embd_lowp_kernels kernels);
+
+/* The family that runs w: what it was packed for, or AVX512 where AMX
+ * cannot take its K. */
+enum embd_lowp_kernels embd_lowp_kernels_of(const embd_lowp_weight *w);
 
 /* Frees a packed weight; NULL is a no-op. */
 void embd_lowp_free(embd_lowp_weight *w);
