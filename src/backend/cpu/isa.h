@@ -46,7 +46,10 @@ bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n);
  * OS saves the tile state (XCR0), and Linux granted the tile data state to
  * the process (arch_prctl ARCH_REQ_XCOMP_PERM, asked once, here; without
  * it the first tile instruction is a SIGILL). False, with the reason in
- * why, otherwise (why may be NULL). */
+ * why, otherwise (why may be NULL). Asked only when bf16 or int8 is wanted
+ * (or `embd doctor` reports): once granted, the process's signal frames
+ * carry the 8 KiB tile state, and Linux refuses a later sigaltstack too
+ * small for it (and the grant itself while one exists). */
 bool embd_cpu_amx_ready(char *why, size_t n);
 
 /* Whether the low-precision kernels run beside the fp32 kernel set isa:
