@@ -133,6 +133,20 @@ def main():
             else:  # an AVX2 CPU: the missing instructions are the reason
                 c.check(one_error(p, 1, "dtype bf16", "AVX512_BF16"),
                         f"cpu + bf16 with EMBD_CPU_ISA=avx2 without AVX512_BF16: {p.stderr!r}")
+            # EMBD_CPU_AMX: 0 keeps the 512-bit kernels (the same answer where
+            # they run); a value other than 0 or 1 is refused, not ignored
+            if can and avx512 and cpu_has(flag):
+                p = run(["embed", *m, "--device", "cpu", "--dtype", dtype, "-q"], stdin=text,
+                        env={"EMBD_CPU_AMX": "0"})
+                c.check(p.returncode == 0 and p.stdout.startswith(b'{"index":0'),
+                        f"cpu + {dtype} with EMBD_CPU_AMX=0: {p.stderr!r}")
+                p = run(["embed", *m, "--device", "cpu", "--dtype", dtype, "-q"], stdin=text,
+                        env={"EMBD_CPU_AMX": "off"})
+                c.check(one_error(p, 1, f"dtype {dtype}", "EMBD_CPU_AMX=off is not 0 or 1"),
+                        f"cpu + {dtype} with EMBD_CPU_AMX=off: {p.stderr!r}")
+        p = run(["doctor"], env={"EMBD_CPU_AMX": "0"})
+        if cpu_has("amx_bf16") or cpu_has("amx_int8"):
+            c.check(b"AMX off (EMBD_CPU_AMX=0)" in p.stdout, f"doctor, AMX off: {p.stdout!r}")
         p = run(["embed", *m, *config({"device": "cpu", "dtype": "fp16"})], stdin=text)
         c.check(one_error(p, 2, "conflicts with --device cpu (from --config"),
                 f"conflict in the config file: {p.stderr!r}")

@@ -220,18 +220,25 @@ bool embd_cpu_amx_ready(char *why, size_t n) {
     return amx_ok;
 }
 
-/* Whether EMBD_CPU_AMX turns the AMX kernels off ("0"). */
-static bool amx_off(void) {
+/* EMBD_CPU_AMX: 0 when "0" (the AMX kernels off), 1 when unset, empty or
+ * "1", -1 for anything else (refused: a typo must not silently change the
+ * kernels). */
+static int amx_env(void) {
     const char *e = getenv("EMBD_CPU_AMX");
-    return e && !strcmp(e, "0");
+    if (!e || !*e || !strcmp(e, "1")) return 1;
+    return !strcmp(e, "0") ? 0 : -1;
 }
 
 bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, int *kernels, char *why, size_t n) {
     const embd_cpu_features *f = embd_cpu_features_get();
     if (kernels) *kernels = 0;
     /* AMX beside the avx512 set, where the CPU has the kind's tiles */
+    if (amx_env() < 0) {
+        snprintf(why, n, "EMBD_CPU_AMX=%.40s is not 0 or 1", getenv("EMBD_CPU_AMX"));
+        return false;
+    }
     const bool amx = isa == EMBD_CPU_ISA_AVX512 && (int8 ? f->amx_int8 : f->amx_bf16) &&
-                     !amx_off() && embd_cpu_amx_ready(NULL, 0);
+                     amx_env() == 1 && embd_cpu_amx_ready(NULL, 0);
     if (!int8) {
         if (!f->avx512_bf16) {
             snprintf(why, n, "the CPU lacks AVX512_BF16");

@@ -57,8 +57,8 @@ bool embd_cpu_amx_ready(char *why, size_t n);
  * set and AVX512_VNNI (512-bit kernels), or the avx2 or avx512 set and
  * AVX-VNNI (256-bit kernels). On the avx512 set the AMX tiles take over
  * where the CPU has AMX-BF16 / AMX-INT8 and embd_cpu_amx_ready, unless
- * EMBD_CPU_AMX=0. Writes the family to *kernels (lowp.h's enum
- * embd_lowp_kernels; kernels may be NULL); when none can run, the reason to
+ * EMBD_CPU_AMX=0 (another value than 0 or 1 is refused, with the reason). Writes the family to
+ * *kernels (lowp.h's enum embd_lowp_kernels; kernels may be NULL); when none can run, the reason to
  * why. The one rule for the CPU backend and `embd doctor`. */
 bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, int *kernels, char *why, size_t n);
 

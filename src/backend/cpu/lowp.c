@@ -41,6 +41,7 @@
  *
  * Shapes: T rows of activations, K inputs, N outputs (columns); g as above. */
 #include "backend/cpu/lowp.h"
+#include "backend/cpu/isa.h"
 #include "backend/cpu/cpu_math.h"
 #include "util/util.h"
 
@@ -128,12 +129,20 @@ static void pack_int8(embd_lowp_weight *w, const float *W) {
     }
 }
 
+/* Whether the AMX kernels of kind may run here (the CPU's AMX-BF16 or
+ * AMX-INT8, and the process's grant of the tile state). */
+static int amx_can(enum embd_lowp_kind kind) {
+    const embd_cpu_features *f = embd_cpu_features_get();
+    return (kind == EMBD_LOWP_BF16 ? f->amx_bf16 : f->amx_int8) && embd_cpu_amx_ready(NULL, 0);
+}
+
 embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K,
                                  enum embd_lowp_kernels kernels) {
     if (!LOWP_X86 || !W || N <= 0 || K <= 0 || N % LOWP_NR || K % 4 ||
         (kind != EMBD_LOWP_BF16 && kind != EMBD_LOWP_INT8) ||
         (kernels != EMBD_LOWP_VNNI256 && kernels != EMBD_LOWP_AVX512 && kernels != EMBD_LOWP_AMX) ||
-        (kind == EMBD_LOWP_BF16 && kernels == EMBD_LOWP_VNNI256))
+        (kind == EMBD_LOWP_BF16 && kernels == EMBD_LOWP_VNNI256) ||
+        (kernels == EMBD_LOWP_AMX && !amx_can(kind))) /* else a SIGILL */
         return NULL;
     embd_lowp_weight *w = embd_calloc(1, sizeof *w);
     if (!w) return NULL;

@@ -49,8 +49,8 @@ typedef struct embd_lowp_weight embd_lowp_weight;
 
 /* Packs W (N, K), row-major fp32, for kind. N a multiple of 16 and K of 4.
  * kernels: the family that runs it (bf16 has no 256-bit kernels: NULL);
- * AMX needs the process's permission first (embd_cpu_amx_ready, isa.h).
- * NULL on out of memory or bad sizes, and on a build that is not x86-64
+ * AMX needs the process's permission (embd_cpu_amx_ready, isa.h: NULL
+ * without it). NULL on out of memory or bad sizes, and on a build that is not x86-64
  * with GCC or Clang (no kernels there). The packed layouts are described at
  * the top of lowp.c. */
 embd_lowp_weight *embd_lowp_pack(enum embd_lowp_kind kind, const float *W, int N, int K,
