@@ -494,7 +494,7 @@ static void test_known_answers(void) {
 
 /* The fast backend's polynomial exp, erf and GELU against libm. */
 static void test_fast_math(void) {
-    double worst_exp = 0, worst_erf = 0, worst_gelu = 0;
+    double worst_exp = 0, worst_erf = 0, worst_gelu = 0, worst_gelu_as = 0;
     for (int i = 0; i <= 200000; i++) {
         float x = -87.0f + 175.0f * (float)i / 200000.0f;
         double e = exp((double)x), fe = embd_fast_expf(x);
@@ -506,12 +506,17 @@ static void test_fast_math(void) {
         double gx = 0.5 * u * (1.0 + erf(u / sqrt(2.0)));
         double gd = fabs(embd_fast_gelu(u) - gx) / (1.0 + fabs(u));
         if (!(gd <= worst_gelu)) worst_gelu = gd;
+        gd = fabs(embd_fast_gelu_as(u) - gx) / (1.0 + fabs(u));
+        if (!(gd <= worst_gelu_as)) worst_gelu_as = gd;
     }
     printf("fast math: exp max rel err %.3g, erf max abs err %.3g, gelu max err %.3g\n", worst_exp,
            worst_erf, worst_gelu);
     CHECK_MSG(worst_exp < 4e-7, "exp rel err %.3g", worst_exp);
     CHECK_MSG(worst_erf < 3e-7, "erf abs err %.3g", worst_erf);
     CHECK_MSG(worst_gelu < 3e-7, "gelu err %.3g", worst_gelu);
+    printf("fast math: gelu (A&S erf alone, the reduced precisions' epilogue) max err %.3g\n",
+           worst_gelu_as);
+    CHECK_MSG(worst_gelu_as < 3e-7, "gelu_as err %.3g", worst_gelu_as);
     CHECK(embd_fast_expf(0.0f) == 1.0f);
     CHECK(embd_fast_expf(-1000.0f) >= 0.0f && embd_fast_expf(-1000.0f) < 1e-37f);
     CHECK(isfinite(embd_fast_expf(1000.0f)));

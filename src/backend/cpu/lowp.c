@@ -402,7 +402,7 @@ LOWP_TARGET static void epilogue(int int8, float *c, size_t ldc, float *t, int m
             _mm512_store_ps(tv, v);
 #pragma omp simd
             for (int j = 0; j < LOWP_NR; j++)
-                cr[j] = embd_fast_gelu(tv[j]);
+                cr[j] = embd_fast_gelu_as(tv[j]);
         }
     }
 }
@@ -515,7 +515,7 @@ VNNI_TARGET static void vnni_epilogue(float *c, size_t ldc, const int32_t *t, in
             _mm256_store_ps(tv, v);
 #pragma omp simd
             for (int j = 0; j < 8; j++)
-                cr[j] = embd_fast_gelu(tv[j]);
+                cr[j] = embd_fast_gelu_as(tv[j]);
         }
     }
 }

@@ -71,7 +71,7 @@ size_t embd_lowp_bytes(const embd_lowp_weight *w);
 size_t embd_lowp_scratch_bytes(const embd_lowp_weight *w);
 
 /* Rows [r0, r1) and columns [c0, c1) of out = in W^T + bias, then GELU (the
- * erf form, embd_fast_gelu) if gelu: in (T, K) with rows lda floats apart,
+ * erf form, embd_fast_gelu_as of cpu_math.h) if gelu: in (T, K) with rows lda floats apart,
  * out with rows ldc floats apart; c0 and c1 multiples of 16; bias (N) may be
  * NULL; scratch is 64-byte aligned, embd_lowp_scratch_bytes(w) bytes. Each
  * output is written once; nothing outside the rows and columns is touched.
