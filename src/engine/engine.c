@@ -963,16 +963,10 @@ static void system_info_init(void) {
     const bool bf16 = isa_ok && embd_cpu_lowp_kernels(false, isa, &k16, bf16_why, sizeof bf16_why);
     const bool int8 = isa_ok && embd_cpu_lowp_kernels(true, isa, &k8, int8_why, sizeof int8_why);
     /* why AMX does not run where the CPU has it */
-    char amx_why[128] = "";
-    if (f->amx_bf16 || f->amx_int8) {
-        const char *off = getenv("EMBD_CPU_AMX");
-        if (off && !strcmp(off, "0"))
-            snprintf(amx_why, sizeof amx_why, "; AMX off (EMBD_CPU_AMX=0)");
-        else if (!embd_cpu_amx_ready(amx_why + 10, sizeof amx_why - 10))
-            memcpy(amx_why, "; no AMX: ", 10);
-        else if (isa_ok && isa != EMBD_CPU_ISA_AVX512)
-            snprintf(amx_why, sizeof amx_why, "; AMX runs beside the avx512 kernel set only");
-    }
+    char amx_why[160] = "";
+    if ((f->amx_bf16 || f->amx_int8) && isa_ok &&
+        !embd_cpu_amx_runs(!f->amx_bf16, isa, amx_why + 10, sizeof amx_why - 10))
+        memcpy(amx_why, "; no AMX: ", 10);
     if (!isa_ok) {
         snprintf(bf16_why, sizeof bf16_why, "no kernel set is usable");
         snprintf(int8_why, sizeof int8_why, "no kernel set is usable");

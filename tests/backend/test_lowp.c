@@ -615,12 +615,15 @@ static void test_pack(enum embd_lowp_kind kind) {
  * with and without GELU, on a model's shapes and odd row counts; AMX-BF16
  * is within its rounding of the 512-bit bf16 kernels. Compares the
  * variants in have (indexed by variant, see main) pairwise. */
+/* The families of the variants main runs: bf16 512-bit, bf16 AMX, int8
+ * 512-bit, int8 AMX, int8 AVX-VNNI. */
+static const enum embd_lowp_kernels kern[5] = {EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_AVX512,
+                                               EMBD_LOWP_AMX, EMBD_LOWP_VNNI256};
+
 static void test_variants_agree(const int have[5]) {
     const int dims[3][3] = {{37, 384, 1152}, {5, 1536, 384}, {61, 384, 1536}};
     /* pairs of variants: int8 512 vs 256, int8 512 vs AMX, bf16 512 vs AMX */
     static const int pairs[3][2] = {{2, 4}, {2, 3}, {0, 1}};
-    static const enum embd_lowp_kernels kern[5] = {
-        EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_VNNI256};
     static const char *const pname[3] = {"512-bit and AVX-VNNI int8", "512-bit and AMX int8",
                                          "512-bit and AMX bf16"};
     for (int pi = 0; pi < 3; pi++) {
@@ -708,8 +711,6 @@ int main(void) {
     static const char *const names[5] = {"bf16 (AVX512_BF16)", "bf16 (AMX-BF16)",
                                          "int8 (AVX512_VNNI)", "int8 (AMX-INT8)",
                                          "int8 (AVX-VNNI)"};
-    static const enum embd_lowp_kernels kern[5] = {
-        EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_AVX512, EMBD_LOWP_AMX, EMBD_LOWP_VNNI256};
     if (best < EMBD_CPU_ISA_AVX512) {
         snprintf(why[0], sizeof why[0], "no avx512 kernel set");
         snprintf(why[2], sizeof why[2], "no avx512 kernel set");
@@ -718,15 +719,10 @@ int main(void) {
         snprintf(why[2], sizeof why[2], "the CPU lacks AVX512_VNNI");
     for (int v = 1; v <= 3; v += 2) {
         if (can[v]) continue;
-        const char *e = getenv("EMBD_CPU_AMX");
         if (!can[v - 1])
             snprintf(why[v], sizeof why[v], "%.150s", why[v - 1]);
-        else if (e && !strcmp(e, "0"))
-            snprintf(why[v], sizeof why[v], "EMBD_CPU_AMX=0");
-        else if (!embd_cpu_amx_ready(why[v], sizeof why[v]))
-            ;
         else
-            snprintf(why[v], sizeof why[v], "the CPU lacks AMX-%s", v == 1 ? "BF16" : "INT8");
+            embd_cpu_amx_runs(v == 3, EMBD_CPU_ISA_AVX512, why[v], sizeof why[v]);
     }
     if (!can[0] && !can[2] && !can[4])
         TEST_SKIP("bf16: %s; int8: %s; int8 on AVX2: %s", why[0], why[2], why[4]);

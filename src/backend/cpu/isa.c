@@ -229,6 +229,24 @@ static int amx_env(void) {
     return !strcmp(e, "0") ? 0 : -1;
 }
 
+bool embd_cpu_amx_runs(bool int8, enum embd_cpu_isa isa, char *why, size_t n) {
+    const embd_cpu_features *f = embd_cpu_features_get();
+    char lack[96];
+    if (!(int8 ? f->amx_int8 : f->amx_bf16))
+        snprintf(why, n, "the CPU lacks AMX-%s", int8 ? "INT8" : "BF16");
+    else if (amx_env() == 0)
+        snprintf(why, n, "AMX off (EMBD_CPU_AMX=0)");
+    else if (amx_env() < 0)
+        snprintf(why, n, "EMBD_CPU_AMX=%.40s is not 0 or 1", getenv("EMBD_CPU_AMX"));
+    else if (!embd_cpu_amx_ready(lack, sizeof lack))
+        snprintf(why, n, "%s", lack);
+    else if (isa != EMBD_CPU_ISA_AVX512)
+        snprintf(why, n, "AMX runs beside the avx512 kernel set only");
+    else
+        return true;
+    return false;
+}
+
 bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, int *kernels, char *why, size_t n) {
     const embd_cpu_features *f = embd_cpu_features_get();
     if (kernels) *kernels = 0;
@@ -237,8 +255,8 @@ bool embd_cpu_lowp_kernels(bool int8, enum embd_cpu_isa isa, int *kernels, char 
         snprintf(why, n, "EMBD_CPU_AMX=%.40s is not 0 or 1", getenv("EMBD_CPU_AMX"));
         return false;
     }
-    const bool amx = isa == EMBD_CPU_ISA_AVX512 && (int8 ? f->amx_int8 : f->amx_bf16) &&
-                     amx_env() == 1 && embd_cpu_amx_ready(NULL, 0);
+    char amx_no[128];
+    const bool amx = embd_cpu_amx_runs(int8, isa, amx_no, sizeof amx_no);
     if (!int8) {
         if (!f->avx512_bf16) {
             snprintf(why, n, "the CPU lacks AVX512_BF16");

@@ -52,6 +52,12 @@ bool embd_cpu_isa_choose(enum embd_cpu_isa *isa, char *why, size_t n);
  * small for it (and the grant itself while one exists). */
 bool embd_cpu_amx_ready(char *why, size_t n);
 
+/* Whether the AMX kernels of int8 (else bf16) run beside the kernel set
+ * isa: the CPU has the kind's tiles, EMBD_CPU_AMX is unset or 1,
+ * embd_cpu_amx_ready, and isa is avx512. When not, the reason to why. The
+ * one rule for embd_cpu_lowp_kernels, `embd doctor` and the tests. */
+bool embd_cpu_amx_runs(bool int8, enum embd_cpu_isa isa, char *why, size_t n);
+
 /* Whether the low-precision kernels run beside the fp32 kernel set isa:
  * bf16 (int8 false) needs the avx512 set and AVX512_BF16; int8 the avx512
  * set and AVX512_VNNI (512-bit kernels), or the avx2 or avx512 set and

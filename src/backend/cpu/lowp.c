@@ -600,6 +600,29 @@ AMX_TARGET LOWP_INLINE void amx_tiles(int int8, int nr, int np, const uint32_t *
     }
 }
 
+/* One copy of amx_tiles per kind, row tiles and panels, indexed
+ * [int8][nr - 1][np - 1]. */
+#define AMX_TILES_FN(i8, nr, np)                                                                   \
+    AMX_TARGET static void amx_tiles_##i8##_##nr##_##np(const uint32_t *a0, const uint32_t *a1,    \
+                                                        size_t ast, const uint32_t *b0,            \
+                                                        const uint32_t *b1, int steps) {           \
+        amx_tiles(i8, nr, np, a0, a1, ast, b0, b1, steps);                                         \
+    }
+AMX_TILES_FN(0, 1, 1)
+AMX_TILES_FN(0, 1, 2)
+AMX_TILES_FN(0, 2, 1)
+AMX_TILES_FN(0, 2, 2)
+AMX_TILES_FN(1, 1, 1)
+AMX_TILES_FN(1, 1, 2)
+AMX_TILES_FN(1, 2, 1)
+AMX_TILES_FN(1, 2, 2)
+typedef void (*amx_tiles_fn)(const uint32_t *, const uint32_t *, size_t, const uint32_t *,
+                             const uint32_t *, int);
+static const amx_tiles_fn amx_fns[2][2][2] = {
+    {{amx_tiles_0_1_1, amx_tiles_0_1_2}, {amx_tiles_0_2_1, amx_tiles_0_2_2}},
+    {{amx_tiles_1_1_1, amx_tiles_1_1_2}, {amx_tiles_1_2_1, amx_tiles_1_2_2}},
+};
+
 AMX_TARGET static void amx_gemm(const embd_lowp_weight *w, float *out, size_t ldc, const float *in,
                                 size_t lda, int r0, int r1, int c0, int c1, const float *bias,
                                 int gelu, void *scratch) {
@@ -634,25 +657,7 @@ AMX_TARGET static void amx_gemm(const embd_lowp_weight *w, float *out, size_t ld
             for (int i = 0; i < mc; i += 2 * AMX_ROWS) {
                 const int nr = mc - i > AMX_ROWS ? 2 : 1;
                 const uint32_t *a0 = abuf + (size_t)i * kg, *a1 = a0 + (size_t)AMX_ROWS * kg;
-                if (int8) {
-                    if (nr == 2 && np == 2)
-                        amx_tiles(1, 2, 2, a0, a1, ast, b0, b1, steps);
-                    else if (nr == 2)
-                        amx_tiles(1, 2, 1, a0, a1, ast, b0, b1, steps);
-                    else if (np == 2)
-                        amx_tiles(1, 1, 2, a0, a1, ast, b0, b1, steps);
-                    else
-                        amx_tiles(1, 1, 1, a0, a1, ast, b0, b1, steps);
-                } else {
-                    if (nr == 2 && np == 2)
-                        amx_tiles(0, 2, 2, a0, a1, ast, b0, b1, steps);
-                    else if (nr == 2)
-                        amx_tiles(0, 2, 1, a0, a1, ast, b0, b1, steps);
-                    else if (np == 2)
-                        amx_tiles(0, 1, 2, a0, a1, ast, b0, b1, steps);
-                    else
-                        amx_tiles(0, 1, 1, a0, a1, ast, b0, b1, steps);
-                }
+                amx_fns[int8][nr - 1][np - 1](a0, a1, ast, b0, b1, steps);
                 for (int h = 0; h < nr; h++) {
                     if (h == 0) {
                         _tile_stored(0, t, 2 * LOWP_NR * sizeof(float));
